@@ -1,0 +1,261 @@
+"""A small OpenAI-compatible server for tests and benchmarks.
+
+It stands in for vLLM / Ollama / OpenAI on 127.0.0.1 and can be told to misbehave:
+
+    python -m gatehouse.testing.upstream_server --port 9001 --name a
+
+Behaviour is steered at run time through a control endpoint, so one process can be healthy,
+then fail, then stall, within one test::
+
+    POST /_control {"status": 503, "times": 2}        next 2 requests answer 503
+    POST /_control {"first_byte_ms": 3000}             hold every response 3 s before headers
+    POST /_control {"fail_after_chunks": 2}            streams send 2 chunks, then drop the socket
+    POST /_control {"ms_per_token": 20}                pace streamed tokens
+    POST /_reset                                       back to healthy, counters kept
+    GET  /_stats                                       {"requests", "streams_completed", ...}
+
+Replies are deterministic: ``reply_tokens`` words (default 8, capped by ``max_tokens``), the
+first one naming the server (``--name``) so a test can see which backend answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+Scope = dict[str, Any]
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    times: int | None = None  # how many requests the failure applies to; None = until reset
+    first_byte_ms: float = 0.0
+    ms_per_token: float = 0.0
+    fail_after_chunks: int | None = None
+    reply_tokens: int = 8
+    omit_usage: bool = False
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    active: int = 0
+    streams_completed: int = 0
+    streams_aborted: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    total = 0
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += count_tokens(content) + 3
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    total += count_tokens(part["text"])
+            total += 3
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        total += count_tokens(prompt)
+    return max(total, 1)
+
+
+class UpstreamServer:
+    def __init__(self, name: str, behaviour: Behaviour | None = None) -> None:
+        self.name = name
+        self.default = behaviour or Behaviour()
+        self.behaviour = Behaviour(**vars(self.default))
+        self.stats = Stats()
+
+    # -- ASGI -------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path: str = scope["path"]
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if path == "/_control":
+            for key, value in orjson.loads(body or b"{}").items():
+                setattr(self.behaviour, key, value)
+            return await self._json(send, 200, {"ok": True})
+        if path == "/_reset":
+            self.behaviour = Behaviour(**vars(self.default))
+            return await self._json(send, 200, {"ok": True})
+        if path == "/_stats":
+            return await self._json(send, 200, vars(self.stats))
+
+        self.stats.requests += 1
+        self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
+        self.stats.active += 1
+        try:
+            await self._serve(path, scope, body, receive, send)
+        finally:
+            self.stats.active -= 1
+
+    async def _serve(self, path: str, scope: Scope, raw: bytes, receive: Any, send: Any) -> None:
+        b = self.behaviour
+        if b.first_byte_ms:
+            await asyncio.sleep(b.first_byte_ms / 1000)
+        if b.status != 200:
+            if b.times is not None:
+                b.times -= 1
+                if b.times <= 0:
+                    self.behaviour = Behaviour(**vars(self.default))
+            return await self._json(
+                send,
+                b.status,
+                {"error": {"message": f"upstream {self.name} failing on purpose",
+                           "type": "server_error", "param": None, "code": None}},
+            )
+        if path == "/v1/models" and scope["method"] == "GET":
+            return await self._json(send, 200, {"object": "list", "data": [
+                {"id": "test-model", "object": "model", "created": 0, "owned_by": self.name}]})
+        try:
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            return await self._json(send, 400, {"error": {
+                "message": "bad json", "type": "invalid_request_error", "param": None, "code": None}})
+        if path == "/v1/embeddings":
+            return await self._embeddings(send, body)
+        if path not in ("/v1/chat/completions", "/v1/completions"):
+            return await self._json(send, 404, {"error": {
+                "message": f"no route {path}", "type": "invalid_request_error",
+                "param": None, "code": None}})
+        chat = path == "/v1/chat/completions"
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or b.reply_tokens
+        words = [self.name] + [f"w{i}" for i in range(1, min(b.reply_tokens, limit))]
+        usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": len(words),
+                 "total_tokens": prompt_tokens(body) + len(words)}
+        model = body.get("model", "test-model")
+        rid = "chatcmpl-" + hashlib.sha1(raw).hexdigest()[:16]
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await self._stream(send, receive, chat, rid, model, words,
+                                      usage if include_usage and not b.omit_usage else None)
+        text = " ".join(words)
+        if chat:
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": text}}
+        else:
+            choice = {"index": 0, "finish_reason": "stop", "text": text, "logprobs": None}
+        payload: dict[str, Any] = {
+            "id": rid, "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "choices": [choice]}
+        if not b.omit_usage:
+            payload["usage"] = usage
+        await self._json(send, 200, payload)
+
+    async def _stream(self, send: Any, receive: Any, chat: bool, rid: str, model: str,
+                      words: list[str], usage: dict[str, int] | None) -> None:
+        b = self.behaviour
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"x-upstream-name", self.name.encode())]})
+        created = int(time.time())
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        sent = 0
+        # after the body, the next receive() only ever reports the client going away
+        gone = asyncio.ensure_future(receive())
+        try:
+            for i, word in enumerate(words):
+                if gone.done():
+                    raise ConnectionResetError("the client went away mid-stream")
+                if b.fail_after_chunks is not None and sent >= b.fail_after_chunks:
+                    raise ConnectionAbortedError("dropping the stream on purpose")
+                if b.ms_per_token and i:
+                    await asyncio.sleep(b.ms_per_token / 1000)
+                piece = word if i == 0 else " " + word
+                if chat:
+                    delta: dict[str, Any] = {"content": piece}
+                    if i == 0:
+                        delta["role"] = "assistant"
+                    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+                else:
+                    choice = {"index": 0, "text": piece, "finish_reason": None}
+                chunk: dict[str, Any] = {"id": rid, "object": obj, "created": created,
+                                         "model": model, "choices": [choice]}
+                if usage is not None:
+                    chunk["usage"] = None
+                await send({"type": "http.response.body",
+                            "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+                sent += 1
+            last: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model,
+                                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}
+                                                if chat else
+                                                {"index": 0, "text": "", "finish_reason": "stop"}]}
+            tail = b"data: " + orjson.dumps(last) + b"\n\n"
+            if usage is not None:
+                tail += b"data: " + orjson.dumps({"id": rid, "object": obj, "created": created,
+                                                  "model": model, "choices": [],
+                                                  "usage": usage}) + b"\n\n"
+            await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+            self.stats.streams_completed += 1
+        except (OSError, asyncio.CancelledError):
+            # a dropped client (the gateway closing the stream) or a drop on purpose
+            self.stats.streams_aborted += 1
+            raise
+        finally:
+            gone.cancel()
+
+    async def _embeddings(self, send: Any, body: dict[str, Any]) -> None:
+        items = body.get("input")
+        inputs = items if isinstance(items, list) else [items]
+        data = []
+        for i, item in enumerate(inputs):
+            digest = hashlib.sha256(str(item).encode()).digest()
+            data.append({"object": "embedding", "index": i,
+                         "embedding": [round((byte - 128) / 128, 4) for byte in digest[:8]]})
+        tokens = sum(count_tokens(str(item)) for item in inputs)
+        await self._json(send, 200, {"object": "list", "data": data,
+                                     "model": body.get("model", "test-model"),
+                                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _json(self, send: Any, status: int, payload: Any) -> None:
+        data = orjson.dumps(payload)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+            (b"x-upstream-name", self.name.encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="upstream")
+    parser.add_argument("--status", type=int, default=200)
+    parser.add_argument("--ms-per-token", type=float, default=0.0)
+    parser.add_argument("--reply-tokens", type=int, default=8)
+    args = parser.parse_args(argv)
+    app = UpstreamServer(args.name, Behaviour(status=args.status, ms_per_token=args.ms_per_token,
+                                              reply_tokens=args.reply_tokens))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()
