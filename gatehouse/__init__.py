@@ -1,0 +1,3 @@
+"""gatehouse: an OpenAI-compatible LLM gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,94 @@
+"""Builds the gateway from settings: the stages in order, and the routes that use them.
+
+The stage lists below are the pipeline of DESIGN.md. Later stages (edge, identity, quota,
+admission) slot into ``api_stages`` / ``proxy_stages`` without changing anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from gatehouse.config import ConfigError, Settings, load_settings
+from gatehouse.models_list import ModelsStage
+from gatehouse.pipeline import Pipeline, Stage
+from gatehouse.probes import Probes
+from gatehouse.schema.stage import SchemaStage
+from gatehouse.server import Gateway, Route
+from gatehouse.telemetry.metrics import Metrics
+from gatehouse.telemetry.record import AccessLog
+from gatehouse.telemetry.stage import TelemetryStage
+from gatehouse.upstream.backend import Backend, HTTPBackend
+from gatehouse.upstream.breaker import CircuitBreaker
+from gatehouse.upstream.demo import DemoBackend
+from gatehouse.upstream.router import ModelRoute, Router, Target
+from gatehouse.upstream.stage import UpstreamStage
+
+
+def build_router(settings: Settings, metrics: Metrics,
+                 environ: dict[str, str] | None = None) -> tuple[Router, list[Backend]]:
+    env = os.environ if environ is None else environ
+    backends: dict[str, tuple[Backend, CircuitBreaker, bool]] = {}
+    for name, up in settings.upstreams.items():
+        key = None
+        if up.api_key_env:
+            key = env.get(up.api_key_env)
+            if not key:
+                raise ConfigError(settings.source, f"upstreams.{name}.api_key_env",
+                                  f"environment variable {up.api_key_env} is not set")
+        gauge = metrics.breaker_open.labels(name)
+        breaker = CircuitBreaker(up.breaker_failures, up.breaker_cooldown,
+                                 on_change=lambda state, g=gauge: g.set(state != "closed"))
+        backends[name] = (HTTPBackend(name, up, key), breaker, up.inject_stream_usage)
+    created = int(time.time())
+    routes: dict[str, ModelRoute] = {}
+    for model, ms in settings.models.items():
+        targets = []
+        for ref in ms.backends:
+            backend, breaker, inject = backends[ref.upstream]
+            targets.append(Target(backend, breaker, ref.model or model, ref.weight, inject))
+        routes[model] = ModelRoute(model, targets, ms.owned_by, created)
+    everything: list[Backend] = [b for b, _, _ in backends.values()]
+    if settings.demo.enabled:
+        demo = DemoBackend(settings.demo)
+        routes[settings.demo.model] = ModelRoute(
+            settings.demo.model, [Target(demo, CircuitBreaker(), settings.demo.model, 1.0)],
+            "gatehouse-demo", created)
+        everything.append(demo)
+    return Router(routes), everything
+
+
+def create_app(settings: Settings | None = None) -> Gateway:
+    settings = settings or load_settings()
+    metrics = Metrics()
+    router, backends = build_router(settings, metrics)
+
+    telemetry = TelemetryStage(metrics, AccessLog(settings.telemetry.access_log))
+    api_stages: list[Stage] = [telemetry]  # edge and identity join here
+    proxy_stages: list[Stage] = [
+        *api_stages,
+        SchemaStage(settings.server.max_body_bytes, router.exists),
+        # quota and admission join here
+        UpstreamStage(router, metrics),
+    ]
+    proxy = Pipeline(proxy_stages)
+    probes = Probes(router, backends)
+    routes: dict[str, Route] = {
+        "/v1/chat/completions": Route("POST", proxy, "chat.completions"),
+        "/v1/completions": Route("POST", proxy, "completions"),
+        "/v1/embeddings": Route("POST", proxy, "embeddings"),
+        "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
+    }
+    return Gateway(
+        settings=settings, routes=routes,
+        prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
+                                            "models")},
+        fallback=Pipeline([telemetry]), metrics=metrics, probes=probes,
+        on_shutdown=[b.aclose for b in backends],
+    )
+
+
+def app_from_env() -> Any:
+    """Entry point for ``uvicorn --factory`` and worker processes (reads $GATEHOUSE_CONFIG)."""
+    return create_app(load_settings())

@@ -1,0 +1,85 @@
+"""``gatehouse serve | check``: run the gateway, or check a configuration without running it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from gatehouse import __version__
+from gatehouse.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="gatehouse — an OpenAI-compatible LLM gateway.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", help="Path to gatehouse.toml (default: $GATEHOUSE_CONFIG or ./gatehouse.toml).")]
+
+
+def _load(config: Path | None) -> Settings:
+    try:
+        settings = load_settings(config)
+        from gatehouse.app import build_router
+        from gatehouse.telemetry.metrics import Metrics
+
+        build_router(settings, Metrics())  # api keys in the environment, backends resolvable
+        return settings
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default 8787).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default 1).")] = None,
+) -> None:
+    """Run the gateway (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    if config is not None:
+        os.environ["GATEHOUSE_CONFIG"] = str(config)
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"GATEHOUSE_SERVER__{name}"] = str(value)
+    settings = _load(config)
+    s = settings.server
+    from gatehouse.app import create_app
+
+    models = ", ".join([*settings.models, *([settings.demo.model] if settings.demo.enabled else [])])
+    err.print(f"[bold]gatehouse {__version__}[/] on [cyan]http://{s.host}:{s.port}[/] "
+              f"({s.workers} worker{'s' if s.workers > 1 else ''}; config: {settings.source})")
+    err.print(f"models: {models or 'none'} · try: curl http://{s.host}:{s.port}/v1/models")
+    common = dict(host=s.host, port=s.port, loop="uvloop", http="httptools", lifespan="on",
+                  access_log=False, log_level="warning", proxy_headers=False,
+                  server_header=False, timeout_graceful_shutdown=int(s.shutdown_grace_seconds),
+                  timeout_keep_alive=30)
+    if s.workers > 1:
+        uvicorn.run("gatehouse.app:app_from_env", factory=True, workers=s.workers,
+                    **common)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+
+
+@app.command()
+def check(config: ConfigOpt = None) -> None:
+    """Check a configuration and print what it resolves to."""
+    settings = _load(config)
+    err.print(f"[green]ok[/] {settings.source}")
+    typer.echo(settings.model_dump_json(indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,199 @@
+"""Typed settings: ``gatehouse.toml`` overlaid with ``GATEHOUSE_*`` environment variables.
+
+Environment variables address keys with double underscores: ``GATEHOUSE_SERVER__PORT=9000``
+sets ``[server] port``; values are read as TOML values when they parse (``true``, ``5``,
+``["a"]``) and as plain strings otherwise. ``GATEHOUSE_CONFIG`` names the file.
+
+Every problem is reported as a :class:`ConfigError` naming the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "GATEHOUSE_"
+DEFAULT_PATH = "gatehouse.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem a person can fix: where it is and why it is wrong."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source, self.key, self.reason = source, key, reason
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {reason}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=256)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    # how long a graceful shutdown waits for open streams before closing them
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+
+
+class TelemetrySettings(_Section):
+    access_log: bool = True
+    metrics: bool = True
+
+
+class UpstreamSettings(_Section):
+    """One OpenAI-compatible backend: vLLM, Ollama, llama.cpp server, OpenAI itself."""
+
+    base_url: str
+    api_key_env: str | None = None
+    connect_timeout: float = Field(3.0, gt=0)
+    # time until the upstream's first response byte; for non-streaming requests that is the
+    # whole answer, so this bounds the generation as well
+    first_byte_timeout: float = Field(120.0, gt=0)
+    total_timeout: float = Field(600.0, gt=0)
+    max_connections: int = Field(512, ge=1)
+    # ask streaming backends for usage (stream_options.include_usage) even when the client
+    # did not, so every stream is metered; the extra usage chunk is not passed on
+    inject_stream_usage: bool = True
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown: float = Field(30.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class BackendRef(_Section):
+    upstream: str
+    model: str | None = None  # the name the backend knows the model by; defaults to ours
+    weight: float = Field(1.0, gt=0)
+
+
+class ModelSettings(_Section):
+    backends: list[BackendRef] = Field(min_length=1)
+    owned_by: str = "gatehouse"
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _names_as_refs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"upstream": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class DemoSettings(_Section):
+    """The built-in ``demo`` backend: a deterministic echo for trying the gateway, not a model."""
+
+    enabled: bool = True
+    model: str = "demo"
+    latency_ms: float = Field(0.0, ge=0)
+    ms_per_token: float = Field(0.0, ge=0)
+    failure_rate: float = Field(0.0, ge=0, le=1)
+    reply_tokens: int = Field(24, ge=1, le=4096)
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    source: str = Field("defaults", exclude=True)
+
+    @model_validator(mode="after")
+    def _refs_exist(self) -> "Settings":
+        for name, model in self.models.items():
+            for i, ref in enumerate(model.backends):
+                if ref.upstream not in self.upstreams:
+                    known = ", ".join(sorted(self.upstreams)) or "none defined"
+                    raise ValueError(
+                        f"models.{name}.backends.{i}.upstream: no [upstreams.{ref.upstream}]"
+                        f" (known: {known})"
+                    )
+        if self.demo.enabled and self.demo.model in self.models:
+            raise ValueError(
+                f"models.{self.demo.model}: clashes with the built-in demo model;"
+                " rename it or set [demo] enabled = false"
+            )
+        return self
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(name, "", "conflicts with another GATEHOUSE_ variable")
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Read settings from ``path`` (or ``$GATEHOUSE_CONFIG``, or ``./gatehouse.toml`` if it exists)."""
+    env = dict(os.environ if environ is None else environ)
+    explicit = path or env.get(ENV_PREFIX + "CONFIG")
+    file = Path(explicit) if explicit else Path(DEFAULT_PATH)
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if explicit or file.exists():
+        source = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(source, "", "file not found") from None
+        except OSError as exc:
+            raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    overrides = _env_overrides(env)
+    if overrides:
+        source += " + GATEHOUSE_* environment"
+    try:
+        settings = Settings.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        reason = first["msg"]
+        if first["type"] == "extra_forbidden":
+            reason = "unknown key (check the spelling against docs/configuration.md)"
+        elif first["type"] == "missing":
+            reason = "required key is missing"
+        if reason.startswith("Value error, "):
+            reason = reason[len("Value error, "):]
+        extra = len(exc.errors()) - 1
+        if extra:
+            reason += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+        raise ConfigError(source, key, reason) from None
+    settings.source = source
+    return settings
+

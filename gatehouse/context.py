@@ -1,0 +1,109 @@
+"""RequestContext: what flows through the stages of one request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gatehouse.errors import GatehouseError
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, data: Any) -> "Usage | None":
+        if not isinstance(data, dict):
+            return None
+        prompt = data.get("prompt_tokens")
+        completion = data.get("completion_tokens") or 0
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        total = data.get("total_tokens")
+        return cls(prompt, completion, total if isinstance(total, int) else prompt + completion)
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the pipeline answers: a whole body, or a stream of bytes sent as they come."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a request ended, handed to every stage's ``exit``.
+
+    ``kind`` is ``ok``, ``error`` (a GatehouseError was answered), ``upstream_aborted``
+    (the stream broke after it started), ``client_disconnected`` or ``cancelled``.
+    """
+
+    kind: str
+    status: int
+    error: GatehouseError | None = None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
+    client: tuple[str, int] | None
+    receive: Any = None
+    client_request_id: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    started_wall: float = field(default_factory=time.time)
+    endpoint: str = ""
+    # set by the schema stage
+    body: dict[str, Any] | None = None
+    model: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    # set by later stages (identity, quota, admission) — free for each to use
+    principal: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)
+    # set by the upstream stage
+    backend: str | None = None
+    attempts: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    first_byte_at: float | None = None
+    finished_at: float | None = None
+    # headers every stage may add to the answer (rate limits, …)
+    response_headers: dict[str, str] = field(default_factory=dict)
+    reply: Reply | None = None
+
+    @property
+    def wants_html(self) -> bool:
+        return prefers_html(self.headers.get("accept", ""))
+
+
+def prefers_html(accept: str) -> bool:
+    """True when text/html is preferred over JSON (q-values honoured, ties go to JSON)."""
+    if "html" not in accept:
+        return False
+    html = json = 0.0
+    for item in accept.split(","):
+        media, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.strip().lower()
+        if media in ("text/html", "application/xhtml+xml"):
+            html = max(html, q)
+        elif media in ("application/json", "*/*", "application/*"):
+            json = max(json, q * (1.0 if media == "application/json" else 0.99))
+    return html > json

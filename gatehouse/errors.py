@@ -1,0 +1,163 @@
+"""Every answer the gateway makes that is not a success.
+
+The tree (status · type · code)::
+
+    GatehouseError
+    ├── InvalidRequest          400 · invalid_request_error · invalid_json | missing_required_parameter
+    │   │                                                  | invalid_type | invalid_value
+    │   └── InvalidClientRequestId   400 · invalid_request_error · invalid_client_request_id
+    ├── RequestTooLarge         413 · invalid_request_error · request_too_large
+    ├── RouteNotFound           404 · invalid_request_error · unknown_url
+    ├── MethodNotAllowed        405 · invalid_request_error · method_not_allowed
+    ├── ModelNotFound           404 · invalid_request_error · model_not_found
+    ├── UpstreamFailed          500 · server_error · upstream_error      (5xx after failover)
+    ├── UpstreamUnavailable     503 · server_error · upstream_unavailable
+    ├── UpstreamTimeout         504 · server_error · upstream_timeout
+    └── InternalError           500 · server_error · internal_error      (a gateway bug)
+
+Each error keeps a public ``message`` (safe to show anyone) apart from a private ``cause``
+(for the log only), and renders one way for API clients (OpenAI's error body, so the official
+SDK raises the matching class) and one way for browsers (an HTML page with the request id and
+what to do next). docs/errors.md lists them all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import orjson
+
+
+class GatehouseError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Something went wrong"
+    advice: ClassVar[str] = "Try again in a moment. If it keeps happening, contact support with the request ID."
+
+    def __init__(self, message: str, *, param: str | None = None, cause: str | None = None,
+                 retry_after: float | None = None, headers: dict[str, str] | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.cause = cause
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+    def body(self, request_id: str | None) -> bytes:
+        payload: dict[str, Any] = {"error": {"message": self.message, "type": self.type,
+                                             "param": self.param, "code": self.code}}
+        if request_id:
+            payload["request_id"] = request_id
+        return orjson.dumps(payload)
+
+    def response_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers["retry-after"] = str(max(1, math.ceil(self.retry_after)))
+            headers["retry-after-ms"] = str(max(0, round(self.retry_after * 1000)))
+        return headers
+
+
+class InvalidRequest(GatehouseError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+    title = "The request is not valid"
+    advice = "Fix the request as the message says and send it again; retrying it unchanged will fail the same way."
+
+
+class InvalidClientRequestId(InvalidRequest):
+    code = "invalid_client_request_id"
+
+
+class RequestTooLarge(GatehouseError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    title = "The request is too large"
+    advice = "Shorten the input (fewer or smaller messages) and send it again."
+
+
+class RouteNotFound(GatehouseError):
+    status = 404
+    type = "invalid_request_error"
+    code = "unknown_url"
+    title = "Page not found"
+    advice = "Check the address. API paths start with /v1/, e.g. /v1/chat/completions."
+
+
+class MethodNotAllowed(GatehouseError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    title = "Method not allowed"
+    advice = "Use the HTTP method the API reference gives for this path."
+
+
+class ModelNotFound(GatehouseError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+    title = "No such model"
+    advice = "List the models you can use with GET /v1/models and pick one of them."
+
+
+class UpstreamFailed(GatehouseError):
+    status = 500
+    type = "server_error"
+    code = "upstream_error"
+    title = "The model failed to answer"
+    advice = "This is on our side, not yours. Retry with backoff; if it persists, check the status page and contact support with the request ID."
+
+
+class UpstreamUnavailable(GatehouseError):
+    status = 503
+    type = "server_error"
+    code = "upstream_unavailable"
+    title = "The model is unavailable"
+    advice = "This is on our side, not yours. Retry after the time in Retry-After; check the status page for an incident."
+
+
+class UpstreamTimeout(GatehouseError):
+    status = 504
+    type = "server_error"
+    code = "upstream_timeout"
+    title = "The model took too long"
+    advice = "This is on our side, not yours. Retry, perhaps with a smaller max_tokens or with stream=true to see output as it is made."
+
+
+class InternalError(GatehouseError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+    title = "Internal error"
+    advice = "This is a bug on our side. Retry once; if it persists, contact support with the request ID."
+
+
+ALL_ERRORS: tuple[type[GatehouseError], ...] = (
+    InvalidRequest, InvalidClientRequestId, RequestTooLarge, RouteNotFound,
+    MethodNotAllowed, ModelNotFound, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
+    InternalError,
+)
+
+
+_templates: Any = None
+
+
+def render_html(error: GatehouseError, request_id: str | None) -> bytes:
+    """The browser twin of :meth:`GatehouseError.body`: what happened, the id, what to do."""
+    global _templates
+    if _templates is None:
+        from jinja2 import Environment, PackageLoader, select_autoescape
+
+        _templates = Environment(loader=PackageLoader("gatehouse", "templates"),
+                                 autoescape=select_autoescape(["html"]))
+    page = _templates.get_template("error.html").render(
+        error=error, request_id=request_id,
+        retry_after=error.response_headers().get("retry-after"))
+    return page.encode("utf-8")

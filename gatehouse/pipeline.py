@@ -1,0 +1,156 @@
+"""The pipeline: stages entered in order, exited in reverse on every path.
+
+A stage is any object with ``name``, ``async enter(ctx)`` and ``async exit(ctx, outcome)``.
+``enter`` may raise a :class:`GatehouseError` to answer the request itself; the last stage
+(upstream, or a local handler such as the model list) sets ``ctx.reply``. Exits run for every
+stage whose ``enter`` returned — after the body is sent for whole answers, and when the stream
+ends, breaks, times out or the client goes away for streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from gatehouse.context import Outcome, Reply, RequestContext
+from gatehouse.errors import GatehouseError, InternalError
+
+log = logging.getLogger("gatehouse.pipeline")
+
+
+class Stage(Protocol):
+    name: str
+
+    async def enter(self, ctx: RequestContext) -> None: ...
+
+    async def exit(self, ctx: RequestContext, outcome: Outcome) -> None: ...
+
+
+class StreamBroken(Exception):
+    """Raised inside a reply stream when the upstream fails after the first byte was sent.
+
+    The stream has already told the client (an SSE error event); the pipeline records the
+    outcome with this error."""
+
+    def __init__(self, error: GatehouseError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = tuple(stages)
+
+    async def handle(self, ctx: RequestContext, refuse: GatehouseError | None = None) -> Reply:
+        """Run the request through the stages. With ``refuse``, every stage is entered (so the
+        edge may still block and telemetry still records) and then ``refuse`` is answered."""
+        entered: list[Stage] = []
+        try:
+            for stage in self.stages:
+                await stage.enter(ctx)
+                entered.append(stage)
+            if refuse is not None:
+                raise refuse
+        except GatehouseError as exc:
+            return await self._fail(ctx, entered, exc)
+        except asyncio.CancelledError:
+            await self._exits(ctx, entered, Outcome("client_disconnected", 499))
+            raise
+        except Exception as exc:  # a bug: answer honestly, keep the cause for the log
+            log.exception("unhandled error in pipeline", extra={"request_id": ctx.request_id})
+            return await self._fail(ctx, entered, InternalError(
+                "The gateway failed to handle this request.", cause=repr(exc)))
+        reply = ctx.reply
+        if reply is None:
+            return await self._fail(ctx, entered, InternalError(
+                "The gateway produced no answer.", cause="no stage set ctx.reply"))
+        if reply.stream is None:
+            await self._exits(ctx, entered, Outcome("ok" if reply.status < 400 else "error",
+                                                    reply.status))
+            return reply
+        reply.stream = self._guard(ctx, entered, reply.stream, reply.status)
+        return reply
+
+    async def _fail(self, ctx: RequestContext, entered: list[Stage], exc: GatehouseError) -> Reply:
+        reply = error_reply(ctx, exc)
+        ctx.reply = reply
+        await self._exits(ctx, entered, Outcome("error", exc.status, exc))
+        return reply
+
+    def _guard(self, ctx: RequestContext, entered: list[Stage],
+               stream: AsyncIterator[bytes], status: int) -> "GuardedStream":
+        return GuardedStream(self, ctx, entered, stream, status)
+
+    @staticmethod
+    async def _exits(ctx: RequestContext, entered: list[Stage], outcome: Outcome) -> None:
+        ctx.finished_at = time.perf_counter()
+        for stage in reversed(entered):
+            try:
+                await stage.exit(ctx, outcome)
+            except Exception:  # one stage's exit must never skip the others'
+                log.exception("exit of stage %s failed", stage.name,
+                              extra={"request_id": ctx.request_id})
+
+
+def error_reply(ctx: RequestContext, exc: GatehouseError) -> Reply:
+    from gatehouse.errors import render_html
+
+    headers = exc.response_headers()
+    if ctx.wants_html:
+        headers["content-type"] = "text/html; charset=utf-8"
+        return Reply(exc.status, headers, render_html(exc, ctx.request_id))
+    headers["content-type"] = "application/json"
+    return Reply(exc.status, headers, exc.body(ctx.request_id))
+
+
+class GuardedStream:
+    """A reply stream whose end — however it comes — runs the stages' exits exactly once.
+
+    Iterate it, then ``aclose()`` it; closing a stream that never started still runs the
+    exits (the client went away before the first chunk was sent)."""
+
+    def __init__(self, pipeline: Pipeline, ctx: RequestContext, entered: list[Stage],
+                 stream: AsyncIterator[bytes], status: int) -> None:
+        self._pipeline, self._ctx, self._entered = pipeline, ctx, entered
+        self._stream, self._status = stream, status
+        self._iterating: AsyncIterator[bytes] | None = None
+        self._done = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._iterating = self._run()
+        return self._iterating
+
+    async def _run(self) -> AsyncIterator[bytes]:
+        outcome = Outcome("ok", self._status)
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except StreamBroken as exc:
+            outcome = Outcome("upstream_aborted", exc.error.status, exc.error)
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = Outcome("client_disconnected", 499)
+            raise
+        except Exception as exc:
+            log.exception("unhandled error in stream", extra={"request_id": self._ctx.request_id})
+            outcome = Outcome("error", 500, InternalError("stream failed", cause=repr(exc)))
+        finally:
+            await self._finish(outcome)
+
+    async def _finish(self, outcome: Outcome) -> None:
+        if self._done:
+            return
+        self._done = True
+        aclose = getattr(self._stream, "aclose", None)
+        try:
+            if aclose is not None:
+                await aclose()
+        finally:
+            await self._pipeline._exits(self._ctx, self._entered, outcome)
+
+    async def aclose(self) -> None:
+        if self._iterating is not None:
+            await self._iterating.aclose()  # type: ignore[attr-defined]
+        await self._finish(Outcome("client_disconnected", 499))

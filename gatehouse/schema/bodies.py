@@ -1,0 +1,98 @@
+"""One checker per endpoint. Each returns nothing and raises InvalidRequest on the first fault;
+fields it does not know are passed to the backend untouched (backends add their own)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatehouse.errors import InvalidRequest
+from gatehouse.schema.checks import (boolean, integer, number, obj, require, string,
+                                     wrong_type)
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _sampling(body: dict[str, Any]) -> None:
+    number(body, "temperature", minimum=0, maximum=2)
+    number(body, "top_p", minimum=0, maximum=1)
+    number(body, "presence_penalty", minimum=-2, maximum=2)
+    number(body, "frequency_penalty", minimum=-2, maximum=2)
+    integer(body, "n", minimum=1, maximum=128)
+    integer(body, "max_tokens", minimum=1)
+    integer(body, "seed")
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str) and not (
+            isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise wrong_type("stop", "a string or an array of strings", stop)
+
+
+def _stream_options(body: dict[str, Any]) -> None:
+    stream = boolean(body, "stream")
+    options = obj(body, "stream_options")
+    if options is not None:
+        if not stream:
+            raise InvalidRequest("The 'stream_options' parameter is only allowed when 'stream' "
+                                 "is enabled.", param="stream_options")
+        if "include_usage" in options and not isinstance(options["include_usage"], bool):
+            raise wrong_type("stream_options.include_usage", "a boolean",
+                             options["include_usage"])
+
+
+def check_chat(body: dict[str, Any]) -> None:
+    string(body, "model", required=True)
+    messages = require(body, "messages")
+    if not isinstance(messages, list):
+        raise wrong_type("messages", "an array", messages)
+    if not messages:
+        raise InvalidRequest("Invalid 'messages': empty array. Expected an array with minimum "
+                             "length 1, but got an empty array instead.", param="messages")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise wrong_type(where, "an object", message)
+        role = message.get("role")
+        if role is None:
+            raise InvalidRequest(f"Missing required parameter: '{where}.role'.",
+                                 param=f"{where}.role", code="missing_required_parameter")
+        if role not in ROLES:
+            raise InvalidRequest(f"Invalid value: '{role}'. Supported values are: "
+                                 + ", ".join(f"'{r}'" for r in sorted(ROLES)) + ".",
+                                 param=f"{where}.role")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise wrong_type(f"{where}.content", "a string or an array of content parts",
+                             content)
+    integer(body, "max_completion_tokens", minimum=1)
+    _sampling(body)
+    _stream_options(body)
+
+
+def check_completion(body: dict[str, Any]) -> None:
+    string(body, "model", required=True)
+    prompt = require(body, "prompt")
+    if not isinstance(prompt, str | list):
+        raise wrong_type("prompt", "a string or an array", prompt)
+    _sampling(body)
+    _stream_options(body)
+
+
+def check_embedding(body: dict[str, Any]) -> None:
+    string(body, "model", required=True)
+    value = require(body, "input")
+    if not isinstance(value, str | list):
+        raise wrong_type("input", "a string or an array", value)
+    if isinstance(value, list) and not value:
+        raise InvalidRequest("'input' must not be an empty array.", param="input")
+    if isinstance(value, str) and not value:
+        raise InvalidRequest("'input' must not be empty.", param="input")
+    integer(body, "dimensions", minimum=1)
+    fmt = string(body, "encoding_format")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise InvalidRequest(f"Invalid value: '{fmt}'. Supported values are: 'float' and "
+                             "'base64'.", param="encoding_format")
+    if boolean(body, "stream"):
+        raise InvalidRequest("Embeddings cannot be streamed.", param="stream")
+
+
+CHECKERS = {"chat.completions": check_chat, "completions": check_completion,
+            "embeddings": check_embedding}

@@ -1,0 +1,86 @@
+"""Field checks that word their errors the way OpenAI's API does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatehouse.errors import InvalidRequest
+
+_TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+               list: "an array", dict: "an object", type(None): "null"}
+
+
+def type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}, but got {type_name(value)} instead.",
+        param=param, code="invalid_type")
+
+
+def require(body: dict[str, Any], param: str) -> Any:
+    if param not in body or body[param] is None:
+        raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
+                             code="missing_required_parameter")
+    return body[param]
+
+
+def string(body: dict[str, Any], param: str, *, required: bool = False) -> str | None:
+    value = require(body, param) if required else body.get(param)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise wrong_type(param, "a string", value)
+    if required and not value:
+        raise InvalidRequest(f"'{param}' must not be empty.", param=param)
+    return value
+
+
+def boolean(body: dict[str, Any], param: str) -> bool:
+    value = body.get(param)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise wrong_type(param, "a boolean", value)
+    return value
+
+
+def integer(body: dict[str, Any], param: str, *, minimum: int | None = None,
+            maximum: int | None = None) -> int | None:
+    value = body.get(param)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise wrong_type(param, "an integer", value)
+    if minimum is not None and value < minimum:
+        raise InvalidRequest(f"Invalid '{param}': integer below minimum value. Expected a value "
+                             f">= {minimum}, but got {value} instead.", param=param)
+    if maximum is not None and value > maximum:
+        raise InvalidRequest(f"Invalid '{param}': integer above maximum value. Expected a value "
+                             f"<= {maximum}, but got {value} instead.", param=param)
+    return value
+
+
+def number(body: dict[str, Any], param: str, *, minimum: float, maximum: float) -> float | None:
+    value = body.get(param)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise wrong_type(param, "a number", value)
+    if not minimum <= value <= maximum:
+        raise InvalidRequest(f"Invalid '{param}': expected a value between {minimum} and "
+                             f"{maximum}, but got {value} instead.", param=param)
+    return float(value)
+
+
+def obj(body: dict[str, Any], param: str) -> dict[str, Any] | None:
+    value = body.get(param)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise wrong_type(param, "an object", value)
+    return value

@@ -1,0 +1,82 @@
+"""The schema stage: read the body (bounded), parse it, check it, resolve the model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gatehouse.context import RequestContext
+from gatehouse.errors import InvalidRequest, ModelNotFound, RequestTooLarge
+from gatehouse.schema.bodies import CHECKERS
+
+
+async def read_body(ctx: RequestContext, limit: int) -> bytes:
+    declared = ctx.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise InvalidRequest("Content-Length is not a number.",
+                                 param="Content-Length") from None
+        if size > limit:
+            raise RequestTooLarge(_too_large(size, limit))
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await ctx.receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("The client went away before sending the whole body.")
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise RequestTooLarge(_too_large(total, limit))
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (f"The request body is {'at least ' if size > limit else ''}{size:,} bytes; this "
+            f"gateway accepts at most {limit:,} bytes.")
+
+
+def parse_json(raw: bytes, content_type: str) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.",
+                             code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        hint = "" if "json" in content_type else " (send it with Content-Type: application/json)"
+        raise InvalidRequest(f"We could not parse the JSON body of your request{hint}: {exc}.",
+                             code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+class SchemaStage:
+    name = "schema"
+
+    def __init__(self, max_body_bytes: int, model_exists: Callable[[str], bool]) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.model_exists = model_exists
+
+    async def enter(self, ctx: RequestContext) -> None:
+        raw = await read_body(ctx, self.max_body_bytes)
+        body = parse_json(raw, ctx.headers.get("content-type", ""))
+        CHECKERS[ctx.endpoint](body)
+        model: str = body["model"]
+        if not self.model_exists(model):
+            raise ModelNotFound(f"The model `{model}` does not exist or you do not have access "
+                                "to it.", param="model")
+        ctx.body = body
+        ctx.model = model
+        ctx.stream = body.get("stream") is True
+        options = body.get("stream_options") or {}
+        ctx.include_usage = ctx.stream and options.get("include_usage") is True
+
+    async def exit(self, ctx: RequestContext, outcome: Any) -> None:
+        return None

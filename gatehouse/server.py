@@ -1,0 +1,190 @@
+"""The ASGI front: request ids, routing, sending replies, and noticing clients that leave.
+
+Plain ASGI rather than a framework's request/response objects, because this is the hot path
+of every call; pages for people (status, sign-in) are mounted beside it by later issues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gatehouse.config import Settings
+from gatehouse.context import Reply, RequestContext
+from gatehouse.errors import GatehouseError, MethodNotAllowed, RouteNotFound
+from gatehouse.pipeline import Pipeline
+from gatehouse.probes import Probes
+from gatehouse.telemetry.ids import check_client_request_id, new_request_id
+from gatehouse.telemetry.metrics import Metrics
+
+log = logging.getLogger("gatehouse.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Route:
+    method: str
+    pipeline: Pipeline
+    endpoint: str
+
+
+class Gateway:
+    def __init__(self, settings: Settings, routes: dict[str, Route],
+                 prefix_routes: dict[str, Route], fallback: Pipeline, metrics: Metrics,
+                 probes: Probes, on_shutdown: list[Callable[[], Awaitable[None]]]) -> None:
+        self.settings = settings
+        self.routes = routes
+        self.prefix_routes = prefix_routes
+        self.fallback = fallback
+        self.metrics = metrics
+        self.probes = probes
+        self.on_shutdown = on_shutdown
+        self.max_body = settings.server.max_body_bytes
+        self.local: dict[str, Callable[[RequestContext], Awaitable[Reply]]] = {
+            "/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        for close in self.on_shutdown:
+            try:
+                await close()
+            except Exception:
+                log.exception("closing a backend failed")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        path: str = scope["path"]
+        ctx = RequestContext(new_request_id(), scope["method"], path, headers,
+                             scope.get("client"), receive)
+        local = self.local.get(path)
+        if local is not None:
+            return await self._respond(ctx, await local(ctx), send)
+
+        route = self.routes.get(path)
+        if route is None:
+            for prefix, candidate in self.prefix_routes.items():
+                if path.startswith(prefix):
+                    route = candidate
+                    break
+        refuse: GatehouseError | None = None
+        pipeline = self.fallback
+        try:
+            client_id = headers.get("x-client-request-id")
+            if client_id is not None:
+                ctx.client_request_id = check_client_request_id(client_id)
+            if route is None:
+                ctx.endpoint = "unknown"
+                raise RouteNotFound(f"Unknown request URL: {ctx.method} {path}. Please check "
+                                    "the URL for typos, or see docs/api.md for the endpoints.")
+            pipeline = route.pipeline
+            ctx.endpoint = route.endpoint
+            if ctx.method != route.method:
+                raise MethodNotAllowed(f"{ctx.method} is not allowed on {path}; use "
+                                       f"{route.method}.", headers={"allow": route.method})
+        except GatehouseError as exc:
+            refuse = exc
+        if refuse is not None:
+            return await self._respond(ctx, await pipeline.handle(ctx, refuse=refuse), send)
+
+        me = asyncio.current_task()
+        assert me is not None
+        watcher: asyncio.Task[None] | None = None
+
+        async def receive_then_watch() -> dict[str, Any]:
+            nonlocal watcher
+            message = await receive()
+            if not message.get("more_body") and watcher is None:
+                watcher = asyncio.ensure_future(self._watch(receive, me))
+            return message
+
+        if route is not None and route.method == "POST":
+            # the body is the schema stage's to read; watching for a disconnect starts after
+            ctx.receive = receive_then_watch
+        else:
+            watcher = asyncio.ensure_future(self._watch(receive, me))
+        try:
+            reply = await pipeline.handle(ctx)
+            await self._respond(ctx, reply, send)
+        except asyncio.CancelledError:
+            if watcher is not None and watcher.done() and not watcher.cancelled():
+                me.uncancel()  # our own doing: the client left; the exits have run
+                return
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    @staticmethod
+    async def _watch(receive: Receive, task: asyncio.Task[Any]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    async def _respond(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
+        out = [(b"x-request-id", ctx.request_id.encode())]
+        if ctx.client_request_id is not None:
+            out.append((b"x-client-request-id", ctx.client_request_id.encode()))
+        for name, value in reply.headers.items():
+            out.append((name.encode("latin-1"), value.encode("latin-1")))
+        for name, value in ctx.response_headers.items():
+            out.append((name.encode("latin-1"), value.encode("latin-1")))
+        out.append((b"openai-processing-ms",
+                    str(round((time.perf_counter() - ctx.started) * 1000)).encode()))
+        stream = reply.stream
+        if stream is None:
+            out.append((b"content-length", str(len(reply.body)).encode()))
+            await send({"type": "http.response.start", "status": reply.status, "headers": out})
+            await send({"type": "http.response.body", "body": reply.body})
+            return
+        try:
+            await send({"type": "http.response.start", "status": reply.status, "headers": out})
+            async for chunk in stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    # -- local endpoints -------------------------------------------------------------------
+    async def _healthz(self, ctx: RequestContext) -> Reply:
+        return Reply(200, {"content-type": "application/json", "cache-control": "no-store"},
+                     b'{"status":"ok"}')
+
+    async def _readyz(self, ctx: RequestContext) -> Reply:
+        ready, report = await self.probes.check()
+        return Reply(200 if ready else 503,
+                     {"content-type": "application/json", "cache-control": "no-store"},
+                     orjson.dumps(report))
+
+    async def _metrics(self, ctx: RequestContext) -> Reply:
+        return Reply(200, {"content-type": "text/plain; version=0.0.4; charset=utf-8"},
+                     self.metrics.render())

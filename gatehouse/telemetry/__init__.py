@@ -1,0 +1,1 @@
+"""Telemetry stage: request ids, one RequestRecord per request, access log, metrics."""

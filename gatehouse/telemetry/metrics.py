@@ -1,0 +1,35 @@
+"""Prometheus metrics, kept in the app's own registry (several apps may share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("gatehouse_requests", "Requests answered, by outcome.",
+                                ["endpoint", "model", "status", "outcome"], registry=r)
+        self.latency = Histogram("gatehouse_request_duration_seconds",
+                                 "Time from request to last byte.", ["endpoint", "model"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.ttfb = Histogram("gatehouse_time_to_first_byte_seconds",
+                              "Time from request to the upstream's first byte.", ["model"],
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("gatehouse_tokens", "Tokens metered from upstream usage.",
+                              ["model", "kind"], registry=r)
+        self.inflight = Gauge("gatehouse_inflight_requests",
+                              "Requests entered and not yet finished (streams included).",
+                              registry=r)
+        self.attempts = Counter("gatehouse_upstream_attempts",
+                                "Calls to backends, by result.", ["backend", "result"],
+                                registry=r)
+        self.breaker_open = Gauge("gatehouse_upstream_circuit_open",
+                                  "1 while a backend's circuit is open or half-open.",
+                                  ["backend"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,77 @@
+"""One RequestRecord per request, written as one JSON line to the access log."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import orjson
+
+from gatehouse.context import Outcome, RequestContext
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    time: str
+    request_id: str
+    client_request_id: str | None
+    method: str
+    path: str
+    endpoint: str
+    model: str | None
+    backend: str | None
+    attempts: list[str]
+    stream: bool
+    status: int
+    outcome: str
+    error_code: str | None
+    error_cause: str | None
+    latency_ms: float
+    ttfb_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    client: str | None
+
+    @classmethod
+    def of(cls, ctx: RequestContext, outcome: Outcome) -> "RequestRecord":
+        end = ctx.finished_at or ctx.started
+        usage = ctx.usage
+        error = outcome.error
+        return cls(
+            time=datetime.fromtimestamp(ctx.started_wall, timezone.utc).isoformat(
+                timespec="milliseconds"),
+            request_id=ctx.request_id, client_request_id=ctx.client_request_id,
+            method=ctx.method, path=ctx.path, endpoint=ctx.endpoint, model=ctx.model,
+            backend=ctx.backend, attempts=ctx.attempts, stream=ctx.stream,
+            status=outcome.status, outcome=outcome.kind,
+            error_code=error.code if error else None,
+            error_cause=error.cause if error else None,
+            latency_ms=round((end - ctx.started) * 1000, 3),
+            ttfb_ms=round((ctx.first_byte_at - ctx.started) * 1000, 3)
+            if ctx.first_byte_at else None,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            client=ctx.client[0] if ctx.client else None,
+        )
+
+
+class AccessLog:
+    """Writes records as JSON lines (stdout by default) through the ``gatehouse.access`` logger."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.logger = logging.getLogger("gatehouse.access")
+        if not self.logger.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            self.logger.addHandler(handler)
+            self.logger.setLevel(logging.INFO)
+            self.logger.propagate = False
+
+    def write(self, record: RequestRecord) -> None:
+        if self.enabled:
+            self.logger.info(orjson.dumps(asdict(record)).decode())

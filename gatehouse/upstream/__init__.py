@@ -1,0 +1,1 @@
+"""The upstream stage: models → backends, circuit breakers, failover, streaming, usage."""

@@ -1,0 +1,175 @@
+"""The built-in ``demo`` backend: a deterministic, in-process stand-in for a model.
+
+It is not a language model. It echoes the last user message back inside a fixed sentence so a
+newcomer can see the gateway work with no upstream, and it serves the benchmarks and fault
+tests: latency before the first token, time per token and a failure rate are configurable.
+Token counts are real counts of the words and punctuation it reads and writes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import random
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gatehouse.config import DemoSettings
+from gatehouse.upstream.backend import UpstreamCall, UpstreamReply
+from gatehouse.upstream.tokens import count_tokens, split_tokens
+
+PREAMBLE = "This is the gatehouse demo backend, not a language model. You said:"
+
+
+class _DemoReply:
+    def __init__(self, status: int, body: bytes = b"",
+                 stream: AsyncIterator[bytes] | None = None) -> None:
+        self.status = status
+        self.content_type = "text/event-stream" if stream else "application/json"
+        self.retry_after = None
+        self._body = body
+        self._stream = stream
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._stream is None:
+            yield self._body
+            return
+        async for chunk in self._stream:
+            yield chunk
+
+    def close(self) -> None:
+        return None
+
+
+def _prompt_text(body: dict[str, Any]) -> tuple[str, int]:
+    """The text to echo (last user message) and the prompt's token count."""
+    tokens, last = 0, ""
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        text = content if isinstance(content, str) else " ".join(
+            part.get("text", "") for part in content or [] if isinstance(part, dict))
+        tokens += count_tokens(text) + 4  # role and separators, as chat formats add
+        if message.get("role") == "user":
+            last = text
+    prompt = body.get("prompt")
+    if prompt is not None:
+        last = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+        tokens += count_tokens(last)
+    return last, max(tokens, 1)
+
+
+class DemoBackend:
+    name = "demo"
+
+    def __init__(self, settings: DemoSettings, seed: int | None = None) -> None:
+        self.settings = settings
+        self.first_byte_timeout = 60.0
+        self.random = random.Random(seed)
+
+    async def open(self, call: UpstreamCall) -> UpstreamReply:
+        s = self.settings
+        if s.latency_ms:
+            await asyncio.sleep(s.latency_ms / 1000)
+        if s.failure_rate and self.random.random() < s.failure_rate:
+            return _DemoReply(500, orjson.dumps({"error": {
+                "message": "demo backend failing on purpose (demo.failure_rate)",
+                "type": "server_error", "param": None, "code": None}}))
+        body = orjson.loads(call.body)
+        if call.endpoint == "embeddings":
+            return _DemoReply(200, self._embeddings(body))
+        echo, prompt_tokens = _prompt_text(body)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or s.reply_tokens
+        wanted = min(s.reply_tokens, limit)
+        pieces = split_tokens(f"{PREAMBLE} {echo}")
+        while len(pieces) < wanted:
+            pieces += split_tokens(" " + echo if echo.strip() else " demo")
+        finish = "length" if limit < s.reply_tokens else "stop"
+        pieces = pieces[:wanted]
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
+                 "total_tokens": prompt_tokens + len(pieces)}
+        chat = call.endpoint == "chat.completions"
+        rid = ("chatcmpl-" if chat else "cmpl-") + call.request_id[4:]
+        model = body["model"]
+        if call.stream:
+            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            return _DemoReply(200, stream=self._stream(chat, rid, model, pieces, finish,
+                                                       usage if include else None))
+        text = "".join(pieces)
+        choice: dict[str, Any] = (
+            {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+             "logprobs": None, "finish_reason": finish} if chat else
+            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
+        return _DemoReply(200, orjson.dumps({
+            "id": rid, "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "choices": [choice],
+            "usage": usage, "system_fingerprint": "gatehouse-demo"}))
+
+    async def _stream(self, chat: bool, rid: str, model: str, pieces: list[str], finish: str,
+                      usage: dict[str, int] | None) -> AsyncIterator[bytes]:
+        created = int(time.time())
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        head = {"id": rid, "object": obj, "created": created, "model": model,
+                "system_fingerprint": "gatehouse-demo"}
+        per_token = self.settings.ms_per_token / 1000
+        for i, piece in enumerate(pieces):
+            if per_token and i:
+                await asyncio.sleep(per_token)
+            if chat:
+                delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None,
+                                          "finish_reason": None}
+            else:
+                choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": None}
+            chunk = {**head, "choices": [choice]}
+            if usage is not None:
+                chunk["usage"] = None
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        last = ({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish} if chat
+                else {"index": 0, "text": "", "logprobs": None, "finish_reason": finish})
+        tail = b"data: " + orjson.dumps({**head, "choices": [last]}) + b"\n\n"
+        if usage is not None:
+            tail += b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n"
+        yield tail + b"data: [DONE]\n\n"
+
+    def _embeddings(self, body: dict[str, Any]) -> bytes:
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        size = body.get("dimensions") or 64
+        data = []
+        tokens = 0
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item)) \
+                if isinstance(item, list) else str(item)
+            tokens += count_tokens(text)
+            vector = _vector(text, size)
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        return orjson.dumps({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def probe(self) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _vector(text: str, size: int) -> list[float]:
+    """A deterministic unit vector derived from the text (same text, same vector)."""
+    out: list[float] = []
+    counter = 0
+    while len(out) < size:
+        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        out.extend((b - 127.5) / 127.5 for b in digest)
+        counter += 1
+    out = out[:size]
+    norm = sum(v * v for v in out) ** 0.5 or 1.0
+    return [v / norm for v in out]
