@@ -87,6 +87,7 @@ class Result:
     timeouts: int = 0  # measured requests still unanswered at the deadline
     censored: list[float] = field(default_factory=list)  # their waits so far (lower bounds)
     conns_opened: int = 0
+    total: int = 0  # requests sent over the whole run, warm-up included
     first_error: str | None = None
 
     @property
@@ -413,7 +414,7 @@ async def open_loop(host: str, port: int, request: bytes, *, rate: float, durati
         gen.close_all()
         gc.enable()
     res = Result(mode="open", offered_rate=rate, duration=duration,
-                 conns_opened=gen.opened, first_error=gen.first_error)
+                 conns_opened=gen.opened, total=n, first_error=gen.first_error)
     for k in range(warm_n, n):
         state = gen.state[k]
         if state == 1:
@@ -452,7 +453,8 @@ async def closed_loop(host: str, port: int, request: bytes, *, conns: int = 64,
         gc.enable()
     return Result(mode="closed", offered_rate=None, duration=duration,
                   latencies=gen.latencies, ttft=gen.ttft, completed=gen.completed,
-                  errors=gen.errors, conns_opened=gen.opened, first_error=gen.first_error)
+                  errors=gen.errors, conns_opened=gen.opened, total=gen.counter,
+                  first_error=gen.first_error)
 
 
 def install_uvloop() -> None:

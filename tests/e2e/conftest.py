@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.procs import Gateway, Upstream
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def proc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("procs")
+
+
+@pytest.fixture(scope="session")
+def up_a(proc_dir: Path) -> Iterator[Upstream]:
+    up = Upstream("a", proc_dir)
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="session")
+def up_b(proc_dir: Path) -> Iterator[Upstream]:
+    up = Upstream("b", proc_dir)
+    yield up
+    up.stop()
+
+
+@pytest.fixture(autouse=True)
+def _healthy_upstreams(request: pytest.FixtureRequest) -> None:
+    for name in ("up_a", "up_b"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset()
+
+
+def upstream_cfg(up: Upstream, **extra: Any) -> dict[str, Any]:
+    return {"base_url": up.url + "/v1", **extra}
+
+
+@pytest.fixture
+def start_gateway(proc_dir: Path) -> Iterator[Callable[..., Gateway]]:
+    started: list[Gateway] = []
+
+    def start(config: dict[str, Any], **kwargs: Any) -> Gateway:
+        gw = Gateway(proc_dir, config, **kwargs)
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_gateway(proc_dir: Path, up_a: Upstream, up_b: Upstream) -> Iterator[Gateway]:
+    """One gateway for tests that do not change breaker state: model ``m`` on a then b."""
+    gw = Gateway(proc_dir, {
+        "upstreams": {"a": upstream_cfg(up_a), "b": upstream_cfg(up_b)},
+        "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]},
+                   "ab": {"backends": [{"upstream": "a", "weight": 1000},
+                                       {"upstream": "b", "weight": 0.001}]}},
+    })
+    yield gw
+    gw.stop()

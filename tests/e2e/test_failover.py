@@ -1,0 +1,164 @@
+"""Failover, circuit breaking, timeouts and disconnects against real processes."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.e2e.conftest import upstream_cfg
+from tests.support.procs import Gateway, Upstream, free_port
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def sdk(gw: Gateway) -> OpenAI:
+    return OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+
+
+def two_backends(up_a: Upstream, up_b: Upstream | None = None, *, dead_first: bool = False,
+                 **upstream: Any) -> dict[str, Any]:
+    """Model ``m`` on backend a (tried first: overwhelming weight), then b."""
+    first = {"base_url": f"http://127.0.0.1:{free_port()}/v1", **upstream} if dead_first \
+        else upstream_cfg(up_a, **upstream)
+    ups = {"a": first}
+    backends: list[dict[str, Any]] = [{"upstream": "a", "model": "test-model", "weight": 1e9}]
+    if up_b is not None:
+        ups["b"] = upstream_cfg(up_b, **upstream)
+        backends.append({"upstream": "b", "model": "test-model", "weight": 1e-9})
+    return {"upstreams": ups, "models": {"m": {"backends": backends}}}
+
+
+def test_failover_when_first_backend_is_dead(start_gateway: Callable[..., Gateway],
+                                             up_a: Upstream, up_b: Upstream) -> None:
+    gw = start_gateway(two_backends(up_a, up_b, dead_first=True))
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=HELLO)
+    assert raw.parse().choices[0].message.content.startswith("b ")  # type: ignore[union-attr]
+    record = gw.record(raw.headers["x-request-id"])
+    assert record["backend"] == "b" and record["attempts"] == ["a:ConnectFailed", "b"]
+    stream = sdk(gw).chat.completions.create(model="m", messages=HELLO, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream).startswith("b ")
+
+
+def test_failover_on_5xx_then_500_when_all_fail(start_gateway: Callable[..., Gateway],
+                                               up_a: Upstream, up_b: Upstream) -> None:
+    gw = start_gateway(two_backends(up_a, up_b))
+    up_a.control(status=502)
+    assert sdk(gw).chat.completions.create(model="m", messages=HELLO).choices[0] \
+        .message.content.startswith("b ")  # type: ignore[union-attr]
+    up_b.control(status=500)
+    with pytest.raises(openai.InternalServerError) as info:
+        sdk(gw).chat.completions.create(model="m", messages=HELLO)
+    assert info.value.status_code == 500 and info.value.code == "upstream_error"
+    record = gw.record(info.value.request_id or "")
+    assert record["attempts"] == ["a:502", "b:500"] and "answered 502" in record["error_cause"]
+
+
+def test_all_backends_unreachable_is_503_with_retry_after(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    gw = start_gateway(two_backends(up_a, dead_first=True))
+    response = httpx.post(gw.url + "/v1/chat/completions",
+                          json={"model": "m", "messages": HELLO})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "upstream_unavailable"
+    assert int(response.headers["retry-after"]) >= 1
+    assert "127.0.0.1" not in response.text, "backend addresses must not leak to clients"
+
+
+def test_no_failover_after_first_byte(start_gateway: Callable[..., Gateway], up_a: Upstream,
+                                      up_b: Upstream) -> None:
+    gw = start_gateway(two_backends(up_a, up_b))
+    up_a.control(fail_after_chunks=2, ms_per_token=20)
+    before_b = up_b.stats()["requests"]
+    stream = sdk(gw).chat.completions.create(model="m", messages=HELLO, stream=True)
+    got: list[str] = []
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream:
+            got.append(chunk.choices[0].delta.content or "")
+    assert got == ["a", " w1"], "the client keeps what it was sent"
+    assert "broke off" in str(info.value)
+    assert up_b.stats()["requests"] == before_b, "a started stream was replayed elsewhere"
+    record = gw.record(stream.response.headers["x-request-id"])
+    assert record["outcome"] == "upstream_aborted" and record["backend"] == "a"
+
+
+def test_circuit_opens_then_half_open_probe_closes_it(start_gateway: Callable[..., Gateway],
+                                                      up_a: Upstream, up_b: Upstream) -> None:
+    gw = start_gateway(two_backends(up_a, up_b, breaker_failures=2, breaker_cooldown=1.0))
+    up_a.control(status=503)
+    for _ in range(2):
+        sdk(gw).chat.completions.create(model="m", messages=HELLO)
+    assert gw.metric("gatehouse_upstream_circuit_open", backend="a") == 1
+    seen = up_a.stats()["requests"]
+    for _ in range(3):  # circuit open: a is skipped, b answers
+        content = sdk(gw).chat.completions.create(model="m", messages=HELLO) \
+            .choices[0].message.content
+        assert content and content.startswith("b ")
+    assert up_a.stats()["requests"] == seen
+    up_a.reset()
+    time.sleep(1.2)  # past the cooldown: the next request is the half-open probe
+    content = sdk(gw).chat.completions.create(model="m", messages=HELLO).choices[0].message.content
+    assert content and content.startswith("a ")
+    assert gw.metric("gatehouse_upstream_circuit_open", backend="a") == 0
+
+
+def test_first_byte_timeout_fails_over_then_504(start_gateway: Callable[..., Gateway],
+                                                up_a: Upstream, up_b: Upstream) -> None:
+    gw = start_gateway(two_backends(up_a, up_b, first_byte_timeout=0.5))
+    up_a.control(first_byte_ms=3000)
+    content = sdk(gw).chat.completions.create(model="m", messages=HELLO).choices[0].message.content
+    assert content and content.startswith("b ")
+    up_b.control(first_byte_ms=3000)
+    with pytest.raises(openai.APIStatusError) as info:
+        sdk(gw).chat.completions.create(model="m", messages=HELLO)
+    assert info.value.status_code == 504 and info.value.code == "upstream_timeout"
+
+
+def test_client_disconnect_mid_stream_frees_everything(start_gateway: Callable[..., Gateway],
+                                                       up_a: Upstream) -> None:
+    gw = start_gateway(two_backends(up_a))
+    up_a.control(ms_per_token=50, reply_tokens=200)
+    aborted = up_a.stats()["streams_aborted"]
+    with httpx.stream("POST", gw.url + "/v1/chat/completions",
+                      json={"model": "m", "messages": HELLO, "stream": True}) as response:
+        rid = response.headers["x-request-id"]
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert gw.metric("gatehouse_inflight_requests") == 1
+    # the client is gone: the gateway must close the upstream stream and run every exit
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and up_a.stats()["streams_aborted"] == aborted:
+        time.sleep(0.05)
+    assert up_a.stats()["streams_aborted"] == aborted + 1
+    while time.monotonic() < deadline and up_a.stats()["active"]:
+        time.sleep(0.05)  # (stalled requests of earlier tests may still be sleeping)
+    assert up_a.stats()["active"] == 0
+    record = gw.record(rid)
+    assert record["outcome"] == "client_disconnected" and record["status"] == 499
+    assert gw.metric("gatehouse_inflight_requests") == 0
+
+
+def test_client_disconnect_while_waiting_for_a_slow_answer(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    gw = start_gateway(two_backends(up_a))
+    up_a.control(first_byte_ms=2000)
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
+                     b"application/json\r\ncontent-length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        records = [r for r in gw.records() if r["path"] == "/v1/chat/completions"]
+        if records:
+            break
+        time.sleep(0.05)
+    assert records and records[-1]["outcome"] == "client_disconnected"
+    assert gw.metric("gatehouse_inflight_requests") == 0

@@ -1,0 +1,158 @@
+"""Real processes for end-to-end tests: the test upstream and the gateway, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{url} did not come up in {timeout}s:\n{log.read_text()}")
+
+
+class Upstream:
+    """``python -m gatehouse.testing.upstream_server`` in its own process."""
+
+    def __init__(self, name: str, tmp: Path, **flags: Any) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"upstream-{name}.log"
+        args = [sys.executable, "-m", "gatehouse.testing.upstream_server", "--port",
+                str(self.port), "--name", name]
+        for key, value in flags.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        _wait_http(self.url + "/_stats", self.proc, self.log)
+
+    def control(self, **behaviour: Any) -> None:
+        httpx.post(self.url + "/_control", json=behaviour).raise_for_status()
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_reset").raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(self.url + "/_stats").json()
+        return data
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+def write_toml(path: Path, config: dict[str, Any]) -> None:
+    lines: list[str] = []
+
+    def section(prefix: str, table: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if scalars and prefix:
+            lines.append(f"[{prefix}]")
+        for key, value in scalars.items():
+            lines.append(f"{key} = {toml_value(value)}")
+        for key, value in tables.items():
+            section(f"{prefix}.{key}" if prefix else key, value)
+
+    section("", config)
+    path.write_text("\n".join(lines) + "\n")
+
+
+class Gateway:
+    """``gatehouse serve`` in its own process, with its access log captured."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None,
+                 workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = tmp / f"gatehouse-{self.port}.toml"
+        write_toml(self.config_path, config)
+        self.log = tmp / f"gateway-{self.port}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gatehouse", "serve", "--config", str(self.config_path),
+                 "--port", str(self.port), "--workers", str(workers)],
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        _wait_http(self.url + "/healthz", self.proc, self.log)
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for rec in self.records():
+                if rec["request_id"] == request_id:
+                    return rec
+            time.sleep(0.05)
+        raise AssertionError(f"no access-log record for {request_id}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(self.url + "/metrics").text
+        total = 0.0
+        found = False
+        for line in text.splitlines():
+            if not line.startswith(name):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric, _, label_text = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+                total += float(value)
+                found = True
+        if not found and labels:
+            return 0.0
+        return total
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
