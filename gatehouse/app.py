@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
         settings=settings, routes=routes,
         prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
                                             "models")},
-        fallback=Pipeline([telemetry]), metrics=metrics, probes=probes,
+        fallback=Pipeline(api_stages), metrics=metrics, probes=probes,
         on_shutdown=[b.aclose for b in backends],
     )
 

@@ -95,7 +95,6 @@ class Gateway:
                     route = candidate
                     break
         refuse: GatehouseError | None = None
-        pipeline = self.fallback
         try:
             client_id = headers.get("x-client-request-id")
             if client_id is not None:
@@ -104,15 +103,16 @@ class Gateway:
                 ctx.endpoint = "unknown"
                 raise RouteNotFound(f"Unknown request URL: {ctx.method} {path}. Please check "
                                     "the URL for typos, or see docs/api.md for the endpoints.")
-            pipeline = route.pipeline
             ctx.endpoint = route.endpoint
             if ctx.method != route.method:
                 raise MethodNotAllowed(f"{ctx.method} is not allowed on {path}; use "
                                        f"{route.method}.", headers={"allow": route.method})
         except GatehouseError as exc:
             refuse = exc
-        if refuse is not None:
-            return await self._respond(ctx, await pipeline.handle(ctx, refuse=refuse), send)
+        if refuse is not None or route is None:
+            # refused before the route's own stages: only the common ones (telemetry, …) run
+            return await self._respond(ctx, await self.fallback.handle(ctx, refuse=refuse), send)
+        pipeline = route.pipeline
 
         me = asyncio.current_task()
         assert me is not None
@@ -125,7 +125,7 @@ class Gateway:
                 watcher = asyncio.ensure_future(self._watch(receive, me))
             return message
 
-        if route is not None and route.method == "POST":
+        if route.method == "POST":
             # the body is the schema stage's to read; watching for a disconnect starts after
             ctx.receive = receive_then_watch
         else:

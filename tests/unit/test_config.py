@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatehouse.app import build_router
+from gatehouse.config import ConfigError, load_settings
+from gatehouse.telemetry.metrics import Metrics
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gatehouse.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_serve_the_demo_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.server.port == 8787 and settings.demo.enabled
+    router, _ = build_router(settings, Metrics(), environ={})
+    assert list(router.routes) == ["demo"]
+
+
+def test_file_and_env_overlay(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[server]
+port = 9000
+[upstreams.vllm]
+base_url = "http://10.0.0.5:8000/v1/"
+api_key_env = "VLLM_KEY"
+[models.llama]
+backends = ["vllm", { upstream = "vllm", model = "meta/llama", weight = 3 }]
+""")
+    settings = load_settings(path, environ={"GATEHOUSE_SERVER__PORT": "9100",
+                                            "GATEHOUSE_DEMO__ENABLED": "false"})
+    assert settings.server.port == 9100 and not settings.demo.enabled
+    assert settings.upstreams["vllm"].base_url == "http://10.0.0.5:8000/v1"
+    assert [b.model for b in settings.models["llama"].backends] == [None, "meta/llama"]
+    router, _ = build_router(settings, Metrics(), environ={"VLLM_KEY": "secret"})
+    assert [t.model for t in router.routes["llama"].targets] == ["llama", "meta/llama"]
+
+
+@pytest.mark.parametrize("text, key, reason", [
+    ("[server]\nport = 'x'", "server.port", "valid integer"),
+    ("[server]\nprot = 1", "server.prot", "unknown key"),
+    ("[server\nport = 1", "", "not valid TOML"),
+    ("[upstreams.a]\nbase_url = 'ftp://x'", "upstreams.a.base_url", "http://"),
+    ("[upstreams.a]\nconnect_timeout = 1", "upstreams.a.base_url", "required key is missing"),
+    ("[models.m]\nbackends = ['ghost']", "", "no [upstreams.ghost]"),
+    ("[models.demo]\nbackends = ['a']\n[upstreams.a]\nbase_url = 'http://x'", "",
+     "clashes with the built-in demo model"),
+])
+def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
+                                              reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.source == str(path)
+    assert info.value.key == key
+    assert reason in info.value.reason
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_and_missing_api_key_env(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+    settings = load_settings(write(tmp_path, "[upstreams.o]\nbase_url = 'https://api.openai.com/v1'"
+                                             "\napi_key_env = 'OPENAI_API_KEY'"), environ={})
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
+        build_router(settings, Metrics(), environ={})
+
+
+def test_env_values_are_typed(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, ""), environ={
+        "GATEHOUSE_DEMO__FAILURE_RATE": "0.5", "GATEHOUSE_SERVER__HOST": "0.0.0.0"})
+    assert settings.demo.failure_rate == 0.5 and settings.server.host == "0.0.0.0"
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, ""), environ={"GATEHOUSE_SERVER__PORT": "99999"})
+    assert info.value.key == "server.port" and "environment" in info.value.source

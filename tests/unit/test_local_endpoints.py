@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+from typing import Any
+
+import httpx
+
+from gatehouse.app import create_app
+from tests.unit.conftest import make_settings
+
+HELLO = [{"role": "user", "content": "hello world"}]
+
+
+async def test_models_health_ready_and_metrics(demo: httpx.AsyncClient) -> None:
+    models = (await demo.get("/v1/models")).json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["demo"]
+    assert (await demo.get("/v1/models/demo")).json()["owned_by"] == "gatehouse-demo"
+    assert (await demo.get("/v1/models/zzz")).json()["error"]["code"] == "model_not_found"
+    health = await demo.get("/healthz")
+    assert health.json() == {"status": "ok"} and health.headers["x-request-id"].startswith("req_")
+    ready = await demo.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["models"]["demo"]["ready"]
+    await demo.post("/v1/chat/completions", json={"model": "demo", "messages": HELLO})
+    metrics = (await demo.get("/metrics")).text
+    assert 'gatehouse_requests_total{endpoint="chat.completions",model="demo",outcome="ok",' \
+           'status="200"} 1.0' in metrics
+    assert 'gatehouse_tokens_total{kind="completion",model="demo"} 24.0' in metrics
+
+
+async def test_readyz_is_503_when_a_model_has_no_reachable_backend(gateway_client) -> None:  # type: ignore[no-untyped-def]
+    c = gateway_client(upstreams={"gone": {"base_url": "http://127.0.0.1:9/v1",
+                                           "connect_timeout": 0.5}},
+                       models={"m": {"backends": ["gone"]}})
+    ready = await c.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "not_ready" and not body["models"]["m"]["ready"]
+    assert body["models"]["demo"]["ready"] and not body["backends"]["gone"]["reachable"]
+
+
+async def test_demo_is_deterministic_and_counts_tokens(demo: httpx.AsyncClient) -> None:
+    payload = {"model": "demo", "messages": HELLO, "max_tokens": 5}
+    a = (await demo.post("/v1/chat/completions", json=payload)).json()
+    b = (await demo.post("/v1/chat/completions", json=payload)).json()
+    assert a["choices"] == b["choices"]
+    assert a["choices"][0]["message"]["content"] == "This is the gatehouse demo"
+    assert a["choices"][0]["finish_reason"] == "length"
+    assert a["usage"] == {"prompt_tokens": 6, "completion_tokens": 5, "total_tokens": 11}
+    text = (await demo.post("/v1/completions", json={"model": "demo", "prompt": "x"})).json()
+    assert text["object"] == "text_completion" and text["usage"]["completion_tokens"] == 24
+
+
+async def test_demo_embeddings_float_and_base64_agree(demo: httpx.AsyncClient) -> None:
+    floats = (await demo.post("/v1/embeddings", json={
+        "model": "demo", "input": ["a", "b"], "dimensions": 16})).json()
+    b64 = (await demo.post("/v1/embeddings", json={
+        "model": "demo", "input": ["a", "b"], "dimensions": 16,
+        "encoding_format": "base64"})).json()
+    decoded = struct.unpack("<16f", base64.b64decode(b64["data"][0]["embedding"]))
+    assert [round(v, 5) for v in decoded] == [round(v, 5) for v in floats["data"][0]["embedding"]]
+    assert floats["data"][0]["embedding"] != floats["data"][1]["embedding"]
+    assert abs(sum(v * v for v in floats["data"][0]["embedding"]) - 1) < 1e-6
+
+
+async def test_client_leaving_mid_stream_runs_exits_in_process() -> None:
+    """Drive the ASGI app by hand: the client disconnects after the first chunk."""
+    app = create_app(make_settings(demo={"ms_per_token": 20, "reply_tokens": 50}))
+    body = b'{"model":"demo","stream":true,"messages":[{"role":"user","content":"x"}]}'
+    sent: list[dict[str, Any]] = []
+    first_chunk = asyncio.Event()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await first_chunk.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_chunk.set()
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"content-type", b"application/json")], "client": ("1.2.3.4", 5)}
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert 1 <= len(bodies) < 10, "the stream stopped soon after the client left"
+    assert app.metrics.inflight._value.get() == 0
+    metrics = app.metrics.render().decode()
+    assert 'outcome="client_disconnected",status="499"} 1.0' in metrics

@@ -1,0 +1,36 @@
+import orjson
+
+from gatehouse.upstream.sse import StreamTap
+
+CHUNK = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+def test_passes_events_and_takes_usage() -> None:
+    tap = StreamTap(drop_usage_chunk=False)
+    assert tap.feed(CHUNK + USAGE + DONE) == CHUNK + USAGE + DONE
+    assert tap.usage is not None and tap.usage.total_tokens == 5 and tap.done
+
+
+def test_drops_the_usage_chunk_the_client_did_not_ask_for() -> None:
+    tap = StreamTap(drop_usage_chunk=True)
+    assert tap.feed(CHUNK) == CHUNK
+    assert tap.feed(USAGE + DONE) == DONE
+    assert tap.usage is not None and tap.usage.completion_tokens == 2
+
+
+def test_events_split_across_reads_wait_only_for_their_other_half() -> None:
+    tap = StreamTap(drop_usage_chunk=True)
+    data = CHUNK + USAGE + DONE
+    out = b"".join(tap.feed(data[i:i + 7]) for i in range(0, len(data), 7))
+    assert out == CHUNK + DONE and tap.usage is not None and tap.flush() == b""
+    assert tap.feed(CHUNK[:10]) == b"" and tap.feed(CHUNK[10:]) == CHUNK
+
+
+def test_crlf_and_usage_inside_a_content_chunk() -> None:
+    tap = StreamTap(drop_usage_chunk=True)
+    mixed = {"choices": [{"delta": {}}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    event = b"data: " + orjson.dumps(mixed) + b"\r\n\r\n"
+    assert tap.feed(event) == event.replace(b"\r\n", b"\n"), "a chunk with choices is kept"
+    assert tap.usage is not None and tap.usage.total_tokens == 2
