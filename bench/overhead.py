@@ -403,13 +403,17 @@ def run_plan(runner: asyncio.Runner, targets: list[Target], args: argparse.Names
             # fixed rates, open loop
             for rate in args.rates:
                 for t in order:
-                    if rep and max_rps.get((t.key, stream), 1e18) < 0.9 * rate:
-                        continue  # known to be saturated there: one repeat is enough
+                    cap = max_rps.get((t.key, stream), 1e18)
+                    if cap < 0.5 * rate or (rep and cap < 0.9 * rate):
+                        # far beyond what it sustains: reported as saturated, not timed;
+                        # near its limit: one (saturated) repeat is enough
+                        continue
                     quiesce(pids)
                     req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=stream)
                     res = runner.run(loadgen.open_loop(HOST, t.port, req, rate=rate,
-                                                       duration=args.duration,
-                                                       warmup=args.warmup,
+                                                       duration=max(args.duration,
+                                                                    args.min_samples / rate),
+                                                       warmup=args.open_warmup,
                                                        max_conns=args.max_conns))
                     lag = sorted(res.send_lag)
                     record(Cell(t.key, stream, rate, rep, res.percentile(50) * 1e3,
@@ -473,7 +477,7 @@ def summarize(cells: list[Cell], targets: list[Target], rates: list[float]) -> S
                     for k in diffs:
                         diffs[k].append(getattr(c, k) - getattr(ref, k))
                 added[(t.key, stream, rate)] = {k: _med(v) for k, v in diffs.items()}
-                sat[(t.key, stream, rate)] = any(c.saturated for c in mine)
+                sat[(t.key, stream, rate)] = not mine or any(c.saturated for c in mine)
                 reps[(t.key, stream, rate)] = len(mine)
     max_rps, cpu_us, cpu_util = {}, {}, {}
     for t in targets:
@@ -496,7 +500,7 @@ def summarize(cells: list[Cell], targets: list[Target], rates: list[float]) -> S
 
 def fmt_ms(v: float, saturated: bool = False) -> str:
     if v != v:
-        return "–"
+        return "sat." if saturated else "–"
     if saturated:
         return f"≥{v / 1000:.1f} s" if v >= 1000 else f"≥{v:.0f}"
     if abs(v) >= 100:
@@ -520,6 +524,16 @@ def fmt_ratio(num: float, den: float, *, floor: float = 0.0) -> str:
     return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×"
 
 
+def lat_ratio(litellm: float, gatehouse: float, litellm_saturated: bool) -> str:
+    """LiteLLM's added latency over gatehouse's; gatehouse's is floored at FLOOR_MS."""
+    if litellm != litellm:
+        return "sat." if litellm_saturated else "–"
+    text = fmt_ratio(litellm, gatehouse, floor=FLOOR_MS)
+    if litellm_saturated and not text.startswith("≥") and text != "–":
+        text = "≥" + text
+    return text
+
+
 def render(s: Summary, targets: list[Target], args: argparse.Namespace,
            meta: dict[str, Any]) -> None:
     from rich.console import Console
@@ -531,8 +545,9 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
 
     con.print()
     con.print(f"[bold]gatehouse overhead benchmark[/] — {meta['when']}, {meta['machine']}, "
-              f"median of {args.repeats} repeat(s), {args.warmup:g}+{args.duration:g} s "
-              f"per cell, upstream replies 8 tokens instantly")
+              f"median of {args.repeats} repeat(s), {args.duration:g} s per cell (after "
+              f"{args.open_warmup:g}/{args.warmup:g} s warm-up), upstream replies 8 tokens "
+              f"instantly")
     con.print(f"LiteLLM {meta.get('litellm') or '(skipped)'}; all servers one worker; client: "
               f"open-loop fixed rate (latency from scheduled send to last byte), "
               f"one uvloop process")
@@ -565,13 +580,15 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
             if has_gh and has_ll:
                 g, l = s.added[("gatehouse", stream, rate)], s.added[("litellm", stream, rate)]
                 lsat = s.sat[("litellm", stream, rate)]
-                pre = "≥" if lsat else ""
-                row += [pre + fmt_ratio(l["p50_ms"], g["p50_ms"], floor=FLOOR_MS).lstrip("≥"),
-                        pre + fmt_ratio(l["p99_ms"], g["p99_ms"], floor=FLOOR_MS).lstrip("≥")]
+                row += [lat_ratio(l["p50_ms"], g["p50_ms"], lsat),
+                        lat_ratio(l["p99_ms"], g["p99_ms"], lsat)]
             t1.add_row(*row)
     con.print(t1)
     con.print("  ≥: saturated (could not sustain the offered rate); unanswered requests count "
-              "with their wait so far, so the figure is a lower bound.")
+              "with their wait so far, so the figure is a lower bound. sat.: not timed, the "
+              "offered rate is over twice the server's max throughput.")
+    con.print(f"  ratios floor gatehouse's added latency at {FLOOR_MS} ms (≥ when it is below, "
+              "i.e. within noise).")
 
     t2 = Table(title="Streaming: added time to first body byte (p50), ms", title_justify="left")
     t2.add_column("req/s", justify="right")
@@ -589,10 +606,9 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
                 row.append(fmt_ms(s.added[(key, True, rate)]["ttft_p50_ms"],
                                   s.sat[(key, True, rate)]))
         if has_gh and has_ll:
-            lsat = s.sat[("litellm", True, rate)]
-            row.append(("≥" if lsat else "") + fmt_ratio(
-                s.added[("litellm", True, rate)]["ttft_p50_ms"],
-                s.added[("gatehouse", True, rate)]["ttft_p50_ms"], floor=FLOOR_MS).lstrip("≥"))
+            row.append(lat_ratio(s.added[("litellm", True, rate)]["ttft_p50_ms"],
+                                 s.added[("gatehouse", True, rate)]["ttft_p50_ms"],
+                                 s.sat[("litellm", True, rate)]))
         t2.add_row(*row)
     con.print(t2)
 
@@ -700,9 +716,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip the gateway (e.g. to try the harness alone)")
     p.add_argument("--repeats", type=int, help="repeats per cell (default 3; --quick 1)")
     p.add_argument("--duration", type=float, help="measured seconds per cell (default 4)")
-    p.add_argument("--warmup", type=float, help="unmeasured seconds before each cell (1)")
+    p.add_argument("--warmup", type=float,
+                   help="unmeasured seconds before each max-throughput cell (1)")
+    p.add_argument("--open-warmup", type=float,
+                   help="unmeasured seconds before each fixed-rate cell (0.5)")
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
-                   default=[100.0, 500.0, 1000.0], help="fixed rates, comma-separated")
+                   default=[20.0, 100.0, 500.0, 1000.0],
+                   help="fixed rates, comma-separated (20 req/s is where LiteLLM still keeps "
+                        "up on a 2-core box, so latencies compare without its queueing)")
+    p.add_argument("--min-samples", type=int, default=100,
+                   help="open-loop cells last at least this many requests")
     p.add_argument("--conns", type=int, default=64, help="connections for max throughput")
     p.add_argument("--max-conns", type=int, default=256,
                    help="connection cap per open-loop cell")
@@ -714,7 +737,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 4.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
-    if max(args.rates) * (args.warmup + args.duration) > 200_000:
+    if args.open_warmup is None:
+        args.open_warmup = 0.5
+    if max(args.rates) * (args.open_warmup + args.duration) > 200_000:
         p.error("rate × time too large (bounded at 200,000 requests per cell)")
     return args
 

@@ -50,7 +50,9 @@ class Gateway:
         self.on_shutdown = on_shutdown
         self.max_body = settings.server.max_body_bytes
         self.local: dict[str, Callable[[RequestContext], Awaitable[Reply]]] = {
-            "/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics}
+            "/healthz": self._healthz, "/readyz": self._readyz}
+        if settings.telemetry.metrics:
+            self.local["/metrics"] = self._metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -50,6 +53,11 @@ def serve(
             os.environ[f"GATEHOUSE_SERVER__{name}"] = str(value)
     settings = _load(config)
     s = settings.server
+    if s.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # workers share their metrics through files, so /metrics on any worker sums them all
+        metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     from gatehouse.app import create_app
 
     models = ", ".join([*settings.models, *([settings.demo.model] if settings.demo.enabled else [])])

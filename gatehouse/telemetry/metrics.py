@@ -1,8 +1,16 @@
-"""Prometheus metrics, kept in the app's own registry (several apps may share a process)."""
+"""Prometheus metrics, kept in the app's own registry (several apps may share a process).
+
+With several workers (``gatehouse serve --workers N``) each worker writes its values to files in
+``$PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` on any worker reports the sum over all of them."""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -23,13 +31,17 @@ class Metrics:
                               ["model", "kind"], registry=r)
         self.inflight = Gauge("gatehouse_inflight_requests",
                               "Requests entered and not yet finished (streams included).",
-                              registry=r)
+                              registry=r, multiprocess_mode="livesum")
         self.attempts = Counter("gatehouse_upstream_attempts",
                                 "Calls to backends, by result.", ["backend", "result"],
                                 registry=r)
         self.breaker_open = Gauge("gatehouse_upstream_circuit_open",
                                   "1 while a backend's circuit is open or half-open.",
-                                  ["backend"], registry=r)
+                                  ["backend"], registry=r, multiprocess_mode="livemax")
 
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

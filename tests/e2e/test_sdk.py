@@ -155,3 +155,14 @@ def test_readyz_reports_backends(shared_gateway: Gateway) -> None:
     body = httpx.get(shared_gateway.url + "/readyz").json()
     assert body["status"] == "ready"
     assert body["backends"]["a"]["reachable"] and body["models"]["ab"]["ready"]
+
+
+def test_several_workers_share_metrics(start_gateway, up_a: Upstream) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway({"upstreams": {"a": {"base_url": up_a.url + "/v1"}},
+                        "models": {"m": {"backends": ["a"]}}}, workers=2)
+    c = client(gw)
+    for _ in range(20):
+        c.chat.completions.create(model="m", messages=HELLO)
+    totals = {gw.metric("gatehouse_requests_total", model="m", status="200") for _ in range(6)}
+    assert totals == {20.0}, "every worker's /metrics reports the sum over all workers"
+    assert gw.metric("gatehouse_inflight_requests") == 0
