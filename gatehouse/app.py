@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gatehouse.config import ConfigError, Settings, load_settings
@@ -26,6 +27,16 @@ from gatehouse.upstream.router import ModelRoute, Router, Target
 from gatehouse.upstream.stage import UpstreamStage
 
 
+def _breaker_gauge(metrics: Metrics, backend: str) -> Callable[[str], None]:
+    gauge = metrics.breaker_open.labels(backend)
+    gauge.set(0)
+
+    def on_change(state: str) -> None:
+        gauge.set(state != "closed")
+
+    return on_change
+
+
 def build_router(settings: Settings, metrics: Metrics,
                  environ: dict[str, str] | None = None) -> tuple[Router, list[Backend]]:
     env = os.environ if environ is None else environ
@@ -37,9 +48,8 @@ def build_router(settings: Settings, metrics: Metrics,
             if not key:
                 raise ConfigError(settings.source, f"upstreams.{name}.api_key_env",
                                   f"environment variable {up.api_key_env} is not set")
-        gauge = metrics.breaker_open.labels(name)
         breaker = CircuitBreaker(up.breaker_failures, up.breaker_cooldown,
-                                 on_change=lambda state, g=gauge: g.set(state != "closed"))
+                                 on_change=_breaker_gauge(metrics, name))
         backends[name] = (HTTPBackend(name, up, key), breaker, up.inject_stream_usage)
     created = int(time.time())
     routes: dict[str, ModelRoute] = {}

@@ -103,15 +103,15 @@ class DemoSettings(_Section):
 
 
 class Settings(_Section):
-    server: ServerSettings = Field(default_factory=ServerSettings)
-    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
-    demo: DemoSettings = Field(default_factory=DemoSettings)
+    server: ServerSettings = ServerSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    demo: DemoSettings = DemoSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     source: str = Field("defaults", exclude=True)
 
     @model_validator(mode="after")
-    def _refs_exist(self) -> "Settings":
+    def _refs_exist(self) -> Settings:
         for name, model in self.models.items():
             for i, ref in enumerate(model.backends):
                 if ref.upstream not in self.upstreams:

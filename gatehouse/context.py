@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gatehouse.errors import GatehouseError
 
@@ -17,7 +17,7 @@ class Usage:
     total_tokens: int = 0
 
     @classmethod
-    def from_openai(cls, data: Any) -> "Usage | None":
+    def from_openai(cls, data: Any) -> Usage | None:
         if not isinstance(data, dict):
             return None
         prompt = data.get("prompt_tokens")
@@ -28,6 +28,14 @@ class Usage:
         return cls(prompt, completion, total if isinstance(total, int) else prompt + completion)
 
 
+class ByteStream(Protocol):
+    """An async iterable of bytes that can be closed early (an async generator is one)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Reply:
     """What the pipeline answers: a whole body, or a stream of bytes sent as they come."""
@@ -35,7 +43,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
+    stream: ByteStream | None = None
 
 
 @dataclass(slots=True)

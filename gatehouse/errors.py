@@ -160,4 +160,4 @@ def render_html(error: GatehouseError, request_id: str | None) -> bytes:
     page = _templates.get_template("error.html").render(
         error=error, request_id=request_id,
         retry_after=error.response_headers().get("retry-after"))
-    return page.encode("utf-8")
+    return str(page).encode("utf-8")

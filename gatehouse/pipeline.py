@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from gatehouse.context import Outcome, Reply, RequestContext
+from gatehouse.context import ByteStream, Outcome, Reply, RequestContext
 from gatehouse.errors import GatehouseError, InternalError
 
 log = logging.getLogger("gatehouse.pipeline")
@@ -81,7 +81,7 @@ class Pipeline:
         return reply
 
     def _guard(self, ctx: RequestContext, entered: list[Stage],
-               stream: AsyncIterator[bytes], status: int) -> "GuardedStream":
+               stream: ByteStream, status: int) -> GuardedStream:
         return GuardedStream(self, ctx, entered, stream, status)
 
     @staticmethod
@@ -113,7 +113,7 @@ class GuardedStream:
     exits (the client went away before the first chunk was sent)."""
 
     def __init__(self, pipeline: Pipeline, ctx: RequestContext, entered: list[Stage],
-                 stream: AsyncIterator[bytes], status: int) -> None:
+                 stream: ByteStream, status: int) -> None:
         self._pipeline, self._ctx, self._entered = pipeline, ctx, entered
         self._stream, self._status = stream, status
         self._iterating: AsyncIterator[bytes] | None = None
@@ -143,10 +143,8 @@ class GuardedStream:
         if self._done:
             return
         self._done = True
-        aclose = getattr(self._stream, "aclose", None)
         try:
-            if aclose is not None:
-                await aclose()
+            await self._stream.aclose()
         finally:
             await self._pipeline._exits(self._ctx, self._entered, outcome)
 

@@ -27,7 +27,7 @@ class Probes:
             if self._last is not None and now - self._last[0] < CACHE_SECONDS:
                 return self._last[1]
             results = await asyncio.gather(*(b.probe() for b in self.backends))
-            found = {b.name: r for b, r in zip(self.backends, results)}
+            found = {b.name: r for b, r in zip(self.backends, results, strict=True)}
             self._last = (now, found)
             return found
 

@@ -174,7 +174,7 @@ class Gateway:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
     # -- local endpoints -------------------------------------------------------------------
     async def _healthz(self, ctx: RequestContext) -> Reply:

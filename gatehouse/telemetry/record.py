@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, UTC
 
 import orjson
 
@@ -36,12 +36,12 @@ class RequestRecord:
     client: str | None
 
     @classmethod
-    def of(cls, ctx: RequestContext, outcome: Outcome) -> "RequestRecord":
+    def of(cls, ctx: RequestContext, outcome: Outcome) -> RequestRecord:
         end = ctx.finished_at or ctx.started
         usage = ctx.usage
         error = outcome.error
         return cls(
-            time=datetime.fromtimestamp(ctx.started_wall, timezone.utc).isoformat(
+            time=datetime.fromtimestamp(ctx.started_wall, UTC).isoformat(
                 timespec="milliseconds"),
             request_id=ctx.request_id, client_request_id=ctx.client_request_id,
             method=ctx.method, path=ctx.path, endpoint=ctx.endpoint, model=ctx.model,

@@ -30,7 +30,7 @@ class _DemoReply:
                  stream: AsyncIterator[bytes] | None = None) -> None:
         self.status = status
         self.content_type = "text/event-stream" if stream else "application/json"
-        self.retry_after = None
+        self.retry_after: str | None = None
         self._body = body
         self._stream = stream
 

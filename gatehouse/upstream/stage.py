@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -128,16 +128,16 @@ class UpstreamStage:
 
     async def _relay(self, ctx: RequestContext, target: Target, reply: UpstreamReply,
                      first: bytes, tap: StreamTap, rest: AsyncIterator[bytes]
-                     ) -> AsyncIterator[bytes]:
+                     ) -> AsyncGenerator[bytes, None]:
         try:
             yield first
             async for chunk in rest:
                 out = tap.feed(chunk)
                 if out:
                     yield out
-            rest = tap.flush()
-            if rest:
-                yield rest
+            tail = tap.flush()
+            if tail:
+                yield tail
             if not tap.done:
                 raise Broken("stream ended without its [DONE] marker")
         except BackendFailure as exc:
