@@ -539,7 +539,7 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(width=max(120, Console().width))
+    con = Console() if sys.stdout.isatty() else Console(width=150)
     keys = [t.key for t in targets]
     has_gh, has_ll = "gatehouse" in keys, "litellm" in keys
 
@@ -552,22 +552,23 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
               f"open-loop fixed rate (latency from scheduled send to last byte), "
               f"one uvloop process")
 
-    t1 = Table(title="Added latency over direct-to-upstream, ms (client-measured; "
-                     "p50/p99 of the target minus p50/p99 of direct, same repeat)",
+    t1 = Table(title="Added latency over direct-to-upstream, ms (client-measured: p50/p99 "
+                     "of the gateway minus p50/p99 of direct in the same repeat; gh = "
+                     "gatehouse, LL/gh = LiteLLM's added latency ÷ gatehouse's)",
                title_justify="left")
     t1.add_column("mode")
     t1.add_column("req/s", justify="right")
     t1.add_column("direct p50", justify="right")
     t1.add_column("direct p99", justify="right")
     if has_gh:
-        t1.add_column("gatehouse +p50", justify="right", style="green")
-        t1.add_column("gatehouse +p99", justify="right", style="green")
+        t1.add_column("gh +p50", justify="right", style="green")
+        t1.add_column("gh +p99", justify="right", style="green")
     if has_ll:
         t1.add_column("LiteLLM +p50", justify="right", style="yellow")
         t1.add_column("LiteLLM +p99", justify="right", style="yellow")
     if has_gh and has_ll:
-        t1.add_column("ratio p50 (LiteLLM/gh)", justify="right", style="bold")
-        t1.add_column("ratio p99", justify="right", style="bold")
+        t1.add_column("LL/gh p50", justify="right", style="bold")
+        t1.add_column("LL/gh p99", justify="right", style="bold")
     for stream in (False, True):
         for rate in args.rates:
             d = s.direct[(stream, rate)]
@@ -595,10 +596,10 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
     t2.add_column("direct TTFB p50", justify="right")
     for key in ("gatehouse", "litellm"):
         if key in keys:
-            t2.add_column(f"{'gatehouse' if key == 'gatehouse' else 'LiteLLM'} +TTFB p50",
+            t2.add_column(f"{'gh' if key == 'gatehouse' else 'LiteLLM'} +TTFB p50",
                           justify="right")
     if has_gh and has_ll:
-        t2.add_column("ratio (LiteLLM/gh)", justify="right", style="bold")
+        t2.add_column("LL/gh", justify="right", style="bold")
     for rate in args.rates:
         row = [f"{rate:,.0f}", fmt_ms(s.direct[(True, rate)]["ttft_p50_ms"])]
         for key in ("gatehouse", "litellm"):
@@ -613,18 +614,20 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
     con.print(t2)
 
     t3 = Table(title=f"Max sustained throughput, one worker (closed loop, {args.conns} "
-                     f"keep-alive connections), req/s", title_justify="left")
+                     f"keep-alive connections), req/s; server CPU time per request and "
+                     f"CPU use (1 core = 100 %) during the run", title_justify="left")
     t3.add_column("mode")
+    short = {"direct": "direct", "gatehouse": "gh", "litellm": "LiteLLM"}
     for t in targets:
-        t3.add_column(t.label, justify="right")
+        t3.add_column(short[t.key], justify="right")
     if has_gh and has_ll:
-        t3.add_column("ratio gh/LiteLLM", justify="right", style="bold")
+        t3.add_column("gh/LL", justify="right", style="bold")
     if has_gh:
-        t3.add_column("gh / direct", justify="right")
+        t3.add_column("gh/direct", justify="right")
     for t in targets:
         if t.key != "direct":
-            t3.add_column(f"{t.label} CPU µs/req", justify="right")
-            t3.add_column(f"{t.label} CPU util", justify="right")
+            t3.add_column(f"{short[t.key]} µs/req", justify="right")
+            t3.add_column(f"{short[t.key]} CPU", justify="right")
     for stream in (False, True):
         row = ["stream" if stream else "plain"]
         row += [f"{s.max_rps[(t.key, stream)]:,.0f}" for t in targets]

@@ -63,7 +63,9 @@ def build_router(settings: Settings, metrics: Metrics,
     if settings.demo.enabled:
         demo = DemoBackend(settings.demo)
         routes[settings.demo.model] = ModelRoute(
-            settings.demo.model, [Target(demo, CircuitBreaker(), settings.demo.model, 1.0)],
+            # no circuit breaker for the demo: its failure_rate should stay a rate
+            settings.demo.model,
+            [Target(demo, CircuitBreaker(failures=2**62), settings.demo.model, 1.0)],
             "gatehouse-demo", created)
         everything.append(demo)
     return Router(routes), everything

@@ -88,6 +88,8 @@ class RequestContext:
     # headers every stage may add to the answer (rate limits, …)
     response_headers: dict[str, str] = field(default_factory=dict)
     reply: Reply | None = None
+    # set once the exits have begun: from then on a client leaving cancels nothing
+    exiting: bool = False
 
     @property
     def wants_html(self) -> bool:

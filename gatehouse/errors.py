@@ -10,6 +10,7 @@ The tree (status · type · code)::
     ├── RouteNotFound           404 · invalid_request_error · unknown_url
     ├── MethodNotAllowed        405 · invalid_request_error · method_not_allowed
     ├── ModelNotFound           404 · invalid_request_error · model_not_found
+    ├── ClientClosedRequest     499 · client_error · client_disconnected  (log only: nobody to tell)
     ├── UpstreamFailed          500 · server_error · upstream_error      (5xx after failover)
     ├── UpstreamUnavailable     503 · server_error · upstream_unavailable
     ├── UpstreamTimeout         504 · server_error · upstream_timeout
@@ -107,6 +108,14 @@ class ModelNotFound(GatehouseError):
     advice = "List the models you can use with GET /v1/models and pick one of them."
 
 
+class ClientClosedRequest(GatehouseError):
+    status = 499
+    type = "client_error"
+    code = "client_disconnected"
+    title = "The client went away"
+    advice = "Nothing to do: the connection closed before the request was complete."
+
+
 class UpstreamFailed(GatehouseError):
     status = 500
     type = "server_error"
@@ -141,7 +150,7 @@ class InternalError(GatehouseError):
 
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     InvalidRequest, InvalidClientRequestId, RequestTooLarge, RouteNotFound,
-    MethodNotAllowed, ModelNotFound, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
+    MethodNotAllowed, ModelNotFound, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
 )
 

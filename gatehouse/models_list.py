@@ -30,11 +30,11 @@ class ModelsStage:
             ctx.reply = Reply(200, headers, orjson.dumps({"object": "list", "data": data}))
             return
         name = unquote(ctx.path[len("/v1/models/"):])
-        ctx.model = name
         route = self.router.routes.get(name)
-        if route is None:
+        if route is None:  # (not put in ctx.model: clients must not mint metric labels)
             raise ModelNotFound(f"The model `{name}` does not exist or you do not have access "
                                 "to it.", param="model")
+        ctx.model = name
         ctx.reply = Reply(200, headers, orjson.dumps(_entry(route)))
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:

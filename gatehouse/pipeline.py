@@ -86,14 +86,22 @@ class Pipeline:
 
     @staticmethod
     async def _exits(ctx: RequestContext, entered: list[Stage], outcome: Outcome) -> None:
+        """Run every exit, in reverse. ``ctx.exiting`` tells the disconnect watcher not to
+        cancel from here on (a settle must not be cut short because the client left); any
+        other cancellation still lets the remaining exits run before it is raised."""
+        ctx.exiting = True
         ctx.finished_at = time.perf_counter()
+        cancelled: BaseException | None = None
         for stage in reversed(entered):
             try:
                 await stage.exit(ctx, outcome)
             except Exception:  # one stage's exit must never skip the others'
                 log.exception("exit of stage %s failed", stage.name,
                               extra={"request_id": ctx.request_id})
-
+            except BaseException as exc:  # cancelled: finish the chain, then give it back
+                cancelled = cancelled or exc
+        if cancelled is not None:
+            raise cancelled
 
 def error_reply(ctx: RequestContext, exc: GatehouseError) -> Reply:
     from gatehouse.errors import render_html
@@ -152,3 +160,4 @@ class GuardedStream:
         if self._iterating is not None:
             await self._iterating.aclose()  # type: ignore[attr-defined]
         await self._finish(Outcome("client_disconnected", 499))
+

@@ -1,10 +1,16 @@
-"""``/readyz``: is every model servable? Each backend is probed (any HTTP answer counts as
-reachable) at most once every few seconds, so a load balancer polling it costs the backends
-nothing."""
+"""``/readyz``: can this replica do useful work?
+
+Each backend is probed (``GET {base_url}/models``; any HTTP answer counts as reachable) at most
+once every few seconds, so a load balancer polling it costs the backends nothing. The replica
+is ready when its state is usable and at least one model has a reachable backend whose circuit
+is not open; models that cannot be served make it ``degraded`` (still 200), because a dead
+backend is dead for every replica and pulling them all out would also stop the healthy models.
+Why a backend is unreachable goes to the log, not to the public answer."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -12,6 +18,7 @@ from gatehouse.upstream.backend import Backend
 from gatehouse.upstream.router import Router
 
 CACHE_SECONDS = 5.0
+log = logging.getLogger("gatehouse.probes")
 
 
 class Probes:
@@ -28,20 +35,23 @@ class Probes:
                 return self._last[1]
             results = await asyncio.gather(*(b.probe() for b in self.backends))
             found = {b.name: r for b, r in zip(self.backends, results, strict=True)}
+            before = self._last[1] if self._last else {}
+            for name, why in found.items():
+                if why is not None and before.get(name, None) != why:
+                    log.warning("backend %s unreachable: %s", name, why)
             self._last = (now, found)
             return found
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
         found = await self._probe_all()
         models: dict[str, Any] = {}
-        ready = True
         for name, route in self.router.routes.items():
             usable = [t.backend.name for t in route.targets
                       if found.get(t.backend.name) is None and t.breaker.state != "open"]
             models[name] = {"ready": bool(usable), "backends": usable}
-            ready = ready and bool(usable)
-        backends = {name: {"reachable": why is None, **({"error": why} if why else {})}
-                    for name, why in found.items()}
-        return ready, {"status": "ready" if ready else "not_ready",
-                       "state": {"kind": "memory", "ok": True},
+        servable = sum(1 for m in models.values() if m["ready"])
+        ready = servable > 0
+        status = "not_ready" if not ready else "ready" if servable == len(models) else "degraded"
+        backends = {name: {"reachable": why is None} for name, why in found.items()}
+        return ready, {"status": status, "state": {"kind": "memory", "ok": True},
                        "models": models, "backends": backends}

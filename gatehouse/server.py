@@ -87,56 +87,58 @@ class Gateway:
         ctx = RequestContext(new_request_id(), scope["method"], path, headers,
                              scope.get("client"), receive)
         local = self.local.get(path)
-        if local is not None:
-            return await self._respond(ctx, await local(ctx), send)
-
-        route = self.routes.get(path)
-        if route is None:
-            for prefix, candidate in self.prefix_routes.items():
-                if path.startswith(prefix):
-                    route = candidate
-                    break
+        route = None if local is not None else self._route(path)
         refuse: GatehouseError | None = None
         try:
             client_id = headers.get("x-client-request-id")
             if client_id is not None:
                 ctx.client_request_id = check_client_request_id(client_id)
-            if route is None:
+            if local is not None:
+                ctx.endpoint = path.strip("/")
+                if ctx.method != "GET":
+                    raise MethodNotAllowed(f"{ctx.method} is not allowed on {path}; use GET.",
+                                           headers={"allow": "GET"})
+            elif route is None:
                 ctx.endpoint = "unknown"
                 raise RouteNotFound(f"Unknown request URL: {ctx.method} {path}. Please check "
                                     "the URL for typos, or see docs/api.md for the endpoints.")
-            ctx.endpoint = route.endpoint
-            if ctx.method != route.method:
-                raise MethodNotAllowed(f"{ctx.method} is not allowed on {path}; use "
-                                       f"{route.method}.", headers={"allow": route.method})
+            else:
+                ctx.endpoint = route.endpoint
+                if ctx.method != route.method:
+                    raise MethodNotAllowed(f"{ctx.method} is not allowed on {path}; use "
+                                           f"{route.method}.", headers={"allow": route.method})
         except GatehouseError as exc:
             refuse = exc
-        if refuse is not None or route is None:
+        if refuse is not None:
             # refused before the route's own stages: only the common ones (telemetry, …) run
             return await self._respond(ctx, await self.fallback.handle(ctx, refuse=refuse), send)
+        if local is not None:  # probes: answered directly and not access-logged
+            return await self._respond(ctx, await local(ctx), send)
+        assert route is not None
         pipeline = route.pipeline
 
         me = asyncio.current_task()
         assert me is not None
-        watcher: asyncio.Task[None] | None = None
+        watcher: asyncio.Task[bool] | None = None
 
         async def receive_then_watch() -> dict[str, Any]:
             nonlocal watcher
             message = await receive()
             if not message.get("more_body") and watcher is None:
-                watcher = asyncio.ensure_future(self._watch(receive, me))
+                watcher = asyncio.ensure_future(self._watch(ctx, receive, me))
             return message
 
         if route.method == "POST":
             # the body is the schema stage's to read; watching for a disconnect starts after
             ctx.receive = receive_then_watch
         else:
-            watcher = asyncio.ensure_future(self._watch(receive, me))
+            watcher = asyncio.ensure_future(self._watch(ctx, receive, me))
         try:
             reply = await pipeline.handle(ctx)
             await self._respond(ctx, reply, send)
         except asyncio.CancelledError:
-            if watcher is not None and watcher.done() and not watcher.cancelled():
+            if watcher is not None and watcher.done() and not watcher.cancelled() \
+                    and watcher.result():
                 me.uncancel()  # our own doing: the client left; the exits have run
                 return
             raise
@@ -144,32 +146,49 @@ class Gateway:
             if watcher is not None:
                 watcher.cancel()
 
+    def _route(self, path: str) -> Route | None:
+        route = self.routes.get(path)
+        if route is None:
+            for prefix, candidate in self.prefix_routes.items():
+                if path.startswith(prefix):
+                    return candidate
+        return route
+
     @staticmethod
-    async def _watch(receive: Receive, task: asyncio.Task[Any]) -> None:
+    async def _watch(ctx: RequestContext, receive: Receive, task: asyncio.Task[Any]) -> bool:
+        """Cancel ``task`` when the client goes away (True when it did)."""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                if ctx.exiting:
+                    return False
                 task.cancel()
-                return
+                return True
 
-    async def _respond(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
+    @staticmethod
+    def _headers(ctx: RequestContext, reply: Reply) -> list[tuple[bytes, bytes]]:
         out = [(b"x-request-id", ctx.request_id.encode())]
         if ctx.client_request_id is not None:
             out.append((b"x-client-request-id", ctx.client_request_id.encode()))
-        for name, value in reply.headers.items():
-            out.append((name.encode("latin-1"), value.encode("latin-1")))
-        for name, value in ctx.response_headers.items():
-            out.append((name.encode("latin-1"), value.encode("latin-1")))
+        for source in (reply.headers, ctx.response_headers):
+            for name, value in source.items():
+                out.append((name.encode("latin-1", "replace"),
+                            value.encode("latin-1", "replace")))
         out.append((b"openai-processing-ms",
                     str(round((time.perf_counter() - ctx.started) * 1000)).encode()))
+        return out
+
+    async def _respond(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         stream = reply.stream
         if stream is None:
+            out = self._headers(ctx, reply)
             out.append((b"content-length", str(len(reply.body)).encode()))
             await send({"type": "http.response.start", "status": reply.status, "headers": out})
             await send({"type": "http.response.body", "body": reply.body})
             return
         try:
-            await send({"type": "http.response.start", "status": reply.status, "headers": out})
+            await send({"type": "http.response.start", "status": reply.status,
+                        "headers": self._headers(ctx, reply)})
             async for chunk in stream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

@@ -9,7 +9,22 @@ from gatehouse.errors import InvalidRequest
 from gatehouse.schema.checks import (boolean, integer, number, obj, require, string,
                                      wrong_type)
 
+MAX_DIMENSIONS = 16384  # well above any embedding model served today
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _content_parts(parts: list[Any], where: str) -> None:
+    for j, part in enumerate(parts):
+        at = f"{where}[{j}]"
+        if not isinstance(part, dict):
+            raise wrong_type(at, "an object", part)
+        kind = part.get("type")
+        if not isinstance(kind, str):
+            raise InvalidRequest(f"Missing required parameter: '{at}.type'.", param=f"{at}.type",
+                                 code="missing_required_parameter") if kind is None \
+                else wrong_type(f"{at}.type", "a string", kind)
+        if kind == "text" and not isinstance(part.get("text"), str):
+            raise wrong_type(f"{at}.text", "a string", part.get("text"))
 
 
 def _sampling(body: dict[str, Any]) -> None:
@@ -19,6 +34,7 @@ def _sampling(body: dict[str, Any]) -> None:
     number(body, "frequency_penalty", minimum=-2, maximum=2)
     integer(body, "n", minimum=1, maximum=128)
     integer(body, "max_tokens", minimum=1)
+    integer(body, "max_completion_tokens", minimum=1)
     integer(body, "seed")
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not (
@@ -54,6 +70,8 @@ def check_chat(body: dict[str, Any]) -> None:
         if role is None:
             raise InvalidRequest(f"Missing required parameter: '{where}.role'.",
                                  param=f"{where}.role", code="missing_required_parameter")
+        if not isinstance(role, str):
+            raise wrong_type(f"{where}.role", "a string", role)
         if role not in ROLES:
             raise InvalidRequest(f"Invalid value: '{role}'. Supported values are: "
                                  + ", ".join(f"'{r}'" for r in sorted(ROLES)) + ".",
@@ -62,7 +80,8 @@ def check_chat(body: dict[str, Any]) -> None:
         if content is not None and not isinstance(content, str | list):
             raise wrong_type(f"{where}.content", "a string or an array of content parts",
                              content)
-    integer(body, "max_completion_tokens", minimum=1)
+        if isinstance(content, list):
+            _content_parts(content, f"{where}.content")
     _sampling(body)
     _stream_options(body)
 
@@ -85,7 +104,7 @@ def check_embedding(body: dict[str, Any]) -> None:
         raise InvalidRequest("'input' must not be an empty array.", param="input")
     if isinstance(value, str) and not value:
         raise InvalidRequest("'input' must not be empty.", param="input")
-    integer(body, "dimensions", minimum=1)
+    integer(body, "dimensions", minimum=1, maximum=MAX_DIMENSIONS)
     fmt = string(body, "encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
         raise InvalidRequest(f"Invalid value: '{fmt}'. Supported values are: 'float' and "

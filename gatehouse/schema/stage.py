@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from gatehouse.context import RequestContext
-from gatehouse.errors import InvalidRequest, ModelNotFound, RequestTooLarge
+from gatehouse.errors import ClientClosedRequest, InvalidRequest, ModelNotFound, RequestTooLarge
 from gatehouse.schema.bodies import CHECKERS
 
 
@@ -27,7 +27,7 @@ async def read_body(ctx: RequestContext, limit: int) -> bytes:
     while True:
         message = await ctx.receive()
         if message["type"] == "http.disconnect":
-            raise InvalidRequest("The client went away before sending the whole body.")
+            raise ClientClosedRequest("The client went away before sending the whole body.")
         chunk = message.get("body", b"")
         total += len(chunk)
         if total > limit:

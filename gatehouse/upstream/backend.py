@@ -70,6 +70,23 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
+def translate(exc: BaseException, when: str) -> BackendFailure:
+    """The one boundary where aiohttp's exceptions become ours. The detail names the kind of
+    failure and never repeats the request (aiohttp's reprs carry its headers: the API key)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectFailed(f"cannot connect to {exc.host}:{exc.port}: "
+                             f"{exc.os_error.strerror or type(exc.os_error).__name__}")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectFailed("connect timed out")
+    if isinstance(exc, TimeoutError):
+        return TimedOut(f"timed out {when}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return Broken(f"{type(exc).__name__} {when}: {exc.status} {exc.message}")
+    if isinstance(exc, OSError) and exc.strerror:
+        return Broken(f"{type(exc).__name__} {when}: {exc.strerror}")
+    return Broken(f"{type(exc).__name__} {when}")
+
+
 class _HTTPReply:
     __slots__ = ("_resp", "status", "content_type", "retry_after")
 
@@ -82,21 +99,15 @@ class _HTTPReply:
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError) as exc:
-            raise Broken(f"body cut off: {exc!r}") from exc
-        except TimeoutError as exc:
-            raise TimedOut("timed out reading the body") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc, "reading the body") from exc
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError) as exc:
-            raise Broken(f"stream cut off: {exc!r}") from exc
-        except TimeoutError as exc:
-            raise TimedOut("stream stalled past the timeout") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc, "mid-stream") from exc
 
     def close(self) -> None:
         # closing (not releasing) drops the connection, so the backend sees the client leave
@@ -118,6 +129,13 @@ class HTTPBackend:
         if api_key:
             self.headers["authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
+        # a whole answer arrives only when it is done: bounded by the total timeout; a stream
+        # may also not fall silent for longer than the first-byte timeout between chunks
+        self._whole_timeout = aiohttp.ClientTimeout(total=settings.total_timeout,
+                                                    sock_connect=settings.connect_timeout)
+        self._stream_timeout = aiohttp.ClientTimeout(total=settings.total_timeout,
+                                                     sock_connect=settings.connect_timeout,
+                                                     sock_read=settings.first_byte_timeout)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -125,9 +143,7 @@ class HTTPBackend:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=300,
                                                keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(total=s.total_timeout,
-                                              sock_connect=s.connect_timeout,
-                                              sock_read=s.first_byte_timeout),
+                timeout=self._whole_timeout,
                 skip_auto_headers=("user-agent",), auto_decompress=True)
         return self._session
 
@@ -136,19 +152,17 @@ class HTTPBackend:
                    "accept": "text/event-stream" if call.stream else "application/json"}
         url = self.base_url + PATHS[call.endpoint]
         # a pooled connection the backend closed while idle fails at once; try a fresh one
+        timeout = self._stream_timeout if call.stream else self._whole_timeout
         for attempt in (1, 2):
             try:
-                resp = await self._client().post(url, data=call.body, headers=headers)
+                resp = await self._client().post(url, data=call.body, headers=headers,
+                                                 timeout=timeout, allow_redirects=False)
                 return _HTTPReply(resp)
             except aiohttp.ServerDisconnectedError as exc:
                 if attempt == 2:
-                    raise Broken(f"disconnected before answering: {exc!r}") from exc
-            except aiohttp.ClientConnectorError as exc:
-                raise ConnectFailed(f"cannot connect to {self.base_url}: {exc.os_error!r}") from exc
-            except (aiohttp.ClientOSError, aiohttp.ClientResponseError) as exc:
-                raise Broken(f"{exc!r}") from exc
-            except TimeoutError as exc:
-                raise TimedOut("timed out waiting for the answer to start") from exc
+                    raise translate(exc, "before answering") from exc
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise translate(exc, "before answering") from exc
         raise AssertionError("unreachable")
 
     async def probe(self) -> str | None:
@@ -160,7 +174,7 @@ class HTTPBackend:
                     await resp.read()
                     return None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return translate(exc, "probing").detail
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -54,7 +54,8 @@ def _prompt_text(body: dict[str, Any]) -> tuple[str, int]:
     for message in body.get("messages") or []:
         content = message.get("content")
         text = content if isinstance(content, str) else " ".join(
-            part.get("text", "") for part in content or [] if isinstance(part, dict))
+            part["text"] for part in content or []
+            if isinstance(part, dict) and isinstance(part.get("text"), str))
         tokens += count_tokens(text) + 4  # role and separators, as chat formats add
         if message.get("role") == "user":
             last = text
@@ -87,6 +88,7 @@ class DemoBackend:
         echo, prompt_tokens = _prompt_text(body)
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or s.reply_tokens
         wanted = min(s.reply_tokens, limit)
+        echo = echo[:2000]
         pieces = split_tokens(f"{PREAMBLE} {echo}")
         while len(pieces) < wanted:
             pieces += split_tokens(" " + echo if echo.strip() else " demo")

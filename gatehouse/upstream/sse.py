@@ -2,23 +2,37 @@
 
 Complete events are passed on as soon as their blank line arrives; only an event cut in half
 by the network waits for its other half. The usage chunk the gateway asked for on the client's
-behalf (``stream_options.include_usage``) is metered and not forwarded."""
+behalf (``stream_options.include_usage``) is metered and not forwarded. The tap also tells a
+complete stream (``data: [DONE]``, or a ``finish_reason`` from backends that send no
+``[DONE]``) from one that was cut off.
+"""
 
 from __future__ import annotations
+
+import re
 
 import orjson
 
 from gatehouse.context import Usage
 
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
+_DONE = re.compile(rb"(?:^|\n)data: ?\[DONE\]\s*$")
+
 
 class StreamTap:
-    __slots__ = ("drop_usage_chunk", "usage", "_pending", "done")
+    __slots__ = ("drop_usage_chunk", "usage", "_pending", "done", "finished")
 
     def __init__(self, drop_usage_chunk: bool) -> None:
         self.drop_usage_chunk = drop_usage_chunk
         self.usage: Usage | None = None
         self._pending = b""
-        self.done = False  # the [DONE] sentinel was seen
+        self.done = False  # the data: [DONE] sentinel was seen
+        self.finished = False  # some choice reported a finish_reason
+
+    @property
+    def complete(self) -> bool:
+        return self.done or self.finished
 
     def feed(self, data: bytes) -> bytes:
         if self._pending:
@@ -31,39 +45,45 @@ class StreamTap:
             return b""
         self._pending = data[end + 2:]
         complete = data[:end + 2]
-        if b'"usage":{' not in complete and b'"usage": {' not in complete:
-            if b"[DONE]" in complete:
-                self.done = True
+        if not self.finished and _FINISH.search(complete):
+            self.finished = True
+        if _USAGE.search(complete) is None:
+            if not self.done and b"[DONE]" in complete:
+                self.done = any(_DONE.search(e) for e in complete.split(b"\n\n") if e)
             return complete
         out = []
         for event in complete.split(b"\n\n"):
             if not event:
                 continue
-            if b'"usage"' in event:
+            if _USAGE.search(event):
                 if self._take_usage(event) and self.drop_usage_chunk:
                     continue
-            elif b"[DONE]" in event:
+            elif _DONE.search(event):
                 self.done = True
             out.append(event + b"\n\n")
         return b"".join(out)
 
     def flush(self) -> bytes:
+        """The stream ended: pass on a last event that lacked its blank line, completed."""
         rest, self._pending = self._pending, b""
-        return rest
+        if not rest.strip():
+            return b""
+        return self.feed(rest.rstrip(b"\n") + b"\n\n")
 
     def _take_usage(self, event: bytes) -> bool:
         """Record usage from ``event``; True when it is a usage-only chunk (no choices)."""
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            try:
-                payload = orjson.loads(line[5:])
-            except orjson.JSONDecodeError:
-                return False
-            if not isinstance(payload, dict):
-                return False
-            usage = Usage.from_openai(payload.get("usage"))
-            if usage is not None:
-                self.usage = usage
-                return not payload.get("choices")
-        return False
+        data = [line[5:].removeprefix(b" ") for line in event.split(b"\n")
+                if line.startswith(b"data:")]
+        if not data:
+            return False
+        try:
+            payload = orjson.loads(b"\n".join(data))
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(payload, dict):
+            return False
+        usage = Usage.from_openai(payload.get("usage"))
+        if usage is None:
+            return False
+        self.usage = usage
+        return not payload.get("choices")

@@ -1,9 +1,9 @@
 """The upstream stage: try the model's backends in turn until one starts answering.
 
 Failover happens only before the first byte reaches the client: on a connect error, a timeout,
-a 5xx (or 429, or the backend refusing the gateway's own credentials), the next backend is
-tried. Once a stream has started it is never replayed elsewhere; if it breaks, the client gets
-an SSE error event and the stream ends.
+a dropped connection, any 5xx, a 429, 408, or the backend refusing the gateway's own
+credentials (401/403), the next backend is tried. Once a stream has started it is never
+replayed elsewhere; if it breaks, the client gets an SSE error event and the stream ends.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,10 +25,39 @@ from gatehouse.upstream.backend import (BackendFailure, Broken, TimedOut, Upstre
 from gatehouse.upstream.router import Router, Target
 from gatehouse.upstream.sse import StreamTap
 
-# statuses that say "this backend, not this request": try the next one
-FAILOVER_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
+# statuses below 500 that say "this backend, not this request": try the next one
+FAILOVER_4XX = frozenset({401, 403, 408, 429})
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
+REPLY_NOTE = "upstream.reply"
+
+
+def fails_over(status: int) -> bool:
+    return status >= 500 or status in FAILOVER_4XX
+
+
+@dataclass(slots=True)
+class _Failures:
+    details: list[str] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    timeouts: int = 0
+    others: int = 0
+    retry_after: float = 0.0
+
+    def add(self, detail: str, status: int | None = None, timeout: bool = False,
+            retry_after: str | None = None) -> None:
+        self.details.append(detail)
+        if status is not None:
+            self.statuses.append(status)
+        elif timeout:
+            self.timeouts += 1
+        else:
+            self.others += 1
+        if retry_after:
+            try:
+                self.retry_after = max(self.retry_after, float(retry_after))
+            except ValueError:
+                pass
 
 
 class UpstreamStage:
@@ -39,7 +69,7 @@ class UpstreamStage:
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.body is not None and ctx.model is not None
-        failures: list[tuple[str, BaseException | int]] = []
+        failures = _Failures()
         for target in self.router.order(ctx.model):
             name = target.backend.name
             if not target.breaker.allow():
@@ -55,46 +85,55 @@ class UpstreamStage:
                 verdict = True
                 self.metrics.attempts.labels(name, type(exc).__name__).inc()
                 ctx.attempts[-1] = f"{name}:{type(exc).__name__}"
-                failures.append((exc.detail, exc))
+                failures.add(f"{name}: {exc.detail}", timeout=isinstance(exc, TimedOut))
                 continue
             finally:
                 if not verdict:  # cancelled: the client went away while we waited
                     target.breaker.release()
-            if reply.status in FAILOVER_STATUSES:
+            if fails_over(reply.status):
                 target.breaker.failure()
                 reply.close()
                 self.metrics.attempts.labels(name, str(reply.status)).inc()
                 ctx.attempts[-1] = f"{name}:{reply.status}"
-                failures.append((f"backend {name} answered {reply.status}", reply.status))
+                failures.add(f"{name}: answered {reply.status}", status=reply.status,
+                             retry_after=reply.retry_after)
                 continue
             target.breaker.success()
             self.metrics.attempts.labels(name, "ok").inc()
             ctx.backend = name
             ctx.first_byte_at = time.perf_counter()
+            ctx.notes[REPLY_NOTE] = reply
             self._answer(ctx, target, reply, first, tap, rest)
             return
         raise self._give_up(ctx, failures)
 
     async def _start(self, ctx: RequestContext, target: Target
                      ) -> tuple[UpstreamReply, bytes, StreamTap | None, AsyncIterator[bytes] | None]:
-        """Open the call and, for a stream, wait for its first bytes — all within the
-        first-byte timeout, so a backend that stalls still leaves time to fail over."""
+        """Open the call. A whole answer is read here (bounded by the total timeout); a stream
+        waits for its first event within the first-byte timeout, so a backend that stalls
+        still leaves time to fail over."""
         body = dict(ctx.body or {})
         body["model"] = target.model
         drop_usage = False
-        if ctx.stream and ctx.endpoint != "embeddings" and target.inject_stream_usage \
-                and not ctx.include_usage:
+        if ctx.stream and target.inject_stream_usage and not ctx.include_usage:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             drop_usage = True
         call = UpstreamCall(ctx.endpoint, orjson.dumps(body), ctx.stream, ctx.request_id)
-        reply: UpstreamReply | None = None
+        if not ctx.stream:
+            reply = await target.backend.open(call)
+            try:
+                return reply, await reply.read(), None, None
+            except BaseException:
+                reply.close()
+                raise
+        stream_reply: UpstreamReply | None = None
         try:
             async with asyncio.timeout(target.backend.first_byte_timeout):
-                reply = await target.backend.open(call)
-                if not ctx.stream or reply.status != 200:
-                    return reply, await reply.read(), None, None
+                stream_reply = await target.backend.open(call)
+                if stream_reply.status != 200:
+                    return stream_reply, await stream_reply.read(), None, None
                 tap = StreamTap(drop_usage)
-                chunks = reply.chunks()
+                chunks = stream_reply.chunks()
                 first = b""
                 while not first:
                     try:
@@ -103,16 +142,15 @@ class UpstreamStage:
                         first = tap.flush()
                         if not first:
                             raise Broken("stream ended before sending anything") from None
-                        break
-                return reply, first, tap, chunks
+                return stream_reply, first, tap, chunks
         except TimeoutError:
-            if reply is not None:
-                reply.close()
+            if stream_reply is not None:
+                stream_reply.close()
             raise TimedOut(f"no first byte within {target.backend.first_byte_timeout:g}s") \
                 from None
         except BaseException:
-            if reply is not None:
-                reply.close()
+            if stream_reply is not None:
+                stream_reply.close()
             raise
 
     def _answer(self, ctx: RequestContext, target: Target, reply: UpstreamReply,
@@ -138,40 +176,43 @@ class UpstreamStage:
             tail = tap.flush()
             if tail:
                 yield tail
-            if not tap.done:
-                raise Broken("stream ended without its [DONE] marker")
-        except BackendFailure as exc:
+            if not tap.complete:
+                raise Broken("stream ended before [DONE] or a finish_reason")
+        except Exception as exc:
+            detail = exc.detail if isinstance(exc, BackendFailure) else repr(exc)
             target.breaker.failure()
             self.metrics.attempts.labels(target.backend.name, "broken_stream").inc()
             error: GatehouseError = (
                 UpstreamTimeout("The model stopped sending mid-answer and timed out.",
-                                cause=exc.detail) if isinstance(exc, TimedOut) else
+                                cause=detail) if isinstance(exc, TimedOut) else
                 UpstreamFailed("The model's answer broke off mid-stream. The text so far is "
-                               "incomplete; retry the request.", cause=exc.detail))
+                               "incomplete; retry the request.", cause=detail))
             yield b"data: " + error.body(ctx.request_id) + b"\n\n"
             raise StreamBroken(error) from exc
         finally:
             ctx.usage = tap.usage
             reply.close()
 
-    def _give_up(self, ctx: RequestContext,
-                 failures: list[tuple[str, BaseException | int]]) -> GatehouseError:
-        cause = "; ".join(detail for detail, _ in failures) or "every backend's circuit is open"
-        tried = len(failures)
-        if any(isinstance(f, int) and f >= 500 for _, f in failures):
+    def _give_up(self, ctx: RequestContext, failures: _Failures) -> GatehouseError:
+        cause = "; ".join(failures.details) or "every backend's circuit is open"
+        tried = len(failures.details)
+        if any(status >= 500 and status not in (503, 504) for status in failures.statuses):
             return UpstreamFailed(
                 f"The model failed to answer ({tried} backend{'s' if tried != 1 else ''} "
                 "tried).", cause=cause)
-        if failures and all(isinstance(f, TimedOut) for _, f in failures):
+        if failures.timeouts and failures.timeouts + failures.statuses.count(504) == tried:
             return UpstreamTimeout("The model did not start answering in time.", cause=cause)
         targets = self.router.routes[ctx.model or ""].targets
         wait = min((t.breaker.retry_in() for t in targets), default=1.0)
         return UpstreamUnavailable(
             f"The model `{ctx.model}` is unavailable right now. Try again in a few seconds.",
-            cause=cause, retry_after=max(1.0, wait))
+            cause=cause, retry_after=max(1.0, failures.retry_after, wait if tried == 0 else 1.0))
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
-        return None
+        # whatever happened to the stream (even if it never started), give the connection back
+        reply = ctx.notes.pop(REPLY_NOTE, None)
+        if reply is not None:
+            reply.close()
 
 
 def _usage_of(body: bytes) -> Usage | None:

@@ -29,15 +29,34 @@ async def test_models_health_ready_and_metrics(demo: httpx.AsyncClient) -> None:
     assert 'gatehouse_tokens_total{kind="completion",model="demo"} 24.0' in metrics
 
 
-async def test_readyz_is_503_when_a_model_has_no_reachable_backend(gateway_client) -> None:  # type: ignore[no-untyped-def]
-    c = gateway_client(upstreams={"gone": {"base_url": "http://127.0.0.1:9/v1",
-                                           "connect_timeout": 0.5}},
-                       models={"m": {"backends": ["gone"]}})
-    ready = await c.get("/readyz")
-    assert ready.status_code == 503
+async def test_readyz_degraded_then_not_ready(gateway_client) -> None:  # type: ignore[no-untyped-def]
+    gone = {"upstreams": {"gone": {"base_url": "http://127.0.0.1:9/v1", "connect_timeout": 0.5}},
+            "models": {"m": {"backends": ["gone"]}}}
+    ready = await gateway_client(**gone).get("/readyz")
     body = ready.json()
-    assert body["status"] == "not_ready" and not body["models"]["m"]["ready"]
-    assert body["models"]["demo"]["ready"] and not body["backends"]["gone"]["reachable"]
+    assert ready.status_code == 200 and body["status"] == "degraded"
+    assert not body["models"]["m"]["ready"] and body["models"]["demo"]["ready"]
+    assert body["backends"]["gone"] == {"reachable": False}
+    assert "127.0.0.1" not in ready.text, "backend addresses stay out of the public answer"
+    alone = await gateway_client(demo={"enabled": False}, **gone).get("/readyz")
+    assert alone.status_code == 503 and alone.json()["status"] == "not_ready"
+
+
+async def test_probes_check_client_id_and_method(demo: httpx.AsyncClient) -> None:
+    ok = await demo.get("/healthz", headers={"x-client-request-id": "lb-7"})
+    assert ok.headers["x-client-request-id"] == "lb-7"
+    bad = await demo.get("/healthz", headers={"x-client-request-id": "x" * 600})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_client_request_id"
+    post = await demo.post("/readyz")
+    assert post.status_code == 405 and post.headers["allow"] == "GET"
+
+
+async def test_unknown_model_lookups_do_not_mint_metric_labels(demo: httpx.AsyncClient) -> None:
+    for i in range(5):
+        await demo.get(f"/v1/models/random-{i}")
+    metrics = (await demo.get("/metrics")).text
+    assert "random-" not in metrics
 
 
 async def test_demo_is_deterministic_and_counts_tokens(demo: httpx.AsyncClient) -> None:

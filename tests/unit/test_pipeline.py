@@ -126,3 +126,32 @@ async def test_cancel_while_entering_exits_entered_stages() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert log[-2:] == ["exit b client_disconnected 499", "exit a client_disconnected 499"]
+
+
+class SlowExit(Recorder):
+    async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
+        await asyncio.sleep(0.05)
+        self.log.append(f"exit {self.name} {outcome.kind} {outcome.status}")
+
+
+async def test_cancelled_during_an_exit_still_runs_the_outer_exits() -> None:
+    log: list[str] = []
+    p = Pipeline([Recorder("telemetry", log), SlowExit("quota", log), Terminal("body")])
+    task = asyncio.ensure_future(p.handle(ctx()))
+    await asyncio.sleep(0.01)  # inside the quota stage's exit
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log[-1] == "exit telemetry ok 200", "the outer exit ran although the task was cancelled"
+
+
+async def test_exits_mark_the_request_as_exiting() -> None:
+    c = ctx()
+    seen: list[bool] = []
+
+    class Look(Recorder):
+        async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
+            seen.append(ctx.exiting)
+
+    await Pipeline([Look("a", []), Terminal("body")]).handle(c)
+    assert seen == [True]

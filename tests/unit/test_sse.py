@@ -34,3 +34,33 @@ def test_crlf_and_usage_inside_a_content_chunk() -> None:
     event = b"data: " + orjson.dumps(mixed) + b"\r\n\r\n"
     assert tap.feed(event) == event.replace(b"\r\n", b"\n"), "a chunk with choices is kept"
     assert tap.usage is not None and tap.usage.total_tokens == 2
+
+
+def test_done_inside_content_is_not_the_end() -> None:
+    tap = StreamTap(drop_usage_chunk=False)
+    tap.feed(b'data: {"choices":[{"delta":{"content":"data: [DONE]"}}]}\n\n')
+    assert not tap.done and not tap.complete
+    tap.feed(b"data:[DONE]\n\n")
+    assert tap.done
+
+
+def test_last_event_without_blank_line_is_completed_on_flush() -> None:
+    tap = StreamTap(drop_usage_chunk=False)
+    assert tap.feed(CHUNK + b"data: [DONE]") == CHUNK
+    assert tap.flush() == DONE and tap.done
+
+
+def test_usage_formats_and_multiline_data() -> None:
+    tap = StreamTap(drop_usage_chunk=True)
+    spaced = b'data: {"choices": [], "usage" : {"prompt_tokens": 1, "completion_tokens": 2}}\n\n'
+    assert tap.feed(spaced) == b"" and tap.usage is not None and tap.usage.total_tokens == 3
+    tap = StreamTap(drop_usage_chunk=True)
+    multi = b'data: {"choices": [],\ndata: "usage": {"prompt_tokens": 5, "completion_tokens": 1}}\n\n'
+    assert tap.feed(multi) == b"" and tap.usage is not None and tap.usage.prompt_tokens == 5
+
+
+def test_comments_and_finish_reason() -> None:
+    tap = StreamTap(drop_usage_chunk=True)
+    assert tap.feed(b": ping\n\n") == b": ping\n\n"
+    tap.feed(b'data: {"choices":[{"delta":{},"finish_reason":"length"}]}\n\n')
+    assert tap.finished and tap.complete and not tap.done

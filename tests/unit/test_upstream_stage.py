@@ -1,0 +1,222 @@
+"""The upstream stage with scripted in-process backends: failover rules, verdicts, streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gatehouse.context import Outcome, RequestContext
+from gatehouse.errors import GatehouseError
+from gatehouse.pipeline import Pipeline, StreamBroken
+from gatehouse.telemetry.metrics import Metrics
+from gatehouse.upstream.backend import Broken, ConnectFailed, TimedOut, UpstreamCall
+from gatehouse.upstream.breaker import CircuitBreaker
+from gatehouse.upstream.router import ModelRoute, Router, Target
+from gatehouse.upstream.stage import UpstreamStage
+
+OK_BODY = b'{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}'
+
+
+class Scripted:
+    """Answers with ``status`` and ``body`` / ``events``, or raises ``error``."""
+
+    def __init__(self, name: str, status: int = 200, body: bytes = OK_BODY,
+                 events: list[bytes] | None = None, error: Exception | None = None,
+                 then: Exception | None = None, hang: bool = False,
+                 retry_after: str | None = None) -> None:
+        self.name, self.first_byte_timeout = name, 5.0
+        self.status, self.body, self.events, self.error, self.then = status, body, events, error, then
+        self.hang, self.retry_after_value = hang, retry_after
+        self.calls: list[UpstreamCall] = []
+        self.closed = 0
+
+    async def open(self, call: UpstreamCall) -> Any:
+        self.calls.append(call)
+        if self.hang:
+            await asyncio.sleep(30)
+        if self.error is not None:
+            raise self.error
+        backend = self
+
+        class Reply:
+            status = backend.status
+            content_type = "application/json"
+            retry_after = backend.retry_after_value
+
+            async def read(self) -> bytes:
+                return backend.body
+
+            async def chunks(self) -> AsyncIterator[bytes]:
+                for event in backend.events or []:
+                    yield event
+                if backend.then is not None:
+                    raise backend.then
+
+            def close(self) -> None:
+                backend.closed += 1
+
+        return Reply()
+
+    async def probe(self) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def stage_for(*backends: Scripted, failures: int = 5) -> tuple[UpstreamStage, list[CircuitBreaker]]:
+    breakers = [CircuitBreaker(failures=failures, cooldown=60) for _ in backends]
+    # descending weights: tried in the given order
+    targets = [Target(b, br, "up-model", 10.0 ** (9 - 3 * i))
+               for i, (b, br) in enumerate(zip(backends, breakers, strict=True))]
+    router = Router({"m": ModelRoute("m", targets, "x", 0)})
+    return UpstreamStage(router, Metrics()), breakers
+
+
+def ctx(stream: bool = False, include_usage: bool = False) -> RequestContext:
+    c = RequestContext("req_test", "POST", "/v1/chat/completions", {}, None)
+    c.endpoint, c.model, c.stream, c.include_usage = "chat.completions", "m", stream, include_usage
+    c.body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": stream}
+    return c
+
+
+@pytest.mark.parametrize("status", [401, 403, 408, 429, 500, 501, 502, 503, 504, 507, 529])
+async def test_fails_over_on_backend_statuses(status: int) -> None:
+    a, b = Scripted("a", status=status), Scripted("b")
+    stage, breakers = stage_for(a, b)
+    c = ctx()
+    await stage.enter(c)
+    assert c.backend == "b" and c.attempts == [f"a:{status}", "b"]
+    assert breakers[0].failures == 1 and breakers[1].failures == 0
+    assert a.closed == 1
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+async def test_request_errors_pass_through_without_failover(status: int) -> None:
+    a, b = Scripted("a", status=status, body=b'{"error":{"message":"bad"}}'), Scripted("b")
+    stage, breakers = stage_for(a, b)
+    c = ctx()
+    await stage.enter(c)
+    assert c.reply is not None and c.reply.status == status and not b.calls
+    assert breakers[0].state == "closed" and breakers[0].failures == 0
+
+
+async def test_backend_sees_its_own_model_name_and_injected_usage() -> None:
+    a = Scripted("a", events=[b'data: {"choices":[{"delta":{}}]}\n\n', b"data: [DONE]\n\n"])
+    stage, _ = stage_for(a)
+    c = ctx(stream=True)
+    await stage.enter(c)
+    assert c.reply is not None and c.reply.stream is not None
+    sent = a.calls[0]
+    assert b'"model":"up-model"' in sent.body and b'"include_usage":true' in sent.body
+
+
+@pytest.mark.parametrize("failures, status, code", [
+    ([ConnectFailed("refused"), ConnectFailed("refused")], 503, "upstream_unavailable"),
+    ([TimedOut("slow"), TimedOut("slow")], 504, "upstream_timeout"),
+    ([TimedOut("slow"), ConnectFailed("refused")], 503, "upstream_unavailable"),
+    ([500, ConnectFailed("refused")], 500, "upstream_error"),
+    ([503, 503], 503, "upstream_unavailable"),
+    ([504, TimedOut("slow")], 504, "upstream_timeout"),
+    ([429, 401], 503, "upstream_unavailable"),
+    ([Broken("reset"), 502], 500, "upstream_error"),
+])
+async def test_giving_up_names_the_right_failure(failures: list[Any], status: int,
+                                                 code: str) -> None:
+    backends = [Scripted(f"b{i}", error=f) if isinstance(f, Exception) else
+                Scripted(f"b{i}", status=f) for i, f in enumerate(failures)]
+    stage, _ = stage_for(*backends)
+    with pytest.raises(GatehouseError) as info:
+        await stage.enter(ctx())
+    assert (info.value.status, info.value.code) == (status, code)
+    assert "b0" in (info.value.cause or "") and "b1" in (info.value.cause or "")
+
+
+async def test_upstream_retry_after_is_passed_on() -> None:
+    stage, _ = stage_for(Scripted("a", status=429, retry_after="7"))
+    with pytest.raises(GatehouseError) as info:
+        await stage.enter(ctx())
+    assert info.value.response_headers()["retry-after"] == "7"
+
+
+async def test_open_circuits_are_skipped_and_reported() -> None:
+    a, b = Scripted("a", status=500), Scripted("b", status=500)
+    stage, breakers = stage_for(a, b, failures=1)
+    with pytest.raises(GatehouseError):
+        await stage.enter(ctx())
+    with pytest.raises(GatehouseError) as info:
+        await stage.enter(c := ctx())
+    assert c.attempts == ["a:circuit_open", "b:circuit_open"] and len(a.calls) == 1
+    assert info.value.code == "upstream_unavailable"
+    assert 59 <= float(info.value.response_headers()["retry-after"]) <= 60
+
+
+async def test_cancelled_attempt_frees_the_half_open_probe() -> None:
+    a = Scripted("a", hang=True)
+    stage, breakers = stage_for(a, failures=1)
+    breakers[0].failure()
+    breakers[0].opened_at -= 61  # cooldown over: the next call is the probe
+    task = asyncio.ensure_future(stage.enter(ctx()))
+    await asyncio.sleep(0.01)
+    assert breakers[0].probe_started is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert breakers[0].probe_started is None, "the probe slot is free for the next request"
+
+
+@pytest.mark.parametrize("events, then, complete", [
+    ([b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n', b"data: [DONE]\n\n"], None, True),
+    ([b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n'], None, True),
+    ([b'data: {"choices":[{"delta":{"content":"say [DONE] now"}}]}\n\n'], None, False),
+    ([b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'], Broken("reset"), False),
+    ([b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'], RuntimeError("surprise"), False),
+])
+async def test_stream_end_is_judged_and_breaks_are_told_to_the_client(
+        events: list[bytes], then: Exception | None, complete: bool) -> None:
+    a = Scripted("a", events=events, then=then)
+    stage, breakers = stage_for(a)
+    c = ctx(stream=True)
+    await stage.enter(c)
+    assert c.reply is not None and c.reply.stream is not None
+    out = b""
+    broken = None
+    relay = c.reply.stream.__aiter__()
+    try:
+        async for chunk in relay:
+            out += chunk
+    except StreamBroken as exc:
+        broken = exc
+    assert (broken is None) is complete
+    if complete:
+        assert b'"error"' not in out and breakers[0].failures == 0
+    else:
+        assert out.endswith(b"\n\n") and b'data: {"error":' in out
+        assert b'"code":"upstream_error"' in out and breakers[0].failures == 1
+    await stage.exit(c, Outcome("ok", 200))
+    assert a.closed >= 1
+
+
+async def test_usage_chunk_split_and_dropped_for_clients_that_did_not_ask() -> None:
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":9}}\n\n'
+    a = Scripted("a", events=[b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n',
+                              usage[:20], usage[20:], b"data: [DONE]\n\n"])
+    stage, _ = stage_for(a)
+    c = ctx(stream=True)
+    await stage.enter(c)
+    out = b"".join([chunk async for chunk in c.reply.stream])  # type: ignore[union-attr]
+    assert b"usage" not in out and out.endswith(b"data: [DONE]\n\n")
+    assert c.usage is not None and c.usage.total_tokens == 13
+
+
+async def test_stream_closed_before_it_started_still_releases_the_backend() -> None:
+    a = Scripted("a", events=[b'data: {"choices":[]}\n\n', b"data: [DONE]\n\n"])
+    stage, _ = stage_for(a)
+    c = ctx(stream=True)
+    reply = await Pipeline([stage]).handle(c)
+    assert reply.stream is not None
+    await reply.stream.aclose()  # never iterated: the client left before the first write
+    assert a.closed >= 1
