@@ -106,16 +106,27 @@ class Result:
         return ordered[rank - 1]
 
     @property
+    def queue_growing(self) -> bool:
+        """Latency climbs through the run (last quarter's median far above the first's):
+        the server takes requests in more slowly than they come, so a queue builds."""
+        n = len(self.latencies)
+        if n < 20:
+            return False
+        first = sorted(self.latencies[: n // 4])[n // 8]
+        last = sorted(self.latencies[-(n // 4):])[n // 8]
+        return last > 2 * first + 0.005
+
+    @property
     def saturated(self) -> bool:
         if self.offered_rate is None:
             return False
         wanted = self.offered_rate * self.duration
-        return bool(self.timeouts) or self.completed < 0.97 * wanted
+        return bool(self.timeouts) or self.completed < 0.97 * wanted or self.queue_growing
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("gen", "parser", "transport", "idx", "sent", "start", "first", "status",
-                 "busy", "closed", "keep_alive")
+    __slots__ = ("busy", "closed", "first", "gen", "idx", "keep_alive", "parser", "sent",
+                 "start", "status", "transport")
 
     def __init__(self, gen: _Gen) -> None:
         self.gen = gen
@@ -268,7 +279,7 @@ class _OpenLoop(_Gen):
         sched = self.sched[idx]
         t = now()
         self.sent[idx] = t
-        self.start[idx] = t if t < sched else sched
+        self.start[idx] = min(sched, t)
         conn.send(idx, self.start[idx])
 
     async def _connect_and_send(self, idx: int) -> None:
@@ -400,14 +411,14 @@ async def open_loop(host: str, port: int, request: bytes, *, rate: float, durati
                 i += 1
             if i < n:
                 delay = gen.sched[i] - _SEND_SLACK - now()
-                await asyncio.sleep(delay if delay > 0 else 0)
+                await asyncio.sleep(max(0.0, delay))
         gen.stopping = True
         t_last = gen.sched[-1]
         deadline = t_last + grace
         if gen.outstanding:
             try:
                 await asyncio.wait_for(gen.finished.wait(), max(0.0, deadline - now()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         t_cut = now()
     finally:
@@ -446,7 +457,7 @@ async def closed_loop(host: str, port: int, request: bytes, *, conns: int = 64,
         await _sleep_until(gen.t_stop)
         try:
             await asyncio.wait_for(gen.finished.wait(), 5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     finally:
         gen.close_all()

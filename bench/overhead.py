@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import http.client
 import json
+import math
 import os
 import platform
 import secrets
@@ -47,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import loadgen  # noqa: E402
+import loadgen
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -94,7 +95,7 @@ class Children:
         out = open(WORK / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the child
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_pdeathsig)
+                                preexec_fn=_pdeathsig)  # noqa: PLW1509 - no threads here
         out.close()
         self.procs.append((name, proc))
         return proc
@@ -250,7 +251,7 @@ def start_upstream(kids: Children, py: str) -> Target:
 
 def gateway_importable(py: str) -> str | None:
     r = subprocess.run([py, "-c", "import gatehouse.cli.main"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=60, check=False)
     return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
 
 
@@ -272,8 +273,9 @@ base_url = "http://{HOST}:{upstream.port}/v1"
 [models.{MODEL}]
 backends = [{{ upstream = "bench", model = "{MODEL}" }}]
 """)
-    cmd = [py, "-c", "import sys; from gatehouse.cli.main import main; "
-                     "sys.argv[0] = 'gatehouse'; sys.exit(main())",
+    launch = ("import sys; from gatehouse.cli.main import main; "
+              "sys.argv[0] = 'gatehouse'; sys.exit(main())")
+    cmd = [py, "-c", launch,
            "serve", "--config", str(cfg), "--host", HOST, "--port", str(port), "--workers", "1"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = kids.start("gatehouse", cmd, env=env)
@@ -286,7 +288,7 @@ def litellm_version() -> str | None:
     if not (LITELLM_VENV / "bin" / "litellm").exists():
         return None
     r = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     return r.stdout.strip() if r.returncode == 0 else None
 
 
@@ -432,7 +434,7 @@ def run_plan(runner: asyncio.Runner, targets: list[Target], args: argparse.Names
 # -- report -----------------------------------------------------------------------------------
 
 def _med(values: list[float]) -> float:
-    values = [v for v in values if v == v]
+    values = [v for v in values if not math.isnan(v)]
     return statistics.median(values) if values else float("nan")
 
 
@@ -474,10 +476,14 @@ def summarize(cells: list[Cell], targets: list[Target], rates: list[float]) -> S
                     ref = by.get(("direct", stream, rate, c.repeat))
                     if ref is None:
                         continue
-                    for k in diffs:
-                        diffs[k].append(getattr(c, k) - getattr(ref, k))
+                    for k, values in diffs.items():
+                        values.append(getattr(c, k) - getattr(ref, k))
                 added[(t.key, stream, rate)] = {k: _med(v) for k, v in diffs.items()}
-                sat[(t.key, stream, rate)] = not mine or any(c.saturated for c in mine)
+                cap = _med([c.throughput for c in cells if c.target == t.key
+                            and c.stream == stream and c.rate is None])
+                # saturated: not timed, fell behind in a repeat, or a max below the rate
+                sat[(t.key, stream, rate)] = (not mine or any(c.saturated for c in mine)
+                                              or cap < 0.9 * rate)
                 reps[(t.key, stream, rate)] = len(mine)
     max_rps, cpu_us, cpu_util = {}, {}, {}
     for t in targets:
@@ -499,7 +505,7 @@ def summarize(cells: list[Cell], targets: list[Target], rates: list[float]) -> S
 
 
 def fmt_ms(v: float, saturated: bool = False) -> str:
-    if v != v:
+    if math.isnan(v):
         return "sat." if saturated else "–"
     if saturated:
         return f"≥{v / 1000:.1f} s" if v >= 1000 else f"≥{v:.0f}"
@@ -514,7 +520,7 @@ FLOOR_MS = 0.05  # below this an added latency is within noise; ratios use it as
 
 
 def fmt_ratio(num: float, den: float, *, floor: float = 0.0) -> str:
-    if num != num or den != den:
+    if math.isnan(num) or math.isnan(den):
         return "–"
     if floor and den < floor:
         return f"≥{num / floor:.0f}×"
@@ -526,12 +532,11 @@ def fmt_ratio(num: float, den: float, *, floor: float = 0.0) -> str:
 
 def lat_ratio(litellm: float, gatehouse: float, litellm_saturated: bool) -> str:
     """LiteLLM's added latency over gatehouse's; gatehouse's is floored at FLOOR_MS."""
-    if litellm != litellm:
-        return "sat." if litellm_saturated else "–"
-    text = fmt_ratio(litellm, gatehouse, floor=FLOOR_MS)
-    if litellm_saturated and not text.startswith("≥") and text != "–":
-        text = "≥" + text
-    return text
+    if litellm_saturated:
+        return "sat."  # its figure is mostly queueing then: no meaningful ratio
+    if math.isnan(litellm):
+        return "–"
+    return fmt_ratio(litellm, gatehouse, floor=FLOOR_MS)
 
 
 def render(s: Summary, targets: list[Target], args: argparse.Namespace,
@@ -579,17 +584,18 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
                     a, sat = s.added[(key, stream, rate)], s.sat[(key, stream, rate)]
                     row += [fmt_ms(a["p50_ms"], sat), fmt_ms(a["p99_ms"], sat)]
             if has_gh and has_ll:
-                g, l = s.added[("gatehouse", stream, rate)], s.added[("litellm", stream, rate)]
+                gh = s.added[("gatehouse", stream, rate)]
+                ll = s.added[("litellm", stream, rate)]
                 lsat = s.sat[("litellm", stream, rate)]
-                row += [lat_ratio(l["p50_ms"], g["p50_ms"], lsat),
-                        lat_ratio(l["p99_ms"], g["p99_ms"], lsat)]
+                row += [lat_ratio(ll["p50_ms"], gh["p50_ms"], lsat),
+                        lat_ratio(ll["p99_ms"], gh["p99_ms"], lsat)]
             t1.add_row(*row)
     con.print(t1)
-    con.print("  ≥: saturated (could not sustain the offered rate); unanswered requests count "
-              "with their wait so far, so the figure is a lower bound. sat.: not timed, the "
-              "offered rate is over twice the server's max throughput.")
+    con.print("  ≥: saturated (fell behind the offered rate: unanswered requests, a growing "
+              "queue, or a max throughput below the rate); the figure is mostly queueing and "
+              "a lower bound. sat.: not timed, the rate is over twice its max throughput.")
     con.print(f"  ratios floor gatehouse's added latency at {FLOOR_MS} ms (≥ when it is below, "
-              "i.e. within noise).")
+              "i.e. within noise); none where LiteLLM is saturated (its figure is a queue).")
 
     t2 = Table(title="Streaming: added time to first body byte (p50), ms", title_justify="left")
     t2.add_column("req/s", justify="right")
@@ -669,20 +675,20 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
             mark = "–" if ok is None else ("[green]PASS[/]" if ok else "[red]MISS[/]")
             t5.add_row(name, goal, value, mark)
 
-        a = s.added[("gatehouse", False, TARGET_RATE)] if TARGET_RATE in args.rates else None
-        if a:
+        at = s.added.get(("gatehouse", False, TARGET_RATE))
+        if at:
             check(f"added p50 @ {TARGET_RATE} req/s", f"≤ {TARGETS_P50_MS} ms",
-                  f"{a['p50_ms']:.2f} ms", a["p50_ms"] <= TARGETS_P50_MS)
+                  f"{at['p50_ms']:.2f} ms", at["p50_ms"] <= TARGETS_P50_MS)
             check(f"added p99 @ {TARGET_RATE} req/s", f"≤ {TARGETS_P99_MS:g} ms",
-                  f"{a['p99_ms']:.2f} ms", a["p99_ms"] <= TARGETS_P99_MS)
+                  f"{at['p99_ms']:.2f} ms", at["p99_ms"] <= TARGETS_P99_MS)
             sa = s.added[("gatehouse", True, TARGET_RATE)]
-            check(f"  same, streaming (p50 / p99)", "(info)",
+            check("  same, streaming (p50 / p99)", "(info)",
                   f"{sa['p50_ms']:.2f} / {sa['p99_ms']:.2f} ms", None)
         m = s.max_rps[("gatehouse", False)]
         check("max sustained req/s", f"≥ {TARGET_MAX_RPS:,}", f"{m:,.0f}", m >= TARGET_MAX_RPS)
         check("  same, streaming", "(info)", f"{s.max_rps[('gatehouse', True)]:,.0f}", None)
-        r = s.rss["gatehouse"][0]
-        check("RSS per worker", f"≤ {TARGET_RSS_MB} MB", f"{r:.0f} MB", r <= TARGET_RSS_MB)
+        rss = s.rss["gatehouse"][0]
+        check("RSS per worker", f"≤ {TARGET_RSS_MB} MB", f"{rss:.0f} MB", rss <= TARGET_RSS_MB)
         if has_ll:
             ratio = m / s.max_rps[("litellm", False)]
             check("throughput vs LiteLLM", f"≥ {TARGET_RATIO}×", f"{ratio:.0f}×",
@@ -691,16 +697,16 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
             fine = [rate for rate in args.rates if not s.sat[("litellm", False, rate)]]
             if fine:
                 rate = max(fine)
-                g = s.added[("gatehouse", False, rate)]["p50_ms"]
-                l = s.added[("litellm", False, rate)]["p50_ms"]
-                ratio = l / max(g, FLOOR_MS)
+                gh_ms = s.added[("gatehouse", False, rate)]["p50_ms"]
+                ll_ms = s.added[("litellm", False, rate)]["p50_ms"]
+                lat_x = ll_ms / max(gh_ms, FLOOR_MS)
                 check(f"added p50 vs LiteLLM @ {rate:,.0f} req/s", f"≤ 1/{TARGET_RATIO}",
-                      f"1/{ratio:.0f}" + (" (floor)" if g < FLOOR_MS else ""),
-                      ratio >= TARGET_RATIO)
+                      f"1/{lat_x:.0f}" + (" (floor)" if gh_ms < FLOOR_MS else ""),
+                      lat_x >= TARGET_RATIO)
         con.print(t5)
 
-    notes = [f"client send lag p99 (median over cells): {s.client_lag_p99:.2f} ms "
-             "(already inside both the direct and the gateway figures)"]
+    notes = [(f"client send lag p99 (median over cells): {s.client_lag_p99:.2f} ms "
+              "(already inside both the direct and the gateway figures)")]
     for key, n in s.errors.items():
         if n:
             notes.append(f"{key}: {n} error responses, first: {s.first_errors.get(key)}")
@@ -736,7 +742,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="pip requirement for LiteLLM (installed into bench/.venv-litellm)")
     p.add_argument("--json", type=Path, default=WORK / "overhead-last.json",
                    help="where to write raw per-cell results")
+    p.add_argument("--report", type=Path, metavar="JSON",
+                   help="only print the tables of a saved run (its --json file)")
     args = p.parse_args(argv)
+    if args.report:
+        return args
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 4.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
@@ -754,8 +764,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, " \
-           f"Python {platform.python_version()}"
+    return (f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
 
 
 @contextlib.contextmanager
@@ -763,7 +773,9 @@ def terminate_on_signals() -> Iterator[None]:
     def raise_interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that
+    old = {s: signal.signal(s, raise_interrupt)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
@@ -771,8 +783,21 @@ def terminate_on_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def report(path: Path) -> int:
+    saved = json.loads(path.read_text())
+    args = argparse.Namespace(**saved["args"])
+    labels = {"direct": "direct upstream", "gatehouse": "gatehouse", "litellm": "LiteLLM"}
+    targets = [Target(key, labels[key], 0, "", 0, [(r[0], r[1], r[2]) for r in rss])
+               for key, rss in saved["rss"].items()]
+    cells = [Cell(**c) for c in saved["cells"]]
+    render(summarize(cells, targets, args.rates), targets, args, saved["meta"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return report(args.report)
     py = repo_python()
     kids = Children()
     meta: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),

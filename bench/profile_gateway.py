@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import loadgen  # noqa: E402
-import overhead as ov  # noqa: E402
+import loadgen
+import overhead as ov
 
 
 def summarize(collapsed: Path, top: int, full_paths: bool) -> None:
