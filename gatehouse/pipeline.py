@@ -155,6 +155,7 @@ class GuardedStream:
             await self._stream.aclose()
         finally:
             await self._pipeline._exits(self._ctx, self._entered, outcome)
+            self._ctx.reply = None  # ctx → reply → this stream → ctx: break the cycle
 
     async def aclose(self) -> None:
         if self._iterating is not None:

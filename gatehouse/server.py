@@ -7,6 +7,7 @@ of every call; pages for people (status, sign-in) are mounted beside it by later
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -64,6 +65,9 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # what exists now lives as long as the process: keep it out of every GC pass
+                gc.collect()
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -145,6 +149,10 @@ class Gateway:
         finally:
             if watcher is not None:
                 watcher.cancel()
+            # the cancelled watcher's traceback holds ctx; ctx must not hold the watcher back
+            # (through this closure), or every request would leave a cycle for the GC
+            ctx.receive = None
+            watcher = None
 
     def _route(self, path: str) -> Route | None:
         route = self.routes.get(path)

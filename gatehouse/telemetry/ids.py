@@ -4,35 +4,33 @@ They sort by creation time, like ULIDs, so a log sorted by id is sorted by arriv
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 
 from gatehouse.errors import InvalidClientRequestId
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_STANDARD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_CROCKFORD = b"0123456789abcdefghjkmnpqrstvwxyz"  # in ASCII order, so ids sort as numbers
+_TO_CROCKFORD = bytes.maketrans(_STANDARD, _CROCKFORD)
+_FROM_CROCKFORD = bytes.maketrans(_CROCKFORD, _STANDARD)
 CLIENT_ID_MAX = 512
 
 
 def new_request_id() -> str:
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    out = [""] * 26
-    for i in range(25, -1, -1):
-        out[i] = _ALPHABET[value & 31]
-        value >>= 5
-    return "req_" + "".join(out)
+    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)
+    return "req_" + base64.b32encode(raw)[:26].translate(_TO_CROCKFORD).decode()
 
 
 def request_id_time(request_id: str) -> float:
     """Seconds since the epoch at which ``request_id`` was made."""
-    value = 0
-    for char in request_id[4:]:
-        value = value * 32 + _ALPHABET.index(char)
-    return (value >> 80) / 1000
+    raw = base64.b32decode(request_id[4:].encode().translate(_FROM_CROCKFORD) + b"======")
+    return int.from_bytes(raw[:6], "big") / 1000
 
 
 def check_client_request_id(value: str) -> str:
     """Accept printable ASCII up to 512 characters, as OpenAI does; refuse anything else."""
-    if not value or len(value) > CLIENT_ID_MAX or not all(" " <= c <= "~" for c in value):
+    if not value or len(value) > CLIENT_ID_MAX or not value.isascii() or not value.isprintable():
         raise InvalidClientRequestId(
             "X-Client-Request-Id must be 1 to 512 printable ASCII characters.",
             param="X-Client-Request-Id")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gatehouse.context import Outcome, RequestContext
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import AccessLog, RequestRecord
@@ -13,6 +15,19 @@ class TelemetryStage:
     def __init__(self, metrics: Metrics, access_log: AccessLog) -> None:
         self.metrics = metrics
         self.access_log = access_log
+        # labelled children, looked up once per label set (labels() costs µs on the hot path);
+        # every label comes from a bounded set: endpoints, configured models, statuses, outcomes
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+
+    def _series(self, ctx: RequestContext, outcome: Outcome) -> tuple[Any, Any, Any]:
+        key = (ctx.endpoint, ctx.model or "", str(outcome.status), outcome.kind)
+        series = self._children.get(key)
+        if series is None:
+            m, model = self.metrics, key[1]
+            series = (m.requests.labels(*key), m.latency.labels(key[0], model),
+                      m.ttfb.labels(model))
+            self._children[key] = series
+        return series
 
     async def enter(self, ctx: RequestContext) -> None:
         self.metrics.inflight.inc()
@@ -20,13 +35,16 @@ class TelemetryStage:
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         m = self.metrics
         m.inflight.dec()
-        record = RequestRecord.of(ctx, outcome)
-        model = ctx.model or ""
-        m.requests.labels(ctx.endpoint, model, str(outcome.status), outcome.kind).inc()
-        m.latency.labels(ctx.endpoint, model).observe(record.latency_ms / 1000)
-        if record.ttfb_ms is not None:
-            m.ttfb.labels(model).observe(record.ttfb_ms / 1000)
-        if ctx.usage is not None:
-            m.tokens.labels(model, "prompt").inc(ctx.usage.prompt_tokens)
-            m.tokens.labels(model, "completion").inc(ctx.usage.completion_tokens)
-        self.access_log.write(record)
+        requests, latency, ttfb = self._series(ctx, outcome)
+        requests.inc()
+        end = ctx.finished_at or ctx.started
+        latency.observe(end - ctx.started)
+        if ctx.first_byte_at is not None:
+            ttfb.observe(ctx.first_byte_at - ctx.started)
+        usage = ctx.usage
+        if usage is not None:
+            model = ctx.model or ""
+            m.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
+            m.tokens.labels(model, "completion").inc(usage.completion_tokens)
+        if self.access_log.enabled:
+            self.access_log.write(RequestRecord.of(ctx, outcome))

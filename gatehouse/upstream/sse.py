@@ -58,7 +58,7 @@ class StreamTap:
             if _USAGE.search(event):
                 if self._take_usage(event) and self.drop_usage_chunk:
                     continue
-            elif _DONE.search(event):
+            elif b"[DONE]" in event and _DONE.search(event):
                 self.done = True
             out.append(event + b"\n\n")
         return b"".join(out)
