@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
+from multidict import CIMultiDict
 
 from gatehouse.config import UpstreamSettings
 
@@ -124,10 +125,15 @@ class HTTPBackend:
         self.settings = settings
         self.first_byte_timeout = settings.first_byte_timeout
         self.base_url = settings.base_url
-        self.headers = {"content-type": "application/json", "user-agent": "gatehouse",
-                        **settings.headers}
+        self.headers = CIMultiDict({"content-type": "application/json",
+                                    "user-agent": "gatehouse", **settings.headers})
         if api_key:
             self.headers["authorization"] = f"Bearer {api_key}"
+        # built once: aiohttp takes a ready CIMultiDict without converting it per request
+        self._json_headers = self.headers.copy()
+        self._json_headers["accept"] = "application/json"
+        self._sse_headers = self.headers.copy()
+        self._sse_headers["accept"] = "text/event-stream"
         self._session: aiohttp.ClientSession | None = None
         # a whole answer arrives only when it is done: bounded by the total timeout; a stream
         # may also not fall silent for longer than the first-byte timeout between chunks
@@ -148,15 +154,16 @@ class HTTPBackend:
         return self._session
 
     async def open(self, call: UpstreamCall) -> UpstreamReply:
-        headers = {**self.headers, "x-request-id": call.request_id,
-                   "accept": "text/event-stream" if call.stream else "application/json"}
+        headers = (self._sse_headers if call.stream else self._json_headers).copy()
+        headers["x-request-id"] = call.request_id
         url = self.base_url + PATHS[call.endpoint]
+        # the session's own timeout is the whole-answer one; streams bring their own
+        extra: dict[str, Any] = {"timeout": self._stream_timeout} if call.stream else {}
         # a pooled connection the backend closed while idle fails at once; try a fresh one
-        timeout = self._stream_timeout if call.stream else self._whole_timeout
         for attempt in (1, 2):
             try:
                 resp = await self._client().post(url, data=call.body, headers=headers,
-                                                 timeout=timeout, allow_redirects=False)
+                                                 allow_redirects=False, **extra)
                 return _HTTPReply(resp)
             except aiohttp.ServerDisconnectedError as exc:
                 if attempt == 2:
