@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gatehouse.config import ConfigError, Settings, load_settings
+from gatehouse.identity.service import IdentityService
+from gatehouse.identity.stage import IdentityStage, ServiceTierStage
 from gatehouse.models_list import ModelsStage
 from gatehouse.pipeline import Pipeline, Stage
 from gatehouse.probes import Probes
@@ -71,21 +73,29 @@ def build_router(settings: Settings, metrics: Metrics,
     return Router(routes), everything
 
 
-def create_app(settings: Settings | None = None) -> Gateway:
+def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
+               identity: IdentityService | None = None) -> Gateway:
     settings = settings or load_settings()
     metrics = Metrics()
     router, backends = build_router(settings, metrics)
+    identity = identity or IdentityService(settings, clock=clock)
+    identity.store.on_query = metrics.store_queries.inc
 
     telemetry = TelemetryStage(metrics, AccessLog(settings.telemetry.access_log))
-    api_stages: list[Stage] = [telemetry]  # edge and identity join here
+    who = IdentityStage(identity.verifier, identity.sessions, identity.accounts,
+                        settings.identity, metrics)
+    api_stages: list[Stage] = [telemetry, who]  # edge joins before identity
     proxy_stages: list[Stage] = [
         *api_stages,
         SchemaStage(settings.server.max_body_bytes, router.exists),
+        ServiceTierStage(settings.tiers),
         # quota and admission join here
         UpstreamStage(router, metrics),
     ]
     proxy = Pipeline(proxy_stages)
-    probes = Probes(router, backends)
+    probes = Probes(router, backends, {
+        "store": ("sqlite" if identity.store.is_sqlite else "postgresql", identity.store.ping),
+        "state": (identity.state.name, identity.state.ping)})
     routes: dict[str, Route] = {
         "/v1/chat/completions": Route("POST", proxy, "chat.completions"),
         "/v1/completions": Route("POST", proxy, "completions"),
@@ -96,8 +106,9 @@ def create_app(settings: Settings | None = None) -> Gateway:
         settings=settings, routes=routes,
         prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
                                             "models")},
-        fallback=Pipeline(api_stages), metrics=metrics, probes=probes,
-        on_shutdown=[b.aclose for b in backends],
+        fallback=Pipeline([telemetry]), metrics=metrics, probes=probes,
+        on_startup=[identity.start],
+        on_shutdown=[*(b.aclose for b in backends), identity.aclose],
     )
 
 

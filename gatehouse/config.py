@@ -102,16 +102,105 @@ class DemoSettings(_Section):
     reply_tokens: int = Field(24, ge=1, le=4096)
 
 
+class StorageSettings(_Section):
+    # durable store: SQLite file by default, PostgreSQL for clusters
+    # (postgresql+asyncpg://user@host/db); created and migrated on start
+    database_url: str = "sqlite+aiosqlite:///gatehouse.db"
+    migrate_on_start: bool = True
+    # hot shared state (sessions, revocations; later counters and bans): memory:// or redis://
+    state_url: str = "memory://"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("state_url")
+    @classmethod
+    def _known_state(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://", "unix://")):
+            raise ValueError("must be memory:// or a redis:// URL")
+        return value
+
+
+class IdentitySettings(_Section):
+    # false: requests without a gatehouse key are served as the anonymous tier (a trusted LAN);
+    # gatehouse keys that are presented are still checked
+    require_key: bool = True
+    anonymous_tier: str = "free"
+    # server secret keying the stored key hashes; or a file holding it (created if missing)
+    secret: str | None = Field(None, min_length=32, repr=False)
+    secret_file: str = "gatehouse.secret"
+    key_cache_ttl: float = Field(10.0, gt=0, le=3600)
+    key_cache_size: int = Field(100_000, ge=16)
+    negative_cache_ttl: float = Field(60.0, gt=0)
+    negative_cache_size: int = Field(100_000, ge=16)
+    session_cookie: str = "gatehouse_session"
+    session_idle_minutes: float = Field(30.0, gt=0)
+    session_absolute_hours: float = Field(24.0, gt=0)
+    # "auto": Secure when the request came over https; true/false force it
+    cookie_secure: bool | str = "auto"
+
+    @field_validator("cookie_secure")
+    @classmethod
+    def _auto(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and value != "auto":
+            raise ValueError('must be true, false or "auto"')
+        return value
+
+
+class TierSettings(_Section):
+    kind: str = Field("api", pattern="^(api|web)$")
+    description: str = ""
+    # other tiers a request in this tier may ask for with `service_tier`
+    may_request: list[str] = Field(default_factory=list)
+
+
+def default_tiers() -> dict[str, TierSettings]:
+    return {
+        "free": TierSettings(kind="web", description="Web users without a plan"),
+        "plus": TierSettings(kind="web", description="Web users on Plus"),
+        "pro": TierSettings(kind="web", description="Web users on Pro"),
+        "standard": TierSettings(kind="api", description="API default",
+                                 may_request=["flex"]),
+        "priority": TierSettings(kind="api", description="API, served first at capacity",
+                                 may_request=["standard", "flex"]),
+        "flex": TierSettings(kind="api", description="API, cheapest; shed first at capacity"),
+    }
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    identity: IdentitySettings = IdentitySettings()
+    tiers: dict[str, TierSettings] = Field(default_factory=default_tiers)
     telemetry: TelemetrySettings = TelemetrySettings()
     demo: DemoSettings = DemoSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     source: str = Field("defaults", exclude=True)
+    # relative paths (the SQLite file, the secret file) are taken from here
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any) -> Any:
+        # [tiers.NAME] tables add to (or replace) the built-in tiers rather than drop them
+        if isinstance(value, dict):
+            return {**{k: v.model_dump() for k, v in default_tiers().items()}, **value}
+        return value
 
     @model_validator(mode="after")
     def _refs_exist(self) -> Settings:
+        for name, tier in self.tiers.items():
+            for other in tier.may_request:
+                if other not in self.tiers:
+                    raise ValueError(f"tiers.{name}.may_request: no tier named {other!r}")
+        if self.identity.anonymous_tier not in self.tiers:
+            raise ValueError(f"identity.anonymous_tier: no tier named "
+                             f"{self.identity.anonymous_tier!r}")
         for name, model in self.models.items():
             for i, ref in enumerate(model.backends):
                 if ref.upstream not in self.upstreams:
@@ -195,5 +284,7 @@ def load_settings(path: str | os.PathLike[str] | None = None,
             reason += f" (and {extra} more problem{'s' if extra > 1 else ''})"
         raise ConfigError(source, key, reason) from None
     settings.source = source
+    if explicit or file.exists():
+        settings.base_dir = file.resolve().parent
     return settings
 

@@ -7,6 +7,11 @@ The tree (status · type · code)::
     │   │                                                  | invalid_type | invalid_value
     │   └── InvalidClientRequestId   400 · invalid_request_error · invalid_client_request_id
     ├── RequestTooLarge         413 · invalid_request_error · request_too_large
+    ├── MissingApiKey           401 · invalid_request_error · missing_api_key
+    ├── InvalidApiKey           401 · invalid_request_error · invalid_api_key
+    ├── SessionExpired          401 · invalid_request_error · session_expired
+    ├── PermissionDenied        403 · permission_error · insufficient_permissions
+    │                                                  | service_tier_not_allowed | csrf_failed
     ├── RouteNotFound           404 · invalid_request_error · unknown_url
     ├── MethodNotAllowed        405 · invalid_request_error · method_not_allowed
     ├── ModelNotFound           404 · invalid_request_error · model_not_found
@@ -14,6 +19,7 @@ The tree (status · type · code)::
     ├── UpstreamFailed          500 · server_error · upstream_error      (5xx after failover)
     ├── UpstreamUnavailable     503 · server_error · upstream_unavailable
     ├── UpstreamTimeout         504 · server_error · upstream_timeout
+    ├── IdentityUnavailable     503 · server_error · identity_unavailable (store down, key not cached)
     └── InternalError           500 · server_error · internal_error      (a gateway bug)
 
 Each error keeps a public ``message`` (safe to show anyone) apart from a private ``cause``
@@ -84,6 +90,38 @@ class RequestTooLarge(GatehouseError):
     advice = "Shorten the input (fewer or smaller messages) and send it again."
 
 
+class MissingApiKey(GatehouseError):
+    status = 401
+    type = "invalid_request_error"
+    code = "missing_api_key"
+    title = "Sign-in needed"
+    advice = "Send your API key in an Authorization header (Authorization: Bearer YOUR_KEY). Your administrator issues keys."
+
+
+class InvalidApiKey(GatehouseError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+    title = "The API key is not valid"
+    advice = "Check that the whole key was copied. A revoked or expired key stops working for good: ask your administrator for a new one."
+
+
+class SessionExpired(GatehouseError):
+    status = 401
+    type = "invalid_request_error"
+    code = "session_expired"
+    title = "Your session has expired"
+    advice = "Sign in again. Sessions end after a period without activity and after a maximum lifetime."
+
+
+class PermissionDenied(GatehouseError):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_permissions"
+    title = "Not allowed"
+    advice = "Your key or account is valid but may not do this. Use a key with the right scope, or ask your administrator."
+
+
 class RouteNotFound(GatehouseError):
     status = 404
     type = "invalid_request_error"
@@ -140,6 +178,14 @@ class UpstreamTimeout(GatehouseError):
     advice = "This is on our side, not yours. Retry, perhaps with a smaller max_tokens or with stream=true to see output as it is made."
 
 
+class IdentityUnavailable(GatehouseError):
+    status = 503
+    type = "server_error"
+    code = "identity_unavailable"
+    title = "Sign-in is unavailable"
+    advice = "This is on our side, not yours: the account store cannot be reached. Retry after the time in Retry-After; check the status page."
+
+
 class InternalError(GatehouseError):
     status = 500
     type = "server_error"
@@ -149,7 +195,8 @@ class InternalError(GatehouseError):
 
 
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
-    InvalidRequest, InvalidClientRequestId, RequestTooLarge, RouteNotFound,
+    InvalidRequest, InvalidClientRequestId, RequestTooLarge, MissingApiKey, InvalidApiKey,
+    SessionExpired, PermissionDenied, IdentityUnavailable, RouteNotFound,
     MethodNotAllowed, ModelNotFound, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gatehouse.upstream.backend import Backend
@@ -22,9 +23,14 @@ log = logging.getLogger("gatehouse.probes")
 
 
 class Probes:
-    def __init__(self, router: Router, backends: list[Backend]) -> None:
+    def __init__(self, router: Router, backends: list[Backend],
+                 storage: dict[str, tuple[str, Callable[[], Awaitable[bool]]]] | None = None
+                 ) -> None:
         self.router = router
         self.backends = backends
+        # "store" / "state" → (kind, ping): shared by every replica, so trouble there makes
+        # this replica degraded, not unready (cached keys and sessions still serve)
+        self.storage = storage or {}
         self._last: tuple[float, dict[str, str | None]] | None = None
         self._lock = asyncio.Lock()
 
@@ -51,7 +57,14 @@ class Probes:
             models[name] = {"ready": bool(usable), "backends": usable}
         servable = sum(1 for m in models.values() if m["ready"])
         ready = servable > 0
-        status = "not_ready" if not ready else "ready" if servable == len(models) else "degraded"
+        storage: dict[str, Any] = {}
+        for name, (kind, ping) in self.storage.items():
+            try:
+                ok = await asyncio.wait_for(ping(), 2.0)
+            except Exception:
+                ok = False
+            storage[name] = {"kind": kind, "ok": ok}
+        healthy = servable == len(models) and all(s["ok"] for s in storage.values())
+        status = "not_ready" if not ready else "ready" if healthy else "degraded"
         backends = {name: {"reachable": why is None} for name, why in found.items()}
-        return ready, {"status": status, "state": {"kind": "memory", "ok": True},
-                       "models": models, "backends": backends}
+        return ready, {"status": status, **storage, "models": models, "backends": backends}

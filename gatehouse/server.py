@@ -41,7 +41,9 @@ class Route:
 class Gateway:
     def __init__(self, settings: Settings, routes: dict[str, Route],
                  prefix_routes: dict[str, Route], fallback: Pipeline, metrics: Metrics,
-                 probes: Probes, on_shutdown: list[Callable[[], Awaitable[None]]]) -> None:
+                 probes: Probes, on_shutdown: list[Callable[[], Awaitable[None]]],
+                 on_startup: list[Callable[[], Awaitable[None]]] | None = None,
+                 mounts: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.routes = routes
         self.prefix_routes = prefix_routes
@@ -49,6 +51,10 @@ class Gateway:
         self.metrics = metrics
         self.probes = probes
         self.on_shutdown = on_shutdown
+        self.on_startup = on_startup or []
+        # other ASGI apps (admin API, web pages) by path prefix; they get request ids too
+        self.mounts = list((mounts or {}).items())
+        self.started = False
         self.max_body = settings.server.max_body_bytes
         self.local: dict[str, Callable[[RequestContext], Awaitable[Reply]]] = {
             "/healthz": self._healthz, "/readyz": self._readyz}
@@ -65,6 +71,12 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
                 # what exists now lives as long as the process: keep it out of every GC pass
                 gc.collect()
                 gc.freeze()
@@ -73,6 +85,14 @@ class Gateway:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def startup(self) -> None:
+        """Migrate the store, subscribe to the state layer, …: before the first request."""
+        if self.started:
+            return
+        for start in self.on_startup:
+            await start()
+        self.started = True
 
     async def aclose(self) -> None:
         for close in self.on_shutdown:
@@ -88,6 +108,10 @@ class Gateway:
             value = raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         path: str = scope["path"]
+        if path not in self.routes:
+            for prefix, app in self.mounts:
+                if path.startswith(prefix):
+                    return await self._mounted(app, scope, receive, send)
         ctx = RequestContext(new_request_id(), scope["method"], path, headers,
                              scope.get("client"), receive)
         local = self.local.get(path)
@@ -153,6 +177,20 @@ class Gateway:
             # (through this closure), or every request would leave a cycle for the GC
             ctx.receive = None
             watcher = None
+
+    @staticmethod
+    async def _mounted(app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = new_request_id()
+        state = dict(scope.get("state") or {})
+        state["request_id"] = request_id
+        tag = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [tag, *message.get("headers", [])]}
+            await send(message)
+
+        await app({**scope, "state": state}, receive, send_with_id)
 
     def _route(self, path: str) -> Route | None:
         route = self.routes.get(path)

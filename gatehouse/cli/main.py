@@ -13,14 +13,20 @@ import typer
 from rich.console import Console
 
 from gatehouse import __version__
+from gatehouse.cli import accounts, setup
+from gatehouse.cli.common import ConfigOpt
 from gatehouse.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="gatehouse — an OpenAI-compatible LLM gateway.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 err = Console(stderr=True)
-
-ConfigOpt = Annotated[Optional[Path], typer.Option(
-    "--config", "-c", help="Path to gatehouse.toml (default: $GATEHOUSE_CONFIG or ./gatehouse.toml).")]
+app.command()(setup.init)
+app.command()(setup.migrate)
+app.add_typer(accounts.orgs, name="orgs")
+app.add_typer(accounts.projects, name="projects")
+app.add_typer(accounts.keys, name="keys")
+app.add_typer(accounts.users, name="users")
+app.add_typer(accounts.tiers, name="tiers")
 
 
 def _load(config: Path | None) -> Settings:
@@ -52,6 +58,12 @@ def serve(
         if value is not None:
             os.environ[f"GATEHOUSE_SERVER__{name}"] = str(value)
     settings = _load(config)
+    if settings.storage.migrate_on_start:
+        import asyncio
+
+        # before any worker starts: the schema, and on an empty store the first keys
+        for what, key in asyncio.run(setup.first_keys(settings)):
+            err.print(f"[bold]first run[/]: {what} — shown once, store it now:\n  {key}")
     s = settings.server
     if s.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # workers share their metrics through files, so /metrics on any worker sums them all

@@ -39,6 +39,11 @@ class Metrics:
                                   "1 while a backend's circuit is open or half-open.",
                                   ["backend"], registry=r, multiprocess_mode="livemax")
 
+        self.auth = Counter("gatehouse_auth", "Identity checks, by how they ended.",
+                            ["result"], registry=r)
+        self.store_queries = Counter("gatehouse_store_queries",
+                                     "SQL statements sent to the store.", registry=r)
+
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()

@@ -112,6 +112,14 @@ class Gateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = tmp / f"gatehouse-{self.port}.toml"
+        # each gateway gets its own store and secret unless the test shares them; keys are
+        # optional unless the test asks for them (the core tests are not about identity)
+        config = dict(config)
+        config["storage"] = {"database_url": f"sqlite+aiosqlite:///{tmp}/gh-{self.port}.db",
+                             **config.get("storage", {})}
+        config["identity"] = {"require_key": False,
+                              "secret_file": str(tmp / f"secret-{self.port}"),
+                              **config.get("identity", {})}
         write_toml(self.config_path, config)
         self.log = tmp / f"gateway-{self.port}.log"
         with self.log.open("wb") as out:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,17 +11,32 @@ from gatehouse.app import create_app
 from gatehouse.config import Settings
 
 
-def make_settings(**sections: Any) -> Settings:
-    return Settings.model_validate({"telemetry": {"access_log": False}, **sections})
+SECRET = "unit-test-server-secret-0123456789abcdef"
+
+
+def make_settings(tmp: Path | None = None, **sections: Any) -> Settings:
+    """Settings for in-process tests: no access log, open mode (keys optional) unless the
+    test says otherwise, a throwaway SQLite file and a fixed server secret."""
+    identity = {"require_key": False, "secret": SECRET, **sections.pop("identity", {})}
+    storage = {"database_url": f"sqlite+aiosqlite:///{tmp / 'gh.db'}" if tmp else
+               "sqlite+aiosqlite:///:memory:", **sections.pop("storage", {})}
+    return Settings.model_validate({"telemetry": {"access_log": False}, "identity": identity,
+                                    "storage": storage, **sections})
 
 
 @pytest.fixture
-async def gateway_client() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
+async def gateway_client(tmp_path: Path) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
     clients: list[httpx.AsyncClient] = []
     apps: list[Any] = []
+    made = 0
 
-    def make(**sections: Any) -> httpx.AsyncClient:
-        app = create_app(make_settings(**sections))
+    async def make(**sections: Any) -> httpx.AsyncClient:
+        nonlocal made
+        made += 1
+        folder = tmp_path / f"app{made}"
+        folder.mkdir()
+        app = create_app(make_settings(folder, **sections))
+        await app.startup()
         apps.append(app)
         c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("10.0.0.1", 1234)),
                               base_url="http://gw")
@@ -36,4 +52,4 @@ async def gateway_client() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
 
 @pytest.fixture
 async def demo(gateway_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
-    return gateway_client()
+    return await gateway_client()

@@ -81,7 +81,7 @@ async def test_unknown_route_and_wrong_method(demo: httpx.AsyncClient) -> None:
 
 
 async def test_body_over_limit_is_413_by_header_and_by_bytes(gateway_client) -> None:  # type: ignore[no-untyped-def]
-    c = gateway_client(server={"max_body_bytes": 2048})
+    c = await gateway_client(server={"max_body_bytes": 2048})
     big = b'{"model": "demo", "messages": [{"role": "user", "content": "' + b"x" * 4096 + b'"}]}'
     assert_error(await c.post(CHAT, content=big), 413, "request_too_large")
 
@@ -120,6 +120,6 @@ async def test_html_page_escapes_what_the_client_sent(demo: httpx.AsyncClient) -
 
 
 async def test_demo_failure_rate_is_an_upstream_error(gateway_client) -> None:  # type: ignore[no-untyped-def]
-    c = gateway_client(demo={"failure_rate": 1.0})
+    c = await gateway_client(demo={"failure_rate": 1.0})
     response = await c.post(CHAT, json={"model": "demo", "messages": HELLO})
     assert_error(response, 500, "upstream_error")

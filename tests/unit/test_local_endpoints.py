@@ -32,13 +32,13 @@ async def test_models_health_ready_and_metrics(demo: httpx.AsyncClient) -> None:
 async def test_readyz_degraded_then_not_ready(gateway_client) -> None:  # type: ignore[no-untyped-def]
     gone = {"upstreams": {"gone": {"base_url": "http://127.0.0.1:9/v1", "connect_timeout": 0.5}},
             "models": {"m": {"backends": ["gone"]}}}
-    ready = await gateway_client(**gone).get("/readyz")
+    ready = await (await gateway_client(**gone)).get("/readyz")
     body = ready.json()
     assert ready.status_code == 200 and body["status"] == "degraded"
     assert not body["models"]["m"]["ready"] and body["models"]["demo"]["ready"]
     assert body["backends"]["gone"] == {"reachable": False}
     assert "127.0.0.1" not in ready.text, "backend addresses stay out of the public answer"
-    alone = await gateway_client(demo={"enabled": False}, **gone).get("/readyz")
+    alone = await (await gateway_client(demo={"enabled": False}, **gone)).get("/readyz")
     assert alone.status_code == 503 and alone.json()["status"] == "not_ready"
 
 

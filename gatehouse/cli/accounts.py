@@ -1,0 +1,292 @@
+"""``gatehouse orgs | projects | keys | users | tiers``: accounts, straight on the store.
+
+Changes that must reach running replicas at once (a revoked key, a new tier) are announced
+through the state layer named in the config, exactly as the admin API does."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gatehouse.cli.common import ConfigOpt, load_for_cli
+from gatehouse.config import Settings
+from gatehouse.identity.passwords import hash_password
+from gatehouse.identity.service import IdentityService
+from gatehouse.store.accounts import AccountError
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+orgs = typer.Typer(help="Organisations: the top of the account tree; each has a tier.",
+                   no_args_is_help=True)
+projects = typer.Typer(help="Projects inside an org (ORG/PROJECT); keys belong to a project.",
+                       no_args_is_help=True)
+keys = typer.Typer(help="API keys: create (shown once), list, revoke, rotate.",
+                   no_args_is_help=True)
+users = typer.Typer(help="People who sign in to the web path.", no_args_is_help=True)
+tiers = typer.Typer(help="Tiers defined in gatehouse.toml.", no_args_is_help=True)
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``12h``, ``30d``, ``2w``, or combinations like ``1h30m``."""
+    parts = _DURATION.findall(text.strip().lower())
+    if not parts or "".join(a + b for a, b in parts) != text.strip().lower():
+        raise typer.BadParameter(f"{text!r} is not a duration like 90s, 15m, 12h, 30d")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]]) -> T:
+    settings = load_for_cli(config)
+
+    async def go() -> T:
+        identity = IdentityService(settings)
+        try:
+            await identity.start(serve=False)
+            return await action(identity)
+        finally:
+            await identity.aclose()
+
+    try:
+        return asyncio.run(go())
+    except AccountError as exc:
+        err.print(f"[bold red]error[/] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _tier(settings: Settings, tier: str | None, kind: str) -> str | None:
+    if tier is None:
+        return None
+    found = settings.tiers.get(tier)
+    if found is None:
+        raise AccountError("invalid", f"no tier named {tier!r} (see `gatehouse tiers list`)")
+    if found.kind != kind:
+        raise AccountError("invalid", f"tier {tier!r} is a {found.kind} tier; this needs a "
+                                      f"{kind} tier")
+    return tier
+
+
+# -- orgs ---------------------------------------------------------------------------------
+@orgs.command("create")
+def orgs_create(name: str, tier: Annotated[str, typer.Option(help="API tier.")] = "standard",
+                config: ConfigOpt = None) -> None:
+    """Create an org."""
+    async def act(ids: IdentityService) -> None:
+        org = await ids.accounts.create_org(name, _tier(ids.settings, tier, "api") or tier)
+        out.print(f"created org [bold]{org.name}[/] ({org.id}), tier {org.tier}")
+    _run(config, act)
+
+
+@orgs.command("list")
+def orgs_list(config: ConfigOpt = None) -> None:
+    """List orgs."""
+    async def act(ids: IdentityService) -> None:
+        table = Table("name", "id", "tier", "created")
+        for org in await ids.accounts.orgs():
+            table.add_row(org.name, org.id, org.tier, when(org.created_at))
+        out.print(table)
+    _run(config, act)
+
+
+@orgs.command("set-tier")
+def orgs_set_tier(name: str, tier: str, config: ConfigOpt = None) -> None:
+    """Change an org's tier (keys without their own tier follow it)."""
+    async def act(ids: IdentityService) -> None:
+        await ids.accounts.set_org_tier(name, _tier(ids.settings, tier, "api") or tier)
+        await ids.key_changed(None)
+        out.print(f"org [bold]{name}[/] is now on tier {tier}")
+    _run(config, act)
+
+
+# -- projects -----------------------------------------------------------------------------
+@projects.command("create")
+def projects_create(ref: Annotated[str, typer.Argument(metavar="ORG/PROJECT")],
+                    config: ConfigOpt = None) -> None:
+    """Create a project in an org."""
+    async def act(ids: IdentityService) -> None:
+        _, project = await ids.accounts.create_project(ref)
+        out.print(f"created project [bold]{ref}[/] ({project.id})")
+    _run(config, act)
+
+
+@projects.command("list")
+def projects_list(org: Annotated[Optional[str], typer.Argument()] = None,
+                  config: ConfigOpt = None) -> None:
+    """List projects (of one org, or all)."""
+    async def act(ids: IdentityService) -> None:
+        table = Table("project", "id", "created")
+        for org_name, project in await ids.accounts.projects(org):
+            table.add_row(f"{org_name}/{project.name}", project.id, when(project.created_at))
+        out.print(table)
+    _run(config, act)
+
+
+# -- keys ---------------------------------------------------------------------------------
+@keys.command("create")
+def keys_create(
+    ref: Annotated[Optional[str], typer.Argument(metavar="ORG/PROJECT")] = None,
+    tier: Annotated[Optional[str], typer.Option(help="Override the org's tier.")] = None,
+    name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
+    expires: Annotated[Optional[str], typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="An admin-API key (no project).")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a key and print it — the only time it is shown."""
+    expires_at = time.time() + parse_duration(expires) if expires else None
+
+    async def act(ids: IdentityService) -> None:
+        plain, row = await ids.accounts.create_key(
+            None if admin else ref, scope="admin" if admin else "api",
+            tier=_tier(ids.settings, tier, "api"), name=name, expires_at=expires_at)
+        err.print(f"created {'admin ' if admin else ''}key {row.id} for "
+                  f"{'the admin API' if admin else ref}; it is shown once, store it now:")
+        typer.echo(plain)
+    if admin and ref:
+        raise typer.BadParameter("an admin key belongs to no project; drop ORG/PROJECT")
+    _run(config, act)
+
+
+@keys.command("list")
+def keys_list(
+    ref: Annotated[Optional[str], typer.Argument(metavar="[ORG | ORG/PROJECT]")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="List admin keys.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List keys: prefix, project, tier, created, last used — never the secret."""
+    async def act(ids: IdentityService) -> None:
+        project = ref if ref and "/" in ref else None
+        org = ref if ref and "/" not in ref else None
+        table = Table("id", "key", "project", "tier", "name", "created", "last used", "status")
+        for k in await ids.accounts.key_infos(org, project, "admin" if admin else None):
+            status = "revoked" if k.revoked_at else \
+                "expired" if k.expires_at and k.expires_at <= time.time() else \
+                f"expires {when(k.expires_at)}" if k.expires_at else "active"
+            table.add_row(k.id, k.display, k.project or "(admin)", k.tier or "(org's)", k.name,
+                          when(k.created_at), when(k.last_used_at), status)
+        out.print(table)
+    _run(config, act)
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
+    """Revoke a key on every replica (within a second when the state layer is shared)."""
+    async def act(ids: IdentityService) -> None:
+        row = await ids.accounts.revoke_key(key_id)
+        await ids.key_changed(row.hash)
+        out.print(f"revoked {row.id} ({row.display})")
+    _run(config, act)
+
+
+@keys.command("rotate")
+def keys_rotate(key_id: str,
+                grace: Annotated[Optional[str], typer.Option(
+                    help="Keep the old key working this long, e.g. 1h.")] = None,
+                config: ConfigOpt = None) -> None:
+    """Make a new key like this one and retire the old one (now, or after --grace)."""
+    seconds = parse_duration(grace) if grace else 0.0
+
+    async def act(ids: IdentityService) -> None:
+        plain, new, old = await ids.accounts.rotate_key(key_id, seconds)
+        await ids.key_changed(old.hash)
+        ends = f"stops at {when(old.expires_at)}" if seconds else "is revoked"
+        err.print(f"new key {new.id}; the old key {old.id} {ends}. Shown once, store it now:")
+        typer.echo(plain)
+    _run(config, act)
+
+
+# -- users --------------------------------------------------------------------------------
+@users.command("create")
+def users_create(
+    email: str,
+    org: Annotated[Optional[str], typer.Option(help="The user's org.")] = None,
+    tier: Annotated[str, typer.Option(help="Web tier.")] = "free",
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from standard input.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a user who can sign in to the web path."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else \
+        typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        err.print(f"[bold red]error[/] {exc}")
+        raise typer.Exit(1) from None
+
+    async def act(ids: IdentityService) -> None:
+        user = await ids.accounts.create_user(email, hashed, org,
+                                              _tier(ids.settings, tier, "web") or tier)
+        out.print(f"created user [bold]{user.email}[/] ({user.id}), tier {user.tier}")
+    _run(config, act)
+
+
+@users.command("list")
+def users_list(config: ConfigOpt = None) -> None:
+    """List users."""
+    async def act(ids: IdentityService) -> None:
+        table = Table("email", "id", "org", "tier", "created", "status")
+        for user, org in await ids.accounts.users():
+            table.add_row(user.email, user.id, org or "—", user.tier, when(user.created_at),
+                          "disabled" if user.disabled else "active")
+        out.print(table)
+    _run(config, act)
+
+
+@users.command("set-tier")
+def users_set_tier(email: str, tier: str, config: ConfigOpt = None) -> None:
+    """Change a user's web tier."""
+    async def act(ids: IdentityService) -> None:
+        await ids.accounts.update_user(email, tier=_tier(ids.settings, tier, "web"))
+        out.print(f"{email} is now on tier {tier}")
+    _run(config, act)
+
+
+@users.command("disable")
+def users_disable(email: str, config: ConfigOpt = None) -> None:
+    """Stop a user signing in, and end their sessions."""
+    async def act(ids: IdentityService) -> None:
+        user = await ids.accounts.update_user(email, disabled=True)
+        ended = await ids.sessions.end_all(user.id)
+        out.print(f"disabled {email}; ended {ended} session(s)")
+    _run(config, act)
+
+
+@users.command("logout")
+def users_logout(email: str, config: ConfigOpt = None) -> None:
+    """Sign a user out everywhere."""
+    async def act(ids: IdentityService) -> None:
+        user = await ids.accounts.user_by_email(email)
+        if user is None:
+            raise AccountError("not_found", f"no user {email!r}")
+        ended = await ids.sessions.end_all(user.id)
+        out.print(f"ended {ended} session(s) of {email}")
+    _run(config, act)
+
+
+# -- tiers --------------------------------------------------------------------------------
+@tiers.command("list")
+def tiers_list(config: ConfigOpt = None) -> None:
+    """List tiers: their kind, what they may request with service_tier, description."""
+    settings = load_for_cli(config)
+    table = Table("tier", "kind", "may request", "description")
+    for name, tier in settings.tiers.items():
+        table.add_row(name, tier.kind, ", ".join(tier.may_request) or "—", tier.description)
+    out.print(table)

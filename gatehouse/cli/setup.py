@@ -1,0 +1,94 @@
+"""``gatehouse init | migrate``: a starter configuration, the store, the first admin key."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gatehouse.cli.common import ConfigOpt, load_for_cli
+from gatehouse.config import Settings
+from gatehouse.identity.service import IdentityService, resolve_paths
+
+err = Console(stderr=True)
+
+STARTER = """\
+# gatehouse.toml — written by `gatehouse init`. Every key: docs/configuration.md.
+
+[server]
+host = "127.0.0.1"
+port = 8787
+
+[storage]
+database_url = "sqlite+aiosqlite:///gatehouse.db"   # or postgresql+asyncpg://user@host/db
+state_url = "memory://"                              # redis://127.0.0.1:6379/0 for replicas
+
+[identity]
+require_key = true
+secret_file = "gatehouse.secret"   # keys the stored key hashes: back it up, keep it private
+
+# A real backend (vLLM, Ollama, llama.cpp server, OpenAI):
+# [upstreams.local]
+# base_url = "http://127.0.0.1:8000/v1"
+# [models.llama]
+# backends = ["local"]
+"""
+
+
+async def first_keys(settings: Settings) -> list[tuple[str, str]]:
+    """On an empty store: an admin key and a starter project key (org ``default``, project
+    ``default/demo``). Returns (what, key) pairs to print once; nothing if keys exist."""
+    identity = IdentityService(settings)
+    try:
+        await identity.start(serve=False)
+        accounts = identity.accounts
+        if await accounts.key_infos():
+            return []
+        made = []
+        plain, _ = await accounts.create_key(None, scope="admin", name="first admin key")
+        made.append(("admin key (admin API and CLI over HTTP)", plain))
+        if not any(o.name == "default" for o in await accounts.orgs()):
+            await accounts.create_org("default", "standard")
+            await accounts.create_project("default/demo")
+        plain, _ = await accounts.create_key("default/demo", name="starter key")
+        made.append(("API key for default/demo (tier standard)", plain))
+        return made
+    finally:
+        await identity.aclose()
+
+
+def init(config: Annotated[Path, typer.Option("--config", "-c", help="Where to write it.")]
+         = Path("gatehouse.toml")) -> None:
+    """Write a starter gatehouse.toml (if absent), create the store, print the first keys."""
+    if config.exists():
+        err.print(f"{config} exists; keeping it")
+    else:
+        config.write_text(STARTER, encoding="utf-8")
+        err.print(f"wrote {config}")
+    settings = load_for_cli(config)
+    made = asyncio.run(first_keys(settings))
+    url, secret = resolve_paths(settings)
+    err.print(f"store: {url.split('@')[-1]}\nsecret: {secret}")
+    if not made:
+        err.print("the store already has keys; none created (see `gatehouse keys create`)")
+    for what, key in made:
+        err.print(f"{what} — shown once, store it now:")
+        typer.echo(key)
+
+
+def migrate(config: ConfigOpt = None) -> None:
+    """Bring the store's schema up to date (also done by `serve` on start)."""
+    settings = load_for_cli(config)
+
+    async def go() -> None:
+        identity = IdentityService(settings)
+        try:
+            await identity.store.migrate()
+        finally:
+            await identity.aclose()
+
+    asyncio.run(go())
+    err.print("[green]store is up to date[/]")

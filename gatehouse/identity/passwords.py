@@ -1,0 +1,32 @@
+"""Password hashing with argon2id (argon2-cffi's RFC 9106 low-memory profile)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+# verified when the email is unknown, so both answers take the same time
+_DUMMY = _hasher.hash("gatehouse: no such user")
+
+MIN_LENGTH = 10
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_LENGTH:
+        raise ValueError(f"a password needs at least {MIN_LENGTH} characters")
+    return _hasher.hash(password)
+
+
+def _verify(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    """Check off the event loop (argon2 takes tens of ms by design)."""
+    return await asyncio.to_thread(_verify, stored, password)

@@ -1,0 +1,38 @@
+"""The state protocol: short-lived values, sets, and broadcast messages between replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+# called with each message on a channel, or with None when messages may have been missed
+# (the connection to the state layer was lost and is back): drop whatever they would update
+Handler = Callable[[bytes | None], None]
+
+
+class StateError(Exception):
+    """The state layer could not be reached or failed; the cause is in ``__cause__``."""
+
+
+class State(Protocol):
+    name: str
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def set_add(self, key: str, member: str, ttl: float) -> None: ...
+
+    async def set_remove(self, key: str, member: str) -> None: ...
+
+    async def set_members(self, key: str) -> set[str]: ...
+
+    async def publish(self, channel: str, message: bytes) -> None: ...
+
+    def subscribe(self, channel: str, handler: Handler) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,131 @@
+"""Redis state, shared by every replica. Keys live under ``gatehouse:``; broadcasts use
+pub/sub, and a lost subscription tells its handlers (None) so they drop what they cache."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gatehouse.state.base import Handler, StateError
+
+log = logging.getLogger("gatehouse.state")
+PREFIX = "gatehouse:"
+
+
+@contextlib.asynccontextmanager
+async def _wrapped(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StateError(f"redis {what} failed: {type(exc).__name__}") from exc
+
+
+class RedisState:
+    name = "redis"
+
+    def __init__(self, url: str, *, socket_timeout: float = 1.0) -> None:
+        self.url = url
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                              socket_connect_timeout=socket_timeout,
+                                              health_check_interval=10)
+        self._handlers: dict[str, list[Handler]] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def get(self, key: str) -> bytes | None:
+        async with _wrapped("get"):
+            value = await self._redis.get(PREFIX + key)
+            return value.encode() if isinstance(value, str) else value
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        async with _wrapped("set"):
+            await self._redis.set(PREFIX + key, value, px=max(1, int(ttl * 1000)))
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            async with _wrapped("delete"):
+                await self._redis.delete(*(PREFIX + k for k in keys))
+
+    async def set_add(self, key: str, member: str, ttl: float) -> None:
+        async with _wrapped("set_add"):
+            # GT: a later, shorter ttl never shortens the set's life (redis ≥ 7)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.sadd(PREFIX + key, member)
+            pipe.pexpire(PREFIX + key, max(1, int(ttl * 1000)), nx=True)
+            pipe.pexpire(PREFIX + key, max(1, int(ttl * 1000)), gt=True)
+            await pipe.execute()
+
+    async def set_remove(self, key: str, member: str) -> None:
+        async with _wrapped("set_remove"):
+            await self._redis.srem(PREFIX + key, member)
+
+    async def set_members(self, key: str) -> set[str]:
+        async with _wrapped("set_members"):
+            members = await self._redis.smembers(PREFIX + key)
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        async with _wrapped("publish"):
+            await self._redis.publish(PREFIX + channel, message)
+
+    def subscribe(self, channel: str, handler: Handler) -> None:
+        self._handlers.setdefault(PREFIX + channel, []).append(handler)
+        if self._listener is not None:
+            self._listener.cancel()  # restart with the new channel list
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        missed = False
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(*self._handlers)
+                if missed:  # messages sent while we were away are gone: say so
+                    for handlers in self._handlers.values():
+                        for handler in handlers:
+                            handler(None)
+                missed = False
+                delay = 0.1
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=5.0)
+                    if message is None or message["type"] != "message":
+                        continue
+                    channel = message["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else channel
+                    for handler in self._handlers.get(channel, ()):
+                        handler(message["data"])
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                raise
+            except (RedisError, OSError) as exc:
+                if not missed:
+                    log.warning("redis subscription lost (%s); retrying", type(exc).__name__)
+                    for handlers in self._handlers.values():
+                        for handler in handlers:
+                            handler(None)
+                missed = True
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+            self._listener = None
+        await self._redis.aclose()

@@ -1,0 +1,1 @@
+"""The durable store: SQL tables, their repositories and migrations (SQLite or PostgreSQL)."""

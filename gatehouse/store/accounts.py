@@ -1,0 +1,304 @@
+"""Repository over orgs, projects, API keys and users: what the CLI, the admin API and the
+identity stage ask of the store. Names are ``org`` and ``org/project``."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from gatehouse.identity.keys import KeyMaterial, display
+from gatehouse.store.db import Store
+from gatehouse.store.tables import ApiKey, Org, Project, User
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class AccountError(Exception):
+    """``kind`` is ``not_found``, ``conflict`` or ``invalid``; the message is for people."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key as the identity stage needs it: who it belongs to and its effective tier."""
+
+    id: str
+    digest: str
+    scope: str
+    display: str
+    org_id: str | None
+    org: str | None
+    project_id: str | None
+    project: str | None
+    tier: str | None
+    expires_at: float | None
+    revoked: bool
+
+    def usable(self, now: float) -> bool:
+        return not self.revoked and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: str
+    display: str
+    scope: str
+    name: str
+    project: str | None
+    tier: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}_{secrets.token_hex(8)}"
+
+
+def check_name(what: str, name: str) -> str:
+    if not NAME.match(name):
+        raise AccountError("invalid", f"{what} name {name!r} must be 1-64 characters of a-z, "
+                                      "0-9, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def split_project(ref: str) -> tuple[str, str]:
+    org, sep, project = ref.partition("/")
+    if not sep or not org or not project:
+        raise AccountError("invalid", f"name the project as ORG/PROJECT, not {ref!r}")
+    return org, project
+
+
+class Accounts:
+    def __init__(self, store: Store, keys: KeyMaterial) -> None:
+        self.store = store
+        self.keys = keys
+
+    # -- orgs --------------------------------------------------------------------------
+    async def create_org(self, name: str, tier: str) -> Org:
+        org = Org(id=new_id("org"), name=check_name("org", name), tier=tier,
+                  created_at=time.time())
+        async with self.store.session() as s:
+            s.add(org)
+            try:
+                await s.commit()
+            except IntegrityError:
+                raise AccountError("conflict", f"org {name!r} already exists") from None
+        return org
+
+    async def org(self, name: str) -> Org:
+        async with self.store.session() as s:
+            org = await s.scalar(select(Org).where(Org.name == name))
+        if org is None:
+            raise AccountError("not_found", f"no org named {name!r}")
+        return org
+
+    async def orgs(self) -> list[Org]:
+        async with self.store.session() as s:
+            return list(await s.scalars(select(Org).order_by(Org.name)))
+
+    async def set_org_tier(self, name: str, tier: str) -> Org:
+        org = await self.org(name)
+        async with self.store.session() as s:
+            await s.execute(update(Org).where(Org.id == org.id).values(tier=tier))
+            await s.commit()
+        org.tier = tier
+        return org
+
+    # -- projects ----------------------------------------------------------------------
+    async def create_project(self, ref: str) -> tuple[Org, Project]:
+        org_name, name = split_project(ref)
+        org = await self.org(org_name)
+        project = Project(id=new_id("proj"), org_id=org.id, name=check_name("project", name),
+                          created_at=time.time())
+        async with self.store.session() as s:
+            s.add(project)
+            try:
+                await s.commit()
+            except IntegrityError:
+                raise AccountError("conflict", f"project {ref!r} already exists") from None
+        return org, project
+
+    async def project(self, ref: str) -> tuple[Org, Project]:
+        org_name, name = split_project(ref)
+        org = await self.org(org_name)
+        async with self.store.session() as s:
+            project = await s.scalar(select(Project).where(Project.org_id == org.id,
+                                                           Project.name == name))
+        if project is None:
+            raise AccountError("not_found", f"no project named {ref!r}")
+        return org, project
+
+    async def projects(self, org: str | None = None) -> list[tuple[str, Project]]:
+        query = select(Org.name, Project).join(Org, Org.id == Project.org_id)
+        if org is not None:
+            query = query.where(Org.name == (await self.org(org)).name)
+        async with self.store.session() as s:
+            rows = await s.execute(query.order_by(Org.name, Project.name))
+            return [(o, p) for o, p in rows.tuples()]
+
+    # -- keys --------------------------------------------------------------------------
+    async def create_key(self, ref: str | None, *, scope: str = "api", tier: str | None = None,
+                         name: str = "", expires_at: float | None = None) -> tuple[str, ApiKey]:
+        """Mint a key for project ``ref`` (or an admin key with ``ref=None``): returns the key
+        itself — the only time it exists outside the caller — and its row."""
+        org_id = project_id = None
+        hint = "admin"
+        if scope == "api":
+            if ref is None:
+                raise AccountError("invalid", "an API key belongs to a project (ORG/PROJECT)")
+            org, project = await self.project(ref)
+            org_id, project_id, hint = org.id, project.id, project.name
+        elif scope != "admin":
+            raise AccountError("invalid", f"unknown key scope {scope!r} (api or admin)")
+        if expires_at is not None and expires_at <= time.time():
+            raise AccountError("invalid", "the expiry must be in the future")
+        plain = self.keys.mint(hint)
+        row = ApiKey(id=new_id("key"), hash=self.keys.digest(plain), display=display(plain),
+                     scope=scope, name=name, org_id=org_id, project_id=project_id, tier=tier,
+                     created_at=time.time(), expires_at=expires_at)
+        async with self.store.session() as s:
+            s.add(row)
+            await s.commit()
+        return plain, row
+
+    async def find_key(self, digest: str) -> KeyRecord | None:
+        """The key with this hash, with its org and project (one query)."""
+        query = (select(ApiKey, Org.name, Org.tier, Project.name)
+                 .outerjoin(Org, Org.id == ApiKey.org_id)
+                 .outerjoin(Project, Project.id == ApiKey.project_id)
+                 .where(ApiKey.hash == digest))
+        async with self.store.session() as s:
+            row = (await s.execute(query)).first()
+        if row is None:
+            return None
+        key, org_name, org_tier, project_name = row
+        return KeyRecord(key.id, key.hash, key.scope, key.display, key.org_id, org_name,
+                         key.project_id, project_name, key.tier or org_tier, key.expires_at,
+                         key.revoked_at is not None)
+
+    async def key_infos(self, org: str | None = None, project: str | None = None,
+                        scope: str | None = None) -> list[KeyInfo]:
+        query = (select(ApiKey, Org.name, Project.name)
+                 .outerjoin(Org, Org.id == ApiKey.org_id)
+                 .outerjoin(Project, Project.id == ApiKey.project_id))
+        if project is not None:
+            query = query.where(ApiKey.project_id == (await self.project(project))[1].id)
+        elif org is not None:
+            query = query.where(ApiKey.org_id == (await self.org(org)).id)
+        if scope is not None:
+            query = query.where(ApiKey.scope == scope)
+        async with self.store.session() as s:
+            rows = (await s.execute(query.order_by(ApiKey.created_at))).tuples().all()
+        return [KeyInfo(k.id, k.display, k.scope, k.name,
+                        f"{o}/{p}" if p is not None else None, k.tier, k.created_at,
+                        k.expires_at, k.revoked_at, k.last_used_at) for k, o, p in rows]
+
+    async def key(self, key_id: str) -> ApiKey:
+        async with self.store.session() as s:
+            row = await s.get(ApiKey, key_id)
+        if row is None:
+            raise AccountError("not_found", f"no key with id {key_id!r}")
+        return row
+
+    async def revoke_key(self, key_id: str, at: float | None = None) -> ApiKey:
+        """Revoke now (or let it expire at ``at``); returns the row, whose hash the caller
+        broadcasts so every replica drops it from its cache."""
+        row = await self.key(key_id)
+        now = time.time()
+        values: dict[str, float] = {"revoked_at": now} if at is None or at <= now else \
+            {"expires_at": min(at, row.expires_at or at)}
+        async with self.store.session() as s:
+            await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(**values))
+            await s.commit()
+        for name, value in values.items():
+            setattr(row, name, value)
+        return row
+
+    async def rotate_key(self, key_id: str, grace: float = 0.0) -> tuple[str, ApiKey, ApiKey]:
+        """A new key for the same project, tier and name; the old one stops now, or after
+        ``grace`` seconds so deployments can switch over."""
+        old = await self.key(key_id)
+        if old.revoked_at is not None:
+            raise AccountError("invalid", f"key {key_id} is revoked; create a new one instead")
+        ref = None
+        if old.project_id is not None:
+            async with self.store.session() as s:
+                project = await s.get(Project, old.project_id)
+                org = await s.get(Org, old.org_id)
+            assert project is not None and org is not None
+            ref = f"{org.name}/{project.name}"
+        plain, new = await self.create_key(ref, scope=old.scope, tier=old.tier, name=old.name,
+                                           expires_at=old.expires_at)
+        old = await self.revoke_key(key_id, at=time.time() + grace if grace > 0 else None)
+        return plain, new, old
+
+    async def touch_keys(self, last_used: dict[str, float]) -> None:
+        if not last_used:
+            return
+        async with self.store.session() as s:
+            for key_id, at in last_used.items():
+                await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
+            await s.commit()
+
+    # -- users -------------------------------------------------------------------------
+    async def create_user(self, email: str, password_hash: str, org: str | None,
+                          tier: str) -> User:
+        email = email.strip().lower()
+        if not re.match(r"^[^@\s]+@[^@\s]+$", email) or len(email) > 254:
+            raise AccountError("invalid", f"{email!r} is not an email address")
+        org_id = (await self.org(org)).id if org else None
+        user = User(id=new_id("user"), email=email, password_hash=password_hash, org_id=org_id,
+                    tier=tier, disabled=False, created_at=time.time())
+        async with self.store.session() as s:
+            s.add(user)
+            try:
+                await s.commit()
+            except IntegrityError:
+                raise AccountError("conflict", f"user {email!r} already exists") from None
+        return user
+
+    async def user_by_email(self, email: str) -> User | None:
+        async with self.store.session() as s:
+            user: User | None = await s.scalar(
+                select(User).where(User.email == email.strip().lower()))
+            return user
+
+    async def user(self, user_id: str) -> User | None:
+        async with self.store.session() as s:
+            return await s.get(User, user_id)
+
+    async def users(self) -> list[tuple[User, str | None]]:
+        query = select(User, Org.name).outerjoin(Org, Org.id == User.org_id).order_by(User.email)
+        async with self.store.session() as s:
+            return [(u, o) for u, o in (await s.execute(query)).tuples()]
+
+    async def update_user(self, email: str, *, password_hash: str | None = None,
+                          tier: str | None = None, disabled: bool | None = None) -> User:
+        user = await self.user_by_email(email)
+        if user is None:
+            raise AccountError("not_found", f"no user {email!r}")
+        values: dict[str, object] = {}
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        if tier is not None:
+            values["tier"] = tier
+        if disabled is not None:
+            values["disabled"] = disabled
+        if values:
+            async with self.store.session() as s:
+                await s.execute(update(User).where(User.id == user.id).values(**values))
+                await s.commit()
+            for name, value in values.items():
+                setattr(user, name, value)
+        return user
