@@ -15,6 +15,8 @@ The tree (status · type · code)::
     ├── RouteNotFound           404 · invalid_request_error · unknown_url
     ├── MethodNotAllowed        405 · invalid_request_error · method_not_allowed
     ├── ModelNotFound           404 · invalid_request_error · model_not_found
+    ├── NotFound                404 · invalid_request_error · not_found   (admin API: no such org, key, …)
+    ├── Conflict                409 · invalid_request_error · conflict    (admin API: already exists)
     ├── ClientClosedRequest     499 · client_error · client_disconnected  (log only: nobody to tell)
     ├── UpstreamFailed          500 · server_error · upstream_error      (5xx after failover)
     ├── UpstreamUnavailable     503 · server_error · upstream_unavailable
@@ -146,6 +148,22 @@ class ModelNotFound(GatehouseError):
     advice = "List the models you can use with GET /v1/models and pick one of them."
 
 
+class NotFound(GatehouseError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    title = "Not found"
+    advice = "Check the name or id; list what exists with the matching GET endpoint."
+
+
+class Conflict(GatehouseError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+    title = "Already exists"
+    advice = "Pick another name, or use the one that exists."
+
+
 class ClientClosedRequest(GatehouseError):
     status = 499
     type = "client_error"
@@ -197,7 +215,7 @@ class InternalError(GatehouseError):
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     InvalidRequest, InvalidClientRequestId, RequestTooLarge, MissingApiKey, InvalidApiKey,
     SessionExpired, PermissionDenied, IdentityUnavailable, RouteNotFound,
-    MethodNotAllowed, ModelNotFound, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
+    MethodNotAllowed, ModelNotFound, NotFound, Conflict, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
 )
 
