@@ -84,5 +84,6 @@ class SessionManager:
     async def end_all(self, user_id: str) -> int:
         """Sign a user out everywhere; returns how many sessions ended."""
         digests = await self.state.set_members(f"usess:{user_id}")
-        await self.state.delete(*(f"sess:{d}" for d in digests), f"usess:{user_id}")
-        return len(digests)
+        ended = await self.state.delete(*(f"sess:{d}" for d in digests))
+        await self.state.delete(f"usess:{user_id}")
+        return ended

@@ -41,10 +41,14 @@ class MemoryState:
         self._sweep()
         self._values[key] = (value, self._clock() + ttl)
 
-    async def delete(self, *keys: str) -> None:
+    async def delete(self, *keys: str) -> int:
+        now = self._clock()
+        removed = 0
         for key in keys:
-            self._values.pop(key, None)
-            self._sets.pop(key, None)
+            for store in (self._values, self._sets):
+                item = store.pop(key, None)
+                removed += item is not None and item[1] > now
+        return removed
 
     async def set_add(self, key: str, member: str, ttl: float) -> None:
         self._sweep()

@@ -45,10 +45,11 @@ class RedisState:
         async with _wrapped("set"):
             await self._redis.set(PREFIX + key, value, px=max(1, int(ttl * 1000)))
 
-    async def delete(self, *keys: str) -> None:
-        if keys:
-            async with _wrapped("delete"):
-                await self._redis.delete(*(PREFIX + k for k in keys))
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        async with _wrapped("delete"):
+            return int(await self._redis.delete(*(PREFIX + k for k in keys)))
 
     async def set_add(self, key: str, member: str, ttl: float) -> None:
         async with _wrapped("set_add"):

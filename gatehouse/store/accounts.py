@@ -145,7 +145,7 @@ class Accounts:
             query = query.where(Org.name == (await self.org(org)).name)
         async with self.store.session() as s:
             rows = await s.execute(query.order_by(Org.name, Project.name))
-            return [(o, p) for o, p in rows.tuples()]
+            return [(o, p) for o, p in rows]
 
     # -- keys --------------------------------------------------------------------------
     async def create_key(self, ref: str | None, *, scope: str = "api", tier: str | None = None,
@@ -199,7 +199,7 @@ class Accounts:
         if scope is not None:
             query = query.where(ApiKey.scope == scope)
         async with self.store.session() as s:
-            rows = (await s.execute(query.order_by(ApiKey.created_at))).tuples().all()
+            rows = (await s.execute(query.order_by(ApiKey.created_at))).all()
         return [KeyInfo(k.id, k.display, k.scope, k.name,
                         f"{o}/{p}" if p is not None else None, k.tier, k.created_at,
                         k.expires_at, k.revoked_at, k.last_used_at) for k, o, p in rows]
@@ -281,7 +281,7 @@ class Accounts:
     async def users(self) -> list[tuple[User, str | None]]:
         query = select(User, Org.name).outerjoin(Org, Org.id == User.org_id).order_by(User.email)
         async with self.store.session() as s:
-            return [(u, o) for u, o in (await s.execute(query)).tuples()]
+            return [(u, o) for u, o in (await s.execute(query)).all()]
 
     async def update_user(self, email: str, *, password_hash: str | None = None,
                           tier: str | None = None, disabled: bool | None = None) -> User:

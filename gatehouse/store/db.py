@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +71,22 @@ class Store:
     async def migrate(self) -> None:
         """Bring the schema to the newest revision; safe when several replicas start at once
         (PostgreSQL: an advisory lock; SQLite: a lock file beside the database)."""
-        with self._file_lock():
+        async with self._file_lock():
             async with self.engine.begin() as conn:
                 if not self.is_sqlite:
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                                        {"k": _MIGRATION_LOCK})
                 await conn.run_sync(_upgrade, self.schema)
 
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def _file_lock(self) -> AsyncIterator[None]:
         database = self.url.database or ""
         if not self.is_sqlite or not database or database == ":memory:":
             yield
             return
         with open(database + ".migrate-lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            # waited for in a thread: the holder may be in this very process and event loop
+            await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:

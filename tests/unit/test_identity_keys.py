@@ -1,0 +1,178 @@
+"""Key material, the caches and the verifier: correctness and "no SQL on the hot path"."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gatehouse.identity.cache import MISS, TTLCache
+from gatehouse.identity.keys import KeyMaterial, display, hint_for, load_server_secret
+from gatehouse.identity.verifier import EVERYTHING, KeyVerifier, StoreUnavailable
+from gatehouse.store.accounts import Accounts
+from gatehouse.store.db import Store
+
+SECRET = b"verifier-test-secret-0123456789abcdef"
+
+
+def test_minted_keys_are_long_random_and_checkable() -> None:
+    km = KeyMaterial(SECRET)
+    keys = {km.mint("Support Bot") for _ in range(200)}
+    assert len(keys) == 200
+    for key in keys:
+        assert key.startswith("gh-supportbot-") and km.well_formed(key)
+        assert len(key) - len("gh-supportbot-") == 46  # 40 random base-62 chars + 6 check
+    key = next(iter(keys))
+    flipped = key[:-7] + ("A" if key[-7] != "A" else "B") + key[-6:]
+    assert not km.well_formed(flipped)  # one changed character fails the check
+    assert not km.well_formed(key + "x") and not km.well_formed("sk-" + key[3:])
+    assert not km.well_formed("gh-x-" + "a" * 46) and not km.well_formed("")
+    assert not KeyMaterial(b"another-server-secret-0123456789abcdef").well_formed(key)
+    assert km.digest(key) != KeyMaterial(b"another-server-secret-0123456789abcdef").digest(key)
+    assert display(key).startswith("gh-supportbot-") and display(key).endswith(key[-4:])
+    assert hint_for("!!!") == "key" and hint_for("A-very-long-project-name") == "averylongp"
+    with pytest.raises(ValueError):
+        KeyMaterial(b"short")
+
+
+def test_server_secret_file_is_made_once_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "gatehouse.secret"
+    first = load_server_secret(None, str(path))
+    assert len(first) >= 32 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_server_secret(None, str(path)) == first
+    assert load_server_secret("x" * 40, str(path)) == b"x" * 40
+    path.write_text("too short\n")
+    with pytest.raises(ValueError):
+        load_server_secret(None, str(path))
+
+
+def test_ttl_cache_bounds_and_expiry() -> None:
+    now = [0.0]
+    cache: TTLCache[int] = TTLCache(3, 10, clock=lambda: now[0])
+    for i in range(5):
+        cache.put(str(i), i)
+    assert len(cache) == 3 and cache.get("0") is MISS and cache.get("4") == 4
+    cache.get("2")  # recently used: survives the next insert
+    cache.put("5", 5)
+    assert cache.get("2") == 2 and cache.get("3") is MISS
+    now[0] = 11
+    assert cache.get("5") is MISS
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[Store, Accounts, KeyVerifier]]:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/k.db")
+    await store.migrate()
+    accounts = Accounts(store, KeyMaterial(SECRET))
+    await accounts.create_org("acme", "standard")
+    await accounts.create_project("acme/bot")
+    verifier = KeyVerifier(accounts.keys, accounts, ttl=0.5, size=100, negative_ttl=60,
+                           negative_size=100)
+    yield store, accounts, verifier
+    await verifier.aclose()
+    await store.aclose()
+
+
+async def test_unknown_key_flood_costs_no_sql(setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    store, accounts, verifier = setup
+    other = KeyMaterial(b"an-attackers-guess-at-the-secret-0123")
+    before = store.queries
+    for _ in range(2000):
+        assert await verifier.verify(other.mint("bot")) is None  # right shape, wrong check
+        assert await verifier.verify("sk-proj-" + os.urandom(20).hex()) is None
+    assert store.queries == before
+
+
+async def test_valid_key_is_checked_once_then_cached(
+        setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    store, accounts, verifier = setup
+    plain, row = await accounts.create_key("acme/bot")
+    before = store.queries
+    results = await asyncio.gather(*(verifier.verify(plain) for _ in range(50)))
+    assert all(r is not None and r.id == row.id for r in results)
+    assert store.queries - before == 1  # concurrent misses share one lookup
+    for _ in range(500):
+        assert await verifier.verify(plain) is not None
+    assert store.queries - before == 1
+
+
+async def test_revoked_key_stops_on_invalidation_and_is_negatively_cached(
+        setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    store, accounts, verifier = setup
+    plain, row = await accounts.create_key("acme/bot")
+    assert await verifier.verify(plain) is not None
+    await accounts.revoke_key(row.id)
+    assert await verifier.verify(plain) is not None  # cached: not told yet
+    verifier.invalidated(row.hash.encode())
+    assert await verifier.verify(plain) is None
+    before = store.queries
+    for _ in range(200):
+        assert await verifier.verify(plain) is None
+    assert store.queries == before  # refused keys are remembered
+
+
+async def test_revocation_without_a_broadcast_lands_within_the_ttl(
+        setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    _, accounts, verifier = setup
+    plain, row = await accounts.create_key("acme/bot")
+    assert await verifier.verify(plain) is not None
+    await accounts.revoke_key(row.id)
+    await asyncio.sleep(0.6)  # ttl 0.5 s
+    assert await verifier.verify(plain) is None
+
+
+async def test_expiry_is_checked_on_every_use(setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    _, accounts, verifier = setup
+    plain, _ = await accounts.create_key("acme/bot", expires_at=time.time() + 0.3)
+    verifier.found.ttl = 60
+    assert await verifier.verify(plain) is not None
+    await asyncio.sleep(0.4)
+    assert await verifier.verify(plain) is None
+
+
+async def test_store_down_cached_keys_still_work(
+        setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    store, accounts, verifier = setup
+    verifier.found.ttl = 60
+    plain, _ = await accounts.create_key("acme/bot")
+    unseen, _ = await accounts.create_key("acme/bot")
+    assert await verifier.verify(plain) is not None
+    await store.engine.dispose()
+    broken = Store("postgresql+asyncpg://postgres@127.0.0.1:1/test")  # nothing listens
+    verifier.accounts = Accounts(broken, accounts.keys)
+    try:
+        assert await verifier.verify(plain) is not None
+        with pytest.raises(StoreUnavailable):
+            await verifier.verify(unseen)
+    finally:
+        await broken.aclose()
+
+
+async def test_everything_message_clears_both_caches(
+        setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    _, accounts, verifier = setup
+    plain, _ = await accounts.create_key("acme/bot")
+    await verifier.verify(plain)
+    verifier.refused.put("x", True)
+    verifier.invalidated(EVERYTHING)
+    assert len(verifier.found) == 0 and len(verifier.refused) == 0
+    verifier.refused.put("x", True)
+    verifier.invalidated(None)  # the state layer lost messages: forget everything
+    assert len(verifier.refused) == 0
+
+
+async def test_last_used_is_batched(setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    store, accounts, verifier = setup
+    plain, row = await accounts.create_key("acme/bot")
+    for _ in range(100):
+        await verifier.verify(plain)
+    before = store.queries
+    await verifier.flush_last_used()
+    assert store.queries - before <= 3  # one UPDATE (plus transaction statements), not 100
+    info = (await accounts.key_infos(project="acme/bot"))[0]
+    assert info.last_used_at is not None and abs(info.last_used_at - time.time()) < 5

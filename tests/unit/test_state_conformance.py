@@ -1,0 +1,101 @@
+"""One behaviour suite for every state backend: in-process memory and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gatehouse.state import State, StateError, open_state
+from gatehouse.state.redis import RedisState
+from tests.support.services import REDIS_URL
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def state(request: pytest.FixtureRequest) -> AsyncIterator[State]:
+    s = open_state("memory://" if request.param == "memory" else REDIS_URL)
+    yield s
+    await s.aclose()
+
+
+def fresh() -> str:
+    return f"test:{secrets.token_hex(6)}"
+
+
+async def test_values_expire(state: State) -> None:
+    key = fresh()
+    assert await state.get(key) is None
+    await state.put(key, b"v1", ttl=0.3)
+    assert await state.get(key) == b"v1"
+    await state.put(key, b"v2", ttl=0.3)
+    assert await state.get(key) == b"v2"
+    await asyncio.sleep(0.45)
+    assert await state.get(key) is None
+    await state.put(key, b"v3", ttl=30)
+    await state.delete(key, fresh())
+    assert await state.get(key) is None
+
+
+async def test_sets(state: State) -> None:
+    key = fresh()
+    assert await state.set_members(key) == set()
+    await state.set_add(key, "a", ttl=30)
+    await state.set_add(key, "b", ttl=0.2)  # a shorter ttl does not shorten the set's life
+    await asyncio.sleep(0.3)
+    assert await state.set_members(key) == {"a", "b"}
+    await state.set_remove(key, "a")
+    assert await state.set_members(key) == {"b"}
+    await state.delete(key)
+    assert await state.set_members(key) == set()
+
+
+async def test_broadcast_reaches_subscribers(state: State) -> None:
+    channel = fresh()
+    got: list[bytes | None] = []
+    state.subscribe(channel, got.append)
+    await asyncio.sleep(0.2)  # let a redis subscription settle
+    await state.publish(channel, b"hello")
+    for _ in range(50):
+        if got:
+            break
+        await asyncio.sleep(0.02)
+    assert got == [b"hello"]
+    assert await state.ping()
+
+
+async def test_two_redis_clients_see_each_other() -> None:
+    a, b = RedisState(REDIS_URL), RedisState(REDIS_URL)
+    try:
+        key, channel = fresh(), fresh()
+        await a.put(key, b"x", ttl=5)
+        assert await b.get(key) == b"x"
+        got: list[bytes | None] = []
+        b.subscribe(channel, got.append)
+        await asyncio.sleep(0.2)
+        await a.publish(channel, b"revoked")
+        for _ in range(50):
+            if got:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [b"revoked"]
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_unreachable_redis_is_a_state_error_not_a_crash() -> None:
+    s = RedisState("redis://127.0.0.1:1/0", socket_timeout=0.2)
+    try:
+        assert not await s.ping()
+        with pytest.raises(StateError):
+            await s.get("k")
+        with pytest.raises(StateError):
+            await s.put("k", b"v", 1)
+        got: list[bytes | None] = []
+        s.subscribe("c", got.append)
+        await asyncio.sleep(0.5)
+        assert got and got[0] is None  # subscribers learn that messages may be lost
+    finally:
+        await s.aclose()
