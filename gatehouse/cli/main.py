@@ -62,8 +62,7 @@ def serve(
         import asyncio
 
         # before any worker starts: the schema, and on an empty store the first keys
-        for what, key in asyncio.run(setup.first_keys(settings)):
-            err.print(f"[bold]first run[/]: {what} — shown once, store it now:\n  {key}")
+        setup.hand_over(asyncio.run(setup.first_keys(settings)), settings)
     s = settings.server
     if s.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # workers share their metrics through files, so /metrics on any worker sums them all

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from gatehouse.cli.common import ConfigOpt, load_for_cli
 from gatehouse.config import Settings
 from gatehouse.identity.service import IdentityService, resolve_paths
+from gatehouse.store.accounts import AccountError
 
 err = Console(stderr=True)
 
@@ -47,17 +50,39 @@ async def first_keys(settings: Settings) -> list[tuple[str, str]]:
         accounts = identity.accounts
         if await accounts.key_infos():
             return []
-        made = []
-        plain, _ = await accounts.create_key(None, scope="admin", name="first admin key")
-        made.append(("admin key (admin API and CLI over HTTP)", plain))
-        if not any(o.name == "default" for o in await accounts.orgs()):
+        made: list[tuple[str, str]] = []
+        try:
+            # the org's unique name settles a race between replicas starting together
             await accounts.create_org("default", "standard")
-            await accounts.create_project("default/demo")
+        except AccountError:
+            return made
+        await accounts.create_project("default/demo")
+        plain, _ = await accounts.create_key(None, scope="admin", name="first admin key")
+        made.append(("admin key (for /admin/v1/)", plain))
         plain, _ = await accounts.create_key("default/demo", name="starter key")
         made.append(("API key for default/demo (tier standard)", plain))
         return made
     finally:
         await identity.aclose()
+
+
+def hand_over(made: list[tuple[str, str]], settings: Settings) -> None:
+    """Show first-run keys once: on the terminal, or — when stderr is not a terminal (a log
+    file, the journal), where secrets must not go — in a private file whose path is logged."""
+    if not made:
+        return
+    if sys.stderr.isatty():
+        for what, key in made:
+            err.print(f"[bold]first run[/]: {what} — shown once, store it now:\n  {key}")
+        return
+    _, secret_file = resolve_paths(settings)
+    path = Path(secret_file).with_name("gatehouse.first-keys")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        for what, key in made:
+            handle.write(f"# {what}\n{key}\n")
+    err.print(f"first run: created the first keys; they are in {path} (mode 0600). "
+              "Store them and delete the file.")
 
 
 def init(config: Annotated[Path, typer.Option("--config", "-c", help="Where to write it.")]
