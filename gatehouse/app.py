@@ -27,6 +27,7 @@ from gatehouse.upstream.breaker import CircuitBreaker
 from gatehouse.upstream.demo import DemoBackend
 from gatehouse.upstream.router import ModelRoute, Router, Target
 from gatehouse.upstream.stage import UpstreamStage
+from gatehouse.web import build_web_app
 
 
 def _breaker_gauge(metrics: Metrics, backend: str) -> Callable[[str], None]:
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/embeddings": Route("POST", proxy, "embeddings"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
     }
+    web = build_web_app(identity)
     return Gateway(
         settings=settings, routes=routes,
         prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         fallback=Pipeline([telemetry]), metrics=metrics, probes=probes,
         on_startup=[identity.start],
         on_shutdown=[*(b.aclose for b in backends), identity.aclose],
+        mounts={"/login": web, "/logout": web, "/account": web},
     )
 
 

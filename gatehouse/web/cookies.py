@@ -1,0 +1,41 @@
+"""The cookies of the web path, written by hand so every attribute is exactly what we mean,
+and the one rule for where a sign-in may send the browser next."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+DEFAULT_NEXT = "/account"
+
+
+def wants_secure(request: Request, setting: bool | str) -> bool:
+    """``cookie_secure``: true/false force it; "auto" follows the scheme the request came in
+    on (uvicorn runs with proxy headers off, so X-Forwarded-Proto is not believed)."""
+    if isinstance(setting, bool):
+        return setting
+    return request.url.scheme == "https"
+
+
+def set_cookie(response: Response, name: str, value: str, *, path: str,
+               max_age: int | None, secure: bool) -> None:
+    parts = [f"{name}={value}"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    parts += [f"Path={path}", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    response.headers.append("set-cookie", "; ".join(parts))
+
+
+def clear_cookie(response: Response, name: str, *, path: str, secure: bool) -> None:
+    set_cookie(response, name, "", path=path, max_age=0, secure=secure)
+
+
+def safe_next(value: str | None) -> str:
+    """A path on this site, or the account page: never another host (``//host``, ``/\\host``,
+    ``https://…``) and nothing a header could be split with."""
+    if (not value or len(value) > 512 or not value.startswith("/") or value.startswith("//")
+            or "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7f for c in value)):
+        return DEFAULT_NEXT
+    return value

@@ -1,0 +1,204 @@
+"""Sign-in, the account page and sign-out.
+
+Every sign-in makes a new session id (a presented one is ended, never adopted), and the
+session cookie is HttpOnly, SameSite=Lax, Path=/, Secure per ``[identity] cookie_secure``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from gatehouse.context import prefers_html
+from gatehouse.errors import (GatehouseError, IdentityUnavailable, InternalError,
+                              MethodNotAllowed, PermissionDenied, RouteNotFound)
+from gatehouse.identity.passwords import verify_password
+from gatehouse.identity.service import IdentityService
+from gatehouse.state.base import StateError
+from gatehouse.store.tables import User
+from gatehouse.web import csrf
+from gatehouse.web.cookies import clear_cookie, safe_next, set_cookie, wants_secure
+from gatehouse.web.forms import read_form
+from gatehouse.web.render import PageHeaders, problem, render
+
+REASONS = {
+    "session_expired": "Your session has expired — sign in again.",
+    "signed_out": "You have signed out.",
+    "signed_out_everywhere": "You have signed out on every device.",
+}
+WRONG = "Email or password is wrong."
+
+
+class WrongCredentials(GatehouseError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_credentials"
+    title = "Sign-in failed"
+    advice = "Check the email and password and try again."
+
+
+def login_url(**query: str) -> str:
+    return "/login?" + urlencode(query, safe="/") if query else "/login"
+
+
+def when(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def duration(seconds: float) -> str:
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    n = round(seconds)
+    return f"{n} second{'s' if n != 1 else ''}"
+
+
+class WebPages:
+    def __init__(self, identity: IdentityService) -> None:
+        self.accounts = identity.accounts
+        self.sessions = identity.sessions
+        self.settings = identity.settings.identity
+        self.cookie = self.settings.session_cookie
+
+    def _secure(self, request: Request) -> bool:
+        return wants_secure(request, self.settings.cookie_secure)
+
+    def _redirect(self, request: Request, to: str, *, clear_session: bool = False) -> Response:
+        response = RedirectResponse(to, 303)
+        if clear_session:
+            clear_cookie(response, self.cookie, path="/", secure=self._secure(request))
+        return response
+
+    def _login_page(self, request: Request, status: int = 200, **context: str | None) -> Response:
+        token = csrf.login_token(request)
+        response = render(request, "login.html", status, csrf=token, **context)
+        set_cookie(response, csrf.LOGIN_COOKIE, token, path="/login", max_age=None,
+                   secure=self._secure(request))
+        return response
+
+    async def login_form(self, request: Request) -> Response:
+        return self._login_page(request, notice=REASONS.get(request.query_params.get("reason", "")),
+                                next=safe_next(request.query_params.get("next")), email="")
+
+    async def login(self, request: Request) -> Response:
+        form = await read_form(request)
+        target = safe_next(form.get("next") or request.query_params.get("next"))
+        if not csrf.matches(request.cookies.get(csrf.LOGIN_COOKIE), form.get("csrf")):
+            return problem(request, PermissionDenied(
+                "The sign-in form has expired or its security token is missing.",
+                code="csrf_failed"), back=login_url(next=target),
+                advice="Open the sign-in page again and submit the form from there. If this "
+                       "keeps happening, allow cookies for this site.")
+        email = form.get("email", "").strip()
+        user = await self._check(email, form.get("password", ""))
+        if user is None:
+            if not prefers_html(request.headers.get("accept", "")):
+                return problem(request, WrongCredentials(WRONG))
+            return self._login_page(request, 401, error=WRONG, next=target, email=email[:254])
+        presented = request.cookies.get(self.cookie)
+        if presented:
+            await self.sessions.end(presented)  # never adopt it: a fresh id, no fixation
+        session_id, _ = await self.sessions.create(user.id)
+        secure = self._secure(request)
+        response = self._redirect(request, target)
+        set_cookie(response, self.cookie, session_id, path="/",
+                   max_age=int(self.sessions.absolute), secure=secure)
+        clear_cookie(response, csrf.LOGIN_COOKIE, path="/login", secure=secure)
+        return response
+
+    async def _check(self, email: str, password: str) -> User | None:
+        """The user these credentials belong to, or None; unknown, wrong and disabled all look
+        the same, and all take one password check."""
+        if not email or len(email) > 254 or len(password) > 1024:
+            return None
+        user = await self.accounts.user_by_email(email)
+        ok = await verify_password(user.password_hash if user else None, password)
+        return user if ok and user is not None and not user.disabled else None
+
+    async def account(self, request: Request) -> Response:
+        here = request.url.path
+        presented = request.cookies.get(self.cookie)
+        if not presented:
+            return self._redirect(request, login_url(next=here))
+        session = await self.sessions.load(presented)
+        user = await self.accounts.user(session.user_id) if session else None
+        if session is None or user is None or user.disabled:
+            if session is not None:
+                await self.sessions.end(presented)
+            return self._redirect(request, login_url(reason="session_expired", next=here),
+                                  clear_session=True)
+        return render(request, "account.html", user=user, csrf=session.csrf,
+                      idle=duration(self.sessions.idle),
+                      idle_ends=when(session.last_seen + self.sessions.idle),
+                      absolute=duration(self.sessions.absolute),
+                      absolute_ends=when(session.created + self.sessions.absolute))
+
+    async def logout(self, request: Request) -> Response:
+        form = await read_form(request)
+        presented = request.cookies.get(self.cookie)
+        session = await self.sessions.load(presented) if presented else None
+        if session is None or presented is None:
+            # nothing live to end; say what happened rather than "signed out"
+            to = login_url(reason="session_expired") if presented else login_url()
+            return self._redirect(request, to, clear_session=bool(presented))
+        if not csrf.matches(session.csrf, form.get("csrf")):
+            return problem(request, PermissionDenied(
+                "The sign-out form is missing its security token, or it belongs to another "
+                "session.", code="csrf_failed"), back="/account",
+                advice="Open your account page and use the sign-out button there.")
+        if form.get("everywhere") == "1":
+            await self.sessions.end_all(session.user_id)
+            reason = "signed_out_everywhere"
+        else:
+            await self.sessions.end(presented)
+            reason = "signed_out"
+        return self._redirect(request, login_url(reason=reason), clear_session=True)
+
+    async def logout_get(self, request: Request) -> Response:
+        return self._redirect(request, "/account")  # signing out takes the form's token
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return problem(request, MethodNotAllowed("This page does not accept that method.",
+                                                 headers=dict(exc.headers or {})))
+    return problem(request, RouteNotFound("There is no page at this address."), back="/account")
+
+
+async def _gatehouse_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatehouseError)
+    return problem(request, exc)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return problem(request, IdentityUnavailable("Sign-in cannot reach the account store right "
+                                                "now.", retry_after=5))
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    return problem(request, InternalError("The page failed because of a bug on our side."))
+
+
+def build_web_app(identity: IdentityService) -> Starlette:
+    pages = WebPages(identity)
+    return Starlette(
+        routes=[Route("/login", pages.login_form, methods=["GET"]),
+                Route("/login", pages.login, methods=["POST"]),
+                Route("/account", pages.account, methods=["GET"]),
+                Route("/logout", pages.logout, methods=["POST"]),
+                Route("/logout", pages.logout_get, methods=["GET"])],
+        middleware=[Middleware(PageHeaders)],
+        exception_handlers={HTTPException: _http_error, GatehouseError: _gatehouse_error,
+                            StateError: _unavailable, SQLAlchemyError: _unavailable,
+                            OSError: _unavailable, Exception: _bug},
+    )
