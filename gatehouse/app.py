@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gatehouse.admin import build_admin_app
 from gatehouse.config import ConfigError, Settings, load_settings
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
@@ -111,7 +112,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         fallback=Pipeline([telemetry]), metrics=metrics, probes=probes,
         on_startup=[identity.start],
         on_shutdown=[*(b.aclose for b in backends), identity.aclose],
-        mounts={"/login": web, "/logout": web, "/account": web},
+        mounts={"/login": web, "/logout": web, "/account": web,
+                "/admin/": build_admin_app(identity)},
     )
 
 

@@ -1,0 +1,110 @@
+"""The admin API under /admin/v1/: orgs, projects, keys, users and tiers over HTTP, with the
+same semantics as ``gatehouse orgs | projects | keys | users | tiers`` (gatehouse/cli/accounts.py).
+
+The gateway mounts it at ``/admin/`` and hands it full paths, its request id and the
+``x-request-id`` header. Every route needs an admin key; the docs page and the OpenAPI
+document are public (they describe the API and hold no data)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Security
+
+from gatehouse.admin import errors
+from gatehouse.admin.errors import about
+from gatehouse.admin.auth import AdminAuth, bearer
+from gatehouse.admin.keys import keys_router
+from gatehouse.admin.models import OrgIn, OrgOut, OrgPatch, Page, ProjectIn, ProjectOut
+from gatehouse.admin.models import errors as responses
+from gatehouse.admin.tiers import check_tier, tiers_router
+from gatehouse.admin.users import users_router
+from gatehouse.identity.service import IdentityService
+
+PREFIX = "/admin/v1"
+DOCS = f"{PREFIX}/docs"
+OPENAPI = f"{PREFIX}/openapi.json"
+MAX_BODY_BYTES = 64 * 1024
+
+DESCRIPTION = """\
+Manage orgs, projects, API keys, users and tiers of a gatehouse gateway.
+
+Every endpoint needs `Authorization: Bearer <admin key>` (make the first one with
+`gatehouse keys create --admin`). Errors use OpenAI's shape,
+`{"error": {"message", "type", "param", "code"}, "request_id"}`, and every answer carries
+`x-request-id`. See docs/admin-api.md.
+"""
+
+
+def orgs_router(identity: IdentityService) -> APIRouter:
+    router = APIRouter(tags=["orgs"])
+    accounts = identity.accounts
+
+    @router.get("/orgs", summary="List orgs")
+    async def list_orgs() -> Page[OrgOut]:
+        return Page(data=[OrgOut.of(org) for org in await accounts.orgs()])
+
+    @router.post("/orgs", status_code=201, summary="Create an org",
+                 responses=responses(409))
+    async def create_org(body: OrgIn) -> OrgOut:
+        tier = check_tier(identity.settings, body.tier, "api")
+        with about("name"):
+            return OrgOut.of(await accounts.create_org(body.name, tier))
+
+    @router.get("/orgs/{org}", summary="Show an org", responses=responses(404))
+    async def get_org(org: str) -> OrgOut:
+        return OrgOut.of(await accounts.org(org))
+
+    @router.patch("/orgs/{org}", summary="Change an org's tier", responses=responses(404))
+    async def update_org(org: str, body: OrgPatch) -> OrgOut:
+        """Keys without a tier of their own follow the org's tier at once, on every
+        replica."""
+        tier = check_tier(identity.settings, body.tier, "api")
+        changed = await accounts.set_org_tier(org, tier)
+        await identity.key_changed(None)
+        return OrgOut.of(changed)
+
+    @router.get("/projects", summary="List projects", responses=responses(404))
+    async def list_projects(
+        org: Annotated[str | None, Query(description="Only this org's projects.")] = None,
+    ) -> Page[ProjectOut]:
+        return Page(data=[ProjectOut.of(name, project)
+                          for name, project in await accounts.projects(org)])
+
+    @router.post("/projects", status_code=201, summary="Create a project",
+                 responses=responses(404, 409))
+    async def create_project(body: ProjectIn) -> ProjectOut:
+        with about("project"):
+            org, project = await accounts.create_project(body.project)
+        return ProjectOut.of(org.name, project)
+
+    return router
+
+
+class AdminApp(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI documents a 422 for every route with parameters; this API answers 400."""
+        schema = super().openapi()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+
+def build_admin_app(identity: IdentityService) -> FastAPI:
+    app = AdminApp(title="gatehouse admin API", description=DESCRIPTION, version="1",
+                  docs_url=DOCS, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
+                  swagger_ui_oauth2_redirect_url=None, max_body_size=MAX_BODY_BYTES,
+                  dependencies=[Security(bearer)],
+                  responses=responses(400, 401, 403, 503))
+    api = APIRouter(prefix=PREFIX)
+    api.include_router(orgs_router(identity))
+    api.include_router(keys_router(identity))
+    api.include_router(users_router(identity))
+    api.include_router(tiers_router(identity.settings))
+    app.include_router(api)
+    errors.install(app)
+    app.add_middleware(AdminAuth, identity=identity, public=frozenset({DOCS, OPENAPI}))
+    return app

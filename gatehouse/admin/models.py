@@ -1,0 +1,209 @@
+"""What the admin API reads and writes, as pydantic models so /admin/v1/openapi.json documents
+every field. Times are Unix seconds (integers), as in OpenAI's own APIs; lists come wrapped as
+``{"object": "list", "data": [...]}``. No model here ever holds a key's hash, and a key's
+secret appears only in :class:`NewKey`, the answer to creating or rotating a key."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatehouse.store.accounts import KeyInfo
+from gatehouse.store.tables import ApiKey, Org, Project, User
+
+T = TypeVar("T")
+TIER = ("A tier from gatehouse.toml (GET /admin/v1/tiers): an api tier for orgs and keys, a web "
+        "tier for users.")
+
+
+def seconds(at: float | None) -> int | None:
+    return None if at is None else int(at)
+
+
+class Body(BaseModel):
+    """Request bodies refuse fields they do not know, so a typo is a 400, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str = Field(examples=["invalid_request_error"])
+    param: str | None = Field(examples=["tier"])
+    code: str | None = Field(examples=["invalid_value"])
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape, plus the id to quote to support (also in ``x-request-id``)."""
+
+    error: ErrorDetail
+    request_id: str | None = Field(None, examples=["req_01m84n3mkb5qh27zf26yfddj61"])
+
+
+# -- orgs and projects --------------------------------------------------------------------
+class OrgIn(Body):
+    name: str = Field(description="1-64 characters of a-z, 0-9, '.', '_', '-'.",
+                      examples=["acme"])
+    tier: str = Field("standard", description=TIER, examples=["standard"])
+
+
+class OrgPatch(Body):
+    tier: str = Field(description=TIER, examples=["priority"])
+
+
+class OrgOut(BaseModel):
+    id: str
+    name: str
+    tier: str
+    created_at: int
+
+    @classmethod
+    def of(cls, org: Org) -> OrgOut:
+        return cls(id=org.id, name=org.name, tier=org.tier, created_at=int(org.created_at))
+
+
+class ProjectIn(Body):
+    project: str = Field(pattern=r"^[^/\s]+/[^/\s]+$", description="ORG/PROJECT; the org must "
+                         "exist, the project name follows the same rules as org names.",
+                         examples=["acme/web"])
+
+
+class ProjectOut(BaseModel):
+    id: str
+    project: str = Field(description="ORG/PROJECT, as keys refer to it.", examples=["acme/web"])
+    org: str
+    name: str
+    created_at: int
+
+    @classmethod
+    def of(cls, org: str, project: Project) -> ProjectOut:
+        return cls(id=project.id, project=f"{org}/{project.name}", org=org, name=project.name,
+                   created_at=int(project.created_at))
+
+
+# -- keys ---------------------------------------------------------------------------------
+class KeyIn(Body):
+    scope: Literal["api", "admin"] = Field(
+        "api", description="api: calls models for a project; admin: this API, no project.")
+    project: str | None = Field(None, description="ORG/PROJECT; required for api keys, "
+                                "refused for admin keys.", examples=["acme/web"])
+    tier: str | None = Field(None, description="Overrides the org's tier (an api tier); "
+                             "null follows the org.")
+    name: str = Field("", max_length=128, description="A label to tell keys apart.",
+                      examples=["ci"])
+    expires_in_seconds: int | None = Field(None, gt=0, le=10 * 366 * 86400,
+                                           description="Lifetime; null never expires.")
+
+
+class RotateIn(Body):
+    grace_seconds: int = Field(0, ge=0, le=30 * 86400, description="Keep the old key working "
+                               "this long so deployments can switch over; 0 revokes it now.")
+
+
+class KeyOut(BaseModel):
+    id: str
+    display: str = Field(description="Enough of the key to recognise it; never usable.")
+    scope: Literal["api", "admin"]
+    name: str
+    project: str | None
+    tier: str | None = Field(description="The key's own tier; null follows its org's tier.")
+    created_at: int
+    expires_at: int | None
+    revoked_at: int | None
+    last_used_at: int | None = Field(description="Recorded about every 30 seconds.")
+    status: Literal["active", "revoked", "expired"]
+
+    @classmethod
+    def of(cls, info: KeyInfo) -> KeyOut:
+        now = time.time()
+        status: Literal["active", "revoked", "expired"] = \
+            "revoked" if info.revoked_at is not None else \
+            "expired" if info.expires_at is not None and info.expires_at <= now else "active"
+        return cls(id=info.id, display=info.display, scope="admin" if info.scope == "admin"
+                   else "api", name=info.name, project=info.project, tier=info.tier,
+                   created_at=int(info.created_at), expires_at=seconds(info.expires_at),
+                   revoked_at=seconds(info.revoked_at),
+                   last_used_at=seconds(info.last_used_at), status=status)
+
+    @classmethod
+    def of_row(cls, row: ApiKey, project: str | None) -> KeyOut:
+        return cls.of(KeyInfo(row.id, row.display, row.scope, row.name, project, row.tier,
+                              row.created_at, row.expires_at, row.revoked_at,
+                              row.last_used_at))
+
+
+class NewKey(KeyOut):
+    key: str = Field(description="The key itself. Shown in this answer only: store it now.")
+
+
+class Rotated(NewKey):
+    replaced: KeyOut = Field(description="The old key: revoked, or expiring after the grace.")
+
+
+# -- users --------------------------------------------------------------------------------
+class UserIn(Body):
+    email: str = Field(max_length=254, examples=["ada@example.com"])
+    password: str = Field(max_length=1024, description="At least 10 characters; never "
+                          "returned.")
+    org: str | None = Field(None, examples=["acme"])
+    tier: str = Field("free", description="A web tier.", examples=["free"])
+
+
+class UserPatch(Body):
+    tier: str | None = Field(None, description="A web tier.")
+    disabled: bool | None = Field(None, description="true stops sign-in and ends every "
+                                  "session.")
+    password: str | None = Field(None, max_length=1024, description="A new password (at "
+                                 "least 10 characters); ends every session.")
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    org: str | None
+    tier: str
+    disabled: bool
+    created_at: int
+
+    @classmethod
+    def of(cls, user: User, org: str | None) -> UserOut:
+        return cls(id=user.id, email=user.email, org=org, tier=user.tier,
+                   disabled=user.disabled, created_at=int(user.created_at))
+
+
+class UserUpdated(UserOut):
+    sessions_ended: int = Field(description="Sessions ended by this change (disabling or a "
+                                "new password signs the user out everywhere).")
+
+
+class LoggedOut(BaseModel):
+    email: str
+    sessions_ended: int
+
+
+# -- tiers --------------------------------------------------------------------------------
+class TierOut(BaseModel):
+    name: str
+    kind: Literal["api", "web"]
+    may_request: list[str] = Field(description="Other tiers a request may ask for with "
+                                   "service_tier.")
+    description: str
+
+
+_MEANING = {400: "Invalid request: `param` names the field", 401: "No admin key, or not a "
+            "valid one", 403: "A project key, not an admin key", 404: "No such org, project, "
+            "key or user (or path)", 409: "Already exists", 503: "The account store cannot be "
+            "reached; retry after Retry-After"}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers a route may give."""
+    return {status: {"model": ErrorBody, "description": _MEANING[status]}
+            for status in statuses}

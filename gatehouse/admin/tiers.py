@@ -1,0 +1,37 @@
+"""GET /admin/v1/tiers, and the rule every write that names a tier follows: the tier exists,
+and is of the right kind (orgs and keys take api tiers, users web tiers) — as the CLI."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gatehouse.admin.models import Page, TierOut
+from gatehouse.config import Settings
+from gatehouse.errors import InvalidRequest
+
+
+def check_tier(settings: Settings, tier: str, kind: str) -> str:
+    found = settings.tiers.get(tier)
+    if found is None:
+        known = ", ".join(name for name, t in settings.tiers.items() if t.kind == kind)
+        raise InvalidRequest(f"No tier named {tier!r}; the {kind} tiers are: {known}.",
+                             param="tier")
+    if found.kind != kind:
+        article = "an" if kind == "api" else "a"
+        raise InvalidRequest(f"Tier {tier!r} is a {found.kind} tier; this needs {article} "
+                             f"{kind} tier (see GET /admin/v1/tiers).", param="tier")
+    return tier
+
+
+def tiers_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["tiers"])
+
+    @router.get("/tiers", summary="List tiers")
+    async def list_tiers() -> Page[TierOut]:
+        """The tiers defined in gatehouse.toml: their kind (api or web), which other tiers a
+        request may ask for with `service_tier`, and a description."""
+        return Page(data=[TierOut(name=name, kind="web" if t.kind == "web" else "api",
+                                  may_request=list(t.may_request), description=t.description)
+                          for name, t in settings.tiers.items()])
+
+    return router

@@ -1,0 +1,71 @@
+"""/admin/v1/users: people who sign in to the web path. Passwords go in, never out; disabling
+a user or setting a new password signs them out everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from gatehouse.admin.errors import about
+from gatehouse.admin.models import LoggedOut, Page, UserIn, UserOut, UserPatch, UserUpdated
+from gatehouse.admin.models import errors as responses
+from gatehouse.admin.tiers import check_tier
+from gatehouse.errors import InvalidRequest
+from gatehouse.identity.passwords import hash_password
+from gatehouse.identity.service import IdentityService
+from gatehouse.store.accounts import AccountError
+
+
+async def hashed(password: str) -> str:
+    try:
+        # argon2 takes tens of milliseconds by design: off the event loop
+        return await asyncio.to_thread(hash_password, password)
+    except ValueError as exc:
+        raise InvalidRequest(f"Invalid 'password': {exc}.", param="password") from None
+
+
+def users_router(identity: IdentityService) -> APIRouter:
+    router = APIRouter(tags=["users"])
+    accounts = identity.accounts
+
+    async def org_name(org_id: str | None) -> str | None:
+        if org_id is None:
+            return None
+        return next((org.name for org in await accounts.orgs() if org.id == org_id), None)
+
+    @router.get("/users", summary="List users")
+    async def list_users() -> Page[UserOut]:
+        return Page(data=[UserOut.of(user, org) for user, org in await accounts.users()])
+
+    @router.post("/users", status_code=201, summary="Create a user",
+                 responses=responses(404, 409))
+    async def create_user(body: UserIn) -> UserOut:
+        tier = check_tier(identity.settings, body.tier, "web")
+        password = await hashed(body.password)
+        with about("email"):
+            user = await accounts.create_user(body.email, password, body.org or None, tier)
+        return UserOut.of(user, body.org or None)
+
+    @router.patch("/users/{email}", summary="Change a user", responses=responses(404))
+    async def update_user(email: str, body: UserPatch) -> UserUpdated:
+        """Set any of `tier`, `disabled` and `password`; fields left out stay as they are."""
+        tier = None if body.tier is None else check_tier(identity.settings, body.tier, "web")
+        password = None if body.password is None else await hashed(body.password)
+        user = await accounts.update_user(email, password_hash=password, tier=tier,
+                                          disabled=body.disabled)
+        ended = 0
+        if body.disabled or password is not None:
+            ended = await identity.sessions.end_all(user.id)
+        return UserUpdated(**UserOut.of(user, await org_name(user.org_id)).model_dump(),
+                           sessions_ended=ended)
+
+    @router.post("/users/{email}/logout", summary="Sign a user out everywhere",
+                 responses=responses(404))
+    async def logout(email: str) -> LoggedOut:
+        user = await accounts.user_by_email(email)
+        if user is None:
+            raise AccountError("not_found", f"no user {email!r}")
+        return LoggedOut(email=user.email, sessions_ended=await identity.sessions.end_all(user.id))
+
+    return router

@@ -1,0 +1,384 @@
+"""The admin API (/admin/v1/): every route's success, every refusal in OpenAI's error shape
+with a request id, and keys made here working (and stopping) on the gateway itself."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from gatehouse.app import create_app
+from gatehouse.identity.service import IdentityService
+from gatehouse.identity.verifier import StoreUnavailable
+from gatehouse.server import Gateway
+from tests.unit.conftest import make_settings
+
+CHAT = "/v1/chat/completions"
+HELLO = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+A = "/admin/v1"
+
+
+@dataclass
+class Admin:
+    client: httpx.AsyncClient
+    identity: IdentityService
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"}
+
+    async def get(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.client.get(A + path, headers=self.auth, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+        return await self.client.post(A + path, json=body, headers=self.auth, **kw)
+
+    async def patch(self, path: str, body: Any) -> httpx.Response:
+        return await self.client.patch(A + path, json=body, headers=self.auth)
+
+    async def chat(self, key: str) -> httpx.Response:
+        return await self.client.post(CHAT, json=HELLO,
+                                      headers={"authorization": f"Bearer {key}"})
+
+
+@pytest.fixture
+async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
+    settings = make_settings(tmp_path, identity={"require_key": True})
+    identity = IdentityService(settings)
+    app: Gateway = create_app(settings, identity=identity)
+    await app.startup()
+    plain, _ = await identity.accounts.create_key(None, scope="admin")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+    try:
+        yield Admin(client, identity, plain)
+    finally:
+        await client.aclose()
+        await app.aclose()
+
+
+def error(response: httpx.Response, status: int, code: str,
+          param: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == code
+    assert body["error"]["param"] == param
+    assert body["error"]["message"]
+    assert re.match(r"^req_[0-9a-z]{26}$", response.headers["x-request-id"])
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    assert re.match(r"^req_[0-9a-z]{26}$", response.headers["x-request-id"])
+    return response.json()
+
+
+async def project(admin: Admin, ref: str = "acme/web") -> None:
+    org = ref.split("/")[0]
+    if (await admin.get(f"/orgs/{org}")).status_code == 404:
+        ok(await admin.post("/orgs", {"name": org}), 201)
+    ok(await admin.post("/projects", {"project": ref}), 201)
+
+
+# -- auth ---------------------------------------------------------------------------------
+async def test_refuses_without_an_admin_key(admin: Admin) -> None:
+    c = admin.client
+    body = error(await c.get(f"{A}/orgs"), 401, "missing_api_key")
+    assert body["error"]["type"] == "invalid_request_error"
+    error(await c.get(f"{A}/orgs", headers={"authorization": "Basic abc"}), 401,
+          "invalid_api_key")
+    wrong = "gh-admin-0123456789abcdefghijklmnopqrstuvwxyz"
+    body = error(await c.get(f"{A}/orgs", headers={"authorization": f"Bearer {wrong}"}), 401,
+                 "invalid_api_key")
+    assert wrong not in body["error"]["message"] and "gh-adm***wxyz" in body["error"]["message"]
+    # strangers learn nothing about paths or bodies before showing a key
+    error(await c.get(f"{A}/nothing-here"), 401, "missing_api_key")
+    error(await c.post(f"{A}/orgs", content=b"{not json"), 401, "missing_api_key")
+
+
+async def test_a_project_key_is_forbidden(admin: Admin) -> None:
+    await project(admin)
+    key = ok(await admin.post("/keys", {"project": "acme/web"}), 201)["key"]
+    body = error(await admin.client.get(f"{A}/orgs", headers={"authorization": f"Bearer {key}"}),
+                 403, "insufficient_permissions")
+    assert body["error"]["type"] == "permission_error"
+    # and the admin key, the other way round, cannot call models
+    error(await admin.chat(admin.key), 403, "insufficient_permissions")
+
+
+async def test_store_down_is_503(admin: Admin, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def down(token: str) -> None:
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(admin.identity.verifier, "verify", down)
+    response = await admin.get("/orgs")
+    error(response, 503, "identity_unavailable")
+    assert response.headers["retry-after"] == "5"
+
+
+async def test_store_failing_inside_a_route_is_503(admin: Admin,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    async def down() -> None:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(admin.identity.accounts, "orgs", down)
+    error(await admin.get("/orgs"), 503, "identity_unavailable")
+
+
+async def test_docs_are_public_and_list_every_path(admin: Admin) -> None:
+    schema = ok(await admin.client.get(f"{A}/openapi.json"))
+    assert schema["info"]["title"] == "gatehouse admin API"
+    assert {f"{A}/orgs", f"{A}/orgs/{{org}}", f"{A}/projects", f"{A}/keys",
+            f"{A}/keys/{{key_id}}/revoke", f"{A}/keys/{{key_id}}/rotate", f"{A}/users",
+            f"{A}/users/{{email}}", f"{A}/users/{{email}}/logout", f"{A}/tiers"} \
+        <= set(schema["paths"])
+    assert schema["components"]["securitySchemes"]["AdminKey"]["scheme"] == "bearer"
+    assert "ErrorBody" in schema["components"]["schemas"]
+    assert "hash" not in schema["components"]["schemas"]["KeyOut"]["properties"]
+    assert "422" not in schema["paths"][f"{A}/orgs"]["post"]["responses"]
+    assert "400" in schema["paths"][f"{A}/orgs"]["post"]["responses"]
+    page = await admin.client.get(f"{A}/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+
+
+async def test_unknown_path_and_wrong_method(admin: Admin) -> None:
+    error(await admin.get("/nothing-here"), 404, "unknown_url")
+    error(await admin.get("/orgs/"), 404, "unknown_url")  # no redirects
+    response = await admin.client.delete(f"{A}/orgs", headers=admin.auth)
+    error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["allow"] and "POST" in response.headers["allow"]
+
+
+# -- orgs and projects --------------------------------------------------------------------
+async def test_orgs(admin: Admin) -> None:
+    org = ok(await admin.post("/orgs", {"name": "acme"}), 201)
+    assert org["name"] == "acme" and org["tier"] == "standard" and org["id"].startswith("org_")
+    ok(await admin.post("/orgs", {"name": "beta", "tier": "priority"}), 201)
+    assert [o["name"] for o in ok(await admin.get("/orgs"))["data"]] == ["acme", "beta"]
+    assert ok(await admin.get("/orgs/acme"))["id"] == org["id"]
+    assert ok(await admin.patch("/orgs/acme", {"tier": "priority"}))["tier"] == "priority"
+    assert ok(await admin.get("/orgs/acme"))["tier"] == "priority"
+
+
+@pytest.mark.parametrize("body, code, param", [
+    ({}, "missing_required_parameter", "name"),
+    ({"name": 5}, "invalid_type", "name"),
+    ({"name": "Bad Name"}, "invalid_value", "name"),
+    ({"name": "acme", "tier": "free"}, "invalid_value", "tier"),  # a web tier
+    ({"name": "acme", "tier": "gold"}, "invalid_value", "tier"),
+    ({"name": "acme", "teir": "priority"}, "invalid_value", "teir"),
+])
+async def test_org_refusals(admin: Admin, body: dict[str, Any], code: str,
+                            param: str | None) -> None:
+    error(await admin.post("/orgs", body), 400, code, param)
+
+
+async def test_bodies_that_are_not_json_objects(admin: Admin) -> None:
+    for content in (b"{not json", b"[1, 2]", b""):
+        response = await admin.client.post(f"{A}/orgs", content=content, headers={
+            **admin.auth, "content-type": "application/json"})
+        error(response, 400, "invalid_json")
+    # a form post (curl -d without a Content-Type) is not JSON either
+    response = await admin.client.post(f"{A}/orgs", data={"name": "acme"}, headers=admin.auth)
+    error(response, 400, "invalid_json")
+
+
+async def test_org_conflict_and_not_found(admin: Admin) -> None:
+    ok(await admin.post("/orgs", {"name": "acme"}), 201)
+    error(await admin.post("/orgs", {"name": "acme"}), 409, "conflict")
+    error(await admin.get("/orgs/nope"), 404, "not_found")
+    error(await admin.patch("/orgs/nope", {"tier": "standard"}), 404, "not_found")
+    error(await admin.patch("/orgs/acme", {"tier": "plus"}), 400, "invalid_value", "tier")
+
+
+async def test_projects(admin: Admin) -> None:
+    await project(admin, "acme/web")
+    await project(admin, "acme/api")
+    await project(admin, "beta/app")
+    listed = ok(await admin.get("/projects", params={"org": "acme"}))["data"]
+    assert [p["project"] for p in listed] == ["acme/api", "acme/web"]
+    assert listed[0]["org"] == "acme" and listed[0]["name"] == "api"
+    assert len(ok(await admin.get("/projects"))["data"]) == 3
+    error(await admin.post("/projects", {"project": "acme/web"}), 409, "conflict")
+    error(await admin.post("/projects", {"project": "acme/Web App"}), 400, "invalid_value",
+          "project")
+    error(await admin.post("/projects", {"project": "nope/web"}), 404, "not_found")
+    error(await admin.post("/projects", {"project": "acme"}), 400, "invalid_value", "project")
+    error(await admin.post("/projects", {"org": "acme", "name": "x"}), 400,
+          "missing_required_parameter", "project")
+    error(await admin.get("/projects", params={"org": "nope"}), 404, "not_found")
+
+
+# -- keys ---------------------------------------------------------------------------------
+async def test_key_lifecycle_on_the_gateway(admin: Admin) -> None:
+    await project(admin)
+    made = await admin.post("/keys", {"project": "acme/web", "name": "ci"})
+    created = ok(made, 201)
+    assert made.headers["cache-control"] == "no-store"
+    key = created["key"]
+    assert created["status"] == "active" and created["project"] == "acme/web"
+    assert created["display"] != key and created["name"] == "ci"
+    assert ok(await admin.chat(key))["choices"]
+
+    listed = ok(await admin.get("/keys", params={"project": "acme/web"}))["data"]
+    assert [k["id"] for k in listed] == [created["id"]]
+    assert "key" not in listed[0] and "hash" not in listed[0]
+    assert key not in (await admin.get("/keys")).text
+
+    revoked = ok(await admin.post(f"/keys/{created['id']}/revoke"))
+    assert revoked["status"] == "revoked" and revoked["revoked_at"] is not None
+    assert revoked["project"] == "acme/web"
+    error(await admin.chat(key), 401, "invalid_api_key")
+    again = ok(await admin.post(f"/keys/{created['id']}/revoke"))
+    assert again["revoked_at"] == revoked["revoked_at"]
+
+
+async def test_key_filters_and_admin_keys(admin: Admin) -> None:
+    await project(admin, "acme/web")
+    await project(admin, "beta/app")
+    ok(await admin.post("/keys", {"project": "acme/web", "tier": "priority"}), 201)
+    ok(await admin.post("/keys", {"project": "beta/app"}), 201)
+    second = ok(await admin.post("/keys", {"scope": "admin", "name": "ops"}), 201)
+    assert second["scope"] == "admin" and second["project"] is None
+    assert len(ok(await admin.get("/keys", params={"org": "acme"}))["data"]) == 1
+    assert len(ok(await admin.get("/keys", params={"scope": "admin"}))["data"]) == 2
+    assert len(ok(await admin.get("/keys"))["data"]) == 4
+    # the new admin key works here
+    response = await admin.client.get(f"{A}/tiers",
+                                      headers={"authorization": f"Bearer {second['key']}"})
+    ok(response)
+
+
+@pytest.mark.parametrize("body, code, param", [
+    ({}, "missing_required_parameter", "project"),
+    ({"scope": "admin", "project": "acme/web"}, "invalid_value", "project"),
+    ({"project": "acme/web", "tier": "free"}, "invalid_value", "tier"),
+    ({"project": "acme/web", "scope": "root"}, "invalid_value", "scope"),
+    ({"project": "acme/web", "expires_in_seconds": 0}, "invalid_value", "expires_in_seconds"),
+    ({"project": "acme/web", "expires_in_seconds": "soon"}, "invalid_type",
+     "expires_in_seconds"),
+])
+async def test_key_refusals(admin: Admin, body: dict[str, Any], code: str,
+                            param: str | None) -> None:
+    await project(admin)
+    error(await admin.post("/keys", body), 400, code, param)
+
+
+async def test_key_not_found(admin: Admin) -> None:
+    error(await admin.post("/keys", {"project": "acme/nope"}), 404, "not_found")
+    error(await admin.post("/keys/key_nope/revoke"), 404, "not_found")
+    error(await admin.post("/keys/key_nope/rotate"), 404, "not_found")
+    error(await admin.get("/keys", params={"scope": "root"}), 400, "invalid_value", "scope")
+    error(await admin.get("/keys", params={"org": "acme", "project": "beta/x"}), 400,
+          "invalid_value", "project")
+
+
+async def test_key_expiry_is_reported(admin: Admin) -> None:
+    await project(admin)
+    made = ok(await admin.post("/keys", {"project": "acme/web", "expires_in_seconds": 3600}),
+              201)
+    assert made["expires_at"] - made["created_at"] in (3599, 3600, 3601)
+    assert made["status"] == "active"
+
+
+async def test_rotate_without_grace(admin: Admin) -> None:
+    await project(admin)
+    old = ok(await admin.post("/keys", {"project": "acme/web", "tier": "priority"}), 201)
+    rotated = ok(await admin.post(f"/keys/{old['id']}/rotate"), 201)
+    assert rotated["id"] != old["id"] and rotated["key"] != old["key"]
+    assert rotated["tier"] == "priority" and rotated["project"] == "acme/web"
+    assert rotated["replaced"]["id"] == old["id"]
+    assert rotated["replaced"]["status"] == "revoked"
+    error(await admin.chat(old["key"]), 401, "invalid_api_key")
+    ok(await admin.chat(rotated["key"]))
+    error(await admin.post(f"/keys/{old['id']}/rotate"), 400, "invalid_value")
+
+
+async def test_rotate_with_grace(admin: Admin) -> None:
+    await project(admin)
+    old = ok(await admin.post("/keys", {"project": "acme/web"}), 201)
+    assert ok(await admin.chat(old["key"]))  # cached by the verifier
+    rotated = ok(await admin.post(f"/keys/{old['id']}/rotate", {"grace_seconds": 3600}), 201)
+    replaced = rotated["replaced"]
+    assert replaced["status"] == "active" and replaced["revoked_at"] is None
+    assert replaced["expires_at"] >= rotated["created_at"] + 3599
+    ok(await admin.chat(old["key"]))
+    ok(await admin.chat(rotated["key"]))
+    error(await admin.post(f"/keys/{old['id']}/rotate", {"grace_seconds": -1}), 400,
+          "invalid_value", "grace_seconds")
+
+
+# -- users --------------------------------------------------------------------------------
+async def test_users(admin: Admin) -> None:
+    ok(await admin.post("/orgs", {"name": "acme"}), 201)
+    made = await admin.post("/users", {"email": "Ada@Example.com", "password": "correct horse",
+                                       "org": "acme", "tier": "plus"})
+    user = ok(made, 201)
+    assert user["email"] == "ada@example.com" and user["org"] == "acme"
+    assert user["tier"] == "plus" and user["disabled"] is False
+    assert "correct horse" not in made.text and "password" not in user
+    ok(await admin.post("/users", {"email": "bob@example.com", "password": "0123456789"}), 201)
+    listed = ok(await admin.get("/users"))["data"]
+    assert [(u["email"], u["org"]) for u in listed] == [("ada@example.com", "acme"),
+                                                        ("bob@example.com", None)]
+    assert "password" not in (await admin.get("/users")).text
+
+    sessions = admin.identity.sessions
+    await sessions.create(user["id"])
+    await sessions.create(user["id"])
+    patched = ok(await admin.patch("/users/ada@example.com", {"tier": "pro"}))
+    assert patched["tier"] == "pro" and patched["sessions_ended"] == 0
+    assert patched["org"] == "acme"
+    out = ok(await admin.post("/users/ada@example.com/logout"))
+    assert out == {"email": "ada@example.com", "sessions_ended": 2}
+    sid, _ = await sessions.create(user["id"])
+    disabled = ok(await admin.patch("/users/ada@example.com", {"disabled": True}))
+    assert disabled["disabled"] is True and disabled["sessions_ended"] == 1
+    assert await sessions.load(sid) is None
+    await sessions.create(user["id"])
+    changed = ok(await admin.patch("/users/ada@example.com", {"password": "another horse"}))
+    assert changed["sessions_ended"] == 1 and "another horse" not in str(changed)
+
+
+@pytest.mark.parametrize("body, code, param", [
+    ({"email": "a@b.c", "password": "short"}, "invalid_value", "password"),
+    ({"email": "a@b.c", "password": "0123456789", "tier": "standard"}, "invalid_value", "tier"),
+    ({"email": "not-an-email", "password": "0123456789"}, "invalid_value", "email"),
+    ({"password": "0123456789"}, "missing_required_parameter", "email"),
+    ({"email": "a@b.c", "password": "0123456789", "admin": True}, "invalid_value", "admin"),
+])
+async def test_user_refusals(admin: Admin, body: dict[str, Any], code: str,
+                             param: str | None) -> None:
+    error(await admin.post("/users", body), 400, code, param)
+
+
+async def test_user_conflict_and_not_found(admin: Admin) -> None:
+    body = {"email": "ada@example.com", "password": "0123456789"}
+    ok(await admin.post("/users", body), 201)
+    error(await admin.post("/users", body), 409, "conflict")
+    error(await admin.post("/users", {**body, "email": "x@y.z", "org": "nope"}), 404,
+          "not_found")
+    error(await admin.patch("/users/nobody@example.com", {"tier": "pro"}), 404, "not_found")
+    error(await admin.post("/users/nobody@example.com/logout"), 404, "not_found")
+    error(await admin.patch("/users/ada@example.com", {"tier": "priority"}), 400,
+          "invalid_value", "tier")
+    error(await admin.patch("/users/ada@example.com", {"disabled": "maybe"}), 400,
+          "invalid_type", "disabled")
+    error(await admin.patch("/users/ada@example.com", {"password": "short"}), 400,
+          "invalid_value", "password")
+
+
+# -- tiers --------------------------------------------------------------------------------
+async def test_tiers(admin: Admin) -> None:
+    tiers = {t["name"]: t for t in ok(await admin.get("/tiers"))["data"]}
+    assert tiers["standard"]["kind"] == "api" and tiers["standard"]["may_request"] == ["flex"]
+    assert tiers["free"]["kind"] == "web" and tiers["free"]["description"]
