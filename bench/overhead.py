@@ -255,10 +255,15 @@ def gateway_importable(py: str) -> str | None:
     return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
 
 
-def start_gatehouse(kids: Children, py: str, upstream: Target) -> Target:
+def start_gatehouse(kids: Children, py: str, upstream: Target, *, name: str = "gatehouse",
+                    require_key: bool = False, api_key: str = "x") -> Target:
+    """gatehouse on one worker. By default in open mode (the identity stage runs and admits
+    the call as anonymous); ``require_key=True`` makes a key and sends it (see auth_overhead.py).
+    Each instance gets its own store under bench/.work/NAME/."""
     port = free_port()
-    WORK.mkdir(parents=True, exist_ok=True)
-    cfg = WORK / "gatehouse.toml"
+    home = WORK / name
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "gatehouse.toml"
     cfg.write_text(f"""\
 [server]
 host = "{HOST}"
@@ -266,6 +271,9 @@ port = {port}
 
 [telemetry]
 access_log = false
+
+[identity]
+require_key = {"true" if require_key else "false"}
 
 [upstreams.bench]
 base_url = "http://{HOST}:{upstream.port}/v1"
@@ -275,12 +283,21 @@ backends = [{{ upstream = "bench", model = "{MODEL}" }}]
 """)
     launch = ("import sys; from gatehouse.cli.main import main; "
               "sys.argv[0] = 'gatehouse'; sys.exit(main())")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if require_key:
+        subprocess.run([py, "-c", launch, "migrate", "--config", str(cfg)], env=env,
+                       check=True, capture_output=True)
+        for args in (["orgs", "create", "bench"], ["projects", "create", "bench/load"]):
+            subprocess.run([py, "-c", launch, *args, "--config", str(cfg)], env=env,
+                           capture_output=True, check=False)  # exists from an earlier run
+        api_key = subprocess.run([py, "-c", launch, "keys", "create", "bench/load", "--config",
+                                  str(cfg)], env=env, check=True, capture_output=True,
+                                 text=True).stdout.strip()
     cmd = [py, "-c", launch,
            "serve", "--config", str(cfg), "--host", HOST, "--port", str(port), "--workers", "1"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = kids.start("gatehouse", cmd, env=env)
-    wait_healthy(proc, port, "/healthz", 60, "gatehouse")
-    return Target("gatehouse", "gatehouse", port, "x", proc.pid)
+    proc = kids.start(name, cmd, env=env)
+    wait_healthy(proc, port, "/healthz", 60, name)
+    return Target(name, name, port, api_key, proc.pid)
 
 
 def litellm_version() -> str | None:
