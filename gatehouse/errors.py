@@ -10,6 +10,7 @@ The tree (status · type · code)::
     ├── MissingApiKey           401 · invalid_request_error · missing_api_key
     ├── InvalidApiKey           401 · invalid_request_error · invalid_api_key
     ├── SessionExpired          401 · invalid_request_error · session_expired
+    ├── WrongCredentials        401 · invalid_request_error · invalid_credentials  (sign-in form)
     ├── PermissionDenied        403 · permission_error · insufficient_permissions
     │                                                  | service_tier_not_allowed | csrf_failed
     ├── RouteNotFound           404 · invalid_request_error · unknown_url
@@ -116,6 +117,14 @@ class SessionExpired(GatehouseError):
     advice = "Sign in again. Sessions end after a period without activity and after a maximum lifetime."
 
 
+class WrongCredentials(GatehouseError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_credentials"
+    title = "Sign-in failed"
+    advice = "Check the email and password and try again."
+
+
 class PermissionDenied(GatehouseError):
     status = 403
     type = "permission_error"
@@ -214,7 +223,7 @@ class InternalError(GatehouseError):
 
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     InvalidRequest, InvalidClientRequestId, RequestTooLarge, MissingApiKey, InvalidApiKey,
-    SessionExpired, PermissionDenied, IdentityUnavailable, RouteNotFound,
+    SessionExpired, WrongCredentials, PermissionDenied, IdentityUnavailable, RouteNotFound,
     MethodNotAllowed, ModelNotFound, NotFound, Conflict, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
 )

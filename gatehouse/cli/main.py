@@ -64,6 +64,11 @@ def serve(
         # before any worker starts: the schema, and on an empty store the first keys
         setup.hand_over(asyncio.run(setup.first_keys(settings)), settings)
     s = settings.server
+    if s.workers > 1 and settings.storage.state_url.startswith("memory://"):
+        err.print("[bold yellow]warning[/] several workers with state_url = \"memory://\": "
+                  "each worker keeps its own web sessions and hears only its own key "
+                  "revocations (others within identity.key_cache_ttl). Use Redis: "
+                  "state_url = \"redis://127.0.0.1:6379/0\" (docs/deployment.md).")
     if s.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # workers share their metrics through files, so /metrics on any worker sums them all
         metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")

@@ -238,8 +238,11 @@ class Accounts:
                 org = await s.get(Org, old.org_id)
             assert project is not None and org is not None
             ref = f"{org.name}/{project.name}"
+        # the new key lives as long as the old one was meant to, counted from now
+        expires_at = None if old.expires_at is None else \
+            time.time() + max(60.0, old.expires_at - old.created_at)
         plain, new = await self.create_key(ref, scope=old.scope, tier=old.tier, name=old.name,
-                                           expires_at=old.expires_at)
+                                           expires_at=expires_at)
         old = await self.revoke_key(key_id, at=time.time() + grace if grace > 0 else None)
         return plain, new, old
 

@@ -19,7 +19,8 @@ from starlette.routing import Route
 
 from gatehouse.context import prefers_html
 from gatehouse.errors import (GatehouseError, IdentityUnavailable, InternalError,
-                              MethodNotAllowed, PermissionDenied, RouteNotFound)
+                              MethodNotAllowed, PermissionDenied, RouteNotFound,
+                              WrongCredentials)
 from gatehouse.identity.passwords import verify_password
 from gatehouse.identity.service import IdentityService
 from gatehouse.state.base import StateError
@@ -35,14 +36,6 @@ REASONS = {
     "signed_out_everywhere": "You have signed out on every device.",
 }
 WRONG = "Email or password is wrong."
-
-
-class WrongCredentials(GatehouseError):
-    status = 401
-    type = "invalid_request_error"
-    code = "invalid_credentials"
-    title = "Sign-in failed"
-    advice = "Check the email and password and try again."
 
 
 def login_url(**query: str) -> str:

@@ -165,3 +165,14 @@ async def test_sqlite_migrations_are_safe_when_replicas_start_together(tmp_path:
     finally:
         for s in stores:
             await s.aclose()
+
+
+async def test_rotating_an_expired_key_gives_a_fresh_lifetime(accounts: Accounts) -> None:
+    await accounts.create_org("acme", "standard")
+    await accounts.create_project("acme/p")
+    _, row = await accounts.create_key("acme/p", expires_at=time.time() + 0.2)
+    await asyncio.sleep(0.25)
+    _, new, _ = await accounts.rotate_key(row.id)
+    record = await accounts.find_key(new.hash)
+    assert record is not None and record.usable(time.time())
+    assert new.expires_at is not None and new.expires_at > time.time() + 30
