@@ -11,11 +11,9 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatehouse.admin.errors import render
-from gatehouse.errors import (GatehouseError, IdentityUnavailable, InvalidApiKey, MissingApiKey,
-                              PermissionDenied)
+from gatehouse.errors import GatehouseError, MissingApiKey, PermissionDenied
 from gatehouse.identity.service import IdentityService
-from gatehouse.identity.stage import MISSING_KEY, mask
-from gatehouse.identity.verifier import StoreUnavailable
+from gatehouse.identity.stage import MISSING_KEY, bearer_key, invalid_key
 from gatehouse.store.accounts import KeyRecord
 
 # for the OpenAPI document and the docs page's "Authorize" button; AdminAuth does the checking
@@ -27,18 +25,9 @@ bearer = HTTPBearer(auto_error=False, scheme_name="AdminKey",
 async def admin_key(identity: IdentityService, header: str | None) -> KeyRecord:
     if header is None:
         raise MissingApiKey(MISSING_KEY)
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise InvalidApiKey("The Authorization header must read 'Bearer YOUR_KEY'.")
-    try:
-        record = await identity.verifier.verify(token)
-    except StoreUnavailable:
-        raise IdentityUnavailable("The account store cannot be reached right now.",
-                                  retry_after=5) from None
+    token, record = await bearer_key(identity.verifier, header)
     if record is None:
-        raise InvalidApiKey(f"Incorrect API key provided: {mask(token)}. Check that the whole "
-                            "key was copied, or ask your administrator for a new one.")
+        raise invalid_key(token)
     if record.scope != "admin":
         raise PermissionDenied("This key cannot use the admin API; use an admin key.")
     return record

@@ -51,6 +51,25 @@ def session_cookie(header: str | None, name: str) -> str | None:
     return morsel.value if morsel is not None else None
 
 
+def invalid_key(token: str) -> InvalidApiKey:
+    return InvalidApiKey(f"Incorrect API key provided: {mask(token)}. Check that the whole "
+                         "key was copied, or ask your administrator for a new one.")
+
+
+async def bearer_key(verifier: KeyVerifier, header: str) -> tuple[str, KeyRecord | None]:
+    """The token of an ``Authorization: Bearer`` header and its usable key record (None when
+    the key is not valid); a header of another shape is refused here."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise InvalidApiKey("The Authorization header must read 'Bearer YOUR_KEY'.")
+    try:
+        return token, await verifier.verify(token)
+    except StoreUnavailable:
+        raise IdentityUnavailable("The account store cannot be reached right now.",
+                                  retry_after=5) from None
+
+
 class IdentityStage:
     name = "identity"
 
@@ -81,21 +100,11 @@ class IdentityStage:
     async def _identify(self, ctx: RequestContext) -> Principal:
         auth = ctx.headers.get("authorization")
         if auth is not None:
-            scheme, _, token = auth.strip().partition(" ")
-            token = token.strip()
-            if scheme.lower() != "bearer" or not token:
-                raise InvalidApiKey("The Authorization header must read 'Bearer YOUR_KEY'.")
-            try:
-                record = await self.verifier.verify(token)
-            except StoreUnavailable:
-                raise IdentityUnavailable("The account store cannot be reached right now.",
-                                          retry_after=5) from None
+            token, record = await bearer_key(self.verifier, auth)
             if record is None:
                 if not self.settings.require_key and not token.startswith("gh-"):
                     return self.anonymous  # open mode: a key from elsewhere is no key here
-                raise InvalidApiKey(f"Incorrect API key provided: {mask(token)}. Check that "
-                                    "the whole key was copied, or ask your administrator "
-                                    "for a new one.")
+                raise invalid_key(token)
             return self._key_principal(record)
         cookie = session_cookie(ctx.headers.get("cookie"), self.settings.session_cookie)
         if cookie is not None:

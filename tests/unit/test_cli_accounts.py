@@ -1,0 +1,105 @@
+"""The account CLI, run in-process (typer's runner) on a throwaway SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gatehouse.cli.main import app
+from gatehouse.config import load_settings
+from gatehouse.identity.service import IdentityService
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "gatehouse.toml"
+    path.write_text('[storage]\ndatabase_url = "sqlite+aiosqlite:///gh.db"\n'
+                    '[identity]\nsecret_file = "secret"\n')
+    return path
+
+
+def run(config: Path, *args: str, stdin: str | None = None, code: int = 0) -> str:
+    result = runner.invoke(app, [*args, "--config", str(config)], input=stdin,
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def verify(config: Path, key: str) -> bool:
+    async def go() -> bool:
+        ids = IdentityService(load_settings(config))
+        try:
+            return await ids.verifier.verify(key) is not None
+        finally:
+            await ids.aclose()
+    return asyncio.run(go())
+
+
+def test_orgs_projects_keys(config: Path) -> None:
+    assert "created org acme" in run(config, "orgs", "create", "acme")
+    assert "no tier named 'gold'" in run(config, "orgs", "create", "beta", "--tier", "gold",
+                                         code=1)
+    assert "web tier" in run(config, "orgs", "create", "beta", "--tier", "plus", code=1)
+    assert "already exists" in run(config, "orgs", "create", "acme", code=1)
+    run(config, "projects", "create", "acme/bot")
+    assert "acme/bot" in run(config, "projects", "list", "acme")
+    assert "ORG/PROJECT" in run(config, "projects", "create", "acme", code=1)
+
+    key = run(config, "keys", "create", "acme/bot", "--tier", "priority", "--name", "ci",
+              "--expires", "30d").strip().splitlines()[-1]
+    assert key.startswith("gh-bot-") and verify(config, key)
+    listing = run(config, "keys", "list", "acme/bot")
+    assert key not in listing and key[-4:] in listing and "priority" in listing
+    assert "expires" in listing
+    assert "not a duration" in run(config, "keys", "create", "acme/bot", "--expires", "soon",
+                                   code=2)
+    key_id = next(w for w in listing.split() if w.startswith("key_"))
+
+    rotated = run(config, "keys", "rotate", key_id, "--grace", "1h").strip().splitlines()[-1]
+    assert rotated != key and verify(config, rotated) and verify(config, key)  # grace
+    assert "revoked" in run(config, "keys", "revoke", key_id)
+    assert not verify(config, key)
+    assert "no key with id" in run(config, "keys", "revoke", "key_nope", code=1)
+
+    admin = run(config, "keys", "create", "--admin").strip().splitlines()[-1]
+    assert admin.startswith("gh-admin-")
+    assert "(admin)" in run(config, "keys", "list", "--admin")
+
+    run(config, "orgs", "set-tier", "acme", "flex")
+    assert "flex" in run(config, "orgs", "list")
+
+
+def test_users(config: Path) -> None:
+    run(config, "orgs", "create", "acme")
+    out = run(config, "users", "create", "Ann@Example.com", "--org", "acme", "--tier", "plus",
+              "--password-stdin", stdin="correct horse battery\n")
+    assert "created user ann@example.com" in out
+    assert "at least 10" in run(config, "users", "create", "bob@example.com",
+                                "--password-stdin", stdin="short\n", code=1)
+    assert "api tier" in run(config, "users", "create", "bob@example.com", "--tier", "priority",
+                             "--password-stdin", stdin="long enough password\n", code=1)
+    assert "ann@example.com" in run(config, "users", "list")
+    run(config, "users", "set-tier", "ann@example.com", "pro")
+    assert "ended 0 session(s)" in run(config, "users", "logout", "ann@example.com")
+    assert "disabled" in run(config, "users", "disable", "ann@example.com")
+    listing = run(config, "users", "list")
+    assert "pro" in listing and "disabled" in listing
+    assert "no user" in run(config, "users", "logout", "nobody@example.com", code=1)
+
+
+def test_tiers_and_migrate(config: Path) -> None:
+    listing = run(config, "tiers", "list")
+    for name in ("free", "plus", "pro", "standard", "priority", "flex"):
+        assert name in listing
+    assert "up to date" in run(config, "migrate")
+
+
+def test_bad_config_is_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[storage]\ndatabase_url = "mysql://x"\n')
+    assert "storage.database_url" in run(bad, "orgs", "list", code=2)
