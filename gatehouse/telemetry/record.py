@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone, UTC
+from datetime import UTC, datetime
 
 import orjson
 
@@ -34,12 +34,19 @@ class RequestRecord:
     completion_tokens: int | None
     total_tokens: int | None
     client: str | None
+    # who asked (identity stage): never a secret — ids and names only
+    org: str | None = None
+    project: str | None = None
+    key_id: str | None = None
+    user_id: str | None = None
+    tier: str | None = None
 
     @classmethod
     def of(cls, ctx: RequestContext, outcome: Outcome) -> RequestRecord:
         end = ctx.finished_at or ctx.started
         usage = ctx.usage
         error = outcome.error
+        who = ctx.principal
         return cls(
             time=datetime.fromtimestamp(ctx.started_wall, UTC).isoformat(
                 timespec="milliseconds"),
@@ -56,6 +63,11 @@ class RequestRecord:
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
             client=ctx.client[0] if ctx.client else None,
+            org=who.org_id if who else None,
+            project=who.project_id if who else None,
+            key_id=who.key_id if who else None,
+            user_id=who.user_id if who else None,
+            tier=who.tier if who else None,
         )
 
 

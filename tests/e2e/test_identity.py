@@ -138,6 +138,10 @@ def test_sdk_error_classes(cluster: tuple[Path, Gateway, Gateway]) -> None:
         ok = client.chat.completions.create(model="demo", service_tier="flex",
                                             messages=[{"role": "user", "content": "x"}])
         assert ok.choices[0].message.content
+    record = gw.record(ok._request_id)  # type: ignore[arg-type]
+    assert record["key_id"].startswith("key_") and record["org"].startswith("org_")
+    assert record["tier"] == "flex"  # the tier it asked for, within what its key permits
+    assert key not in gw.log.read_text() and admin not in gw.log.read_text()
 
 
 def test_init_then_serve_on_sqlite(tmp_path: Path) -> None:
