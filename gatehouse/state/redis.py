@@ -30,9 +30,11 @@ class RedisState:
 
     def __init__(self, url: str, *, socket_timeout: float = 1.0) -> None:
         self.url = url
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                              socket_connect_timeout=socket_timeout,
-                                              health_check_interval=10)
+        # a bounded pool that makes callers wait for a free connection (not fail) under bursts
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=2.0, socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout, health_check_interval=10)
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._handlers: dict[str, list[Handler]] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -129,4 +131,4 @@ class RedisState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
             self._listener = None
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)

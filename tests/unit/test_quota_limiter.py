@@ -1,0 +1,120 @@
+"""One behaviour suite for the limiters: in-process memory and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gatehouse.quota.limiter import Ask, Limiter, Settle
+from gatehouse.quota.memory import MemoryLimiter
+from gatehouse.quota.redis import RedisLimiter
+from gatehouse.quota.windows import format_reset, span
+from tests.support.services import REDIS_URL
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
+    lim: Limiter = MemoryLimiter() if request.param == "memory" else RedisLimiter(REDIS_URL)
+    yield lim
+    await lim.aclose()
+
+
+def key() -> str:
+    return f"test:{secrets.token_hex(6)}"
+
+
+async def test_reserve_up_to_the_limit_then_refuse(limiter: Limiter) -> None:
+    k = key()
+    for i in range(5):
+        d = await limiter.reserve(f"r{i}", [Ask(k, 5, 1, NOW + 60)], NOW, 30)
+        assert d.allowed and d.used == (i,)
+    d = await limiter.reserve("r5", [Ask(k, 5, 1, NOW + 60)], NOW, 30)
+    assert not d.allowed and d.refused == 0 and d.used == (5,)
+
+
+async def test_all_or_nothing_across_counters(limiter: Limiter) -> None:
+    a, b = key(), key()
+    assert (await limiter.reserve("r1", [Ask(a, 10, 4, NOW + 60), Ask(b, 5, 4, NOW + 60)],
+                                  NOW, 30)).allowed
+    d = await limiter.reserve("r2", [Ask(a, 10, 4, NOW + 60), Ask(b, 5, 4, NOW + 60)], NOW, 30)
+    assert not d.allowed and d.refused == 1 and d.used == (4, 4)
+    assert await limiter.usage([a, b], NOW) == [4, 4]  # r2 reserved nothing, not even on a
+
+
+async def test_settle_refunds_or_charges_the_difference(limiter: Limiter) -> None:
+    k = key()
+    await limiter.reserve("r1", [Ask(k, 100, 60, NOW + 60)], NOW, 30)
+    assert await limiter.usage([k], NOW) == [60]
+    await limiter.settle("r1", [Settle(k, 25, NOW + 60)], NOW)  # used less than reserved
+    assert await limiter.usage([k], NOW) == [25]
+    await limiter.reserve("r2", [Ask(k, 100, 10, NOW + 60)], NOW, 30)
+    await limiter.settle("r2", [Settle(k, 90, NOW + 60)], NOW)  # used more: charged, over
+    assert await limiter.usage([k], NOW) == [115]
+    assert not (await limiter.reserve("r3", [Ask(k, 100, 1, NOW + 60)], NOW, 30)).allowed
+
+
+async def test_release_commits_nothing_and_is_idempotent(limiter: Limiter) -> None:
+    k = key()
+    await limiter.reserve("r1", [Ask(k, 3, 3, NOW + 60)], NOW, 30)
+    await limiter.settle("r1", [Settle(k, 0, NOW + 60)], NOW)
+    await limiter.settle("r1", [Settle(k, 0, NOW + 60)], NOW)
+    assert await limiter.usage([k], NOW) == [0]
+
+
+async def test_reservations_lapse_after_their_ttl(limiter: Limiter) -> None:
+    """A replica killed mid-request holds nothing past the reservation ttl."""
+    k = key()
+    assert (await limiter.reserve("dead", [Ask(k, 2, 2, NOW + 60)], NOW, 5)).allowed
+    assert not (await limiter.reserve("r2", [Ask(k, 2, 1, NOW + 60)], NOW + 4, 5)).allowed
+    assert (await limiter.reserve("r2", [Ask(k, 2, 1, NOW + 60)], NOW + 5.1, 5)).allowed
+
+
+async def test_concurrent_reservations_never_over_admit(limiter: Limiter) -> None:
+    k = key()
+    results = await asyncio.gather(*(limiter.reserve(f"r{i}", [Ask(k, 37, 1, NOW + 60)],
+                                                     NOW, 30) for i in range(200)))
+    assert sum(d.allowed for d in results) == 37
+
+
+async def test_zero_amount_only_reads(limiter: Limiter) -> None:
+    k = key()
+    await limiter.reserve("r1", [Ask(k, 5, 5, NOW + 60)], NOW, 30)
+    d = await limiter.reserve("peek", [Ask(k, 5, 0, NOW + 60)], NOW, 30)
+    assert d.allowed and d.used == (5,)
+
+
+async def test_redis_is_one_round_trip_per_call() -> None:
+    lim = RedisLimiter(REDIS_URL)
+    try:
+        asks = [Ask(key(), 10, 1, NOW + 60) for _ in range(6)]
+        await lim.reserve("warm", asks, NOW, 30)  # loads the script once
+        before = lim.round_trips
+        await lim.reserve("r1", asks, NOW, 30)
+        await lim.settle("r1", [Settle(a.key, 1, a.expires) for a in asks], NOW)
+        assert lim.round_trips - before == 2
+    finally:
+        await lim.aclose()
+
+
+def test_windows_are_calendar_aligned() -> None:
+    s = span("minute", 1_800_000_030.5)
+    assert (s.start, s.end) == (1_800_000_000.0 - 1_800_000_000 % 60 + 0, s.start + 60)
+    assert s.start % 60 == 0 and s.start <= 1_800_000_030.5 < s.end
+    day = span("day", 1_800_000_030.5)
+    assert day.start % 86400 == 0 and day.end - day.start == 86400
+    month = span("month", 1_800_000_030.5)  # 2027-01-15
+    assert month.tag == "mo202701" and span("month", month.end).tag == "mo202702"
+    dec = span("month", 1_796_083_200.0 + 86400 * 5)  # 2026-12-06
+    assert dec.tag == "mo202612" and span("month", dec.end).tag == "mo202701"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.02, "20ms"), (0.9994, "999ms"), (1, "1s"), (1.2, "2s"), (59, "59s"), (60, "1m0s"),
+    (360, "6m0s"), (3723, "1h2m3s")])
+def test_reset_format_matches_openai(seconds: float, text: str) -> None:
+    assert format_reset(seconds) == text
