@@ -15,6 +15,10 @@ from gatehouse.admin import build_admin_app
 from gatehouse.config import ConfigError, Settings, load_settings
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
+from gatehouse.quota.limiter import Limiter
+from gatehouse.quota.memory import MemoryLimiter
+from gatehouse.quota.stage import QuotaStage
+from gatehouse.quota.usage import UsageStage
 from gatehouse.models_list import ModelsStage
 from gatehouse.pipeline import Pipeline, Stage
 from gatehouse.probes import Probes
@@ -75,6 +79,14 @@ def build_router(settings: Settings, metrics: Metrics,
     return Router(routes), everything
 
 
+def open_limiter(url: str) -> Limiter:
+    if url.startswith("memory://"):
+        return MemoryLimiter()
+    from gatehouse.quota.redis import RedisLimiter
+
+    return RedisLimiter(url)
+
+
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
                identity: IdentityService | None = None) -> Gateway:
     settings = settings or load_settings()
@@ -87,11 +99,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     who = IdentityStage(identity.verifier, identity.sessions, identity.accounts,
                         settings.identity, metrics)
     api_stages: list[Stage] = [telemetry, who]  # edge joins before identity
+    quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock)
     proxy_stages: list[Stage] = [
         *api_stages,
         SchemaStage(settings.server.max_body_bytes, router.exists),
         ServiceTierStage(settings.tiers),
-        # quota and admission join here
+        quota,
+        # admission joins here
         UpstreamStage(router, metrics),
     ]
     proxy = Pipeline(proxy_stages)
@@ -102,6 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/chat/completions": Route("POST", proxy, "chat.completions"),
         "/v1/completions": Route("POST", proxy, "completions"),
         "/v1/embeddings": Route("POST", proxy, "embeddings"),
+        "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
     }
     web = build_web_app(identity)
@@ -111,7 +126,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                                             "models")},
         fallback=Pipeline([telemetry]), metrics=metrics, probes=probes,
         on_startup=[identity.start],
-        on_shutdown=[*(b.aclose for b in backends), identity.aclose],
+        on_shutdown=[*(b.aclose for b in backends), identity.aclose, quota.aclose],
         mounts={"/login": web, "/logout": web, "/account": web,
                 "/admin/": build_admin_app(identity)},
     )

@@ -151,11 +151,48 @@ class IdentitySettings(_Section):
         return value
 
 
+class LimitSettings(_Section):
+    """Limits for one scope; unset means unlimited. Minute and hour limits answer 429
+    ``rate_limit_exceeded``; day and month limits are budgets (429 ``insufficient_quota``)."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    response_tokens_per_hour: int | None = Field(None, ge=1)
+    tokens_per_day: int | None = Field(None, ge=1)
+    tokens_per_month: int | None = Field(None, ge=1)
+    concurrent_requests: int | None = Field(None, ge=1)
+
+    def any(self) -> bool:
+        return any(v is not None for v in self.model_dump().values())
+
+
 class TierSettings(_Section):
     kind: str = Field("api", pattern="^(api|web)$")
     description: str = ""
     # other tiers a request in this tier may ask for with `service_tier`
     may_request: list[str] = Field(default_factory=list)
+    # per key (API tiers) or per user (web tiers); and for the whole project / org
+    limits: LimitSettings = LimitSettings()
+    project_limits: LimitSettings = LimitSettings()
+    org_limits: LimitSettings = LimitSettings()
+    # overrides [quota] on_limiter_error for this tier
+    on_limiter_error: str | None = Field(None, pattern="^(fail_open|fail_closed)$")
+
+
+class QuotaSettings(_Section):
+    enabled: bool = True
+    # per client network (IPv4 /network_prefix_v4, IPv6 /network_prefix_v6), whoever asks
+    network_limits: LimitSettings = LimitSettings()
+    network_prefix_v4: int = Field(32, ge=8, le=32)
+    network_prefix_v6: int = Field(64, ge=16, le=128)
+    # when the shared limiter (Redis) cannot be reached: fail_open = a local limiter sized to
+    # this replica's share (1/replicas); fail_closed = 503 quota_unavailable
+    on_limiter_error: str = Field("fail_open", pattern="^(fail_open|fail_closed)$")
+    replicas: int = Field(1, ge=1)
+    # reserved for a request that names no max_tokens / max_completion_tokens
+    default_completion_tokens: int = Field(512, ge=1)
+    # a reservation lapses after this long if never settled (a replica died mid-request)
+    reservation_ttl: float = Field(900.0, ge=1)
 
 
 def default_tiers() -> dict[str, TierSettings]:
@@ -176,6 +213,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     identity: IdentitySettings = IdentitySettings()
     tiers: dict[str, TierSettings] = Field(default_factory=default_tiers)
+    quota: QuotaSettings = QuotaSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     demo: DemoSettings = DemoSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
@@ -189,7 +227,12 @@ class Settings(_Section):
     def _over_defaults(cls, value: Any) -> Any:
         # [tiers.NAME] tables add to (or replace) the built-in tiers rather than drop them
         if isinstance(value, dict):
-            return {**{k: v.model_dump() for k, v in default_tiers().items()}, **value}
+            merged: dict[str, Any] = {k: v.model_dump(exclude_defaults=True)
+                                      for k, v in default_tiers().items()}
+            for name, table in value.items():
+                base = merged.get(name, {})
+                merged[name] = {**base, **table} if isinstance(table, dict) else table
+            return merged
         return value
 
     @model_validator(mode="after")

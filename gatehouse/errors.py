@@ -13,6 +13,8 @@ The tree (status · type · code)::
     ├── WrongCredentials        401 · invalid_request_error · invalid_credentials  (sign-in form)
     ├── PermissionDenied        403 · permission_error · insufficient_permissions
     │                                                  | service_tier_not_allowed | csrf_failed
+    ├── RateLimited             429 · requests | tokens · rate_limit_exceeded
+    ├── QuotaExceeded           429 · insufficient_quota · insufficient_quota  (x-should-retry: false)
     ├── RouteNotFound           404 · invalid_request_error · unknown_url
     ├── MethodNotAllowed        405 · invalid_request_error · method_not_allowed
     ├── ModelNotFound           404 · invalid_request_error · model_not_found
@@ -22,6 +24,7 @@ The tree (status · type · code)::
     ├── UpstreamFailed          500 · server_error · upstream_error      (5xx after failover)
     ├── UpstreamUnavailable     503 · server_error · upstream_unavailable
     ├── UpstreamTimeout         504 · server_error · upstream_timeout
+    ├── QuotaUnavailable        503 · server_error · quota_unavailable (limiter down, fail_closed)
     ├── IdentityUnavailable     503 · server_error · identity_unavailable (store down, key not cached)
     └── InternalError           500 · server_error · internal_error      (a gateway bug)
 
@@ -133,6 +136,34 @@ class PermissionDenied(GatehouseError):
     advice = "Your key or account is valid but may not do this. Use a key with the right scope, or ask your administrator."
 
 
+class RateLimited(GatehouseError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+    title = "Too many requests"
+    advice = "Slow down: wait for the time in Retry-After, then try again. Your limits and when they reset are in the x-ratelimit-* headers and at GET /v1/usage."
+
+    def __init__(self, message: str, *, unit: str = "requests", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.type = unit  # type: ignore[misc]  # OpenAI: "requests" or "tokens"
+
+
+class QuotaExceeded(GatehouseError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    title = "Usage budget used up"
+    advice = "Your daily or monthly budget is spent; retrying will not help until it resets (see GET /v1/usage) or your administrator raises it."
+
+
+class QuotaUnavailable(GatehouseError):
+    status = 503
+    type = "server_error"
+    code = "quota_unavailable"
+    title = "Usage limits cannot be checked"
+    advice = "This is on our side, not yours. Retry after the time in Retry-After; check the status page."
+
+
 class RouteNotFound(GatehouseError):
     status = 404
     type = "invalid_request_error"
@@ -223,7 +254,8 @@ class InternalError(GatehouseError):
 
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     InvalidRequest, InvalidClientRequestId, RequestTooLarge, MissingApiKey, InvalidApiKey,
-    SessionExpired, WrongCredentials, PermissionDenied, IdentityUnavailable, RouteNotFound,
+    SessionExpired, WrongCredentials, PermissionDenied, RateLimited, QuotaExceeded,
+    QuotaUnavailable, IdentityUnavailable, RouteNotFound,
     MethodNotAllowed, ModelNotFound, NotFound, Conflict, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
 )

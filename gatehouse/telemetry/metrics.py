@@ -41,6 +41,8 @@ class Metrics:
 
         self.auth = Counter("gatehouse_auth", "Identity checks, by how they ended.",
                             ["result"], registry=r)
+        self.quota_decisions = Counter("gatehouse_quota_decisions",
+                                       "Quota checks, by result.", ["result"], registry=r)
         self.store_queries = Counter("gatehouse_store_queries",
                                      "SQL statements sent to the store.", registry=r)
 

@@ -1,0 +1,137 @@
+"""Which limits apply to a request, and what it reserves against each.
+
+Scopes: the key (API tiers) or user (web tiers) with the tier's ``limits``; its project and
+org with ``project_limits`` / ``org_limits``; the client network with ``[quota]
+network_limits``. Each limit is one counter in its current window."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gatehouse.config import LimitSettings, QuotaSettings, TierSettings
+from gatehouse.identity.principal import Principal
+from gatehouse.quota.limiter import Ask
+from gatehouse.quota.windows import span
+
+# field → (window, unit, label, budget); unit says what the counter meters
+LIMITS: dict[str, tuple[str, str, str, bool]] = {
+    "requests_per_minute": ("minute", "requests", "requests per min (RPM)", False),
+    "tokens_per_minute": ("minute", "tokens", "tokens per min (TPM)", False),
+    "response_tokens_per_hour": ("hour", "completion_tokens", "response tokens per hour",
+                                 False),
+    "tokens_per_day": ("day", "tokens", "tokens per day", True),
+    "tokens_per_month": ("month", "tokens", "tokens per month", True),
+    "concurrent_requests": ("", "concurrent", "concurrent requests", False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One limit a request counts against: what it is, and the counter's ask."""
+
+    scope: str        # "key" | "user" | "project" | "org" | "network"
+    scope_id: str
+    field: str        # a LIMITS key
+    ask: Ask
+    window_end: float
+
+    @property
+    def unit(self) -> str:
+        return LIMITS[self.field][1]
+
+    @property
+    def budget(self) -> bool:
+        return LIMITS[self.field][3]
+
+    @property
+    def label(self) -> str:
+        return LIMITS[self.field][2]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    prompt: int
+    completion: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+
+def estimate(body: dict[str, Any] | None, default_completion: int) -> Estimate:
+    """Prompt tokens from the text's length (≈ 4 characters a token, a few per message);
+    completion from ``max_completion_tokens`` / ``max_tokens`` or the configured default.
+    Settling with the upstream's real usage corrects both."""
+    if not body:
+        return Estimate(0, 0)
+    chars, parts = 0, 0
+    for field in ("messages", "prompt", "input"):
+        chars, parts = _measure(body.get(field), chars, parts)
+    completion = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(completion, int) or completion < 1:
+        completion = default_completion if "messages" in body or "prompt" in body else 0
+    n = body.get("n")
+    if isinstance(n, int) and n > 1:
+        completion *= n
+    return Estimate(math.ceil(chars / 4) + 4 * parts, completion)
+
+
+def _measure(value: Any, chars: int, parts: int) -> tuple[int, int]:
+    if isinstance(value, str):
+        return chars + len(value), parts + 1
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                chars, parts = _measure(item.get("content"), chars, parts)
+            else:
+                chars, parts = _measure(item, chars, parts)
+    elif isinstance(value, dict):
+        return _measure(value.get("text"), chars, parts)
+    return chars, parts
+
+
+def network_of(address: str | None, settings: QuotaSettings) -> str | None:
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    prefix = settings.network_prefix_v4 if ip.version == 4 else settings.network_prefix_v6
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def amount_for(unit: str, est: Estimate) -> int:
+    return {"requests": 1, "concurrent": 1, "tokens": est.total,
+            "completion_tokens": est.completion}[unit]
+
+
+def charges(principal: Principal, tier: TierSettings | None, network: str | None,
+            quota: QuotaSettings, est: Estimate, now: float) -> list[Charge]:
+    scopes: list[tuple[str, str | None, LimitSettings | None]] = []
+    if tier is not None:
+        own = ("key", principal.key_id) if principal.kind == "key" else \
+            ("user", principal.user_id) if principal.kind == "session" else ("tier", None)
+        scopes += [(own[0], own[1], tier.limits),
+                   ("project", principal.project_id, tier.project_limits),
+                   ("org", principal.org_id, tier.org_limits)]
+    scopes.append(("network", network, quota.network_limits))
+    out: list[Charge] = []
+    for scope, scope_id, limits in scopes:
+        if scope_id is None or limits is None:
+            continue
+        for field, value in limits.model_dump().items():
+            if value is None:
+                continue
+            window, unit, _, _ = LIMITS[field]
+            if window:
+                s = span(window, now)
+                key, end = f"q:{scope}:{scope_id}:{unit}:{s.tag}", s.end
+            else:  # concurrency: no window, only reservations (released at the end)
+                key, end = f"q:{scope}:{scope_id}:concurrent", now + quota.reservation_ttl
+            out.append(Charge(scope, scope_id, field,
+                              Ask(key, value, amount_for(unit, est), end), end))
+    return out

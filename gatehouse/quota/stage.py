@@ -1,0 +1,192 @@
+"""The quota stage: reserve before the upstream call, settle with the real usage after it.
+
+Every answer it lets through carries ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``;
+a refusal is 429 ``rate_limit_exceeded`` (minute/hour limits and concurrency, with
+``Retry-After``) or 429 ``insufficient_quota`` (day/month budgets, ``x-should-retry: false``).
+If the shared limiter cannot be reached, the tier's policy decides: ``fail_open`` counts on a
+local limiter sized to this replica's share, ``fail_closed`` answers 503 ``quota_unavailable``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from gatehouse.config import Settings
+from gatehouse.context import Outcome, RequestContext
+from gatehouse.errors import GatehouseError, QuotaExceeded, QuotaUnavailable, RateLimited
+from gatehouse.identity.principal import Principal
+from gatehouse.quota.limiter import Decision, Limiter, LimiterError, Settle
+from gatehouse.quota.memory import MemoryLimiter
+from gatehouse.quota.policy import Charge, Estimate, charges, estimate, network_of
+from gatehouse.quota.windows import format_reset
+from gatehouse.telemetry.metrics import Metrics
+
+log = logging.getLogger("gatehouse.quota")
+RETRY_SHARED_AFTER = 2.0  # seconds on the local limiter before trying the shared one again
+
+
+@dataclasses.dataclass(slots=True)
+class Held:
+    limiter: Limiter
+    charges: list[Charge]
+    estimate: Estimate
+
+
+class QuotaStage:
+    name = "quota"
+
+    def __init__(self, limiter: Limiter, settings: Settings, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.shared = limiter
+        self.local = MemoryLimiter()
+        self.settings = settings
+        self.quota = settings.quota
+        self.clock = clock
+        self._shared_down_until = 0.0
+        self._decisions = metrics.quota_decisions
+
+    def plan(self, ctx: RequestContext, est: Estimate, now: float) -> list[Charge]:
+        principal: Principal = ctx.principal
+        tier = self.settings.tiers.get(principal.tier)
+        network = network_of(ctx.client[0] if ctx.client else None, self.quota)
+        return charges(principal, tier, network, self.quota, est, now)
+
+    async def enter(self, ctx: RequestContext) -> None:
+        if not self.quota.enabled or ctx.principal is None:
+            return
+        now = self.clock()
+        est = estimate(ctx.body, self.quota.default_completion_tokens)
+        plan = self.plan(ctx, est, now)
+        if not plan:
+            return
+        limiter, plan, decision = await self._reserve(ctx, plan, now)
+        headers = rate_headers(plan, decision, now)
+        if not decision.allowed:
+            assert decision.refused is not None
+            raise self._refusal(ctx.principal, plan[decision.refused],
+                                decision.used[decision.refused], now, headers)
+        self._decisions.labels("allowed").inc()
+        ctx.response_headers.update(headers)
+        ctx.notes["quota"] = Held(limiter, plan, est)
+
+    async def _reserve(self, ctx: RequestContext, plan: list[Charge],
+                       now: float) -> tuple[Limiter, list[Charge], Decision]:
+        ttl = self.quota.reservation_ttl
+        if time.monotonic() >= self._shared_down_until:
+            try:
+                return self.shared, plan, await self.shared.reserve(
+                    ctx.request_id, [c.ask for c in plan], now, ttl)
+            except LimiterError as exc:
+                log.warning("shared limiter unreachable (%s); applying the failure policy",
+                            exc)
+                self._shared_down_until = time.monotonic() + RETRY_SHARED_AFTER
+        tier = self.settings.tiers.get(ctx.principal.tier)
+        policy = (tier.on_limiter_error if tier else None) or self.quota.on_limiter_error
+        if policy == "fail_closed":
+            self._decisions.labels("unavailable").inc()
+            raise QuotaUnavailable("Usage limits cannot be checked right now, so the request "
+                                   "was not started.", retry_after=RETRY_SHARED_AFTER,
+                                   cause="limiter unreachable; policy fail_closed")
+        self._decisions.labels("local").inc()
+        share = self.quota.replicas
+        local = [dataclasses.replace(c, ask=dataclasses.replace(
+            c.ask, limit=max(1, math.ceil(c.ask.limit / share)))) for c in plan]
+        return self.local, local, await self.local.reserve(
+            ctx.request_id, [c.ask for c in local], now, ttl)
+
+    def _refusal(self, principal: Principal, charge: Charge, used: int, now: float,
+                 headers: dict[str, str]) -> GatehouseError:
+        ask = charge.ask
+        who = _who(principal, charge)
+        if ask.amount > ask.limit:
+            self._decisions.labels("too_large").inc()
+            return RateLimited(
+                f"Request too large for {charge.label} on {who}: limit {ask.limit}, requested "
+                f"{ask.amount}. Send a shorter input or a smaller max_tokens.",
+                unit="tokens", headers={**headers, "x-should-retry": "false"})
+        if charge.budget:
+            self._decisions.labels("insufficient_quota").inc()
+            resets = datetime.fromtimestamp(charge.window_end, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return QuotaExceeded(
+                f"You exceeded your {charge.label} budget on {who}: limit {ask.limit}, used "
+                f"{used}, requested {ask.amount}. It resets at {resets}; see GET /v1/usage.",
+                headers={**headers, "x-should-retry": "false"})
+        self._decisions.labels("rate_limited").inc()
+        wait = 1.0 if charge.unit == "concurrent" else max(0.001, charge.window_end - now)
+        unit = "requests" if charge.unit in ("requests", "concurrent") else "tokens"
+        return RateLimited(
+            f"Rate limit reached for {charge.label} on {who}: limit {ask.limit}, used {used}, "
+            f"requested {ask.amount}. Please try again in {format_reset(wait)}.",
+            unit=unit, retry_after=wait, headers=headers)
+
+    async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
+        held: Held | None = ctx.notes.pop("quota", None)
+        if held is None:
+            return
+        settles = [Settle(c.ask.key, actual(c.unit, ctx, outcome, held.estimate), c.window_end)
+                   for c in held.charges]
+        try:
+            await held.limiter.settle(ctx.request_id, settles, self.clock())
+        except LimiterError as exc:  # the reservation lapses after its ttl; usage is lost
+            log.warning("could not settle %s (%s)", ctx.request_id, exc)
+
+    async def aclose(self) -> None:
+        await self.shared.aclose()
+
+
+def actual(unit: str, ctx: RequestContext, outcome: Outcome, est: Estimate) -> int:
+    """What to commit for one counter once the request is over."""
+    if unit == "concurrent":
+        return 0
+    usage = ctx.usage
+    if usage is not None:  # the upstream said what it used (streams included)
+        if unit == "requests":
+            return 1
+        return usage.completion_tokens if unit == "completion_tokens" else usage.total_tokens
+    started = ctx.first_byte_at is not None
+    guess = est.completion if unit == "completion_tokens" else est.total
+    if outcome.kind == "ok" and outcome.status < 400 or \
+            outcome.kind == "client_disconnected" and started:
+        # an answer without usage, or a client that left mid-answer: charge the estimate,
+        # so leaving early never dodges a limit
+        return 1 if unit == "requests" else guess
+    if not started or outcome.status >= 500 or outcome.kind == "upstream_aborted":
+        return 0  # never reached a model, or the service failed: not the client's to pay
+    return 1 if unit == "requests" else 0  # the backend refused the request itself (4xx)
+
+
+def _who(principal: Principal, charge: Charge) -> str:
+    if charge.scope == "key":
+        return f"key {principal.key_display or principal.key_id}"
+    if charge.scope == "project":
+        return f"project {principal.org}/{principal.project}"
+    if charge.scope == "org":
+        return f"org {principal.org}"
+    if charge.scope == "user":
+        return f"your account ({principal.user_email})"
+    return f"your network ({charge.scope_id})"
+
+
+def rate_headers(plan: list[Charge], decision: Decision, now: float) -> dict[str, str]:
+    """x-ratelimit-* from the tightest non-budget limit of each kind, after this request."""
+    best: dict[str, tuple[int, int, float]] = {}
+    for charge, used in zip(plan, decision.used, strict=True):
+        if charge.budget:
+            continue
+        kind = "requests" if charge.unit in ("requests", "concurrent") else "tokens"
+        taken = charge.ask.amount if decision.allowed else 0
+        remaining = max(0, charge.ask.limit - used - taken)
+        if kind not in best or remaining < best[kind][1]:
+            reset = 0.0 if charge.unit == "concurrent" else charge.window_end - now
+            best[kind] = (charge.ask.limit, remaining, reset)
+    headers: dict[str, str] = {}
+    for kind, (limit, remaining, reset) in best.items():
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = format_reset(reset)
+    return headers
