@@ -33,6 +33,15 @@ state_url = "memory://"                              # redis://127.0.0.1:6379/0 
 require_key = true
 secret_file = "gatehouse.secret"   # keys the stored key hashes: back it up, keep it private
 
+# Limits per tier (docs/quotas.md); none are set until you write them:
+# [tiers.standard.limits]
+# requests_per_minute = 500
+# tokens_per_minute = 200000
+# tokens_per_month = 50000000
+# [tiers.free.limits]
+# response_tokens_per_hour = 4000
+# tokens_per_day = 40000
+
 # A real backend (vLLM, Ollama, llama.cpp server, OpenAI):
 # [upstreams.local]
 # base_url = "http://127.0.0.1:8000/v1"
