@@ -17,6 +17,7 @@ from gatehouse.identity.service import IdentityService
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
 from gatehouse.quota.limiter import Limiter
 from gatehouse.quota.memory import MemoryLimiter
+from gatehouse.quota.overrides import Overrides
 from gatehouse.quota.stage import QuotaStage
 from gatehouse.quota.usage import UsageStage
 from gatehouse.models_list import ModelsStage
@@ -24,6 +25,7 @@ from gatehouse.pipeline import Pipeline, Stage
 from gatehouse.probes import Probes
 from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
+from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import AccessLog
 from gatehouse.telemetry.stage import TelemetryStage
@@ -99,7 +101,15 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     who = IdentityStage(identity.verifier, identity.sessions, identity.accounts,
                         settings.identity, metrics)
     api_stages: list[Stage] = [telemetry, who]  # edge joins before identity
-    quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock)
+    book = UsageBook(identity.store)
+    overrides = Overrides(identity.store)
+    quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock,
+                       book=book, overrides=overrides)
+
+    async def start_quota() -> None:
+        await book.start()
+        await overrides.start(identity.state)
+
     proxy_stages: list[Stage] = [
         *api_stages,
         SchemaStage(settings.server.max_body_bytes, router.exists),
@@ -125,8 +135,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
                                             "models")},
         fallback=Pipeline([telemetry]), metrics=metrics, probes=probes,
-        on_startup=[identity.start],
-        on_shutdown=[*(b.aclose for b in backends), identity.aclose, quota.aclose],
+        on_startup=[identity.start, start_quota],
+        on_shutdown=[*(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
+                     identity.aclose],
         mounts={"/login": web, "/logout": web, "/account": web,
                 "/admin/": build_admin_app(identity)},
     )

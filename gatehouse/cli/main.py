@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from gatehouse import __version__
-from gatehouse.cli import accounts, setup
+from gatehouse.cli import accounts, quota, setup
 from gatehouse.cli.common import ConfigOpt
 from gatehouse.config import ConfigError, Settings, load_settings
 
@@ -27,6 +27,8 @@ app.add_typer(accounts.projects, name="projects")
 app.add_typer(accounts.keys, name="keys")
 app.add_typer(accounts.users, name="users")
 app.add_typer(accounts.tiers, name="tiers")
+app.add_typer(quota.limits, name="limits")
+app.command()(quota.usage)
 
 
 def _load(config: Path | None) -> Settings:

@@ -110,7 +110,9 @@ def amount_for(unit: str, est: Estimate) -> int:
 
 
 def charges(principal: Principal, tier: TierSettings | None, network: str | None,
-            quota: QuotaSettings, est: Estimate, now: float) -> list[Charge]:
+            quota: QuotaSettings, est: Estimate, now: float,
+            overrides: dict[tuple[str, str], dict[str, int | None]] | None = None,
+            ) -> list[Charge]:
     scopes: list[tuple[str, str | None, LimitSettings | None]] = []
     if tier is not None:
         own = ("key", principal.key_id) if principal.kind == "key" else \
@@ -123,7 +125,10 @@ def charges(principal: Principal, tier: TierSettings | None, network: str | None
     for scope, scope_id, limits in scopes:
         if scope_id is None or limits is None:
             continue
-        for field, value in limits.model_dump().items():
+        values = limits.model_dump()
+        if overrides:
+            values.update(overrides.get((scope, scope_id), {}))
+        for field, value in values.items():
             if value is None:
                 continue
             window, unit, _, _ = LIMITS[field]

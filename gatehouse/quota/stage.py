@@ -23,7 +23,9 @@ from gatehouse.identity.principal import Principal
 from gatehouse.quota.limiter import Decision, Limiter, LimiterError, Settle
 from gatehouse.quota.memory import MemoryLimiter
 from gatehouse.quota.policy import Charge, Estimate, charges, estimate, network_of
+from gatehouse.quota.overrides import Overrides
 from gatehouse.quota.windows import format_reset
+from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
 
 log = logging.getLogger("gatehouse.quota")
@@ -41,8 +43,11 @@ class QuotaStage:
     name = "quota"
 
     def __init__(self, limiter: Limiter, settings: Settings, metrics: Metrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, book: UsageBook | None = None,
+                 overrides: Overrides | None = None) -> None:
         self.shared = limiter
+        self.book = book
+        self.overrides = overrides
         self.local = MemoryLimiter()
         self.settings = settings
         self.quota = settings.quota
@@ -54,7 +59,8 @@ class QuotaStage:
         principal: Principal = ctx.principal
         tier = self.settings.tiers.get(principal.tier)
         network = network_of(ctx.client[0] if ctx.client else None, self.quota)
-        return charges(principal, tier, network, self.quota, est, now)
+        found = self.overrides.for_principal(principal) if self.overrides else None
+        return charges(principal, tier, network, self.quota, est, now, found)
 
     async def enter(self, ctx: RequestContext) -> None:
         if not self.quota.enabled or ctx.principal is None:
@@ -125,6 +131,7 @@ class QuotaStage:
             unit=unit, retry_after=wait, headers=headers)
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
+        self._record(ctx)
         held: Held | None = ctx.notes.pop("quota", None)
         if held is None:
             return
@@ -134,6 +141,14 @@ class QuotaStage:
             await held.limiter.settle(ctx.request_id, settles, self.clock())
         except LimiterError as exc:  # the reservation lapses after its ttl; usage is lost
             log.warning("could not settle %s (%s)", ctx.request_id, exc)
+
+    def _record(self, ctx: RequestContext) -> None:
+        principal: Principal | None = ctx.principal
+        if self.book is None or principal is None or ctx.usage is None or not ctx.model:
+            return
+        self.book.record(self.clock(), principal.org_id, principal.project_id,
+                         principal.key_id, principal.user_id, ctx.model,
+                         ctx.usage.prompt_tokens, ctx.usage.completion_tokens)
 
     async def aclose(self) -> None:
         await self.shared.aclose()

@@ -1,0 +1,125 @@
+"""Usage history: per UTC day, org, project, key or user, and model — recorded in memory as
+requests finish and written to the store in batches (one upsert per row every few seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from gatehouse.store.db import Store
+from gatehouse.store.tables import Org, Project, UsageDaily
+
+log = logging.getLogger("gatehouse.usage")
+FLUSH_SECONDS = 5.0
+GROUPS = ("project", "key", "user", "model", "day")
+
+Row = tuple[str, str, str, str, str, str]  # day, org, project, key, user, model
+
+
+@dataclass(slots=True)
+class Totals:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class UsageBook:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: dict[Row, Totals] = defaultdict(Totals)
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, at: float, org: str | None, project: str | None, key: str | None,
+               user: str | None, model: str, prompt: int, completion: int) -> None:
+        day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+        t = self._pending[(day, org or "", project or "", key or "", user or "", model)]
+        t.requests += 1
+        t.prompt_tokens += prompt
+        t.completion_tokens += completion
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, defaultdict(Totals)
+        if not batch:
+            return
+        insert = sqlite_insert if self.store.is_sqlite else pg_insert
+        try:
+            async with self.store.session() as s:
+                for (day, org, project, key, user, model), t in batch.items():
+                    stmt = insert(UsageDaily).values(
+                        day=day, org_id=org, project_id=project, key_id=key, user_id=user,
+                        model=model, requests=t.requests, prompt_tokens=t.prompt_tokens,
+                        completion_tokens=t.completion_tokens)
+                    excluded = stmt.excluded
+                    await s.execute(stmt.on_conflict_do_update(
+                        index_elements=["day", "org_id", "project_id", "key_id", "user_id",
+                                        "model"],
+                        set_={"requests": UsageDaily.requests + excluded.requests,
+                              "prompt_tokens": UsageDaily.prompt_tokens + excluded.prompt_tokens,
+                              "completion_tokens": UsageDaily.completion_tokens
+                              + excluded.completion_tokens}))
+                await s.commit()
+        except Exception as exc:  # keep what could not be written for the next flush
+            log.warning("could not write usage (%s); will retry", type(exc).__name__)
+            for row, t in batch.items():
+                mine = self._pending[row]
+                mine.requests += t.requests
+                mine.prompt_tokens += t.prompt_tokens
+                mine.completion_tokens += t.completion_tokens
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def report(self, org_id: str, by: list[str], since: float,
+                     ) -> list[dict[str, object]]:
+        """Totals for one org since a time, grouped by any of GROUPS (names, not ids)."""
+        cols = {"project": Project.name, "key": UsageDaily.key_id, "user": UsageDaily.user_id,
+                "model": UsageDaily.model, "day": UsageDaily.day}
+        keys = [cols[b] for b in by]
+        first_day = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d")
+        query = (select(*keys, func.sum(UsageDaily.requests), func.sum(UsageDaily.prompt_tokens),
+                        func.sum(UsageDaily.completion_tokens))
+                 .select_from(UsageDaily)
+                 .outerjoin(Project, Project.id == UsageDaily.project_id)
+                 .where(UsageDaily.org_id == org_id, UsageDaily.day >= first_day)
+                 .group_by(*keys).order_by(*keys))
+        async with self.store.session() as s:
+            rows = (await s.execute(query)).all()
+        out: list[dict[str, object]] = []
+        for row in rows:
+            entry: dict[str, object] = {b: (row[i] or None) for i, b in enumerate(by)}
+            requests, prompt, completion = (int(v or 0) for v in row[len(by):])
+            entry.update(requests=requests, prompt_tokens=prompt,
+                         completion_tokens=completion, total_tokens=prompt + completion)
+            out.append(entry)
+        return out
+
+
+def since_days(days: float, now: float | None = None) -> float:
+    return (now or time.time()) - days * 86400
+
+
+async def org_id_of(store: Store, name: str) -> str | None:
+    async with store.session() as s:
+        org_id: str | None = await s.scalar(select(Org.id).where(Org.name == name))
+        return org_id
