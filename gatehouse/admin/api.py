@@ -15,6 +15,7 @@ from gatehouse.admin import errors
 from gatehouse.admin.errors import about
 from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.keys import keys_router
+from gatehouse.admin.quota import quota_router
 from gatehouse.admin.models import OrgIn, OrgOut, OrgPatch, Page, ProjectIn, ProjectOut
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.tiers import check_tier, tiers_router
@@ -102,6 +103,7 @@ def build_admin_app(identity: IdentityService) -> FastAPI:
     api = APIRouter(prefix=PREFIX)
     api.include_router(orgs_router(identity))
     api.include_router(keys_router(identity))
+    api.include_router(quota_router(identity))
     api.include_router(users_router(identity))
     api.include_router(tiers_router(identity.settings))
     app.include_router(api)

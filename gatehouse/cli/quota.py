@@ -84,21 +84,6 @@ async def _windows(ids: IdentityService, org_id: str, name: str, tier_name: str)
                   "from here)")
 
 
-async def _scope_id(ids: IdentityService, scope: str, name: str) -> str:
-    if scope == "org":
-        return (await ids.accounts.org(name)).id
-    if scope == "project":
-        return (await ids.accounts.project(name))[1].id
-    if scope == "key":
-        return (await ids.accounts.key(name)).id
-    if scope == "user":
-        user = await ids.accounts.user_by_email(name)
-        if user is None:
-            raise AccountError("not_found", f"no user {name!r}")
-        return user.id
-    raise AccountError("invalid", "scope must be org, project, key or user")
-
-
 @limits.command("set")
 def limits_set(scope: Annotated[str, typer.Argument(help="org | project | key | user")],
                name: Annotated[str, typer.Argument(help="acme | acme/bot | key_… | email")],
@@ -114,7 +99,7 @@ def limits_set(scope: Annotated[str, typer.Argument(help="org | project | key | 
             raise typer.BadParameter(f"{value!r} is not a number or 'unlimited'") from None
 
     async def act(ids: IdentityService) -> None:
-        scope_id = await _scope_id(ids, scope, name)
+        scope_id = await ids.accounts.scope_id(scope, name)
         try:
             await Overrides(ids.store).set(scope, scope_id, field, number)
         except ValueError as exc:
@@ -130,7 +115,7 @@ def limits_clear(scope: str, name: str,
                  config: ConfigOpt = None) -> None:
     """Drop one scope's overrides (one limit, or all): the tier's values apply again."""
     async def act(ids: IdentityService) -> None:
-        scope_id = await _scope_id(ids, scope, name)
+        scope_id = await ids.accounts.scope_id(scope, name)
         n = await Overrides(ids.store).clear(scope, scope_id, field)
         await announce(ids.state)
         out.print(f"cleared {n} override(s) of {scope} {name}")

@@ -55,8 +55,11 @@ class Overrides:
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and aclose() would wait forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), RELOAD_SECONDS)
+                async with asyncio.timeout(RELOAD_SECONDS):
+                    await self._dirty.wait()
             self._dirty.clear()
             try:
                 await self.load()

@@ -254,6 +254,22 @@ class Accounts:
                 await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
             await s.commit()
 
+    async def scope_id(self, scope: str, name: str) -> str:
+        """The id behind a name: org ``acme``, project ``acme/bot``, key ``key_…``, user
+        email."""
+        if scope == "org":
+            return (await self.org(name)).id
+        if scope == "project":
+            return (await self.project(name))[1].id
+        if scope == "key":
+            return (await self.key(name)).id
+        if scope == "user":
+            user = await self.user_by_email(name)
+            if user is None:
+                raise AccountError("not_found", f"no user {name!r}")
+            return user.id
+        raise AccountError("invalid", "scope must be org, project, key or user")
+
     # -- users -------------------------------------------------------------------------
     async def create_user(self, email: str, password_hash: str, org: str | None,
                           tier: str) -> User:
