@@ -204,3 +204,47 @@ async def test_limiter_down_follows_the_policy(tmp_path: Path, policy: str) -> N
             continue
         statuses = [(await w.chat(key)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]  # this replica's share: 4 / 2 replicas
+
+
+async def test_concurrency_cap_holds_under_a_burst(tmp_path: Path) -> None:
+    """LiteLLM #16011 / #27900: parallel-request caps exceeded. Never here."""
+    import asyncio
+
+    async for w in world_for(tmp_path, demo={"latency_ms": 150},
+                             **tiers(concurrent_requests=3)):
+        key = await w.key()
+        replies = await asyncio.gather(*(w.chat(key) for _ in range(20)))
+        assert sum(r.status_code == 200 for r in replies) == 3
+        assert all(r.status_code == 429 and r.headers["retry-after"] == "1"
+                   for r in replies if r.status_code != 200)
+        assert (await w.chat(key)).status_code == 200  # every slot came back
+
+
+async def test_budget_is_never_overspent_by_a_burst(tmp_path: Path) -> None:
+    """LiteLLM #26672 / #23714: budgets overspent while requests still succeed."""
+    import asyncio
+
+    async for w in world_for(tmp_path, **tiers(tokens_per_day=300)):
+        key = await w.key()
+        replies = await asyncio.gather(*(w.chat(key) for _ in range(40)))
+        spent = sum(r.json()["usage"]["total_tokens"] for r in replies if r.status_code == 200)
+        assert 0 < spent <= 300
+        refused = [r for r in replies if r.status_code != 200]
+        assert refused and all(err(r)["code"] == "insufficient_quota" for r in refused)
+        used = (await w.usage(key))["key:tokens_per_day"]["used"]
+        assert used == spent
+
+
+async def test_refunds_prevent_false_budget_blocks(tmp_path: Path) -> None:
+    """LiteLLM #22726: false "budget exceeded". Reservations are refunded to real usage, so a
+    budget blocks only when real usage has reached it."""
+    async for w in world_for(tmp_path, **tiers(tokens_per_day=1000)):
+        key = await w.key()
+        body = {**CHAT, "max_tokens": 400}  # reserves ~410; really uses ~30
+        spent = 0
+        for _ in range(15):
+            r = await w.chat(key, body)
+            assert r.status_code == 200, (spent, r.text)
+            spent += r.json()["usage"]["total_tokens"]
+        assert spent < 600
+        assert (await w.usage(key))["key:tokens_per_day"]["used"] == spent
