@@ -13,9 +13,8 @@ PREFIX = "gatehouse:"
 _HERE = Path(__file__).parent
 
 
-def _keys(key: str) -> list[str]:
-    base = PREFIX + key
-    return [base, base + ":r", base + ":e"]
+# One KEY per counter; the scripts also touch KEY..":e" (its reservation expiries). That is
+# fine on a single Redis (or Sentinel); a Redis Cluster would need hash tags.
 
 
 class RedisLimiter:
@@ -43,12 +42,9 @@ class RedisLimiter:
             raise LimiterError(f"redis: {type(exc).__name__}") from exc
 
     async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision:
-        keys: list[str] = []
-        args: list[object] = [now, rid, now + ttl]
-        for ask in asks:
-            keys += _keys(ask.key)
-            args += [ask.limit, ask.amount, int(ask.expires * 1000)]
-        out = await self._call(self._reserve, keys, args)
+        keys = [PREFIX + ask.key for ask in asks]
+        spec = " ".join(f"{a.limit} {a.amount} {int(a.expires * 1000)}" for a in asks)
+        out = await self._call(self._reserve, keys, [repr(now), rid, repr(now + ttl), spec])
         refused = int(out[1])
         return Decision(bool(out[0]), tuple(int(v) for v in out[2:]),
                         refused - 1 if refused else None)
@@ -56,12 +52,9 @@ class RedisLimiter:
     async def settle(self, rid: str, settles: list[Settle], now: float) -> None:
         if not settles:
             return
-        keys: list[str] = []
-        args: list[object] = [rid]
-        for s in settles:
-            keys += _keys(s.key)
-            args += [s.actual, int(s.expires * 1000)]
-        await self._call(self._settle, keys, args)
+        keys = [PREFIX + s.key for s in settles]
+        spec = " ".join(f"{s.actual} {int(s.expires * 1000)}" for s in settles)
+        await self._call(self._settle, keys, [rid, spec])
 
     async def usage(self, keys: list[str], now: float) -> list[int]:
         if not keys:

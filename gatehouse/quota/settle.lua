@@ -1,16 +1,21 @@
 -- gatehouse quota: settle (or release) one request's reservations.
--- KEYS: per counter committed, reservations, expiries (as in reserve.lua)
--- ARGV: rid, then per counter: actual, expires_ms
+-- KEYS: one per counter (see reserve.lua)
+-- ARGV: rid, "actual expires_ms actual expires_ms ..."
 local rid = ARGV[1]
-local n = #KEYS / 3
-for i = 1, n do
-  local committed, held, expiry = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  redis.call('HDEL', held, rid)
-  redis.call('ZREM', expiry, rid)
-  local actual = tonumber(ARGV[2*i])
+local spec = {}
+for v in string.gmatch(ARGV[2], "%S+") do spec[#spec + 1] = tonumber(v) end
+for i = 1, #KEYS do
+  local h, e = KEYS[i], KEYS[i] .. ":e"
+  local amount = redis.call('HGET', h, rid)
+  if amount then
+    redis.call('HDEL', h, rid)
+    redis.call('HINCRBY', h, 'r', -tonumber(amount))
+    redis.call('ZREM', e, rid)
+  end
+  local actual = spec[2*i-1]
   if actual > 0 then
-    redis.call('INCRBY', committed, actual)
-    redis.call('PEXPIREAT', committed, tonumber(ARGV[2*i+1]) + 60000)
+    redis.call('HINCRBY', h, 'c', actual)
+    redis.call('PEXPIREAT', h, spec[2*i] + 60000)
   end
 end
-return n
+return #KEYS
