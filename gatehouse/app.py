@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gatehouse.admin import build_admin_app
+from gatehouse.admission.stage import AdmissionStage
 from gatehouse.config import ConfigError, Settings, load_settings
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         SchemaStage(settings.server.max_body_bytes, router.exists),
         ServiceTierStage(settings.tiers),
         quota,
-        # admission joins here
+        AdmissionStage(settings, metrics),
         UpstreamStage(router, metrics),
     ]
     proxy = Pipeline(proxy_stages)

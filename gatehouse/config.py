@@ -82,6 +82,8 @@ class BackendRef(_Section):
 class ModelSettings(_Section):
     backends: list[BackendRef] = Field(min_length=1)
     owned_by: str = "gatehouse"
+    # requests of this model running at once (per replica); beyond it they queue by priority
+    max_concurrency: int | None = Field(None, ge=1)
 
     @field_validator("backends", mode="before")
     @classmethod
@@ -100,6 +102,7 @@ class DemoSettings(_Section):
     ms_per_token: float = Field(0.0, ge=0)
     failure_rate: float = Field(0.0, ge=0, le=1)
     reply_tokens: int = Field(24, ge=1, le=4096)
+    max_concurrency: int | None = Field(None, ge=1)
 
 
 class StorageSettings(_Section):
@@ -177,6 +180,8 @@ class TierSettings(_Section):
     org_limits: LimitSettings = LimitSettings()
     # overrides [quota] on_limiter_error for this tier
     on_limiter_error: str | None = Field(None, pattern="^(fail_open|fail_closed)$")
+    # admission class at capacity: high is served first and may use the reserved share
+    priority: str = Field("normal", pattern="^(high|normal|low)$")
 
 
 class QuotaSettings(_Section):
@@ -197,15 +202,47 @@ class QuotaSettings(_Section):
 
 def default_tiers() -> dict[str, TierSettings]:
     return {
-        "free": TierSettings(kind="web", description="Web users without a plan"),
+        "free": TierSettings(kind="web", description="Web users without a plan",
+                             priority="low"),
         "plus": TierSettings(kind="web", description="Web users on Plus"),
-        "pro": TierSettings(kind="web", description="Web users on Pro"),
+        "pro": TierSettings(kind="web", description="Web users on Pro", priority="high"),
         "standard": TierSettings(kind="api", description="API default",
                                  may_request=["flex"]),
         "priority": TierSettings(kind="api", description="API, served first at capacity",
-                                 may_request=["standard", "flex"]),
-        "flex": TierSettings(kind="api", description="API, cheapest; shed first at capacity"),
+                                 may_request=["standard", "flex"], priority="high"),
+        "flex": TierSettings(kind="api", description="API, cheapest; shed first at capacity",
+                             priority="low"),
     }
+
+
+class ClassSettings(_Section):
+    queue_timeout: float = Field(gt=0, le=600)  # longest wait for a slot before 503
+    max_queue: int = Field(ge=0)                 # waiting requests beyond this get 503 at once
+
+
+def default_classes() -> dict[str, ClassSettings]:
+    return {"high": ClassSettings(queue_timeout=30, max_queue=1000),
+            "normal": ClassSettings(queue_timeout=5, max_queue=500),
+            "low": ClassSettings(queue_timeout=1, max_queue=100)}
+
+
+class AdmissionSettings(_Section):
+    enabled: bool = True
+    # share of each model's capacity that only the high class may use
+    reserved_share: float = Field(0.2, ge=0, lt=1)
+    classes: dict[str, ClassSettings] = Field(default_factory=default_classes)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _all_classes(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            merged = {k: v.model_dump() for k, v in default_classes().items()}
+            for name, table in value.items():
+                if name not in merged:
+                    raise ValueError(f"unknown class {name!r} (high, normal, low)")
+                merged[name] = {**merged[name], **table}
+            return merged
+        return value
 
 
 class Settings(_Section):
@@ -214,6 +251,7 @@ class Settings(_Section):
     identity: IdentitySettings = IdentitySettings()
     tiers: dict[str, TierSettings] = Field(default_factory=default_tiers)
     quota: QuotaSettings = QuotaSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     demo: DemoSettings = DemoSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)

@@ -24,6 +24,7 @@ The tree (status · type · code)::
     ├── UpstreamFailed          500 · server_error · upstream_error      (5xx after failover)
     ├── UpstreamUnavailable     503 · server_error · upstream_unavailable
     ├── UpstreamTimeout         504 · server_error · upstream_timeout
+    ├── AtCapacity              503 · overloaded · at_capacity (Retry-After)
     ├── QuotaUnavailable        503 · server_error · quota_unavailable (limiter down, fail_closed)
     ├── IdentityUnavailable     503 · server_error · identity_unavailable (store down, key not cached)
     └── InternalError           500 · server_error · internal_error      (a gateway bug)
@@ -156,6 +157,14 @@ class QuotaExceeded(GatehouseError):
     advice = "Your daily or monthly budget is spent; retrying will not help until it resets (see GET /v1/usage) or your administrator raises it."
 
 
+class AtCapacity(GatehouseError):
+    status = 503
+    type = "overloaded"
+    code = "at_capacity"
+    title = "At capacity right now"
+    advice = "The model is busy serving others. Nothing is wrong with your request: try again in the time Retry-After gives."
+
+
 class QuotaUnavailable(GatehouseError):
     status = 503
     type = "server_error"
@@ -255,7 +264,7 @@ class InternalError(GatehouseError):
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     InvalidRequest, InvalidClientRequestId, RequestTooLarge, MissingApiKey, InvalidApiKey,
     SessionExpired, WrongCredentials, PermissionDenied, RateLimited, QuotaExceeded,
-    QuotaUnavailable, IdentityUnavailable, RouteNotFound,
+    QuotaUnavailable, AtCapacity, IdentityUnavailable, RouteNotFound,
     MethodNotAllowed, ModelNotFound, NotFound, Conflict, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
 )

@@ -43,6 +43,16 @@ class Metrics:
                             ["result"], registry=r)
         self.quota_decisions = Counter("gatehouse_quota_decisions",
                                        "Quota checks, by result.", ["result"], registry=r)
+        self.admission = Counter("gatehouse_admission",
+                                 "Admission decisions: admitted, or shed (queue_full, deadline).",
+                                 ["model", "priority", "result"], registry=r)
+        self.queue_wait = Histogram("gatehouse_admission_wait_seconds",
+                                    "Time admitted requests waited for a slot.",
+                                    ["model", "priority"], registry=r,
+                                    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
+        self.queue_depth = Gauge("gatehouse_admission_queue_depth",
+                                 "Requests waiting for a slot.", ["model", "priority"],
+                                 registry=r, multiprocess_mode="livesum")
         self.store_queries = Counter("gatehouse_store_queries",
                                      "SQL statements sent to the store.", registry=r)
 

@@ -231,7 +231,10 @@ def test_minute_limits_are_exact_across_three_replicas(
     assert statuses <= {200, 429}, statuses
     admitted = [a for a in answers if a.status == 200]
     refused = [a for a in answers if a.status == 429]
-    assert len(admitted) == RPM, f"{len(admitted)} admitted of {len(answers)}, limit {RPM}"
+    decisions = {r: sum(gw.metric("gatehouse_quota_decisions_total", result=r) for gw in gws)
+                 for r in ("allowed", "rate_limited", "local", "unavailable")}
+    assert len(admitted) == RPM, \
+        f"{len(admitted)} admitted of {len(answers)}, limit {RPM}; decisions {decisions}"
     assert len(refused) == len(answers) - RPM and len(refused) > 3 * RPM
     assert {a.gateway for a in admitted} == {0, 1, 2}  # every replica admitted some
     for a in admitted:
@@ -251,9 +254,8 @@ def test_minute_limits_are_exact_across_three_replicas(
         retry_ms = int(a.headers["retry-after-ms"]) / 1000
         assert earliest - 0.05 <= retry_ms <= latest + 0.05, (retry_ms, earliest, latest)
         skew.append(abs(retry_ms - (earliest + latest) / 2))
-    decisions = {r: sum(gw.metric("gatehouse_quota_decisions_total", result=r) for gw in gws)
-                 for r in ("allowed", "rate_limited")}
-    assert decisions == {"allowed": RPM, "rate_limited": len(refused)}
+    assert decisions == {"allowed": RPM, "rate_limited": len(refused), "local": 0,
+                         "unavailable": 0}
     seen = usage(gws[1], key)["key:requests_per_minute"]
     assert (seen["used"], seen["remaining"], seen["limit"]) == (RPM, 0, RPM)
 

@@ -1,0 +1,1 @@
+"""Admission: per-model capacity, priority by tier, fair queueing between orgs, fast shedding."""
