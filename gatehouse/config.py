@@ -84,6 +84,10 @@ class ModelSettings(_Section):
     owned_by: str = "gatehouse"
     # requests of this model running at once (per replica); beyond it they queue by priority
     max_concurrency: int | None = Field(None, ge=1)
+    # let the limit move between min_concurrency and max_concurrency with the backend's
+    # time to first byte (docs/admission.md)
+    adaptive: bool = False
+    min_concurrency: int = Field(1, ge=1)
 
     @field_validator("backends", mode="before")
     @classmethod
@@ -103,6 +107,8 @@ class DemoSettings(_Section):
     failure_rate: float = Field(0.0, ge=0, le=1)
     reply_tokens: int = Field(24, ge=1, le=4096)
     max_concurrency: int | None = Field(None, ge=1)
+    adaptive: bool = False
+    min_concurrency: int = Field(1, ge=1)
 
 
 class StorageSettings(_Section):

@@ -48,6 +48,12 @@ class Gate:
         self._service = 1.0  # EWMA of seconds a slot is held
         self._held: dict[int, tuple[float, bool]] = {}
 
+    def resize(self, limit: int, reserved: float) -> None:
+        """A new limit (the adaptive limiter's); more room lets waiters in at once."""
+        self.limit = limit
+        self.shared = max(1, limit - math.floor(limit * reserved)) if limit > 1 else limit
+        self._grant()
+
     def _fits(self, cls: str) -> bool:
         if self.running >= self.limit:
             return False

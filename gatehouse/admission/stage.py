@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from gatehouse.admission.adaptive import GradientLimit
 from gatehouse.admission.gate import Gate, Shed
 from gatehouse.config import Settings
 from gatehouse.context import Outcome, RequestContext
@@ -18,14 +19,22 @@ from gatehouse.telemetry.metrics import Metrics
 NOTE = "admission"
 
 
-def gates_from(settings: Settings) -> dict[str, Gate]:
+def gates_from(settings: Settings) -> dict[str, tuple[Gate, GradientLimit | None]]:
     a = settings.admission
     classes = {n: (c.queue_timeout, c.max_queue) for n, c in a.classes.items()}
-    limits = {name: m.max_concurrency for name, m in settings.models.items()}
+    models: dict[str, tuple[int | None, bool, int]] = {
+        name: (m.max_concurrency, m.adaptive, m.min_concurrency)
+        for name, m in settings.models.items()}
     if settings.demo.enabled:
-        limits[settings.demo.model] = settings.demo.max_concurrency
-    return {name: Gate(limit, reserved=a.reserved_share, classes=classes)
-            for name, limit in limits.items() if limit is not None}
+        d = settings.demo
+        models[d.model] = (d.max_concurrency, d.adaptive, d.min_concurrency)
+    gates: dict[str, tuple[Gate, GradientLimit | None]] = {}
+    for name, (limit, adaptive, minimum) in models.items():
+        if limit is None:
+            continue
+        gradient = GradientLimit(limit, min(minimum, limit), limit) if adaptive else None
+        gates[name] = (Gate(limit, reserved=a.reserved_share, classes=classes), gradient)
+    return gates
 
 
 class AdmissionStage:
@@ -44,9 +53,10 @@ class AdmissionStage:
         return tier.priority if tier else "low"
 
     async def enter(self, ctx: RequestContext) -> None:
-        gate = self.gates.get(ctx.model or "")
-        if gate is None:
+        found = self.gates.get(ctx.model or "")
+        if found is None:
             return
+        gate, gradient = found
         cls = self.priority(ctx)
         org = (ctx.principal.org_id or ctx.principal.user_id or "") if ctx.principal else ""
         model = ctx.model or ""
@@ -62,10 +72,15 @@ class AdmissionStage:
         self._depth(model, gate, cls)
         self.metrics.admission.labels(model, cls, "admitted").inc()
         self.metrics.queue_wait.labels(model, cls).observe(waited)
-        ctx.notes[NOTE] = (gate, cls, time.monotonic())
+        ctx.notes[NOTE] = (gate, gradient, cls, time.monotonic(), time.perf_counter())
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         held = ctx.notes.pop(NOTE, None)
-        if held is not None:
-            gate, cls, started = held
-            gate.release(cls, started)
+        if held is None:
+            return
+        gate, gradient, cls, started, admitted = held
+        gate.release(cls, started)
+        if gradient is not None and ctx.first_byte_at is not None and outcome.status < 500:
+            if gradient.sample(ctx.first_byte_at - admitted):
+                gate.resize(gradient.limit, self.settings.admission.reserved_share)
+                self.metrics.concurrency_limit.labels(ctx.model or "").set(gradient.limit)

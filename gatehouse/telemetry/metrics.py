@@ -53,6 +53,9 @@ class Metrics:
         self.queue_depth = Gauge("gatehouse_admission_queue_depth",
                                  "Requests waiting for a slot.", ["model", "priority"],
                                  registry=r, multiprocess_mode="livesum")
+        self.concurrency_limit = Gauge("gatehouse_admission_concurrency_limit",
+                                       "The adaptive concurrency limit of a model.",
+                                       ["model"], registry=r, multiprocess_mode="livesum")
         self.store_queries = Counter("gatehouse_store_queries",
                                      "SQL statements sent to the store.", registry=r)
 

@@ -53,3 +53,20 @@ async def test_streams_hold_their_slot_until_they_end(tmp_path: Path) -> None:
         assert second.status_code == 503 and err(second)["code"] == "at_capacity"
         assert (await first).status_code == 200
         assert (await w.chat(key)).status_code == 200  # the slot came back at the end
+
+
+async def test_adaptive_limit_follows_the_backend(tmp_path: Path) -> None:
+    async for w in world_for(tmp_path, demo={"latency_ms": 5, "max_concurrency": 32,
+                                             "adaptive": True, "min_concurrency": 2}):
+        key = await w.key()
+        stage = next(s for s in w.app.routes["/v1/chat/completions"].pipeline.stages
+                     if s.name == "admission")
+        gate, gradient = stage.gates["demo"]
+        assert gradient is not None and gate.limit == 32
+        for _ in range(3):
+            replies = await asyncio.gather(*(w.chat(key) for _ in range(20)))
+            assert all(r.status_code == 200 for r in replies)
+        assert gradient.baseline is not None and gradient.baseline >= 0.004
+        assert 2 <= gate.limit <= 32 and gate.running == 0
+        metrics = (await w.client.get("/metrics")).text
+        assert 'gatehouse_admission_concurrency_limit{model="demo"}' in metrics
