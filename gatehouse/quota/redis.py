@@ -20,8 +20,12 @@ _HERE = Path(__file__).parent
 class RedisLimiter:
     name = "redis"
 
-    def __init__(self, url: str, *, socket_timeout: float = 0.5) -> None:
-        # a bounded pool that makes callers wait for a free connection (not fail) under bursts
+    def __init__(self, url: str, *, socket_timeout: float = 2.0) -> None:
+        # a bounded pool that makes callers wait for a free connection (not fail) under bursts.
+        # A Redis that is down refuses at once; the timeout is for one that is slow, and it is
+        # generous on purpose: a burst on a cold pool opens dozens of connections at once, and
+        # on a busy replica the event loop may take a while to complete them. A false
+        # "unreachable" sends the replica to its local limiter, which over-admits.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=64, timeout=2.0, socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout, health_check_interval=10)
@@ -39,7 +43,7 @@ class RedisLimiter:
             self.round_trips += 1
             return await script(keys=keys, args=args)  # type: ignore[operator,no-any-return]
         except (RedisError, OSError) as exc:
-            raise LimiterError(f"redis: {type(exc).__name__}") from exc
+            raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision:
         keys = [PREFIX + ask.key for ask in asks]
