@@ -70,7 +70,8 @@ class Gate:
 
     async def acquire(self, cls: str, org: str) -> float:
         """Wait for a slot; returns the seconds waited, or raises :class:`Shed`."""
-        if not any(c.waiting for c in self.classes.values()) and self._fits(cls):
+        ahead = CLASSES[:CLASSES.index(cls) + 1]  # this class and the better ones
+        if not any(self.classes[c].waiting for c in ahead) and self._fits(cls):
             self._take(cls)
             return 0.0
         q = self.classes[cls]
@@ -79,6 +80,7 @@ class Gate:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         q.orgs.setdefault(org, deque()).append(waiter)
         q.waiting += 1
+        self._grant()  # room may be free for this class while worse classes wait
         start = time.monotonic()
         try:
             async with asyncio.timeout(q.deadline):

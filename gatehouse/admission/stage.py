@@ -64,12 +64,12 @@ class AdmissionStage:
         try:
             waited = await gate.acquire(cls, org)
         except Shed as shed:
-            self._depth(model, gate, cls)
             self.metrics.admission.labels(model, cls, shed.reason).inc()
             raise AtCapacity(
                 f"{model} is at capacity right now; try again in {round(shed.retry_after)} s.",
                 retry_after=shed.retry_after, cause=f"shed: {shed.reason} ({cls})") from None
-        self._depth(model, gate, cls)
+        finally:  # admitted, shed or cancelled while waiting: the gauge follows
+            self._depth(model, gate, cls)
         self.metrics.admission.labels(model, cls, "admitted").inc()
         self.metrics.queue_wait.labels(model, cls).observe(waited)
         ctx.notes[NOTE] = (gate, gradient, cls, time.monotonic(), time.perf_counter())

@@ -145,3 +145,15 @@ async def test_no_slot_leaks_under_churn() -> None:
     await asyncio.gather(*(one(i) for i in range(300)))
     assert g.running == 0 and g.running_low == 0
     assert all(c.waiting == 0 and not c.orgs for c in g.classes.values())
+
+
+async def test_high_uses_free_reserved_slots_while_lower_classes_wait() -> None:
+    g = gate(10, reserved=0.2)  # 8 shared slots
+    for _ in range(8):
+        await g.acquire("normal", "a")
+    low = asyncio.create_task(g.acquire("low", "b"))  # waits: the shared slots are full
+    await asyncio.sleep(0.01)
+    assert not low.done()
+    assert await asyncio.wait_for(g.acquire("high", "c"), 0.2) == 0.0  # at once
+    low.cancel()
+    await asyncio.gather(low, return_exceptions=True)
