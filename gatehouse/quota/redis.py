@@ -1,7 +1,17 @@
-"""The Redis limiter: exact across replicas; every call is one round trip (a Lua script)."""
+"""The Redis limiter: exact across replicas, one round trip per request.
+
+A reservation is one Lua script call over every counter the request touches. Its settle does
+not need an answer, so it is queued and rides along with the next reservation this process
+sends (the same script applies it first); when no reservation comes within
+``SETTLE_DELAY`` seconds, the queue is flushed on its own. Under load a request therefore
+costs one round trip; a settle is at most ``SETTLE_DELAY`` late (its reservation is held that
+much longer — conservative, never over-admitting)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from pathlib import Path
 
 from redis import asyncio as aioredis
@@ -10,11 +20,15 @@ from redis.exceptions import NoScriptError, RedisError
 from gatehouse.quota.limiter import Ask, Decision, LimiterError, Settle
 
 PREFIX = "gatehouse:"
+SETTLE_DELAY = 0.05
+MAX_RIDING = 256  # settle entries carried by one reservation at most
 _HERE = Path(__file__).parent
-
+log = logging.getLogger("gatehouse.quota")
 
 # One KEY per counter; the scripts also touch KEY..":e" (its reservation expiries). That is
 # fine on a single Redis (or Sentinel); a Redis Cluster would need hash tags.
+
+Entry = tuple[str, str, int, int]  # key, rid, actual, expires_ms
 
 
 class RedisLimiter:
@@ -33,6 +47,9 @@ class RedisLimiter:
         self._reserve = self._redis.register_script((_HERE / "reserve.lua").read_text())
         self._settle = self._redis.register_script((_HERE / "settle.lua").read_text())
         self.round_trips = 0
+        self._pending: list[Entry] = []
+        self._flusher: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def _call(self, script: object, keys: list[str], args: list[object]) -> list[int]:
         self.round_trips += 1
@@ -45,20 +62,52 @@ class RedisLimiter:
         except (RedisError, OSError) as exc:
             raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
 
+    def _take(self) -> list[Entry]:
+        riding, self._pending = self._pending[:MAX_RIDING], self._pending[MAX_RIDING:]
+        return riding
+
     async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision:
-        keys = [PREFIX + ask.key for ask in asks]
+        riding = self._take()
+        keys = [PREFIX + ask.key for ask in asks] + [PREFIX + e[0] for e in riding]
         spec = " ".join(f"{a.limit} {a.amount} {int(a.expires * 1000)}" for a in asks)
-        out = await self._call(self._reserve, keys, [repr(now), rid, repr(now + ttl), spec])
+        args: list[object] = [repr(now), rid, repr(now + ttl), spec]
+        if riding:
+            args.append(" ".join(f"{e[1]} {e[2]} {e[3]}" for e in riding))
+        try:
+            out = await self._call(self._reserve, keys, args)
+        except BaseException:
+            self._pending[:0] = riding  # not applied: they go with the next call
+            raise
         refused = int(out[1])
         return Decision(bool(out[0]), tuple(int(v) for v in out[2:]),
                         refused - 1 if refused else None)
 
     async def settle(self, rid: str, settles: list[Settle], now: float) -> None:
-        if not settles:
-            return
-        keys = [PREFIX + s.key for s in settles]
-        spec = " ".join(f"{s.actual} {int(s.expires * 1000)}" for s in settles)
-        await self._call(self._settle, keys, [rid, spec])
+        self._pending += [(s.key, rid, s.actual, int(s.expires * 1000)) for s in settles]
+        if self._flusher is None:
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.call_later(SETTLE_DELAY, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flusher = None
+        task = asyncio.get_running_loop().create_task(self.flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def flush(self) -> None:
+        """Send queued settles that no reservation has carried."""
+        while self._pending:
+            batch = self._take()
+            try:
+                await self._call(self._settle, [PREFIX + e[0] for e in batch],
+                                 [" ".join(f"{e[1]} {e[2]} {e[3]}" for e in batch)])
+            except LimiterError as exc:
+                self._pending[:0] = batch
+                log.warning("could not settle %d counters (%s); retrying", len(batch), exc)
+                if self._flusher is None:
+                    self._flusher = asyncio.get_running_loop().call_later(
+                        1.0, self._start_flush)
+                return
 
     async def usage(self, keys: list[str], now: float) -> list[int]:
         if not keys:
@@ -67,4 +116,12 @@ class RedisLimiter:
         return list((await self.reserve("usage-read", asks, now, 0)).used)
 
     async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        for task in list(self._flushing):
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(LimiterError):
+            await self.flush()
         await self._redis.aclose(close_connection_pool=True)

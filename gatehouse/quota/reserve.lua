@@ -3,12 +3,32 @@
 -- "r": total reserved, and one field per live reservation: rid -> amount) and a sorted set
 -- KEYS[i]..":e" of reservation expiries (rid -> until).
 -- ARGV: now, rid, until, "limit amount expires_ms limit amount expires_ms ..." (one string,
--- so the client encodes a handful of arguments, not three per counter)
+-- so the client encodes a handful of arguments, not three per counter), and optionally
+-- "rid actual expires_ms ..." settling earlier requests on the KEYS after the first N
+-- (settles ride along with the next reservation, so a request costs one round trip)
 -- Returns: {allowed (1/0), refused index (1-based, 0 if none), used_1, ..., used_N}
 local now, rid, until_ = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local spec = {}
 for v in string.gmatch(ARGV[4], "%S+") do spec[#spec + 1] = tonumber(v) end
-local n = #KEYS
+local n = #spec / 3
+if ARGV[5] then
+  local s = {}
+  for v in string.gmatch(ARGV[5], "%S+") do s[#s + 1] = v end
+  for j = 1, #s / 3 do
+    local h = KEYS[n + j]
+    local old, actual = s[3*j-2], tonumber(s[3*j-1])
+    local amount = redis.call('HGET', h, old)
+    if amount then
+      redis.call('HDEL', h, old)
+      redis.call('HINCRBY', h, 'r', -tonumber(amount))
+      redis.call('ZREM', h .. ':e', old)
+    end
+    if actual > 0 then
+      redis.call('HINCRBY', h, 'c', actual)
+      redis.call('PEXPIREAT', h, tonumber(s[3*j]) + 60000)
+    end
+  end
+end
 local used = {}
 local refused = 0
 for i = 1, n do

@@ -88,17 +88,38 @@ async def test_zero_amount_only_reads(limiter: Limiter) -> None:
     assert d.allowed and d.used == (5,)
 
 
-async def test_redis_is_one_round_trip_per_call() -> None:
+async def test_redis_is_one_round_trip_per_request() -> None:
+    """A settle rides along with the next reservation; alone, it goes after a short delay."""
     lim = RedisLimiter(REDIS_URL)
     try:
         asks = [Ask(key(), 10, 1, NOW + 60) for _ in range(6)]
         await lim.reserve("warm", asks, NOW, 30)  # loads the script once
         before = lim.round_trips
-        await lim.reserve("r1", asks, NOW, 30)
-        await lim.settle("r1", [Settle(a.key, 1, a.expires) for a in asks], NOW)
-        assert lim.round_trips - before == 2
+        for i in range(5):
+            await lim.reserve(f"r{i}", asks, NOW, 30)
+            await lim.settle(f"r{i}", [Settle(a.key, 1, a.expires) for a in asks], NOW)
+        assert lim.round_trips - before == 5
+        await asyncio.sleep(0.15)  # nobody reserved: the last settle was sent on its own
+        assert lim.round_trips - before == 6
+        other = RedisLimiter(REDIS_URL)  # another replica sees the settled state
+        try:
+            assert await other.usage([asks[0].key], NOW) == [6]  # 5 settled + "warm" held
+        finally:
+            await other.aclose()
     finally:
         await lim.aclose()
+
+
+async def test_redis_settles_are_not_lost_at_shutdown() -> None:
+    lim, other = RedisLimiter(REDIS_URL), RedisLimiter(REDIS_URL)
+    try:
+        k = key()
+        await lim.reserve("r1", [Ask(k, 10, 4, NOW + 60)], NOW, 30)
+        await lim.settle("r1", [Settle(k, 2, NOW + 60)], NOW)
+        await lim.aclose()  # flushes the queued settle
+        assert await other.usage([k], NOW) == [2]
+    finally:
+        await other.aclose()
 
 
 def test_windows_are_calendar_aligned() -> None:
