@@ -236,7 +236,9 @@ def test_minute_limits_are_exact_across_three_replicas(
     assert len(admitted) == RPM, \
         f"{len(admitted)} admitted of {len(answers)}, limit {RPM}; decisions {decisions}"
     assert len(refused) == len(answers) - RPM and len(refused) > 3 * RPM
-    assert {a.gateway for a in admitted} == {0, 1, 2}  # every replica admitted some
+    # the limit is shared, not per replica: several replicas admitted and together exactly
+    # RPM (a per-replica limiter would admit RPM on each); who wins the race is not fixed
+    assert len({a.gateway for a in admitted}) >= 2
     for a in admitted:
         assert a.headers["x-ratelimit-limit-requests"] == str(RPM)
     skew = []
@@ -271,6 +273,7 @@ def test_minute_limits_are_exact_across_three_replicas(
         text, used = stream_with_sdk(gws[(i + 1) % 3], token_key, f"count to {i}", False)
         assert used is None and text == texts[i][0]
         total += texts[i][1]
+    time.sleep(0.2)  # other replicas' settles go out within 50 ms (docs/quotas.md)
     tokens = usage(gws[2], token_key)["key:tokens_per_minute"]
     assert tokens["used"] == total, (tokens, total)
     assert time.time() < window.end
