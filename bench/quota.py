@@ -516,7 +516,7 @@ def main() -> int:
     raw_scripts = trips.raw["evalsha"] + trips.raw["eval"]
     console.print(f"  scripts (evalsha + eval) per request: {scripts / n:.2f} from the "
                   f"gateway's connections, {raw_scripts / n:.2f} in Redis's own counters "
-                  "(all clients); one reserve + one settle = 1 round trip per decision")
+                  "(all clients); settles ride along with the next reservation, so ~1 per request")
     console.print(f"  INFO and MONITOR calls of this script are left out; "
                   f"{len(trips.gateway_keys)} distinct keys named by the scripts "
                   f"(3 per counter)")
