@@ -17,10 +17,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 CLASSES = ("high", "normal", "low")
+WARM = 20
 
 
 class Shed(Exception):
-    """Could not start in time (``reason``: ``queue_full`` or ``deadline``)."""
+    """Could not start in time (``reason``: ``queue_full``, ``wait_too_long`` — the expected
+    wait is past the class's deadline — or ``deadline``)."""
 
     def __init__(self, reason: str, retry_after: float) -> None:
         super().__init__(reason)
@@ -46,7 +48,7 @@ class Gate:
         self.running = 0
         self.running_low = 0  # running requests of the classes below the top
         self._service = 1.0  # EWMA of seconds a slot is held
-        self._held: dict[int, tuple[float, bool]] = {}
+        self._released = 0  # slots given back so far: the service-time average is warm after WARM
 
     def resize(self, limit: int, reserved: float) -> None:
         """A new limit (the adaptive limiter's); more room lets waiters in at once."""
@@ -61,6 +63,12 @@ class Gate:
 
     def queued(self, cls: str) -> int:
         return self.classes[cls].waiting
+
+    def expected_wait(self, cls: str) -> float:
+        """Seconds a request of ``cls`` arriving now may expect to wait: those ahead of it
+        (its class and the better ones) drained at the rate slots are freed."""
+        ahead = sum(self.classes[c].waiting for c in CLASSES[:CLASSES.index(cls) + 1])
+        return (ahead + 1) * self._service / max(1, self.limit)
 
     def retry_after(self) -> float:
         """Seconds until a retry is likely to start: the queue ahead drained at the rate
@@ -77,6 +85,9 @@ class Gate:
         q = self.classes[cls]
         if q.waiting >= q.max_queue:
             raise Shed("queue_full", self.retry_after())
+        if self._released >= WARM and self.expected_wait(cls) > q.deadline:
+            # it would only wait out its deadline and then be refused: refuse now, cheaply
+            raise Shed("wait_too_long", self.retry_after())
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         q.orgs.setdefault(org, deque()).append(waiter)
         q.waiting += 1
@@ -116,6 +127,7 @@ class Gate:
         if cls != CLASSES[0]:
             self.running_low -= 1
         self._service += 0.1 * (max(0.0, time.monotonic() - started) - self._service)
+        self._released += 1
         self._grant()
 
     def _grant(self) -> None:

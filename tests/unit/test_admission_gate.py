@@ -157,3 +157,22 @@ async def test_high_uses_free_reserved_slots_while_lower_classes_wait() -> None:
     assert await asyncio.wait_for(g.acquire("high", "c"), 0.2) == 0.0  # at once
     low.cancel()
     await asyncio.gather(low, return_exceptions=True)
+
+
+async def test_a_wait_past_the_deadline_is_refused_at_once() -> None:
+    g = gate(2, low=(0.2, 100))
+    g._service = 1.0  # slots are held ~1 s each (as if measured)
+    g._released = 100
+    for _ in range(2):
+        await g.acquire("high", "a")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(Shed) as shed:
+        await g.acquire("low", "b")  # expected wait 0.5 s > its 0.2 s deadline
+    assert shed.value.reason == "wait_too_long" and loop.time() - t0 < 0.01
+    g.classes["high"].deadline = 5.0
+    waiting = asyncio.create_task(g.acquire("high", "c"))  # 0.5 s < 5 s: it queues
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and g.queued("high") == 1
+    g.release("high", loop.time())
+    await asyncio.wait_for(waiting, 1)
