@@ -34,6 +34,7 @@ from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import CircuitBreaker
 from gatehouse.upstream.demo import DemoBackend
 from gatehouse.upstream.router import ModelRoute, Router, Target
+from gatehouse.upstream.slots import BackendSlots
 from gatehouse.upstream.stage import UpstreamStage
 from gatehouse.web import build_web_app
 
@@ -52,6 +53,7 @@ def build_router(settings: Settings, metrics: Metrics,
                  environ: dict[str, str] | None = None) -> tuple[Router, list[Backend]]:
     env = os.environ if environ is None else environ
     backends: dict[str, tuple[Backend, CircuitBreaker, bool]] = {}
+    slots: dict[str, BackendSlots] = {}
     for name, up in settings.upstreams.items():
         key = None
         if up.api_key_env:
@@ -62,13 +64,16 @@ def build_router(settings: Settings, metrics: Metrics,
         breaker = CircuitBreaker(up.breaker_failures, up.breaker_cooldown,
                                  on_change=_breaker_gauge(metrics, name))
         backends[name] = (HTTPBackend(name, up, key), breaker, up.inject_stream_usage)
+        if up.max_concurrency is not None:
+            slots[name] = BackendSlots(up.max_concurrency)
     created = int(time.time())
     routes: dict[str, ModelRoute] = {}
     for model, ms in settings.models.items():
         targets = []
         for ref in ms.backends:
             backend, breaker, inject = backends[ref.upstream]
-            targets.append(Target(backend, breaker, ref.model or model, ref.weight, inject))
+            targets.append(Target(backend, breaker, ref.model or model, ref.weight, inject,
+                                  slots.get(ref.upstream)))
         routes[model] = ModelRoute(model, targets, ms.owned_by, created)
     everything: list[Backend] = [b for b, _, _ in backends.values()]
     if settings.demo.enabled:

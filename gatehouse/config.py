@@ -58,6 +58,9 @@ class UpstreamSettings(_Section):
     first_byte_timeout: float = Field(120.0, gt=0)
     total_timeout: float = Field(600.0, gt=0)
     max_connections: int = Field(512, ge=1)
+    # calls in flight to this backend at once (all its models, per replica); a full backend
+    # is skipped for the next one, and 503 at_capacity when all are full
+    max_concurrency: int | None = Field(None, ge=1)
     # ask streaming backends for usage (stream_options.include_usage) even when the client
     # did not, so every stream is metered; the extra usage chunk is not passed on
     inject_stream_usage: bool = True

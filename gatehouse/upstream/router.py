@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gatehouse.upstream.backend import Backend
 from gatehouse.upstream.breaker import CircuitBreaker
+from gatehouse.upstream.slots import BackendSlots
 
 
 @dataclass(slots=True)
@@ -17,6 +18,7 @@ class Target:
     model: str  # the name the backend knows the model by
     weight: float
     inject_stream_usage: bool = True
+    slots: BackendSlots | None = None  # the upstream's max_concurrency, shared by its models
 
 
 @dataclass(slots=True)

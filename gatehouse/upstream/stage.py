@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from gatehouse.context import Outcome, Reply, RequestContext, Usage
-from gatehouse.errors import GatehouseError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from gatehouse.errors import (AtCapacity, GatehouseError, UpstreamFailed, UpstreamTimeout,
+                              UpstreamUnavailable)
 from gatehouse.pipeline import StreamBroken
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.upstream.backend import (BackendFailure, Broken, TimedOut, UpstreamCall,
@@ -30,6 +31,7 @@ FAILOVER_4XX = frozenset({401, 403, 408, 429})
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
 REPLY_NOTE = "upstream.reply"
+SLOT_NOTE = "upstream.slot"
 
 
 def fails_over(status: int) -> bool:
@@ -70,9 +72,17 @@ class UpstreamStage:
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.body is not None and ctx.model is not None
         failures = _Failures()
+        full = 0
         for target in self.router.order(ctx.model):
             name = target.backend.name
+            slots = target.slots
+            if slots is not None and not slots.take():
+                ctx.attempts.append(f"{name}:at_capacity")
+                full += 1
+                continue
             if not target.breaker.allow():
+                if slots is not None:
+                    slots.give()
                 ctx.attempts.append(f"{name}:circuit_open")
                 continue
             ctx.attempts.append(name)
@@ -83,6 +93,8 @@ class UpstreamStage:
             except BackendFailure as exc:
                 target.breaker.failure()
                 verdict = True
+                if slots is not None:
+                    slots.give()
                 self.metrics.attempts.labels(name, type(exc).__name__).inc()
                 ctx.attempts[-1] = f"{name}:{type(exc).__name__}"
                 failures.add(f"{name}: {exc.detail}", timeout=isinstance(exc, TimedOut))
@@ -90,7 +102,11 @@ class UpstreamStage:
             finally:
                 if not verdict:  # cancelled: the client went away while we waited
                     target.breaker.release()
+                    if slots is not None:
+                        slots.give()
             if fails_over(reply.status):
+                if slots is not None:
+                    slots.give()
                 target.breaker.failure()
                 reply.close()
                 self.metrics.attempts.labels(name, str(reply.status)).inc()
@@ -103,8 +119,14 @@ class UpstreamStage:
             ctx.backend = name
             ctx.first_byte_at = time.perf_counter()
             ctx.notes[REPLY_NOTE] = reply
+            if slots is not None:
+                ctx.notes[SLOT_NOTE] = slots  # held until the answer or stream ends
             self._answer(ctx, target, reply, first, tap, rest)
             return
+        if full and not failures.details:
+            raise AtCapacity(f"Every backend of `{ctx.model}` is at capacity right now; try "
+                             "again in a moment.", retry_after=1.0,
+                             cause=f"{full} backend(s) at max_concurrency")
         raise self._give_up(ctx, failures)
 
     async def _start(self, ctx: RequestContext, target: Target
@@ -213,6 +235,9 @@ class UpstreamStage:
         reply = ctx.notes.pop(REPLY_NOTE, None)
         if reply is not None:
             reply.close()
+        slots = ctx.notes.pop(SLOT_NOTE, None)
+        if slots is not None:
+            slots.give()
 
 
 def _usage_of(body: bytes) -> Usage | None:

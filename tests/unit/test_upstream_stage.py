@@ -220,3 +220,49 @@ async def test_stream_closed_before_it_started_still_releases_the_backend() -> N
     assert reply.stream is not None
     await reply.stream.aclose()  # never iterated: the client left before the first write
     assert a.closed >= 1
+
+
+async def test_a_full_backend_is_skipped_and_all_full_is_at_capacity() -> None:
+    from gatehouse.context import Outcome
+    from gatehouse.errors import AtCapacity
+    from gatehouse.upstream.slots import BackendSlots
+
+    a, b = Scripted("a"), Scripted("b")
+    stage, _ = stage_for(a, b)
+    targets = stage.router.routes["m"].targets
+    targets[0].slots, targets[1].slots = BackendSlots(1), BackendSlots(1)
+    first = ctx()
+    await stage.enter(first)  # takes a's only slot, held until its answer ends
+    assert first.backend == "a" and targets[0].slots.inflight == 1
+    second = ctx()
+    await stage.enter(second)
+    assert second.backend == "b" and second.attempts == ["a:at_capacity", "b"]
+    with pytest.raises(AtCapacity) as full:
+        await stage.enter(ctx())
+    assert full.value.status == 503 and full.value.code == "at_capacity"
+    await stage.exit(first, Outcome("ok", 200))
+    await stage.exit(second, Outcome("ok", 200))
+    assert targets[0].slots.inflight == 0 and targets[1].slots.inflight == 0
+
+
+async def test_backend_slots_come_back_on_failures_and_cancellation() -> None:
+    from gatehouse.upstream.slots import BackendSlots
+
+    a, b = Scripted("a", status=503), Scripted("b", error=ConnectFailed("refused"))
+    stage, _ = stage_for(a, b)
+    targets = stage.router.routes["m"].targets
+    targets[0].slots, targets[1].slots = BackendSlots(1), BackendSlots(1)
+    with pytest.raises(Exception):
+        await stage.enter(ctx())
+    assert targets[0].slots.inflight == 0 and targets[1].slots.inflight == 0
+    hung = Scripted("h", hang=True)
+    stage, _ = stage_for(hung)
+    target = stage.router.routes["m"].targets[0]
+    target.slots = BackendSlots(1)
+    task = asyncio.create_task(stage.enter(ctx()))
+    await asyncio.sleep(0.01)
+    assert target.slots.inflight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert target.slots.inflight == 0
