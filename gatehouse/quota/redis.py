@@ -44,8 +44,8 @@ class RedisLimiter:
             url, max_connections=64, timeout=2.0, socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout, health_check_interval=10)
         self._redis = aioredis.Redis(connection_pool=pool)
+        # one script reserves and settles: a settle with nothing to reserve is the same call
         self._reserve = self._redis.register_script((_HERE / "reserve.lua").read_text())
-        self._settle = self._redis.register_script((_HERE / "settle.lua").read_text())
         self.round_trips = 0
         self._pending: list[Entry] = []
         self._flusher: asyncio.TimerHandle | None = None
@@ -66,15 +66,19 @@ class RedisLimiter:
         riding, self._pending = self._pending[:MAX_RIDING], self._pending[MAX_RIDING:]
         return riding
 
-    async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision:
-        riding = self._take()
+    async def _send(self, rid: str, asks: list[Ask], now: float, ttl: float,
+                    riding: list[Entry]) -> list[int]:
         keys = [PREFIX + ask.key for ask in asks] + [PREFIX + e[0] for e in riding]
         spec = " ".join(f"{a.limit} {a.amount} {int(a.expires * 1000)}" for a in asks)
         args: list[object] = [repr(now), rid, repr(now + ttl), spec]
         if riding:
             args.append(" ".join(f"{e[1]} {e[2]} {e[3]}" for e in riding))
+        return await self._call(self._reserve, keys, args)
+
+    async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision:
+        riding = self._take()
         try:
-            out = await self._call(self._reserve, keys, args)
+            out = await self._send(rid, asks, now, ttl, riding)
         except BaseException:
             self._pending[:0] = riding  # not applied: they go with the next call
             raise
@@ -99,8 +103,7 @@ class RedisLimiter:
         while self._pending:
             batch = self._take()
             try:
-                await self._call(self._settle, [PREFIX + e[0] for e in batch],
-                                 [" ".join(f"{e[1]} {e[2]} {e[3]}" for e in batch)])
+                await self._send("settle", [], 0.0, 0.0, batch)
             except LimiterError as exc:
                 self._pending[:0] = batch
                 log.warning("could not settle %d counters (%s); retrying", len(batch), exc)

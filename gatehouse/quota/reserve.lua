@@ -5,7 +5,8 @@
 -- ARGV: now, rid, until, "limit amount expires_ms limit amount expires_ms ..." (one string,
 -- so the client encodes a handful of arguments, not three per counter), and optionally
 -- "rid actual expires_ms ..." settling earlier requests on the KEYS after the first N
--- (settles ride along with the next reservation, so a request costs one round trip)
+-- (settles ride along with the next reservation, so a request costs one round trip; with
+-- no counters to reserve, the call only settles)
 -- Returns: {allowed (1/0), refused index (1-based, 0 if none), used_1, ..., used_N}
 local now, rid, until_ = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local spec = {}
