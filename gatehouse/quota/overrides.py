@@ -15,7 +15,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gatehouse.identity.principal import Principal
 from gatehouse.quota.policy import LIMITS
 from gatehouse.state.base import State, StateError
 from gatehouse.store.db import Store
@@ -35,9 +34,6 @@ class Overrides:
         self.snapshot: Table = {}
         self._task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
-
-    def for_principal(self, principal: Principal) -> Table:
-        return self.snapshot
 
     async def load(self) -> Table:
         async with self.store.session() as s:

@@ -14,10 +14,10 @@ import contextlib
 import logging
 from pathlib import Path
 
-from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from gatehouse.quota.limiter import Ask, Decision, LimiterError, Settle
+from gatehouse.state.redis import bounded_client
 
 PREFIX = "gatehouse:"
 SETTLE_DELAY = 0.05
@@ -35,15 +35,11 @@ class RedisLimiter:
     name = "redis"
 
     def __init__(self, url: str, *, socket_timeout: float = 2.0) -> None:
-        # a bounded pool that makes callers wait for a free connection (not fail) under bursts.
         # A Redis that is down refuses at once; the timeout is for one that is slow, and it is
         # generous on purpose: a burst on a cold pool opens dozens of connections at once, and
         # on a busy replica the event loop may take a while to complete them. A false
         # "unreachable" sends the replica to its local limiter, which over-admits.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=2.0, socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout, health_check_interval=10)
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = bounded_client(url, socket_timeout)
         # one script reserves and settles: a settle with nothing to reserve is the same call
         self._reserve = self._redis.register_script((_HERE / "reserve.lua").read_text())
         self.round_trips = 0

@@ -59,7 +59,7 @@ class QuotaStage:
         principal: Principal = ctx.principal
         tier = self.settings.tiers.get(principal.tier)
         network = network_of(ctx.client[0] if ctx.client else None, self.quota)
-        found = self.overrides.for_principal(principal) if self.overrides else None
+        found = self.overrides.snapshot if self.overrides else None
         return charges(principal, tier, network, self.quota, est, now, found)
 
     async def enter(self, ctx: RequestContext) -> None:

@@ -25,16 +25,21 @@ async def _wrapped(what: str) -> AsyncIterator[None]:
         raise StateError(f"redis {what} failed: {type(exc).__name__}") from exc
 
 
+def bounded_client(url: str, socket_timeout: float) -> aioredis.Redis:
+    """A client on a bounded pool that makes callers wait for a free connection (rather than
+    fail) under bursts; close it with ``aclose(close_connection_pool=True)``."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=64, timeout=2.0, socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout, health_check_interval=10)
+    return aioredis.Redis(connection_pool=pool)
+
+
 class RedisState:
     name = "redis"
 
     def __init__(self, url: str, *, socket_timeout: float = 1.0) -> None:
         self.url = url
-        # a bounded pool that makes callers wait for a free connection (not fail) under bursts
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=2.0, socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout, health_check_interval=10)
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = bounded_client(url, socket_timeout)
         self._handlers: dict[str, list[Handler]] = {}
         self._listener: asyncio.Task[None] | None = None
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gatehouse.store.db import Store
-from gatehouse.store.tables import Org, Project, UsageDaily
+from gatehouse.store.tables import Project, UsageDaily
 
 log = logging.getLogger("gatehouse.usage")
 FLUSH_SECONDS = 5.0
@@ -113,13 +112,3 @@ class UsageBook:
                          completion_tokens=completion, total_tokens=prompt + completion)
             out.append(entry)
         return out
-
-
-def since_days(days: float, now: float | None = None) -> float:
-    return (now or time.time()) - days * 86400
-
-
-async def org_id_of(store: Store, name: str) -> str | None:
-    async with store.session() as s:
-        org_id: str | None = await s.scalar(select(Org.id).where(Org.name == name))
-        return org_id
