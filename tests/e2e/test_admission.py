@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from tests.e2e.test_identity import cli
-from tests.support.procs import Gateway
+from tests.support.procs import Gateway, open_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -211,27 +211,3 @@ def all_admitted(gw: Gateway, keys: dict[str, str]) -> bool:
     return asyncio.run(burst()) == [200] * LIMIT
 
 
-@dataclass(slots=True)
-class Stream:
-    client: httpx.Client
-    response: httpx.Response
-    chunks: Iterator[bytes]  # held: dropping the iterator would close the connection
-
-    def close(self) -> None:
-        self.response.close()
-        self.client.close()
-
-
-def open_stream(gw: Gateway, key: str) -> Stream:
-    """A streamed chat completion (~5 s long), read up to its first event."""
-    client = httpx.Client(timeout=30)
-    request = client.build_request(
-        "POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-        json={"model": "demo", "messages": HELLO, "stream": True})
-    response = client.send(request, stream=True)
-    assert response.status_code == 200, response.read()
-    first = b""
-    chunks = response.iter_raw()
-    while b"data:" not in first:
-        first += next(chunks)
-    return Stream(client, response, chunks)

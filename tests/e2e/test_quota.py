@@ -27,7 +27,7 @@ import redis
 from gatehouse.quota.policy import estimate
 from gatehouse.quota.windows import Span, span
 from tests.e2e.test_identity import cli, pg_database  # noqa: F401  (a fixture)
-from tests.support.procs import Gateway, free_port, write_toml
+from tests.support.procs import Gateway, free_port, open_stream, write_toml
 from tests.support.services import REDIS_URL
 
 pytestmark = pytest.mark.e2e
@@ -113,37 +113,6 @@ def settle_log(gw: Gateway, count: Callable[[], int], want: int, timeout: float 
         time.sleep(0.05)
         n = count()
     return n
-
-
-@dataclass(slots=True)
-class Stream:
-    client: httpx.Client
-    response: httpx.Response
-    chunks: Iterator[bytes]
-
-    def drain(self) -> None:
-        for _ in self.chunks:
-            pass
-        self.close()
-
-    def close(self) -> None:
-        self.response.close()
-        self.client.close()
-
-
-def open_stream(gw: Gateway, key: str, **body: Any) -> Stream:
-    """Start a streamed chat completion and read up to its first event."""
-    client = httpx.Client(timeout=30)
-    request = client.build_request(
-        "POST", gw.url + "/v1/chat/completions", headers=auth(key),
-        json={"model": "demo", "messages": HELLO, "stream": True, **body})
-    response = client.send(request, stream=True)
-    assert response.status_code == 200, response.read()
-    first = b""
-    chunks = response.iter_raw()
-    while b"data:" not in first:
-        first += next(chunks)
-    return Stream(client, response, chunks)
 
 
 # -- 1. exactness across replicas -------------------------------------------------------------

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +167,37 @@ class Gateway:
 
     def stop(self) -> None:
         stop(self.proc)
+
+
+@dataclass(slots=True)
+class Stream:
+    """A streamed answer read up to its first event and held open."""
+
+    client: httpx.Client
+    response: httpx.Response
+    chunks: Iterator[bytes]  # held: dropping the iterator would close the connection
+
+    def drain(self) -> None:
+        for _ in self.chunks:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        self.response.close()
+        self.client.close()
+
+
+def open_stream(gw: Gateway, key: str, **body: Any) -> Stream:
+    """Start a streamed chat completion of the demo model and read up to its first event."""
+    client = httpx.Client(timeout=30)
+    request = client.build_request(
+        "POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+        json={"model": "demo", "messages": [{"role": "user", "content": "hello"}],
+              "stream": True, **body})
+    response = client.send(request, stream=True)
+    assert response.status_code == 200, response.read()
+    first = b""
+    chunks = response.iter_raw()
+    while b"data:" not in first:
+        first += next(chunks)
+    return Stream(client, response, chunks)
