@@ -269,6 +269,18 @@ class Settings(_Section):
     # relative paths (the SQLite file, the secret file) are taken from here
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
+    def tier_problem(self, tier: str, kind: str) -> str | None:
+        """Why ``tier`` cannot be given where a ``kind`` ("api" or "web") tier is needed —
+        orgs and keys take api tiers, users web tiers — or None when it can."""
+        found = self.tiers.get(tier)
+        if found is None:
+            known = ", ".join(name for name, t in self.tiers.items() if t.kind == kind)
+            return f"no tier named {tier!r}; the {kind} tiers are: {known}"
+        if found.kind != kind:
+            article = "an" if kind == "api" else "a"
+            return f"tier {tier!r} is a {found.kind} tier; this needs {article} {kind} tier"
+        return None
+
     @field_validator("tiers", mode="before")
     @classmethod
     def _over_defaults(cls, value: Any) -> Any:

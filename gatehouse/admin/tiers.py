@@ -11,15 +11,10 @@ from gatehouse.errors import InvalidRequest
 
 
 def check_tier(settings: Settings, tier: str, kind: str) -> str:
-    found = settings.tiers.get(tier)
-    if found is None:
-        known = ", ".join(name for name, t in settings.tiers.items() if t.kind == kind)
-        raise InvalidRequest(f"No tier named {tier!r}; the {kind} tiers are: {known}.",
+    problem = settings.tier_problem(tier, kind)
+    if problem:
+        raise InvalidRequest(f"{problem[0].upper()}{problem[1:]} (see GET /admin/v1/tiers).",
                              param="tier")
-    if found.kind != kind:
-        article = "an" if kind == "api" else "a"
-        raise InvalidRequest(f"Tier {tier!r} is a {found.kind} tier; this needs {article} "
-                             f"{kind} tier (see GET /admin/v1/tiers).", param="tier")
     return tier
 
 

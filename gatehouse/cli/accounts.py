@@ -73,14 +73,8 @@ def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]]) -> T:
 
 
 def _tier(settings: Settings, tier: str | None, kind: str) -> str | None:
-    if tier is None:
-        return None
-    found = settings.tiers.get(tier)
-    if found is None:
-        raise AccountError("invalid", f"no tier named {tier!r} (see `gatehouse tiers list`)")
-    if found.kind != kind:
-        raise AccountError("invalid", f"tier {tier!r} is a {found.kind} tier; this needs a "
-                                      f"{kind} tier")
+    if tier is not None and (problem := settings.tier_problem(tier, kind)):
+        raise AccountError("invalid", f"{problem} (see `gatehouse tiers list`)")
     return tier
 
 
