@@ -21,6 +21,11 @@ class State(Protocol):
 
     async def put(self, key: str, value: bytes, ttl: float) -> None: ...
 
+    async def put_new(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store ``value`` only if ``key`` holds nothing live; True when it was stored. Atomic
+        across replicas, so a one-time token (a challenge nonce) is claimed exactly once."""
+        ...
+
     async def delete(self, *keys: str) -> int:
         """Remove keys (values or sets); returns how many existed."""
         ...

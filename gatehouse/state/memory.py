@@ -41,6 +41,12 @@ class MemoryState:
         self._sweep()
         self._values[key] = (value, self._clock() + ttl)
 
+    async def put_new(self, key: str, value: bytes, ttl: float) -> bool:
+        if await self.get(key) is not None:
+            return False
+        await self.put(key, value, ttl)
+        return True
+
     async def delete(self, *keys: str) -> int:
         now = self._clock()
         removed = 0

@@ -52,6 +52,12 @@ class RedisState:
         async with _wrapped("set"):
             await self._redis.set(PREFIX + key, value, px=max(1, int(ttl * 1000)))
 
+    async def put_new(self, key: str, value: bytes, ttl: float) -> bool:
+        async with _wrapped("set nx"):
+            done = await self._redis.set(PREFIX + key, value, px=max(1, int(ttl * 1000)),
+                                         nx=True)
+        return bool(done)
+
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0

@@ -38,6 +38,17 @@ async def test_values_expire(state: State) -> None:
     assert await state.get(key) is None
 
 
+async def test_put_new_claims_a_key_once(state: State) -> None:
+    key = fresh()
+    claims = await asyncio.gather(*(state.put_new(key, b"x", ttl=0.3) for _ in range(8)))
+    assert sorted(claims) == [False] * 7 + [True]
+    assert await state.get(key) == b"x"
+    await asyncio.sleep(0.45)  # once it has expired it may be claimed again
+    assert await state.put_new(key, b"y", ttl=30)
+    assert await state.get(key) == b"y"
+    await state.delete(key)
+
+
 async def test_sets(state: State) -> None:
     key = fresh()
     assert await state.set_members(key) == set()
