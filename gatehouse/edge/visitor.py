@@ -1,0 +1,47 @@
+"""What the edge knows about one request, and the interface of the human check.
+
+The challenge engineer's code implements :class:`Challenger`; the edge only calls it when the
+winning rule says ``challenge`` and the request is on the web path (``api_client`` False)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from gatehouse.context import Reply
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# what the abuse detector counts besides plain requests (see gatehouse/edge/detector.py)
+OffenseKind = Literal["unauthorized", "challenge_failed"]
+
+
+@dataclass(slots=True)
+class Visitor:
+    ip: IPAddress
+    network: str            # grouped, e.g. "203.0.113.0/24"
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    api_client: bool         # Authorization: Bearer present, or an API path — never challenged
+    wants_html: bool
+
+
+class Challenger(Protocol):
+    """The proof-of-work human check (gatehouse/edge/challenge*.py)."""
+
+    def cleared(self, visitor: Visitor) -> bool:
+        """True when the visitor carries a valid clearance (HMAC check only, no I/O)."""
+        ...
+
+    async def challenge(self, visitor: Visitor, difficulty: int, ray_id: str) -> Reply:
+        """The challenge page (or its fetch/XHR twin) for a visitor without clearance."""
+        ...
+
+
+class OffenseSink(Protocol):
+    """Where the challenge code reports failures: ``Edge.offense(visitor, "challenge_failed")``.
+    Sync and cheap: it counts in memory and schedules any ban in the background."""
+
+    def offense(self, visitor: Visitor, kind: OffenseKind) -> None: ...
