@@ -40,6 +40,15 @@ def test_minted_keys_are_long_random_and_checkable() -> None:
         KeyMaterial(b"short")
 
 
+def test_derived_keys_differ_by_purpose_and_secret() -> None:
+    km = KeyMaterial(SECRET)
+    assert km.derive("edge clearance") == KeyMaterial(SECRET).derive("edge clearance")
+    assert km.derive("edge clearance") != km.derive("edge challenge")
+    assert km.derive("edge clearance") != \
+        KeyMaterial(b"another-server-secret-0123456789abcdef").derive("edge clearance")
+    assert len(km.derive("x")) == 32 and SECRET not in km.derive("x")
+
+
 def test_server_secret_file_is_made_once_and_private(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "gatehouse.secret"
     first = load_server_secret(None, str(path))
