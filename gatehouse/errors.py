@@ -13,6 +13,8 @@ The tree (status · type · code)::
     ├── WrongCredentials        401 · invalid_request_error · invalid_credentials  (sign-in form)
     ├── PermissionDenied        403 · permission_error · insufficient_permissions
     │                                                  | service_tier_not_allowed | csrf_failed
+    ├── ChallengeRequired       403 · access_denied · challenge_required (gatehouse-mitigated: challenge)
+    │   └── CookiesRequired     403 · access_denied · cookies_required   (check passed, cookie refused)
     ├── RateLimited             429 · requests | tokens · rate_limit_exceeded
     ├── QuotaExceeded           429 · insufficient_quota · insufficient_quota  (x-should-retry: false)
     ├── RouteNotFound           404 · invalid_request_error · unknown_url
@@ -135,6 +137,38 @@ class PermissionDenied(GatehouseError):
     code = "insufficient_permissions"
     title = "Not allowed"
     advice = "Your key or account is valid but may not do this. Use a key with the right scope, or ask your administrator."
+
+
+class ChallengeRequired(GatehouseError):
+    """The edge's human check: the web path asks a browser to solve a proof of work first.
+    Browsers get the check itself; this error is what programs and failed checks see."""
+
+    status = 403
+    type = "access_denied"
+    code = "challenge_required"
+    title = "Checking your browser"
+    advice = ("Open this address in a web browser with JavaScript and cookies allowed: it "
+              "passes a short automatic check once and then keeps going. Programs should use "
+              "an API key, which is never checked this way. If this keeps happening, contact "
+              "support with the Ray ID.")
+
+    def __init__(self, message: str, *, ray_id: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.ray_id = ray_id
+        # lets scripts tell a challenge from an error (Cloudflare's cf-mitigated does the same)
+        self.headers.update({"gatehouse-mitigated": "challenge", "gatehouse-ray": ray_id})
+
+    def body(self, request_id: str | None) -> bytes:
+        payload = orjson.loads(super().body(request_id))
+        payload["ray_id"] = self.ray_id
+        return orjson.dumps(payload)
+
+
+class CookiesRequired(ChallengeRequired):
+    code = "cookies_required"
+    title = "Cookies are blocked for this site"
+    advice = ("Allow cookies for this site (the check keeps its result in one cookie), then try "
+              "again. If you cannot, contact support with the Ray ID.")
 
 
 class RateLimited(GatehouseError):
@@ -263,7 +297,8 @@ class InternalError(GatehouseError):
 
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     InvalidRequest, InvalidClientRequestId, RequestTooLarge, MissingApiKey, InvalidApiKey,
-    SessionExpired, WrongCredentials, PermissionDenied, RateLimited, QuotaExceeded,
+    SessionExpired, WrongCredentials, PermissionDenied, ChallengeRequired, CookiesRequired,
+    RateLimited, QuotaExceeded,
     QuotaUnavailable, AtCapacity, IdentityUnavailable, RouteNotFound,
     MethodNotAllowed, ModelNotFound, NotFound, Conflict, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
