@@ -274,9 +274,9 @@ async def offer(gw: Gw, rate: float, duration: float, warmup: float, grace: floa
     rng = random.Random(seed)
     n = int(rate * (warmup + duration))
     warm_n = int(rate * warmup)
-    pattern = [t for t in TIERS for _ in range(round(MIX[t] * 10))]
+    pattern = [t for t in TIERS for _ in range(round(MIX[t] * 20))]
     tiers: list[str] = []
-    while len(tiers) < n:  # exact shares in every block of 10, order shuffled
+    while len(tiers) < n:  # exact shares in every block of 20, order shuffled
         block = pattern[:]
         rng.shuffle(block)
         tiers += block
@@ -431,7 +431,9 @@ def render(rows: list[Row], meta: dict[str, Any]) -> None:
 def verdict(rows: list[Row], cells: list[Cell]) -> None:
     at = {(r.mode, r.tier): r for r in rows if r.mult == max(r.mult for r in rows)}
     top = max(r.mult for r in rows)
-    print(f"\nTargets at {top:g}× capacity, admission on:")
+    print(f"\nTargets at {top:g}× capacity, admission on (mix "
+          + " / ".join(f"{MIX[t] * 100:.0f} % {t}" for t in TIERS)
+          + f"; the priority tier alone offers {top * MIX['priority']:g}× capacity):")
 
     def check(what: str, value: str, ok: bool) -> None:
         print(f"  {what:<48} {value:>22}  {'PASS' if ok else 'MISS'}")
@@ -474,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slots", type=int, default=20)
     ap.add_argument("--service-ms", type=float, default=200.0)
     ap.add_argument("--mults", type=float, nargs="+", default=[1, 2, 5, 10])
+    ap.add_argument("--mix", type=int, nargs=3, default=[10, 30, 60],
+                    metavar=("PRIORITY", "STANDARD", "FLEX"),
+                    help="per cent of requests per tier, multiples of 5 (default 10 30 60)")
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--serve-model", nargs=3, metavar=("PORT", "SLOTS", "SERVICE_MS"),
@@ -483,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         serve_model(int(args.serve_model[0]), int(args.serve_model[1]),
                     float(args.serve_model[2]))
         return 0
+    if sum(args.mix) != 100 or any(p % 5 for p in args.mix):
+        ap.error("--mix: three multiples of 5 that add up to 100")
+    MIX.update(zip(TIERS, (p / 100 for p in args.mix)))
     repeats = args.repeats or (1 if args.quick else 3)
     duration = args.duration or (4.0 if args.quick else 6.0)
     capacity = args.slots / (args.service_ms / 1000)

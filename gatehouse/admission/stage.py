@@ -72,7 +72,7 @@ class AdmissionStage:
             self._depth(model, gate, cls)
         self.metrics.admission.labels(model, cls, "admitted").inc()
         self.metrics.queue_wait.labels(model, cls).observe(waited)
-        ctx.notes[NOTE] = (gate, gradient, cls, time.monotonic(), time.perf_counter())
+        ctx.notes[NOTE] = (gate, gradient, cls, gate.now(), time.perf_counter())
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         held = ctx.notes.pop(NOTE, None)
