@@ -58,6 +58,9 @@ class Metrics:
                                        ["model"], registry=r, multiprocess_mode="livesum")
         self.store_queries = Counter("gatehouse_store_queries",
                                      "SQL statements sent to the store.", registry=r)
+        self.challenges = Counter("gatehouse_edge_challenges",
+                                  "Human checks by rule: issued (page or json), solved, failed "
+                                  "(by reason).", ["rule", "result", "reason"], registry=r)
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):
