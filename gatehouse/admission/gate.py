@@ -45,7 +45,7 @@ class Rate:
     """Events per second: the higher of two exponential averages, over ``RATE_WINDOW`` and
     over a tenth of it — steady from the long one, yet a sudden surge shows within moments."""
 
-    __slots__ = ("_slow", "_fast", "_at")
+    __slots__ = ("_at", "_fast", "_slow")
 
     def __init__(self) -> None:
         self._slow = self._fast = 0.0  # decayed event counts

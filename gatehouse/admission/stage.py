@@ -8,6 +8,8 @@ upstream contact and without holding a queue place. Capacity is per replica
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from gatehouse.admission.adaptive import GradientLimit
 from gatehouse.admission.gate import Gate, Shed
@@ -17,6 +19,14 @@ from gatehouse.errors import AtCapacity
 from gatehouse.telemetry.metrics import Metrics
 
 NOTE = "admission"
+
+
+@dataclass(slots=True)
+class _Series:
+    depth: Any
+    wait: Any
+    admitted: Any
+    shed: dict[str, Any]
 
 
 def gates_from(settings: Settings) -> dict[str, tuple[Gate, GradientLimit | None]]:
@@ -44,9 +54,20 @@ class AdmissionStage:
         self.settings = settings
         self.gates = gates_from(settings) if settings.admission.enabled else {}
         self.metrics = metrics
+        self._series: dict[tuple[str, str], _Series] = {}
 
-    def _depth(self, model: str, gate: Gate, cls: str) -> None:
-        self.metrics.queue_depth.labels(model, cls).set(gate.queued(cls))
+    def series(self, model: str, cls: str) -> _Series:
+        """The metric children of one model × class, looked up once (labels() is a dict
+        lookup under a lock — not free on every request)."""
+        found = self._series.get((model, cls))
+        if found is None:
+            m = self.metrics
+            found = self._series[(model, cls)] = _Series(
+                m.queue_depth.labels(model, cls), m.queue_wait.labels(model, cls),
+                m.admission.labels(model, cls, "admitted"),
+                {r: m.admission.labels(model, cls, r)
+                 for r in ("queue_full", "wait_too_long", "deadline")})
+        return found
 
     def priority(self, ctx: RequestContext) -> str:
         tier = self.settings.tiers.get(ctx.principal.tier) if ctx.principal else None
@@ -60,18 +81,19 @@ class AdmissionStage:
         cls = self.priority(ctx)
         org = (ctx.principal.org_id or ctx.principal.user_id or "") if ctx.principal else ""
         model = ctx.model or ""
-        self._depth(model, gate, cls)
+        series = self.series(model, cls)
+        series.depth.set(gate.queued(cls))
         try:
             waited = await gate.acquire(cls, org)
         except Shed as shed:
-            self.metrics.admission.labels(model, cls, shed.reason).inc()
+            series.shed[shed.reason].inc()
             raise AtCapacity(
                 f"{model} is at capacity right now; try again in {round(shed.retry_after)} s.",
                 retry_after=shed.retry_after, cause=f"shed: {shed.reason} ({cls})") from None
         finally:  # admitted, shed or cancelled while waiting: the gauge follows
-            self._depth(model, gate, cls)
-        self.metrics.admission.labels(model, cls, "admitted").inc()
-        self.metrics.queue_wait.labels(model, cls).observe(waited)
+            series.depth.set(gate.queued(cls))
+        series.admitted.inc()
+        series.wait.observe(waited)
         ctx.notes[NOTE] = (gate, gradient, cls, gate.now(), time.perf_counter())
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
@@ -80,7 +102,7 @@ class AdmissionStage:
             return
         gate, gradient, cls, started, admitted = held
         gate.release(cls, started)
-        if gradient is not None and ctx.first_byte_at is not None and outcome.status < 500:
-            if gradient.sample(ctx.first_byte_at - admitted):
-                gate.resize(gradient.limit, self.settings.admission.reserved_share)
-                self.metrics.concurrency_limit.labels(ctx.model or "").set(gradient.limit)
+        if (gradient is not None and ctx.first_byte_at is not None and outcome.status < 500
+                and gradient.sample(ctx.first_byte_at - admitted)):
+            gate.resize(gradient.limit, self.settings.admission.reserved_share)
+            self.metrics.concurrency_limit.labels(ctx.model or "").set(gradient.limit)
