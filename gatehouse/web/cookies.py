@@ -32,10 +32,10 @@ def clear_cookie(response: Response, name: str, *, path: str, secure: bool) -> N
     set_cookie(response, name, "", path=path, max_age=0, secure=secure)
 
 
-def safe_next(value: str | None) -> str:
-    """A path on this site, or the account page: never another host (``//host``, ``/\\host``,
+def safe_next(value: str | None, default: str = DEFAULT_NEXT) -> str:
+    """A path on this site, or ``default``: never another host (``//host``, ``/\\host``,
     ``https://…``) and nothing a header could be split with."""
     if (not value or len(value) > 512 or not value.startswith("/") or value.startswith("//")
             or "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7f for c in value)):
-        return DEFAULT_NEXT
+        return default
     return value

@@ -182,6 +182,12 @@ async def _bug(request: Request, exc: Exception) -> Response:
     return problem(request, InternalError("The page failed because of a bug on our side."))
 
 
+# how the web path's Starlette apps answer what their routes raise: as pages (or JSON)
+ERROR_HANDLERS = {HTTPException: _http_error, GatehouseError: _gatehouse_error,
+                  StateError: _unavailable, SQLAlchemyError: _unavailable,
+                  OSError: _unavailable, Exception: _bug}
+
+
 def build_web_app(identity: IdentityService) -> Starlette:
     pages = WebPages(identity)
     return Starlette(
@@ -191,7 +197,5 @@ def build_web_app(identity: IdentityService) -> Starlette:
                 Route("/logout", pages.logout, methods=["POST"]),
                 Route("/logout", pages.logout_get, methods=["GET"])],
         middleware=[Middleware(PageHeaders)],
-        exception_handlers={HTTPException: _http_error, GatehouseError: _gatehouse_error,
-                            StateError: _unavailable, SQLAlchemyError: _unavailable,
-                            OSError: _unavailable, Exception: _bug},
+        exception_handlers=ERROR_HANDLERS,
     )

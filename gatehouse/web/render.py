@@ -54,10 +54,14 @@ def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
+def page(template: str, **context: Any) -> str:
+    """A page in the common look, for code that answers without a Starlette request."""
+    return str(_env.get_template(template).render(style=Markup(STYLE), **context))
+
+
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    page = _env.get_template(template).render(style=Markup(STYLE),
-                                              request_id=request_id(request), **context)
-    return HTMLResponse(page, status, headers=PAGE_HEADERS)
+    return HTMLResponse(page(template, request_id=request_id(request), **context), status,
+                        headers=PAGE_HEADERS)
 
 
 def problem(request: Request, error: GatehouseError, *, advice: str | None = None,
