@@ -14,6 +14,14 @@ from typing import Any
 from gatehouse.admin import build_admin_app
 from gatehouse.admission.stage import AdmissionStage
 from gatehouse.config import ConfigError, Settings, load_settings
+from gatehouse.edge.bans import Bans
+from gatehouse.edge.detector import Detector
+from gatehouse.edge.geo import Geo
+from gatehouse.edge.guard import EdgeGuard
+from gatehouse.edge.rays import RayLog
+from gatehouse.edge.rulebook import RuleBook
+from gatehouse.edge.screen import Edge
+from gatehouse.edge.stage import EdgeStage
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
 from gatehouse.quota.limiter import Limiter
@@ -26,6 +34,7 @@ from gatehouse.pipeline import Pipeline, Stage
 from gatehouse.probes import Probes
 from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
+from gatehouse.store.edge import EdgeRecords
 from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import AccessLog
@@ -87,6 +96,30 @@ def build_router(settings: Settings, metrics: Metrics,
     return Router(routes), everything
 
 
+def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics) -> Edge:
+    es = settings.edge
+    records = EdgeRecords(identity.store)
+    geo = None
+    if es.geo_database or es.asn_database:
+        paths = [str(settings.base_dir / p) if p else None
+                 for p in (es.geo_database, es.asn_database)]
+        try:
+            geo = Geo(paths[0], paths[1])
+        except (OSError, ValueError) as exc:
+            raise ConfigError(settings.source, "edge.geo_database",
+                              f"cannot open the database: {exc}") from None
+    try:
+        rules = RuleBook(es, settings.base_dir, records, on_compile=metrics.edge_rules.set)
+    except ConfigError as exc:
+        raise ConfigError(settings.source, exc.key, exc.reason) from None
+    bans = Bans(identity.state, es.detector)
+    return Edge(es, rules, bans, Detector(es.detector, bans, metrics),
+                RayLog(records, size=es.rays_buffer, keep_days=es.rays_keep_days,
+                       on_drop=metrics.edge_rays_dropped.inc),
+                # the human check is not wired in yet: challenge rules deny meanwhile
+                metrics, challenger=None, geo=geo)
+
+
 def open_limiter(url: str) -> Limiter:
     if url.startswith("memory://"):
         return MemoryLimiter()
@@ -104,9 +137,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     identity.store.on_query = metrics.store_queries.inc
 
     telemetry = TelemetryStage(metrics, AccessLog(settings.telemetry.access_log))
+    edge = build_edge(settings, identity, metrics)
+    screen = EdgeStage(edge)
     who = IdentityStage(identity.verifier, identity.sessions, identity.accounts,
                         settings.identity, metrics)
-    api_stages: list[Stage] = [telemetry, who]  # edge joins before identity
+    api_stages: list[Stage] = [telemetry, screen, who]
     book = UsageBook(identity.store)
     overrides = Overrides(identity.store)
     quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock,
@@ -135,17 +170,18 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
     }
-    web = build_web_app(identity)
+    guarded_web = EdgeGuard(build_web_app(identity), edge)
     return Gateway(
         settings=settings, routes=routes,
         prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
                                             "models")},
-        fallback=Pipeline([telemetry]), metrics=metrics, probes=probes,
-        on_startup=[identity.start, start_quota],
+        # unknown paths (404) and wrong methods pass the edge too
+        fallback=Pipeline([telemetry, screen]), metrics=metrics, probes=probes,
+        on_startup=[identity.start, edge.start, start_quota],
         on_shutdown=[*(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
-                     identity.aclose],
-        mounts={"/login": web, "/logout": web, "/account": web,
-                "/admin/": build_admin_app(identity)},
+                     edge.aclose, identity.aclose],
+        mounts={"/login": guarded_web, "/logout": guarded_web, "/account": guarded_web,
+                "/admin/": EdgeGuard(build_admin_app(identity, edge), edge)},
     )
 
 

@@ -254,6 +254,72 @@ class AdmissionSettings(_Section):
         return value
 
 
+class EdgeRuleSettings(_Section):
+    """One firewall rule: an action and one or more conditions (all must hold)."""
+
+    action: str = Field(pattern="^(allow|deny|challenge)$")
+    name: str | None = Field(None, max_length=64)  # for metrics, logs and Ray IDs
+    cidr: str | list[str] | None = None
+    # a file of CIDRs, one a line (# comments); "list" in TOML (a builtin's name in Python)
+    list_file: str | None = Field(None, alias="list")
+    user_agent: str | None = None    # regex, searched in User-Agent
+    path: str | None = None          # regex, searched in the path
+    country: str | list[str] | None = None   # ISO codes; needs [edge] geo_database
+    asn: int | list[int] | None = None       # needs [edge] asn_database (or geo_database)
+    difficulty: int | None = Field(None, ge=1, le=32)  # challenge only: leading zero bits
+
+    @model_validator(mode="after")
+    def _usable(self) -> EdgeRuleSettings:
+        from gatehouse.edge.rules import parse_rule  # stdlib only: no import cycle
+
+        parse_rule(self.model_dump(exclude_none=True, by_alias=True), "check")
+        return self
+
+
+class DetectorSettings(_Section):
+    """Automatic timed bans. Counting is per replica (see docs/edge.md)."""
+
+    enabled: bool = True
+    window_seconds: float = Field(10.0, gt=0, le=3600)
+    max_requests_per_address: int = Field(1000, ge=1)
+    max_requests_per_network: int = Field(5000, ge=1)
+    max_unauthorized: int = Field(50, ge=1)       # 401 answers to one address
+    max_challenge_failures: int = Field(20, ge=1)
+    ban_seconds: float = Field(60.0, gt=0)
+    max_ban_seconds: float = Field(86400.0, gt=0)
+    # a subject banned again within this long gets twice the previous ban
+    repeat_memory_seconds: float = Field(86400.0, gt=0)
+
+
+class EdgeSettings(_Section):
+    # proxies whose X-Forwarded-For / Forwarded is believed (CIDRs); nobody else's is
+    trusted_proxies: list[str] = Field(default_factory=list)
+    forwarded_header: str = Field("x-forwarded-for", pattern="^(x-forwarded-for|forwarded)$")
+    network_prefix_v4: int = Field(24, ge=8, le=32)
+    network_prefix_v6: int = Field(64, ge=16, le=128)
+    geo_database: str | None = None   # MaxMind-format .mmdb with country (GeoLite2-Country)
+    asn_database: str | None = None   # MaxMind-format .mmdb with ASNs (GeoLite2-ASN)
+    lists_check_seconds: float = Field(2.0, gt=0)   # how often list files' mtimes are looked at
+    rules_reload_seconds: float = Field(30.0, gt=0)  # store rules, besides the broadcast
+    challenge_difficulty: int = Field(16, ge=1, le=32)
+    rays_keep_days: float = Field(30.0, gt=0)
+    rays_buffer: int = Field(10_000, ge=100)
+    detector: DetectorSettings = DetectorSettings()
+    rules: list[EdgeRuleSettings] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or CIDR") from None
+        return value
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
@@ -261,6 +327,7 @@ class Settings(_Section):
     tiers: dict[str, TierSettings] = Field(default_factory=default_tiers)
     quota: QuotaSettings = QuotaSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    edge: EdgeSettings = EdgeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     demo: DemoSettings = DemoSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)

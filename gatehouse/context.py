@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class RequestContext:
     headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
     client: tuple[str, int] | None
     receive: Any = None
+    # the client's address as the edge resolved it (behind trusted proxies: the forwarded one);
+    # quota, telemetry and the access log use this, never ``client``
+    client_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     client_request_id: str | None = None
     started: float = field(default_factory=time.perf_counter)
     started_wall: float = field(default_factory=time.time)

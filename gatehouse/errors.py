@@ -13,6 +13,7 @@ The tree (status · type · code)::
     ├── WrongCredentials        401 · invalid_request_error · invalid_credentials  (sign-in form)
     ├── PermissionDenied        403 · permission_error · insufficient_permissions
     │                                                  | service_tier_not_allowed | csrf_failed
+    ├── AccessDenied            403 · access_denied · 1020  (the edge: a rule or a ban; Ray ID)
     ├── ChallengeRequired       403 · access_denied · challenge_required (gatehouse-mitigated: challenge)
     │   └── CookiesRequired     403 · access_denied · cookies_required   (check passed, cookie refused)
     ├── RateLimited             429 · requests | tokens · rate_limit_exceeded
@@ -50,6 +51,7 @@ class GatehouseError(Exception):
     type: ClassVar[str] = "server_error"
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Something went wrong"
+    template: ClassVar[str] = "error.html"  # the browser page
     advice: ClassVar[str] = "Try again in a moment. If it keeps happening, contact support with the request ID."
 
     def __init__(self, message: str, *, param: str | None = None, cause: str | None = None,
@@ -66,10 +68,15 @@ class GatehouseError(Exception):
 
     def body(self, request_id: str | None) -> bytes:
         payload: dict[str, Any] = {"error": {"message": self.message, "type": self.type,
-                                             "param": self.param, "code": self.code}}
+                                             "param": self.param, "code": self.code},
+                                   **self.details()}
         if request_id:
             payload["request_id"] = request_id
         return orjson.dumps(payload)
+
+    def details(self) -> dict[str, Any]:
+        """Fields beside ``error`` in the JSON body (and on the page), e.g. ``ray_id``."""
+        return {}
 
     def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
@@ -169,6 +176,32 @@ class CookiesRequired(ChallengeRequired):
     title = "Cookies are blocked for this site"
     advice = ("Allow cookies for this site (the check keeps its result in one cookie), then try "
               "again. If you cannot, contact support with the Ray ID.")
+
+
+class AccessDenied(GatehouseError):
+    """The edge refused the request (a firewall rule or a ban). Carries a Ray ID — in the
+    ``gatehouse-ray`` header, the body's ``ray_id`` and the page — that support can look up;
+    the rule and reason stay in the private ``cause``."""
+
+    status = 403
+    type = "access_denied"
+    code = "1020"
+    title = "Access denied"
+    template = "denied.html"
+    advice = ("This may not be your fault: shared networks, VPNs and proxies sometimes carry "
+              "traffic that was blocked. Try from another network (for example, switch off the "
+              "VPN or use mobile data). If it keeps happening, contact support and quote the "
+              "Ray ID below.")
+
+    def __init__(self, message: str, *, ray_id: str, client_ip: str | None = None,
+                 **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.ray_id = ray_id
+        self.client_ip = client_ip  # shown on the page: support needs it, the visitor may not
+        self.headers["gatehouse-ray"] = ray_id
+
+    def details(self) -> dict[str, Any]:
+        return {"ray_id": self.ray_id}
 
 
 class RateLimited(GatehouseError):
@@ -297,7 +330,8 @@ class InternalError(GatehouseError):
 
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     InvalidRequest, InvalidClientRequestId, RequestTooLarge, MissingApiKey, InvalidApiKey,
-    SessionExpired, WrongCredentials, PermissionDenied, ChallengeRequired, CookiesRequired,
+    SessionExpired, WrongCredentials, PermissionDenied, AccessDenied, ChallengeRequired,
+    CookiesRequired,
     RateLimited, QuotaExceeded,
     QuotaUnavailable, AtCapacity, IdentityUnavailable, RouteNotFound,
     MethodNotAllowed, ModelNotFound, NotFound, Conflict, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
@@ -316,7 +350,7 @@ def render_html(error: GatehouseError, request_id: str | None) -> bytes:
 
         _templates = Environment(loader=PackageLoader("gatehouse", "templates"),
                                  autoescape=select_autoescape(["html"]))
-    page = _templates.get_template("error.html").render(
+    page = _templates.get_template(error.template).render(
         error=error, request_id=request_id,
         retry_after=error.response_headers().get("retry-after"))
     return str(page).encode("utf-8")

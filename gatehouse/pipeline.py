@@ -40,6 +40,15 @@ class StreamBroken(Exception):
         self.error = error
 
 
+class Answered(Exception):
+    """Raised by a stage that answers the request itself with a ready reply (the edge's
+    challenge page): the later stages are skipped and the exits run as for any answer."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
 class Pipeline:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = tuple(stages)
@@ -56,6 +65,11 @@ class Pipeline:
                 raise refuse
         except GatehouseError as exc:
             return await self._fail(ctx, entered, exc)
+        except Answered as done:
+            ctx.reply = done.reply
+            await self._exits(ctx, entered, Outcome("ok" if done.reply.status < 400 else "error",
+                                                    done.reply.status))
+            return done.reply
         except asyncio.CancelledError:
             await self._exits(ctx, entered, Outcome("client_disconnected", 499))
             raise
@@ -104,14 +118,19 @@ class Pipeline:
             raise cancelled
 
 def error_reply(ctx: RequestContext, exc: GatehouseError) -> Reply:
+    return answer(exc, ctx.request_id, ctx.wants_html)
+
+
+def answer(exc: GatehouseError, request_id: str | None, html: bool) -> Reply:
+    """The error as a browser page or as OpenAI's JSON body."""
     from gatehouse.errors import render_html
 
     headers = exc.response_headers()
-    if ctx.wants_html:
+    if html:
         headers["content-type"] = "text/html; charset=utf-8"
-        return Reply(exc.status, headers, render_html(exc, ctx.request_id))
+        return Reply(exc.status, headers, render_html(exc, request_id))
     headers["content-type"] = "application/json"
-    return Reply(exc.status, headers, exc.body(ctx.request_id))
+    return Reply(exc.status, headers, exc.body(request_id))
 
 
 class GuardedStream:

@@ -7,11 +7,12 @@ document are public (they describe the API and hold no data)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Security
 
 from gatehouse.admin import errors
+from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
 from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.keys import keys_router
@@ -22,13 +23,17 @@ from gatehouse.admin.tiers import check_tier, tiers_router
 from gatehouse.admin.users import users_router
 from gatehouse.identity.service import IdentityService
 
+if TYPE_CHECKING:
+    from gatehouse.edge.screen import Edge
+
 PREFIX = "/admin/v1"
 DOCS = f"{PREFIX}/docs"
 OPENAPI = f"{PREFIX}/openapi.json"
 MAX_BODY_BYTES = 64 * 1024
 
 DESCRIPTION = """\
-Manage orgs, projects, API keys, users and tiers of a gatehouse gateway.
+Manage orgs, projects, API keys, users, tiers, firewall rules, bans and Ray IDs of a
+gatehouse gateway.
 
 Every endpoint needs `Authorization: Bearer <admin key>` (make the first one with
 `gatehouse keys create --admin`). Errors use OpenAI's shape,
@@ -94,7 +99,7 @@ class AdminApp(FastAPI):
         return schema
 
 
-def build_admin_app(identity: IdentityService) -> FastAPI:
+def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> FastAPI:
     app = AdminApp(title="gatehouse admin API", description=DESCRIPTION, version="1",
                   docs_url=DOCS, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
                   swagger_ui_oauth2_redirect_url=None, max_body_size=MAX_BODY_BYTES,
@@ -106,6 +111,8 @@ def build_admin_app(identity: IdentityService) -> FastAPI:
     api.include_router(quota_router(identity))
     api.include_router(users_router(identity))
     api.include_router(tiers_router(identity.settings))
+    api.include_router(edge_router(identity, edge.bans if edge else None,
+                                   edge.rays if edge else None))
     app.include_router(api)
     errors.install(app)
     app.add_middleware(AdminAuth, identity=identity, public=frozenset({DOCS, OPENAPI}))

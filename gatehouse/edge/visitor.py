@@ -35,8 +35,10 @@ class Challenger(Protocol):
         """True when the visitor carries a valid clearance (HMAC check only, no I/O)."""
         ...
 
-    async def challenge(self, visitor: Visitor, difficulty: int, ray_id: str) -> Reply:
-        """The challenge page (or its fetch/XHR twin) for a visitor without clearance."""
+    async def challenge(self, visitor: Visitor, difficulty: int, ray_id: str, *,
+                        rule: str = "") -> Reply:
+        """The challenge page (or its fetch/XHR twin) for a visitor without clearance;
+        ``rule`` names the rule that asked for it (for metrics)."""
         ...
 
 

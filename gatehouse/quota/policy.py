@@ -6,7 +6,6 @@ network_limits``. Each limit is one counter in its current window."""
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -91,17 +90,6 @@ def _measure(value: Any, chars: int, parts: int) -> tuple[int, int]:
     elif isinstance(value, dict):
         return _measure(value.get("text"), chars, parts)
     return chars, parts
-
-
-def network_of(address: str | None, settings: QuotaSettings) -> str | None:
-    if not address:
-        return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    prefix = settings.network_prefix_v4 if ip.version == 4 else settings.network_prefix_v6
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 def amount_for(unit: str, est: Estimate) -> int:

@@ -22,7 +22,8 @@ from gatehouse.errors import GatehouseError, QuotaExceeded, QuotaUnavailable, Ra
 from gatehouse.identity.principal import Principal
 from gatehouse.quota.limiter import Decision, Limiter, LimiterError, Settle
 from gatehouse.quota.memory import MemoryLimiter
-from gatehouse.quota.policy import Charge, Estimate, charges, estimate, network_of
+from gatehouse.edge.client import network_of
+from gatehouse.quota.policy import Charge, Estimate, charges, estimate
 from gatehouse.quota.overrides import Overrides
 from gatehouse.quota.windows import format_reset
 from gatehouse.store.usage import UsageBook
@@ -61,7 +62,8 @@ class QuotaStage:
     def plan(self, ctx: RequestContext, est: Estimate, now: float) -> list[Charge]:
         principal: Principal = ctx.principal
         tier = self.settings.tiers.get(principal.tier)
-        network = network_of(ctx.client[0] if ctx.client else None, self.quota)
+        ip, q = ctx.client_ip, self.quota  # the edge's resolved address (trusted proxies)
+        network = network_of(ip, q.network_prefix_v4, q.network_prefix_v6) if ip else None
         found = self.overrides.snapshot if self.overrides else None
         return charges(principal, tier, network, self.quota, est, now, found)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -87,3 +88,34 @@ class LimitOverride(Base):
     field: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class EdgeRule(Base):
+    """A firewall rule added at run time (admin API, CLI); ``spec`` is its JSON form, as in
+    ``[[edge.rules]]``. Rules are tried in ``position`` order, after the config file's."""
+
+    __tablename__ = "edge_rules"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, index=True)
+    spec: Mapped[str] = mapped_column(Text)
+    note: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class RayEvent(Base):
+    """One blocked (or challenged) request, by its Ray ID: what support looks up."""
+
+    __tablename__ = "edge_rays"
+    __table_args__ = (Index("ix_edge_rays_at", "at"),)
+
+    ray: Mapped[str] = mapped_column(String(16), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(16))   # deny | challenge
+    ip: Mapped[str] = mapped_column(String(45))
+    network: Mapped[str] = mapped_column(String(49))
+    rule: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(256))
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(512))
+    user_agent: Mapped[str] = mapped_column(String(512))

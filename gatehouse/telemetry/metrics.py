@@ -56,6 +56,19 @@ class Metrics:
         self.concurrency_limit = Gauge("gatehouse_admission_concurrency_limit",
                                        "The adaptive concurrency limit of a model.",
                                        ["model"], registry=r, multiprocess_mode="livesum")
+        self.edge_blocks = Counter("gatehouse_edge_blocks",
+                                   "Requests refused by the edge (403 1020), by rule and reason "
+                                   "(rule, ban).", ["rule", "reason"], registry=r)
+        self.edge_bans = Counter("gatehouse_edge_bans",
+                                 "Bans the abuse detector of this replica made, by what tripped "
+                                 "it (requests, network, unauthorized, challenge_failed).",
+                                 ["cause"], registry=r)
+        self.edge_rays_dropped = Counter("gatehouse_edge_rays_dropped",
+                                         "Ray events not stored (buffer full or store down).",
+                                         registry=r)
+        self.edge_rules = Gauge("gatehouse_edge_rules", "Firewall rules loaded (list files "
+                                "count as one rule each).", registry=r,
+                                multiprocess_mode="livemax")
         self.store_queries = Counter("gatehouse_store_queries",
                                      "SQL statements sent to the store.", registry=r)
         self.challenges = Counter("gatehouse_edge_challenges",

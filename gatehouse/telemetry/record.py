@@ -62,7 +62,8 @@ class RequestRecord:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
-            client=ctx.client[0] if ctx.client else None,
+            client=str(ctx.client_ip) if ctx.client_ip is not None else
+            ctx.client[0] if ctx.client else None,
             org=who.org_id if who else None,
             project=who.project_id if who else None,
             key_id=who.key_id if who else None,

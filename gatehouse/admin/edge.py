@@ -1,0 +1,148 @@
+"""/admin/v1/edge: firewall rules, bans and Ray events (same as ``gatehouse rules | bans |
+rays``). Rule and ban changes reach every replica at once through the state layer."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from gatehouse.admin.models import Body, Page
+from gatehouse.admin.models import errors as responses
+from gatehouse.edge.bans import Ban, Bans
+from gatehouse.edge.rays import RayLog
+from gatehouse.edge.rulebook import RuleAdmin
+from gatehouse.edge.rules import RuleError
+from gatehouse.errors import InvalidRequest, NotFound
+from gatehouse.identity.service import IdentityService
+from gatehouse.store.edge import EdgeRecords
+
+RAY = re.compile(r"[0-9a-f]{16}")
+
+
+class RuleIn(Body):
+    action: str = Field(description="allow, deny or challenge")
+    name: str | None = Field(None, max_length=64, description="names it in metrics and rays")
+    cidr: str | list[str] | None = None
+    list_file: str | None = Field(None, alias="list",
+                                  description="a file of CIDRs on the gateway's disk")
+    user_agent: str | None = Field(None, description="regex searched in User-Agent")
+    path: str | None = Field(None, description="regex searched in the path")
+    country: str | list[str] | None = Field(None, description="ISO codes (needs geo_database)")
+    asn: int | list[int] | None = None
+    difficulty: int | None = Field(None, description="challenge rules: leading zero bits")
+    note: str = Field("", max_length=256)
+    position: int | None = Field(None, ge=0, description="where among the stored rules; "
+                                 "default: last")
+
+
+class RuleOut(BaseModel):
+    id: str
+    source: str = Field(description="config (gatehouse.toml, tried first) or store")
+    position: int
+    note: str
+    created_at: float | None
+    rule: dict[str, Any]
+
+
+class BanIn(Body):
+    subject: str = Field(description="an address (203.0.113.7) or a network (203.0.113.0/24)")
+    seconds: float = Field(3600, gt=0, le=366 * 86400)
+    reason: str = Field("banned by an administrator", max_length=200)
+
+
+class BanOut(BaseModel):
+    subject: str
+    reason: str
+    until: float
+    at: float
+    strikes: int
+
+    @classmethod
+    def of(cls, ban: Ban) -> BanOut:
+        return cls(subject=ban.subject, reason=ban.reason, until=ban.until, at=ban.at,
+                   strikes=ban.strikes)
+
+
+class RayOut(BaseModel):
+    ray: str
+    at: float
+    action: str
+    ip: str
+    network: str
+    rule: str
+    reason: str
+    method: str
+    path: str
+    user_agent: str
+
+
+def edge_router(identity: IdentityService, bans: Bans | None = None,
+                rays: RayLog | None = None) -> APIRouter:
+    """``bans`` and ``rays``: the running edge's, so its mirror and unwritten rays are used."""
+    router = APIRouter(prefix="/edge", tags=["edge"])
+    settings = identity.settings.edge
+    records = EdgeRecords(identity.store)
+    rules = RuleAdmin(settings, records, identity.state)
+    bans = bans or Bans(identity.state, settings.detector)
+
+    @router.get("/rules", summary="List firewall rules")
+    async def list_rules() -> Page[RuleOut]:
+        """In the order they are tried (first match wins): the config file's, then these."""
+        return Page(data=[RuleOut(**r) for r in await rules.listing()])
+
+    @router.post("/rules", status_code=201, summary="Add a firewall rule",
+                 responses=responses(400))
+    async def add_rule(body: RuleIn) -> RuleOut:
+        spec = body.model_dump(exclude={"note", "position"}, exclude_none=True, by_alias=True)
+        try:
+            return RuleOut(**await rules.add(spec, body.note, body.position))
+        except RuleError as exc:
+            raise InvalidRequest(str(exc), param=str(exc).partition(":")[0]
+                                 if ":" in str(exc) else None) from None
+
+    @router.delete("/rules/{rule_id}", summary="Remove a firewall rule",
+                   responses=responses(404))
+    async def remove_rule(rule_id: str) -> dict[str, Any]:
+        if not await rules.remove(rule_id):
+            raise NotFound(f"No stored rule {rule_id!r} (rules from gatehouse.toml are "
+                           "changed there).")
+        return {"id": rule_id, "deleted": True}
+
+    @router.get("/bans", summary="List bans")
+    async def list_bans() -> Page[BanOut]:
+        return Page(data=[BanOut.of(b) for b in await bans.list()])
+
+    @router.post("/bans", status_code=201, summary="Ban an address or network",
+                 responses=responses(400))
+    async def add_ban(body: BanIn) -> BanOut:
+        try:
+            return BanOut.of(await bans.ban(body.subject, body.reason, body.seconds))
+        except RuleError as exc:
+            raise InvalidRequest(str(exc), param="subject") from None
+
+    @router.delete("/bans/{subject:path}", summary="Lift a ban", responses=responses(400, 404))
+    async def remove_ban(subject: str) -> dict[str, Any]:
+        try:
+            lifted = await bans.unban(subject)
+        except RuleError as exc:
+            raise InvalidRequest(str(exc), param="subject") from None
+        if not lifted:
+            raise NotFound(f"{subject} is not banned.")
+        return {"subject": subject, "deleted": True}
+
+    @router.get("/rays/{ray}", summary="Look up a Ray ID", responses=responses(400, 404))
+    async def find_ray(ray: str) -> RayOut:
+        """What the edge did and why, for a Ray ID a blocked person quoted."""
+        ray = ray.strip().lower()
+        if not RAY.fullmatch(ray):
+            raise InvalidRequest("A Ray ID is 16 hexadecimal digits.", param="ray")
+        found = await (rays.find(ray) if rays is not None else records.ray(ray))
+        if found is None:
+            raise NotFound(f"No Ray ID {ray} (events are kept for "
+                           f"{settings.rays_keep_days:g} days).")
+        return RayOut(**found)
+
+    return router

@@ -1,0 +1,191 @@
+"""Timed bans of an address or a network, kept in the state layer so every replica enforces
+them, and mirrored in memory so checking one costs no round trip.
+
+    ban(subject) ─► state: edge:ban:<subject> (expires with the ban) + the edge:bans index
+                 ─► broadcast on edge.bans ─► every replica's mirror
+    banned(ip)   ─► the mirror only (dict lookups; none at all while nobody is banned)
+
+A replica loads every ban when it starts and again whenever its subscription was lost
+(messages may have been missed). Repeat offenders get longer bans: each ban made by the
+detector within ``repeat_memory_seconds`` of the last doubles, up to ``max_ban_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import orjson
+
+from gatehouse.config import DetectorSettings
+from gatehouse.edge.rules import RuleError, parse_network
+from gatehouse.edge.visitor import IPAddress
+from gatehouse.state.base import State, StateError
+
+log = logging.getLogger("gatehouse.edge")
+CHANNEL = "edge.bans"
+INDEX = "edge:bans"
+KEY = "edge:ban:"
+STRIKES = "edge:strikes:"
+
+
+@dataclass(slots=True)
+class Ban:
+    subject: str      # an address (203.0.113.7) or a network (203.0.113.0/24)
+    reason: str
+    until: float      # Unix time
+    strikes: int = 0  # detector bans of this subject in a row (0: made by hand)
+    at: float = 0.0
+
+    def dump(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def load(cls, data: bytes) -> Ban:
+        return cls(**orjson.loads(data))
+
+
+def subject_of(text: str) -> str:
+    """The canonical form of a ban subject: a plain address, or a network in CIDR form."""
+    net = parse_network(text)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+class Bans:
+    def __init__(self, state: State, settings: DetectorSettings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.settings = settings
+        self.clock = clock
+        self.mirror: dict[str, Ban] = {}
+        # prefix lengths with a ban in the mirror, per IP version: what banned() must try
+        self._lengths: dict[int, tuple[int, ...]] = {4: (), 6: ()}
+        self._reloading: asyncio.Task[None] | None = None
+
+    # -- the hot path ---------------------------------------------------------------------
+    def banned(self, ip: IPAddress) -> Ban | None:
+        lengths = self._lengths[ip.version]
+        if not lengths:
+            return None
+        for length in lengths:
+            key = str(ip) if length == ip.max_prefixlen else \
+                str(ipaddress.ip_network((ip, length), strict=False))
+            ban = self.mirror.get(key)
+            if ban is not None:
+                if ban.until > self.clock():
+                    return ban
+                self._forget(key)
+        return None
+
+    # -- the mirror -----------------------------------------------------------------------
+    def _remember(self, ban: Ban) -> None:
+        self.mirror[ban.subject] = ban
+        self._index()
+
+    def _forget(self, subject: str) -> None:
+        if self.mirror.pop(subject, None) is not None:
+            self._index()
+
+    def _index(self) -> None:
+        lengths: dict[int, set[int]] = {4: set(), 6: set()}
+        for subject in self.mirror:
+            net = ipaddress.ip_network(subject, strict=False)
+            lengths[net.version].add(net.prefixlen)
+        self._lengths = {v: tuple(sorted(ls, reverse=True)) for v, ls in lengths.items()}
+
+    def heard(self, message: bytes | None) -> None:
+        """A broadcast from some replica (this one included), or None: reload everything."""
+        if message is None:
+            self._reload_soon()
+            return
+        data = orjson.loads(message)
+        if data.get("op") == "unban":
+            self._forget(data["subject"])
+        else:
+            self._remember(Ban.load(orjson.dumps(data["ban"])))
+
+    def _reload_soon(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        for delay in (0.0, 0.5, 1, 2, 4, 8):
+            await asyncio.sleep(delay)
+            try:
+                await self.load()
+                return
+            except StateError as exc:
+                log.warning("could not reload bans (%s); keeping the ones known", exc)
+
+    async def load(self) -> list[Ban]:
+        """Every live ban from the state layer; the mirror becomes exactly that."""
+        found = await self.list()
+        self.mirror = {ban.subject: ban for ban in found}
+        self._index()
+        return found
+
+    async def start(self) -> None:
+        self.state.subscribe(CHANNEL, self.heard)
+        try:
+            await self.load()
+        except StateError as exc:
+            log.warning("could not load bans at start (%s); retrying in the background", exc)
+            self._reload_soon()
+
+    async def aclose(self) -> None:
+        if self._reloading is not None:
+            self._reloading.cancel()
+
+    # -- changes --------------------------------------------------------------------------
+    async def list(self) -> list[Ban]:
+        now = self.clock()
+        out = []
+        for subject in sorted(await self.state.set_members(INDEX)):
+            data = await self.state.get(KEY + subject)
+            ban = Ban.load(data) if data is not None else None
+            if ban is None or ban.until <= now:
+                await self.state.set_remove(INDEX, subject)
+                continue
+            out.append(ban)
+        return out
+
+    async def ban(self, subject: str, reason: str, seconds: float | None = None) -> Ban:
+        """Ban ``subject`` for ``seconds`` — or, when None, for the detector's growing
+        duration (``ban_seconds`` doubled for each earlier ban still remembered)."""
+        subject = subject_of(subject)
+        now = self.clock()
+        strikes = 0
+        if seconds is None:
+            strikes = 1
+            try:
+                previous = await self.state.get(STRIKES + subject)
+                strikes += int(previous or 0)
+                await self.state.put(STRIKES + subject, str(strikes).encode(),
+                                     self.settings.repeat_memory_seconds)
+            except StateError as exc:
+                log.warning("could not count earlier bans of %s (%s)", subject, exc)
+            seconds = min(self.settings.ban_seconds * 2 ** min(strikes - 1, 40),
+                          self.settings.max_ban_seconds)
+        if seconds <= 0:
+            raise RuleError("a ban lasts a positive number of seconds")
+        ban = Ban(subject, reason[:200], now + seconds, strikes, now)
+        self._remember(ban)  # this replica enforces it at once, whatever the state layer does
+        log.warning("banned %s for %.0f s until %s: %s", subject, seconds,
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ban.until)), ban.reason)
+        await self.state.put(KEY + subject, ban.dump(), seconds)
+        await self.state.set_add(INDEX, subject, seconds)
+        await self.state.publish(CHANNEL, orjson.dumps({"op": "ban", "ban": asdict(ban)}))
+        return ban
+
+    async def unban(self, subject: str) -> bool:
+        subject = subject_of(subject)
+        self._forget(subject)
+        existed = await self.state.delete(KEY + subject, STRIKES + subject) > 0
+        await self.state.set_remove(INDEX, subject)
+        await self.state.publish(CHANNEL, orjson.dumps({"op": "unban", "subject": subject}))
+        log.warning("unbanned %s", subject)
+        return existed

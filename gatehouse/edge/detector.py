@@ -1,0 +1,91 @@
+"""The abuse detector: too many requests, 401s or failed challenges from one address (or
+requests from one network) within a window → a timed ban (:mod:`gatehouse.edge.bans`).
+
+Counting is per replica, in fixed windows of ``window_seconds``: with N replicas behind a
+balancer a client is banned once it passes the threshold on any one of them, so set the
+thresholds for one replica's share of the traffic. It keeps the hot path to a few dict
+increments; the ban itself is made in the background and shared through the state layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from gatehouse.config import DetectorSettings
+from gatehouse.edge.bans import Bans
+from gatehouse.edge.visitor import OffenseKind, Visitor
+from gatehouse.state.base import StateError
+from gatehouse.telemetry.metrics import Metrics
+
+log = logging.getLogger("gatehouse.edge")
+
+
+class Detector:
+    def __init__(self, settings: DetectorSettings, bans: Bans, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.bans = bans
+        self.metrics = metrics
+        self.clock = clock
+        self._window_end = 0.0
+        self._counts: dict[str, int] = {}
+        self._limits: dict[str, int] = {
+            "unauthorized": settings.max_unauthorized,
+            "challenge_failed": settings.max_challenge_failures}
+        self._banning: dict[str, asyncio.Task[None]] = {}
+
+    def _bump(self, key: str) -> int:
+        now = self.clock()
+        if now >= self._window_end:  # a new window: forget the last one wholesale
+            self._counts = {}
+            self._window_end = now + self.settings.window_seconds
+        count = self._counts.get(key, 0) + 1
+        self._counts[key] = count
+        return count
+
+    def seen(self, visitor: Visitor) -> None:
+        """Count one request of ``visitor`` (called for every request not blocked)."""
+        if not self.settings.enabled:
+            return
+        s = self.settings
+        address = str(visitor.ip)
+        if self._bump(address) == s.max_requests_per_address + 1:
+            self._trip(address, "requests", f"more than {s.max_requests_per_address} "
+                                            f"requests in {s.window_seconds:g} s")
+        if self._bump(visitor.network) == s.max_requests_per_network + 1:
+            self._trip(visitor.network, "network", f"more than {s.max_requests_per_network} "
+                                                   f"requests from the network in "
+                                                   f"{s.window_seconds:g} s")
+
+    def offense(self, visitor: Visitor, kind: OffenseKind) -> None:
+        """Count a 401 (``unauthorized``) or a failed challenge (``challenge_failed``)."""
+        if not self.settings.enabled:
+            return
+        limit = self._limits[kind]
+        address = str(visitor.ip)
+        if self._bump(f"{kind}:{address}") == limit + 1:
+            what = "401 answers" if kind == "unauthorized" else "failed challenges"
+            self._trip(address, kind,
+                       f"more than {limit} {what} in {self.settings.window_seconds:g} s")
+
+    def _trip(self, subject: str, cause: str, reason: str) -> None:
+        if subject in self._banning:
+            return
+        self.metrics.edge_bans.labels(cause).inc()
+        task = asyncio.get_running_loop().create_task(self._ban(subject, reason))
+        self._banning[subject] = task
+
+    async def _ban(self, subject: str, reason: str) -> None:
+        try:
+            await self.bans.ban(subject, reason)
+        except StateError as exc:  # the mirror has it: this replica enforces it regardless
+            log.warning("ban of %s not shared with other replicas: %s", subject, exc)
+        finally:
+            self._banning.pop(subject, None)
+
+    async def aclose(self) -> None:
+        for task in list(self._banning.values()):
+            task.cancel()

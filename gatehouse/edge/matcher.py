@@ -1,0 +1,104 @@
+"""Rules compiled for the hot path: first match wins, cheap with tens of thousands of rules.
+
+Address-only rules (a CIDR or a list file and nothing else) go into a :class:`PrefixIndex`:
+per prefix length, a dict from network number to the lowest rule position — one dict lookup
+per prefix length in use, whatever the number of rules. The other rules are scanned in order,
+but only those ranked before the best address match, which is where first-match could differ.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+
+from gatehouse.edge.rules import Network, Rule
+from gatehouse.edge.visitor import IPAddress, Visitor
+
+# (country, asn) of an address; either may be unknown
+GeoLookup = Callable[[IPAddress], tuple[str | None, int | None]]
+
+
+class PrefixIndex:
+    """Networks → the lowest position any of them was added with; ``lookup(ip)`` answers the
+    lowest position among the networks that contain ``ip``."""
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple[int, int], dict[int, int]] = {}
+        self._v4: tuple[tuple[int, dict[int, int]], ...] = ()
+        self._v6: tuple[tuple[int, dict[int, int]], ...] = ()
+
+    def add_many(self, nets: Iterable[Network], position: int) -> None:
+        for net in nets:  # the key: the network number, its host bits shifted away
+            table = self._tables.setdefault((net.version, net.max_prefixlen - net.prefixlen), {})
+            key = int(net.network_address) >> (net.max_prefixlen - net.prefixlen)
+            if table.get(key, position + 1) > position:
+                table[key] = position
+        self._v4 = tuple((s, t) for (v, s), t in sorted(self._tables.items()) if v == 4)
+        self._v6 = tuple((s, t) for (v, s), t in sorted(self._tables.items()) if v == 6)
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._tables.values())
+
+    def lookup(self, ip: IPAddress) -> int | None:
+        n = int(ip)
+        best: int | None = None
+        for shift, table in self._v4 if isinstance(ip, ipaddress.IPv4Address) else self._v6:
+            found = table.get(n >> shift)
+            if found is not None and (best is None or found < best):
+                best = found
+        return best
+
+
+class RuleSet:
+    """An immutable, compiled, ordered rule list; build a new one to change anything."""
+
+    def __init__(self, rules: Sequence[Rule], lists: dict[str, list[Network]]) -> None:
+        self.rules = tuple(rules)
+        self.web = PrefixIndex()   # every address-only rule
+        self.api = PrefixIndex()   # the same without challenge rules (API clients skip them)
+        self.scan: list[tuple[int, Rule, PrefixIndex | None]] = []
+        for position, rule in enumerate(self.rules):
+            nets = [*rule.cidrs, *lists.get(rule.list_file, ())] if rule.list_file else \
+                list(rule.cidrs)
+            if rule.by_address_only:
+                self.web.add_many(nets, position)
+                if rule.action != "challenge":
+                    self.api.add_many(nets, position)
+                continue
+            own = None
+            if rule.cidrs or rule.list_file:
+                own = PrefixIndex()
+                own.add_many(nets, position)
+            self.scan.append((position, rule, own))
+        self.needs_geo = any(rule.needs_geo for rule in self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def match(self, visitor: Visitor, geo: GeoLookup | None = None) -> Rule | None:
+        """The first rule that matches; challenge rules never match API clients."""
+        api = visitor.api_client
+        best = (self.api if api else self.web).lookup(visitor.ip)
+        if self.scan:
+            located: tuple[str | None, int | None] | None = None
+            for position, rule, own in self.scan:
+                if best is not None and position >= best:
+                    break
+                if api and rule.action == "challenge":
+                    continue
+                if own is not None and own.lookup(visitor.ip) is None:
+                    continue
+                if rule.path is not None and rule.path.search(visitor.path) is None:
+                    continue
+                if rule.user_agent is not None and rule.user_agent.search(
+                        visitor.headers.get("user-agent", "")) is None:
+                    continue
+                if rule.needs_geo:
+                    if located is None:
+                        located = geo(visitor.ip) if geo is not None else (None, None)
+                    if rule.countries and located[0] not in rule.countries:
+                        continue
+                    if rule.asns and located[1] not in rule.asns:
+                        continue
+                return rule
+        return self.rules[best] if best is not None else None

@@ -1,0 +1,89 @@
+"""Ray IDs: one per blocked or challenged answer, kept so support can find what happened.
+
+Events are buffered in memory and written to the store in batches every second, off the
+request path. The buffer is bounded (``[edge] rays_buffer``): under a flood beyond what the
+store takes, further events are dropped and counted (``gatehouse_edge_rays_dropped_total``)
+rather than slowing the answers down. Events older than ``rays_keep_days`` are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gatehouse.edge.visitor import Visitor
+from gatehouse.store.edge import EdgeRecords
+
+log = logging.getLogger("gatehouse.edge")
+FLUSH_SECONDS = 1.0
+PRUNE_SECONDS = 3600.0
+BATCH = 2000
+
+
+def new_ray() -> str:
+    """16 lowercase hex digits, random (not derived from anything about the request)."""
+    return os.urandom(8).hex()
+
+
+class RayLog:
+    def __init__(self, records: EdgeRecords, *, size: int, keep_days: float,
+                 on_drop: Callable[[], None] | None = None) -> None:
+        self.records = records
+        self.size = size
+        self.keep_seconds = keep_days * 86400
+        self.buffer: list[dict[str, Any]] = []
+        self.dropped = 0
+        self._on_drop = on_drop
+        self._task: asyncio.Task[None] | None = None
+        self._pruned = 0.0
+
+    def record(self, ray: str, action: str, visitor: Visitor, rule: str, reason: str) -> None:
+        if len(self.buffer) >= self.size:
+            self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop()
+            return
+        self.buffer.append({"ray": ray, "at": time.time(), "action": action,
+                            "ip": str(visitor.ip), "network": visitor.network, "rule": rule,
+                            "reason": reason, "method": visitor.method, "path": visitor.path,
+                            "user_agent": visitor.headers.get("user-agent", "")})
+
+    async def find(self, ray: str) -> dict[str, Any] | None:
+        for event in self.buffer:  # not written yet
+            if event["ray"] == ray:
+                return event
+        return await self.records.ray(ray)
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self.buffer:
+            batch, self.buffer = self.buffer[:BATCH], self.buffer[BATCH:]
+            try:
+                await self.records.add_rays(batch)
+            except Exception as exc:  # advisory: never fail requests over it; count the loss
+                self.dropped += len(batch)
+                log.warning("could not write %d ray events: %s", len(batch), type(exc).__name__)
+                return
+        if time.time() - self._pruned > PRUNE_SECONDS:
+            self._pruned = time.time()
+            with contextlib.suppress(Exception):
+                await self.records.prune_rays(time.time() - self.keep_seconds)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

@@ -1,0 +1,208 @@
+"""Where the rules come from and when they are rebuilt: ``[[edge.rules]]`` first, then the
+store's rules (``gatehouse rules add``) in position order, with list files read from disk.
+
+The compiled :class:`RuleSet` is swapped in whole, so requests in flight keep the one they
+started with and none is dropped while rules change. It is rebuilt when a replica hears of a
+rule change (``edge.rules`` broadcast), every ``rules_reload_seconds`` anyway, when a list
+file's mtime or size changes (looked at every ``lists_check_seconds``) and on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gatehouse.config import ConfigError, EdgeSettings
+from gatehouse.edge.matcher import RuleSet
+from gatehouse.edge.rules import Network, Rule, RuleError, parse_rule, read_list
+from gatehouse.state.base import State, StateError
+from gatehouse.store.edge import EdgeRecords
+
+log = logging.getLogger("gatehouse.edge")
+CHANNEL = "edge.rules"
+
+
+def config_rules(settings: EdgeSettings) -> list[Rule]:
+    out = []
+    for i, spec in enumerate(settings.rules):
+        try:
+            out.append(parse_rule(spec.model_dump(exclude_none=True, by_alias=True), f"config#{i}"))
+        except RuleError as exc:
+            raise ConfigError("", f"edge.rules.{i}", str(exc)) from None
+    return out
+
+
+def stored_rule(rule_id: str, spec: str | Mapping[str, Any]) -> Rule | None:
+    """A store row's rule; a row that no longer parses is skipped with a warning."""
+    try:
+        data = orjson.loads(spec) if isinstance(spec, str) else dict(spec)
+        return parse_rule(data, rule_id)
+    except (RuleError, orjson.JSONDecodeError, TypeError) as exc:
+        log.warning("stored rule %s is not usable and is skipped: %s", rule_id, exc)
+        return None
+
+
+class RuleBook:
+    def __init__(self, settings: EdgeSettings, base_dir: Path, records: EdgeRecords | None,
+                 on_compile: Callable[[int], None] | None = None) -> None:
+        self.settings = settings
+        self.base_dir = base_dir
+        self.records = records
+        self.fixed = config_rules(settings)
+        self.stored: list[Rule] = []
+        self.lists: dict[str, list[Network]] = {}
+        self._seen: dict[str, tuple[float, int]] = {}
+        self.current = RuleSet(self.fixed, {})
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop_obj: asyncio.AbstractEventLoop | None = None
+        self.rebuilt = 0
+        self.on_compile = on_compile
+
+    def path_of(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else self.base_dir / path
+
+    def _read_lists(self, rules: Sequence[Rule], *, strict: bool) -> bool:
+        """Read list files that changed; True when any did."""
+        changed = False
+        for name in {r.list_file for r in rules if r.list_file}:
+            path = self.path_of(name)
+            try:
+                st = path.stat()
+                mark = (st.st_mtime, st.st_size)
+                if self._seen.get(name) == mark and name in self.lists:
+                    continue
+                self.lists[name] = read_list(path)
+            except OSError as exc:
+                if strict:
+                    raise ConfigError("", "edge.rules", f"list file {path}: "
+                                      f"{exc.strerror or exc}") from None
+                if name not in self.lists:
+                    self.lists[name] = []
+                log.warning("list file %s cannot be read (%s); keeping its last contents",
+                            path, exc.strerror or exc)
+                continue
+            self._seen[name] = mark
+            changed = True
+            log.info("list %s: %d networks", path, len(self.lists[name]))
+        return changed
+
+    def _compile(self) -> None:
+        rules = [*self.fixed, *self.stored]
+        self.current = RuleSet(rules, self.lists)
+        self.rebuilt += 1
+        if self.on_compile is not None:
+            self.on_compile(len(rules))
+
+    async def load_stored(self) -> None:
+        if self.records is None:
+            return
+        rows = await self.records.rules()
+        self.stored = [r for row in rows if (r := stored_rule(row.id, row.spec)) is not None]
+
+    async def reload(self, *, stored: bool = True) -> None:
+        """Read the store's rules and changed list files, then swap in a new rule set."""
+        if stored:
+            await self.load_stored()
+        rules = [*self.fixed, *self.stored]
+        await asyncio.to_thread(self._read_lists, rules, strict=False)
+        # compiled off the loop thread: 10,000s of networks take tens of milliseconds
+        await asyncio.to_thread(self._compile)
+
+    async def start(self, state: State | None) -> None:
+        self._read_lists(self.fixed, strict=True)  # a config naming a missing file fails now
+        try:
+            await self.load_stored()
+        except Exception as exc:  # the store is down: config rules still apply
+            log.warning("could not load stored rules: %s", type(exc).__name__)
+        self._read_lists([*self.fixed, *self.stored], strict=False)
+        self._compile()
+        if state is not None:
+            state.subscribe(CHANNEL, lambda _message: self._dirty.set())
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # main thread only (uvicorn's worker loop is); elsewhere lists reload by mtime
+            loop.add_signal_handler(signal.SIGHUP, self._dirty.set)
+            self._loop_obj = loop
+        self._task = loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        every = self.settings.lists_check_seconds
+        since_store = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._dirty.wait()
+            since_store += every
+            try:
+                if self._dirty.is_set() or since_store >= self.settings.rules_reload_seconds:
+                    self._dirty.clear()
+                    since_store = 0.0
+                    await self.reload()
+                elif await asyncio.to_thread(self._read_lists, [*self.fixed, *self.stored],
+                                             strict=False):
+                    await asyncio.to_thread(self._compile)
+            except Exception as exc:  # keep serving with the last good rule set
+                log.warning("could not reload edge rules: %s: %s", type(exc).__name__, exc)
+
+    async def aclose(self) -> None:
+        if self._loop_obj is not None:
+            with contextlib.suppress(Exception):
+                self._loop_obj.remove_signal_handler(signal.SIGHUP)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class RuleAdmin:
+    """Listing and changing rules, for the admin API and the CLI alike."""
+
+    def __init__(self, settings: EdgeSettings, records: EdgeRecords, state: State) -> None:
+        self.fixed = config_rules(settings)
+        self.records = records
+        self.state = state
+
+    async def listing(self) -> list[dict[str, Any]]:
+        """Every rule in the order they are tried: the config file's, then the store's."""
+        out: list[dict[str, Any]] = [
+            {"id": rule.label, "source": "config", "position": i, "note": "",
+             "created_at": None, "rule": dict(rule.spec)} for i, rule in enumerate(self.fixed)]
+        for row in await self.records.rules():
+            out.append({"id": row.id, "source": "store", "position": row.position,
+                        "note": row.note, "created_at": row.created_at,
+                        "rule": orjson.loads(row.spec)})
+        return out
+
+    async def add(self, spec: Mapping[str, Any], note: str = "",
+                  position: int | None = None) -> dict[str, Any]:
+        """Check and store a rule, then tell every replica (RuleError when it is unusable)."""
+        clean = {k: v for k, v in spec.items() if v is not None}
+        parse_rule(clean, "new")
+        row = await self.records.add_rule(clean, note, position)
+        await announce(self.state)
+        return {"id": row.id, "source": "store", "position": row.position, "note": row.note,
+                "created_at": row.created_at, "rule": clean}
+
+    async def remove(self, rule_id: str) -> bool:
+        removed = await self.records.remove_rule(rule_id)
+        if removed:
+            await announce(self.state)
+        return removed
+
+
+async def announce(state: State) -> None:
+    """Tell every replica to reload the store's rules."""
+    try:
+        await state.publish(CHANNEL, b"changed")
+    except StateError as exc:
+        log.warning("could not announce a rule change (%s); replicas reload within their "
+                    "rules_reload_seconds", exc)

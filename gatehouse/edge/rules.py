@@ -1,0 +1,134 @@
+"""Firewall rules: an action (allow, deny, challenge) and conditions that must all hold.
+
+Conditions: ``cidr`` (one or several), ``list`` (a file of CIDRs, one a line, ``#``
+comments), ``user_agent`` / ``path`` (regexes, searched), ``country`` / ``asn`` (looked up in
+a local MaxMind-format database). Rules come from ``[[edge.rules]]`` and from the store
+(``gatehouse rules add``); :mod:`gatehouse.edge.matcher` compiles them into one ordered set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gatehouse.edge")
+ACTIONS = ("allow", "deny", "challenge")
+CONDITIONS = ("cidr", "list", "user_agent", "path", "country", "asn")
+MAX_REGEX = 512
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RuleError(ValueError):
+    """A rule that cannot be used, and why (shown to whoever wrote it)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Rule:
+    action: str
+    label: str                       # names it in metrics, logs and Ray events
+    cidrs: tuple[Network, ...] = ()
+    list_file: str | None = None
+    user_agent: re.Pattern[str] | None = None
+    path: re.Pattern[str] | None = None
+    countries: frozenset[str] = frozenset()
+    asns: frozenset[int] = frozenset()
+    difficulty: int | None = None
+    spec: Mapping[str, Any] = field(default_factory=dict)  # as written, for listing
+
+    @property
+    def by_address_only(self) -> bool:
+        """Only address conditions: such rules go into the prefix index, not the scan."""
+        return bool(self.cidrs or self.list_file) and not (
+            self.user_agent or self.path or self.countries or self.asns)
+
+    @property
+    def needs_geo(self) -> bool:
+        return bool(self.countries or self.asns)
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    out = [str(v).strip() for v in items if str(v).strip()]
+    if not out:
+        raise RuleError(f"{what}: empty")
+    return out
+
+
+def _regex(value: Any, what: str) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_REGEX:
+        raise RuleError(f"{what}: a regular expression of 1 to {MAX_REGEX} characters")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise RuleError(f"{what}: not a valid regular expression ({exc})") from None
+
+
+def parse_network(text: str) -> Network:
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise RuleError(f"{text!r} is not an address or CIDR (e.g. 203.0.113.0/24)") from None
+    if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None \
+            and net.prefixlen >= 96:  # ::ffff:a.b.c.d/1xx is the IPv4 range clients come as
+        net = ipaddress.ip_network(
+            (net.network_address.ipv4_mapped, net.prefixlen - 96), strict=False)
+    return net
+
+
+def parse_rule(spec: Mapping[str, Any], label: str) -> Rule:
+    """A rule from its written form (a ``[[edge.rules]]`` table or a store row)."""
+    spec = {k: v for k, v in spec.items() if v is not None}
+    action = spec.get("action")
+    if action not in ACTIONS:
+        raise RuleError(f"action: one of {', '.join(ACTIONS)}")
+    if not any(k in spec for k in CONDITIONS):
+        raise RuleError(f"a rule needs at least one condition: {', '.join(CONDITIONS)}")
+    difficulty = spec.get("difficulty")
+    if difficulty is not None and action != "challenge":
+        raise RuleError("difficulty: only challenge rules have one")
+    if difficulty is not None and (not isinstance(difficulty, int) or not 1 <= difficulty <= 32):
+        raise RuleError("difficulty: a whole number from 1 to 32")
+    countries = frozenset(c.upper() for c in _strings(spec.get("country"), "country"))
+    for c in countries:
+        if not re.fullmatch(r"[A-Z]{2}", c):
+            raise RuleError(f"country: {c!r} is not a two-letter ISO code")
+    try:
+        asns = frozenset(int(str(a).upper().removeprefix("AS"))
+                         for a in _strings(spec.get("asn"), "asn"))
+    except ValueError:
+        raise RuleError("asn: numbers such as 64500 or AS64500") from None
+    list_file = spec.get("list")
+    if list_file is not None and (not isinstance(list_file, str) or not list_file):
+        raise RuleError("list: the path of a file of CIDRs")
+    name = spec.get("name")
+    return Rule(action, str(name) if name else label,
+                tuple(parse_network(c) for c in _strings(spec.get("cidr"), "cidr")),
+                list_file, _regex(spec.get("user_agent"), "user_agent"),
+                _regex(spec.get("path"), "path"), countries, asns, difficulty, spec)
+
+
+def read_list(path: str | Path) -> list[Network]:
+    """The CIDRs of a list file; bad lines are skipped and counted in a warning."""
+    nets: list[Network] = []
+    bad = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            text = line.partition("#")[0].strip()
+            if not text:
+                continue
+            try:
+                nets.append(parse_network(text.split()[0]))
+            except RuleError:
+                bad += 1
+    if bad:
+        log.warning("list %s: %d line(s) are not addresses or CIDRs and were skipped", path, bad)
+    return nets

@@ -1,0 +1,30 @@
+"""The edge as a pipeline stage (DESIGN.md: telemetry → edge → identity → …)."""
+
+from __future__ import annotations
+
+from gatehouse.context import Outcome, RequestContext
+from gatehouse.edge.screen import Edge
+from gatehouse.pipeline import Answered
+
+
+class EdgeStage:
+    name = "edge"
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+
+    async def enter(self, ctx: RequestContext) -> None:
+        visitor = self.edge.visitor(ctx.method, ctx.path, ctx.headers,
+                                    ctx.client[0] if ctx.client else None)
+        ctx.client_ip = visitor.ip
+        ctx.notes["visitor"] = visitor
+        verdict = await self.edge.screen(visitor)
+        if verdict.error is not None:
+            raise verdict.error
+        if verdict.reply is not None:
+            raise Answered(verdict.reply)
+
+    async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
+        # 401s (bad keys, expired sessions) count towards a ban: guessing keys is abuse
+        if outcome.status == 401:
+            self.edge.offense(ctx.notes["visitor"], "unauthorized")
