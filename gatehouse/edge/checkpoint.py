@@ -24,7 +24,7 @@ from starlette.routing import Route
 from gatehouse.edge.challenge import CHECK_PATH, VERIFY_PATH, Challenge
 from gatehouse.edge.clearance import COOKIE, Verdict
 from gatehouse.edge.proof import solves
-from gatehouse.edge.signing import same
+from gatehouse.edge.signing import b64, same, unb64
 from gatehouse.edge.visitor import Visitor
 from gatehouse.errors import ChallengeRequired, CookiesRequired
 from gatehouse.state.base import StateError
@@ -88,7 +88,8 @@ class Checkpoint:
         if not fresh:
             return self._refuse(request, visitor, puzzle.rule, "replayed", target)
         ch.count(puzzle.rule, "solved")
-        mark = ch.marks.sign(f"{int(ch.clock()) + MARK_SECONDS}.{target}")
+        mark = ch.marks.sign(f"{int(ch.clock()) + MARK_SECONDS}.{b64(puzzle.rule.encode())}"
+                             f".{target}")
         response = RedirectResponse(f"{CHECK_PATH}?{urlencode({'t': mark})}", 303)
         set_cookie(response, COOKIE, ch.clearances.mint(bound), path="/",
                    max_age=int(ch.clearances.ttl), secure=wants_secure(request, ch.cookie_secure))
@@ -105,7 +106,8 @@ class Checkpoint:
         """Right after a verify: did the clearance cookie come back? Go on, or say why not."""
         ch = self.challenge
         text = ch.marks.unsign(request.query_params.get("t", ""), max_length=1024) or ""
-        expires, _, target = text.partition(".")
+        expires, _, rest = text.partition(".")
+        rule, _, target = rest.partition(".")
         if not expires.isdigit() or ch.clock() >= int(expires):
             # not from a verify just now (an old bookmark, a reload much later): just go on
             return RedirectResponse(safe_next(target, "/"), 303)
@@ -113,7 +115,7 @@ class Checkpoint:
         visitor = self.visitor_of(request)
         if ch.verdict(visitor) is Verdict.CLEARED:
             return RedirectResponse(target, 303)
-        ch.count("", "failed", "cookies_blocked")
+        ch.count((unb64(rule) or b"").decode("utf-8", "replace"), "failed", "cookies_blocked")
         return problem(request, CookiesRequired(
             "Your browser passed the check, but did not keep the cookie that records it, so "
             "the site would only ask again.", ray_id=self.ray_id()), back=target)
