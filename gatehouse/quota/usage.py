@@ -42,8 +42,10 @@ class UsageStage:
                 entry["resets_in"] = format_reset(charge.window_end - now)
             limits.append(entry)
         principal = ctx.principal
+        # who is asking, for support tickets (gatehouse doctor's report): names, no secrets
         body = {"object": "usage", "tier": principal.tier if principal else None,
-                "limits": limits}
+                "org": getattr(principal, "org", None),
+                "project": getattr(principal, "project", None), "limits": limits}
         ctx.reply = Reply(200, {"content-type": "application/json",
                                 "cache-control": "no-store"}, orjson.dumps(body))
 
