@@ -17,6 +17,9 @@ from gatehouse.config import ConfigError, Settings, load_settings
 from gatehouse.edge.bans import Bans
 from gatehouse.edge.detector import Detector
 from gatehouse.edge.geo import Geo
+from gatehouse.edge.challenge import PREFIX as CHALLENGE_PREFIX
+from gatehouse.edge.challenge import Challenge
+from gatehouse.edge.checkpoint import Checkpoint, build_challenge_app
 from gatehouse.edge.guard import EdgeGuard
 from gatehouse.edge.rays import RayLog
 from gatehouse.edge.rulebook import RuleBook
@@ -96,7 +99,8 @@ def build_router(settings: Settings, metrics: Metrics,
     return Router(routes), everything
 
 
-def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics) -> Edge:
+def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics,
+               challenger: Challenge | None = None) -> Edge:
     es = settings.edge
     records = EdgeRecords(identity.store)
     geo = None
@@ -116,8 +120,7 @@ def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics) 
     return Edge(es, rules, bans, Detector(es.detector, bans, metrics),
                 RayLog(records, size=es.rays_buffer, keep_days=es.rays_keep_days,
                        on_drop=metrics.edge_rays_dropped.inc),
-                # the human check is not wired in yet: challenge rules deny meanwhile
-                metrics, challenger=None, geo=geo)
+                metrics, challenger=challenger, geo=geo)
 
 
 def open_limiter(url: str) -> Limiter:
@@ -137,7 +140,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     identity.store.on_query = metrics.store_queries.inc
 
     telemetry = TelemetryStage(metrics, AccessLog(settings.telemetry.access_log))
-    edge = build_edge(settings, identity, metrics)
+    human_check = Challenge(identity.keys.derive, identity.state, metrics,
+                            challenge_ttl=settings.edge.challenge_ttl,
+                            clearance_ttl=settings.edge.clearance_ttl,
+                            cookie_secure=settings.identity.cookie_secure)
+    edge = build_edge(settings, identity, metrics, human_check)
+    human_check.offenses = edge  # failed checks feed the abuse detector
     screen = EdgeStage(edge)
     who = IdentityStage(identity.verifier, identity.sessions, identity.accounts,
                         settings.identity, metrics)
@@ -181,7 +189,10 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         on_shutdown=[*(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
                      edge.aclose, identity.aclose],
         mounts={"/login": guarded_web, "/logout": guarded_web, "/account": guarded_web,
-                "/admin/": EdgeGuard(build_admin_app(identity, edge), edge)},
+                "/admin/": EdgeGuard(build_admin_app(identity, edge), edge),
+                # the check's own routes: bans apply, challenges never (an API prefix)
+                CHALLENGE_PREFIX: EdgeGuard(build_challenge_app(Checkpoint(
+                    human_check, edge.visitor_of_scope, rays=edge.rays)), edge)},
     )
 
 

@@ -301,7 +301,11 @@ class EdgeSettings(_Section):
     asn_database: str | None = None   # MaxMind-format .mmdb with ASNs (GeoLite2-ASN)
     lists_check_seconds: float = Field(2.0, gt=0)   # how often list files' mtimes are looked at
     rules_reload_seconds: float = Field(30.0, gt=0)  # store rules, besides the broadcast
+    # the human check (docs/edge.md "Human check"): bits of work by default, how long a page's
+    # puzzle stays solvable, how long a passed check lasts (the clearance cookie's life)
     challenge_difficulty: int = Field(16, ge=1, le=32)
+    challenge_ttl: float = Field(300.0, ge=5, le=86400)
+    clearance_ttl: float = Field(1800.0, ge=1, le=30 * 86400)
     rays_keep_days: float = Field(30.0, gt=0)
     rays_buffer: int = Field(10_000, ge=100)
     detector: DetectorSettings = DetectorSettings()

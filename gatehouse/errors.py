@@ -165,10 +165,8 @@ class ChallengeRequired(GatehouseError):
         # lets scripts tell a challenge from an error (Cloudflare's cf-mitigated does the same)
         self.headers.update({"gatehouse-mitigated": "challenge", "gatehouse-ray": ray_id})
 
-    def body(self, request_id: str | None) -> bytes:
-        payload = orjson.loads(super().body(request_id))
-        payload["ray_id"] = self.ray_id
-        return orjson.dumps(payload)
+    def details(self) -> dict[str, Any]:
+        return {"ray_id": self.ray_id}
 
 
 class CookiesRequired(ChallengeRequired):

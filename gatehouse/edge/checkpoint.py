@@ -11,8 +11,8 @@ a browser that refuses cookies gets a page saying so instead of a loop of challe
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
@@ -24,6 +24,7 @@ from starlette.routing import Route
 from gatehouse.edge.challenge import CHECK_PATH, VERIFY_PATH, Challenge
 from gatehouse.edge.clearance import COOKIE, Verdict
 from gatehouse.edge.proof import solves
+from gatehouse.edge.rays import RayLog, new_ray
 from gatehouse.edge.signing import b64, same, unb64
 from gatehouse.edge.visitor import Visitor
 from gatehouse.errors import ChallengeRequired, CookiesRequired
@@ -47,23 +48,31 @@ AGAIN = ("Go back to let the check run again; it is automatic. If it keeps faili
          "support with the Ray ID.")
 
 
-def new_ray_id() -> str:
-    return secrets.token_hex(8)
-
-
 class Checkpoint:
-    def __init__(self, challenge: Challenge, visitor_of: Callable[[Request], Visitor], *,
-                 ray_id: Callable[[], str] = new_ray_id) -> None:
+    def __init__(self, challenge: Challenge, visitor_of: Callable[[dict[str, Any]], Visitor], *,
+                 rays: RayLog | None = None, ray_id: Callable[[], str] = new_ray) -> None:
         self.challenge = challenge
         self.visitor_of = visitor_of
+        self.rays = rays  # where refusals are recorded, so support can look their Ray ID up
         self.ray_id = ray_id
+
+    def _visitor(self, request: Request) -> Visitor:
+        # the edge guard in front of this app has worked it out already
+        found = request.scope.get("state", {}).get("visitor")
+        return found if isinstance(found, Visitor) else self.visitor_of(dict(request.scope))
+
+    def _ray(self, visitor: Visitor, rule: str, reason: str) -> str:
+        ray = self.ray_id()
+        if self.rays is not None:
+            self.rays.record(ray, "challenge_failed", visitor, rule, reason)
+        return ray
 
     async def verify(self, request: Request) -> Response:
         ch = self.challenge
         form = await read_form(request)
         target = safe_next(form.get("next"), "/")
         token, counter = form.get("token", ""), form.get("counter", "")
-        visitor = self.visitor_of(request)
+        visitor = self._visitor(request)
         puzzle = ch.puzzles.open(token)
         if puzzle is None:
             return self._refuse(request, visitor, "", "forged", target)
@@ -99,7 +108,8 @@ class Checkpoint:
                 target: str) -> Response:
         self.challenge.count(rule, "failed", reason)
         self.challenge.offense(visitor)
-        return problem(request, ChallengeRequired(FAILURES[reason], ray_id=self.ray_id()),
+        ray = self._ray(visitor, rule, reason)
+        return problem(request, ChallengeRequired(FAILURES[reason], ray_id=ray),
                        advice=AGAIN, back=target)
 
     async def check(self, request: Request) -> Response:
@@ -112,13 +122,15 @@ class Checkpoint:
             # not from a verify just now (an old bookmark, a reload much later): just go on
             return RedirectResponse(safe_next(target, "/"), 303)
         target = safe_next(target, "/")
-        visitor = self.visitor_of(request)
+        visitor = self._visitor(request)
         if ch.verdict(visitor) is Verdict.CLEARED:
             return RedirectResponse(target, 303)
-        ch.count((unb64(rule) or b"").decode("utf-8", "replace"), "failed", "cookies_blocked")
+        label = (unb64(rule) or b"").decode("utf-8", "replace")
+        ch.count(label, "failed", "cookies_blocked")
         return problem(request, CookiesRequired(
             "Your browser passed the check, but did not keep the cookie that records it, so "
-            "the site would only ask again.", ray_id=self.ray_id()), back=target)
+            "the site would only ask again.",
+            ray_id=self._ray(visitor, label, "cookies_blocked")), back=target)
 
 
 def build_challenge_app(checkpoint: Checkpoint) -> Starlette:

@@ -45,7 +45,8 @@ DIFFICULTY = 8
 START = 1_700_000_000.0
 
 
-def visitor_of(request: Request) -> Visitor:
+def visitor_of(scope: dict[str, Any]) -> Visitor:
+    request = Request(scope)
     assert request.client is not None
     ip = ipaddress.ip_address(request.client.host)
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -76,7 +77,7 @@ class Site:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["path"].startswith(PREFIX):
             return await self.routes(scope, receive, send)
-        visitor = visitor_of(Request(scope))
+        visitor = visitor_of(scope)
         response: Response
         if self.challenge.cleared(visitor):
             response = PlainTextResponse("the protected page")
