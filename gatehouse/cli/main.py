@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from gatehouse import __version__
-from gatehouse.cli import accounts, quota, setup
+from gatehouse.cli import accounts, doctor, quota, setup
 from gatehouse.cli.common import ConfigOpt
 from gatehouse.config import ConfigError, Settings, load_settings
 
@@ -29,6 +29,7 @@ app.add_typer(accounts.users, name="users")
 app.add_typer(accounts.tiers, name="tiers")
 app.add_typer(quota.limits, name="limits")
 app.command()(quota.usage)
+app.command()(doctor.doctor)
 
 
 def _load(config: Path | None) -> Settings:

@@ -1,0 +1,146 @@
+"""``gatehouse doctor [URL]``: run the triage matrix against a gateway or OpenAI and write a
+support-ready report. Exit codes by outcome (docs/doctor.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from gatehouse.doctor import Answers, Checkup, diagnose
+from gatehouse.doctor.har import HarError
+from gatehouse.doctor.markdown import BRANCHES, render
+from gatehouse.doctor.profiles import DEFAULT_URL, Endpoint, profile_for
+from gatehouse.doctor.run import STEPS
+
+
+class ProfileName(StrEnum):
+    gatehouse = "gatehouse"
+    openai = "openai"
+
+
+class YesNo(StrEnum):
+    yes = "yes"
+    no = "no"
+
+
+class Step(StrEnum):
+    status = "status"
+    network = "network"
+    api = "api"
+    web = "web"
+
+
+class RichProgress:
+    """A spinner per running probe; one line per finished probe."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=console, transient=True)
+        self.tasks: dict[str, object] = {}
+
+    def started(self, step: str) -> None:
+        self.tasks[step] = self.bar.add_task(STEPS[step], total=None)
+
+    def finished(self, step: str, summary: str) -> None:
+        task = self.tasks.pop(step, None)
+        if task is not None:
+            self.bar.remove_task(task)  # type: ignore[arg-type]
+        self.console.print(f"[green]✓[/] {STEPS[step]}: {summary}")
+
+
+def ask(console: Console, question: str) -> bool | None:
+    answer = console.input(f"{question} [y/n, Enter to skip] ").strip().lower()
+    return {"y": True, "yes": True, "n": False, "no": False}.get(answer)
+
+
+def doctor(
+    url: Annotated[str | None, typer.Argument(
+        help="The service: a gatehouse URL (default $GATEHOUSE_URL or http://127.0.0.1:8787), "
+             "or an API base for --profile openai.")] = None,
+    profile: Annotated[ProfileName, typer.Option(help="Which hosts and pages to check.")
+                       ] = ProfileName.gatehouse,
+    status_url: Annotated[str | None, typer.Option(
+        help="A Statuspage v2 summary.json (default: the profile's).")] = None,
+    component: Annotated[list[str] | None, typer.Option(
+        help="A status component that matters (repeat; default: API and the model).")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        help="Default $GATEHOUSE_API_KEY, then $OPENAI_API_KEY.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(
+        help="The model to try (default: the first GET /v1/models lists).")] = None,
+    host: Annotated[list[str] | None, typer.Option(
+        help="Check these hosts (host, host:port or URL; repeat) instead of the profile's.")
+                    ] = None,
+    har: Annotated[Path | None, typer.Option(help="A HAR file saved from the browser.")] = None,
+    tried_private_window: Annotated[YesNo | None, typer.Option(
+        help="Did it fail in a private window / clean profile too?")] = None,
+    tried_other_network: Annotated[YesNo | None, typer.Option(
+        help="Did it fail on another network (mobile data, VPN off) too?")] = None,
+    conversation_url: Annotated[str | None, typer.Option(
+        help="The conversation URL, for the report.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the Markdown report here.")] = None,
+    json_out: Annotated[str | None, typer.Option(
+        "--json", help="Write the JSON report to this file, or '-' for stdout.")] = None,
+    trust_store: Annotated[Path | None, typer.Option(
+        help="PEM roots to judge certificate chains and verify HTTPS by (default: certifi's "
+             "public CAs).")] = None,
+    skip: Annotated[list[Step] | None, typer.Option(help="Leave a check out (repeat).")
+                    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 20.0,
+    no_input: Annotated[bool, typer.Option(
+        "--no-input", help="Never ask questions (asked only when stdin is a terminal).")] = False,
+) -> None:
+    """Diagnose why requests fail: status page, network and TLS, API path, web path, HAR."""
+    out = Console(stderr=json_out == "-")
+    base = url or (os.environ.get("GATEHOUSE_URL") if profile is ProfileName.gatehouse else None)
+    chosen = profile_for(profile.value, base)
+    answers = Answers(
+        private_window=None if tried_private_window is None else tried_private_window is YesNo.yes,
+        other_network=None if tried_other_network is None else tried_other_network is YesNo.yes,
+        conversation_url=conversation_url)
+    if sys.stdin.isatty() and not no_input:
+        if answers.private_window is None:
+            answers.private_window = ask(out, "Did it fail in a private (incognito) window too?")
+        if answers.other_network is None:
+            answers.other_network = ask(out, "Did it fail on another network too?")
+    key = api_key or os.environ.get("GATEHOUSE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    checkup = Checkup(
+        profile=chosen, url=base or (DEFAULT_URL if profile is ProfileName.gatehouse
+                                     else chosen.api_base),
+        status_url=status_url or chosen.status_url, components=tuple(component or ()),
+        api_key=key, model=model,
+        endpoints=[Endpoint.parse(h) for h in host] if host else list(chosen.endpoints),
+        har=har, answers=answers, trust_file=trust_store, timeout=timeout,
+        skip=frozenset(s.value for s in skip or ()))
+    progress = RichProgress(out)
+    try:
+        with progress.bar:
+            _, verdict, result = asyncio.run(diagnose(checkup, progress))
+    except HarError as exc:
+        out.print(f"[bold red]HAR[/] {exc}")
+        raise typer.Exit(2) from None
+    colour = "green" if verdict.exit_code == 0 else "yellow" if verdict.exit_code == 10 else "red"
+    out.print(f"\n[bold {colour}]{verdict.headline}[/]")
+    out.print(f"Branch: [bold]{BRANCHES[verdict.branch.value]}[/] (exit {verdict.exit_code})")
+    out.print(f"Next step: {verdict.next_step}")
+    out.print(f"Stop when: {verdict.stop_when}")
+    if report is not None:
+        report.write_text(render(result))
+        out.print(f"Report: {report}")
+    if json_out is not None:
+        data = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+        if json_out == "-":
+            typer.echo(data)
+        else:
+            Path(json_out).write_text(data + "\n")
+            out.print(f"JSON: {json_out}")
+    raise typer.Exit(verdict.exit_code)

@@ -1,0 +1,127 @@
+"""Step 3: the API path. ``GET /v1/models``, then a 1-token chat completion, each classified
+by :func:`gatehouse.client.classify` (ok / 401 / 403 1020 / challenge / 429 rate vs quota /
+500 / 503 / timeout), with the request id and Ray ID; and who the key belongs to, from
+``GET /v1/usage`` where the service answers it (gatehouse does)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from gatehouse.client import Answer
+
+# what a call ends in when no HTTP answer came back (beside the client's Outcome values)
+UNREACHABLE, TIMEOUT, TLS_ERROR, SKIPPED = "unreachable", "timeout", "tls_error", "skipped"
+
+
+@dataclass(slots=True)
+class Call:
+    endpoint: str               # "POST /v1/chat/completions"
+    outcome: str                # an Outcome value, or unreachable | timeout | tls_error
+    status: int | None
+    seconds: float
+    code: str | None = None
+    type: str | None = None
+    message: str | None = None
+    request_id: str | None = None
+    ray_id: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(slots=True)
+class Account:
+    org: str | None = None
+    project: str | None = None
+    tier: str | None = None
+
+
+@dataclass(slots=True)
+class ApiResult:
+    base: str
+    key: str | None             # shown as its first 6 and last 4 characters
+    model: str | None
+    models: list[str] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    account: Account | None = None
+
+    @property
+    def main(self) -> Call | None:
+        """The call that decides: the completion if it was made, else the model list."""
+        return self.calls[-1] if self.calls else None
+
+
+def show_key(key: str | None) -> str | None:
+    if not key:
+        return None
+    return key if len(key) <= 12 else f"{key[:6]}…{key[-4:]}"
+
+
+def failed_call(endpoint: str, exc: httpx.HTTPError, seconds: float) -> Call:
+    text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, httpx.TimeoutException):
+        outcome = TIMEOUT
+    elif "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+        outcome = TLS_ERROR
+    else:
+        outcome = UNREACHABLE
+    return Call(endpoint, outcome, None, seconds, message=text)
+
+
+async def call(client: httpx.AsyncClient, method: str, url: str, path: str,
+               key: str | None, body: dict[str, Any] | None = None
+               ) -> tuple[Call, httpx.Response | None]:
+    endpoint = f"{method} {path}"
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    start = time.perf_counter()
+    try:
+        response = await client.request(method, url, headers=headers, json=body)
+    except httpx.HTTPError as exc:
+        return failed_call(endpoint, exc, time.perf_counter() - start), None
+    seconds = time.perf_counter() - start
+    answer = Answer.read(response.status_code, response.headers, response.content)
+    return Call(endpoint, answer.outcome.value, answer.status, round(seconds, 3),
+                code=answer.code, type=answer.type, message=answer.message,
+                request_id=answer.request_id, ray_id=answer.ray_id,
+                retry_after=answer.retry_after), response
+
+
+def path_of(base: str, tail: str) -> str:
+    return urlsplit(base).path.rstrip("/") + tail
+
+
+async def check_api(client: httpx.AsyncClient, base: str, key: str | None,
+                    model: str | None) -> ApiResult:
+    result = ApiResult(base, show_key(key), model)
+    listed, response = await call(client, "GET", base + "/models", path_of(base, "/models"), key)
+    result.calls.append(listed)
+    if listed.ok and response is not None:
+        try:
+            data = response.json().get("data") or []
+            result.models = [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+        except (ValueError, AttributeError):
+            pass
+    if listed.outcome in (UNREACHABLE, TLS_ERROR):
+        return result  # nothing more to learn on this path
+    result.model = model or (result.models[0] if result.models else None)
+    if result.model is not None:
+        chat, _ = await call(
+            client, "POST", base + "/chat/completions", path_of(base, "/chat/completions"), key,
+            {"model": result.model, "max_tokens": 1,
+             "messages": [{"role": "user", "content": "ping (gatehouse doctor)"}]})
+        result.calls.append(chat)
+    usage, response = await call(client, "GET", base + "/usage", path_of(base, "/usage"), key)
+    if usage.ok and response is not None:
+        try:
+            body = response.json()
+            result.account = Account(body.get("org"), body.get("project"), body.get("tier"))
+        except (ValueError, AttributeError):
+            pass
+    return result
