@@ -14,6 +14,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from importlib.resources import files
+from urllib.parse import quote
 
 from markupsafe import Markup
 
@@ -54,11 +55,13 @@ def wants_page(visitor: Visitor) -> bool:
 
 
 def next_of(visitor: Visitor) -> str:
-    """Where the browser goes once it passes: the address it asked for (a path on this site)."""
+    """Where the browser goes once it passes: the path it asked for, on this site."""
     path = visitor.path
-    if not path.startswith("/") or path.startswith("//") or len(path) > 512:
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
         return "/"
-    return path
+    # the ASGI path is decoded: encode it again (spaces, non-ASCII) for the form and Location
+    quoted = quote(path, safe="/:@!$&'()*+,;=-._~")
+    return quoted if len(quoted) <= 512 else "/"
 
 
 class Challenge:

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from gatehouse.context import prefers_html
-from gatehouse.edge.challenge import PREFIX, VERIFY_PATH, Challenge
+from gatehouse.edge.challenge import PREFIX, VERIFY_PATH, Challenge, next_of
 from gatehouse.edge.checkpoint import Checkpoint, build_challenge_app
 from gatehouse.edge.clearance import COOKIE
 from gatehouse.edge.proof import leading_zero_bits, solves
@@ -51,7 +51,7 @@ def visitor_of(scope: dict[str, Any]) -> Visitor:
     ip = ipaddress.ip_address(request.client.host)
     headers = {k.lower(): v for k, v in request.headers.items()}
     return Visitor(ip, str(ipaddress.ip_network((ip, 24), strict=False)), request.method,
-                   request.url.path, headers, False, prefers_html(headers.get("accept", "")))
+                   scope["path"], headers, False, prefers_html(headers.get("accept", "")))
 
 
 @dataclass
@@ -319,6 +319,20 @@ async def test_next_never_leaves_the_site(site: Site, target: str) -> None:
     verified = await answer(c, Page(page.token, page.difficulty, target, ""))
     checked = await c.get(verified.headers["location"])
     assert checked.status_code == 303 and checked.headers["location"] == "/"
+
+
+async def test_the_way_back_is_the_path_asked_for(site: Site) -> None:
+    c = site.client()
+    assert read_page(await c.get("/caf%C3%A9 menu/a%2Fb")).next == "/caf%C3%A9%20menu/a/b"
+    assert read_page(await c.get("/" + "é" * 200)).next == "/"
+    # what a test client cannot send, but a raw request line can
+    for odd in ("//evil.example/x", "/\\evil.example", "evil", ""):
+        visitor = visitor_of({"type": "http", "method": "GET", "path": odd, "headers": [],
+                              "client": ("198.51.100.7", 1), "query_string": b""})
+        assert next_of(visitor) == "/"
+    page = read_page(await c.get("/caf%C3%A9 menu"))
+    checked = await c.get((await answer(c, page)).headers["location"])
+    assert checked.headers["location"] == "/caf%C3%A9%20menu"
 
 
 async def test_a_tampered_or_stale_cookie_check_goes_on_without_a_page(site: Site) -> None:
