@@ -100,8 +100,7 @@ def edge_router(identity: IdentityService, bans: Bans | None = None,
         try:
             return RuleOut(**await rules.add(spec, body.note, body.position))
         except RuleError as exc:
-            raise InvalidRequest(str(exc), param=str(exc).partition(":")[0]
-                                 if ":" in str(exc) else None) from None
+            raise InvalidRequest(str(exc), param=exc.param) from None
 
     @router.delete("/rules/{rule_id}", summary="Remove a firewall rule",
                    responses=responses(404))

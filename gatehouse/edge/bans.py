@@ -153,6 +153,12 @@ class Bans:
             out.append(ban)
         return out
 
+    def hold(self, subject: str, reason: str, seconds: float) -> None:
+        """Enforce a ban on this replica at once (no I/O), while :meth:`ban` — which works out
+        the real length and tells the others — is on its way."""
+        now = self.clock()
+        self._remember(Ban(subject_of(subject), reason[:200], now + seconds, 0, now))
+
     async def ban(self, subject: str, reason: str, seconds: float | None = None) -> Ban:
         """Ban ``subject`` for ``seconds`` — or, when None, for the detector's growing
         duration (``ban_seconds`` doubled for each earlier ban still remembered)."""

@@ -46,19 +46,22 @@ class Detector:
         self._counts[key] = count
         return count
 
-    def seen(self, visitor: Visitor) -> None:
-        """Count one request of ``visitor`` (called for every request not blocked)."""
+    def seen(self, visitor: Visitor) -> bool:
+        """Count one request of ``visitor`` (called for every request not blocked); True
+        when this one tripped a ban (so it is refused too)."""
         if not self.settings.enabled:
-            return
+            return False
         s = self.settings
         address = str(visitor.ip)
+        tripped = False
         if self._bump(address) == s.max_requests_per_address + 1:
-            self._trip(address, "requests", f"more than {s.max_requests_per_address} "
-                                            f"requests in {s.window_seconds:g} s")
+            tripped = self._trip(address, "requests", f"more than {s.max_requests_per_address} "
+                                                      f"requests in {s.window_seconds:g} s")
         if self._bump(visitor.network) == s.max_requests_per_network + 1:
-            self._trip(visitor.network, "network", f"more than {s.max_requests_per_network} "
-                                                   f"requests from the network in "
-                                                   f"{s.window_seconds:g} s")
+            tripped = self._trip(visitor.network, "network",
+                                 f"more than {s.max_requests_per_network} requests from the "
+                                 f"network in {s.window_seconds:g} s") or tripped
+        return tripped
 
     def offense(self, visitor: Visitor, kind: OffenseKind) -> None:
         """Count a 401 (``unauthorized``) or a failed challenge (``challenge_failed``)."""
@@ -71,12 +74,14 @@ class Detector:
             self._trip(address, kind,
                        f"more than {limit} {what} in {self.settings.window_seconds:g} s")
 
-    def _trip(self, subject: str, cause: str, reason: str) -> None:
+    def _trip(self, subject: str, cause: str, reason: str) -> bool:
         if subject in self._banning:
-            return
+            return False
         self.metrics.edge_bans.labels(cause).inc()
+        self.bans.hold(subject, reason, self.settings.ban_seconds)  # from the very next request
         task = asyncio.get_running_loop().create_task(self._ban(subject, reason))
         self._banning[subject] = task
+        return True
 
     async def _ban(self, subject: str, reason: str) -> None:
         try:

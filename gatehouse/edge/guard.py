@@ -6,16 +6,10 @@ app sends count as offences, as they do on the API path."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.edge.screen import Edge
 from gatehouse.pipeline import answer
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class EdgeGuard:
@@ -42,7 +36,7 @@ class EdgeGuard:
             return
         state["visitor"] = visitor
 
-        async def watch(message: dict[str, Any]) -> None:
+        async def watch(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:
                 edge.offense(visitor, "unauthorized")
             await send(message)

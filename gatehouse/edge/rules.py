@@ -24,7 +24,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RuleError(ValueError):
-    """A rule that cannot be used, and why (shown to whoever wrote it)."""
+    """A rule that cannot be used, and why (shown to whoever wrote it). Messages about one
+    field start with its name and a colon; ``param`` is that name."""
+
+    @property
+    def param(self) -> str | None:
+        field, sep, _ = str(self).partition(":")
+        return field if sep and field in (*CONDITIONS, "action", "difficulty", "name") else None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -110,8 +116,12 @@ def parse_rule(spec: Mapping[str, Any], label: str) -> Rule:
     if list_file is not None and (not isinstance(list_file, str) or not list_file):
         raise RuleError("list: the path of a file of CIDRs")
     name = spec.get("name")
-    return Rule(action, str(name) if name else label,
-                tuple(parse_network(c) for c in _strings(spec.get("cidr"), "cidr")),
+    written = _strings(spec.get("cidr"), "cidr")
+    try:
+        cidrs = tuple(parse_network(c) for c in written)
+    except RuleError as exc:
+        raise RuleError(f"cidr: {exc}") from None
+    return Rule(action, str(name) if name else label, cidrs,
                 list_file, _regex(spec.get("user_agent"), "user_agent"),
                 _regex(spec.get("path"), "path"), countries, asns, difficulty, spec)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ class Edge:
         return Visitor(ip, network_of(ip, self._v4, self._v6), method, path, headers,
                        is_api_client(path, headers), prefers_html(headers.get("accept", "")))
 
-    def visitor_of_scope(self, scope: dict[str, Any]) -> Visitor:
+    def visitor_of_scope(self, scope: Mapping[str, Any]) -> Visitor:
         """The visitor of a raw ASGI scope (the guard in front of mounted apps uses this)."""
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope.get("headers", ()):
@@ -111,7 +112,8 @@ class Edge:
             return self._deny(visitor, "ban", ban)
         if rule is not None and rule.action == "deny":
             return self._deny(visitor, rule.label, None)
-        self.detector.seen(visitor)
+        if self.detector.seen(visitor) and (ban := self.bans.banned(visitor.ip)) is not None:
+            return self._deny(visitor, "ban", ban)
         if rule is not None:  # a challenge rule (never matched for API clients)
             return await self._challenge(visitor, rule)
         return PASS

@@ -1,0 +1,158 @@
+"""``gatehouse rules | bans | rays``: the edge's firewall rules, bans and Ray IDs.
+
+Straight on the store and the state layer named in the config; changes are announced to
+running replicas exactly as the admin API announces them."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gatehouse.cli.accounts import _run, parse_duration, when
+from gatehouse.cli.common import ConfigOpt
+from gatehouse.edge.bans import Bans
+from gatehouse.edge.rulebook import RuleAdmin
+from gatehouse.edge.rules import RuleError
+from gatehouse.identity.service import IdentityService
+from gatehouse.store.accounts import AccountError
+from gatehouse.store.edge import EdgeRecords
+
+out = Console()
+rules = typer.Typer(help="Firewall rules: allow, deny or challenge by address, list file, "
+                         "user agent, path, country or ASN (first match wins).",
+                    no_args_is_help=True)
+bans = typer.Typer(help="Timed bans of addresses and networks (shared by every replica).",
+                   no_args_is_help=True)
+rays = typer.Typer(help="Look up what the edge did for a Ray ID.", no_args_is_help=True)
+Opt = typer.Option
+
+
+def _admin(ids: IdentityService) -> RuleAdmin:
+    return RuleAdmin(ids.settings.edge, EdgeRecords(ids.store), ids.state)
+
+
+def _spec(rule: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in rule.items() if k != "action")
+
+
+@rules.command("list")
+def rules_list(config: ConfigOpt = None) -> None:
+    """Every rule in the order they are tried: gatehouse.toml's, then the stored ones."""
+    async def act(ids: IdentityService) -> None:
+        table = Table("#", "id", "source", "action", "conditions", "note")
+        for i, row in enumerate(await _admin(ids).listing()):
+            table.add_row(str(i), row["id"], row["source"], row["rule"]["action"],
+                          _spec(row["rule"]), row["note"])
+        out.print(table)
+    _run(config, act)
+
+
+@rules.command("add")
+def rules_add(
+    action: Annotated[str, typer.Argument(help="allow | deny | challenge")],
+    cidr: Annotated[list[str] | None, Opt(help="Address or CIDR (repeatable).")] = None,
+    list_file: Annotated[str | None, Opt("--list", help="File of CIDRs, one a line.")] = None,
+    user_agent: Annotated[str | None, Opt(help="Regex searched in User-Agent.")] = None,
+    path: Annotated[str | None, Opt(help="Regex searched in the path.")] = None,
+    country: Annotated[list[str] | None, Opt(help="ISO country code (repeatable).")] = None,
+    asn: Annotated[list[int] | None, Opt(help="AS number (repeatable).")] = None,
+    difficulty: Annotated[int | None, Opt(help="Challenge rules: leading zero bits.")] = None,
+    name: Annotated[str | None, Opt(help="Name for metrics and Ray events.")] = None,
+    note: Annotated[str, Opt(help="Why (shown in lists).")] = "",
+    position: Annotated[int | None, Opt(help="Place among the stored rules (0: first).")]
+    = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Add a rule; every replica applies it within a moment."""
+    spec = {"action": action, "name": name, "cidr": cidr or None, "list": list_file,
+            "user_agent": user_agent, "path": path, "country": country or None,
+            "asn": asn or None, "difficulty": difficulty}
+
+    async def act(ids: IdentityService) -> None:
+        try:
+            row = await _admin(ids).add(spec, note, position)
+        except RuleError as exc:
+            raise AccountError("invalid", str(exc)) from None
+        out.print(f"added rule {row['id']} at position {row['position']}: {action} "
+                  f"{_spec(row['rule'])}")
+    _run(config, act)
+
+
+@rules.command("remove")
+def rules_remove(rule_id: str, config: ConfigOpt = None) -> None:
+    """Remove a stored rule (rules in gatehouse.toml are changed there)."""
+    async def act(ids: IdentityService) -> None:
+        if not await _admin(ids).remove(rule_id):
+            raise AccountError("not_found", f"no stored rule {rule_id!r}")
+        out.print(f"removed rule {rule_id}")
+    _run(config, act)
+
+
+@bans.command("list")
+def bans_list(config: ConfigOpt = None) -> None:
+    """Bans in force."""
+    async def act(ids: IdentityService) -> None:
+        table = Table("subject", "until", "reason", "strikes")
+        for ban in await Bans(ids.state, ids.settings.edge.detector).list():
+            table.add_row(ban.subject, when(ban.until), ban.reason, str(ban.strikes))
+        out.print(table)
+        if ids.settings.storage.state_url.startswith("memory://"):
+            out.print("(state_url is memory://: a running gateway's bans are not visible from "
+                      "here; use the admin API)")
+    _run(config, act)
+
+
+@bans.command("add")
+def bans_add(subject: Annotated[str, typer.Argument(help="Address or CIDR.")],
+             duration: Annotated[str, Opt("--for", help="How long: 90s, 15m, 12h, 7d.")] = "1h",
+             reason: Annotated[str, Opt(help="Why (logged, listed).")] = "banned by an "
+             "administrator",
+             config: ConfigOpt = None) -> None:
+    """Ban an address or a network on every replica."""
+    seconds = parse_duration(duration)
+
+    async def act(ids: IdentityService) -> None:
+        try:
+            ban = await Bans(ids.state, ids.settings.edge.detector).ban(subject, reason, seconds)
+        except RuleError as exc:
+            raise AccountError("invalid", str(exc)) from None
+        out.print(f"banned {ban.subject} until {when(ban.until)}: {ban.reason}")
+    _run(config, act)
+
+
+@bans.command("remove")
+def bans_remove(subject: str, config: ConfigOpt = None) -> None:
+    """Lift a ban (and forget earlier ones, so the next starts short again)."""
+    async def act(ids: IdentityService) -> None:
+        try:
+            lifted = await Bans(ids.state, ids.settings.edge.detector).unban(subject)
+        except RuleError as exc:
+            raise AccountError("invalid", str(exc)) from None
+        if not lifted:
+            raise AccountError("not_found", f"{subject} is not banned")
+        out.print(f"lifted the ban of {subject}")
+    _run(config, act)
+
+
+@rays.command("show")
+def rays_show(ray: str, config: ConfigOpt = None) -> None:
+    """What happened to the request with this Ray ID: when, who, which rule, why."""
+    ray = ray.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{16}", ray):
+        raise typer.BadParameter("a Ray ID is 16 hexadecimal digits")
+
+    async def act(ids: IdentityService) -> None:
+        found = await EdgeRecords(ids.store).ray(ray)
+        if found is None:
+            raise AccountError("not_found", f"no Ray ID {ray} (events reach the store within "
+                               "a second or two, and are kept "
+                               f"{ids.settings.edge.rays_keep_days:g} days)")
+        table = Table("field", "value", show_header=False)
+        for key, value in found.items():
+            table.add_row(key, when(value) if key == "at" else str(value))
+        out.print(table)
+    _run(config, act)

@@ -1,0 +1,62 @@
+"""``gatehouse rules | bans | rays`` in-process on a throwaway SQLite store (memory state)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gatehouse.config import load_settings
+from gatehouse.edge.rays import new_ray
+from gatehouse.identity.service import IdentityService
+from gatehouse.store.edge import EdgeRecords
+from tests.unit.test_cli_accounts import config, run  # noqa: F401  (the fixture)
+
+
+def test_rules(config: Path) -> None:  # noqa: F811
+    config.write_text(config.read_text() + '[[edge.rules]]\naction = "allow"\n'
+                      'cidr = "10.0.0.0/8"\nname = "office"\n')
+    out = run(config, "rules", "add", "deny", "--cidr", "192.0.2.0/24", "--cidr",
+              "2001:db8::/32", "--note", "spam")
+    assert "added rule rule_" in out and "position 0" in out
+    run(config, "rules", "add", "challenge", "--path", "^/login", "--difficulty", "12",
+        "--position", "0")
+    listing = run(config, "rules", "list")
+    lines = [line for line in listing.splitlines() if "rule_" in line or "office" in line]
+    assert "office" in lines[0] and "challenge" in lines[1] and "deny" in lines[2]
+    assert "invalid" not in run(config, "rules", "add", "deny", "--path", "((", code=1) \
+        and "not a valid regular expression" in run(config, "rules", "add", "deny", "--path",
+                                                    "((", code=1)
+    assert "at least one condition" in run(config, "rules", "add", "deny", code=1)
+    rule_id = next(w for w in lines[2].split() if w.startswith("rule_"))
+    assert f"removed rule {rule_id}" in run(config, "rules", "remove", rule_id)
+    assert "no stored rule" in run(config, "rules", "remove", rule_id, code=1)
+
+
+def test_bans(config: Path) -> None:  # noqa: F811
+    # memory state: each command has its own, so what a ban does is seen within the command
+    out = run(config, "bans", "add", "192.0.2.7", "--for", "2h", "--reason", "spam")
+    assert "banned 192.0.2.7 until" in out and "spam" in out
+    assert "not an address or CIDR" in run(config, "bans", "add", "example.com", code=1)
+    assert "is not banned" in run(config, "bans", "remove", "192.0.2.7", code=1)
+    assert "not a duration" in run(config, "bans", "add", "192.0.2.7", "--for", "soon", code=2)
+    assert "not visible from here" in run(config, "bans", "list")
+
+
+def test_rays_show(config: Path) -> None:  # noqa: F811
+    ray = new_ray()
+
+    async def store_one() -> None:
+        ids = IdentityService(load_settings(config))
+        await ids.start(serve=False)
+        await EdgeRecords(ids.store).add_rays([{
+            "ray": ray, "at": 1_700_000_000.0, "action": "deny", "ip": "192.0.2.7",
+            "network": "192.0.2.0/24", "rule": "spam", "reason": "rule spam", "method": "GET",
+            "path": "/login", "user_agent": "curl/8"}])
+        await ids.aclose()
+
+    asyncio.run(store_one())
+    out = run(config, "rays", "show", ray.upper())
+    for text in (ray, "192.0.2.7", "rule spam", "/login", "curl/8", "2023-11-14"):
+        assert text in out
+    assert "no Ray ID" in run(config, "rays", "show", "0" * 16, code=1)
+    assert "16 hexadecimal" in run(config, "rays", "show", "xyz", code=2)

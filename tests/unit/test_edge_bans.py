@@ -1,0 +1,243 @@
+"""Bans on every state backend (memory and a real Redis): shared by replicas through the
+broadcast, growing for repeat offenders, expiring, reloaded after a lost subscription; and the
+detector that makes them."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import secrets
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from gatehouse.config import DetectorSettings
+from gatehouse.edge.bans import Bans
+from gatehouse.edge.client import network_of
+from gatehouse.edge.detector import Detector
+from gatehouse.edge.rules import RuleError
+from gatehouse.edge.visitor import Visitor
+from gatehouse.state import State, open_state
+from gatehouse.state.redis import RedisState
+from gatehouse.telemetry.metrics import Metrics
+from tests.support.services import REDIS_URL
+
+ip = ipaddress.ip_address
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def states(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], State]]:
+    """Makes state handles that share one backend (Redis: separate connections, as separate
+    replicas have)."""
+    made: list[State] = []
+    shared = open_state("memory://") if request.param == "memory" else None
+
+    def make() -> State:
+        if shared is not None:
+            return shared
+        s = open_state(REDIS_URL)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        await s.aclose()
+    if shared is not None:
+        await shared.aclose()
+
+
+def fresh_net() -> str:
+    """A random TEST-NET-free documentation-like /24 in 100.64/10, so runs never collide."""
+    n = secrets.randbelow(2**14)
+    return f"100.{64 + (n >> 8) % 64}.{n & 0xFF}"
+
+
+async def until(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_a_ban_reaches_every_replica_and_is_lifted_everywhere(
+        states: Callable[[], State]) -> None:
+    settings = DetectorSettings()
+    one, two = Bans(states(), settings), Bans(states(), settings)
+    await one.start()
+    await two.start()
+    await asyncio.sleep(0.2)  # Redis: the subscriptions are live
+    net = fresh_net()
+    addr = ip(f"{net}.7")
+    try:
+        assert two.banned(addr) is None
+        ban = await one.ban(str(addr), "testing", 30)
+        assert ban.subject == str(addr) and one.banned(addr) == ban
+        await until(lambda: two.banned(addr) is not None)
+        assert two.banned(ip(f"{net}.8")) is None
+        assert str(addr) in {b.subject for b in await two.list()}
+        # a network ban covers every address in it
+        await one.ban(f"{net}.0/24", "the whole /24", 30)
+        await until(lambda: two.banned(ip(f"{net}.99")) is not None)
+        assert await two.unban(str(addr))
+        await two.unban(f"{net}.0/24")
+        await until(lambda: one.banned(addr) is None)
+        assert not await one.unban(str(addr))
+        # a replica that starts later loads the bans in force
+        await one.ban(str(addr), "again", 30)
+        late = Bans(states(), settings)
+        await late.start()
+        assert late.banned(addr) is not None
+        await late.aclose()
+    finally:
+        await one.unban(str(addr))
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_repeat_offenders_get_doubling_capped_bans(states: Callable[[], State]) -> None:
+    clock = Clock()
+    settings = DetectorSettings(ban_seconds=10, max_ban_seconds=35, repeat_memory_seconds=3600)
+    bans = Bans(states(), settings, clock=clock)
+    subject = f"{fresh_net()}.1"
+    try:
+        lengths = []
+        for _ in range(4):
+            ban = await bans.ban(subject, "burst")
+            lengths.append(ban.until - clock.now)
+        assert lengths == [10, 20, 35, 35]
+        assert [b.strikes for b in await bans.list() if b.subject == subject] == [4]
+        # a ban by hand keeps its length and does not count as a strike
+        assert (await bans.ban(subject, "by hand", 5)).strikes == 0
+    finally:
+        await bans.unban(subject)  # also forgets the strikes
+    assert (await bans.ban(subject, "fresh start")).until - clock.now == 10
+    await bans.unban(subject)
+
+
+async def test_bans_expire(states: Callable[[], State]) -> None:
+    bans = Bans(states(), DetectorSettings())
+    subject = f"{fresh_net()}.2"
+    await bans.ban(subject, "short", 0.3)
+    assert bans.banned(ip(subject)) is not None
+    await asyncio.sleep(0.4)
+    assert bans.banned(ip(subject)) is None  # the mirror checks expiry itself
+    assert subject not in {b.subject for b in await bans.list()}
+
+
+async def test_bad_subjects_are_refused(states: Callable[[], State]) -> None:
+    bans = Bans(states(), DetectorSettings())
+    with pytest.raises(RuleError):
+        await bans.ban("example.com", "x", 10)
+    with pytest.raises(RuleError):
+        await bans.ban("192.0.2.1", "x", 0)
+
+
+async def test_a_lost_subscription_reloads_the_mirror() -> None:
+    state = open_state("memory://")
+    bans = Bans(state, DetectorSettings())
+    await bans.start()
+    other = Bans(state, DetectorSettings())
+    await other.ban("192.0.2.44", "while away", 30)
+    bans.mirror.clear()   # as if the broadcast had been missed …
+    bans._index()
+    assert bans.banned(ip("192.0.2.44")) is None
+    bans.heard(None)      # … which the state layer reports as None
+    await until(lambda: bans.banned(ip("192.0.2.44")) is not None)
+    await bans.aclose()
+
+
+async def test_redis_state_reports_a_dropped_subscription() -> None:
+    """The Redis listener calls handlers with None when its connection breaks."""
+    state = RedisState(REDIS_URL)
+    bans = Bans(state, DetectorSettings())
+    await bans.start()
+    await asyncio.sleep(0.2)
+    other = Bans(open_state(REDIS_URL), DetectorSettings())
+    subject = f"{fresh_net()}.3"
+    await other.ban(subject, "x", 30)
+    await until(lambda: bans.banned(ip(subject)) is not None)
+    bans.mirror.clear()
+    bans._index()
+    # kill the pub/sub connection from the server side
+    import redis.asyncio as aioredis
+
+    admin = aioredis.from_url(REDIS_URL)
+    for client in await admin.client_list(_type="pubsub"):
+        await admin.client_kill_filter(_id=client["id"])
+    await until(lambda: bans.banned(ip(subject)) is not None, timeout=8)
+    await other.unban(subject)
+    await admin.aclose()
+    await other.state.aclose()
+    await bans.aclose()
+    await state.aclose()
+
+
+def visitor(addr: str) -> Visitor:
+    a = ip(addr)
+    return Visitor(a, network_of(a, 24, 64), "GET", "/", {}, False, False)
+
+
+async def test_detector_bans_bursts_401s_and_challenge_failures() -> None:
+    state = open_state("memory://")
+    ticks = Clock()
+    settings = DetectorSettings(window_seconds=10, max_requests_per_address=5,
+                                max_requests_per_network=8, max_unauthorized=3,
+                                max_challenge_failures=2, ban_seconds=60)
+    bans = Bans(state, settings)
+    metrics = Metrics()
+    detector = Detector(settings, bans, metrics, clock=ticks)
+    for _ in range(5):
+        detector.seen(visitor("192.0.2.1"))
+    await asyncio.sleep(0)
+    assert bans.banned(ip("192.0.2.1")) is None  # at the limit, not over it
+    detector.seen(visitor("192.0.2.1"))
+    await asyncio.sleep(0.01)
+    ban = bans.banned(ip("192.0.2.1"))
+    assert ban is not None and "more than 5 requests in 10 s" in ban.reason
+    # the network: 8 in the window over several addresses (6 already from .1)
+    detector.seen(visitor("192.0.2.2"))
+    detector.seen(visitor("192.0.2.3"))
+    assert bans.banned(ip("192.0.2.3")) is None
+    detector.seen(visitor("192.0.2.4"))
+    await asyncio.sleep(0.01)
+    assert bans.banned(ip("192.0.2.200")).subject == "192.0.2.0/24"
+    # a new window forgets the counts
+    ticks.now += 11
+    for _ in range(5):
+        detector.seen(visitor("198.51.100.1"))
+    ticks.now += 11
+    detector.seen(visitor("198.51.100.1"))
+    await asyncio.sleep(0.01)
+    assert bans.banned(ip("198.51.100.1")) is None
+    # offences
+    for _ in range(4):
+        detector.offense(visitor("198.51.100.2"), "unauthorized")
+    for _ in range(3):
+        detector.offense(visitor("198.51.100.3"), "challenge_failed")
+    await asyncio.sleep(0.01)
+    assert "401" in bans.banned(ip("198.51.100.2")).reason
+    assert "failed challenges" in bans.banned(ip("198.51.100.3")).reason
+    text = metrics.render().decode()
+    assert 'gatehouse_edge_bans_total{cause="unauthorized"} 1.0' in text
+    assert 'gatehouse_edge_bans_total{cause="network"} 1.0' in text
+    await detector.aclose()
+
+
+async def test_detector_off_counts_nothing() -> None:
+    settings = DetectorSettings(enabled=False, max_requests_per_address=1)
+    bans = Bans(open_state("memory://"), settings)
+    detector = Detector(settings, bans, Metrics())
+    for _ in range(5):
+        detector.seen(visitor("192.0.2.1"))
+        detector.offense(visitor("192.0.2.1"), "unauthorized")
+    await asyncio.sleep(0.01)
+    assert not bans.mirror

@@ -1,0 +1,305 @@
+"""The edge in the running app (in-process, with a chosen client address): forged headers,
+rule order, 1020 answers (JSON and page), Ray IDs, bans, mounts and 404s all screened."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gatehouse.app import create_app
+from gatehouse.config import EdgeSettings
+from gatehouse.edge.bans import Bans
+from gatehouse.edge.detector import Detector
+from gatehouse.edge.rays import RayLog
+from gatehouse.edge.rulebook import RuleBook
+from gatehouse.edge.screen import Edge
+from gatehouse.identity.service import IdentityService
+from gatehouse.server import Gateway
+from gatehouse.state import open_state
+from gatehouse.store.edge import EdgeRecords
+from gatehouse.telemetry.metrics import Metrics
+from tests.unit.conftest import make_settings
+from tests.unit.test_web_sessions import sign_in
+
+DENY_FORGED = {"edge": {"rules": [{"action": "deny", "cidr": "203.0.113.0/24"}]}}
+
+
+async def test_in_process_spoofed_header_from_untrusted_peer_ignored(
+        gateway_client: Callable[..., httpx.AsyncClient]) -> None:
+    gw = await gateway_client(**DENY_FORGED)  # peer 10.0.0.1, no trusted proxies
+    r = await gw.get("/v1/models", headers={"x-forwarded-for": "203.0.113.9"})
+    assert r.status_code == 200
+    trusted = await gateway_client(edge={**DENY_FORGED["edge"],
+                                         "trusted_proxies": ["10.0.0.0/8"]})
+    r = await trusted.get("/v1/models", headers={"x-forwarded-for": "203.0.113.9"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "1020"
+    # the forged leftmost entry is not what a trusted proxy appended: no effect
+    r = await trusted.get("/v1/models",
+                          headers={"x-forwarded-for": "203.0.113.9, 198.51.100.1"})
+    assert r.status_code == 200
+
+
+# -- the app with an admin key, seen from chosen addresses ----------------------------------
+RAY = re.compile(r"^[0-9a-f]{16}$")
+HELLO = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@dataclass
+class Site:
+    app: Gateway
+    identity: IdentityService
+    admin_key: str
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def at(self, ip: str) -> httpx.AsyncClient:
+        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app, client=(ip, 5555)),
+                              base_url="http://gw")
+        self.clients.append(c)
+        return c
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_key}"}
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Any]:
+    made: list[Site] = []
+
+    async def make(**sections: Any) -> Site:
+        folder = tmp_path / f"s{len(made)}"
+        folder.mkdir()
+        settings = make_settings(folder, **sections)
+        identity = IdentityService(settings)
+        app = create_app(settings, identity=identity)
+        await app.startup()
+        plain, _ = await identity.accounts.create_key(None, scope="admin")
+        made.append(Site(app, identity, plain))
+        return made[-1]
+
+    yield make
+    for s in made:
+        for c in s.clients:
+            await c.aclose()
+        await s.app.aclose()
+
+
+def denied(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 403, r.text
+    assert r.headers["content-type"] == "application/json"
+    body: dict[str, Any] = r.json()
+    assert body["error"] == {"message": body["error"]["message"], "type": "access_denied",
+                             "param": None, "code": "1020"}
+    assert RAY.match(body["ray_id"]) and r.headers["gatehouse-ray"] == body["ray_id"]
+    assert body["request_id"] == r.headers["x-request-id"]
+    return body
+
+
+RULES = {"rules": [
+    {"action": "allow", "cidr": "192.0.2.10"},
+    {"action": "deny", "cidr": "192.0.2.0/24", "name": "testnet"},
+    {"action": "deny", "user_agent": "(?i)evilbot", "name": "evilbot"},
+    {"action": "deny", "path": r"^/wp-admin", "name": "probes"},
+]}
+
+
+async def test_deny_answers_1020_with_a_unique_ray_everywhere(site: Any) -> None:
+    s = await site(edge=RULES)
+    bad, good, allowed = s.at("192.0.2.5"), s.at("198.51.100.5"), s.at("192.0.2.10")
+    rays = set()
+    # the API pipeline, the model list, a 404, the web pages and the admin API: all screened
+    for method, path in [("POST", "/v1/chat/completions"), ("GET", "/v1/models"),
+                         ("GET", "/nope"), ("GET", "/login"), ("GET", "/account"),
+                         ("GET", "/admin/v1/orgs"), ("DELETE", "/v1/models")]:
+        r = await bad.request(method, path, json=HELLO if method == "POST" else None)
+        rays.add(denied(r)["ray_id"])
+    assert len(rays) == 7
+    assert (await allowed.get("/v1/models")).status_code == 200  # allow ranks first
+    assert (await good.get("/v1/models")).status_code == 200
+    denied(await good.get("/v1/models", headers={"user-agent": "EvilBot/2.0"}))
+    denied(await good.get("/wp-admin/setup.php"))
+    assert (await good.get("/nope")).status_code == 404  # not blocked: an ordinary 404
+    # probes stay reachable for load balancers
+    assert (await bad.get("/healthz")).status_code == 200
+
+
+async def test_1020_page_for_browsers(site: Any) -> None:
+    s = await site(edge=RULES)
+    r = await s.at("192.0.2.5").get("/login", headers={"accept": "text/html"})
+    assert r.status_code == 403 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    ray = r.headers["gatehouse-ray"]
+    assert "Access denied" in page and "Error 1020" in page
+    assert f'<code id="ray-id">{ray}</code>' in page
+    assert '<code id="client-ip">192.0.2.5</code>' in page
+    assert r.headers["x-request-id"] in page
+    for advice in ("may not be your fault", "VPN", "Try another network", "Contact support"):
+        assert advice in page
+    assert "testnet" not in page  # the rule's name is for the operator, not the page
+
+
+async def test_rays_are_logged_and_searchable(site: Any) -> None:
+    s = await site(edge=RULES)
+    r = await s.at("192.0.2.5").get("/v1/models", headers={"user-agent": "curl/8"})
+    ray = denied(r)["ray_id"]
+    admin = s.at("127.0.0.1")
+    # before the batch is written (from the buffer) and after
+    for _ in range(2):
+        found = (await admin.get(f"/admin/v1/edge/rays/{ray}", headers=s.admin)).json()
+        assert found["ray"] == ray and found["ip"] == "192.0.2.5"
+        assert found["network"] == "192.0.2.0/24" and found["rule"] == "testnet"
+        assert found["path"] == "/v1/models" and found["user_agent"] == "curl/8"
+        assert found["action"] == "deny" and found["reason"] == "rule testnet"
+        await s.app.routes["/v1/models"].pipeline.stages[1].edge.rays.flush()
+    assert (await EdgeRecords(s.identity.store).ray(ray)) is not None
+    r = await admin.get("/admin/v1/edge/rays/0123456789abcdef", headers=s.admin)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = await admin.get("/admin/v1/edge/rays/not-a-ray", headers=s.admin)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "ray"
+
+
+async def test_denied_and_banned_answers_touch_no_sql(site: Any) -> None:
+    s = await site(edge=RULES, identity={"require_key": True})
+    bad = s.at("192.0.2.5")
+    await bad.get("/v1/models")
+    before = s.identity.store.queries
+    for _ in range(50):
+        denied(await bad.post("/v1/chat/completions", json=HELLO,
+                              headers={"authorization": "Bearer gh-unknown-key"}))
+    await s.identity.state.put("x", b"y", 1)
+    edge = s.app.routes["/v1/models"].pipeline.stages[1].edge
+    await edge.bans.ban("198.51.100.77", "testing", 60)
+    banned = s.at("198.51.100.77")
+    for _ in range(50):
+        body = denied(await banned.get("/v1/models"))
+        assert "blocked for a while" in body["error"]["message"]
+    assert s.identity.store.queries == before
+    r = await banned.get("/v1/models")
+    assert 55 <= int(r.headers["retry-after"]) <= 60
+
+
+async def test_a_burst_gets_banned(site: Any) -> None:
+    s = await site(edge={"detector": {"max_requests_per_address": 20, "ban_seconds": 60}})
+    burst, other = s.at("203.0.113.1"), s.at("203.0.113.9")
+    statuses = [(await burst.get("/v1/models")).status_code for _ in range(25)]
+    assert statuses == [200] * 20 + [403] * 5
+    assert (await other.get("/v1/models")).status_code == 200
+    await asyncio.sleep(0.05)  # the shared ban is written in the background
+    bans = (await s.at("127.0.0.1").get("/admin/v1/edge/bans", headers=s.admin)).json()["data"]
+    assert [(b["subject"], b["reason"], b["strikes"]) for b in bans] == \
+        [("203.0.113.1", "more than 20 requests in 10 s", 1)]
+    assert 59 <= bans[0]["until"] - bans[0]["at"] <= 61
+
+
+async def test_401s_count_towards_a_ban(site: Any) -> None:
+    s = await site(edge={"detector": {"max_unauthorized": 3}}, identity={"require_key": True})
+    guesser = s.at("203.0.113.2")
+    for _ in range(4):
+        r = await guesser.get("/v1/models", headers={"authorization": "Bearer gh-wrong"})
+        assert r.status_code == 401
+    denied(await guesser.get("/v1/models"))
+    # failed sign-ins on the web form count the same way (the guard sees the 401)
+    web = s.at("203.0.113.3")
+    for _ in range(4):
+        r = await sign_in(web, "a@b.c", "wrong-password")
+        assert r.status_code == 401, r.text
+    denied(await web.get("/v1/models"))
+
+
+async def test_admin_rules_apply_at_once_and_refuse_bad_input(site: Any) -> None:
+    s = await site()
+    admin, visitor = s.at("127.0.0.1"), s.at("198.51.100.20")
+    assert (await visitor.get("/v1/models")).status_code == 200
+    r = await admin.post("/admin/v1/edge/rules", headers=s.admin,
+                         json={"action": "deny", "cidr": "198.51.100.0/24", "note": "abuse",
+                               "name": "abusers"})
+    assert r.status_code == 201, r.text
+    rule_id = r.json()["id"]
+    for _ in range(100):  # the broadcast makes the replica rebuild in the background
+        if (await visitor.get("/v1/models")).status_code == 403:
+            break
+        await asyncio.sleep(0.02)
+    denied(await visitor.get("/v1/models"))
+    listed = (await admin.get("/admin/v1/edge/rules", headers=s.admin)).json()["data"]
+    assert [(x["id"], x["rule"]["cidr"], x["note"]) for x in listed] == \
+        [(rule_id, "198.51.100.0/24", "abuse")]
+    for body, param in [({"action": "deny"}, None), ({"action": "nope", "cidr": "1.2.3.4"},
+                                                      "action"),
+                        ({"action": "deny", "path": "(("}, "path"),
+                        ({"action": "deny", "cidr": "1.2.3.4", "bogus": 1}, "bogus")]:
+        r = await admin.post("/admin/v1/edge/rules", headers=s.admin, json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param, r.text
+    assert (await admin.delete(f"/admin/v1/edge/rules/{rule_id}", headers=s.admin)).json() \
+        == {"id": rule_id, "deleted": True}
+    r = await admin.delete(f"/admin/v1/edge/rules/{rule_id}", headers=s.admin)
+    assert r.status_code == 404
+    for _ in range(100):
+        if (await visitor.get("/v1/models")).status_code == 200:
+            break
+        await asyncio.sleep(0.02)
+    assert (await visitor.get("/v1/models")).status_code == 200
+
+
+async def test_admin_bans(site: Any) -> None:
+    s = await site()
+    admin, visitor = s.at("127.0.0.1"), s.at("2001:db8::5")
+    r = await admin.post("/admin/v1/edge/bans", headers=s.admin,
+                         json={"subject": "2001:db8::/64", "seconds": 600, "reason": "spam"})
+    assert r.status_code == 201 and r.json()["subject"] == "2001:db8::/64"
+    denied(await visitor.get("/v1/models"))
+    r = await admin.post("/admin/v1/edge/bans", headers=s.admin, json={"subject": "nobody"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "subject"
+    r = await admin.post("/admin/v1/edge/bans", headers=s.admin,
+                         json={"subject": "192.0.2.1", "seconds": -1})
+    assert r.status_code == 400
+    assert (await admin.delete("/admin/v1/edge/bans/2001:db8::/64", headers=s.admin)
+            ).status_code == 200
+    assert (await visitor.get("/v1/models")).status_code == 200
+    r = await admin.delete("/admin/v1/edge/bans/2001:db8::/64", headers=s.admin)
+    assert r.status_code == 404
+    r = await admin.delete("/admin/v1/edge/bans/bad", headers=s.admin)
+    assert r.status_code == 400
+
+
+async def test_a_challenge_rule_without_the_human_check_denies(tmp_path: Path) -> None:
+    settings = EdgeSettings.model_validate({"rules": [
+        {"action": "challenge", "path": "^/login", "name": "login-check"}]})
+    state = open_state("memory://")
+    bans = Bans(state, settings.detector)
+    metrics = Metrics()
+    book = RuleBook(settings, tmp_path, None)
+    edge = Edge(settings, book, bans, Detector(settings.detector, bans, metrics),
+                RayLog(EdgeRecords(None), size=100, keep_days=1),  # type: ignore[arg-type]
+                metrics, challenger=None)
+    v = edge.visitor("GET", "/login", {"accept": "text/html"}, "192.0.2.1")
+    verdict = await edge.screen(v)
+    assert verdict.error is not None and verdict.error.code == "1020"
+    # API clients are never challenged: the rule does not apply to them at all
+    api = edge.visitor("GET", "/login", {"authorization": "Bearer x"}, "192.0.2.1")
+    assert (await edge.screen(api)).error is None
+    assert 'gatehouse_edge_blocks_total{reason="rule",rule="login-check"} 1.0' in \
+        metrics.render().decode()
+
+
+async def test_quota_network_scope_uses_the_resolved_address(site: Any) -> None:
+    s = await site(edge={"trusted_proxies": ["10.0.0.0/8"]},
+                   quota={"network_limits": {"requests_per_minute": 2}})
+    proxy = s.at("10.0.0.1")
+    one = {"x-forwarded-for": "198.51.100.1"}
+    two = {"x-forwarded-for": "198.51.100.2"}
+    for _ in range(2):
+        r = await proxy.post("/v1/chat/completions", json=HELLO, headers=one)
+        assert r.status_code == 200, r.text
+    r = await proxy.post("/v1/chat/completions", json=HELLO, headers=one)
+    assert r.status_code == 429 and "198.51.100.1/32" in r.json()["error"]["message"]
+    # another client behind the same proxy has its own network counter
+    assert (await proxy.post("/v1/chat/completions", json=HELLO, headers=two)).status_code \
+        == 200

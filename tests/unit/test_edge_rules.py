@@ -1,0 +1,227 @@
+"""Rules: parsing refusals, first match wins, challenge never for API clients, regexes, list
+files reloaded on change and on SIGHUP, geo from a generated .mmdb, and 10,000 rules matching
+exactly as a plain in-order scan does."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatehouse.config import EdgeSettings
+from gatehouse.edge.client import network_of
+from gatehouse.edge.geo import Geo
+from gatehouse.edge.matcher import RuleSet
+from gatehouse.edge.rulebook import RuleBook
+from gatehouse.edge.rules import Rule, RuleError, parse_rule, read_list
+from gatehouse.edge.screen import is_api_client
+from gatehouse.edge.visitor import Visitor
+
+
+def visitor(ip: str, path: str = "/login", ua: str = "Mozilla/5.0", bearer: bool = False
+            ) -> Visitor:
+    addr = ipaddress.ip_address(ip)
+    headers = {"user-agent": ua, **({"authorization": "Bearer k"} if bearer else {})}
+    return Visitor(addr, network_of(addr, 24, 64), "GET", path, headers,
+                   is_api_client(path, headers), True)
+
+
+def rules(*specs: dict[str, Any]) -> list[Rule]:
+    return [parse_rule(s, f"r{i}") for i, s in enumerate(specs)]
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ({"action": "block", "cidr": "1.2.3.4"}, "action"),
+    ({"action": "deny"}, "at least one condition"),
+    ({"action": "deny", "cidr": "1.2.3.4/33"}, "not an address or CIDR"),
+    ({"action": "deny", "path": "(("}, "path: not a valid regular expression"),
+    ({"action": "deny", "user_agent": "x" * 600}, "user_agent"),
+    ({"action": "deny", "country": "Germany"}, "two-letter"),
+    ({"action": "deny", "asn": "ASx"}, "asn"),
+    ({"action": "deny", "cidr": "1.2.3.4", "difficulty": 4}, "only challenge rules"),
+    ({"action": "challenge", "cidr": "1.2.3.4", "difficulty": 99}, "1 to 32"),
+])
+def test_unusable_rules_are_refused_with_the_reason(spec: dict[str, Any], problem: str) -> None:
+    with pytest.raises(RuleError, match=problem):
+        parse_rule(spec, "x")
+
+
+def test_first_match_wins_across_index_and_scan() -> None:
+    rs = RuleSet(rules(
+        {"action": "allow", "cidr": "203.0.113.7"},
+        {"action": "deny", "user_agent": "(?i)badbot"},
+        {"action": "deny", "cidr": "203.0.113.0/24"},
+        {"action": "allow", "path": "^/status"},
+        {"action": "challenge", "cidr": "198.51.100.0/24"},
+        {"action": "deny", "cidr": ["0.0.0.0/0", "::/0"]},
+    ), {})
+    assert rs.match(visitor("203.0.113.7", ua="BadBot/1")).label == "r0"  # allow comes first
+    assert rs.match(visitor("203.0.113.8", ua="BadBot/1")).label == "r1"
+    assert rs.match(visitor("203.0.113.8")).label == "r2"
+    assert rs.match(visitor("192.0.2.1", path="/status")).label == "r3"
+    assert rs.match(visitor("198.51.100.4")).label == "r4"
+    # challenge rules skip API clients (a key, or an API path): the next rule decides
+    assert rs.match(visitor("198.51.100.4", bearer=True)).label == "r5"
+    assert rs.match(visitor("198.51.100.4", path="/v1/models")).label == "r5"
+    assert rs.match(visitor("2001:db8::1")).label == "r5"
+    assert RuleSet([], {}).match(visitor("192.0.2.1")) is None
+
+
+def test_challenge_exemptions() -> None:
+    for path in ("/v1/chat/completions", "/admin/v1/orgs", "/api/v2/summary.json",
+                 "/status/feed.atom", "/blog.rss", "/sitemap.xml", "/healthz", "/readyz",
+                 "/metrics"):
+        assert is_api_client(path, {}), path
+    assert is_api_client("/login", {"authorization": "Bearer sk-x"})
+    assert not is_api_client("/login", {"authorization": "Basic eDp5"})
+    assert not is_api_client("/account", {})
+
+
+def test_conditions_combine() -> None:
+    rs = RuleSet(rules({"action": "deny", "cidr": "10.0.0.0/8", "path": "^/login$"}), {})
+    assert rs.match(visitor("10.1.2.3", path="/login")) is not None
+    assert rs.match(visitor("10.1.2.3", path="/account")) is None
+    assert rs.match(visitor("11.1.2.3", path="/login")) is None
+
+
+def test_ipv4_mapped_rule_and_ipv6_prefixes() -> None:
+    rs = RuleSet(rules({"action": "deny", "cidr": "::ffff:192.0.2.0/120"},
+                       {"action": "deny", "cidr": "2001:db8:42::/48"}), {})
+    assert rs.match(visitor("192.0.2.9")).label == "r0"
+    assert rs.match(visitor("2001:db8:42:1::9")).label == "r1"
+    assert rs.match(visitor("2001:db8:43::9")) is None
+
+
+def test_list_file_format(tmp_path: Path) -> None:
+    f = tmp_path / "vpn.txt"
+    f.write_text("# VPN exits\n192.0.2.0/24  # provider A\n\n2001:db8::/32\nnot-an-ip\n"
+                 "198.51.100.7\n")
+    nets = read_list(f)
+    assert [str(n) for n in nets] == ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32"]
+
+
+async def test_list_file_reloads_on_change_and_on_sighup(tmp_path: Path) -> None:
+    f = tmp_path / "bad.txt"
+    f.write_text("192.0.2.0/24\n")
+    settings = EdgeSettings.model_validate({
+        "lists_check_seconds": 0.05, "rules": [{"action": "deny", "list": "bad.txt"}]})
+    book = RuleBook(settings, tmp_path, None)
+    await book.start(None)
+    try:
+        assert book.current.match(visitor("192.0.2.5")) is not None
+        assert book.current.match(visitor("198.51.100.5")) is None
+        old = book.current
+        f.write_text("198.51.100.0/24\n")
+        os.utime(f, (1, 1))  # a different mtime even on coarse file systems
+        for _ in range(100):
+            if book.current is not old:
+                break
+            await asyncio.sleep(0.02)
+        assert book.current.match(visitor("198.51.100.5")) is not None
+        assert book.current.match(visitor("192.0.2.5")) is None
+        assert old.match(visitor("192.0.2.5")) is not None  # in-flight requests keep theirs
+        # SIGHUP: a reload even when the mtime check would not see a change (same mtime/size)
+        f.write_text("203.0.113.0/24\n")
+        os.utime(f, (1, 1))
+        book.settings = settings.model_copy(update={"lists_check_seconds": 3600})
+        book._seen.clear()
+        before = book.rebuilt
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(100):
+            if book.rebuilt > before:
+                break
+            await asyncio.sleep(0.02)
+        assert book.current.match(visitor("203.0.113.5")) is not None
+        # a vanished file keeps its last contents (a replace in progress is not "allow all")
+        f.unlink()
+        await book.reload()
+        assert book.current.match(visitor("203.0.113.5")) is not None
+    finally:
+        await book.aclose()
+
+
+async def test_missing_list_file_at_start_is_a_config_error(tmp_path: Path) -> None:
+    from gatehouse.config import ConfigError
+
+    settings = EdgeSettings.model_validate({"rules": [{"action": "deny", "list": "nope.txt"}]})
+    with pytest.raises(ConfigError, match="nope.txt"):
+        await RuleBook(settings, tmp_path, None).start(None)
+
+
+def make_mmdb(path: Path) -> None:
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=6, database_type="GeoLite2-Country", ipv4_compatible=True)
+    writer.insert_network(IPSet(["192.0.2.0/24"]), {"country": {"iso_code": "NL"},
+                                                     "autonomous_system_number": 64500})
+    writer.insert_network(IPSet(["198.51.100.0/24"]), {"country": {"iso_code": "US"},
+                                                        "autonomous_system_number": 64501})
+    writer.to_db_file(str(path))
+
+
+def test_geo_rules_with_a_generated_mmdb(tmp_path: Path) -> None:
+    db = tmp_path / "geo.mmdb"
+    make_mmdb(db)
+    geo = Geo(str(db), str(db))
+    try:
+        assert geo(ipaddress.ip_address("192.0.2.1")) == ("NL", 64500)
+        assert geo(ipaddress.ip_address("203.0.113.1")) == (None, None)
+        rs = RuleSet(rules({"action": "deny", "country": ["nl"]},
+                           {"action": "challenge", "asn": "AS64501"}), {})
+        assert rs.match(visitor("192.0.2.1"), geo).label == "r0"
+        assert rs.match(visitor("198.51.100.1"), geo).label == "r1"
+        assert rs.match(visitor("203.0.113.1"), geo) is None
+        assert rs.match(visitor("192.0.2.1"), None) is None  # no database: never matches
+    finally:
+        geo.close()
+
+
+def naive(rules_: list[Rule], lists: dict[str, list[Any]], v: Visitor) -> Rule | None:
+    for rule in rules_:
+        if v.api_client and rule.action == "challenge":
+            continue
+        nets = [*rule.cidrs, *lists.get(rule.list_file or "", ())]
+        if nets and not any(v.ip in n for n in nets if n.version == v.ip.version):
+            continue
+        if rule.path and not rule.path.search(v.path):
+            continue
+        if rule.user_agent and not rule.user_agent.search(v.headers.get("user-agent", "")):
+            continue
+        return rule
+    return None
+
+
+def test_ten_thousand_rules_match_like_a_linear_scan() -> None:
+    rng = random.Random(6)
+    specs: list[dict[str, Any]] = []
+    for i in range(10_000):
+        roll = rng.random()
+        if roll < 0.01:
+            specs.append({"action": "deny", "path": f"^/p{rng.randrange(50)}"})
+        elif roll < 0.02:
+            specs.append({"action": "allow", "user_agent": f"bot{rng.randrange(50)}",
+                          "cidr": f"10.{rng.randrange(4)}.0.0/16"})
+        else:
+            length = rng.choice([8, 12, 16, 20, 24, 28, 32])
+            net = ipaddress.ip_network((rng.getrandbits(32) & 0x0FFFFFFF | 0x0A000000, length),
+                                       strict=False)
+            specs.append({"action": rng.choice(["allow", "deny", "challenge"]),
+                          "cidr": str(net)})
+    parsed = rules(*specs)
+    rs = RuleSet(parsed, {})
+    hits = 0
+    for _ in range(3000):
+        ip = str(ipaddress.IPv4Address(rng.getrandbits(32) & 0x0FFFFFFF | 0x0A000000))
+        v = visitor(ip, path=f"/p{rng.randrange(60)}", ua=f"bot{rng.randrange(60)}",
+                    bearer=rng.random() < 0.3)
+        got, want = rs.match(v), naive(parsed, {}, v)
+        assert got is want, (ip, v.path, got and got.label, want and want.label)
+        hits += got is not None
+    assert hits > 1000  # the sample exercises matches, not only misses
