@@ -140,7 +140,9 @@ class Edge:
             self._blocks[(label, "ban" if ban else "rule")] = counter
         counter.inc()
         retry = max(1.0, ban.until - time.time()) if ban else None
-        return Verdict(AccessDenied(BANNED if ban else RULE_DENIED, ray_id=ray,
+        # the Ray ID in the message too: SDKs show the message, not the rest of the body
+        message = f"{BANNED if ban else RULE_DENIED} (Error 1020, Ray ID {ray})"
+        return Verdict(AccessDenied(message, ray_id=ray,
                                     client_ip=str(visitor.ip), cause=f"ray {ray}: {reason}",
                                     retry_after=retry))
 
