@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from gatehouse.admin.models import Body, Page
+from gatehouse.admin.models import Body, Page, seconds
 from gatehouse.admin.models import errors as responses
 from gatehouse.edge.bans import Ban, Bans
 from gatehouse.edge.rays import RayLog
@@ -43,8 +43,12 @@ class RuleOut(BaseModel):
     source: str = Field(description="config (gatehouse.toml, tried first) or store")
     position: int
     note: str
-    created_at: float | None
+    created_at: int | None
     rule: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> RuleOut:
+        return cls(**{**row, "created_at": seconds(row["created_at"])})
 
 
 class BanIn(Body):
@@ -56,19 +60,19 @@ class BanIn(Body):
 class BanOut(BaseModel):
     subject: str
     reason: str
-    until: float
-    at: float
-    strikes: int
+    until: int
+    at: int
+    strikes: int = Field(description="detector bans in a row (each doubles); 0: made by hand")
 
     @classmethod
     def of(cls, ban: Ban) -> BanOut:
-        return cls(subject=ban.subject, reason=ban.reason, until=ban.until, at=ban.at,
-                   strikes=ban.strikes)
+        return cls(subject=ban.subject, reason=ban.reason, until=round(ban.until),
+                   at=round(ban.at), strikes=ban.strikes)
 
 
 class RayOut(BaseModel):
     ray: str
-    at: float
+    at: int
     action: str
     ip: str
     network: str
@@ -91,14 +95,14 @@ def edge_router(identity: IdentityService, bans: Bans | None = None,
     @router.get("/rules", summary="List firewall rules")
     async def list_rules() -> Page[RuleOut]:
         """In the order they are tried (first match wins): the config file's, then these."""
-        return Page(data=[RuleOut(**r) for r in await rules.listing()])
+        return Page(data=[RuleOut.of(r) for r in await rules.listing()])
 
     @router.post("/rules", status_code=201, summary="Add a firewall rule",
                  responses=responses(400))
     async def add_rule(body: RuleIn) -> RuleOut:
         spec = body.model_dump(exclude={"note", "position"}, exclude_none=True, by_alias=True)
         try:
-            return RuleOut(**await rules.add(spec, body.note, body.position))
+            return RuleOut.of(await rules.add(spec, body.note, body.position))
         except RuleError as exc:
             raise InvalidRequest(str(exc), param=exc.param) from None
 
@@ -142,6 +146,6 @@ def edge_router(identity: IdentityService, bans: Bans | None = None,
         if found is None:
             raise NotFound(f"No Ray ID {ray} (events are kept for "
                            f"{settings.rays_keep_days:g} days).")
-        return RayOut(**found)
+        return RayOut(**{**found, "at": int(found["at"])})
 
     return router
