@@ -13,7 +13,13 @@ import httpx
 import openai
 import pytest
 
-from gatehouse.client import AtCapacity, Client, QuotaExceeded, RetryTransport, attempts_of
+from gatehouse.client import (
+    AtCapacity,
+    Client,
+    QuotaExceeded,
+    RetryTransport,
+    attempts_of,
+)
 from tests.e2e.test_identity import cli
 from tests.support.procs import Gateway, open_stream
 
