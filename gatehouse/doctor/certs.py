@@ -165,8 +165,8 @@ def judge(chain: list[x509.Certificate], host: str, public: TrustStore,
           system: TrustStore | None = None) -> ChainVerdict:
     """Judge a chain as the server sent it (leaf first)."""
     leaf, last = chain[0], chain[-1]
-    issuers = " ".join(name_of(c.issuer).lower() + " " + name_of(c.subject).lower()
-                       for c in chain[1:]) + " " + name_of(leaf.issuer).lower()
+    issuers = " ".join([leaf.issuer.rfc4514_string().lower()] +
+                       [c.subject.rfc4514_string().lower() for c in chain[1:]])
     product = next((p for p in INSPECTION_PRODUCTS if p in issuers), None)
     anchored = public.anchors(chain) is not None
     return ChainVerdict(

@@ -1,0 +1,80 @@
+"""The doctor's readers: HAR files written for the test, Statuspage v2 summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatehouse.doctor.har import HarError, read_har
+from gatehouse.doctor.statuspage import matches, read_summary
+from tests.support.doctor import incident, summary
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "doctor"
+
+
+def test_har_failures_ids_rays_and_timings() -> None:
+    har = read_har(FIXTURES / "mixed.har")
+    assert har.total == 5
+    assert [(r.method, r.status) for r in har.failing] == [
+        ("POST", 429), ("GET", 403), ("GET", 0)]
+    assert har.failing_pct == 60.0
+    assert har.statuses == {"0": 1, "200": 2, "403": 1, "429": 1}
+    assert har.request_ids == ["req_rate_1", "req_denied_1"]  # the failures' ids
+    assert har.ray_ids == ["ray_7f3a9c"]
+    assert har.blocked == 1 and har.challenges == 0
+    assert har.failing[2].error == "net::ERR_CONNECTION_TIMED_OUT"
+    assert har.slowest is not None and har.slowest.url.endswith("app.js")
+    assert har.median_ms == 95.0
+
+
+def test_har_challenge_loop_cloudflare_and_gatehouse() -> None:
+    har = read_har(FIXTURES / "challenge_loop.har")
+    assert har.challenges == 2 and har.blocked == 0
+    assert har.ray_ids == ["9f00aa11bb22cc33", "ray_loop2"]  # cf-ray without its colo
+    assert round(har.failing_pct) == 67
+
+
+def test_not_a_har(tmp_path: Path) -> None:
+    (tmp_path / "x.har").write_text('{"entries": []}')
+    with pytest.raises(HarError):
+        read_har(tmp_path / "x.har")
+    with pytest.raises(HarError):
+        read_har(tmp_path / "missing.har")
+
+
+def test_component_names() -> None:
+    assert matches("API", ("API",)) and matches("APIs", ("api",))
+    assert not matches("Rapid Deploy", ("API",))
+    assert matches("demo", ("API", "demo"))
+
+
+def test_an_incident_on_the_api_is_ours() -> None:
+    s = read_summary("u", summary(incident("Elevated errors", ["c-api"]),
+                                  incident("Sora is slow", ["c-sora"])), ("API",))
+    assert [i.name for i in s.ours] == ["Elevated errors"]
+    assert [i.name for i in s.others] == ["Sora is slow"]
+    assert s.trouble
+    assert s.ours[0].shortlink and s.ours[0].latest_update == "We are investigating elevated errors."
+
+
+def test_another_products_incident_is_not() -> None:
+    s = read_summary("u", summary(incident("Sora is slow", ["c-sora"])), ("API",))
+    assert not s.trouble and len(s.others) == 1
+
+
+def test_a_group_brings_its_members_and_resolved_incidents_are_gone() -> None:
+    s = read_summary("u", summary(incident("Chat errors", ["c-chat"]),
+                                  incident("Old", ["c-api"], status="resolved")), ("APIs",))
+    assert "Chat Completions" in s.watched
+    assert [i.name for i in s.ours] == ["Chat errors"]
+
+
+def test_a_degraded_component_without_an_incident_counts() -> None:
+    s = read_summary("u", summary(degraded={"c-api": "partial_outage"}), ("API",))
+    assert s.trouble and s.degraded == {"API": "partial_outage"}
+
+
+def test_an_incident_naming_no_component_may_be_ours() -> None:
+    s = read_summary("u", summary(incident("Something", [])), ("API",))
+    assert s.ours and s.ours[0].affects_us is None
