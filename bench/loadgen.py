@@ -170,7 +170,7 @@ class _Conn(asyncio.Protocol):
         end = now()
         self.busy = False
         idx, self.idx = self.idx, -1
-        ok = self.status == 200
+        ok = self.status == self.gen.expect
         first = self.first or end
         self.first = 0.0
         if not self.keep_alive:
@@ -215,6 +215,7 @@ class _Gen:
         self.connecting = 0
         self.opened = 0
         self.finished = asyncio.Event()
+        self.expect = 200  # the status that counts as completed (403 to measure refusals)
 
     async def connect(self) -> _Conn:
         self.connecting += 1
@@ -442,10 +443,12 @@ async def open_loop(host: str, port: int, request: bytes, *, rate: float, durati
 
 
 async def closed_loop(host: str, port: int, request: bytes, *, conns: int = 64,
-                      duration: float = 5.0, warmup: float = 1.0) -> Result:
-    """``conns`` connections back to back for ``warmup + duration`` s."""
+                      duration: float = 5.0, warmup: float = 1.0, expect: int = 200) -> Result:
+    """``conns`` connections back to back for ``warmup + duration`` s; answers with status
+    ``expect`` count as completed, others as errors."""
     t_start = now()
     gen = _ClosedLoop(host, port, request, t_start + warmup, t_start + warmup + duration)
+    gen.expect = expect
     gc.collect()
     gc.disable()
     try:

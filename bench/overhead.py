@@ -256,7 +256,8 @@ def gateway_importable(py: str) -> str | None:
 
 
 def start_gatehouse(kids: Children, py: str, upstream: Target, *, name: str = "gatehouse",
-                    require_key: bool = False, api_key: str = "x") -> Target:
+                    require_key: bool = False, api_key: str = "x", extra_toml: str = "",
+                    timeout: float = 60) -> Target:
     """gatehouse on one worker. By default in open mode (the identity stage runs and admits
     the call as anonymous); ``require_key=True`` makes a key and sends it (see auth_overhead.py).
     Each instance gets its own store under bench/.work/NAME/."""
@@ -280,7 +281,7 @@ base_url = "http://{HOST}:{upstream.port}/v1"
 
 [models.{MODEL}]
 backends = [{{ upstream = "bench", model = "{MODEL}" }}]
-""")
+""" + extra_toml)
     launch = ("import sys; from gatehouse.cli.main import main; "
               "sys.argv[0] = 'gatehouse'; sys.exit(main())")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -296,7 +297,7 @@ backends = [{{ upstream = "bench", model = "{MODEL}" }}]
     cmd = [py, "-c", launch,
            "serve", "--config", str(cfg), "--host", HOST, "--port", str(port), "--workers", "1"]
     proc = kids.start(name, cmd, env=env)
-    wait_healthy(proc, port, "/healthz", 60, name)
+    wait_healthy(proc, port, "/healthz", timeout, name)
     return Target(name, name, port, api_key, proc.pid)
 
 

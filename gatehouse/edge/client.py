@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from gatehouse.edge.visitor import IPAddress
 
 UNKNOWN = ipaddress.IPv4Address("0.0.0.0")  # no peer (a unix socket, or a test transport)
+CACHE_SIZE = 65_536  # addresses remembered parsed (and grouped); forgotten wholesale when full
 
 
 def parse_ip(text: str | None) -> IPAddress | None:
@@ -79,9 +80,15 @@ class ClientResolver:
     def __init__(self, trusted: Iterable[str], header: str = "x-forwarded-for") -> None:
         self.trusted = TrustedProxies(trusted)
         self.header = header
+        # parsing an address costs µs and the same peers come back again and again
+        self._peers: dict[str | None, IPAddress] = {}
 
     def resolve(self, peer: str | None, headers: dict[str, str]) -> IPAddress:
-        ip = parse_ip(peer) or UNKNOWN
+        ip = self._peers.get(peer)
+        if ip is None:
+            if len(self._peers) >= CACHE_SIZE:
+                self._peers.clear()
+            ip = self._peers[peer] = parse_ip(peer) or UNKNOWN
         if not self.trusted or ip not in self.trusted:
             return ip
         for hop in reversed(forwarded_hops(headers, self.header)):
