@@ -62,17 +62,17 @@ def failing_pct(f: Findings) -> tuple[float | None, str]:
 
 
 def ids(f: Findings) -> tuple[list[str], list[str]]:
-    request_ids: list[str] = []
-    ray_ids: list[str] = []
-    for call in f.api.calls if f.api else []:
-        request_ids += [call.request_id] if call.request_id else []
-        ray_ids += [call.ray_id] if call.ray_id else []
+    """Request ids and Ray IDs, the failures' first: those are the ones support looks up."""
+    seen: list[tuple[bool, str | None, str | None]] = [
+        (c.ok, c.request_id, c.ray_id) for c in (f.api.calls if f.api else [])]
     if f.web is not None:
-        request_ids += [f.web.request_id] if f.web.request_id else []
-        ray_ids += [f.web.ray_id] if f.web.ray_id else []
+        seen.append((f.web.outcome == "loads", f.web.request_id, f.web.ray_id))
     if f.har is not None:
-        request_ids += f.har.request_ids
-        ray_ids += f.har.ray_ids
+        seen += [(False, r, None) for r in f.har.request_ids]
+        seen += [(False, None, r) for r in f.har.ray_ids]
+    seen.sort(key=lambda s: s[0])  # stable: failures first, in the order they were seen
+    request_ids = [r for _, r, _ in seen if r]
+    ray_ids = [r for _, _, r in seen if r]
     return list(dict.fromkeys(request_ids)), list(dict.fromkeys(ray_ids))
 
 
