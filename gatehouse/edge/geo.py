@@ -50,4 +50,4 @@ def _asn(record: Any) -> int | None:
     text = record.get("asn")
     if isinstance(text, str) and text.upper().removeprefix("AS").isdigit():
         return int(text.upper().removeprefix("AS"))
-    return number if isinstance(number, int) else None
+    return None

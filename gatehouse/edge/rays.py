@@ -32,7 +32,7 @@ def new_ray() -> str:
 
 class RayLog:
     def __init__(self, records: EdgeRecords, *, size: int, keep_days: float,
-                 on_drop: Callable[[], None] | None = None) -> None:
+                 on_drop: Callable[[float], None] | None = None) -> None:
         self.records = records
         self.size = size
         self.keep_seconds = keep_days * 86400
@@ -44,14 +44,17 @@ class RayLog:
 
     def record(self, ray: str, action: str, visitor: Visitor, rule: str, reason: str) -> None:
         if len(self.buffer) >= self.size:
-            self.dropped += 1
-            if self._on_drop is not None:
-                self._on_drop()
+            self._drop(1)
             return
         self.buffer.append({"ray": ray, "at": time.time(), "action": action,
                             "ip": str(visitor.ip), "network": visitor.network, "rule": rule,
                             "reason": reason, "method": visitor.method, "path": visitor.path,
                             "user_agent": visitor.headers.get("user-agent", "")})
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if self._on_drop is not None:
+            self._on_drop(n)
 
     async def find(self, ray: str) -> dict[str, Any] | None:
         for event in self.buffer:  # not written yet
@@ -73,7 +76,7 @@ class RayLog:
             try:
                 await self.records.add_rays(batch)
             except Exception as exc:  # advisory: never fail requests over it; count the loss
-                self.dropped += len(batch)
+                self._drop(len(batch))
                 log.warning("could not write %d ray events: %s", len(batch), type(exc).__name__)
                 return
         if time.time() - self._pruned > PRUNE_SECONDS:

@@ -183,6 +183,22 @@ def test_geo_rules_with_a_generated_mmdb(tmp_path: Path) -> None:
         geo.close()
 
 
+def test_geo_reads_other_free_database_layouts(tmp_path: Path) -> None:
+    """IPinfo-style records: a top-level country_code and asn "AS64500"."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    db = tmp_path / "ipinfo.mmdb"
+    writer = MMDBWriter(ip_version=6, database_type="ipinfo", ipv4_compatible=True)
+    writer.insert_network(IPSet(["203.0.113.0/24"]), {"country_code": "de", "asn": "AS64511"})
+    writer.to_db_file(str(db))
+    geo = Geo(str(db), None)
+    try:
+        assert geo(ipaddress.ip_address("203.0.113.9")) == ("DE", 64511)
+    finally:
+        geo.close()
+
+
 def naive(rules_: list[Rule], lists: dict[str, list[Any]], v: Visitor) -> Rule | None:
     for rule in rules_:
         if v.api_client and rule.action == "challenge":
