@@ -21,6 +21,7 @@ from gatehouse.client import (
     attempts_of,
 )
 from tests.e2e.test_identity import cli
+from tests.support.loops import closed_loop_for_sync_tests  # noqa: F401  (autouse)
 from tests.support.procs import Gateway, open_stream
 
 pytestmark = pytest.mark.e2e
@@ -100,15 +101,15 @@ def test_quota_is_final_and_capacity_is_retried(
         with sdk(gw, plain_key, waits) as client, \
                 pytest.raises(openai.InternalServerError) as full:
             client.chat.completions.create(model="demo", messages=HELLO, max_tokens=4)
-        error = full.value
-        assert (error.status_code, error.code) == (503, "at_capacity")
-        asked = float(error.response.headers["retry-after-ms"]) / 1000
+        refused = full.value
+        assert (refused.status_code, refused.code) == (503, "at_capacity")
+        asked = float(refused.response.headers["retry-after-ms"]) / 1000
         assert len(waits) == 2 and min(waits) >= asked > 0
-        assert attempts_of(error.response) == 3  # type: ignore[arg-type]
-        cid = error.response.request.headers["x-client-request-id"]
+        assert attempts_of(refused.response) == 3  # type: ignore[arg-type]
+        cid = refused.response.request.headers["x-client-request-id"]
         records = logged(gw, cid, 3)
         assert [(r["status"], r["error_code"]) for r in records] == [(503, "at_capacity")] * 3
-        assert error.request_id == records[-1]["request_id"]
+        assert refused.request_id == records[-1]["request_id"]
 
         with Client(gw.url + "/v1", api_key=plain_key, sleep=Waits()) as own, \
                 pytest.raises(AtCapacity) as own_full:

@@ -32,6 +32,7 @@ from gatehouse.client import (
     attempts_of,
 )
 from tests.support.answers import Answers
+from tests.support.loops import closed_loop_for_sync_tests  # noqa: F401  (autouse)
 from tests.support.procs import free_port
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,7 @@ TABLE = [
     ("rate_long", "all", 1, [], 429),  # Retry-After an hour: returned at once
     ("rate_bare", "all", 1, [], 429),  # no Retry-After: not retried
     ("quota", "all", 1, [], 429),
+    ("quota_bare", "all", 1, [], 429),
     ("400", "all", 1, [], 400),
     ("401", "all", 1, [], 401),
     ("1020", "all", 1, [], 403),

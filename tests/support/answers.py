@@ -59,6 +59,8 @@ ANSWERS: dict[str, Callable[[], Reply]] = {
     "rate_long": lambda: error(errors.RateLimited("slow down", retry_after=3600)),
     "rate_bare": lambda: error(errors.RateLimited("slow down")),
     "quota": lambda: error(errors.QuotaExceeded("spent", headers={"x-should-retry": "false"})),
+    # no x-should-retry, and a Retry-After: the code alone must stop the retry
+    "quota_bare": lambda: error(errors.QuotaExceeded("spent", retry_after=1)),
     "400": lambda: error(errors.InvalidRequest("bad")),
     "401": lambda: error(errors.InvalidApiKey("bad key")),
     "1020": lambda: error(errors.AccessDenied("denied", ray_id="8f00ba11")),
