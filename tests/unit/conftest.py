@@ -20,8 +20,11 @@ def make_settings(tmp: Path | None = None, **sections: Any) -> Settings:
     identity = {"require_key": False, "secret": SECRET, **sections.pop("identity", {})}
     storage = {"database_url": f"sqlite+aiosqlite:///{tmp / 'gh.db'}" if tmp else
                "sqlite+aiosqlite:///:memory:", **sections.pop("storage", {})}
+    edge = {**sections.pop("edge", {})}
+    # every test client is 127.0.0.1 / 10.0.0.1: the abuse detector only where a test wants it
+    edge.setdefault("detector", {"enabled": False})
     return Settings.model_validate({"telemetry": {"access_log": False}, "identity": identity,
-                                    "storage": storage, **sections})
+                                    "storage": storage, "edge": edge, **sections})
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,3 +304,40 @@ async def test_quota_network_scope_uses_the_resolved_address(site: Any) -> None:
     # another client behind the same proxy has its own network counter
     assert (await proxy.post("/v1/chat/completions", json=HELLO, headers=two)).status_code \
         == 200
+
+
+async def test_a_rule_added_on_one_replica_applies_on_another_over_redis(
+        tmp_path: Path) -> None:
+    from tests.support.services import REDIS_URL
+
+    shared = {"storage": {"database_url": f"sqlite+aiosqlite:///{tmp_path}/shared.db",
+                          "state_url": REDIS_URL},
+              "edge": {"rules_reload_seconds": 3600}}  # only the broadcast can explain it
+    apps = []
+    for _ in range(2):
+        identity = IdentityService(make_settings(tmp_path, **shared))
+        app = create_app(identity.settings, identity=identity)
+        await app.startup()
+        apps.append((app, identity))
+    key, _ = await apps[0][1].accounts.create_key(None, scope="admin")
+    one = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[0][0]), base_url="http://gw")
+    who = f"198.51.100.{secrets.randbelow(250) + 1}"
+    two = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[1][0], client=(who, 1)),
+                            base_url="http://gw")
+    try:
+        assert (await two.get("/v1/models")).status_code == 200
+        r = await one.post("/admin/v1/edge/rules", headers={"authorization": f"Bearer {key}"},
+                           json={"action": "deny", "cidr": who})
+        assert r.status_code == 201
+        for _ in range(150):
+            if (await two.get("/v1/models")).status_code == 403:
+                break
+            await asyncio.sleep(0.02)
+        denied(await two.get("/v1/models"))
+        await one.delete(f"/admin/v1/edge/rules/{r.json()['id']}",
+                         headers={"authorization": f"Bearer {key}"})
+    finally:
+        await one.aclose()
+        await two.aclose()
+        for app, _ in apps:
+            await app.aclose()
