@@ -21,7 +21,6 @@ from gatehouse.client import (
     attempts_of,
 )
 from tests.e2e.test_identity import cli
-from tests.support.loops import closed_loop_for_sync_tests  # noqa: F401  (autouse)
 from tests.support.procs import Gateway, open_stream
 
 pytestmark = pytest.mark.e2e

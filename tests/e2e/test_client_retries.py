@@ -32,7 +32,6 @@ from gatehouse.client import (
     attempts_of,
 )
 from tests.support.answers import Answers
-from tests.support.loops import closed_loop_for_sync_tests  # noqa: F401  (autouse)
 from tests.support.procs import free_port
 
 pytestmark = pytest.mark.e2e

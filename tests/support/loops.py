@@ -1,9 +1,8 @@
-"""A pytest fixture for sync tests in modules that also hold async ones.
+"""A loop of its own, closed after it, for every sync test (autouse, from tests/conftest.py).
 
-looptime asks pytest-asyncio's policy for the event loop even in a sync test; with none set,
-the policy makes one that nobody closes, and its ResourceWarning later fails whichever test
-the garbage collector happens to run in. Import ``closed_loop_for_sync_tests`` into a test
-module to give each sync test a loop of its own, closed after it."""
+looptime (the controllable clock of the admission tests) asks pytest-asyncio's policy for the
+event loop even in a sync test; with none set, the policy makes one that nobody closes, and
+its ResourceWarning later fails whichever test the garbage collector happens to run in."""
 
 from __future__ import annotations
 
