@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gatehouse.edge.visitor import Visitor
-from gatehouse.store.edge import EdgeRecords
+from gatehouse.store.edge import RAY_FIELDS, EdgeRecords
 
 log = logging.getLogger("gatehouse.edge")
 FLUSH_SECONDS = 1.0
@@ -36,7 +36,7 @@ class RayLog:
         self.records = records
         self.size = size
         self.keep_seconds = keep_days * 86400
-        self.buffer: list[dict[str, Any]] = []
+        self.buffer: list[tuple[Any, ...]] = []  # in RAY_FIELDS order, made strings later
         self.dropped = 0
         self._on_drop = on_drop
         self._task: asyncio.Task[None] | None = None
@@ -46,10 +46,8 @@ class RayLog:
         if len(self.buffer) >= self.size:
             self._drop(1)
             return
-        self.buffer.append({"ray": ray, "at": time.time(), "action": action,
-                            "ip": str(visitor.ip), "network": visitor.network, "rule": rule,
-                            "reason": reason, "method": visitor.method, "path": visitor.path,
-                            "user_agent": visitor.headers.get("user-agent", "")})
+        self.buffer.append((ray, time.time(), action, visitor.ip, visitor.network, rule, reason,
+                            visitor.method, visitor.path, visitor.headers.get("user-agent", "")))
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -58,8 +56,9 @@ class RayLog:
 
     async def find(self, ray: str) -> dict[str, Any] | None:
         for event in self.buffer:  # not written yet
-            if event["ray"] == ray:
-                return event
+            if event[0] == ray:
+                return {k: str(v) if k == "ip" else v for k, v in zip(RAY_FIELDS, event,
+                                                                       strict=True)}
         return await self.records.ray(ray)
 
     async def start(self) -> None:

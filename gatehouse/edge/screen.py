@@ -140,10 +140,10 @@ class Edge:
         ray = new_ray()
         reason = f"banned {ban.subject}: {ban.reason}" if ban else f"rule {label}"
         self.rays.record(ray, "deny", visitor, label, reason)
-        counter = self._blocks.get((label, "ban" if ban else "rule"))
-        if counter is None:
-            counter = self.metrics.edge_blocks.labels(label, "ban" if ban else "rule")
-            self._blocks[(label, "ban" if ban else "rule")] = counter
+        kind = "ban" if ban else "rule"
+        counter = self._blocks.get((label, kind))
+        if counter is None:  # labelled children looked up once (labels() costs µs)
+            counter = self._blocks[(label, kind)] = self.metrics.edge_blocks.labels(label, kind)
         counter.inc()
         retry = max(1.0, ban.until - time.time()) if ban else None
         # the Ray ID in the message too: SDKs show the message, not the rest of the body

@@ -48,10 +48,9 @@ def test_rays_show(config: Path) -> None:  # noqa: F811
     async def store_one() -> None:
         ids = IdentityService(load_settings(config))
         await ids.start(serve=False)
-        await EdgeRecords(ids.store).add_rays([{
-            "ray": ray, "at": 1_700_000_000.0, "action": "deny", "ip": "192.0.2.7",
-            "network": "192.0.2.0/24", "rule": "spam", "reason": "rule spam", "method": "GET",
-            "path": "/login", "user_agent": "curl/8"}])
+        await EdgeRecords(ids.store).add_rays([(
+            ray, 1_700_000_000.0, "deny", "192.0.2.7", "192.0.2.0/24", "spam", "rule spam",
+            "GET", "/login", "curl/8")])
         await ids.aclose()
 
     asyncio.run(store_one())
