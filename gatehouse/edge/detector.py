@@ -23,6 +23,12 @@ from gatehouse.telemetry.metrics import Metrics
 log = logging.getLogger("gatehouse.edge")
 
 
+def carries_api_key(visitor: Visitor) -> bool:
+    """An API call with a bearer key: the identity stage checks it (a 401 is an offence)."""
+    return (visitor.path.startswith("/v1/")
+            and visitor.headers.get("authorization", "")[:7].lower() == "bearer ")
+
+
 class Detector:
     def __init__(self, settings: DetectorSettings, bans: Bans, metrics: Metrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -48,8 +54,12 @@ class Detector:
 
     def seen(self, visitor: Visitor) -> bool:
         """Count one request of ``visitor`` (called for every request not blocked); True
-        when this one tripped a ban (so it is refused too)."""
-        if not self.settings.enabled:
+        when this one tripped a ban (so it is refused too).
+
+        API calls that carry a key are not counted: the key's quota governs their rate, and
+        a wrong key is a 401 offence. Counting them would ban a busy customer's NAT address
+        (a backend sending 200 req/s with a valid key) — the outage an edge must not cause."""
+        if not self.settings.enabled or carries_api_key(visitor):
             return False
         s = self.settings
         address = str(visitor.ip)

@@ -241,3 +241,32 @@ async def test_detector_off_counts_nothing() -> None:
         detector.offense(visitor("192.0.2.1"), "unauthorized")
     await asyncio.sleep(0.01)
     assert not bans.mirror
+
+
+async def test_api_calls_with_a_key_are_left_to_the_quota_and_wrong_keys_to_the_401s() -> None:
+    """A customer's backend behind one NAT address sends far more than the request limit with
+    a valid key: no ban (the quota governs it). A bearer header on a page is no way around
+    the count, and wrong keys are 401 offences."""
+    state = open_state("memory://")
+    settings = DetectorSettings(window_seconds=10, max_requests_per_address=5,
+                                max_unauthorized=3, ban_seconds=60)
+    bans = Bans(state, settings)
+    detector = Detector(settings, bans, Metrics(), clock=Clock())
+    a = ip("192.0.2.50")
+    keyed = Visitor(a, network_of(a, 24, 64), "POST", "/v1/chat/completions",
+                    {"authorization": "Bearer gh-live-x"}, True, False)
+    for _ in range(50):
+        assert not detector.seen(keyed)
+    await asyncio.sleep(0.01)
+    assert bans.banned(a) is None
+    page = Visitor(a, network_of(a, 24, 64), "GET", "/login",
+                   {"authorization": "Bearer made-up"}, True, True)
+    assert [detector.seen(page) for _ in range(6)] == [False] * 5 + [True]
+    b = ip("192.0.2.51")
+    for _ in range(4):
+        detector.offense(Visitor(b, network_of(b, 24, 64), "POST", "/v1/chat/completions",
+                                 {"authorization": "Bearer wrong"}, True, False), "unauthorized")
+    await asyncio.sleep(0.01)
+    assert bans.banned(b) is not None
+    await bans.aclose()
+    await state.aclose()
