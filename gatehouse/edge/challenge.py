@@ -59,8 +59,11 @@ def next_of(visitor: Visitor) -> str:
     path = visitor.path
     if not path.startswith("/") or path.startswith("//") or "\\" in path:
         return "/"
-    # the ASGI path is decoded: encode it again (spaces, non-ASCII) for the form and Location
+    # the ASGI path is decoded: encode it again (spaces, non-ASCII) for the form and Location;
+    # the query string arrives raw, so only what is not allowed in one is encoded
     quoted = quote(path, safe="/:@!$&'()*+,;=-._~")
+    if visitor.query:
+        quoted += "?" + quote(visitor.query, safe="/:@!$&'()*+,;=-._~?%")
     return quoted if len(quoted) <= 512 else "/"
 
 

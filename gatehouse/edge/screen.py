@@ -105,8 +105,10 @@ class Edge:
             value = raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         client = scope.get("client")
-        return self.visitor(scope.get("method", "GET"), scope.get("path", "/"), headers,
-                            client[0] if client else None)
+        visitor = self.visitor(scope.get("method", "GET"), scope.get("path", "/"), headers,
+                               client[0] if client else None)
+        visitor.query = scope.get("query_string", b"").decode("latin-1")
+        return visitor
 
     # -- the decision ---------------------------------------------------------------------
     async def screen(self, visitor: Visitor) -> Verdict:

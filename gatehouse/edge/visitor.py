@@ -26,6 +26,7 @@ class Visitor:
     headers: dict[str, str]  # lower-cased names
     api_client: bool         # Authorization: Bearer present, or an API path — never challenged
     wants_html: bool
+    query: str = ""          # the raw query string (mounted pages), for the way back after a check
 
 
 class Challenger(Protocol):

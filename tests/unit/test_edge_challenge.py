@@ -51,7 +51,8 @@ def visitor_of(scope: dict[str, Any]) -> Visitor:
     ip = ipaddress.ip_address(request.client.host)
     headers = {k.lower(): v for k, v in request.headers.items()}
     return Visitor(ip, str(ipaddress.ip_network((ip, 24), strict=False)), request.method,
-                   scope["path"], headers, False, prefers_html(headers.get("accept", "")))
+                   scope["path"], headers, False, prefers_html(headers.get("accept", "")),
+                   scope.get("query_string", b"").decode("latin-1"))
 
 
 @dataclass
@@ -172,7 +173,7 @@ async def test_a_browser_passes_once_and_keeps_its_clearance(site: Site) -> None
     c = site.client()
     first = await c.get("/login?next=/account")
     page = read_page(first)
-    assert page.difficulty == DIFFICULTY and page.next == "/login"
+    assert page.difficulty == DIFFICULTY and page.next == "/login?next=/account"
     assert first.headers["gatehouse-ray"] == "ray-page"
     assert "Checking your browser before accessing gw" in page.text
     assert 'id="ray-id">ray-page<' in page.text
@@ -191,7 +192,7 @@ async def test_a_browser_passes_once_and_keeps_its_clearance(site: Site) -> None
     assert "Max-Age=1800" in cookie and "Secure" not in cookie
 
     checked = await c.get(verified.headers["location"])
-    assert checked.status_code == 303 and checked.headers["location"] == "/login"
+    assert checked.status_code == 303 and checked.headers["location"] == "/login?next=/account"
     assert (await c.get("/login")).text == "the protected page"
     site.now[0] += 1700  # still within the clearance
     assert (await c.get("/account")).text == "the protected page"
@@ -333,6 +334,15 @@ async def test_the_way_back_is_the_path_asked_for(site: Site) -> None:
     page = read_page(await c.get("/caf%C3%A9 menu"))
     checked = await c.get((await answer(c, page)).headers["location"])
     assert checked.headers["location"] == "/caf%C3%A9%20menu"
+
+
+async def test_the_way_back_keeps_the_query_string(site: Site) -> None:
+    c = site.client()
+    page = read_page(await c.get("/login?next=/account&lang=fr"))
+    assert page.next == "/login?next=/account&lang=fr"
+    checked = await c.get((await answer(c, page)).headers["location"])
+    assert checked.headers["location"] == "/login?next=/account&lang=fr"
+    assert (await c.get(checked.headers["location"])).text == "the protected page"
 
 
 async def test_a_tampered_or_stale_cookie_check_goes_on_without_a_page(site: Site) -> None:
