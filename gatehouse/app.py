@@ -15,11 +15,11 @@ from gatehouse.admin import build_admin_app
 from gatehouse.admission.stage import AdmissionStage
 from gatehouse.config import ConfigError, Settings, load_settings
 from gatehouse.edge.bans import Bans
-from gatehouse.edge.detector import Detector
-from gatehouse.edge.geo import Geo
 from gatehouse.edge.challenge import PREFIX as CHALLENGE_PREFIX
 from gatehouse.edge.challenge import Challenge
 from gatehouse.edge.checkpoint import Checkpoint, build_challenge_app
+from gatehouse.edge.detector import Detector
+from gatehouse.edge.geo import Geo
 from gatehouse.edge.guard import EdgeGuard
 from gatehouse.edge.rays import RayLog
 from gatehouse.edge.rulebook import RuleBook
@@ -27,14 +27,14 @@ from gatehouse.edge.screen import Edge
 from gatehouse.edge.stage import EdgeStage
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
+from gatehouse.models_list import ModelsStage
+from gatehouse.pipeline import Pipeline, Stage
+from gatehouse.probes import Probes
 from gatehouse.quota.limiter import Limiter
 from gatehouse.quota.memory import MemoryLimiter
 from gatehouse.quota.overrides import Overrides
 from gatehouse.quota.stage import QuotaStage
 from gatehouse.quota.usage import UsageStage
-from gatehouse.models_list import ModelsStage
-from gatehouse.pipeline import Pipeline, Stage
-from gatehouse.probes import Probes
 from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
 from gatehouse.store.edge import EdgeRecords

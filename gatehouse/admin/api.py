@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, FastAPI, Query, Security
 
 from gatehouse.admin import errors
+from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
-from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.keys import keys_router
-from gatehouse.admin.quota import quota_router
 from gatehouse.admin.models import OrgIn, OrgOut, OrgPatch, Page, ProjectIn, ProjectOut
 from gatehouse.admin.models import errors as responses
+from gatehouse.admin.quota import quota_router
 from gatehouse.admin.tiers import check_tier, tiers_router
 from gatehouse.admin.users import users_router
 from gatehouse.identity.service import IdentityService

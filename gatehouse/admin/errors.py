@@ -16,9 +16,17 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from gatehouse.errors import (Conflict, GatehouseError, IdentityUnavailable, InternalError,
-                              InvalidRequest, MethodNotAllowed, NotFound, RequestTooLarge,
-                              RouteNotFound)
+from gatehouse.errors import (
+    Conflict,
+    GatehouseError,
+    IdentityUnavailable,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RequestTooLarge,
+    RouteNotFound,
+)
 from gatehouse.state.base import StateError
 from gatehouse.store.accounts import AccountError
 

@@ -8,7 +8,14 @@ import asyncio
 from fastapi import APIRouter
 
 from gatehouse.admin.errors import about
-from gatehouse.admin.models import LoggedOut, Page, UserIn, UserOut, UserPatch, UserUpdated
+from gatehouse.admin.models import (
+    LoggedOut,
+    Page,
+    UserIn,
+    UserOut,
+    UserPatch,
+    UserUpdated,
+)
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.tiers import check_tier
 from gatehouse.errors import InvalidRequest

@@ -10,7 +10,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
@@ -51,7 +51,7 @@ def parse_duration(text: str) -> float:
 def when(ts: float | None) -> str:
     if ts is None:
         return "—"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]]) -> T:

@@ -14,8 +14,14 @@ from http.cookies import CookieError, SimpleCookie
 
 from gatehouse.config import IdentitySettings, TierSettings
 from gatehouse.context import Outcome, RequestContext
-from gatehouse.errors import (IdentityUnavailable, InvalidApiKey, InvalidRequest, MissingApiKey,
-                              PermissionDenied, SessionExpired)
+from gatehouse.errors import (
+    IdentityUnavailable,
+    InvalidApiKey,
+    InvalidRequest,
+    MissingApiKey,
+    PermissionDenied,
+    SessionExpired,
+)
 from gatehouse.identity.cache import MISS, TTLCache
 from gatehouse.identity.principal import Principal
 from gatehouse.identity.sessions import SessionManager

@@ -18,13 +18,18 @@ from datetime import UTC, datetime
 
 from gatehouse.config import Settings
 from gatehouse.context import Outcome, RequestContext
-from gatehouse.errors import GatehouseError, QuotaExceeded, QuotaUnavailable, RateLimited
+from gatehouse.edge.client import network_of
+from gatehouse.errors import (
+    GatehouseError,
+    QuotaExceeded,
+    QuotaUnavailable,
+    RateLimited,
+)
 from gatehouse.identity.principal import Principal
 from gatehouse.quota.limiter import Decision, Limiter, LimiterError, Settle
 from gatehouse.quota.memory import MemoryLimiter
-from gatehouse.edge.client import network_of
-from gatehouse.quota.policy import Charge, Estimate, charges, estimate
 from gatehouse.quota.overrides import Overrides
+from gatehouse.quota.policy import Charge, Estimate, charges, estimate
 from gatehouse.quota.windows import format_reset
 from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics

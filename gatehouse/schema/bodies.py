@@ -6,8 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from gatehouse.errors import InvalidRequest
-from gatehouse.schema.checks import (boolean, integer, number, obj, require, string,
-                                     wrong_type)
+from gatehouse.schema.checks import (
+    boolean,
+    integer,
+    number,
+    obj,
+    require,
+    string,
+    wrong_type,
+)
 
 MAX_DIMENSIONS = 16384  # well above any embedding model served today
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})

@@ -8,7 +8,12 @@ from typing import Any
 import orjson
 
 from gatehouse.context import RequestContext
-from gatehouse.errors import ClientClosedRequest, InvalidRequest, ModelNotFound, RequestTooLarge
+from gatehouse.errors import (
+    ClientClosedRequest,
+    InvalidRequest,
+    ModelNotFound,
+    RequestTooLarge,
+)
 from gatehouse.schema.bodies import CHECKERS
 
 

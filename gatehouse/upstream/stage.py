@@ -17,12 +17,22 @@ from typing import Any
 import orjson
 
 from gatehouse.context import Outcome, Reply, RequestContext, Usage
-from gatehouse.errors import (AtCapacity, GatehouseError, UpstreamFailed, UpstreamTimeout,
-                              UpstreamUnavailable)
+from gatehouse.errors import (
+    AtCapacity,
+    GatehouseError,
+    UpstreamFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gatehouse.pipeline import StreamBroken
 from gatehouse.telemetry.metrics import Metrics
-from gatehouse.upstream.backend import (BackendFailure, Broken, TimedOut, UpstreamCall,
-                                        UpstreamReply)
+from gatehouse.upstream.backend import (
+    BackendFailure,
+    Broken,
+    TimedOut,
+    UpstreamCall,
+    UpstreamReply,
+)
 from gatehouse.upstream.router import Router, Target
 from gatehouse.upstream.sse import StreamTap
 

@@ -18,9 +18,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gatehouse.context import prefers_html
-from gatehouse.errors import (GatehouseError, IdentityUnavailable, InternalError,
-                              MethodNotAllowed, PermissionDenied, RouteNotFound,
-                              WrongCredentials)
+from gatehouse.errors import (
+    GatehouseError,
+    IdentityUnavailable,
+    InternalError,
+    MethodNotAllowed,
+    PermissionDenied,
+    RouteNotFound,
+    WrongCredentials,
+)
 from gatehouse.identity.passwords import verify_password
 from gatehouse.identity.service import IdentityService
 from gatehouse.state.base import StateError

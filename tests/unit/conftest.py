@@ -10,7 +10,6 @@ import pytest
 from gatehouse.app import create_app
 from gatehouse.config import Settings
 
-
 SECRET = "unit-test-server-secret-0123456789abcdef"
 
 

@@ -4,7 +4,11 @@ import pytest
 
 from gatehouse.context import prefers_html
 from gatehouse.errors import InvalidClientRequestId
-from gatehouse.telemetry.ids import check_client_request_id, new_request_id, request_id_time
+from gatehouse.telemetry.ids import (
+    check_client_request_id,
+    new_request_id,
+    request_id_time,
+)
 
 
 def test_request_ids_are_unique_sortable_and_carry_time() -> None:
