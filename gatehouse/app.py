@@ -119,7 +119,7 @@ def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics,
     bans = Bans(identity.state, es.detector)
     return Edge(es, rules, bans, Detector(es.detector, bans, metrics),
                 RayLog(records, size=es.rays_buffer, keep_days=es.rays_keep_days,
-                       on_drop=metrics.edge_rays_dropped.inc),
+                       per_address=es.rays_per_address, on_drop=metrics.edge_rays_dropped.inc),
                 metrics, challenger=challenger, geo=geo)
 
 

@@ -315,6 +315,8 @@ class EdgeSettings(_Section):
     clearance_ttl: float = Field(1800.0, ge=1, le=30 * 86400)
     rays_keep_days: float = Field(30.0, gt=0)
     rays_buffer: int = Field(10_000, ge=100)
+    # Ray events stored per address per 10 s (per replica); the rest are only counted
+    rays_per_address: int = Field(20, ge=1)
     detector: DetectorSettings = DetectorSettings()
     rules: list[EdgeRuleSettings] = Field(default_factory=list)
 

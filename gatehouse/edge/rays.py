@@ -4,6 +4,12 @@ Events are buffered in memory and written to the store in batches every second, 
 request path. The buffer is bounded (``[edge] rays_buffer``): under a flood beyond what the
 store takes, further events are dropped and counted (``gatehouse_edge_rays_dropped_total``)
 rather than slowing the answers down. Events older than ``rays_keep_days`` are deleted.
+
+One address's events are stored one by one only up to ``rays_per_address`` per
+``SAMPLE_SECONDS`` (per replica): a person who quotes a Ray ID has seen a handful of pages, while
+a client hammering a block would otherwise have every one of its thousands of denials a second
+written to the database — a write that costs the worker more than the denial itself. The rest
+are counted as dropped; their Ray IDs are still in the answers and the access log.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ log = logging.getLogger("gatehouse.edge")
 FLUSH_SECONDS = 1.0
 PRUNE_SECONDS = 3600.0
 BATCH = 2000
+SAMPLE_SECONDS = 10.0
 
 
 def new_ray() -> str:
@@ -32,9 +39,14 @@ def new_ray() -> str:
 
 class RayLog:
     def __init__(self, records: EdgeRecords, *, size: int, keep_days: float,
-                 on_drop: Callable[[float], None] | None = None) -> None:
+                 per_address: int = 20, on_drop: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.records = records
         self.size = size
+        self.per_address = per_address
+        self.clock = clock
+        self._window_end = 0.0
+        self._seen: dict[Any, int] = {}
         self.keep_seconds = keep_days * 86400
         self.buffer: list[tuple[Any, ...]] = []  # in RAY_FIELDS order, made strings later
         self.dropped = 0
@@ -43,7 +55,13 @@ class RayLog:
         self._pruned = 0.0
 
     def record(self, ray: str, action: str, visitor: Visitor, rule: str, reason: str) -> None:
-        if len(self.buffer) >= self.size:
+        now = self.clock()
+        if now >= self._window_end:
+            self._seen = {}
+            self._window_end = now + SAMPLE_SECONDS
+        seen = self._seen.get(visitor.ip, 0) + 1
+        self._seen[visitor.ip] = seen
+        if seen > self.per_address or len(self.buffer) >= self.size:
             self._drop(1)
             return
         self.buffer.append((ray, time.time(), action, visitor.ip, visitor.network, rule, reason,

@@ -57,3 +57,25 @@ async def test_a_store_outage_loses_events_not_requests(tmp_path: Path) -> None:
     await rays.flush()  # logs a warning, raises nothing
     assert rays.dropped == 1 and rays.buffer == []
     await store.aclose()
+
+
+async def test_a_hammering_address_has_only_its_first_rays_stored_per_window(
+        tmp_path: Path) -> None:
+    """Thousands of denials a second from one client must not become thousands of rows a
+    second; a person (another address) in the same flood still has every Ray ID stored."""
+    now = [100.0]
+    drops: list[float] = []
+    rays = RayLog(EdgeRecords(None), size=10_000, keep_days=1,  # type: ignore[arg-type]
+                  per_address=20, on_drop=drops.append, clock=lambda: now[0])
+    bot = visitor()
+    person = Visitor(ipaddress.ip_address("192.0.2.8"), "192.0.2.0/24", "GET", "/login", {},
+                     False, True)
+    for i in range(5000):
+        rays.record(new_ray(), "deny", bot, "r", "rule r")
+        if i % 1000 == 0:
+            rays.record(new_ray(), "deny", person, "r", "rule r")
+    assert len(rays.buffer) == 20 + 5 and rays.dropped == 4980 and sum(drops) == 4980
+    now[0] += 10.0  # the next window: the bot's next denials are stored again, 20 of them
+    for _ in range(30):
+        rays.record(new_ray(), "deny", bot, "r", "rule r")
+    assert len(rays.buffer) == 45
