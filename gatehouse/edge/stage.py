@@ -19,10 +19,15 @@ class EdgeStage:
         ctx.client_ip = visitor.ip
         ctx.notes["visitor"] = visitor
         verdict = await self.edge.screen(visitor)
-        if verdict.error is not None:
-            raise verdict.error
-        if verdict.reply is not None:
-            raise Answered(verdict.reply)
+        try:
+            if verdict.error is not None:
+                raise verdict.error
+            if verdict.reply is not None:
+                raise Answered(verdict.reply)
+        finally:
+            # the raised error's traceback holds this frame: without this, error → traceback →
+            # frame → verdict → error is a cycle per denial, left for the garbage collector
+            del verdict
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         # 401s (bad keys, expired sessions) count towards a ban: guessing keys is abuse
