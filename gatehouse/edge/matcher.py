@@ -9,6 +9,7 @@ but only those ranked before the best address match, which is where first-match 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 from gatehouse.edge.rules import Network, Rule
@@ -16,6 +17,24 @@ from gatehouse.edge.visitor import IPAddress, Visitor
 
 # (country, asn) of an address; either may be unknown
 GeoLookup = Callable[[IPAddress], tuple[str | None, int | None]]
+_LEADING_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+
+
+def any_of(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One regex that finds something wherever any of ``patterns`` would (their union), or
+    None when they cannot be joined (then every rule's own regex is tried, as before)."""
+    parts = []
+    for pattern in patterns:
+        if pattern.flags & ~(re.UNICODE | re.IGNORECASE | re.MULTILINE | re.DOTALL):
+            return None
+        # a leading "(?i)" is global; in a union it must become a scoped "(?i:…)"
+        source = _LEADING_FLAGS.sub(lambda m: "", pattern.pattern, count=1)
+        flags = _LEADING_FLAGS.match(pattern.pattern)
+        parts.append(f"(?{flags.group(1)}:{source})" if flags else f"(?:{source})")
+    try:
+        return re.compile("|".join(parts)) if parts else None
+    except re.error:
+        return None
 
 
 class PrefixIndex:
@@ -71,6 +90,16 @@ class RuleSet:
                 own.add_many(nets, position)
             self.scan.append((position, rule, own))
         self.needs_geo = any(rule.needs_geo for rule in self.rules)
+        # Most visitors match none of the path / user-agent regexes. One search of the union of
+        # each kind tells whether any could; the rules whose regex cannot match are then left
+        # out of the scan altogether (4 scan lists, by which unions found something).
+        self.path_any = any_of([r.path for _, r, _ in self.scan if r.path is not None])
+        self.ua_any = any_of([r.user_agent for _, r, _ in self.scan if r.user_agent is not None])
+        self.scans = {
+            (path_hit, ua_hit): [(pos, r, own) for pos, r, own in self.scan
+                                 if (path_hit or r.path is None or self.path_any is None)
+                                 and (ua_hit or r.user_agent is None or self.ua_any is None)]
+            for path_hit in (False, True) for ua_hit in (False, True)}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -80,8 +109,11 @@ class RuleSet:
         api = visitor.api_client
         best = (self.api if api else self.web).lookup(visitor.ip)
         if self.scan:
+            path_hit = self.path_any is None or self.path_any.search(visitor.path) is not None
+            ua_hit = self.ua_any is None or self.ua_any.search(
+                visitor.headers.get("user-agent", "")) is not None
             located: tuple[str | None, int | None] | None = None
-            for position, rule, own in self.scan:
+            for position, rule, own in self.scans[(path_hit, ua_hit)]:
                 if best is not None and position >= best:
                     break
                 if api and rule.action == "challenge":

@@ -8,6 +8,7 @@ import asyncio
 import ipaddress
 import os
 import random
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from gatehouse.config import EdgeSettings
 from gatehouse.edge.client import network_of
 from gatehouse.edge.geo import Geo
-from gatehouse.edge.matcher import RuleSet
+from gatehouse.edge.matcher import RuleSet, any_of
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.rules import Rule, RuleError, parse_rule, read_list
 from gatehouse.edge.screen import is_api_client
@@ -241,3 +242,22 @@ def test_ten_thousand_rules_match_like_a_linear_scan() -> None:
         assert got is want, (ip, v.path, got and got.label, want and want.label)
         hits += got is not None
     assert hits > 1000  # the sample exercises matches, not only misses
+
+
+def test_the_regex_unions_find_what_any_rule_would() -> None:
+    """The scan skips regex rules whose kind's union found nothing: the union must find
+    whatever any member finds, with each member's own flags (a leading (?i) stays its own)."""
+    members = [re.compile(p) for p in ("(?i)Scanner-1", "^/wp-2/", "bot$", "(?s)a.b")]
+    union = any_of(members)
+    assert union is not None
+    for text in ("x SCANNER-1 y", "/wp-2/login", "goodbot", "a\nb", "scanner-2", "/x/wp-2/",
+                 "bots", "Bot", "ab"):
+        assert (union.search(text) is not None) == any(m.search(text) for m in members), text
+    assert any_of([]) is None
+    assert any_of([re.compile("x", re.VERBOSE)]) is None  # not joinable: rules tried one by one
+    # end to end: a case-insensitive UA rule still wins over a later address rule
+    parsed = rules({"action": "deny", "user_agent": "(?i)evilbot"},
+                   {"action": "allow", "cidr": "192.0.2.0/24"})
+    rs = RuleSet(parsed, {})
+    assert rs.match(visitor("192.0.2.9", ua="Mozilla EVILBOT/2")) is parsed[0]
+    assert rs.match(visitor("192.0.2.9", ua="Mozilla")) is parsed[1]
