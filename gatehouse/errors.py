@@ -191,11 +191,13 @@ class AccessDenied(GatehouseError):
               "VPN or use mobile data). If it keeps happening, contact support and quote the "
               "Ray ID below.")
 
-    def __init__(self, message: str, *, ray_id: str, client_ip: str | None = None,
+    def __init__(self, message: str, *, ray_id: str, client_ip: object | None = None,
                  **kw: Any) -> None:
         super().__init__(message, **kw)
         self.ray_id = ray_id
-        self.client_ip = client_ip  # shown on the page: support needs it, the visitor may not
+        # shown on the page: support needs it, the visitor may not know it; an address object
+        # is turned into text only if a page is rendered (str() of one is not free)
+        self.client_ip = client_ip
         self.headers["gatehouse-ray"] = ray_id
 
     def details(self) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class RayLog:
         self.per_address = per_address
         self.clock = clock
         self._window_end = 0.0
-        self._seen: dict[Any, int] = {}
+        self._seen: dict[int, int] = {}
         self.keep_seconds = keep_days * 86400
         self.buffer: list[tuple[Any, ...]] = []  # in RAY_FIELDS order, made strings later
         self.dropped = 0
@@ -59,8 +59,9 @@ class RayLog:
         if now >= self._window_end:
             self._seen = {}
             self._window_end = now + SAMPLE_SECONDS
-        seen = self._seen.get(visitor.ip, 0) + 1
-        self._seen[visitor.ip] = seen
+        address = int(visitor.ip)  # an int hashes at C speed; an address object does not
+        seen = self._seen.get(address, 0) + 1
+        self._seen[address] = seen
         if seen > self.per_address or len(self.buffer) >= self.size:
             self._drop(1)
             return

@@ -151,7 +151,7 @@ class Edge:
         # the Ray ID in the message too: SDKs show the message, not the rest of the body
         message = f"{BANNED if ban else RULE_DENIED} (Error 1020, Ray ID {ray})"
         return Verdict(AccessDenied(message, ray_id=ray,
-                                    client_ip=str(visitor.ip), cause=f"ray {ray}: {reason}",
+                                    client_ip=visitor.ip, cause=f"ray {ray}: {reason}",
                                     retry_after=retry))
 
     def offense(self, visitor: Visitor, kind: OffenseKind) -> None:
