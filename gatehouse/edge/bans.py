@@ -64,21 +64,28 @@ class Bans:
         self.mirror: dict[str, Ban] = {}
         # prefix lengths with a ban in the mirror, per IP version: what banned() must try
         self._lengths: dict[int, tuple[int, ...]] = {4: (), 6: ()}
+        # (version, prefix length, network number) → the subject it is banned under
+        self._subjects: dict[tuple[int, int, int], str] = {}
         self._reloading: asyncio.Task[None] | None = None
 
     # -- the hot path ---------------------------------------------------------------------
     def banned(self, ip: IPAddress) -> Ban | None:
+        """The live ban covering ``ip`` (its address or a banned network of it), if any:
+        one dict lookup per banned prefix length, on integers (no text, no network objects —
+        every request pays this once any ban exists)."""
         lengths = self._lengths[ip.version]
         if not lengths:
             return None
+        n, bits, version = int(ip), ip.max_prefixlen, ip.version
         for length in lengths:
-            key = str(ip) if length == ip.max_prefixlen else \
-                str(ipaddress.ip_network((ip, length), strict=False))
-            ban = self.mirror.get(key)
+            subject = self._subjects.get((version, length, n >> (bits - length)))
+            if subject is None:
+                continue
+            ban = self.mirror.get(subject)
             if ban is not None:
                 if ban.until > self.clock():
                     return ban
-                self._forget(key)
+                self._forget(subject)
         return None
 
     # -- the mirror -----------------------------------------------------------------------
@@ -92,9 +99,13 @@ class Bans:
 
     def _index(self) -> None:
         lengths: dict[int, set[int]] = {4: set(), 6: set()}
+        subjects: dict[tuple[int, int, int], str] = {}
         for subject in self.mirror:
             net = ipaddress.ip_network(subject, strict=False)
             lengths[net.version].add(net.prefixlen)
+            subjects[(net.version, net.prefixlen,
+                      int(net.network_address) >> (net.max_prefixlen - net.prefixlen))] = subject
+        self._subjects = subjects
         self._lengths = {v: tuple(sorted(ls, reverse=True)) for v, ls in lengths.items()}
 
     def heard(self, message: bytes | None) -> None:

@@ -270,3 +270,24 @@ async def test_api_calls_with_a_key_are_left_to_the_quota_and_wrong_keys_to_the_
     assert bans.banned(b) is not None
     await bans.aclose()
     await state.aclose()
+
+
+async def test_bans_cover_their_addresses_and_networks_in_both_families() -> None:
+    state = open_state("memory://")
+    bans = Bans(state, DetectorSettings())
+    await bans.ban("2001:db8:1::/48", "test", 60)
+    await bans.ban("2001:db8:2::7", "test", 60)
+    await bans.ban("198.51.100.0/22", "test", 60)
+    await bans.ban("192.0.2.9", "test", 60)
+    covered = ["2001:db8:1:ffff::1", "2001:db8:1::", "2001:db8:2::7", "198.51.103.255",
+               "198.51.100.0", "192.0.2.9", "::ffff:192.0.2.9"]
+    free = ["2001:db8:2::8", "2001:db8:3::1", "198.51.104.0", "192.0.2.10", "192.0.2.8"]
+    for a in covered:
+        address = ip(a)
+        if address.version == 6 and address.ipv4_mapped:  # what the client module hands over
+            address = address.ipv4_mapped
+        assert bans.banned(address) is not None, a
+    for a in free:
+        assert bans.banned(ip(a)) is None, a
+    await bans.aclose()
+    await state.aclose()
