@@ -14,7 +14,6 @@ are counted as dropped; their Ray IDs are still in the answers and the access lo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import Any
 
 from gatehouse.edge.visitor import Visitor
 from gatehouse.store.edge import RAY_FIELDS, EdgeRecords
+from gatehouse.store.flusher import Flusher
 
 log = logging.getLogger("gatehouse.edge")
 FLUSH_SECONDS = 1.0
@@ -51,7 +51,7 @@ class RayLog:
         self.buffer: list[tuple[Any, ...]] = []  # in RAY_FIELDS order, made strings later
         self.dropped = 0
         self._on_drop = on_drop
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = Flusher(self.flush, FLUSH_SECONDS)
         self._pruned = 0.0
 
     def record(self, ray: str, action: str, visitor: Visitor, rule: str, reason: str) -> None:
@@ -81,12 +81,7 @@ class RayLog:
         return await self.records.ray(ray)
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            await self.flush()
+        self._flusher.start()
 
     async def flush(self) -> None:
         while self.buffer:
@@ -103,8 +98,4 @@ class RayLog:
                 await self.records.prune_rays(time.time() - self.keep_seconds)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
+        await self._flusher.aclose()

@@ -11,7 +11,6 @@ after ``key_cache_ttl`` seconds, which bounds how long a revoked key can keep wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from gatehouse.identity.cache import MISS, TTLCache
 from gatehouse.identity.keys import KeyMaterial
 from gatehouse.state.base import State, StateError
 from gatehouse.store.accounts import Accounts, KeyRecord
+from gatehouse.store.flusher import Flusher
 
 log = logging.getLogger("gatehouse.identity")
 CHANNEL = "identity.invalidate"
@@ -42,7 +42,7 @@ class KeyVerifier:
         self._clock = clock
         self._pending: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._last_used: dict[str, float] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Flusher(self.flush_last_used, LAST_USED_FLUSH_SECONDS)
 
     async def verify(self, key: str) -> KeyRecord | None:
         """The usable key record for ``key``, or None (unknown, revoked, expired, malformed:
@@ -96,12 +96,7 @@ class KeyVerifier:
 
     async def start(self, state: State) -> None:
         state.subscribe(CHANNEL, self.invalidated)
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
-            await self.flush_last_used()
+        self._flusher.start()
 
     async def flush_last_used(self) -> None:
         batch, self._last_used = self._last_used, {}
@@ -111,11 +106,7 @@ class KeyVerifier:
             log.warning("could not record key last-used times: %s", type(exc).__name__)
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush_last_used()
+        await self._flusher.aclose()
 
 
 async def announce(state: State, digest: str | bytes) -> None:

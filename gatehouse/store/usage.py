@@ -3,8 +3,6 @@ requests finish and written to the store in batches (one upsert per row every fe
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gatehouse.store.db import Store
+from gatehouse.store.flusher import Flusher
 from gatehouse.store.tables import Project, UsageDaily
 
 log = logging.getLogger("gatehouse.usage")
@@ -35,7 +34,7 @@ class UsageBook:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pending: dict[Row, Totals] = defaultdict(Totals)
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = Flusher(self.flush, FLUSH_SECONDS)
 
     def record(self, at: float, org: str | None, project: str | None, key: str | None,
                user: str | None, model: str, prompt: int, completion: int) -> None:
@@ -46,12 +45,7 @@ class UsageBook:
         t.completion_tokens += completion
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            await self.flush()
+        self._flusher.start()
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, defaultdict(Totals)
@@ -83,11 +77,7 @@ class UsageBook:
                 mine.completion_tokens += t.completion_tokens
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
+        await self._flusher.aclose()
 
     async def report(self, org_id: str, by: list[str], since: float,
                      ) -> list[dict[str, object]]:

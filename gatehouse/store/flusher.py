@@ -1,0 +1,32 @@
+"""Batched writes off the request path: ``flush`` every few seconds in the background, and
+once more on close so nothing batched is lost at shutdown (usage rollups, key last-used
+times, Ray events)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+
+class Flusher:
+    def __init__(self, flush: Callable[[], Awaitable[None]], seconds: float) -> None:
+        self.flush = flush
+        self.seconds = seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.seconds)
+            await self.flush()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
