@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from gatehouse.config import DetectorSettings
 from gatehouse.edge.bans import Bans
-from gatehouse.edge.visitor import OffenseKind, Visitor
+from gatehouse.edge.visitor import OffenseKind, Visitor, has_bearer
 from gatehouse.state.base import StateError
 from gatehouse.telemetry.metrics import Metrics
 
@@ -25,8 +25,7 @@ log = logging.getLogger("gatehouse.edge")
 
 def carries_api_key(visitor: Visitor) -> bool:
     """An API call with a bearer key: the identity stage checks it (a 401 is an offence)."""
-    return (visitor.path.startswith("/v1/")
-            and visitor.headers.get("authorization", "")[:7].lower() == "bearer ")
+    return visitor.path.startswith("/v1/") and has_bearer(visitor.headers)
 
 
 class Detector:

@@ -31,7 +31,13 @@ from gatehouse.edge.geo import Geo
 from gatehouse.edge.rays import RayLog, new_ray
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.rules import Rule
-from gatehouse.edge.visitor import Challenger, IPAddress, OffenseKind, Visitor
+from gatehouse.edge.visitor import (
+    Challenger,
+    IPAddress,
+    OffenseKind,
+    Visitor,
+    has_bearer,
+)
 from gatehouse.errors import AccessDenied
 from gatehouse.telemetry.metrics import Metrics
 
@@ -47,7 +53,7 @@ BANNED = ("Access denied: too many requests or failed sign-ins came from your ad
 
 def is_api_client(path: str, headers: dict[str, str]) -> bool:
     """True for requests the human check never applies to."""
-    if headers.get("authorization", "")[:7].lower() == "bearer ":
+    if has_bearer(headers):
         return True
     return path in API_PATHS or path.startswith(API_PREFIXES) or path.endswith(FEED_SUFFIXES)
 

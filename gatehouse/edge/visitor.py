@@ -17,6 +17,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 OffenseKind = Literal["unauthorized", "challenge_failed"]
 
 
+def has_bearer(headers: dict[str, str]) -> bool:
+    """``Authorization: Bearer …`` is present (whether the key is any good is identity's
+    business)."""
+    return headers.get("authorization", "")[:7].lower() == "bearer "
+
+
 @dataclass(slots=True)
 class Visitor:
     ip: IPAddress
