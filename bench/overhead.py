@@ -257,9 +257,10 @@ def gateway_importable(py: str) -> str | None:
 
 def start_gatehouse(kids: Children, py: str, upstream: Target, *, name: str = "gatehouse",
                     require_key: bool = False, api_key: str = "x", extra_toml: str = "",
-                    timeout: float = 60) -> Target:
+                    timeout: float = 60, org_tier: str | None = None) -> Target:
     """gatehouse on one worker. By default in open mode (the identity stage runs and admits
-    the call as anonymous); ``require_key=True`` makes a key and sends it (see auth_overhead.py).
+    the call as anonymous); ``require_key=True`` makes a key (its org on ``org_tier`` if
+    given) and sends it (see auth_overhead.py). ``extra_toml`` is appended to the config.
     Each instance gets its own store under bench/.work/NAME/."""
     port = free_port()
     home = WORK / name
@@ -288,7 +289,8 @@ backends = [{{ upstream = "bench", model = "{MODEL}" }}]
     if require_key:
         subprocess.run([py, "-c", launch, "migrate", "--config", str(cfg)], env=env,
                        check=True, capture_output=True)
-        for args in (["orgs", "create", "bench"], ["projects", "create", "bench/load"]):
+        org = ["orgs", "create", "bench", *(["--tier", org_tier] if org_tier else [])]
+        for args in (org, ["projects", "create", "bench/load"]):
             subprocess.run([py, "-c", launch, *args, "--config", str(cfg)], env=env,
                            capture_output=True, check=False)  # exists from an earlier run
         api_key = subprocess.run([py, "-c", launch, "keys", "create", "bench/load", "--config",

@@ -197,57 +197,20 @@ def part1(runner: asyncio.Runner, run: str, repeats: int, duration: float,
 
 # -- gatehouse with Redis state and limits ---------------------------------------------------
 
-LAUNCH = ("import sys; from gatehouse.cli.main import main; "
-          "sys.argv[0] = 'gatehouse'; sys.exit(main())")
-
-
 def start_gh(kids: overhead.Children, py: str, upstream: overhead.Target, *, name: str,
              quota_on: bool) -> overhead.Target:
-    """Like overhead.start_gatehouse(require_key=True), with Redis state and the limits of
-    the key's tier (``standard``) configured; ``quota_on`` sets ``[quota] enabled``."""
-    port = overhead.free_port()
-    home = overhead.WORK / name
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "gatehouse.toml"
-    cfg.write_text(f"""\
-[server]
-host = "{HOST}"
-port = {port}
-
-[telemetry]
-access_log = false
-
+    """overhead.start_gatehouse(require_key=True) with Redis state and the limits of the
+    key's tier (``standard``) configured; ``quota_on`` sets ``[quota] enabled``."""
+    return overhead.start_gatehouse(
+        kids, py, upstream, name=name, require_key=True, org_tier="standard",
+        extra_toml=f"""
 [storage]
 state_url = "{REDIS_URL}"
-
-[identity]
-require_key = true
 
 [quota]
 enabled = {"true" if quota_on else "false"}
 
-{LIMITS_TOML}
-[upstreams.bench]
-base_url = "http://{HOST}:{upstream.port}/v1"
-
-[models.{overhead.MODEL}]
-backends = [{{ upstream = "bench", model = "{overhead.MODEL}" }}]
-""")
-    env = dict(os.environ, PYTHONPATH=str(overhead.ROOT))
-
-    def cli(*args: str, check: bool = True) -> str:
-        return subprocess.run([py, "-c", LAUNCH, *args, "--config", str(cfg)], env=env,
-                              check=check, capture_output=True, text=True,
-                              timeout=120).stdout.strip()
-
-    cli("migrate")
-    cli("orgs", "create", "bench", "--tier", "standard", check=False)  # exists from a past run
-    cli("projects", "create", "bench/load", check=False)
-    api_key = cli("keys", "create", "bench/load")
-    proc = kids.start(name, [py, "-c", LAUNCH, "serve", "--config", str(cfg), "--host", HOST,
-                             "--port", str(port), "--workers", "1"], env=env)
-    overhead.wait_healthy(proc, port, "/healthz", 60, name)
-    return overhead.Target(name, name, port, api_key, proc.pid)
+{LIMITS_TOML}""")
 
 
 # -- part 2: round trips per request, counted by Redis ---------------------------------------
