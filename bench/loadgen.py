@@ -204,6 +204,8 @@ class _Conn(asyncio.Protocol):
 class _Gen:
     """Shared state of one run."""
 
+    conn_type: type[_Conn] = _Conn  # a subclass may send per-connection variants
+
     def __init__(self, host: str, port: int, request: bytes) -> None:
         _check_loopback(host)
         self.host = host
@@ -220,7 +222,7 @@ class _Gen:
     async def connect(self) -> _Conn:
         self.connecting += 1
         try:
-            _, proto = await self.loop.create_connection(lambda: _Conn(self), self.host,
+            _, proto = await self.loop.create_connection(lambda: self.conn_type(self), self.host,
                                                          self.port)
         finally:
             self.connecting -= 1

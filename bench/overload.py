@@ -231,21 +231,12 @@ class _MixConn(loadgen._Conn):
 
 
 class _MixOpenLoop(loadgen._OpenLoop):
+    conn_type = _MixConn
+
     def __init__(self, requests: list[bytes], **kw: Any) -> None:
         super().__init__(request=b"", n=len(requests), **kw)
         self.requests = requests
         self.status = [0] * len(requests)
-
-    async def connect(self) -> loadgen._Conn:
-        self.connecting += 1
-        try:
-            _, proto = await self.loop.create_connection(lambda: _MixConn(self), self.host,
-                                                         self.port)
-        finally:
-            self.connecting -= 1
-        self.opened += 1
-        self.conns.add(proto)
-        return proto
 
     def done(self, conn: loadgen._Conn, idx: int, ok: bool, end: float, first: float,
              why: str) -> None:
