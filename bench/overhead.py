@@ -257,11 +257,13 @@ def gateway_importable(py: str) -> str | None:
 
 def start_gatehouse(kids: Children, py: str, upstream: Target, *, name: str = "gatehouse",
                     require_key: bool = False, api_key: str = "x", extra_toml: str = "",
-                    timeout: float = 60, org_tier: str | None = None) -> Target:
+                    timeout: float = 60, org_tier: str | None = None,
+                    root: Path = ROOT) -> Target:
     """gatehouse on one worker. By default in open mode (the identity stage runs and admits
     the call as anonymous); ``require_key=True`` makes a key (its org on ``org_tier`` if
     given) and sends it (see auth_overhead.py). ``extra_toml`` is appended to the config.
-    Each instance gets its own store under bench/.work/NAME/."""
+    Each instance gets its own store under bench/.work/NAME/. ``root`` is the source tree
+    to run (another commit's, checked out by bench/front.py for a before/after run)."""
     port = free_port()
     home = WORK / name
     home.mkdir(parents=True, exist_ok=True)
@@ -285,20 +287,20 @@ backends = [{{ upstream = "bench", model = "{MODEL}" }}]
 """ + extra_toml)
     launch = ("import sys; from gatehouse.cli.main import main; "
               "sys.argv[0] = 'gatehouse'; sys.exit(main())")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(root))
     if require_key:
-        subprocess.run([py, "-c", launch, "migrate", "--config", str(cfg)], env=env,
+        subprocess.run([py, "-c", launch, "migrate", "--config", str(cfg)], env=env, cwd=root,
                        check=True, capture_output=True)
         org = ["orgs", "create", "bench", *(["--tier", org_tier] if org_tier else [])]
         for args in (org, ["projects", "create", "bench/load"]):
-            subprocess.run([py, "-c", launch, *args, "--config", str(cfg)], env=env,
+            subprocess.run([py, "-c", launch, *args, "--config", str(cfg)], env=env, cwd=root,
                            capture_output=True, check=False)  # exists from an earlier run
         api_key = subprocess.run([py, "-c", launch, "keys", "create", "bench/load", "--config",
-                                  str(cfg)], env=env, check=True, capture_output=True,
+                                  str(cfg)], env=env, cwd=root, check=True, capture_output=True,
                                  text=True).stdout.strip()
     cmd = [py, "-c", launch,
            "serve", "--config", str(cfg), "--host", HOST, "--port", str(port), "--workers", "1"]
-    proc = kids.start(name, cmd, env=env)
+    proc = kids.start(name, cmd, env=env, cwd=root)
     wait_healthy(proc, port, "/healthz", timeout, name)
     return Target(name, name, port, api_key, proc.pid)
 

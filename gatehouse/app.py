@@ -18,6 +18,7 @@ from gatehouse.edge.bans import Bans
 from gatehouse.edge.challenge import PREFIX as CHALLENGE_PREFIX
 from gatehouse.edge.challenge import Challenge
 from gatehouse.edge.checkpoint import Checkpoint, build_challenge_app
+from gatehouse.edge.connections import Connections
 from gatehouse.edge.detector import Detector
 from gatehouse.edge.geo import Geo
 from gatehouse.edge.guard import EdgeGuard
@@ -179,12 +180,15 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
     }
     guarded_web = EdgeGuard(build_web_app(identity), edge)
+    connections = Connections(settings.server, metrics, is_proxy=edge.is_proxy,
+                              on_slow=edge.slow_client)
     return Gateway(
         settings=settings, routes=routes,
         prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
                                             "models")},
         # unknown paths (404) and wrong methods pass the edge too
         fallback=Pipeline([telemetry, screen]), metrics=metrics, probes=probes,
+        connections=connections,
         on_startup=[identity.start, edge.start, start_quota],
         on_shutdown=[*(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
                      edge.aclose, identity.aclose],

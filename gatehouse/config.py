@@ -47,6 +47,22 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     # how long a graceful shutdown waits for open streams before closing them
     shutdown_grace_seconds: float = Field(30.0, ge=0)
+    # the request head (docs/security.md): nginx's large_client_header_buffers is 4 × 8 KiB,
+    # h11's whole-head limit 16 KiB; past these → 414 / 431 and the connection is closed
+    max_request_line_bytes: int = Field(8192, ge=256, le=1 << 20)
+    max_header_bytes: int = Field(8192, ge=256, le=1 << 20)       # one header, name + value
+    max_head_bytes: int = Field(32768, ge=1024, le=1 << 22)       # request line + all headers
+    max_headers: int = Field(100, ge=8, le=10_000)
+    # slow clients: the head must arrive within head_timeout of its first byte (a new
+    # connection's too); a body may pause at most body_timeout between reads; an idle
+    # keep-alive connection is closed after keepalive_timeout
+    head_timeout: float = Field(10.0, gt=0, le=3600)
+    body_timeout: float = Field(30.0, gt=0, le=3600)
+    keepalive_timeout: float = Field(30.0, gt=0, le=3600)
+    # open connections per client address (peers in [edge] trusted_proxies are exempt) and in
+    # all; 0 = automatic: min(16384, half the process's file-descriptor limit)
+    max_connections_per_address: int = Field(256, ge=1)
+    max_connections: int = Field(0, ge=0)
 
 
 class TelemetrySettings(_Section):
@@ -292,6 +308,9 @@ class DetectorSettings(_Section):
     max_requests_per_network: int = Field(5000, ge=1)
     max_unauthorized: int = Field(50, ge=1)       # 401 answers to one address
     max_challenge_failures: int = Field(20, ge=1)
+    # connections cut for a head or body that did not arrive in time ([server] head_timeout,
+    # body_timeout); connections that never sent a byte are not counted (browsers preconnect)
+    max_slow_clients: int = Field(20, ge=1)
     ban_seconds: float = Field(60.0, gt=0)
     max_ban_seconds: float = Field(86400.0, gt=0)
     # a subject banned again within this long gets twice the previous ban
@@ -459,8 +478,7 @@ def load_settings(path: str | os.PathLike[str] | None = None,
             reason = "unknown key (check the spelling against docs/configuration.md)"
         elif first["type"] == "missing":
             reason = "required key is missing"
-        if reason.startswith("Value error, "):
-            reason = reason[len("Value error, "):]
+        reason = reason.removeprefix("Value error, ")
         extra = len(exc.errors()) - 1
         if extra:
             reason += f" (and {extra} more problem{'s' if extra > 1 else ''})"

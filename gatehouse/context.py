@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,3 +121,27 @@ def prefers_html(accept: str) -> bool:
         elif media in ("application/json", "*/*", "application/*"):
             json = max(json, q * (1.0 if media == "application/json" else 0.99))
     return html > json
+
+
+def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """An ASGI scope's headers by lower-cased name; repeated names are joined with ", " (RFC
+    9110 §5.3) in one pass at the end, so a flood of one name costs linear time, not the
+    quadratic time of joining as they come."""
+    headers: dict[str, str] = {}
+    repeated: dict[str, list[str]] | None = None
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name in headers:
+            if repeated is None:
+                repeated = {}
+            values = repeated.get(name)
+            if values is None:
+                values = repeated[name] = [headers[name]]
+            values.append(value)
+        else:
+            headers[name] = value
+    if repeated is not None:
+        for name, values in repeated.items():
+            headers[name] = ", ".join(values)
+    return headers

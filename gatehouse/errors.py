@@ -7,6 +7,11 @@ The tree (status · type · code)::
     │   │                                                  | invalid_type | invalid_value
     │   └── InvalidClientRequestId   400 · invalid_request_error · invalid_client_request_id
     ├── RequestTooLarge         413 · invalid_request_error · request_too_large
+    ├── HeadTooLarge            431 · invalid_request_error · request_header_fields_too_large
+    │   └── UriTooLong          414 · invalid_request_error · uri_too_long
+    ├── RequestTimeout          408 · invalid_request_error · request_timeout  (head or body too slow)
+    ├── TooManyConnections      429 · rate_limit_exceeded · too_many_connections  (per address)
+    ├── ServerBusy              503 · overloaded · too_many_connections  (every connection in use)
     ├── MissingApiKey           401 · invalid_request_error · missing_api_key
     ├── InvalidApiKey           401 · invalid_request_error · invalid_api_key
     ├── SessionExpired          401 · invalid_request_error · session_expired
@@ -104,6 +109,47 @@ class RequestTooLarge(GatehouseError):
     code = "request_too_large"
     title = "The request is too large"
     advice = "Shorten the input (fewer or smaller messages) and send it again."
+
+
+class HeadTooLarge(GatehouseError):
+    """Answered by the connection layer (gatehouse/edge/protocol.py) before any stage runs."""
+
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
+    title = "The request headers are too large"
+    advice = "Send fewer or smaller headers (large cookies are the usual cause: clear this site's cookies)."
+
+
+class UriTooLong(HeadTooLarge):
+    status = 414
+    code = "uri_too_long"
+    title = "The address is too long"
+    advice = "Shorten the URL: put large parameters in the request body instead of the query string."
+
+
+class RequestTimeout(GatehouseError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    title = "The request arrived too slowly"
+    advice = "Send the whole request without long pauses; check your network. Retrying is safe."
+
+
+class TooManyConnections(GatehouseError):
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "too_many_connections"
+    title = "Too many connections"
+    advice = "Your address has too many connections open at once: reuse connections (keep-alive) or lower your client's pool size, then retry."
+
+
+class ServerBusy(GatehouseError):
+    status = 503
+    type = "overloaded"
+    code = "too_many_connections"
+    title = "The service is very busy"
+    advice = "Every connection the server can hold is in use. Retry after the time in Retry-After."
 
 
 class MissingApiKey(GatehouseError):
@@ -329,7 +375,8 @@ class InternalError(GatehouseError):
 
 
 ALL_ERRORS: tuple[type[GatehouseError], ...] = (
-    InvalidRequest, InvalidClientRequestId, RequestTooLarge, MissingApiKey, InvalidApiKey,
+    InvalidRequest, InvalidClientRequestId, RequestTooLarge, HeadTooLarge, UriTooLong,
+    RequestTimeout, TooManyConnections, ServerBusy, MissingApiKey, InvalidApiKey,
     SessionExpired, WrongCredentials, PermissionDenied, AccessDenied, ChallengeRequired,
     CookiesRequired,
     RateLimited, QuotaExceeded,

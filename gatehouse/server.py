@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from gatehouse.config import Settings
-from gatehouse.context import Reply, RequestContext
+from gatehouse.context import Reply, RequestContext, header_dict
+from gatehouse.edge.connections import Connections
 from gatehouse.errors import GatehouseError, MethodNotAllowed, RouteNotFound
 from gatehouse.pipeline import Pipeline
 from gatehouse.probes import Probes
@@ -43,7 +44,8 @@ class Gateway:
                  prefix_routes: dict[str, Route], fallback: Pipeline, metrics: Metrics,
                  probes: Probes, on_shutdown: list[Callable[[], Awaitable[None]]],
                  on_startup: list[Callable[[], Awaitable[None]]] | None = None,
-                 mounts: dict[str, Any] | None = None) -> None:
+                 mounts: dict[str, Any] | None = None,
+                 connections: Connections | None = None) -> None:
         self.settings = settings
         self.routes = routes
         self.prefix_routes = prefix_routes
@@ -55,6 +57,8 @@ class Gateway:
         # other ASGI apps (admin API, web pages) by path prefix; they get request ids too
         self.mounts = list((mounts or {}).items())
         self.started = False
+        # the connection layer's registry (gatehouse/edge/protocol.py finds it here)
+        self.connections = connections or Connections(settings.server, metrics)
         self.max_body = settings.server.max_body_bytes
         self.local: dict[str, Callable[[RequestContext], Awaitable[Reply]]] = {
             "/healthz": self._healthz, "/readyz": self._readyz}
@@ -95,6 +99,7 @@ class Gateway:
         self.started = True
 
     async def aclose(self) -> None:
+        self.connections.close()
         for close in self.on_shutdown:
             try:
                 await close()
@@ -102,11 +107,7 @@ class Gateway:
                 log.exception("closing a backend failed")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        headers = header_dict(scope["headers"])
         path: str = scope["path"]
         if path not in self.routes:
             for prefix, app in self.mounts:

@@ -10,8 +10,8 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timezone
-from typing import Annotated, Any, Optional, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -122,7 +122,7 @@ def projects_create(ref: Annotated[str, typer.Argument(metavar="ORG/PROJECT")],
 
 
 @projects.command("list")
-def projects_list(org: Annotated[Optional[str], typer.Argument()] = None,
+def projects_list(org: Annotated[str | None, typer.Argument()] = None,
                   config: ConfigOpt = None) -> None:
     """List projects (of one org, or all)."""
     async def act(ids: IdentityService) -> None:
@@ -136,10 +136,10 @@ def projects_list(org: Annotated[Optional[str], typer.Argument()] = None,
 # -- keys ---------------------------------------------------------------------------------
 @keys.command("create")
 def keys_create(
-    ref: Annotated[Optional[str], typer.Argument(metavar="ORG/PROJECT")] = None,
-    tier: Annotated[Optional[str], typer.Option(help="Override the org's tier.")] = None,
+    ref: Annotated[str | None, typer.Argument(metavar="ORG/PROJECT")] = None,
+    tier: Annotated[str | None, typer.Option(help="Override the org's tier.")] = None,
     name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
-    expires: Annotated[Optional[str], typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
+    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="An admin-API key (no project).")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -160,7 +160,7 @@ def keys_create(
 
 @keys.command("list")
 def keys_list(
-    ref: Annotated[Optional[str], typer.Argument(metavar="[ORG | ORG/PROJECT]")] = None,
+    ref: Annotated[str | None, typer.Argument(metavar="[ORG | ORG/PROJECT]")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="List admin keys.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -191,7 +191,7 @@ def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
 
 @keys.command("rotate")
 def keys_rotate(key_id: str,
-                grace: Annotated[Optional[str], typer.Option(
+                grace: Annotated[str | None, typer.Option(
                     help="Keep the old key working this long, e.g. 1h.")] = None,
                 config: ConfigOpt = None) -> None:
     """Make a new key like this one and retire the old one (now, or after --grace)."""
@@ -210,7 +210,7 @@ def keys_rotate(key_id: str,
 @users.command("create")
 def users_create(
     email: str,
-    org: Annotated[Optional[str], typer.Option(help="The user's org.")] = None,
+    org: Annotated[str | None, typer.Option(help="The user's org.")] = None,
     tier: Annotated[str, typer.Option(help="Web tier.")] = "free",
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the password from standard input.")] = False,

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -51,9 +51,9 @@ def _load(config: Path | None) -> Settings:
 @app.command()
 def serve(
     config: ConfigOpt = None,
-    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (default 8787).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default 1).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8787).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
 ) -> None:
     """Run the gateway (uvicorn with uvloop and httptools)."""
     import uvicorn
@@ -86,10 +86,15 @@ def serve(
     err.print(f"[bold]gatehouse {__version__}[/] on [cyan]http://{s.host}:{s.port}[/] "
               f"({s.workers} worker{'s' if s.workers > 1 else ''}; config: {settings.source})")
     err.print(f"models: {models or 'none'} · try: curl http://{s.host}:{s.port}/v1/models")
-    common = dict(host=s.host, port=s.port, loop="uvloop", http="httptools", lifespan="on",
+    from gatehouse.edge.connections import raise_fd_limit
+
+    raise_fd_limit()  # before the workers start: they inherit it
+    # httptools with the head limits, deadlines and connection caps (gatehouse/edge/protocol.py)
+    common = dict(host=s.host, port=s.port, loop="uvloop",
+                  http="gatehouse.edge.protocol:GuardedHttpProtocol", lifespan="on",
                   access_log=False, log_level="warning", proxy_headers=False,
                   server_header=False, timeout_graceful_shutdown=int(s.shutdown_grace_seconds),
-                  timeout_keep_alive=30)
+                  timeout_keep_alive=s.keepalive_timeout)
     if s.workers > 1:
         uvicorn.run("gatehouse.app:app_from_env", factory=True, workers=s.workers,
                     **common)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -111,7 +111,7 @@ def limits_set(scope: Annotated[str, typer.Argument(help="org | project | key | 
 
 @limits.command("clear")
 def limits_clear(scope: str, name: str,
-                 field: Annotated[Optional[str], typer.Argument()] = None,
+                 field: Annotated[str | None, typer.Argument()] = None,
                  config: ConfigOpt = None) -> None:
     """Drop one scope's overrides (one limit, or all): the tier's values apply again."""
     async def act(ids: IdentityService) -> None:

@@ -16,11 +16,16 @@ from collections.abc import Callable
 
 from gatehouse.config import DetectorSettings
 from gatehouse.edge.bans import Bans
-from gatehouse.edge.visitor import OffenseKind, Visitor, has_bearer
+from gatehouse.edge.visitor import IPAddress, OffenseKind, Visitor, has_bearer
 from gatehouse.state.base import StateError
 from gatehouse.telemetry.metrics import Metrics
 
 log = logging.getLogger("gatehouse.edge")
+
+
+OFFENCES: dict[OffenseKind, str] = {
+    "unauthorized": "401 answers", "challenge_failed": "failed challenges",
+    "slow_client": "connections cut for sending too slowly"}
 
 
 def carries_api_key(visitor: Visitor) -> bool:
@@ -39,7 +44,8 @@ class Detector:
         self._counts: dict[str, int] = {}
         self._limits: dict[str, int] = {
             "unauthorized": settings.max_unauthorized,
-            "challenge_failed": settings.max_challenge_failures}
+            "challenge_failed": settings.max_challenge_failures,
+            "slow_client": settings.max_slow_clients}
         self._banning: dict[str, asyncio.Task[None]] = {}
 
     def _bump(self, key: str) -> int:
@@ -74,14 +80,18 @@ class Detector:
 
     def offense(self, visitor: Visitor, kind: OffenseKind) -> None:
         """Count a 401 (``unauthorized``) or a failed challenge (``challenge_failed``)."""
+        self.offense_by(visitor.ip, kind)
+
+    def offense_by(self, ip: IPAddress, kind: OffenseKind) -> None:
+        """Count an offence of an address: also a connection cut for being too slow
+        (``slow_client``), which has no request to make a visitor of."""
         if not self.settings.enabled:
             return
         limit = self._limits[kind]
-        address = str(visitor.ip)
+        address = str(ip)
         if self._bump(f"{kind}:{address}") == limit + 1:
-            what = "401 answers" if kind == "unauthorized" else "failed challenges"
-            self._trip(address, kind,
-                       f"more than {limit} {what} in {self.settings.window_seconds:g} s")
+            self._trip(address, kind, f"more than {limit} {OFFENCES[kind]} in "
+                                      f"{self.settings.window_seconds:g} s")
 
     def _trip(self, subject: str, cause: str, reason: str) -> bool:
         if subject in self._banning:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatehouse.config import EdgeSettings
-from gatehouse.context import Reply, prefers_html
+from gatehouse.context import Reply, header_dict, prefers_html
 from gatehouse.edge.bans import Ban, Bans
-from gatehouse.edge.client import CACHE_SIZE, ClientResolver, network_of
+from gatehouse.edge.client import CACHE_SIZE, ClientResolver, network_of, parse_ip
 from gatehouse.edge.detector import Detector
 from gatehouse.edge.geo import Geo
 from gatehouse.edge.rays import RayLog, new_ray
@@ -105,11 +105,7 @@ class Edge:
 
     def visitor_of_scope(self, scope: Mapping[str, Any]) -> Visitor:
         """The visitor of a raw ASGI scope (the guard in front of mounted apps uses this)."""
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope.get("headers", ()):
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        headers = header_dict(scope.get("headers", ()))
         client = scope.get("client")
         visitor = self.visitor(scope.get("method", "GET"), scope.get("path", "/"), headers,
                                client[0] if client else None)
@@ -163,6 +159,20 @@ class Edge:
     def offense(self, visitor: Visitor, kind: OffenseKind) -> None:
         """Count a 401 or a failed challenge against the visitor (the detector may ban)."""
         self.detector.offense(visitor, kind)
+
+    # -- the connection layer (gatehouse/edge/connections.py) ------------------------------
+    def is_proxy(self, peer: str) -> bool:
+        """The socket peer is one of ``trusted_proxies``: many clients share its connections."""
+        ip = parse_ip(peer)
+        return ip is not None and bool(self.resolver.trusted) and ip in self.resolver.trusted
+
+    def slow_client(self, peer: str) -> None:
+        """A connection of ``peer`` was cut for sending its head or body too slowly. A
+        trusted proxy is never blamed (it buffers for its clients; nginx's own timeouts
+        govern them)."""
+        ip = parse_ip(peer)
+        if ip is not None and not self.is_proxy(peer):
+            self.detector.offense_by(ip, "slow_client")
 
     # -- life -----------------------------------------------------------------------------
     async def start(self) -> None:

@@ -76,12 +76,11 @@ class Store:
     async def migrate(self) -> None:
         """Bring the schema to the newest revision; safe when several replicas start at once
         (PostgreSQL: an advisory lock; SQLite: a lock file beside the database)."""
-        async with self._file_lock():
-            async with self.engine.begin() as conn:
-                if not self.is_sqlite:
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                                       {"k": _MIGRATION_LOCK})
-                await conn.run_sync(_upgrade, self.schema)
+        async with self._file_lock(), self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                   {"k": _MIGRATION_LOCK})
+            await conn.run_sync(_upgrade, self.schema)
 
     @contextlib.asynccontextmanager
     async def _file_lock(self) -> AsyncIterator[None]:

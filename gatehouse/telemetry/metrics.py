@@ -80,6 +80,14 @@ class Metrics:
         self.challenges = Counter("gatehouse_edge_challenges",
                                   "Human checks by rule: issued (page or json), solved, failed "
                                   "(by reason).", ["rule", "result", "reason"], registry=r)
+        self.connections_open = Gauge("gatehouse_edge_connections_open",
+                                      "Client connections open.", registry=r,
+                                      multiprocess_mode="livesum")
+        self.connections_closed = Counter(
+            "gatehouse_edge_connections_closed",
+            "Client connections refused or cut by the connection layer, by reason "
+            "(per_address, server_full, evicted, head_too_large, uri_too_long, head_timeout, "
+            "body_timeout, idle_timeout).", ["reason"], registry=r)
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):

@@ -89,7 +89,7 @@ def translate(exc: BaseException, when: str) -> BackendFailure:
 
 
 class _HTTPReply:
-    __slots__ = ("_resp", "status", "content_type", "retry_after")
+    __slots__ = ("_resp", "content_type", "retry_after", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp

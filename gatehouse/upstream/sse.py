@@ -21,7 +21,7 @@ _DONE = re.compile(rb"(?:^|\n)data: ?\[DONE\]\s*$")
 
 
 class StreamTap:
-    __slots__ = ("drop_usage_chunk", "usage", "_pending", "done", "finished")
+    __slots__ = ("_pending", "done", "drop_usage_chunk", "finished", "usage")
 
     def __init__(self, drop_usage_chunk: bool) -> None:
         self.drop_usage_chunk = drop_usage_chunk

@@ -1,0 +1,220 @@
+"""uvicorn's httptools protocol with the limits a front door needs (docs/security.md).
+
+uvicorn parses with httptools (llhttp) and bounds none of this: a head may be any size (the
+parser appends a long header's pieces, so one 64 MB header costs quadratic time), a
+connection that sends half a head, or half a body, is kept for ever. Here, per connection:
+
+- the request line, each header, the number of headers and the whole head are bounded
+  (414 / 431, then close), counted as the bytes arrive — before the parser holds them;
+- deadlines for the head and between body reads (408, then close; the sweep lives in
+  :mod:`gatehouse.edge.connections`), and a cap on connections per address and in all.
+
+Refusals are written straight to the socket in OpenAI's error shape with a request id; no
+stage runs for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gatehouse.config import ServerSettings
+from gatehouse.edge.connections import BODY, BUSY, WAITING, Connections
+from gatehouse.errors import GatehouseError, HeadTooLarge, RequestTimeout, UriTooLong
+from gatehouse.telemetry.ids import new_request_id
+
+log = logging.getLogger("gatehouse.edge")
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; the refusal is on the protocol."""
+
+
+def connections_of(app: Any, config: Config) -> Connections:
+    """The app's registry (``Gateway.connections``), or one with the default limits."""
+    found = getattr(app, "connections", None)
+    if isinstance(found, Connections):
+        return found
+    own: Connections | None = getattr(config, "_gatehouse_connections", None)
+    if own is None:
+        own = Connections(ServerSettings())
+        config._gatehouse_connections = own  # type: ignore[attr-defined]
+    return own
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    def __init__(self, config: Config, server_state: ServerState,
+                 app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None
+                 ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.guard = guard = connections_of(self.app, config)
+        s = guard.settings
+        self.max_line = s.max_request_line_bytes
+        self.max_header = s.max_header_bytes
+        self.max_head = s.max_head_bytes
+        self.max_headers = s.max_headers
+        self.peer = ""
+        self.deadline = 0.0
+        self.phase = WAITING
+        self.admitted = False
+        self.refusal: GatehouseError | None = None
+        self.raw = 0         # bytes received since this connection began waiting for a head
+        self.line = 0        # request-line bytes seen by the parser
+        self.head = 0        # head bytes seen by the parser
+        self.count = 0       # headers seen
+
+    # -- connection ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.peer = self.client[0] if self.client else ""
+        refusal = self.guard.admit(self)
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        self.admitted = True
+        self.deadline = self.loop.time() + self.guard.head_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.guard.release(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        phase = self.phase
+        if phase == WAITING:
+            if self.deadline == 0.0:  # the first byte of a head after a keep-alive pause
+                self.deadline = self.loop.time() + self.guard.head_timeout
+            self.raw += len(data)
+        elif phase == BODY:
+            self.deadline = self.loop.time() + self.guard.body_timeout
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self.refusal is not None:
+                self._refuse(self.refusal)
+                return
+            msg = "Invalid HTTP request received."
+            log.debug("%s from %s", msg, self.peer)
+            self.send_400_response(msg)
+            return
+        if self.phase == WAITING and self.raw > self.max_head:
+            # a head still incomplete past the limit: refuse before the parser keeps more
+            self._refuse(HeadTooLarge(f"The request head is larger than {self.max_head} "
+                                      "bytes.", cause="head_too_large"))
+
+    # -- parser callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.line = self.head = self.count = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self.line += len(url)
+        if self.line > self.max_line:
+            self._stop(UriTooLong(f"The request line is longer than {self.max_line} bytes.",
+                                  cause="uri_too_long"))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        self.count += 1
+        self.head += size + 4
+        if size > self.max_header:
+            self._stop(HeadTooLarge(f"A request header is larger than {self.max_header} "
+                                    "bytes.", cause="head_too_large"))
+        if self.count > self.max_headers:
+            self._stop(HeadTooLarge(f"The request has more than {self.max_headers} headers.",
+                                    cause="head_too_large"))
+        if self.head + self.line > self.max_head:
+            self._stop(HeadTooLarge(f"The request head is larger than {self.max_head} bytes.",
+                                    cause="head_too_large"))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.phase = BODY
+        self.deadline = self.loop.time() + self.guard.body_timeout
+        self.guard.to_body(self)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.phase = BUSY
+        self.deadline = 0.0
+        self.guard.to_busy(self)
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing() or self.pipeline or self.phase != BUSY:
+            return  # closing, or the next request (pipelined) is already read
+        self.phase = WAITING
+        self.raw = 0
+        self.deadline = 0.0  # uvicorn's keep-alive timer governs the idle wait
+        self.guard.to_waiting(self)
+
+    # -- what the registry calls -----------------------------------------------------------
+    def expire(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.phase == BODY:
+            if self.flow.read_paused:  # the app is not reading: not the client's fault
+                self.deadline = self.loop.time() + self.guard.body_timeout
+                return
+            self.guard.slow(self, "body_timeout")
+            self._refuse(RequestTimeout(f"The request body stopped arriving for "
+                                        f"{self.guard.body_timeout:g} s.",
+                                        cause="body_timeout"), counted=True)
+        elif self.raw > 0:
+            self.guard.slow(self, "head_timeout")
+            self._refuse(RequestTimeout(f"The request head did not arrive within "
+                                        f"{self.guard.head_timeout:g} s.",
+                                        cause="head_timeout"), counted=True)
+        else:  # never sent a byte (a browser's preconnect, or a slowloris): just close
+            self.guard.refused("idle_timeout")
+            self._close()
+
+    def evict(self) -> None:
+        self._close()
+
+    # -- answers ---------------------------------------------------------------------------
+    def _stop(self, error: GatehouseError) -> None:
+        self.refusal = error
+        raise _Refused
+
+    def _refuse(self, error: GatehouseError, *, counted: bool = False) -> None:
+        """Answer ``error`` without the app and close (nothing is read after this)."""
+        if not counted and error.cause:
+            self.guard.refused(error.cause)
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            request_id = new_request_id()
+            body = error.body(request_id)
+            lines = [STATUS_LINE[error.status], b"content-type: application/json\r\n",
+                     b"content-length: %d\r\n" % len(body),
+                     b"x-request-id: " + request_id.encode() + b"\r\n"]
+            for name, value in error.response_headers().items():
+                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            lines += [b"connection: close\r\n\r\n", body]
+            self.transport.write(b"".join(lines))
+        self._close()
+
+    def _close(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # the app, if it runs, reads a disconnect and its answer goes nowhere
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.close()
