@@ -30,10 +30,13 @@ DEFAULT_PATH = "gatehouse.toml"
 class ConfigError(Exception):
     """A configuration problem a person can fix: where it is and why it is wrong."""
 
-    def __init__(self, source: str, key: str, reason: str) -> None:
+    def __init__(self, source: str, key: str, reason: str,
+                 more: list[tuple[str, str]] | None = None) -> None:
         self.source, self.key, self.reason = source, key, reason
-        where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {reason}")
+        # every problem found, the first one included: (key, reason)
+        self.problems = [(key, reason), *(more or [])]
+        super().__init__("\n".join(f"{source}: {k}: {r}" if k else f"{source}: {r}"
+                                    for k, r in self.problems))
 
 
 class _Section(BaseModel):
@@ -447,6 +450,17 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _problem(error: Any) -> tuple[str, str]:
+    """One pydantic error as (dotted key, a reason a person can act on)."""
+    key = ".".join(str(p) for p in error["loc"])
+    reason = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        reason = "unknown key (check the spelling against docs/configuration.md)"
+    elif error["type"] == "missing":
+        reason = "required key is missing"
+    return key, reason.removeprefix("Value error, ")
+
+
 def load_settings(path: str | os.PathLike[str] | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
     """Read settings from ``path`` (or ``$GATEHOUSE_CONFIG``, or ``./gatehouse.toml`` if it exists)."""
@@ -471,18 +485,8 @@ def load_settings(path: str | os.PathLike[str] | None = None,
     try:
         settings = Settings.model_validate(_merge(data, overrides))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        reason = first["msg"]
-        if first["type"] == "extra_forbidden":
-            reason = "unknown key (check the spelling against docs/configuration.md)"
-        elif first["type"] == "missing":
-            reason = "required key is missing"
-        reason = reason.removeprefix("Value error, ")
-        extra = len(exc.errors()) - 1
-        if extra:
-            reason += f" (and {extra} more problem{'s' if extra > 1 else ''})"
-        raise ConfigError(source, key, reason) from None
+        problems = [_problem(error) for error in exc.errors()]
+        raise ConfigError(source, *problems[0], more=problems[1:]) from None
     settings.source = source
     if explicit or file.exists():
         settings.base_dir = file.resolve().parent

@@ -15,9 +15,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from gatehouse.cli.common import ConfigOpt, load_for_cli
+from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing, load_for_cli
 from gatehouse.config import Settings
 from gatehouse.identity.passwords import hash_password
 from gatehouse.identity.service import IdentityService
@@ -90,13 +89,13 @@ def orgs_create(name: str, tier: Annotated[str, typer.Option(help="API tier.")] 
 
 
 @orgs.command("list")
-def orgs_list(config: ConfigOpt = None) -> None:
+def orgs_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List orgs."""
     async def act(ids: IdentityService) -> None:
-        table = Table("name", "id", "tier", "created")
+        listing = Listing("name", "id", "tier", "created", ids=("name", "id"), times=("created",))
         for org in await ids.accounts.orgs():
-            table.add_row(org.name, org.id, org.tier, when(org.created_at))
-        out.print(table)
+            listing.add(org.name, org.id, org.tier, org.created_at)
+        listing.print(as_json, out)
     _run(config, act)
 
 
@@ -123,13 +122,14 @@ def projects_create(ref: Annotated[str, typer.Argument(metavar="ORG/PROJECT")],
 
 @projects.command("list")
 def projects_list(org: Annotated[str | None, typer.Argument()] = None,
-                  config: ConfigOpt = None) -> None:
+                  config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List projects (of one org, or all)."""
     async def act(ids: IdentityService) -> None:
-        table = Table("project", "id", "created")
+        listing = Listing("project", "id", "created", ids=("project", "id"),
+                          times=("created",))
         for org_name, project in await ids.accounts.projects(org):
-            table.add_row(f"{org_name}/{project.name}", project.id, when(project.created_at))
-        out.print(table)
+            listing.add(f"{org_name}/{project.name}", project.id, project.created_at)
+        listing.print(as_json, out)
     _run(config, act)
 
 
@@ -163,19 +163,22 @@ def keys_list(
     ref: Annotated[str | None, typer.Argument(metavar="[ORG | ORG/PROJECT]")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="List admin keys.")] = False,
     config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """List keys: prefix, project, tier, created, last used — never the secret."""
+    """List keys: id, prefix, project, tier, created, last used — never the secret. The id
+    is what ``revoke`` and ``rotate`` take."""
     async def act(ids: IdentityService) -> None:
         project = ref if ref and "/" in ref else None
         org = ref if ref and "/" not in ref else None
-        table = Table("id", "key", "project", "tier", "name", "created", "last used", "status")
+        listing = Listing("id", "key", "project", "tier", "name", "created", "last used",
+                          "expires", "status", times=("created", "last used", "expires"),
+                          blanks={"project": "(admin)", "tier": "(org's)"})
         for k in await ids.accounts.key_infos(org, project, "admin" if admin else None):
             status = "revoked" if k.revoked_at else \
-                "expired" if k.expires_at and k.expires_at <= time.time() else \
-                f"expires {when(k.expires_at)}" if k.expires_at else "active"
-            table.add_row(k.id, k.display, k.project or "(admin)", k.tier or "(org's)", k.name,
-                          when(k.created_at), when(k.last_used_at), status)
-        out.print(table)
+                "expired" if k.expires_at and k.expires_at <= time.time() else "active"
+            listing.add(k.id, k.display, k.project, k.tier, k.name, k.created_at,
+                        k.last_used_at, k.expires_at, status)
+        listing.print(as_json, out)
     _run(config, act)
 
 
@@ -233,14 +236,15 @@ def users_create(
 
 
 @users.command("list")
-def users_list(config: ConfigOpt = None) -> None:
+def users_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List users."""
     async def act(ids: IdentityService) -> None:
-        table = Table("email", "id", "org", "tier", "created", "status")
+        listing = Listing("email", "id", "org", "tier", "created", "status",
+                          ids=("email", "id"), times=("created",))
         for user, org in await ids.accounts.users():
-            table.add_row(user.email, user.id, org or "—", user.tier, when(user.created_at),
-                          "disabled" if user.disabled else "active")
-        out.print(table)
+            listing.add(user.email, user.id, org, user.tier, user.created_at,
+                        "disabled" if user.disabled else "active")
+        listing.print(as_json, out)
     _run(config, act)
 
 
@@ -277,10 +281,10 @@ def users_logout(email: str, config: ConfigOpt = None) -> None:
 
 # -- tiers --------------------------------------------------------------------------------
 @tiers.command("list")
-def tiers_list(config: ConfigOpt = None) -> None:
+def tiers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List tiers: their kind, what they may request with service_tier, description."""
     settings = load_for_cli(config)
-    table = Table("tier", "kind", "may request", "description")
+    listing = Listing("tier", "kind", "may request", "description", ids=("tier",))
     for name, tier in settings.tiers.items():
-        table.add_row(name, tier.kind, ", ".join(tier.may_request) or "—", tier.description)
-    out.print(table)
+        listing.add(name, tier.kind, list(tier.may_request), tier.description)
+    listing.print(as_json, out)

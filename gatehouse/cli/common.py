@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from gatehouse.config import ConfigError, Settings, load_settings
 
@@ -16,9 +21,68 @@ ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="Path to gatehouse.toml (default: $GATEHOUSE_CONFIG or ./gatehouse.toml).")]
 
 
+def config_failed(exc: ConfigError) -> NoReturn:
+    """Print every problem, exactly as written (``[upstreams.x]`` is not Rich markup), and
+    exit 2."""
+    for line in str(exc).splitlines():
+        err.print(Text.assemble(("configuration error ", "bold red"), line), soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def load_for_cli(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
-        err.print(f"[bold red]configuration error[/] {exc}")
-        raise typer.Exit(2) from None
+        config_failed(exc)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON array of objects instead "
+                                                      "of a table.")]
+
+
+class Listing:
+    """What a ``list`` command prints: a table whose ids are never cut (they are what other
+    commands take), or with ``--json`` one JSON array (times as ISO 8601, UTC)."""
+
+    def __init__(self, *columns: str, ids: tuple[str, ...] = ("id",),
+                 times: tuple[str, ...] = (), blanks: dict[str, str] | None = None) -> None:
+        self.columns, self.ids, self.times = columns, ids, times
+        self.blanks = blanks or {}  # what the table shows for a column's None (JSON: null)
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, *values: Any) -> None:
+        self.rows.append(values)
+
+    def print(self, as_json: bool, console: Console | None = None) -> None:
+        if as_json:
+            typer.echo(json.dumps([
+                {c.replace(" ", "_"): (_iso(v) if c in self.times else v)
+                 for c, v in zip(self.columns, row, strict=True)} for row in self.rows],
+                indent=2, ensure_ascii=False))
+            return
+        table = Table()
+        for column in self.columns:
+            if column in self.ids:
+                table.add_column(column, no_wrap=True, min_width=1, overflow="fold")
+            else:
+                table.add_column(column, overflow="fold")
+        for row in self.rows:
+            table.add_row(*(_cell(v, c in self.times, self.blanks.get(c, "—"))
+                            for c, v in zip(self.columns, row, strict=True)))
+        (console or Console()).print(table)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cell(value: Any, is_time: bool, blank: str) -> str:
+    if value is None:
+        return escape(blank)
+    if is_time:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, list | tuple):
+        return escape(", ".join(map(str, value))) or "—"
+    return escape(str(value))

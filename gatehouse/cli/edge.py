@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gatehouse.cli.accounts import _run, parse_duration, when
-from gatehouse.cli.common import ConfigOpt
+from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing
 from gatehouse.edge.bans import Bans
 from gatehouse.edge.rulebook import RuleAdmin
 from gatehouse.edge.rules import RuleError
@@ -22,6 +22,7 @@ from gatehouse.store.accounts import AccountError
 from gatehouse.store.edge import EdgeRecords
 
 out = Console()
+err = Console(stderr=True)
 rules = typer.Typer(help="Firewall rules: allow, deny or challenge by address, list file, "
                          "user agent, path, country or ASN (first match wins).",
                     no_args_is_help=True)
@@ -40,14 +41,14 @@ def _spec(rule: dict[str, Any]) -> str:
 
 
 @rules.command("list")
-def rules_list(config: ConfigOpt = None) -> None:
+def rules_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Every rule in the order they are tried: gatehouse.toml's, then the stored ones."""
     async def act(ids: IdentityService) -> None:
-        table = Table("#", "id", "source", "action", "conditions", "note")
+        listing = Listing("#", "id", "source", "action", "conditions", "note")
         for i, row in enumerate(await _admin(ids).listing()):
-            table.add_row(str(i), row["id"], row["source"], row["rule"]["action"],
-                          _spec(row["rule"]), row["note"])
-        out.print(table)
+            listing.add(i, row["id"], row["source"], row["rule"]["action"],
+                        _spec(row["rule"]), row["note"])
+        listing.print(as_json, out)
     _run(config, act)
 
 
@@ -93,15 +94,16 @@ def rules_remove(rule_id: str, config: ConfigOpt = None) -> None:
 
 
 @bans.command("list")
-def bans_list(config: ConfigOpt = None) -> None:
+def bans_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Bans in force."""
     async def act(ids: IdentityService) -> None:
-        table = Table("subject", "until", "reason", "strikes")
+        listing = Listing("subject", "until", "reason", "strikes", ids=("subject",),
+                          times=("until",))
         for ban in await Bans(ids.state, ids.settings.edge.detector).list():
-            table.add_row(ban.subject, when(ban.until), ban.reason, str(ban.strikes))
-        out.print(table)
+            listing.add(ban.subject, ban.until, ban.reason, ban.strikes)
+        listing.print(as_json, out)
         if ids.settings.storage.state_url.startswith("memory://"):
-            out.print("(state_url is memory://: a running gateway's bans are not visible from "
+            err.print("(state_url is memory://: a running gateway's bans are not visible from "
                       "here; use the admin API)")
     _run(config, act)
 

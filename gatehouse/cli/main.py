@@ -14,7 +14,7 @@ from rich.console import Console
 
 from gatehouse import __version__
 from gatehouse.cli import accounts, doctor, edge, quota, setup
-from gatehouse.cli.common import ConfigOpt
+from gatehouse.cli.common import ConfigOpt, config_failed
 from gatehouse.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="gatehouse — an OpenAI-compatible LLM gateway.", no_args_is_help=True,
@@ -44,8 +44,24 @@ def _load(config: Path | None) -> Settings:
         build_router(settings, Metrics())  # api keys in the environment, backends resolvable
         return settings
     except ConfigError as exc:
-        err.print(f"[bold red]configuration error[/] {exc}")
-        raise typer.Exit(2) from None
+        config_failed(exc)
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (as uvicorn binds it), or None."""
+    import socket
+
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return f"cannot resolve {host} ({exc.strerror})"
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return (exc.strerror or str(exc)).lower()
+    return None
 
 
 @app.command()
@@ -64,12 +80,19 @@ def serve(
         if value is not None:
             os.environ[f"GATEHOUSE_SERVER__{name}"] = str(value)
     settings = _load(config)
+    s = settings.server
+    busy = _cannot_listen(s.host, s.port)
+    if busy is not None:  # said before anything else, instead of after a banner
+        err.print(f"cannot listen on {s.host}:{s.port}: {busy}. Is another gatehouse running? "
+                  "Pick another port with --port.", soft_wrap=True, markup=False)
+        raise typer.Exit(1)
     if settings.storage.migrate_on_start:
         import asyncio
 
         # before any worker starts: the schema, and on an empty store the first keys
-        setup.hand_over(asyncio.run(setup.first_keys(settings)), settings)
-    s = settings.server
+        shown_key = setup.hand_over(asyncio.run(setup.first_keys(settings)), settings)
+    else:
+        shown_key = None
     if s.workers > 1 and settings.storage.state_url.startswith("memory://"):
         err.print("[bold yellow]warning[/] several workers with state_url = \"memory://\": "
                   "each worker keeps its own web sessions and hears only its own key "
@@ -84,8 +107,18 @@ def serve(
 
     models = ", ".join([*settings.models, *([settings.demo.model] if settings.demo.enabled else [])])
     err.print(f"[bold]gatehouse {__version__}[/] on [cyan]http://{s.host}:{s.port}[/] "
-              f"({s.workers} worker{'s' if s.workers > 1 else ''}; config: {settings.source})")
-    err.print(f"models: {models or 'none'} · try: curl http://{s.host}:{s.port}/v1/models")
+              f"({s.workers} worker{'s' if s.workers > 1 else ''}; config: {settings.source})",
+              soft_wrap=True)
+    base = f"http://{s.host}:{s.port}"
+    if not settings.identity.require_key:
+        example = f"curl {base}/v1/models"
+    elif shown_key is not None:
+        example = f'curl -H "Authorization: Bearer {shown_key}" {base}/v1/models'
+    else:
+        example = (f"curl {base}/healthz (API calls need a key: "
+                   "gatehouse keys create default/demo)")
+    err.print(f"models: {models or 'none'} · try: {example}", soft_wrap=True, markup=False,
+              highlight=False)
     from gatehouse.edge.connections import raise_fd_limit
 
     raise_fd_limit()  # before the workers start: they inherit it

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gatehouse.cli.accounts import _run, parse_duration
-from gatehouse.cli.common import ConfigOpt
+from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing
 from gatehouse.identity.principal import Principal
 from gatehouse.identity.service import IdentityService
 from gatehouse.quota.limiter import LimiterError
@@ -123,13 +123,12 @@ def limits_clear(scope: str, name: str,
 
 
 @limits.command("list")
-def limits_list(config: ConfigOpt = None) -> None:
-    """List every override."""
+def limits_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List every override (a value of none — "unlimited" in the table — lifts the limit)."""
     async def act(ids: IdentityService) -> None:
-        table = Table("scope", "id", "limit", "value")
+        listing = Listing("scope", "id", "limit", "value")
         for (scope, scope_id), values in sorted((await Overrides(ids.store).load()).items()):
             for field, value in sorted(values.items()):
-                table.add_row(scope, scope_id, field,
-                              "unlimited" if value is None else f"{value:,}")
-        out.print(table)
+                listing.add(scope, scope_id, field, value)
+        listing.print(as_json, out)
     _run(config, act)

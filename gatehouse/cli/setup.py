@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gatehouse.cli.common import ConfigOpt, load_for_cli
 from gatehouse.config import Settings
@@ -75,23 +76,26 @@ async def first_keys(settings: Settings) -> list[tuple[str, str]]:
         await identity.aclose()
 
 
-def hand_over(made: list[tuple[str, str]], settings: Settings) -> None:
+def hand_over(made: list[tuple[str, str]], settings: Settings) -> str | None:
     """Show first-run keys once: on the terminal, or — when stderr is not a terminal (a log
-    file, the journal), where secrets must not go — in a private file whose path is logged."""
+    file, the journal), where secrets must not go — in a private file whose path is logged.
+    Returns how a shell gets the API key (for the banner's example): the key itself on a
+    terminal, else a ``$(tail …)`` of the file."""
     if not made:
-        return
+        return None
     if sys.stderr.isatty():
         for what, key in made:
-            err.print(f"[bold]first run[/]: {what} — shown once, store it now:\n  {key}")
-        return
+            err.print(f"[bold]first run[/]: {escape(what)} — shown once, store it now:\n  {key}")
+        return made[-1][1]
     _, secret_file = resolve_paths(settings)
     path = Path(secret_file).with_name("gatehouse.first-keys")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         for what, key in made:
             handle.write(f"# {what}\n{key}\n")
-    err.print(f"first run: created the first keys; they are in {path} (mode 0600). "
-              "Store them and delete the file.")
+    err.print(f"first run: the first admin key and API key (for default/demo) are in {path} "
+              "(mode 0600) — store them and delete the file", soft_wrap=True, markup=False)
+    return f'$(tail -n1 {path})'
 
 
 def init(config: Annotated[Path, typer.Option("--config", "-c", help="Where to write it.")]
@@ -108,9 +112,9 @@ def init(config: Annotated[Path, typer.Option("--config", "-c", help="Where to w
     err.print(f"store: {url.split('@')[-1]}\nsecret: {secret}")
     if not made:
         err.print("the store already has keys; none created (see `gatehouse keys create`)")
+    # labels and keys on one stream, so a pipe keeps them in order
     for what, key in made:
-        err.print(f"{what} — shown once, store it now:")
-        typer.echo(key)
+        typer.echo(f"# {what} (shown once, store it now)\n{key}")
 
 
 def migrate(config: ConfigOpt = None) -> None:

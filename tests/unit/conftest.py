@@ -55,3 +55,12 @@ async def gateway_client(tmp_path: Path) -> AsyncIterator[Callable[..., httpx.As
 @pytest.fixture
 async def demo(gateway_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
     return await gateway_client()
+
+
+@pytest.fixture
+def cli_config(tmp_path: Path) -> Path:
+    """A gatehouse.toml for CLI tests: a throwaway SQLite store and secret file."""
+    path = tmp_path / "gatehouse.toml"
+    path.write_text('[storage]\ndatabase_url = "sqlite+aiosqlite:///gh.db"\n'
+                    '[identity]\nsecret_file = "secret"\n')
+    return path

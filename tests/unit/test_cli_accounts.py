@@ -16,11 +16,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "gatehouse.toml"
-    path.write_text('[storage]\ndatabase_url = "sqlite+aiosqlite:///gh.db"\n'
-                    '[identity]\nsecret_file = "secret"\n')
-    return path
+def config(cli_config: Path) -> Path:
+    return cli_config
 
 
 def run(config: Path, *args: str, stdin: str | None = None, code: int = 0) -> str:

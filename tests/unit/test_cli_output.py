@@ -1,0 +1,70 @@
+"""What the CLI prints is the truth, whole and in order: every configuration problem as
+written, list ids never cut, ``--json`` on every list, ``init`` in order in a pipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gatehouse.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def config(cli_config: Path) -> Path:
+    return cli_config
+
+
+def run(*args: str, code: int = 0, columns: int = 80) -> str:
+    result = runner.invoke(app, list(args), env={"COLUMNS": str(columns)})
+    assert result.exit_code == code, result.output
+    return result.stdout if "--json" in args else result.output  # notes go to stderr
+
+
+def test_check_prints_every_problem_exactly_as_written(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models.m]\nbackends = ["nope"]\n')
+    said = run("check", "--config", str(bad), code=2, columns=200)
+    # Rich used to eat "[upstreams.nope]" as markup
+    assert "models.m.backends.0.upstream: no [upstreams.nope] (known: none defined)" in said
+    bad.write_text("[server]\nport = 0\nworkers = 0\nbogus = 1\n")
+    lines = run("check", "--config", str(bad), code=2, columns=200).strip().splitlines()
+    assert len(lines) == 3 and "more problem" not in " ".join(lines)
+    assert [line.split(": ")[1] for line in lines] == ["server.port", "server.workers",
+                                                       "server.bogus"]
+
+
+@pytest.mark.parametrize("what", ["orgs", "projects", "keys", "users", "tiers", "rules", "bans",
+                                  "limits"])
+def test_every_list_has_json(config: Path, what: str) -> None:
+    rows = json.loads(run(what, "list", "--json", "--config", str(config)))
+    assert isinstance(rows, list)
+    if what == "tiers":
+        assert {"tier", "kind", "may_request", "description"} <= set(rows[0])
+
+
+def test_key_ids_are_never_cut_and_json_has_raw_values(config: Path) -> None:
+    run("orgs", "create", "acme-corporation-with-a-long-name", "--config", str(config))
+    run("projects", "create", "acme-corporation-with-a-long-name/support-bot-for-europe",
+        "--config", str(config))
+    run("keys", "create", "acme-corporation-with-a-long-name/support-bot-for-europe",
+        "--name", "a rather long label for this key", "--config", str(config))
+    rows = json.loads(run("keys", "list", "--json", "--config", str(config)))
+    (key,) = rows
+    assert key["id"].startswith("key_") and key["tier"] is None and key["expires"] is None
+    assert key["created"].endswith("Z") and key["status"] == "active"
+    table = run("keys", "list", "--config", str(config), columns=80)
+    assert key["id"] in table  # whole, on one line, at 80 columns
+
+
+def test_init_prints_labels_and_keys_in_order_on_stdout(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["init", "--config", str(tmp_path / "gatehouse.toml")],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line]
+    assert lines[0].startswith("# admin key") and lines[1].startswith("gh-admin-")
+    assert lines[2].startswith("# API key for default/demo") and lines[3].startswith("gh-demo-")
