@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gatehouse.admin import build_admin_app
@@ -26,7 +26,7 @@ from gatehouse.edge.rays import RayLog
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.screen import Edge
 from gatehouse.edge.stage import EdgeStage
-from gatehouse.identity.service import IdentityService
+from gatehouse.identity.service import IdentityService, resolve_paths
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
 from gatehouse.models_list import ModelsStage
 from gatehouse.pipeline import Pipeline, Stage
@@ -38,6 +38,8 @@ from gatehouse.quota.stage import QuotaStage
 from gatehouse.quota.usage import UsageStage
 from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
+from gatehouse.state.local import StateServer, socket_path
+from gatehouse.state.memory import MemoryState
 from gatehouse.store.edge import EdgeRecords
 from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
@@ -133,7 +135,9 @@ def open_limiter(url: str) -> Limiter:
 
 
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
-               identity: IdentityService | None = None) -> Gateway:
+               identity: IdentityService | None = None, share_state: bool = False) -> Gateway:
+    """The gateway. ``share_state`` (``gatehouse serve`` with one worker on ``memory://``)
+    serves the in-process state to the CLI (gatehouse/state/local.py)."""
     settings = settings or load_settings()
     metrics = Metrics()
     router, backends = build_router(settings, metrics)
@@ -182,6 +186,19 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     guarded_web = EdgeGuard(build_web_app(identity), edge)
     connections = Connections(settings.server, metrics, is_proxy=edge.is_proxy,
                               on_slow=edge.slow_client)
+    starts: list[Callable[[], Awaitable[None]]] = [identity.start, edge.start, start_quota]
+    stops: list[Callable[[], Awaitable[None]]] = [
+        *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
+        edge.aclose, identity.aclose]
+    if share_state and isinstance(identity.state, MemoryState) \
+            and settings.storage.share_state:
+        shared = StateServer(identity.state, socket_path(resolve_paths(settings)[1]))
+
+        async def share() -> None:
+            await shared.start()
+
+        starts.append(share)
+        stops.insert(0, shared.aclose)
     return Gateway(
         settings=settings, routes=routes,
         prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
@@ -189,9 +206,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         # unknown paths (404) and wrong methods pass the edge too
         fallback=Pipeline([telemetry, screen]), metrics=metrics, probes=probes,
         connections=connections,
-        on_startup=[identity.start, edge.start, start_quota],
-        on_shutdown=[*(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
-                     edge.aclose, identity.aclose],
+        on_startup=starts, on_shutdown=stops,
         mounts={"/login": guarded_web, "/logout": guarded_web, "/account": guarded_web,
                 "/admin/": EdgeGuard(build_admin_app(identity, edge), edge),
                 # the check's own routes: bans apply, challenges never (an API prefix)

@@ -147,6 +147,9 @@ class StorageSettings(_Section):
     migrate_on_start: bool = True
     # hot shared state (sessions, revocations; later counters and bans): memory:// or redis://
     state_url: str = "memory://"
+    # with memory:// and one worker, `serve` shares its state with the CLI on a Unix socket
+    # beside the secret file (gatehouse.sock), so CLI changes reach it at once
+    share_state: bool = True
 
     @field_validator("database_url")
     @classmethod

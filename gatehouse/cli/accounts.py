@@ -19,7 +19,9 @@ from rich.console import Console
 from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing, load_for_cli
 from gatehouse.config import Settings
 from gatehouse.identity.passwords import hash_password
-from gatehouse.identity.service import IdentityService
+from gatehouse.identity.service import IdentityService, resolve_paths
+from gatehouse.state import State, StateError
+from gatehouse.state.local import SocketState, UnsharedState, socket_path
 from gatehouse.store.accounts import AccountError
 
 out = Console()
@@ -53,11 +55,26 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]]) -> T:
+def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]], *,
+         live: bool = False) -> T:
+    """Run ``action`` on the store and the state layer. On ``memory://`` the state is the
+    running gateway's, reached through its socket (gatehouse/state/local.py); when none is
+    running, say so — and fail when the change (``live``: a ban, a sign-out) exists only in
+    a running gateway."""
     settings = load_for_cli(config)
+    unshared: UnsharedState | None = None
 
     async def go() -> T:
-        identity = IdentityService(settings)
+        nonlocal unshared
+        state: State | None = None
+        if settings.storage.state_url.startswith("memory://"):
+            path = socket_path(resolve_paths(settings)[1])
+            state = await SocketState.connect(path)
+            if state is None:
+                if live:  # nothing to do it on: say so before pretending anything
+                    not_reached(path, live)
+                state = unshared = UnsharedState(path)
+        identity = IdentityService(settings, state=state)
         try:
             await identity.start(serve=False)
             return await action(identity)
@@ -65,10 +82,28 @@ def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]]) -> T:
             await identity.aclose()
 
     try:
-        return asyncio.run(go())
+        result = asyncio.run(go())
     except AccountError as exc:
         err.print(f"[bold red]error[/] {exc.message}")
         raise typer.Exit(1) from None
+    except StateError as exc:
+        err.print(f"[bold red]error[/] the state layer failed: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    if unshared is not None and unshared.changed:
+        not_reached(unshared.path, live)
+    return result
+
+
+def not_reached(path: str, live: bool) -> None:
+    """No running gateway was told of a change: say what that means, plainly."""
+    if live:
+        err.print(f"not applied: no running gatehouse answered at {path}, and with "
+                  "state_url = memory:// bans and sessions exist only inside a running "
+                  "gateway. Start it (gatehouse serve) and run this again, or use Redis "
+                  "(docs/deployment.md).", soft_wrap=True, markup=False)
+        raise typer.Exit(1)
+    err.print(f"note: no running gatehouse answered at {path}; the change is saved in the "
+              "store and applies when a gateway starts.", soft_wrap=True, markup=False)
 
 
 def _tier(settings: Settings, tier: str | None, kind: str) -> str | None:
@@ -276,7 +311,7 @@ def users_logout(email: str, config: ConfigOpt = None) -> None:
             raise AccountError("not_found", f"no user {email!r}")
         ended = await ids.sessions.end_all(user.id)
         out.print(f"ended {ended} session(s) of {email}")
-    _run(config, act)
+    _run(config, act, live=True)
 
 
 # -- tiers --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from gatehouse.edge.bans import Bans
 from gatehouse.edge.rulebook import RuleAdmin
 from gatehouse.edge.rules import RuleError
 from gatehouse.identity.service import IdentityService
+from gatehouse.state.local import UnsharedState
 from gatehouse.store.accounts import AccountError
 from gatehouse.store.edge import EdgeRecords
 
@@ -102,9 +103,9 @@ def bans_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         for ban in await Bans(ids.state, ids.settings.edge.detector).list():
             listing.add(ban.subject, ban.until, ban.reason, ban.strikes)
         listing.print(as_json, out)
-        if ids.settings.storage.state_url.startswith("memory://"):
-            err.print("(state_url is memory://: a running gateway's bans are not visible from "
-                      "here; use the admin API)")
+        if isinstance(ids.state, UnsharedState):
+            err.print(f"(no running gatehouse answered at {ids.state.path}: with state_url = "
+                      "memory:// the bans live inside it)", markup=False)
     _run(config, act)
 
 
@@ -123,7 +124,7 @@ def bans_add(subject: Annotated[str, typer.Argument(help="Address or CIDR.")],
         except RuleError as exc:
             raise AccountError("invalid", str(exc)) from None
         out.print(f"banned {ban.subject} until {when(ban.until)}: {ban.reason}")
-    _run(config, act)
+    _run(config, act, live=True)
 
 
 @bans.command("remove")
@@ -137,7 +138,7 @@ def bans_remove(subject: str, config: ConfigOpt = None) -> None:
         if not lifted:
             raise AccountError("not_found", f"{subject} is not banned")
         out.print(f"lifted the ban of {subject}")
-    _run(config, act)
+    _run(config, act, live=True)
 
 
 @rays.command("show")

@@ -132,7 +132,7 @@ def serve(
         uvicorn.run("gatehouse.app:app_from_env", factory=True, workers=s.workers,
                     **common)  # type: ignore[arg-type]
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, share_state=True), **common)  # type: ignore[arg-type]
 
 
 @app.command()
