@@ -1,3 +1,13 @@
 """Fixtures for every test."""
 
+import pytest
+
+from tests.support import requirements
 from tests.support.loops import closed_loop_for_sync_tests  # noqa: F401  (autouse)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    gaps = requirements.missing()
+    if gaps:
+        pytest.exit("the tests need services that are missing:\n  - " + "\n  - ".join(gaps)
+                    + "\n" + requirements.HOW, returncode=3)

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.support.procs import Gateway
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 BODY = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
 
 

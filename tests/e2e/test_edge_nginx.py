@@ -8,7 +8,6 @@ header sent straight to the gateway by an untrusted peer is ignored."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,11 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import requirements
 from tests.support.procs import Gateway, free_port
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs "
-                                                      "nginx-light)")
+NGINX = requirements.NGINX or "nginx"  # present: tests/conftest.py checks before the run
 
 CONF = """\
 daemon off;
