@@ -7,9 +7,14 @@ document are public (they describe the API and hold no data)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import fastapi_offline
 from fastapi import APIRouter, FastAPI, Query, Security
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
 
 from gatehouse.admin import errors
 from gatehouse.admin.auth import AdminAuth, bearer
@@ -28,6 +33,8 @@ if TYPE_CHECKING:
 
 PREFIX = "/admin/v1"
 DOCS = f"{PREFIX}/docs"
+ASSETS = f"{PREFIX}/docs/assets"
+DOC_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
 OPENAPI = f"{PREFIX}/openapi.json"
 MAX_BODY_BYTES = 64 * 1024
 
@@ -101,7 +108,7 @@ class AdminApp(FastAPI):
 
 def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> FastAPI:
     app = AdminApp(title="gatehouse admin API", description=DESCRIPTION, version="1",
-                  docs_url=DOCS, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
+                  docs_url=None, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
                   swagger_ui_oauth2_redirect_url=None, max_body_size=MAX_BODY_BYTES,
                   dependencies=[Security(bearer)],
                   responses=responses(400, 401, 403, 503))
@@ -114,6 +121,23 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> Fast
     api.include_router(edge_router(identity, edge.bans if edge else None,
                                    edge.rays if edge else None))
     app.include_router(api)
+    serve_docs(app)
     errors.install(app)
-    app.add_middleware(AdminAuth, identity=identity, public=frozenset({DOCS, OPENAPI}))
+    assets = [f"{ASSETS}/{name}" for name in DOC_ASSETS]
+    app.add_middleware(AdminAuth, identity=identity,
+                       public=frozenset({DOCS, OPENAPI, *assets}))
     return app
+
+
+def serve_docs(app: FastAPI) -> None:
+    """Swagger UI at DOCS from the copy the fastapi-offline package ships (no CDN: the page
+    works on a machine without internet)."""
+    app.mount(ASSETS, StaticFiles(directory=str(Path(fastapi_offline.__file__).parent
+                                                / "static")), name="docs-assets")
+
+    @app.get(DOCS, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=OPENAPI, title=f"{app.title} — docs",
+                                   swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{ASSETS}/favicon.png")
