@@ -73,10 +73,8 @@ def build_router(settings: Settings, metrics: Metrics,
             if not key:
                 raise ConfigError(settings.source, f"upstreams.{name}.api_key_env",
                                   f"environment variable {up.api_key_env} is not set")
-        policy = BreakerPolicy(up.breaker_failures, up.breaker_window, up.breaker_min_requests,
-                               up.breaker_failure_ratio, up.breaker_min_callers,
-                               up.breaker_cooldown)
-        backends[name] = (HTTPBackend(name, up, key), policy, up.inject_stream_usage)
+        backends[name] = (HTTPBackend(name, up, key), BreakerPolicy.of(up),
+                          up.inject_stream_usage)
         if up.max_concurrency is not None:
             slots[name] = BackendSlots(up.max_concurrency)
     created = int(time.time())

@@ -78,7 +78,7 @@ class UpstreamSettings(_Section):
     breaker_cooldown: float = Field(30.0, gt=0)
     breaker_window: float = Field(60.0, gt=0)
     breaker_min_requests: int = Field(5, ge=1)
-    breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
+    breaker_failure_ratio: float = Field(0.85, gt=0, le=1)
     breaker_min_callers: int = Field(2, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
 

@@ -47,6 +47,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gatehouse.config import UpstreamSettings
+
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 BUCKETS = 10
 MAX_CALLERS = 1024
@@ -54,17 +56,23 @@ MAX_CALLERS = 1024
 
 @dataclass(frozen=True, slots=True)
 class BreakerPolicy:
-    consecutive_failures: int = 5
-    window: float = 60.0
-    min_requests: int = 5
-    failure_ratio: float = 0.5
-    min_callers: int = 2
-    cooldown: float = 30.0
+    consecutive_failures: int
+    window: float
+    min_requests: int
+    failure_ratio: float
+    min_callers: int
+    cooldown: float
+
+    @classmethod
+    def of(cls, up: UpstreamSettings) -> BreakerPolicy:
+        """The policy an ``[upstreams.NAME]`` section sets (its defaults are the defaults)."""
+        return cls(up.breaker_failures, up.breaker_window, up.breaker_min_requests,
+                   up.breaker_failure_ratio, up.breaker_min_callers, up.breaker_cooldown)
 
     @classmethod
     def never(cls) -> BreakerPolicy:
         """A breaker that never opens (the demo backend's, so its failure_rate stays a rate)."""
-        return cls(consecutive_failures=2**62, min_requests=2**62)
+        return cls(2**62, 60.0, 2**62, 1.0, 2**62, 30.0)
 
 
 class _Bucket:
@@ -88,10 +96,9 @@ class _Caller:
 
 
 class CircuitBreaker:
-    def __init__(self, policy: BreakerPolicy | None = None,
-                 clock: Callable[[], float] = time.monotonic,
+    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float] = time.monotonic,
                  on_change: Callable[[str], None] | None = None) -> None:
-        self.policy = policy or BreakerPolicy()
+        self.policy = policy
         self.clock = clock
         self.on_change = on_change
         self.state = CLOSED

@@ -13,10 +13,12 @@ from gatehouse.errors import GatehouseError
 from gatehouse.pipeline import Pipeline, StreamBroken
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.upstream.backend import Broken, ConnectFailed, TimedOut, UpstreamCall
+from gatehouse.config import UpstreamSettings
 from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gatehouse.upstream.router import ModelRoute, Router, Target
 from gatehouse.upstream.stage import UpstreamStage, caller_of
 
+DEFAULTS = BreakerPolicy.of(UpstreamSettings(base_url="http://127.0.0.1:9/v1"))
 OK_BODY = b'{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}'
 
 
@@ -72,8 +74,9 @@ class Scripted:
 def stage_for(*backends: Scripted, failures: int = 5, policy: BreakerPolicy | None = None
               ) -> tuple[UpstreamStage, list[CircuitBreaker]]:
     """``failures`` opens a circuit as the classic breaker did (one caller is enough)."""
-    policy = policy or BreakerPolicy(consecutive_failures=failures, min_requests=failures,
-                                     min_callers=1, cooldown=60)
+    policy = policy or BreakerPolicy(consecutive_failures=failures, window=60,
+                                     min_requests=failures, failure_ratio=0.5, min_callers=1,
+                                     cooldown=60)
     breakers = [CircuitBreaker(policy) for _ in backends]
     # descending weights: tried in the given order
     targets = [Target(b, br, "up-model", 10.0 ** (9 - 3 * i))
@@ -309,7 +312,7 @@ def poisoned(c: RequestContext) -> RequestContext:
 async def test_one_keys_poison_requests_do_not_open_the_circuit_for_another_key() -> None:
     """The reproduction of issue 12: llama.cpp answers json_schema requests with 500."""
     a = Scripted("a", poison=b"json_schema")
-    stage, breakers = stage_for(a, policy=BreakerPolicy())  # the defaults
+    stage, breakers = stage_for(a, policy=DEFAULTS)  # the defaults
     for _ in range(30):
         with pytest.raises(GatehouseError) as info:
             await stage.enter(poisoned(as_caller(ctx(), "key_poison")))
@@ -322,7 +325,7 @@ async def test_one_keys_poison_requests_do_not_open_the_circuit_for_another_key(
 
 async def test_a_lone_failing_caller_is_held_back_and_told_why() -> None:
     a = Scripted("a", poison=b"json_schema")
-    stage, breakers = stage_for(a, policy=BreakerPolicy())
+    stage, breakers = stage_for(a, policy=DEFAULTS)
     for _ in range(5):
         with pytest.raises(GatehouseError):
             await stage.enter(poisoned(as_caller(ctx(), "key_poison")))
@@ -338,7 +341,7 @@ async def test_a_lone_failing_caller_is_held_back_and_told_why() -> None:
 
 async def test_connect_failures_open_the_circuit_for_every_caller() -> None:
     a = Scripted("a", error=ConnectFailed("refused"))
-    stage, breakers = stage_for(a, policy=BreakerPolicy())
+    stage, breakers = stage_for(a, policy=DEFAULTS)
     for _ in range(5):
         with pytest.raises(GatehouseError):
             await stage.enter(as_caller(ctx(), "key_one"))
@@ -351,7 +354,7 @@ async def test_connect_failures_open_the_circuit_for_every_caller() -> None:
 @pytest.mark.parametrize("status", [400, 404, 413, 422])
 async def test_request_errors_count_for_nothing(status: int) -> None:
     a = Scripted("a", status=status, body=b'{"error":{"message":"bad"}}')
-    stage, breakers = stage_for(a, policy=BreakerPolicy())
+    stage, breakers = stage_for(a, policy=DEFAULTS)
     for _ in range(20):
         await stage.enter(as_caller(ctx(), "key_one"))
     assert breakers[0].state == "closed" and breakers[0].counts() == (0, 0)
