@@ -21,8 +21,10 @@ from typing import Any
 import orjson
 
 from gatehouse.context import Outcome, Reply, RequestContext, Usage
+from gatehouse.edge.client import network_of
 from gatehouse.errors import (
     AtCapacity,
+    CallerHeldBack,
     GatehouseError,
     UpstreamFailed,
     UpstreamTimeout,
@@ -30,7 +32,6 @@ from gatehouse.errors import (
 )
 from gatehouse.pipeline import StreamBroken
 from gatehouse.telemetry.metrics import Metrics
-from gatehouse.edge.client import network_of
 from gatehouse.upstream.backend import (
     BackendFailure,
     Broken,
@@ -266,16 +267,16 @@ class UpstreamStage:
             return UpstreamTimeout("The model did not start answering in time.", cause=cause)
         targets = self.router.routes[ctx.model or ""].targets
         wait = min((t.breaker.retry_in(caller) for t in targets), default=1.0)
-        message = f"The model `{ctx.model}` is unavailable right now. Try again in a few seconds."
+        retry_after = max(1.0, failures.retry_after, wait if tried == 0 else 1.0)
         if tried == 0 and any(a.endswith(":caller_isolated") for a in ctx.attempts):
-            cause = "held back: this caller's last calls all failed and none succeeded since"
-            message = (f"Your last requests to `{ctx.model}` all failed and none has succeeded "
-                       "since, so yours are held back for a few seconds. If they failed because "
-                       "of what they asked for, change the request; otherwise try again after "
-                       "Retry-After.")
+            return CallerHeldBack(
+                f"Your last requests to `{ctx.model}` all failed and none has succeeded since, "
+                "so yours are held back until Retry-After. If they failed because of what they "
+                "asked for, change the request.", retry_after=retry_after,
+                cause="held back: this caller's last calls all failed, none succeeded since")
         return UpstreamUnavailable(
-            message, cause=cause,
-            retry_after=max(1.0, failures.retry_after, wait if tried == 0 else 1.0))
+            f"The model `{ctx.model}` is unavailable right now. Try again in a few seconds.",
+            cause=cause, retry_after=retry_after)
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         # whatever happened to the stream (even if it never started), give the connection back
