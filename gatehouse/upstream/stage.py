@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 
 from gatehouse.context import Outcome, Reply, RequestContext, Usage
-from gatehouse.edge.client import network_of
 from gatehouse.errors import (
     AtCapacity,
     CallerHeldBack,
@@ -70,7 +69,10 @@ def caller_of(ctx: RequestContext) -> str:
             ip = ipaddress.ip_address(ctx.client[0])
         except ValueError:
             return "addr:" + ctx.client[0]
-    return "ip:" + network_of(ip, 32, 64) if ip is not None else "anonymous"
+    if ip is None:
+        return "anonymous"
+    # in hex, because str() of an address costs microseconds on every request
+    return f"ip4:{int(ip):08x}" if ip.version == 4 else f"ip6:{int(ip) >> 64:016x}/64"
 
 
 @dataclass(slots=True)

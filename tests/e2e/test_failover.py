@@ -272,5 +272,5 @@ def test_killed_backend_opens_the_circuit_then_fails_over_or_503(
     with pytest.raises(openai.APIStatusError) as info:
         sdk(gw).chat.completions.create(model="solo", messages=HELLO)
     assert (info.value.status_code, info.value.code) == (503, "upstream_unavailable")
-    assert 20 <= int(info.value.response.headers["retry-after"]) <= 30
+    assert 2 <= int(info.value.response.headers["retry-after"]) <= 30  # not the default 1
     assert gw.record(info.value.request_id or "")["attempts"] == ["d:circuit_open"]

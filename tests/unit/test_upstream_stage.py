@@ -297,9 +297,14 @@ def test_callers_are_keys_users_or_client_addresses() -> None:
     assert caller_of(c) == "user:user_9"
     c.principal = Principal(kind="anonymous", tier="free")
     c.client_ip = ipaddress.ip_address("203.0.113.7")
-    assert caller_of(c) == "ip:203.0.113.7/32"
+    assert caller_of(c) == "ip4:cb007107"  # 203.0.113.7
     c.client_ip = ipaddress.ip_address("2001:db8:1:2:3:4:5:6")
-    assert caller_of(c) == "ip:2001:db8:1:2::/64", "one client holds a whole /64"
+    same_64 = ipaddress.ip_address("2001:db8:1:2:ffff::1")
+    assert caller_of(c) == "ip6:20010db800010002/64", "one client holds a whole /64"
+    c.client_ip = same_64
+    assert caller_of(c) == "ip6:20010db800010002/64"
+    c.client_ip = ipaddress.ip_address("2001:db8:1:3::1")
+    assert caller_of(c) != "ip6:20010db800010002/64"
     assert caller_of(ctx()) == "anonymous"
 
 
