@@ -105,6 +105,7 @@ class CircuitBreaker:
         self.connect_failures = 0
         self.opened_at = 0.0
         self.probe_started: float | None = None
+        self.probe_caller: str | None = None  # whose call is the half-open probe
         self._width = self.policy.window / BUCKETS
         self._buckets = [_Bucket() for _ in range(BUCKETS)]
         self._callers: dict[str, _Caller] = {}
@@ -124,7 +125,7 @@ class CircuitBreaker:
             self._set(HALF_OPEN)
         if self.probe_started is not None and now - self.probe_started < self.policy.cooldown:
             return False
-        self.probe_started = now
+        self.probe_started, self.probe_caller = now, caller
         return True
 
     def isolates(self, caller: str, now: float | None = None) -> bool:
@@ -149,7 +150,7 @@ class CircuitBreaker:
     # -- telling -------------------------------------------------------------------------------
     def success(self, caller: str) -> None:
         self.connect_failures = 0
-        self.probe_started = None
+        self.probe_started = self.probe_caller = None
         self._callers.pop(caller, None)
         if self.state != CLOSED:
             # a fresh start: the failures that opened it no longer count
@@ -159,11 +160,11 @@ class CircuitBreaker:
             self._set(CLOSED)
         self._bucket(self.clock()).ok += 1
 
-    def answered(self) -> None:
+    def answered(self, caller: str) -> None:
         """The backend answered about the request (a 4xx it does not fail over on): alive,
         and nothing more."""
         self.connect_failures = 0
-        self.probe_started = None
+        self.release(caller)
 
     def failure(self, caller: str, connect: bool = False) -> None:
         """A reason to fail over; ``connect`` when the backend could not be connected to."""
@@ -175,13 +176,13 @@ class CircuitBreaker:
         self.connect_failures = self.connect_failures + 1 if connect else 0
         seen = self._remember(caller)
         seen.failures += 1
-        was_probe = self.probe_started is not None
-        self.probe_started = None
+        was_probe = self.probe_started is not None and caller == self.probe_caller
+        self.release(caller)
         if self.state == OPEN:
             return
         if self.state == HALF_OPEN:
             if not was_probe:
-                return  # a call that started before the circuit opened
+                return  # not the probe: a call that started before the circuit opened
             self._probe_failures.add(caller)
             if connect or len(self._probe_failures) >= self.policy.min_callers:
                 self._open(now)
@@ -197,9 +198,11 @@ class CircuitBreaker:
         elif seen.failures >= p.min_requests and not ok:
             seen.isolated_until = now + p.cooldown
 
-    def release(self) -> None:
-        """The attempt ended without a verdict (client went away): free the probe slot."""
-        self.probe_started = None
+    def release(self, caller: str) -> None:
+        """This caller's attempt ended without a verdict (its client went away): if it was the
+        half-open probe, free the slot."""
+        if caller == self.probe_caller:
+            self.probe_started = self.probe_caller = None
 
     # -- inside --------------------------------------------------------------------------------
     def _totals(self, now: float) -> tuple[int, int, set[str]]:

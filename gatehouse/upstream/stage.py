@@ -140,7 +140,7 @@ class UpstreamStage:
                 continue
             finally:
                 if not verdict:  # cancelled: the client went away while we waited
-                    target.breaker.release()
+                    target.breaker.release(caller)
                     if slots is not None:
                         slots.give()
             if fails_over(reply.status):
@@ -156,7 +156,7 @@ class UpstreamStage:
             if reply.status < 400:
                 target.breaker.success(caller)
             else:  # a 4xx about the request: passed on, proves the backend alive, no more
-                target.breaker.answered()
+                target.breaker.answered(caller)
             self.metrics.attempts.labels(name, "ok").inc()
             ctx.backend = name
             ctx.first_byte_at = time.perf_counter()

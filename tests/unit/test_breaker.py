@@ -79,7 +79,7 @@ def test_four_xx_answers_never_count() -> None:
     b, _, states = breaker()
     for caller in ("a", "b", "c") * 50:
         assert b.allow(caller)
-        b.answered()
+        b.answered(caller)
     assert b.state == CLOSED and states == [] and not b.isolates("a")
 
 
@@ -107,7 +107,7 @@ def test_an_answer_ends_a_run_of_connect_failures() -> None:
     b, _, _ = breaker()
     for _ in range(4):
         call(b, "x", ok=False, connect=True)
-    b.answered()  # a 400: the backend is up
+    b.answered("x")  # a 400: the backend is up
     for _ in range(4):
         call(b, "x", ok=False, connect=True)
     assert b.state == CLOSED
@@ -222,8 +222,19 @@ def test_lost_probe_stops_blocking_after_one_cooldown_and_release_frees_it() -> 
     assert not b.allow("key:b")
     clock.now += 30
     assert b.allow("key:b"), "a lost probe stops blocking after one cooldown"
-    b.release()
+    b.release("key:b")
     assert b.allow("key:c")
+
+
+def test_only_the_probes_own_verdict_counts_in_half_open() -> None:
+    b, clock, _ = opened()
+    assert b.allow("key:probe")
+    b.failure("key:slow")  # a call that started before the circuit opened ends now
+    b.release("key:gone")
+    assert b.state == HALF_OPEN and not b.isolates("key:slow")
+    assert not b.allow("key:other"), "the probe is still out"
+    b.answered("key:probe")  # a 400: alive, but says nothing of the 500s; the slot is free
+    assert b.state == HALF_OPEN and b.allow("key:other")
 
 
 def test_min_callers_one_is_the_classic_breaker() -> None:
