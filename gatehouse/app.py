@@ -46,7 +46,7 @@ from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import AccessLog
 from gatehouse.telemetry.stage import TelemetryStage
 from gatehouse.upstream.backend import Backend, HTTPBackend
-from gatehouse.upstream.breaker import CircuitBreaker
+from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gatehouse.upstream.demo import DemoBackend
 from gatehouse.upstream.router import ModelRoute, Router, Target
 from gatehouse.upstream.slots import BackendSlots
@@ -54,8 +54,8 @@ from gatehouse.upstream.stage import UpstreamStage
 from gatehouse.web import build_web_app
 
 
-def _breaker_gauge(metrics: Metrics, backend: str) -> Callable[[str], None]:
-    gauge = metrics.breaker_open.labels(backend)
+def _breaker_gauge(metrics: Metrics, backend: str, model: str) -> Callable[[str], None]:
+    gauge = metrics.breaker_open.labels(backend, model)
     gauge.set(0)
 
     def on_change(state: str) -> None:
@@ -67,7 +67,7 @@ def _breaker_gauge(metrics: Metrics, backend: str) -> Callable[[str], None]:
 def build_router(settings: Settings, metrics: Metrics,
                  environ: dict[str, str] | None = None) -> tuple[Router, list[Backend]]:
     env = os.environ if environ is None else environ
-    backends: dict[str, tuple[Backend, CircuitBreaker, bool]] = {}
+    backends: dict[str, tuple[Backend, BreakerPolicy, bool]] = {}
     slots: dict[str, BackendSlots] = {}
     for name, up in settings.upstreams.items():
         key = None
@@ -76,18 +76,24 @@ def build_router(settings: Settings, metrics: Metrics,
             if not key:
                 raise ConfigError(settings.source, f"upstreams.{name}.api_key_env",
                                   f"environment variable {up.api_key_env} is not set")
-        breaker = CircuitBreaker(up.breaker_failures, up.breaker_cooldown,
-                                 on_change=_breaker_gauge(metrics, name))
-        backends[name] = (HTTPBackend(name, up, key), breaker, up.inject_stream_usage)
+        backends[name] = (HTTPBackend(name, up, key), BreakerPolicy.of(up),
+                          up.inject_stream_usage)
         if up.max_concurrency is not None:
             slots[name] = BackendSlots(up.max_concurrency)
     created = int(time.time())
     routes: dict[str, ModelRoute] = {}
+    # one breaker per (backend, the model's name there): models that share one share it
+    breakers: dict[tuple[str, str], CircuitBreaker] = {}
     for model, ms in settings.models.items():
         targets = []
         for ref in ms.backends:
-            backend, breaker, inject = backends[ref.upstream]
-            targets.append(Target(backend, breaker, ref.model or model, ref.weight, inject,
+            backend, policy, inject = backends[ref.upstream]
+            served = ref.model or model
+            breaker = breakers.get((ref.upstream, served))
+            if breaker is None:
+                breaker = breakers[ref.upstream, served] = CircuitBreaker(
+                    policy, on_change=_breaker_gauge(metrics, ref.upstream, served))
+            targets.append(Target(backend, breaker, served, ref.weight, inject,
                                   slots.get(ref.upstream)))
         routes[model] = ModelRoute(model, targets, ms.owned_by, created)
     everything: list[Backend] = [b for b, _, _ in backends.values()]
@@ -96,7 +102,7 @@ def build_router(settings: Settings, metrics: Metrics,
         routes[settings.demo.model] = ModelRoute(
             # no circuit breaker for the demo: its failure_rate should stay a rate
             settings.demo.model,
-            [Target(demo, CircuitBreaker(failures=2**62), settings.demo.model, 1.0)],
+            [Target(demo, CircuitBreaker(BreakerPolicy.never()), settings.demo.model, 1.0)],
             "gatehouse-demo", created)
         everything.append(demo)
     return Router(routes), everything

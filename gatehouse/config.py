@@ -90,8 +90,15 @@ class UpstreamSettings(_Section):
     # ask streaming backends for usage (stream_options.include_usage) even when the client
     # did not, so every stream is metered; the extra usage chunk is not passed on
     inject_stream_usage: bool = True
+    # circuit breaker per (backend, model), see gatehouse/upstream/breaker.py: connect failures
+    # in a row that open it; or, over the window, min_requests verdicts with failure_ratio
+    # failing, from min_callers distinct callers
     breaker_failures: int = Field(5, ge=1)
     breaker_cooldown: float = Field(30.0, gt=0)
+    breaker_window: float = Field(60.0, gt=0)
+    breaker_min_requests: int = Field(5, ge=1)
+    breaker_failure_ratio: float = Field(0.85, gt=0, le=1)
+    breaker_min_callers: int = Field(2, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("base_url")

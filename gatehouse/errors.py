@@ -31,6 +31,8 @@ The tree (status · type · code)::
     ├── ClientClosedRequest     499 · client_error · client_disconnected  (log only: nobody to tell)
     ├── UpstreamFailed          500 · server_error · upstream_error      (5xx after failover)
     ├── UpstreamUnavailable     503 · server_error · upstream_unavailable
+    │   └── CallerHeldBack      503 · server_error · upstream_unavailable (only this caller's
+    │                                                 calls: its last ones all failed)
     ├── UpstreamTimeout         504 · server_error · upstream_timeout
     ├── AtCapacity              503 · overloaded · at_capacity (Retry-After)
     ├── QuotaUnavailable        503 · server_error · quota_unavailable (limiter down, fail_closed)
@@ -348,6 +350,14 @@ class UpstreamUnavailable(GatehouseError):
     code = "upstream_unavailable"
     title = "The model is unavailable"
     advice = "This is on our side, not yours. Retry after the time in Retry-After; check the status page for an incident."
+
+
+class CallerHeldBack(UpstreamUnavailable):
+    """Only this caller's calls are held back from the model's backends: its last calls all
+    failed while nobody's succeeded (gatehouse/upstream/breaker.py, rule 3)."""
+
+    title = "Your requests to this model keep failing"
+    advice = "Look at the error your previous requests got: if they failed because of what they asked for (a feature this model's server does not support, say), change the request. Otherwise retry after the time in Retry-After."
 
 
 class UpstreamTimeout(GatehouseError):

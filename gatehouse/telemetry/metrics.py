@@ -42,8 +42,9 @@ class Metrics:
                                 "Calls to backends, by result.", ["backend", "result"],
                                 registry=r)
         self.breaker_open = Gauge("gatehouse_upstream_circuit_open",
-                                  "1 while a backend's circuit is open or half-open.",
-                                  ["backend"], registry=r, multiprocess_mode="livemax")
+                                  "1 while the circuit of a backend's model is open or "
+                                  "half-open.", ["backend", "model"], registry=r,
+                                  multiprocess_mode="livemax")
 
         self.auth = Counter("gatehouse_auth", "Identity checks, by how they ended.",
                             ["result"], registry=r)

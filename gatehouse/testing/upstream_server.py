@@ -11,6 +11,10 @@ then fail, then stall, within one test::
     POST /_control {"first_byte_ms": 3000}             hold every response 3 s before headers
     POST /_control {"fail_after_chunks": 2}            streams send 2 chunks, then drop the socket
     POST /_control {"ms_per_token": 20}                pace streamed tokens
+    POST /_control {"poison": "json_schema"}           requests whose body contains the string
+                                                       answer 500 (``poison_status``), the rest
+                                                       as usual — as llama.cpp does with some
+                                                       ``response_format`` requests
     POST /_reset                                       back to healthy, counters kept
     GET  /_stats                                       {"requests", "streams_completed", ...}
 
@@ -41,6 +45,8 @@ class Behaviour:
     fail_after_chunks: int | None = None
     reply_tokens: int = 8
     omit_usage: bool = False
+    poison: str | None = None  # requests whose raw body contains this fail, the others do not
+    poison_status: int = 500
 
 
 @dataclass
@@ -119,6 +125,10 @@ class UpstreamServer:
         b = self.behaviour
         if b.first_byte_ms:
             await asyncio.sleep(b.first_byte_ms / 1000)
+        if b.poison is not None and b.poison.encode() in raw:
+            return await self._json(send, b.poison_status, {"error": {
+                "message": f"upstream {self.name} cannot serve this request",
+                "type": "server_error", "param": None, "code": b.poison_status}})
         if b.status != 200:
             if b.times is not None:
                 b.times -= 1

@@ -4,11 +4,15 @@ Failover happens only before the first byte reaches the client: on a connect err
 a dropped connection, any 5xx, a 429, 408, or the backend refusing the gateway's own
 credentials (401/403), the next backend is tried. Once a stream has started it is never
 replayed elsewhere; if it breaks, the client gets an SSE error event and the stream ends.
+
+Every attempt's verdict goes to the circuit breaker of its (backend, model), counted against
+the caller (breaker.py), so one caller's failing requests never open a circuit for the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ import orjson
 from gatehouse.context import Outcome, Reply, RequestContext, Usage
 from gatehouse.errors import (
     AtCapacity,
+    CallerHeldBack,
     GatehouseError,
     UpstreamFailed,
     UpstreamTimeout,
@@ -29,6 +34,7 @@ from gatehouse.telemetry.metrics import Metrics
 from gatehouse.upstream.backend import (
     BackendFailure,
     Broken,
+    ConnectFailed,
     TimedOut,
     UpstreamCall,
     UpstreamReply,
@@ -46,6 +52,27 @@ SLOT_NOTE = "upstream.slot"
 
 def fails_over(status: int) -> bool:
     return status >= 500 or status in FAILOVER_4XX
+
+
+def caller_of(ctx: RequestContext) -> str:
+    """Who the circuit breakers count a failure against: the API key, the signed-in user, or
+    for anonymous requests the client address (IPv6 by /64, which one client usually holds)."""
+    who = ctx.principal
+    kind = getattr(who, "kind", None)
+    if kind == "key" and who.key_id:
+        return "key:" + str(who.key_id)
+    if kind == "session" and who.user_id:
+        return "user:" + str(who.user_id)
+    ip = ctx.client_ip
+    if ip is None and ctx.client is not None:
+        try:
+            ip = ipaddress.ip_address(ctx.client[0])
+        except ValueError:
+            return "addr:" + ctx.client[0]
+    if ip is None:
+        return "anonymous"
+    # in hex, because str() of an address costs microseconds on every request
+    return f"ip4:{int(ip):08x}" if ip.version == 4 else f"ip6:{int(ip) >> 64:016x}/64"
 
 
 @dataclass(slots=True)
@@ -83,6 +110,7 @@ class UpstreamStage:
         assert ctx.body is not None and ctx.model is not None
         failures = _Failures()
         full = 0
+        caller = caller_of(ctx)
         for target in self.router.order(ctx.model):
             name = target.backend.name
             slots = target.slots
@@ -90,10 +118,11 @@ class UpstreamStage:
                 ctx.attempts.append(f"{name}:at_capacity")
                 full += 1
                 continue
-            if not target.breaker.allow():
+            if not target.breaker.allow(caller):
                 if slots is not None:
                     slots.give()
-                ctx.attempts.append(f"{name}:circuit_open")
+                held = "caller_isolated" if target.breaker.isolates(caller) else "circuit_open"
+                ctx.attempts.append(f"{name}:{held}")
                 continue
             ctx.attempts.append(name)
             verdict = False
@@ -101,7 +130,7 @@ class UpstreamStage:
                 reply, first, tap, rest = await self._start(ctx, target)
                 verdict = True
             except BackendFailure as exc:
-                target.breaker.failure()
+                target.breaker.failure(caller, connect=isinstance(exc, ConnectFailed))
                 verdict = True
                 if slots is not None:
                     slots.give()
@@ -111,20 +140,23 @@ class UpstreamStage:
                 continue
             finally:
                 if not verdict:  # cancelled: the client went away while we waited
-                    target.breaker.release()
+                    target.breaker.release(caller)
                     if slots is not None:
                         slots.give()
             if fails_over(reply.status):
                 if slots is not None:
                     slots.give()
-                target.breaker.failure()
+                target.breaker.failure(caller)
                 reply.close()
                 self.metrics.attempts.labels(name, str(reply.status)).inc()
                 ctx.attempts[-1] = f"{name}:{reply.status}"
                 failures.add(f"{name}: answered {reply.status}", status=reply.status,
                              retry_after=reply.retry_after)
                 continue
-            target.breaker.success()
+            if reply.status < 400:
+                target.breaker.success(caller)
+            else:  # a 4xx about the request: passed on, proves the backend alive, no more
+                target.breaker.answered(caller)
             self.metrics.attempts.labels(name, "ok").inc()
             ctx.backend = name
             ctx.first_byte_at = time.perf_counter()
@@ -137,7 +169,7 @@ class UpstreamStage:
             raise AtCapacity(f"Every backend of `{ctx.model}` is at capacity right now; try "
                              "again in a moment.", retry_after=1.0,
                              cause=f"{full} backend(s) at max_concurrency")
-        raise self._give_up(ctx, failures)
+        raise self._give_up(ctx, failures, caller)
 
     async def _start(self, ctx: RequestContext, target: Target
                      ) -> tuple[UpstreamReply, bytes, StreamTap | None, AsyncIterator[bytes] | None]:
@@ -212,7 +244,7 @@ class UpstreamStage:
                 raise Broken("stream ended before [DONE] or a finish_reason")
         except Exception as exc:
             detail = exc.detail if isinstance(exc, BackendFailure) else repr(exc)
-            target.breaker.failure()
+            target.breaker.failure(caller_of(ctx))
             self.metrics.attempts.labels(target.backend.name, "broken_stream").inc()
             error: GatehouseError = (
                 UpstreamTimeout("The model stopped sending mid-answer and timed out.",
@@ -225,7 +257,8 @@ class UpstreamStage:
             ctx.usage = tap.usage
             reply.close()
 
-    def _give_up(self, ctx: RequestContext, failures: _Failures) -> GatehouseError:
+    def _give_up(self, ctx: RequestContext, failures: _Failures, caller: str
+                 ) -> GatehouseError:
         cause = "; ".join(failures.details) or "every backend's circuit is open"
         tried = len(failures.details)
         if any(status >= 500 and status not in (503, 504) for status in failures.statuses):
@@ -235,10 +268,17 @@ class UpstreamStage:
         if failures.timeouts and failures.timeouts + failures.statuses.count(504) == tried:
             return UpstreamTimeout("The model did not start answering in time.", cause=cause)
         targets = self.router.routes[ctx.model or ""].targets
-        wait = min((t.breaker.retry_in() for t in targets), default=1.0)
+        wait = min((t.breaker.retry_in(caller) for t in targets), default=1.0)
+        retry_after = max(1.0, failures.retry_after, wait if tried == 0 else 1.0)
+        if tried == 0 and any(a.endswith(":caller_isolated") for a in ctx.attempts):
+            return CallerHeldBack(
+                f"Your last requests to `{ctx.model}` all failed and none has succeeded since, "
+                "so yours are held back until Retry-After. If they failed because of what they "
+                "asked for, change the request.", retry_after=retry_after,
+                cause="held back: this caller's last calls all failed, none succeeded since")
         return UpstreamUnavailable(
             f"The model `{ctx.model}` is unavailable right now. Try again in a few seconds.",
-            cause=cause, retry_after=max(1.0, failures.retry_after, wait if tried == 0 else 1.0))
+            cause=cause, retry_after=retry_after)
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         # whatever happened to the stream (even if it never started), give the connection back

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from openai import OpenAI
 
 from tests.e2e.conftest import upstream_cfg
+from tests.e2e.test_identity import cli
 from tests.support.procs import Gateway, Upstream, free_port
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -90,11 +92,14 @@ def test_no_failover_after_first_byte(start_gateway: Callable[..., Gateway], up_
 
 def test_circuit_opens_then_half_open_probe_closes_it(start_gateway: Callable[..., Gateway],
                                                       up_a: Upstream, up_b: Upstream) -> None:
-    gw = start_gateway(two_backends(up_a, up_b, breaker_failures=2, breaker_cooldown=1.0))
+    # every test request comes from one anonymous caller (127.0.0.1): min_callers = 1 lets
+    # one caller open the circuit, as the classic breaker did
+    gw = start_gateway(two_backends(up_a, up_b, breaker_min_requests=2, breaker_min_callers=1,
+                                    breaker_cooldown=3.0))
     up_a.control(status=503)
     for _ in range(2):
         sdk(gw).chat.completions.create(model="m", messages=HELLO)
-    assert gw.metric("gatehouse_upstream_circuit_open", backend="a") == 1
+    assert gw.metric("gatehouse_upstream_circuit_open", backend="a", model="test-model") == 1
     seen = up_a.stats()["requests"]
     for _ in range(3):  # circuit open: a is skipped, b answers
         content = sdk(gw).chat.completions.create(model="m", messages=HELLO) \
@@ -102,10 +107,10 @@ def test_circuit_opens_then_half_open_probe_closes_it(start_gateway: Callable[..
         assert content and content.startswith("b ")
     assert up_a.stats()["requests"] == seen
     up_a.reset()
-    time.sleep(1.2)  # past the cooldown: the next request is the half-open probe
+    time.sleep(3.2)  # past the cooldown: the next request is the half-open probe
     content = sdk(gw).chat.completions.create(model="m", messages=HELLO).choices[0].message.content
     assert content and content.startswith("a ")
-    assert gw.metric("gatehouse_upstream_circuit_open", backend="a") == 0
+    assert gw.metric("gatehouse_upstream_circuit_open", backend="a", model="test-model") == 0
 
 
 def test_first_byte_timeout_fails_streams_over_then_504(
@@ -175,3 +180,97 @@ def test_client_disconnect_while_waiting_for_a_slow_answer(
         time.sleep(0.05)
     assert records and records[-1]["outcome"] == "client_disconnected"
     assert gw.metric("gatehouse_inflight_requests") == 0
+
+
+# -- circuit breakers one caller cannot open (issue 12) ------------------------------------------
+
+JSON_SCHEMA: Any = {"type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": {"type": "object"}}}
+
+
+def keyed_sdk(gw: Gateway, key: str) -> OpenAI:
+    return OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+
+
+def test_one_callers_poison_requests_never_open_the_circuit_for_another(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """The reproduction: a llama.cpp-like backend answers ``response_format: json_schema`` with
+    500. Caller A keeps sending such requests; caller B's ordinary ones to the same backend and
+    model keep being served by it. The breaker runs with its defaults."""
+    gw = start_gateway({
+        "identity": {"require_key": True},
+        "upstreams": {"a": upstream_cfg(up_a)},
+        "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]},
+                   "m2": {"backends": [{"upstream": "a", "model": "other-model"}]}}})
+    cli(gw.config_path, "orgs", "create", "acme")
+    cli(gw.config_path, "projects", "create", "acme/app")
+    a, b = (keyed_sdk(gw, cli(gw.config_path, "keys", "create", "acme/app").strip())
+            for _ in range(2))
+    up_a.control(poison="json_schema")
+    before = up_a.stats()["requests"]
+
+    def poison(model: str) -> openai.APIStatusError:
+        with pytest.raises(openai.APIStatusError) as info:
+            a.chat.completions.create(model=model, messages=HELLO, response_format=JSON_SCHEMA)
+        return info.value
+
+    def served_by_a(client: OpenAI, model: str) -> None:
+        raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO)
+        assert (raw.parse().choices[0].message.content or "").startswith("a ")
+        assert gw.record(raw.headers["x-request-id"])["attempts"] == ["a"]
+
+    # busy: B is served between A's runs of poison, every one of which reaches the backend
+    for _ in range(3):
+        served_by_a(b, "m")
+        for _ in range(6):
+            error = poison("m")
+            assert (error.status_code, error.code) == (500, "upstream_error")
+    served_by_a(b, "m")
+    served_by_a(a, "m")  # A's own ordinary requests are served too
+    assert gw.metric("gatehouse_upstream_circuit_open", backend="a", model="test-model") == 0
+
+    # quiet: nobody else uses m2, so after five failures in a row A alone is held back …
+    for _ in range(5):
+        assert poison("m2").status_code == 500
+    held = poison("m2")
+    assert (held.status_code, held.code) == (503, "upstream_unavailable")
+    assert "Your last requests" in held.message
+    assert 1 <= int(held.response.headers["retry-after"]) <= 30
+    assert gw.record(held.request_id or "")["attempts"] == ["a:caller_isolated"]
+    # … while B is served on m2, and A on m (a breaker per backend and model)
+    served_by_a(b, "m2")
+    served_by_a(a, "m")
+    assert gw.metric("gatehouse_upstream_circuit_open", backend="a", model="other-model") == 0
+    assert up_a.stats()["requests"] - before == 3 * 7 + 2 + 5 + 2, \
+        "every call but the held-back one reached the backend"
+
+
+def test_killed_backend_opens_the_circuit_then_fails_over_or_503(
+        start_gateway: Callable[..., Gateway], proc_dir: Path, up_b: Upstream) -> None:
+    doomed = Upstream("doomed", proc_dir)
+    try:
+        gw = start_gateway({
+            "upstreams": {"d": upstream_cfg(doomed), "b": upstream_cfg(up_b)},
+            "models": {"m": {"backends": [{"upstream": "d", "model": "test-model",
+                                           "weight": 1e9},
+                                          {"upstream": "b", "model": "test-model",
+                                           "weight": 1e-9}]},
+                       "solo": {"backends": [{"upstream": "d", "model": "test-model"}]}}})
+        content = sdk(gw).chat.completions.create(model="m", messages=HELLO) \
+            .choices[0].message.content
+        assert content and content.startswith("doomed ")
+    finally:
+        doomed.stop()
+    for _ in range(5):  # connection refused, five times in a row: the circuit opens
+        raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=HELLO)
+        assert (raw.parse().choices[0].message.content or "").startswith("b ")
+        assert gw.record(raw.headers["x-request-id"])["attempts"] == ["d:ConnectFailed", "b"]
+    assert gw.metric("gatehouse_upstream_circuit_open", backend="d", model="test-model") == 1
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=HELLO)
+    assert gw.record(raw.headers["x-request-id"])["attempts"] == ["d:circuit_open", "b"]
+    # a model with no other backend: 503 at once, Retry-After the rest of the cooldown
+    with pytest.raises(openai.APIStatusError) as info:
+        sdk(gw).chat.completions.create(model="solo", messages=HELLO)
+    assert (info.value.status_code, info.value.code) == (503, "upstream_unavailable")
+    assert 2 <= int(info.value.response.headers["retry-after"]) <= 30  # not the default 1
+    assert gw.record(info.value.request_id or "")["attempts"] == ["d:circuit_open"]

@@ -13,10 +13,12 @@ from gatehouse.errors import GatehouseError
 from gatehouse.pipeline import Pipeline, StreamBroken
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.upstream.backend import Broken, ConnectFailed, TimedOut, UpstreamCall
-from gatehouse.upstream.breaker import CircuitBreaker
+from gatehouse.config import UpstreamSettings
+from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gatehouse.upstream.router import ModelRoute, Router, Target
-from gatehouse.upstream.stage import UpstreamStage
+from gatehouse.upstream.stage import UpstreamStage, caller_of
 
+DEFAULTS = BreakerPolicy.of(UpstreamSettings(base_url="http://127.0.0.1:9/v1"))
 OK_BODY = b'{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}'
 
 
@@ -26,10 +28,11 @@ class Scripted:
     def __init__(self, name: str, status: int = 200, body: bytes = OK_BODY,
                  events: list[bytes] | None = None, error: Exception | None = None,
                  then: Exception | None = None, hang: bool = False,
-                 retry_after: str | None = None) -> None:
+                 retry_after: str | None = None, poison: bytes | None = None) -> None:
         self.name, self.first_byte_timeout = name, 5.0
         self.status, self.body, self.events, self.error, self.then = status, body, events, error, then
         self.hang, self.retry_after_value = hang, retry_after
+        self.poison = poison  # a request containing it is answered 500, the others as usual
         self.calls: list[UpstreamCall] = []
         self.closed = 0
 
@@ -40,9 +43,10 @@ class Scripted:
         if self.error is not None:
             raise self.error
         backend = self
+        poisoned = self.poison is not None and self.poison in call.body
 
         class Reply:
-            status = backend.status
+            status = 500 if poisoned else backend.status
             content_type = "application/json"
             retry_after = backend.retry_after_value
 
@@ -67,8 +71,13 @@ class Scripted:
         return None
 
 
-def stage_for(*backends: Scripted, failures: int = 5) -> tuple[UpstreamStage, list[CircuitBreaker]]:
-    breakers = [CircuitBreaker(failures=failures, cooldown=60) for _ in backends]
+def stage_for(*backends: Scripted, failures: int = 5, policy: BreakerPolicy | None = None
+              ) -> tuple[UpstreamStage, list[CircuitBreaker]]:
+    """``failures`` opens a circuit as the classic breaker did (one caller is enough)."""
+    policy = policy or BreakerPolicy(consecutive_failures=failures, window=60,
+                                     min_requests=failures, failure_ratio=0.5, min_callers=1,
+                                     cooldown=60)
+    breakers = [CircuitBreaker(policy) for _ in backends]
     # descending weights: tried in the given order
     targets = [Target(b, br, "up-model", 10.0 ** (9 - 3 * i))
                for i, (b, br) in enumerate(zip(backends, breakers, strict=True))]
@@ -90,7 +99,7 @@ async def test_fails_over_on_backend_statuses(status: int) -> None:
     c = ctx()
     await stage.enter(c)
     assert c.backend == "b" and c.attempts == [f"a:{status}", "b"]
-    assert breakers[0].failures == 1 and breakers[1].failures == 0
+    assert breakers[0].counts() == (0, 1) and breakers[1].counts() == (1, 0)
     assert a.closed == 1
 
 
@@ -101,7 +110,7 @@ async def test_request_errors_pass_through_without_failover(status: int) -> None
     c = ctx()
     await stage.enter(c)
     assert c.reply is not None and c.reply.status == status and not b.calls
-    assert breakers[0].state == "closed" and breakers[0].failures == 0
+    assert breakers[0].state == "closed" and breakers[0].counts() == (0, 0)
 
 
 async def test_backend_sees_its_own_model_name_and_injected_usage() -> None:
@@ -157,7 +166,7 @@ async def test_open_circuits_are_skipped_and_reported() -> None:
 async def test_cancelled_attempt_frees_the_half_open_probe() -> None:
     a = Scripted("a", hang=True)
     stage, breakers = stage_for(a, failures=1)
-    breakers[0].failure()
+    breakers[0].failure("anonymous")
     breakers[0].opened_at -= 61  # cooldown over: the next call is the probe
     task = asyncio.ensure_future(stage.enter(ctx()))
     await asyncio.sleep(0.01)
@@ -192,10 +201,10 @@ async def test_stream_end_is_judged_and_breaks_are_told_to_the_client(
         broken = exc
     assert (broken is None) is complete
     if complete:
-        assert b'"error"' not in out and breakers[0].failures == 0
+        assert b'"error"' not in out and breakers[0].counts() == (1, 0)
     else:
         assert out.endswith(b"\n\n") and b'data: {"error":' in out
-        assert b'"code":"upstream_error"' in out and breakers[0].failures == 1
+        assert b'"code":"upstream_error"' in out and breakers[0].counts() == (1, 1)
     await stage.exit(c, Outcome("ok", 200))
     assert a.closed >= 1
 
@@ -266,3 +275,92 @@ async def test_backend_slots_come_back_on_failures_and_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert target.slots.inflight == 0
+
+
+# -- circuit breakers count per caller ----------------------------------------------------------
+
+def as_caller(c: RequestContext, who: str) -> RequestContext:
+    from gatehouse.identity.principal import Principal
+
+    c.principal = Principal(kind="key", tier="free", key_id=who)
+    return c
+
+
+def test_callers_are_keys_users_or_client_addresses() -> None:
+    import ipaddress
+
+    from gatehouse.identity.principal import Principal
+
+    assert caller_of(as_caller(ctx(), "key_1")) == "key:key_1"
+    c = ctx()
+    c.principal = Principal(kind="session", tier="web", user_id="user_9")
+    assert caller_of(c) == "user:user_9"
+    c.principal = Principal(kind="anonymous", tier="free")
+    c.client_ip = ipaddress.ip_address("203.0.113.7")
+    assert caller_of(c) == "ip4:cb007107"  # 203.0.113.7
+    c.client_ip = ipaddress.ip_address("2001:db8:1:2:3:4:5:6")
+    same_64 = ipaddress.ip_address("2001:db8:1:2:ffff::1")
+    assert caller_of(c) == "ip6:20010db800010002/64", "one client holds a whole /64"
+    c.client_ip = same_64
+    assert caller_of(c) == "ip6:20010db800010002/64"
+    c.client_ip = ipaddress.ip_address("2001:db8:1:3::1")
+    assert caller_of(c) != "ip6:20010db800010002/64"
+    assert caller_of(ctx()) == "anonymous"
+
+
+def poisoned(c: RequestContext) -> RequestContext:
+    assert c.body is not None
+    c.body["response_format"] = {"type": "json_schema", "json_schema": {"name": "x"}}
+    return c
+
+
+async def test_one_keys_poison_requests_do_not_open_the_circuit_for_another_key() -> None:
+    """The reproduction of issue 12: llama.cpp answers json_schema requests with 500."""
+    a = Scripted("a", poison=b"json_schema")
+    stage, breakers = stage_for(a, policy=DEFAULTS)  # the defaults
+    for _ in range(30):
+        with pytest.raises(GatehouseError) as info:
+            await stage.enter(poisoned(as_caller(ctx(), "key_poison")))
+        assert info.value.status == 500 and info.value.code == "upstream_error"
+        good = as_caller(ctx(), "key_good")
+        await stage.enter(good)
+        assert good.backend == "a" and good.reply is not None and good.reply.status == 200
+    assert breakers[0].state == "closed"
+
+
+async def test_a_lone_failing_caller_is_held_back_and_told_why() -> None:
+    a = Scripted("a", poison=b"json_schema")
+    stage, breakers = stage_for(a, policy=DEFAULTS)
+    for _ in range(5):
+        with pytest.raises(GatehouseError):
+            await stage.enter(poisoned(as_caller(ctx(), "key_poison")))
+    with pytest.raises(GatehouseError) as info:
+        await stage.enter(c := as_caller(ctx(), "key_poison"))
+    assert info.value.code == "upstream_unavailable" and c.attempts == ["a:caller_isolated"]
+    assert "Your last requests" in info.value.message
+    assert 29 <= float(info.value.response_headers()["retry-after"]) <= 30
+    assert len(a.calls) == 5
+    await stage.enter(other := as_caller(ctx(), "key_other"))
+    assert other.backend == "a" and breakers[0].state == "closed"
+
+
+async def test_connect_failures_open_the_circuit_for_every_caller() -> None:
+    a = Scripted("a", error=ConnectFailed("refused"))
+    stage, breakers = stage_for(a, policy=DEFAULTS)
+    for _ in range(5):
+        with pytest.raises(GatehouseError):
+            await stage.enter(as_caller(ctx(), "key_one"))
+    assert breakers[0].state == "open"
+    with pytest.raises(GatehouseError) as info:
+        await stage.enter(c := as_caller(ctx(), "key_two"))
+    assert info.value.code == "upstream_unavailable" and c.attempts == ["a:circuit_open"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+async def test_request_errors_count_for_nothing(status: int) -> None:
+    a = Scripted("a", status=status, body=b'{"error":{"message":"bad"}}')
+    stage, breakers = stage_for(a, policy=DEFAULTS)
+    for _ in range(20):
+        await stage.enter(as_caller(ctx(), "key_one"))
+    assert breakers[0].state == "closed" and breakers[0].counts() == (0, 0)
+    assert breakers[0].allow("key_one")
