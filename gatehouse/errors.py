@@ -53,6 +53,23 @@ from typing import Any, ClassVar
 import orjson
 
 
+def whole_seconds(seconds: float) -> int:
+    """``Retry-After`` in whole seconds, at least 1 — what every message and page says too."""
+    return max(1, math.ceil(seconds))
+
+
+def roughly(seconds: float) -> str:
+    """A wait as a person reads it: "45 seconds", "about 3 minutes", "about 12 hours"."""
+    if seconds < 90:
+        n = whole_seconds(seconds)
+        return f"{n} second{'s' if n != 1 else ''}"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 1.5 * size or unit == "minute":
+            n = round(seconds / size)
+            return f"about {n} {unit}{'s' if n != 1 else ''}"
+    return f"{round(seconds)} seconds"  # not reached
+
+
 class GatehouseError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
@@ -88,7 +105,7 @@ class GatehouseError(Exception):
     def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
         if self.retry_after is not None:
-            headers["retry-after"] = str(max(1, math.ceil(self.retry_after)))
+            headers["retry-after"] = str(whole_seconds(self.retry_after))
             headers["retry-after-ms"] = str(max(0, round(self.retry_after * 1000)))
         return headers
 
@@ -409,5 +426,6 @@ def render_html(error: GatehouseError, request_id: str | None) -> bytes:
                                  autoescape=select_autoescape(["html"]))
     page = _templates.get_template(error.template).render(
         error=error, request_id=request_id,
-        retry_after=error.response_headers().get("retry-after"))
+        retry_after=error.response_headers().get("retry-after"),
+        wait=roughly(error.retry_after) if error.retry_after is not None else None)
     return str(page).encode("utf-8")

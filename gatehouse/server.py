@@ -130,7 +130,8 @@ class Gateway:
             elif route is None:
                 ctx.endpoint = "unknown"
                 raise RouteNotFound(f"Unknown request URL: {ctx.method} {path}. Please check "
-                                    "the URL for typos, or see docs/api.md for the endpoints.")
+                                    "the URL for typos: API endpoints start with /v1/ (for "
+                                    "example POST /v1/chat/completions, GET /v1/models).")
             else:
                 ctx.endpoint = route.endpoint
                 if ctx.method != route.method:

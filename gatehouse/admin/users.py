@@ -63,7 +63,8 @@ def users_router(identity: IdentityService) -> APIRouter:
                                           disabled=body.disabled)
         ended = 0
         if body.disabled or password is not None:
-            ended = await identity.sessions.end_all(user.id)
+            ended = await identity.sessions.end_all(
+                user.id, "account_disabled" if body.disabled else "signed_out_by_admin")
         return UserUpdated(**UserOut.of(user, await org_name(user.org_id)).model_dump(),
                            sessions_ended=ended)
 
@@ -73,6 +74,7 @@ def users_router(identity: IdentityService) -> APIRouter:
         user = await accounts.user_by_email(email)
         if user is None:
             raise AccountError("not_found", f"no user {email!r}")
-        return LoggedOut(email=user.email, sessions_ended=await identity.sessions.end_all(user.id))
+        ended = await identity.sessions.end_all(user.id, "signed_out_by_admin")
+        return LoggedOut(email=user.email, sessions_ended=ended)
 
     return router

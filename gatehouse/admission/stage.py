@@ -15,7 +15,7 @@ from gatehouse.admission.adaptive import GradientLimit
 from gatehouse.admission.gate import Gate, Shed
 from gatehouse.config import Settings
 from gatehouse.context import Outcome, RequestContext
-from gatehouse.errors import AtCapacity
+from gatehouse.errors import AtCapacity, whole_seconds
 from gatehouse.telemetry.metrics import Metrics
 
 NOTE = "admission"
@@ -88,7 +88,8 @@ class AdmissionStage:
         except Shed as shed:
             series.shed[shed.reason].inc()
             raise AtCapacity(
-                f"{model} is at capacity right now; try again in {round(shed.retry_after)} s.",
+                f"{model} is at capacity right now; try again in "
+                f"{whole_seconds(shed.retry_after)} s.",
                 retry_after=shed.retry_after, cause=f"shed: {shed.reason} ({cls})") from None
         finally:  # admitted, shed or cancelled while waiting: the gauge follows
             series.depth.set(gate.queued(cls))

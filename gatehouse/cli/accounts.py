@@ -297,7 +297,7 @@ def users_disable(email: str, config: ConfigOpt = None) -> None:
     """Stop a user signing in, and end their sessions."""
     async def act(ids: IdentityService) -> None:
         user = await ids.accounts.update_user(email, disabled=True)
-        ended = await ids.sessions.end_all(user.id)
+        ended = await ids.sessions.end_all(user.id, "account_disabled")
         out.print(f"disabled {email}; ended {ended} session(s)")
     _run(config, act)
 
@@ -309,7 +309,7 @@ def users_logout(email: str, config: ConfigOpt = None) -> None:
         user = await ids.accounts.user_by_email(email)
         if user is None:
             raise AccountError("not_found", f"no user {email!r}")
-        ended = await ids.sessions.end_all(user.id)
+        ended = await ids.sessions.end_all(user.id, "signed_out_by_admin")
         out.print(f"ended {ended} session(s) of {email}")
     _run(config, act, live=True)
 

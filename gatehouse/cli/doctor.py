@@ -13,6 +13,7 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from gatehouse.doctor import Answers, Checkup, diagnose
@@ -51,11 +52,12 @@ class RichProgress:
     def started(self, step: str) -> None:
         self.tasks[step] = self.bar.add_task(STEPS[step], total=None)
 
-    def finished(self, step: str, summary: str) -> None:
+    def finished(self, step: str, summary: str, ok: bool = True) -> None:
         task = self.tasks.pop(step, None)
         if task is not None:
             self.bar.remove_task(task)  # type: ignore[arg-type]
-        self.console.print(f"[green]✓[/] {STEPS[step]}: {summary}")
+        mark = "[green]✓[/]" if ok else "[bold red]✗[/]"
+        self.console.print(f"{mark} {STEPS[step]}: {escape(summary)}")
 
 
 def ask(console: Console, question: str) -> bool | None:

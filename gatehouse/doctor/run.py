@@ -30,14 +30,15 @@ STEPS = {"status": "Status page", "network": "Network: DNS, TCP, TLS",
 
 class Progress(Protocol):
     def started(self, step: str) -> None: ...
-    def finished(self, step: str, summary: str) -> None: ...
+    def finished(self, step: str, summary: str, ok: bool = True) -> None:
+        """``ok``: the probe found nothing wrong (not merely that it finished)."""
 
 
 class Quiet:
     def started(self, step: str) -> None:
         return None
 
-    def finished(self, step: str, summary: str) -> None:
+    def finished(self, step: str, summary: str, ok: bool = True) -> None:
         return None
 
 
@@ -75,23 +76,26 @@ class Checkup:
 async def step(progress: Progress, name: str, work: Awaitable[T]) -> T:
     progress.started(name)
     result = await work
-    progress.finished(name, describe(result))
+    progress.finished(name, *describe(result))
     return result
 
 
-def describe(result: object) -> str:
-    """A one-line summary of a probe's result for the progress display."""
+def describe(result: object) -> tuple[str, bool]:
+    """A one-line summary of a probe's result for the progress display, and whether it
+    found nothing wrong."""
     if isinstance(result, list) and all(isinstance(h, HostResult) for h in result):
         bad = [h for h in result if not h.reachable or h.intercepted]
-        return f"{len(result) - len(bad)}/{len(result)} hosts clean"
+        return f"{len(result) - len(bad)}/{len(result)} hosts clean", not bad
     if isinstance(result, ApiResult):
         main = result.main
-        return f"{main.endpoint} → {main.status or main.outcome} {main.outcome}" if main else "—"
+        if main is None:
+            return "—", True
+        return f"{main.endpoint} → {main.status or main.outcome} {main.outcome}", main.ok
     if isinstance(result, WebResult):
-        return f"{result.status or ''} {result.outcome}".strip()
+        return f"{result.status or ''} {result.outcome}".strip(), result.outcome == "loads"
     if isinstance(result, HarSummary):
-        return f"{result.total} requests, {result.failing_pct}% failing"
-    return ""
+        return f"{result.total} requests, {result.failing_pct}% failing", not result.failing
+    return "", True
 
 
 async def examine(checkup: Checkup, progress: Progress | None = None) -> Findings:
@@ -132,5 +136,5 @@ async def examine(checkup: Checkup, progress: Progress | None = None) -> Finding
             s = findings.status
             progress.finished("status", (f"{len(s.ours)} incident(s) for you, "
                                          f"{len(s.others)} elsewhere") if s.fetched
-                              else f"unreadable: {s.error}")
+                              else f"unreadable: {s.error}", s.fetched and not s.ours)
     return findings

@@ -168,7 +168,8 @@ class Bans:
         """Enforce a ban on this replica at once (no I/O), while :meth:`ban` — which works out
         the real length and tells the others — is on its way."""
         now = self.clock()
-        self._remember(Ban(subject_of(subject), reason[:200], now + seconds, 0, now))
+        # one strike at least: the detector's (a ban with none was made by hand)
+        self._remember(Ban(subject_of(subject), reason[:200], now + seconds, 1, now))
 
     async def ban(self, subject: str, reason: str, seconds: float | None = None) -> Ban:
         """Ban ``subject`` for ``seconds`` — or, when None, for the detector's growing

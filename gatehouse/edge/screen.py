@@ -49,6 +49,8 @@ FEED_SUFFIXES = (".atom", ".rss", ".xml")
 RULE_DENIED = "Access denied: the firewall of this service blocks requests like this one."
 BANNED = ("Access denied: too many requests or failed sign-ins came from your address or "
           "network, so it is blocked for a while.")
+BANNED_BY_HAND = ("Access denied: the operators of this service have blocked your address or "
+                  "network for a while.")
 
 
 def is_api_client(path: str, headers: dict[str, str]) -> bool:
@@ -151,7 +153,8 @@ class Edge:
         counter.inc()
         retry = max(1.0, ban.until - time.time()) if ban else None
         # the Ray ID in the message too: SDKs show the message, not the rest of the body
-        message = f"{BANNED if ban else RULE_DENIED} (Error 1020, Ray ID {ray})"
+        said = RULE_DENIED if ban is None else BANNED if ban.strikes else BANNED_BY_HAND
+        message = f"{said} (Error 1020, Ray ID {ray})"
         return Verdict(AccessDenied(message, ray_id=ray,
                                     client_ip=visitor.ip, cause=f"ray {ray}: {reason}",
                                     retry_after=retry))

@@ -32,6 +32,9 @@ class WebSession:
         return min(self.last_seen + idle, self.created + absolute)
 
 
+ENDED_MEMORY_SECONDS = 7 * 86400  # how long a browser is told why its session was ended
+
+
 def _hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
@@ -81,9 +84,21 @@ class SessionManager:
         if raw is not None:
             await self.state.set_remove(f"usess:{orjson.loads(raw)['user_id']}", digest)
 
-    async def end_all(self, user_id: str) -> int:
-        """Sign a user out everywhere; returns how many sessions ended."""
+    async def end_all(self, user_id: str, why: str | None = None) -> int:
+        """Sign a user out everywhere; returns how many sessions ended. ``why`` (an
+        administrator's ``signed_out_by_admin`` or ``account_disabled``) is kept for a while
+        beside each ended session, so its browser is told the truth, not "expired"."""
         digests = await self.state.set_members(f"usess:{user_id}")
         ended = await self.state.delete(*(f"sess:{d}" for d in digests))
         await self.state.delete(f"usess:{user_id}")
+        if why is not None:
+            for digest in digests:
+                await self.state.put(f"sessend:{digest}", why.encode(), ENDED_MEMORY_SECONDS)
         return ended
+
+    async def ended_why(self, session_id: str) -> str | None:
+        """Why a session that is gone was ended by an administrator, if it was."""
+        if not session_id or len(session_id) > 128:
+            return None
+        raw = await self.state.get(f"sessend:{_hash(session_id)}")
+        return raw.decode() if raw is not None else None

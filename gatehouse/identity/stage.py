@@ -33,6 +33,9 @@ from gatehouse.telemetry.metrics import Metrics
 MISSING_KEY = ("You didn't provide an API key. You need to provide your API key in an "
                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
 EXPIRED = "Your session has expired — sign in again."
+# sessions an administrator ended (gatehouse/identity/sessions.py end_all's ``why``)
+ENDED = {"signed_out_by_admin": "An administrator signed you out — sign in again.",
+         "account_disabled": "Your account has been disabled. Ask your administrator."}
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _RESULT = {"missing_api_key": "missing", "session_expired": "expired",
            "identity_unavailable": "unavailable"}
@@ -142,7 +145,8 @@ class IdentityStage:
             raise IdentityUnavailable("Sessions cannot be checked right now.",
                                       retry_after=5) from None
         if session is None:
-            raise SessionExpired(EXPIRED)
+            why = await self.sessions.ended_why(cookie)
+            raise SessionExpired(ENDED.get(why or "", EXPIRED))
         if ctx.method not in SAFE_METHODS:
             # cookies ride along on cross-site requests; a script of ours sends this header
             token = ctx.headers.get("x-csrf-token", "")

@@ -28,6 +28,7 @@ from gatehouse.errors import (
     WrongCredentials,
 )
 from gatehouse.identity.passwords import verify_password
+from gatehouse.identity.stage import ENDED
 from gatehouse.identity.service import IdentityService
 from gatehouse.state.base import StateError
 from gatehouse.store.tables import User
@@ -38,6 +39,7 @@ from gatehouse.web.render import PageHeaders, problem, render
 
 REASONS = {
     "session_expired": "Your session has expired — sign in again.",
+    **ENDED,
     "signed_out": "You have signed out.",
     "signed_out_everywhere": "You have signed out on every device.",
 }
@@ -133,7 +135,9 @@ class WebPages:
         if session is None or user is None or user.disabled:
             if session is not None:
                 await self.sessions.end(presented)
-            return self._redirect(request, login_url(reason="session_expired", next=here),
+            why = "account_disabled" if user is not None and user.disabled else \
+                await self.sessions.ended_why(presented) or "session_expired"
+            return self._redirect(request, login_url(reason=why, next=here),
                                   clear_session=True)
         return render(request, "account.html", user=user, csrf=session.csrf,
                       idle=duration(self.sessions.idle),

@@ -68,3 +68,26 @@ def test_init_prints_labels_and_keys_in_order_on_stdout(tmp_path: Path) -> None:
     lines = [line for line in result.stdout.splitlines() if line]
     assert lines[0].startswith("# admin key") and lines[1].startswith("gh-admin-")
     assert lines[2].startswith("# API key for default/demo") and lines[3].startswith("gh-demo-")
+
+
+def test_doctor_marks_a_failed_probe_as_failed() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gatehouse.cli.doctor import RichProgress
+    from gatehouse.doctor.api import ApiResult, Call
+    from gatehouse.doctor.run import describe
+
+    refused = ApiResult("http://x/v1", None, None,
+                        calls=[Call("GET /v1/models", "unauthorized", 401, 0.01)])
+    served = ApiResult("http://x/v1", None, None,
+                       calls=[Call("GET /v1/models", "ok", 200, 0.01)])
+    assert describe(refused) == ("GET /v1/models → 401 unauthorized", False)
+    assert describe(served)[1] is True
+    screen = StringIO()
+    progress = RichProgress(Console(file=screen, width=120))
+    progress.started("api")
+    progress.finished("api", *describe(refused))
+    assert "✗ API path: GET /v1/models → 401 unauthorized" in screen.getvalue()
+    assert "✓" not in screen.getvalue()

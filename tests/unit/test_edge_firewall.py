@@ -180,7 +180,7 @@ async def test_denied_and_banned_answers_touch_no_sql(site: Any) -> None:
     banned = s.at("198.51.100.77")
     for _ in range(50):
         body = denied(await banned.get("/v1/models"))
-        assert "blocked for a while" in body["error"]["message"]
+        assert "operators of this service have blocked" in body["error"]["message"]
     assert s.identity.store.queries == before
     r = await banned.get("/v1/models")
     assert 55 <= int(r.headers["retry-after"]) <= 60
