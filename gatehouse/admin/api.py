@@ -16,12 +16,21 @@ from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
 from gatehouse.admin.keys import keys_router
-from gatehouse.admin.models import OrgIn, OrgOut, OrgPatch, Page, ProjectIn, ProjectOut
+from gatehouse.admin.models import (
+    OrgIn,
+    OrgName,
+    OrgOut,
+    OrgPatch,
+    Page,
+    ProjectIn,
+    ProjectOut,
+)
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.quota import quota_router
 from gatehouse.admin.tiers import check_tier, tiers_router
 from gatehouse.admin.users import users_router
 from gatehouse.identity.service import IdentityService
+from gatehouse.store.accounts import NAME_PATTERN
 
 if TYPE_CHECKING:
     from gatehouse.edge.screen import Edge
@@ -58,11 +67,11 @@ def orgs_router(identity: IdentityService) -> APIRouter:
             return OrgOut.of(await accounts.create_org(body.name, tier))
 
     @router.get("/orgs/{org}", summary="Show an org", responses=responses(404))
-    async def get_org(org: str) -> OrgOut:
+    async def get_org(org: OrgName) -> OrgOut:
         return OrgOut.of(await accounts.org(org))
 
     @router.patch("/orgs/{org}", summary="Change an org's tier", responses=responses(404))
-    async def update_org(org: str, body: OrgPatch) -> OrgOut:
+    async def update_org(org: OrgName, body: OrgPatch) -> OrgOut:
         """Keys without a tier of their own follow the org's tier at once, on every
         replica."""
         tier = check_tier(identity.settings, body.tier, "api")
@@ -72,7 +81,8 @@ def orgs_router(identity: IdentityService) -> APIRouter:
 
     @router.get("/projects", summary="List projects", responses=responses(404))
     async def list_projects(
-        org: Annotated[str | None, Query(description="Only this org's projects.")] = None,
+        org: Annotated[str | None, Query(pattern=NAME_PATTERN,
+                                         description="Only this org's projects.")] = None,
     ) -> Page[ProjectOut]:
         return Page(data=[ProjectOut.of(name, project)
                           for name, project in await accounts.projects(org)])
