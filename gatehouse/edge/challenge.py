@@ -22,9 +22,9 @@ from gatehouse.edge.proof import Puzzles
 from gatehouse.edge.signing import Signer, binding
 from gatehouse.edge.visitor import OffenseSink, Visitor
 from gatehouse.errors import ChallengeRequired
+from gatehouse.htmlpage import NOSNIFF, page, page_headers, source_hash
 from gatehouse.state.base import State
 from gatehouse.telemetry.metrics import Metrics
-from gatehouse.htmlpage import NOSNIFF, page, page_headers, source_hash
 
 PREFIX = "/_gatehouse/challenge/"
 VERIFY_PATH = PREFIX + "verify"

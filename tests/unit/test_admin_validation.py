@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+# imported so that their request models are among Body's subclasses
 import gatehouse.admin.edge
-import gatehouse.admin.quota  # noqa: F401  (their request models register as Body subclasses)
+import gatehouse.admin.quota
 from gatehouse.admin.models import Body
 from gatehouse.app import create_app
 from gatehouse.edge.rules import DIFFICULTY
@@ -27,7 +28,7 @@ from gatehouse.identity.passwords import MIN_LENGTH
 from gatehouse.identity.service import IdentityService
 from gatehouse.store.accounts import EMAIL_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 from tests.unit.conftest import make_settings
-from tests.unit.test_admin_api import A, Admin, admin, error, ok  # noqa: F401
+from tests.unit.test_admin_api import A, Admin, admin, error, ok
 
 __all__ = ["admin"]
 
