@@ -11,14 +11,12 @@ from pydantic import BaseModel, Field
 from gatehouse.admin.models import Body, Page, seconds
 from gatehouse.admin.models import errors as responses
 from gatehouse.edge.bans import Ban, Bans
-from gatehouse.edge.rays import RayLog
+from gatehouse.edge.rays import RAY_PATTERN, RayLog
 from gatehouse.edge.rulebook import RuleAdmin
 from gatehouse.edge.rules import DIFFICULTY, MAX_REGEX, Action, RuleError
 from gatehouse.errors import InvalidRequest, NotFound
 from gatehouse.identity.service import IdentityService
 from gatehouse.store.edge import EdgeRecords
-
-RAY_PATTERN = r"^[0-9a-fA-F]{16}$"
 
 
 class RuleIn(Body):
