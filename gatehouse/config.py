@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from gatehouse.edge.rules import DIFFICULTY, Action, parse_rule  # stdlib only: no cycle
+
 ENV_PREFIX = "GATEHOUSE_"
 DEFAULT_PATH = "gatehouse.toml"
 
@@ -293,7 +295,7 @@ class AdmissionSettings(_Section):
 class EdgeRuleSettings(_Section):
     """One firewall rule: an action and one or more conditions (all must hold)."""
 
-    action: str = Field(pattern="^(allow|deny|challenge)$")
+    action: Action
     name: str | None = Field(None, max_length=64)  # for metrics, logs and Ray IDs
     cidr: str | list[str] | None = None
     # a file of CIDRs, one a line (# comments); "list" in TOML (a builtin's name in Python)
@@ -302,12 +304,11 @@ class EdgeRuleSettings(_Section):
     path: str | None = None          # regex, searched in the path
     country: str | list[str] | None = None   # ISO codes; needs [edge] geo_database
     asn: int | list[int] | None = None       # needs [edge] asn_database (or geo_database)
-    difficulty: int | None = Field(None, ge=1, le=32)  # challenge only: leading zero bits
+    # challenge only: leading zero bits
+    difficulty: int | None = Field(None, ge=DIFFICULTY[0], le=DIFFICULTY[1])
 
     @model_validator(mode="after")
     def _usable(self) -> EdgeRuleSettings:
-        from gatehouse.edge.rules import parse_rule  # stdlib only: no import cycle
-
         parse_rule(self.model_dump(exclude_none=True, by_alias=True), "check")
         return self
 

@@ -42,7 +42,7 @@ The tree (status · type · code)::
 Each error keeps a public ``message`` (safe to show anyone) apart from a private ``cause``
 (for the log only), and renders one way for API clients (OpenAI's error body, so the official
 SDK raises the matching class) and one way for browsers (an HTML page with the request id and
-what to do next). docs/errors.md lists them all.
+what to do next, rendered by :mod:`gatehouse.htmlpage`). docs/errors.md lists them all.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class GatehouseError(Exception):
     type: ClassVar[str] = "server_error"
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Something went wrong"
-    template: ClassVar[str] = "error.html"  # the browser page
+    template: ClassVar[str] = "problem.html"  # the browser page (gatehouse/htmlpage.py)
     advice: ClassVar[str] = "Try again in a moment. If it keeps happening, contact support with the request ID."
 
     def __init__(self, message: str, *, param: str | None = None, cause: str | None = None,
@@ -411,21 +411,3 @@ ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     MethodNotAllowed, ModelNotFound, NotFound, Conflict, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
 )
-
-
-_templates: Any = None
-
-
-def render_html(error: GatehouseError, request_id: str | None) -> bytes:
-    """The browser twin of :meth:`GatehouseError.body`: what happened, the id, what to do."""
-    global _templates
-    if _templates is None:
-        from jinja2 import Environment, PackageLoader, select_autoescape
-
-        _templates = Environment(loader=PackageLoader("gatehouse", "templates"),
-                                 autoescape=select_autoescape(["html"]))
-    page = _templates.get_template(error.template).render(
-        error=error, request_id=request_id,
-        retry_after=error.response_headers().get("retry-after"),
-        wait=roughly(error.retry_after) if error.retry_after is not None else None)
-    return str(page).encode("utf-8")

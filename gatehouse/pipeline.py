@@ -17,6 +17,7 @@ from typing import Protocol
 
 from gatehouse.context import ByteStream, Outcome, Reply, RequestContext
 from gatehouse.errors import GatehouseError, InternalError
+from gatehouse.htmlpage import NOSNIFF, PAGE_HEADERS, error_page
 
 log = logging.getLogger("gatehouse.pipeline")
 
@@ -123,12 +124,12 @@ def error_reply(ctx: RequestContext, exc: GatehouseError) -> Reply:
 
 def answer(exc: GatehouseError, request_id: str | None, html: bool) -> Reply:
     """The error as a browser page or as OpenAI's JSON body."""
-    from gatehouse.errors import render_html
-
-    headers = exc.response_headers()
     if html:
-        headers["content-type"] = "text/html; charset=utf-8"
-        return Reply(exc.status, headers, render_html(exc, request_id))
+        headers = {**PAGE_HEADERS, **exc.response_headers(),
+                   "content-type": "text/html; charset=utf-8"}
+        return Reply(exc.status, headers, error_page(exc, request_id).encode())
+    headers = exc.response_headers()  # a fresh dict
+    headers.update(NOSNIFF)
     headers["content-type"] = "application/json"
     return Reply(exc.status, headers, exc.body(request_id))
 

@@ -20,6 +20,7 @@ from gatehouse.config import Settings
 from gatehouse.context import Reply, RequestContext, header_dict
 from gatehouse.edge.connections import Connections
 from gatehouse.errors import GatehouseError, MethodNotAllowed, RouteNotFound
+from gatehouse.htmlpage import secured
 from gatehouse.pipeline import Pipeline
 from gatehouse.probes import Probes
 from gatehouse.telemetry.ids import check_client_request_id, new_request_id
@@ -189,7 +190,9 @@ class Gateway:
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [tag, *message.get("headers", [])]}
+                # whatever a mounted app answers (its own pages, its framework's error pages,
+                # FastAPI's docs) carries the page headers when it is HTML, nosniff when not
+                message = {**message, "headers": secured([tag, *message.get("headers", [])])}
             await send(message)
 
         await app({**scope, "state": state}, receive, send_with_id)

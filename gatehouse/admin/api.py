@@ -7,26 +7,37 @@ document are public (they describe the API and hold no data)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import fastapi_offline
-from fastapi import APIRouter, FastAPI, Query, Security
+from fastapi import APIRouter, FastAPI, Query, Request, Security
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import HTMLResponse
 
 from gatehouse.admin import errors
 from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
 from gatehouse.admin.keys import keys_router
-from gatehouse.admin.models import OrgIn, OrgOut, OrgPatch, Page, ProjectIn, ProjectOut
+from gatehouse.admin.models import (
+    OrgIn,
+    OrgName,
+    OrgOut,
+    OrgPatch,
+    Page,
+    ProjectIn,
+    ProjectOut,
+)
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.quota import quota_router
 from gatehouse.admin.tiers import check_tier, tiers_router
 from gatehouse.admin.users import users_router
+from gatehouse.htmlpage import page_headers, source_hash
 from gatehouse.identity.service import IdentityService
+from gatehouse.store.accounts import NAME_PATTERN
 
 if TYPE_CHECKING:
     from gatehouse.edge.screen import Edge
@@ -65,11 +76,11 @@ def orgs_router(identity: IdentityService) -> APIRouter:
             return OrgOut.of(await accounts.create_org(body.name, tier))
 
     @router.get("/orgs/{org}", summary="Show an org", responses=responses(404))
-    async def get_org(org: str) -> OrgOut:
+    async def get_org(org: OrgName) -> OrgOut:
         return OrgOut.of(await accounts.org(org))
 
     @router.patch("/orgs/{org}", summary="Change an org's tier", responses=responses(404))
-    async def update_org(org: str, body: OrgPatch) -> OrgOut:
+    async def update_org(org: OrgName, body: OrgPatch) -> OrgOut:
         """Keys without a tier of their own follow the org's tier at once, on every
         replica."""
         tier = check_tier(identity.settings, body.tier, "api")
@@ -79,7 +90,8 @@ def orgs_router(identity: IdentityService) -> APIRouter:
 
     @router.get("/projects", summary="List projects", responses=responses(404))
     async def list_projects(
-        org: Annotated[str | None, Query(description="Only this org's projects.")] = None,
+        org: Annotated[str | None, Query(pattern=NAME_PATTERN,
+                                         description="Only this org's projects.")] = None,
     ) -> Page[ProjectOut]:
         return Page(data=[ProjectOut.of(name, project)
                           for name, project in await accounts.projects(org)])
@@ -106,6 +118,22 @@ class AdminApp(FastAPI):
         return schema
 
 
+def docs_page(title: str) -> HTMLResponse:
+    """FastAPI's Swagger UI page on this API's own copy of Swagger UI (DOC_ASSETS), with a CSP
+    that lets it load those files, run its one inline script (by hash) and call this API, and
+    nothing else — no CDN, so it works on a machine without internet."""
+    page = get_swagger_ui_html(openapi_url=OPENAPI, title=f"{title} - Swagger UI",
+                               swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{ASSETS}/swagger-ui.css",
+                               swagger_favicon_url=f"{ASSETS}/favicon.png")
+    body = bytes(page.body).decode()
+    scripts = re.findall(r"<script>(.*?)</script>", body, re.DOTALL)
+    headers = page_headers(script_src=" ".join(["'self'", *map(source_hash, scripts)]),
+                           style_src="'self' 'unsafe-inline'", img_src="'self' data:",
+                           connect_src="'self'")
+    return HTMLResponse(body, headers=headers)
+
+
 def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> FastAPI:
     app = AdminApp(title="gatehouse admin API", description=DESCRIPTION, version="1",
                   docs_url=None, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
@@ -130,14 +158,12 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> Fast
 
 
 def serve_docs(app: FastAPI) -> None:
-    """Swagger UI at DOCS from the copy the fastapi-offline package ships (no CDN: the page
-    works on a machine without internet)."""
+    """Swagger UI at DOCS, its files from the copy the fastapi-offline package ships."""
     app.mount(ASSETS, StaticFiles(directory=str(Path(fastapi_offline.__file__).parent
                                                 / "static")), name="docs-assets")
+    docs = docs_page(app.title)
 
-    @app.get(DOCS, include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=OPENAPI, title=f"{app.title} — docs",
-                                   swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{ASSETS}/favicon.png")
+    async def show_docs(request: Request) -> HTMLResponse:
+        return docs
+
+    app.add_route(DOCS, show_docs, include_in_schema=False)

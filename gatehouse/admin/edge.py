@@ -3,36 +3,36 @@ rays``). Rule and ban changes reach every replica at once through the state laye
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from gatehouse.admin.models import Body, Page, seconds
 from gatehouse.admin.models import errors as responses
 from gatehouse.edge.bans import Ban, Bans
-from gatehouse.edge.rays import RayLog
+from gatehouse.edge.rays import RAY_PATTERN, RayLog
 from gatehouse.edge.rulebook import RuleAdmin
-from gatehouse.edge.rules import RuleError
+from gatehouse.edge.rules import DIFFICULTY, MAX_REGEX, Action, RuleError
 from gatehouse.errors import InvalidRequest, NotFound
 from gatehouse.identity.service import IdentityService
 from gatehouse.store.edge import EdgeRecords
 
-RAY = re.compile(r"[0-9a-f]{16}")
-
 
 class RuleIn(Body):
-    action: str = Field(description="allow, deny or challenge")
+    action: Action
     name: str | None = Field(None, max_length=64, description="names it in metrics and rays")
     cidr: str | list[str] | None = None
     list_file: str | None = Field(None, alias="list",
                                   description="a file of CIDRs on the gateway's disk")
-    user_agent: str | None = Field(None, description="regex searched in User-Agent")
-    path: str | None = Field(None, description="regex searched in the path")
+    user_agent: str | None = Field(None, min_length=1, max_length=MAX_REGEX,
+                                   description="regex searched in User-Agent")
+    path: str | None = Field(None, min_length=1, max_length=MAX_REGEX,
+                             description="regex searched in the path")
     country: str | list[str] | None = Field(None, description="ISO codes (needs geo_database)")
     asn: int | list[int] | None = None
-    difficulty: int | None = Field(None, description="challenge rules: leading zero bits")
+    difficulty: int | None = Field(None, ge=DIFFICULTY[0], le=DIFFICULTY[1],
+                                   description="challenge rules: leading zero bits")
     note: str = Field("", max_length=256)
     position: int | None = Field(None, ge=0, description="where among the stored rules; "
                                  "default: last")
@@ -137,11 +137,10 @@ def edge_router(identity: IdentityService, bans: Bans | None = None,
         return {"subject": subject, "deleted": True}
 
     @router.get("/rays/{ray}", summary="Look up a Ray ID", responses=responses(400, 404))
-    async def find_ray(ray: str) -> RayOut:
+    async def find_ray(ray: Annotated[str, Path(pattern=RAY_PATTERN,
+                                                description="16 hexadecimal digits")]) -> RayOut:
         """What the edge did and why, for a Ray ID a blocked person quoted."""
-        ray = ray.strip().lower()
-        if not RAY.fullmatch(ray):
-            raise InvalidRequest("A Ray ID is 16 hexadecimal digits.", param="ray")
+        ray = ray.lower()
         found = await (rays.find(ray) if rays is not None else records.ray(ray))
         if found is None:
             raise NotFound(f"No Ray ID {ray} (events are kept for "

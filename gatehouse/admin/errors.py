@@ -66,11 +66,29 @@ def about(param: str) -> Iterator[None]:
         raise InvalidRequest(exc.message, param=param) from None
 
 
+def _location(errors: Sequence[Any]) -> list[Any]:
+    """Where the first problem is. A value that fits no member of a union (``str |
+    list[str]``) fails once per member, at ``field.str``, ``field.list[str]``, …: the field
+    is what those locations have in common."""
+    if not errors:
+        return []
+    loc = list(errors[0].get("loc", ()))
+    for other in errors[1:]:
+        there = list(other.get("loc", ()))
+        if there[:2] != loc[:2]:
+            continue  # another field's problem
+        same = 0
+        while same < min(len(loc), len(there)) and loc[same] == there[same]:
+            same += 1
+        loc = loc[:same]
+    return loc
+
+
 def from_validation(errors: Sequence[Any]) -> InvalidRequest:
     """The first problem, named the way OpenAI names them (``param`` is the field)."""
     first = errors[0] if errors else {}
     kind = str(first.get("type", ""))
-    where, *path = list(first.get("loc", ())) or ["body"]
+    where, *path = _location(errors) or ["body"]
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") \
         or None
     if kind == "json_invalid":

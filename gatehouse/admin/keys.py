@@ -16,6 +16,7 @@ from gatehouse.admin.models import errors as responses
 from gatehouse.admin.tiers import check_tier
 from gatehouse.errors import InvalidRequest
 from gatehouse.identity.service import IdentityService
+from gatehouse.store.accounts import NAME_PATTERN, PROJECT_PATTERN
 from gatehouse.store.tables import ApiKey
 
 
@@ -35,8 +36,10 @@ def keys_router(identity: IdentityService) -> APIRouter:
 
     @router.get("/keys", summary="List keys", responses=responses(404))
     async def list_keys(
-        org: Annotated[str | None, Query(description="Only this org's keys.")] = None,
-        project: Annotated[str | None, Query(description="Only this project's keys "
+        org: Annotated[str | None, Query(pattern=NAME_PATTERN,
+                                         description="Only this org's keys.")] = None,
+        project: Annotated[str | None, Query(pattern=PROJECT_PATTERN,
+                                             description="Only this project's keys "
                                              "(ORG/PROJECT).")] = None,
         scope: Annotated[Literal["api", "admin"] | None, Query()] = None,
     ) -> Page[KeyOut]:

@@ -6,11 +6,21 @@ secret appears only in :class:`NewKey`, the answer to creating or rotating a key
 from __future__ import annotations
 
 import time
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from gatehouse.store.accounts import KeyInfo
+from gatehouse.identity.passwords import MAX_LENGTH as MAX_PASSWORD
+from gatehouse.identity.passwords import MIN_LENGTH as MIN_PASSWORD
+from gatehouse.store.accounts import (
+    EMAIL_MAX,
+    EMAIL_PATTERN,
+    NAME_PATTERN,
+    NAME_RULE,
+    PROJECT_PATTERN,
+    KeyInfo,
+)
 from gatehouse.store.tables import ApiKey, Org, Project, User
 
 T = TypeVar("T")
@@ -22,10 +32,19 @@ def seconds(at: float | None) -> int | None:
     return None if at is None else int(at)
 
 
-class Body(BaseModel):
-    """Request bodies refuse fields they do not know, so a typo is a 400, not a no-op."""
+PROJECT_RULE = f"ORG/PROJECT, each part {NAME_RULE}"
 
-    model_config = ConfigDict(extra="forbid")
+
+# an org named in a path, as it is named when made
+OrgName = Annotated[str, Path(pattern=NAME_PATTERN, description=f"{NAME_RULE}.")]
+
+
+class Body(BaseModel):
+    """Request bodies refuse fields they do not know, so a typo is a 400, not a no-op, and
+    take each field as its own JSON type only: ``false`` is not 0 and ``"5"`` is not 5 (strict
+    mode still takes a whole number where a number is asked for)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Page(BaseModel, Generic[T]):
@@ -49,8 +68,7 @@ class ErrorBody(BaseModel):
 
 # -- orgs and projects --------------------------------------------------------------------
 class OrgIn(Body):
-    name: str = Field(description="1-64 characters of a-z, 0-9, '.', '_', '-'.",
-                      examples=["acme"])
+    name: str = Field(pattern=NAME_PATTERN, description=f"{NAME_RULE}.", examples=["acme"])
     tier: str = Field("standard", description=TIER, examples=["standard"])
 
 
@@ -70,9 +88,8 @@ class OrgOut(BaseModel):
 
 
 class ProjectIn(Body):
-    project: str = Field(pattern=r"^[^/\s]+/[^/\s]+$", description="ORG/PROJECT; the org must "
-                         "exist, the project name follows the same rules as org names.",
-                         examples=["acme/web"])
+    project: str = Field(pattern=PROJECT_PATTERN, description=f"{PROJECT_RULE}; the org must "
+                         "exist.", examples=["acme/web"])
 
 
 class ProjectOut(BaseModel):
@@ -92,8 +109,9 @@ class ProjectOut(BaseModel):
 class KeyIn(Body):
     scope: Literal["api", "admin"] = Field(
         "api", description="api: calls models for a project; admin: this API, no project.")
-    project: str | None = Field(None, description="ORG/PROJECT; required for api keys, "
-                                "refused for admin keys.", examples=["acme/web"])
+    project: str | None = Field(None, pattern=PROJECT_PATTERN, description="ORG/PROJECT; "
+                                "required for api keys, refused for admin keys.",
+                                examples=["acme/web"])
     tier: str | None = Field(None, description="Overrides the org's tier (an api tier); "
                              "null follows the org.")
     name: str = Field("", max_length=128, description="A label to tell keys apart.",
@@ -149,10 +167,11 @@ class Rotated(NewKey):
 
 # -- users --------------------------------------------------------------------------------
 class UserIn(Body):
-    email: str = Field(max_length=254, examples=["ada@example.com"])
-    password: str = Field(max_length=1024, description="At least 10 characters; never "
-                          "returned.")
-    org: str | None = Field(None, examples=["acme"])
+    email: str = Field(pattern=EMAIL_PATTERN, max_length=EMAIL_MAX,
+                       description="Stored in lower case.", examples=["ada@example.com"])
+    password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD,
+                          description="Never returned.")
+    org: str | None = Field(None, pattern=NAME_PATTERN, examples=["acme"])
     tier: str = Field("free", description="A web tier.", examples=["free"])
 
 
@@ -160,8 +179,8 @@ class UserPatch(Body):
     tier: str | None = Field(None, description="A web tier.")
     disabled: bool | None = Field(None, description="true stops sign-in and ends every "
                                   "session.")
-    password: str | None = Field(None, max_length=1024, description="A new password (at "
-                                 "least 10 characters); ends every session.")
+    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD,
+                                 description="A new password; ends every session.")
 
 
 class UserOut(BaseModel):

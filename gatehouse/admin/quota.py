@@ -6,26 +6,26 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from gatehouse.admin.models import Page
+from gatehouse.admin.models import Body, Page
 from gatehouse.admin.models import errors as responses
 from gatehouse.errors import InvalidRequest
 from gatehouse.identity.service import IdentityService
 from gatehouse.quota.overrides import Overrides, announce
+from gatehouse.store.accounts import NAME_PATTERN
 from gatehouse.store.usage import GROUPS, UsageBook
 
 Scope = Literal["org", "project", "key", "user"]
 
 
-class LimitIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LimitIn(Body):
     scope: Scope
     name: str = Field(description="acme | acme/bot | key_… | ann@example.com")
     field: str = Field(description="requests_per_minute, tokens_per_minute, "
                                    "response_tokens_per_hour, tokens_per_day, "
                                    "tokens_per_month or concurrent_requests")
-    value: int | None = Field(description="the limit; null for unlimited")
+    value: int | None = Field(ge=1, description="the limit; null for unlimited")
 
 
 class LimitOut(BaseModel):
@@ -84,7 +84,7 @@ def quota_router(identity: IdentityService) -> APIRouter:
         return {"cleared": cleared}
 
     @router.get("/usage", summary="Usage history of an org", responses=responses(400, 404))
-    async def usage(org: str,
+    async def usage(org: Annotated[str, Query(pattern=NAME_PATTERN)],
                     by: Annotated[str, Query(description=f"comma list of {', '.join(GROUPS)}")]
                     = "",
                     since_days: Annotated[float, Query(gt=0, le=3660)] = 7) -> Page[UsageRow]:

@@ -15,6 +15,7 @@ from rich.table import Table
 from gatehouse.cli.accounts import _run, parse_duration, when
 from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing
 from gatehouse.edge.bans import Bans
+from gatehouse.edge.rays import RAY_PATTERN
 from gatehouse.edge.rulebook import RuleAdmin
 from gatehouse.edge.rules import RuleError
 from gatehouse.identity.service import IdentityService
@@ -145,7 +146,7 @@ def bans_remove(subject: str, config: ConfigOpt = None) -> None:
 def rays_show(ray: str, config: ConfigOpt = None) -> None:
     """What happened to the request with this Ray ID: when, who, which rule, why."""
     ray = ray.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{16}", ray):
+    if not re.fullmatch(RAY_PATTERN, ray):
         raise typer.BadParameter("a Ray ID is 16 hexadecimal digits")
 
     async def act(ids: IdentityService) -> None:

@@ -9,8 +9,6 @@ challenge`` so a script can tell a challenge from an error.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
 from collections.abc import Callable
 from importlib.resources import files
@@ -24,23 +22,18 @@ from gatehouse.edge.proof import Puzzles
 from gatehouse.edge.signing import Signer, binding
 from gatehouse.edge.visitor import OffenseSink, Visitor
 from gatehouse.errors import ChallengeRequired
+from gatehouse.htmlpage import NOSNIFF, page, page_headers, source_hash
 from gatehouse.state.base import State
 from gatehouse.telemetry.metrics import Metrics
-from gatehouse.web.render import PAGE_HEADERS, page
 
 PREFIX = "/_gatehouse/challenge/"
 VERIFY_PATH = PREFIX + "verify"
 CHECK_PATH = PREFIX + "check"
 
 SOLVER = files("gatehouse.edge").joinpath("solver.js").read_text(encoding="utf-8")
-_SOLVER_HASH = base64.b64encode(hashlib.sha256(SOLVER.encode()).digest()).decode()
-# the page's own headers, and the solver as the one script allowed to run
-CHALLENGE_HEADERS = {
-    **PAGE_HEADERS,
-    "content-type": "text/html; charset=utf-8",
-    "content-security-policy": (PAGE_HEADERS["content-security-policy"]
-                                + f"; script-src 'sha256-{_SOLVER_HASH}'"),
-}
+# the page headers, with the solver (inline, by its hash) as the one script allowed to run
+CHALLENGE_HEADERS = {**page_headers(script_src=source_hash(SOLVER)),
+                     "content-type": "text/html; charset=utf-8"}
 DEFAULT_RULE = "default"
 
 
@@ -117,7 +110,7 @@ class Challenge:
                 "cannot pass. Call the API with an API key instead, or open the address in a "
                 "browser.", ray_id=ray_id)
             headers = {"content-type": "application/json", "cache-control": "no-store",
-                       **error.response_headers()}
+                       **NOSNIFF, **error.response_headers()}
             return Reply(error.status, headers, error.body(None))
         token, _ = self.puzzles.issue(self.bound(visitor), difficulty, rule)
         self.count(rule, "issued", "page")

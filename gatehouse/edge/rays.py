@@ -32,6 +32,10 @@ BATCH = 2000
 SAMPLE_SECONDS = 10.0
 
 
+# a Ray ID as people quote it (new_ray makes lower case; lookups lower it)
+RAY_PATTERN = r"^[0-9a-fA-F]{16}$"
+
+
 def new_ray() -> str:
     """16 lowercase hex digits, random (not derived from anything about the request)."""
     return os.urandom(8).hex()

@@ -14,10 +14,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 log = logging.getLogger("gatehouse.edge")
-ACTIONS = ("allow", "deny", "challenge")
+Action = Literal["allow", "deny", "challenge"]
+ACTIONS: tuple[str, ...] = get_args(Action)
+DIFFICULTY = (1, 32)  # leading zero bits a challenge rule may ask for
 CONDITIONS = ("cidr", "list", "user_agent", "path", "country", "asn")
 MAX_REGEX = 512
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -101,8 +103,9 @@ def parse_rule(spec: Mapping[str, Any], label: str) -> Rule:
     difficulty = spec.get("difficulty")
     if difficulty is not None and action != "challenge":
         raise RuleError("difficulty: only challenge rules have one")
-    if difficulty is not None and (not isinstance(difficulty, int) or not 1 <= difficulty <= 32):
-        raise RuleError("difficulty: a whole number from 1 to 32")
+    low, high = DIFFICULTY
+    if difficulty is not None and (type(difficulty) is not int or not low <= difficulty <= high):
+        raise RuleError(f"difficulty: a whole number from {low} to {high}")
     countries = frozenset(c.upper() for c in _strings(spec.get("country"), "country"))
     for c in countries:
         if not re.fullmatch(r"[A-Z]{2}", c):

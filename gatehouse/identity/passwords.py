@@ -12,11 +12,14 @@ _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("gatehouse: no such user")
 
 MIN_LENGTH = 10
+MAX_LENGTH = 1024  # argon2 takes any length; a sign-in form need not
 
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_LENGTH:
         raise ValueError(f"a password needs at least {MIN_LENGTH} characters")
+    if len(password) > MAX_LENGTH:
+        raise ValueError(f"a password has at most {MAX_LENGTH} characters")
     return _hasher.hash(password)
 
 

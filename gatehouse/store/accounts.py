@@ -15,7 +15,15 @@ from gatehouse.identity.keys import KeyMaterial, display
 from gatehouse.store.db import Store
 from gatehouse.store.tables import ApiKey, Org, Project, User
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# one definition of what a name and an email look like: checked here and stated (as the same
+# patterns, which pydantic and OpenAPI read) by the admin API's models
+_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"
+NAME_PATTERN = rf"^{_NAME}$"
+NAME_RULE = "1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+PROJECT_PATTERN = rf"^{_NAME}/{_NAME}$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+EMAIL_MAX = 254
+NAME = re.compile(NAME_PATTERN)
 
 
 class AccountError(Exception):
@@ -66,9 +74,8 @@ def new_id(kind: str) -> str:
 
 
 def check_name(what: str, name: str) -> str:
-    if not NAME.match(name):
-        raise AccountError("invalid", f"{what} name {name!r} must be 1-64 characters of a-z, "
-                                      "0-9, '.', '_' or '-', starting with a letter or digit")
+    if not NAME.fullmatch(name):  # fullmatch: "$" alone lets a trailing newline through
+        raise AccountError("invalid", f"{what} name {name!r} must be {NAME_RULE}")
     return name
 
 
@@ -274,7 +281,7 @@ class Accounts:
     async def create_user(self, email: str, password_hash: str, org: str | None,
                           tier: str) -> User:
         email = email.strip().lower()
-        if not re.match(r"^[^@\s]+@[^@\s]+$", email) or len(email) > 254:
+        if not re.fullmatch(EMAIL_PATTERN, email) or len(email) > EMAIL_MAX:
             raise AccountError("invalid", f"{email!r} is not an email address")
         org_id = (await self.org(org)).id if org else None
         user = User(id=new_id("user"), email=email, password_hash=password_hash, org_id=org_id,

@@ -27,10 +27,12 @@ from gatehouse.errors import (
     RouteNotFound,
     WrongCredentials,
 )
+from gatehouse.identity.passwords import MAX_LENGTH as MAX_PASSWORD
 from gatehouse.identity.passwords import verify_password
 from gatehouse.identity.stage import ENDED
 from gatehouse.identity.service import IdentityService
 from gatehouse.state.base import StateError
+from gatehouse.store.accounts import EMAIL_MAX
 from gatehouse.store.tables import User
 from gatehouse.web import csrf
 from gatehouse.web.cookies import clear_cookie, safe_next, set_cookie, wants_secure
@@ -119,7 +121,7 @@ class WebPages:
     async def _check(self, email: str, password: str) -> User | None:
         """The user these credentials belong to, or None; unknown, wrong and disabled all look
         the same, and all take one password check."""
-        if not email or len(email) > 254 or len(password) > 1024:
+        if not email or len(email) > EMAIL_MAX or len(password) > MAX_PASSWORD:
             return None
         user = await self.accounts.user_by_email(email)
         ok = await verify_password(user.password_hash if user else None, password)
