@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -102,6 +102,13 @@ class UpstreamSettings(_Section):
     breaker_failure_ratio: float = Field(0.85, gt=0, le=1)
     breaker_min_callers: int = Field(2, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
+    # the gateway's request id, sent upstream so both logs can be joined. OpenAI documents
+    # X-Client-Request-Id (and echoes it); vLLM, Ollama and LiteLLM ignore it; llama.cpp's
+    # Python server refuses any x-request-id that is not a UUID — hence not that one by
+    # default. "" sends none; "uuid" sends the id as a UUID (the same id, re-encoded)
+    request_id_header: str = Field("x-client-request-id", pattern=r"^[A-Za-z0-9-]*$",
+                                   max_length=64)
+    request_id_format: Literal["gatehouse", "uuid"] = "gatehouse"
 
     @field_validator("base_url")
     @classmethod

@@ -85,6 +85,7 @@ class RequestContext:
     notes: dict[str, Any] = field(default_factory=dict)
     # set by the upstream stage
     backend: str | None = None
+    upstream_request_id: str | None = None  # the backend's own id for the call, if it sent one
     attempts: list[str] = field(default_factory=list)
     usage: Usage | None = None
     first_byte_at: float | None = None

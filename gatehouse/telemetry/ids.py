@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+import uuid
 
 from gatehouse.errors import InvalidClientRequestId
 
@@ -33,6 +34,17 @@ def request_id_time(request_id: str) -> float:
     """Seconds since the epoch at which ``request_id`` was made."""
     raw = base64.b32decode(request_id[4:].encode().translate(_FROM_CROCKFORD) + b"======")
     return int.from_bytes(raw[:6], "big") / 1000
+
+
+def request_id_as_uuid(request_id: str) -> str:
+    """The request id as a version-4-shaped UUID, for backends that accept only UUIDs
+    (llama.cpp's Python server): its 16 bytes with the version and variant bits set, so the
+    same request id always gives the same UUID (6 random bits are overwritten)."""
+    raw = bytearray(base64.b32decode(request_id[4:].encode().translate(_FROM_CROCKFORD)
+                                     + b"======"))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw[:16])))
 
 
 def check_client_request_id(value: str) -> str:

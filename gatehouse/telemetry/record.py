@@ -22,6 +22,7 @@ class RequestRecord:
     endpoint: str
     model: str | None
     backend: str | None
+    upstream_request_id: str | None
     attempts: list[str]
     stream: bool
     status: int
@@ -52,7 +53,8 @@ class RequestRecord:
                 timespec="milliseconds"),
             request_id=ctx.request_id, client_request_id=ctx.client_request_id,
             method=ctx.method, path=ctx.path, endpoint=ctx.endpoint, model=ctx.model,
-            backend=ctx.backend, attempts=ctx.attempts, stream=ctx.stream,
+            backend=ctx.backend, upstream_request_id=ctx.upstream_request_id,
+            attempts=ctx.attempts, stream=ctx.stream,
             status=outcome.status, outcome=outcome.kind,
             error_code=error.code if error else None,
             error_cause=error.cause if error else None,

@@ -15,6 +15,10 @@ then fail, then stall, within one test::
                                                        answer 500 (``poison_status``), the rest
                                                        as usual — as llama.cpp does with some
                                                        ``response_format`` requests
+    POST /_control {"uuid_request_ids": true}          refuse an x-request-id that is not a UUID
+                                                       with 400 and an empty body — as
+                                                       llama-cpp-python's server does
+    POST /_control {"status": 400, "raw_error": "..."} answer errors with this plain text
     POST /_reset                                       back to healthy, counters kept
     GET  /_stats                                       {"requests", "streams_completed", ...}
 
@@ -28,6 +32,7 @@ import argparse
 import asyncio
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +52,8 @@ class Behaviour:
     omit_usage: bool = False
     poison: str | None = None  # requests whose raw body contains this fail, the others do not
     poison_status: int = 500
+    uuid_request_ids: bool = False
+    raw_error: str | None = None  # error answers as this text/plain body instead of JSON
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Stats:
     streams_completed: int = 0
     streams_aborted: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    last_headers: dict[str, str] = field(default_factory=dict)  # of the last model request
 
 
 def count_tokens(text: str) -> int:
@@ -115,6 +123,8 @@ class UpstreamServer:
 
         self.stats.requests += 1
         self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
+        self.stats.last_headers = {k.decode("latin-1"): v.decode("latin-1")
+                                   for k, v in scope["headers"]}
         self.stats.active += 1
         try:
             await self._serve(path, scope, body, receive, send)
@@ -123,6 +133,16 @@ class UpstreamServer:
 
     async def _serve(self, path: str, scope: Scope, raw: bytes, receive: Any, send: Any) -> None:
         b = self.behaviour
+        if b.uuid_request_ids:
+            given = dict(scope["headers"]).get(b"x-request-id")
+            try:
+                if given is not None:
+                    uuid.UUID(given.decode("latin-1"))
+            except ValueError:
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
         if b.first_byte_ms:
             await asyncio.sleep(b.first_byte_ms / 1000)
         if b.poison is not None and b.poison.encode() in raw:
@@ -134,6 +154,13 @@ class UpstreamServer:
                 b.times -= 1
                 if b.times <= 0:
                     self.behaviour = Behaviour(**vars(self.default))
+            if b.raw_error is not None:
+                plain = b.raw_error.encode()
+                await send({"type": "http.response.start", "status": b.status, "headers": [
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", str(len(plain)).encode())]})
+                await send({"type": "http.response.body", "body": plain})
+                return
             return await self._json(
                 send,
                 b.status,
@@ -246,7 +273,8 @@ class UpstreamServer:
         data = orjson.dumps(payload)
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-            (b"x-upstream-name", self.name.encode())]})
+            (b"x-upstream-name", self.name.encode()),
+            (b"x-request-id", f"{self.name}-{self.stats.requests}".encode())]})
         await send({"type": "http.response.body", "body": data})
 
 

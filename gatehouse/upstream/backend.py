@@ -15,6 +15,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from gatehouse.config import UpstreamSettings
+from gatehouse.telemetry.ids import request_id_as_uuid
 
 PATHS = {"chat.completions": "/chat/completions", "completions": "/completions",
          "embeddings": "/embeddings"}
@@ -52,6 +53,7 @@ class UpstreamReply(Protocol):
     status: int
     content_type: str
     retry_after: str | None
+    request_id: str | None  # the backend's own id for this call, when it sends one
 
     async def read(self) -> bytes: ...
 
@@ -89,13 +91,16 @@ def translate(exc: BaseException, when: str) -> BackendFailure:
 
 
 class _HTTPReply:
-    __slots__ = ("_resp", "content_type", "retry_after", "status")
+    __slots__ = ("_resp", "content_type", "request_id", "retry_after", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
         self.status = resp.status
-        self.content_type = resp.headers.get("content-type", "application/json")
-        self.retry_after = resp.headers.get("retry-after")
+        headers = resp.headers
+        self.content_type = headers.get("content-type", "application/json")
+        self.retry_after = headers.get("retry-after")
+        # OpenAI and vLLM say x-request-id; Anthropic-style servers request-id
+        self.request_id = headers.get("x-request-id") or headers.get("request-id")
 
     async def read(self) -> bytes:
         try:
@@ -127,6 +132,10 @@ class HTTPBackend:
         self.base_url = settings.base_url
         self.headers = CIMultiDict({"content-type": "application/json",
                                     "user-agent": "gatehouse", **settings.headers})
+        # the id goes in the configured header, unless the configured headers set it already
+        self._id_header = settings.request_id_header if settings.request_id_header \
+            and settings.request_id_header not in self.headers else None
+        self._id_as_uuid = settings.request_id_format == "uuid"
         if api_key:
             self.headers["authorization"] = f"Bearer {api_key}"
         # built once: aiohttp takes a ready CIMultiDict without converting it per request
@@ -155,7 +164,9 @@ class HTTPBackend:
 
     async def open(self, call: UpstreamCall) -> UpstreamReply:
         headers = (self._sse_headers if call.stream else self._json_headers).copy()
-        headers["x-request-id"] = call.request_id
+        if self._id_header is not None:
+            headers[self._id_header] = request_id_as_uuid(call.request_id) \
+                if self._id_as_uuid else call.request_id
         url = self.base_url + PATHS[call.endpoint]
         # the session's own timeout is the whole-answer one; streams bring their own
         extra: dict[str, Any] = {"timeout": self._stream_timeout} if call.stream else {}

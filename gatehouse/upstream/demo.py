@@ -31,6 +31,7 @@ class _DemoReply:
         self.status = status
         self.content_type = "text/event-stream" if stream else "application/json"
         self.retry_after: str | None = None
+        self.request_id: str | None = None
         self._body = body
         self._stream = stream
 

@@ -99,6 +99,31 @@ class _Failures:
                 pass
 
 
+def openai_error(body: bytes, status: int, backend: str) -> bytes:
+    """A backend's refusal as OpenAI's error body: passed on as it is when it already is one,
+    else wrapped (an empty body, a plain-text or HTML page, another JSON shape) with the
+    backend's own words kept in the message, so every SDK can read it."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict) \
+            and isinstance(data["error"].get("message"), str):
+        return body
+    said = ""
+    if isinstance(data, dict):
+        found = data.get("detail") or data.get("message") or data.get("error")
+        said = found if isinstance(found, str) else orjson.dumps(data).decode()
+    elif body:
+        said = body.decode("utf-8", "replace")
+    said = " ".join(said.split())[:500]
+    message = (f"The model's backend refused the request with HTTP {status}"
+               + (f": {said}" if said else " and no explanation") + ".")
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                   "param": None, "code": f"upstream_{status}"},
+                         "backend": backend})
+
+
 class UpstreamStage:
     name = "upstream"
 
@@ -219,10 +244,15 @@ class UpstreamStage:
 
     def _answer(self, ctx: RequestContext, target: Target, reply: UpstreamReply,
                 first: bytes, tap: StreamTap | None, rest: AsyncIterator[bytes] | None) -> None:
+        ctx.upstream_request_id = reply.request_id
         if tap is None or rest is None:
             if reply.status == 200:
                 ctx.usage = _usage_of(first)
             reply.close()
+            if reply.status >= 400:  # about the request: passed on, in OpenAI's shape
+                body = openai_error(first, reply.status, target.backend.name)
+                ctx.reply = Reply(reply.status, {"content-type": "application/json"}, body)
+                return
             ctx.reply = Reply(reply.status, {"content-type": reply.content_type}, first)
             return
         ctx.reply = Reply(200, dict(SSE_HEADERS),

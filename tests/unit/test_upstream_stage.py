@@ -49,6 +49,7 @@ class Scripted:
             status = 500 if poisoned else backend.status
             content_type = "application/json"
             retry_after = backend.retry_after_value
+            request_id = "up-123"
 
             async def read(self) -> bytes:
                 return backend.body
