@@ -31,13 +31,7 @@ from gatehouse.edge.geo import Geo
 from gatehouse.edge.rays import RayLog, new_ray
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.rules import Rule
-from gatehouse.edge.visitor import (
-    Challenger,
-    IPAddress,
-    OffenseKind,
-    Visitor,
-    has_bearer,
-)
+from gatehouse.edge.visitor import Challenger, IPAddress, OffenseKind, Visitor
 from gatehouse.errors import AccessDenied
 from gatehouse.telemetry.metrics import Metrics
 
@@ -51,10 +45,11 @@ BANNED = ("Access denied: too many requests or failed sign-ins came from your ad
           "network, so it is blocked for a while.")
 
 
-def is_api_client(path: str, headers: dict[str, str]) -> bool:
-    """True for requests the human check never applies to."""
-    if has_bearer(headers):
-        return True
+def is_api_path(path: str) -> bool:
+    """True for the paths the human check never applies to: programs' paths, where a key (not
+    a proof of work) is what proves who is asking. Decided by the path alone: what a request
+    carries (an ``Authorization`` header, say) never exempts a web page, whose visitors could
+    write anything there (issue 12)."""
     return path in API_PATHS or path.startswith(API_PREFIXES) or path.endswith(FEED_SUFFIXES)
 
 
@@ -101,7 +96,7 @@ class Edge:
                 self._networks.clear()
             network = self._networks[ip] = network_of(ip, self._v4, self._v6)
         return Visitor(ip, network, method, path, headers,
-                       is_api_client(path, headers), prefers_html(headers.get("accept", "")))
+                       is_api_path(path), prefers_html(headers.get("accept", "")))
 
     def visitor_of_scope(self, scope: Mapping[str, Any]) -> Visitor:
         """The visitor of a raw ASGI scope (the guard in front of mounted apps uses this)."""

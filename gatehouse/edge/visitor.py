@@ -30,7 +30,7 @@ class Visitor:
     method: str
     path: str
     headers: dict[str, str]  # lower-cased names
-    api_client: bool         # Authorization: Bearer present, or an API path — never challenged
+    api_client: bool         # an API path (never challenged), whatever the request carries
     wants_html: bool
     query: str = ""          # the raw query string (mounted pages), for the way back after a check
 

@@ -242,3 +242,25 @@ def test_blocked_cookies_get_an_explanation_not_a_loop(browser: Browser, gw: Gat
     assert gw.metric("gatehouse_edge_challenges_total", result="failed",
                      reason="cookies_blocked") == 1
     context.close()
+
+
+def test_a_bearer_header_does_not_skip_the_check(browser: Browser,
+                                                 start_gateway: Callable[..., Gateway]) -> None:
+    """Issue 12: ``Authorization: Bearer x`` on every request of a browser used to skip the
+    check on the web pages; each of them is now checked, and only then served."""
+    gw = start_gateway({"edge": {"rules": [{"action": "challenge", "name": "web", "difficulty": 10,
+                                            "path": "^/(login|account|logout)?$"}]}})
+    for path, lands_on in [("/login", "/login"), ("/account", "/login?next=/account"),
+                           ("/logout", "/login?next=/account")]:
+        context = browser.new_context(extra_http_headers={"authorization": "Bearer x"})
+        watch = Watch(context)
+        page = context.new_page()
+        first = page.goto(gw.url + path)
+        assert first is not None and first.status == 403, path
+        assert first.headers["gatehouse-mitigated"] == "challenge"
+        page.wait_for_url(gw.url + lands_on)
+        expect(page.locator("h1")).to_have_text("Sign in")
+        assert watch.challenges >= 1 and len(watch.answers) == 1, path
+        assert not watch.problems, watch.problems
+        context.close()
+    assert gw.metric("gatehouse_edge_challenges_total", rule="web", result="solved") == 3
