@@ -178,7 +178,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
     }
-    guarded_web = EdgeGuard(build_web_app(identity), edge)
+    guarded_web = EdgeGuard(build_web_app(identity, offenses=edge), edge)
     return Gateway(
         settings=settings, routes=routes,
         prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),

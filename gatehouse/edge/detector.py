@@ -1,5 +1,5 @@
-"""The abuse detector: too many requests, 401s or failed challenges from one address (or
-requests from one network) within a window → a timed ban (:mod:`gatehouse.edge.bans`).
+"""The abuse detector: too many requests, 401s, failed challenges or failed sign-ins from one
+address (or requests from one network) within a window → a timed ban (:mod:`gatehouse.edge.bans`).
 
 Counting is per replica, in fixed windows of ``window_seconds``: with N replicas behind a
 balancer a client is banned once it passes the threshold on any one of them, so set the
@@ -21,6 +21,9 @@ from gatehouse.state.base import StateError
 from gatehouse.telemetry.metrics import Metrics
 
 log = logging.getLogger("gatehouse.edge")
+OFFENSES: dict[OffenseKind, str] = {"unauthorized": "401 answers",
+                                    "challenge_failed": "failed challenges",
+                                    "signin_failed": "failed sign-ins"}
 
 
 def carries_api_key(visitor: Visitor) -> bool:
@@ -39,7 +42,8 @@ class Detector:
         self._counts: dict[str, int] = {}
         self._limits: dict[str, int] = {
             "unauthorized": settings.max_unauthorized,
-            "challenge_failed": settings.max_challenge_failures}
+            "challenge_failed": settings.max_challenge_failures,
+            "signin_failed": settings.max_signin_failures}
         self._banning: dict[str, asyncio.Task[None]] = {}
 
     def _bump(self, key: str) -> int:
@@ -73,13 +77,14 @@ class Detector:
         return tripped
 
     def offense(self, visitor: Visitor, kind: OffenseKind) -> None:
-        """Count a 401 (``unauthorized``) or a failed challenge (``challenge_failed``)."""
+        """Count a 401 (``unauthorized``), a failed challenge (``challenge_failed``) or a
+        failed or throttled sign-in (``signin_failed``)."""
         if not self.settings.enabled:
             return
         limit = self._limits[kind]
         address = str(visitor.ip)
         if self._bump(f"{kind}:{address}") == limit + 1:
-            what = "401 answers" if kind == "unauthorized" else "failed challenges"
+            what = OFFENSES[kind]
             self._trip(address, kind,
                        f"more than {limit} {what} in {self.settings.window_seconds:g} s")
 

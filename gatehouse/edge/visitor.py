@@ -14,7 +14,7 @@ from gatehouse.context import Reply
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # what the abuse detector counts besides plain requests (see gatehouse/edge/detector.py)
-OffenseKind = Literal["unauthorized", "challenge_failed"]
+OffenseKind = Literal["unauthorized", "challenge_failed", "signin_failed"]
 
 
 def has_bearer(headers: dict[str, str]) -> bool:

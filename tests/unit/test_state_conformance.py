@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gatehouse.state import State, StateError, open_state
+from gatehouse.state import Backoff, State, StateError, open_state
 from gatehouse.state.redis import RedisState
 from tests.support.services import REDIS_URL
 
@@ -74,6 +74,68 @@ async def test_broadcast_reaches_subscribers(state: State) -> None:
         await asyncio.sleep(0.02)
     assert got == [b"hello"]
     assert await state.ping()
+
+
+T0 = 1_700_000_000.0  # attempts take the caller's clock: these tests move it by hand
+
+
+def backoff(key: str, free: int = 2, memory: float = 3600) -> Backoff:
+    return Backoff(key, free=free, first=5, longest=40, memory=memory)
+
+
+async def test_attempts_lock_after_the_free_ones_doubling_up_to_the_longest(
+        state: State) -> None:
+    c = backoff(fresh())
+    assert await state.attempt([c], T0) == (True, 0.0)
+    assert await state.attempt([c], T0 + 1) == (True, 0.0)
+    assert await state.attempt([c], T0 + 2) == (True, 5.0)  # the third locks the next one out
+    assert await state.attempt([c], T0 + 3) == (False, 4.0)
+    assert await state.attempt([c], T0 + 6.5) == (False, 0.5)  # refusals change nothing
+    now = T0 + 7
+    for lock in (10.0, 20.0, 40.0, 40.0):  # each further attempt doubles it, up to longest
+        assert await state.attempt([c], now) == (True, lock)
+        assert (await state.attempt([c], now + lock - 0.25)) == (False, 0.25)
+        now += lock
+    await state.delete(c.key)  # a reset: free attempts again
+    assert await state.attempt([c], now) == (True, 0.0)
+    await state.delete(c.key)
+
+
+async def test_any_locked_counter_refuses_and_nothing_is_counted(state: State) -> None:
+    account, address = backoff(fresh(), free=1), backoff(fresh(), free=3)
+    assert await state.attempt([account, address], T0) == (True, 0.0)
+    assert await state.attempt([account, address], T0) == (True, 5.0)
+    assert await state.attempt([account, address], T0 + 1) == (False, 4.0)
+    # the address was not counted while the account was locked: one more is free for it
+    assert await state.attempt([address], T0 + 1) == (True, 0.0)
+    assert await state.attempt([address], T0 + 1) == (True, 5.0)
+    await state.delete(account.key, address.key)
+
+
+async def test_refund_and_forgetting(state: State) -> None:
+    c = backoff(fresh(), memory=60)
+    await state.refund(c)  # nothing to take back: no harm, no debt
+    assert await state.attempt([c], T0) == (True, 0.0)
+    await state.refund(c)
+    assert await state.attempt([c], T0) == (True, 0.0)
+    assert await state.attempt([c], T0) == (True, 0.0)
+    assert await state.attempt([c], T0) == (True, 5.0)
+    await state.refund(c)  # back within the free attempts: the lock it made goes too
+    assert await state.attempt([c], T0 + 1) == (True, 5.0)
+    assert await state.attempt([c], T0 + 6) == (True, 10.0)
+    await state.refund(c)  # still past them: the earlier failure's lock stands
+    assert (await state.attempt([c], T0 + 7))[0] is False
+    assert await state.attempt([c], T0 + 16) == (True, 10.0)
+    # after `memory` seconds without an attempt the count starts over
+    assert await state.attempt([c], T0 + 16 + 60) == (True, 0.0)
+    await state.delete(c.key)
+
+
+async def test_concurrent_attempts_get_the_free_ones_and_one_more(state: State) -> None:
+    c = backoff(fresh(), free=3)
+    results = await asyncio.gather(*(state.attempt([c], T0) for _ in range(20)))
+    assert sorted(go for go, _ in results) == [False] * 16 + [True] * 4
+    await state.delete(c.key)
 
 
 async def test_two_redis_clients_see_each_other() -> None:
