@@ -1,13 +1,13 @@
 """The human check in a real headless Chromium against a real gateway whose edge challenges
 the sign-in page (``[edge] rules``: challenge ``^/login``, 10 bits of work).
 
-Uses the Debian ``chromium`` binary, as test_web_browser.py does.
+Uses the Debian ``chromium`` binary (the ``browser`` fixture in conftest.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,12 +19,10 @@ from playwright.sync_api import (
     Request,
     Route,
     expect,
-    sync_playwright,
 )
 
 from tests.support.procs import Gateway
 
-CHROMIUM = "/usr/bin/chromium"
 VERIFY = "/_gatehouse/challenge/verify"
 RULE = {"action": "challenge", "path": "^/login", "name": "login-check", "difficulty": 10}
 CLEARANCE_TTL = 3
@@ -32,15 +30,6 @@ CLEARANCE_TTL = 3
 
 def edge(**extra: Any) -> dict[str, Any]:
     return {"edge": {"rules": [RULE], **extra}}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 @pytest.fixture
