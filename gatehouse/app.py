@@ -24,7 +24,7 @@ from gatehouse.edge.guard import EdgeGuard
 from gatehouse.edge.rays import RayLog
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.screen import Edge
-from gatehouse.edge.stage import EdgeStage
+from gatehouse.edge.stage import AnonymousCheckStage, EdgeStage
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
 from gatehouse.models_list import ModelsStage
@@ -149,7 +149,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     screen = EdgeStage(edge)
     who = IdentityStage(identity.verifier, identity.sessions, identity.accounts,
                         settings.identity, metrics)
-    api_stages: list[Stage] = [telemetry, screen, who]
+    # anonymous callers (open mode) meet challenge rules after identity; verified keys do not
+    api_stages: list[Stage] = [telemetry, screen, who, AnonymousCheckStage(edge)]
     book = UsageBook(identity.store)
     overrides = Overrides(identity.store)
     quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock,

@@ -16,6 +16,7 @@ trip, no upstream. Its Ray event is buffered and written later (:mod:`gatehouse.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -126,6 +127,18 @@ class Edge:
         if rule is not None:  # a challenge rule (never matched for API clients)
             return await self._challenge(visitor, rule)
         return PASS
+
+    async def screen_anonymous(self, visitor: Visitor) -> Verdict:
+        """After identity, for a caller of an API path that nobody vouches for (open mode: no
+        key, or one that is not ours): challenge rules apply to it as to the web path, so only
+        a verified key or a live session skips them. Free unless a challenge rule exists."""
+        rules = self.rules.current
+        if not rules.challenges:
+            return PASS
+        rule = rules.match(dataclasses.replace(visitor, api_client=False), self.geo)
+        if rule is None or rule.action != "challenge":
+            return PASS  # an allow or deny rule was applied by screen() already
+        return await self._challenge(visitor, rule)
 
     async def _challenge(self, visitor: Visitor, rule: Rule) -> Verdict:
         challenger = self.challenger

@@ -1,7 +1,8 @@
 """Issue 12, the challenge bypass: an ``Authorization: Bearer`` header (any string, never
-verified) used to skip the human check on the web pages. Now the API paths stay exempt — a key
-is what proves who is asking there, and identity checks it (a forged one is a 401 and an
-offence) — and the web pages are never exempt, whatever a request carries."""
+verified) used to skip the human check on the web pages. Now the web pages are never exempt,
+whatever a request carries; on the API paths only a caller identity vouches for is — a key
+that verifies (a forged one is a 401 and an offence) or a session — and in open mode an
+anonymous caller, with no key or a forged one, meets the challenge rule like a web visitor."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from gatehouse.identity.passwords import hash_password
 from gatehouse.identity.service import IdentityService
 from gatehouse.server import Gateway
 from tests.unit.conftest import make_settings
-from tests.unit.test_edge_challenge import BROWSER
+from tests.unit.test_edge_challenge import BROWSER, answer, read_page
 from tests.unit.test_edge_challenge_app import EVERYTHING, metric
 
 EMAIL, PASSWORD = "ada@example.com", "correct horse battery"
@@ -42,9 +43,9 @@ class Site:
         return c
 
 
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    settings = make_settings(tmp_path, identity={"require_key": True},
+@pytest.fixture(params=[True], ids=["require_key"])
+async def site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Site]:
+    settings = make_settings(tmp_path, identity={"require_key": request.param},
                              edge={**EVERYTHING, "detector": {"max_unauthorized": 3}})
     identity = IdentityService(settings)
     app = create_app(settings, identity=identity)
@@ -65,6 +66,11 @@ def challenged(r: httpx.Response) -> bool:
     return r.status_code == 403 and r.headers.get("gatehouse-mitigated") == "challenge"
 
 
+both_modes = pytest.mark.parametrize("site", [True, False], ids=["require_key", "open"],
+                                     indirect=True)
+
+
+@both_modes
 async def test_api_with_a_valid_key_is_exempt(site: Site) -> None:
     c = site.client(authorization=f"Bearer {site.key}")
     r = await c.get("/v1/models")
@@ -87,6 +93,26 @@ async def test_api_with_a_forged_key_is_a_401_that_counts_towards_a_ban(site: Si
     assert r.status_code == 403 and r.json()["error"]["code"] == "1020"
 
 
+@pytest.mark.parametrize("site", [False], ids=["open"], indirect=True)
+async def test_open_mode_anonymous_api_callers_are_challenged_until_cleared(site: Site) -> None:
+    """Open mode serves calls without a key, or with a key that is not ours, as anonymous:
+    nobody vouches for them, so the challenge rule applies, as on the web path."""
+    c = site.client(accept="application/json")
+    for headers in ({}, {"authorization": FORGED}, {"authorization": "Bearer sk-elsewhere"}):
+        r = await c.get("/v1/models", headers=headers)
+        assert challenged(r) and r.json()["error"]["code"] == "challenge_required", headers
+    # a gatehouse key that does not verify is still a 401 (and an offence), not anonymous
+    r = await c.get("/v1/models", headers={"authorization": "Bearer gh-forged-key"})
+    assert r.status_code == 401 and not challenged(r)
+    # a browser that passed the check gets through: the check, not a key, is asked of it
+    browser = site.client()
+    page = read_page(await browser.get("/login"))
+    assert (await answer(browser, page)).status_code == 303
+    r = await browser.get("/v1/models", headers={"accept": "application/json"})
+    assert r.status_code == 200 and "gatehouse-mitigated" not in r.headers
+
+
+@both_modes
 @pytest.mark.parametrize("bearer", ["forged", "valid"])
 async def test_every_web_path_is_challenged_whatever_key_it_carries(site: Site,
                                                                     bearer: str) -> None:
