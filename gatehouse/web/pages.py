@@ -156,8 +156,10 @@ class WebPages:
             self.offenses.offense(visitor, "signin_failed")
 
     def _locked(self, attempt: Attempt) -> str:
-        at = when(self.throttle.clock() + attempt.wait)
-        return LOCKED.format(wait=wait_words(attempt.wait), at=at.strftime("%H:%M:%S"))
+        now = self.throttle.clock()
+        at = when(now + attempt.wait)
+        shape = "%H:%M:%S" if at.date() == when(now).date() else "%Y-%m-%d %H:%M:%S"
+        return LOCKED.format(wait=wait_words(attempt.wait), at=at.strftime(shape))
 
     def _refused(self, request: Request, error: GatehouseError, target: str,
                  email: str) -> Response:

@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 from gatehouse.identity import passwords
 from gatehouse.identity.service import IdentityService
 from gatehouse.server import Gateway
+from gatehouse.web.pages import wait_words
 from tests.support.services import REDIS_URL
 from tests.unit.conftest import make_settings
 from tests.unit.test_web_sessions import (
@@ -246,3 +247,19 @@ async def test_turned_off(make_site: SiteFactory) -> None:
     for _ in range(6):
         assert "retry-after" not in (await sign_in(c, site.email)).headers
     assert (await sign_in(c, site.email, PASSWORD)).status_code == 303
+
+
+@pytest.mark.parametrize("seconds, words", [(1, "1 second"), (4.2, "5 seconds"),
+                                            (89, "89 seconds"), (100, "2 minutes"),
+                                            (900, "15 minutes"), (5400, "2 hours")])
+def test_waits_in_words(seconds: float, words: str) -> None:
+    assert wait_words(seconds) == words
+
+
+async def test_a_lock_past_midnight_gives_the_date(make_site: SiteFactory) -> None:
+    site = await make_site(account_free_failures=1, first_lock_seconds=7200,
+                           max_lock_seconds=7200)
+    c = site.client()
+    await sign_in(c, site.email)
+    r = await sign_in(c, site.email)
+    assert notice(r).endswith("You can try again in 2 hours, at 2023-11-15 00:13:20 UTC.")
