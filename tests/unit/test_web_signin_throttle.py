@@ -228,10 +228,8 @@ async def test_failed_sign_ins_feed_the_abuse_detector(make_site: SiteFactory) -
     assert 'gatehouse_edge_bans_total{cause="signin_failed"} 1.0' in metrics
 
 
-async def test_the_lock_holds_on_every_replica(make_site: SiteFactory,
-                                               request: pytest.FixtureRequest) -> None:
-    if "redis" not in request.node.callspec.id:
-        pytest.skip("replicas share state through Redis")
+@pytest.mark.parametrize("make_site", ["redis"], indirect=True)  # replicas share Redis
+async def test_the_lock_holds_on_every_replica(make_site: SiteFactory) -> None:
     a = await make_site()
     b = await make_site()
     a.ip = b.ip
