@@ -261,3 +261,23 @@ async def test_a_lock_past_midnight_gives_the_date(make_site: SiteFactory) -> No
     await sign_in(c, site.email)
     r = await sign_in(c, site.email)
     assert notice(r).endswith("You can try again in 2 hours, at 2023-11-15 00:13:20 UTC.")
+
+
+async def test_the_reproduction_255_guesses_in_two_minutes(make_site: SiteFactory) -> None:
+    """The report: 255 wrong passwords for one account from one address over 2 minutes were
+    never slowed or banned. With the defaults, a handful are checked and the address is
+    banned."""
+    site = await make_site(edge={"detector": {"enabled": True}}, account_free_failures=5,
+                           address_free_failures=20, first_lock_seconds=5,
+                           max_lock_seconds=900)
+    c = site.client()
+    token = csrf_field((await c.get("/login")).text)
+    checks, statuses = len(site.checks), []
+    for _ in range(255):
+        r = await c.post("/login", data={"csrf": token, "email": site.email,
+                                         "password": "a wrong guess"})
+        statuses.append(r.status_code)
+        site.tick(120 / 255)
+    assert len(site.checks) - checks <= 6  # the free failures and the one that locks
+    assert statuses[:5] == [401] * 5 and 429 in statuses
+    assert statuses[-1] == 403 and "1020" in r.text  # banned by the abuse detector
