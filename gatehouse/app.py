@@ -25,7 +25,7 @@ from gatehouse.edge.guard import EdgeGuard
 from gatehouse.edge.rays import RayLog
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.screen import Edge
-from gatehouse.edge.stage import EdgeStage
+from gatehouse.edge.stage import AnonymousCheckStage, EdgeStage
 from gatehouse.identity.service import IdentityService, resolve_paths
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
 from gatehouse.models_list import ModelsStage
@@ -160,7 +160,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     screen = EdgeStage(edge)
     who = IdentityStage(identity.verifier, identity.sessions, identity.accounts,
                         settings.identity, metrics)
-    api_stages: list[Stage] = [telemetry, screen, who]
+    # anonymous callers (open mode) meet challenge rules after identity; verified keys do not
+    api_stages: list[Stage] = [telemetry, screen, who, AnonymousCheckStage(edge)]
     book = UsageBook(identity.store)
     overrides = Overrides(identity.store)
     quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock,
@@ -189,7 +190,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
     }
-    guarded_web = EdgeGuard(build_web_app(identity), edge)
+    guarded_web = EdgeGuard(build_web_app(identity, offenses=edge), edge)
     connections = Connections(settings.server, metrics, is_proxy=edge.is_proxy,
                               on_slow=edge.slow_client)
     starts: list[Callable[[], Awaitable[None]]] = [identity.start, edge.start, start_quota]

@@ -182,6 +182,24 @@ class StorageSettings(_Section):
         return value
 
 
+class SignInSettings(_Section):
+    """``[identity.sign_in]``: failed sign-ins slow down, per account and per address (see
+    docs/web.md, "Too many failed sign-ins")."""
+
+    enabled: bool = True
+    account_free_failures: int = Field(5, ge=1)   # failures for one email before a lock
+    address_free_failures: int = Field(20, ge=1)  # from one address (IPv6: its /64) — NATs
+    first_lock_seconds: float = Field(5.0, gt=0)   # then 10, 20, 40 … (doubling)
+    max_lock_seconds: float = Field(900.0, gt=0)
+    memory_seconds: float = Field(86400.0, gt=0)   # failures forgotten after this long quiet
+
+    @model_validator(mode="after")
+    def _order(self) -> SignInSettings:
+        if not self.first_lock_seconds <= self.max_lock_seconds <= self.memory_seconds:
+            raise ValueError("needs first_lock_seconds <= max_lock_seconds <= memory_seconds")
+        return self
+
+
 class IdentitySettings(_Section):
     # false: requests without a gatehouse key are served as the anonymous tier (a trusted LAN);
     # gatehouse keys that are presented are still checked
@@ -199,6 +217,7 @@ class IdentitySettings(_Section):
     session_absolute_hours: float = Field(24.0, gt=0)
     # "auto": Secure when the request came over https; true/false force it
     cookie_secure: bool | str = "auto"
+    sign_in: SignInSettings = SignInSettings()
 
     @field_validator("cookie_secure")
     @classmethod
@@ -332,6 +351,7 @@ class DetectorSettings(_Section):
     # connections cut for a head or body that did not arrive in time ([server] head_timeout,
     # body_timeout); connections that never sent a byte are not counted (browsers preconnect)
     max_slow_clients: int = Field(20, ge=1)
+    max_signin_failures: int = Field(10, ge=1)    # failed or throttled sign-ins, one address
     ban_seconds: float = Field(60.0, gt=0)
     max_ban_seconds: float = Field(86400.0, gt=0)
     # a subject banned again within this long gets twice the previous ban

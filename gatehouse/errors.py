@@ -22,6 +22,7 @@ The tree (status · type · code)::
     ├── ChallengeRequired       403 · access_denied · challenge_required (gatehouse-mitigated: challenge)
     │   └── CookiesRequired     403 · access_denied · cookies_required   (check passed, cookie refused)
     ├── RateLimited             429 · requests | tokens · rate_limit_exceeded
+    ├── SignInThrottled         429 · invalid_request_error · too_many_sign_ins (Retry-After)
     ├── QuotaExceeded           429 · insufficient_quota · insufficient_quota  (x-should-retry: false)
     ├── RouteNotFound           404 · invalid_request_error · unknown_url
     ├── MethodNotAllowed        405 · invalid_request_error · method_not_allowed
@@ -279,6 +280,14 @@ class RateLimited(GatehouseError):
     def __init__(self, message: str, *, unit: str = "requests", **kw: Any) -> None:
         super().__init__(message, **kw)
         self.type = unit  # type: ignore[misc]  # OpenAI: "requests" or "tokens"
+
+
+class SignInThrottled(GatehouseError):
+    status = 429
+    type = "invalid_request_error"
+    code = "too_many_sign_ins"
+    title = "Too many failed sign-ins"
+    advice = "Wait until the time given, then sign in again. If you have forgotten your password, ask your administrator to set a new one."
 
 
 class QuotaExceeded(GatehouseError):

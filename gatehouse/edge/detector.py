@@ -1,5 +1,5 @@
-"""The abuse detector: too many requests, 401s or failed challenges from one address (or
-requests from one network) within a window → a timed ban (:mod:`gatehouse.edge.bans`).
+"""The abuse detector: too many requests, 401s, failed challenges or failed sign-ins from one
+address (or requests from one network) within a window → a timed ban (:mod:`gatehouse.edge.bans`).
 
 Counting is per replica, in fixed windows of ``window_seconds``: with N replicas behind a
 balancer a client is banned once it passes the threshold on any one of them, so set the
@@ -21,11 +21,10 @@ from gatehouse.state.base import StateError
 from gatehouse.telemetry.metrics import Metrics
 
 log = logging.getLogger("gatehouse.edge")
-
-
-OFFENCES: dict[OffenseKind, str] = {
-    "unauthorized": "401 answers", "challenge_failed": "failed challenges",
-    "slow_client": "connections cut for sending too slowly"}
+OFFENSES: dict[OffenseKind, str] = {"unauthorized": "401 answers",
+                                    "challenge_failed": "failed challenges",
+                                    "signin_failed": "failed sign-ins",
+                                    "slow_client": "connections cut for sending too slowly"}
 
 
 def carries_api_key(visitor: Visitor) -> bool:
@@ -45,6 +44,7 @@ class Detector:
         self._limits: dict[str, int] = {
             "unauthorized": settings.max_unauthorized,
             "challenge_failed": settings.max_challenge_failures,
+            "signin_failed": settings.max_signin_failures,
             "slow_client": settings.max_slow_clients}
         self._banning: dict[str, asyncio.Task[None]] = {}
 
@@ -79,7 +79,8 @@ class Detector:
         return tripped
 
     def offense(self, visitor: Visitor, kind: OffenseKind) -> None:
-        """Count a 401 (``unauthorized``) or a failed challenge (``challenge_failed``)."""
+        """Count a 401 (``unauthorized``), a failed challenge (``challenge_failed``) or a
+        failed or throttled sign-in (``signin_failed``)."""
         self.offense_by(visitor.ip, kind)
 
     def offense_by(self, ip: IPAddress, kind: OffenseKind) -> None:
@@ -90,7 +91,7 @@ class Detector:
         limit = self._limits[kind]
         address = str(ip)
         if self._bump(f"{kind}:{address}") == limit + 1:
-            self._trip(address, kind, f"more than {limit} {OFFENCES[kind]} in "
+            self._trip(address, kind, f"more than {limit} {OFFENSES[kind]} in "
                                       f"{self.settings.window_seconds:g} s")
 
     def _trip(self, subject: str, cause: str, reason: str) -> bool:

@@ -90,6 +90,7 @@ class RuleSet:
                 own.add_many(nets, position)
             self.scan.append((position, rule, own))
         self.needs_geo = any(rule.needs_geo for rule in self.rules)
+        self.challenges = any(rule.action == "challenge" for rule in self.rules)
         # Most visitors match none of the path / user-agent regexes. One search of the union of
         # each kind tells whether any could; the rules whose regex cannot match are then left
         # out of the scan altogether (4 scan lists, by which unions found something).

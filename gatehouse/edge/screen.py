@@ -16,6 +16,7 @@ trip, no upstream. Its Ray event is buffered and written later (:mod:`gatehouse.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -31,13 +32,7 @@ from gatehouse.edge.geo import Geo
 from gatehouse.edge.rays import RayLog, new_ray
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.rules import Rule
-from gatehouse.edge.visitor import (
-    Challenger,
-    IPAddress,
-    OffenseKind,
-    Visitor,
-    has_bearer,
-)
+from gatehouse.edge.visitor import Challenger, IPAddress, OffenseKind, Visitor
 from gatehouse.errors import AccessDenied
 from gatehouse.telemetry.metrics import Metrics
 
@@ -53,10 +48,11 @@ BANNED_BY_HAND = ("Access denied: the operators of this service have blocked you
                   "network for a while.")
 
 
-def is_api_client(path: str, headers: dict[str, str]) -> bool:
-    """True for requests the human check never applies to."""
-    if has_bearer(headers):
-        return True
+def is_api_path(path: str) -> bool:
+    """True for the paths the human check never applies to: programs' paths, where a key (not
+    a proof of work) is what proves who is asking. Decided by the path alone: what a request
+    carries (an ``Authorization`` header, say) never exempts a web page, whose visitors could
+    write anything there (issue 12)."""
     return path in API_PATHS or path.startswith(API_PREFIXES) or path.endswith(FEED_SUFFIXES)
 
 
@@ -103,7 +99,7 @@ class Edge:
                 self._networks.clear()
             network = self._networks[ip] = network_of(ip, self._v4, self._v6)
         return Visitor(ip, network, method, path, headers,
-                       is_api_client(path, headers), prefers_html(headers.get("accept", "")))
+                       is_api_path(path), prefers_html(headers.get("accept", "")))
 
     def visitor_of_scope(self, scope: Mapping[str, Any]) -> Visitor:
         """The visitor of a raw ASGI scope (the guard in front of mounted apps uses this)."""
@@ -129,6 +125,18 @@ class Edge:
         if rule is not None:  # a challenge rule (never matched for API clients)
             return await self._challenge(visitor, rule)
         return PASS
+
+    async def screen_anonymous(self, visitor: Visitor) -> Verdict:
+        """After identity, for a caller of an API path that nobody vouches for (open mode: no
+        key, or one that is not ours): challenge rules apply to it as to the web path, so only
+        a verified key or a live session skips them. Free unless a challenge rule exists."""
+        rules = self.rules.current
+        if not rules.challenges:
+            return PASS
+        rule = rules.match(dataclasses.replace(visitor, api_client=False), self.geo)
+        if rule is None or rule.action != "challenge":
+            return PASS  # an allow or deny rule was applied by screen() already
+        return await self._challenge(visitor, rule)
 
     async def _challenge(self, visitor: Visitor, rule: Rule) -> Verdict:
         challenger = self.challenger

@@ -1,10 +1,24 @@
-"""The edge as a pipeline stage (DESIGN.md: telemetry → edge → identity → …)."""
+"""The edge as pipeline stages (DESIGN.md: telemetry → edge → identity → …): the screen
+before identity, and the human check of anonymous API callers after it."""
 
 from __future__ import annotations
 
 from gatehouse.context import Outcome, RequestContext
-from gatehouse.edge.screen import Edge
+from gatehouse.edge.screen import Edge, Verdict
 from gatehouse.pipeline import Answered
+
+
+def enforce(verdict: Verdict) -> None:
+    """Raise the verdict's refusal or ready answer, if it has one."""
+    try:
+        if verdict.error is not None:
+            raise verdict.error
+        if verdict.reply is not None:
+            raise Answered(verdict.reply)
+    finally:
+        # the raised error's traceback holds this frame: without this, error → traceback →
+        # frame → verdict → error is a cycle per denial, left for the garbage collector
+        del verdict
 
 
 class EdgeStage:
@@ -18,18 +32,29 @@ class EdgeStage:
                                     ctx.client[0] if ctx.client else None)
         ctx.client_ip = visitor.ip
         ctx.notes["visitor"] = visitor
-        verdict = await self.edge.screen(visitor)
-        try:
-            if verdict.error is not None:
-                raise verdict.error
-            if verdict.reply is not None:
-                raise Answered(verdict.reply)
-        finally:
-            # the raised error's traceback holds this frame: without this, error → traceback →
-            # frame → verdict → error is a cycle per denial, left for the garbage collector
-            del verdict
+        enforce(await self.edge.screen(visitor))
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         # 401s (bad keys, expired sessions) count towards a ban: guessing keys is abuse
         if outcome.status == 401:
             self.edge.offense(ctx.notes["visitor"], "unauthorized")
+
+
+class AnonymousCheckStage:
+    """After identity: an API caller that identity admitted as nobody in particular (open
+    mode) meets challenge rules as a web visitor would. A key that verified, or a session,
+    is exempt — the exemption is decided here, on identity's own verdict, so no key is
+    verified twice."""
+
+    name = "edge_anonymous"
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+
+    async def enter(self, ctx: RequestContext) -> None:
+        principal = ctx.principal
+        if principal is not None and principal.kind == "anonymous":
+            enforce(await self.edge.screen_anonymous(ctx.notes["visitor"]))
+
+    async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
+        return None

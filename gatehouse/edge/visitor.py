@@ -14,7 +14,7 @@ from gatehouse.context import Reply
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # what the abuse detector counts besides plain requests (see gatehouse/edge/detector.py)
-OffenseKind = Literal["unauthorized", "challenge_failed", "slow_client"]
+OffenseKind = Literal["unauthorized", "challenge_failed", "signin_failed", "slow_client"]
 
 
 def has_bearer(headers: dict[str, str]) -> bool:
@@ -30,7 +30,7 @@ class Visitor:
     method: str
     path: str
     headers: dict[str, str]  # lower-cased names
-    api_client: bool         # Authorization: Bearer present, or an API path — never challenged
+    api_client: bool         # an API path (never challenged), whatever the request carries
     wants_html: bool
     query: str = ""          # the raw query string (mounted pages), for the way back after a check
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from gatehouse.config import Settings
 from gatehouse.identity.keys import KeyMaterial, load_server_secret
 from gatehouse.identity.sessions import SessionManager
+from gatehouse.identity.throttle import SignInThrottle
 from gatehouse.identity.verifier import EVERYTHING, KeyVerifier, announce
 from gatehouse.state import State, open_state
 from gatehouse.store.accounts import Accounts
@@ -49,6 +50,8 @@ class IdentityService:
         self.sessions = SessionManager(self.state, idle_seconds=ids.session_idle_minutes * 60,
                                        absolute_seconds=ids.session_absolute_hours * 3600,
                                        clock=clock)
+        self.throttle = SignInThrottle(self.state, ids.sign_in, self.keys.derive("sign-in"),
+                                       clock)
 
     async def start(self, *, serve: bool = True) -> None:
         if self.settings.storage.migrate_on_start:

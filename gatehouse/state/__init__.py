@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gatehouse.state.base import State, StateError
+from gatehouse.state.base import Backoff, State, StateError
 
 
 def open_state(url: str) -> State:
@@ -16,4 +16,4 @@ def open_state(url: str) -> State:
     return RedisState(url)
 
 
-__all__ = ["State", "StateError", "open_state"]
+__all__ = ["Backoff", "State", "StateError", "open_state"]

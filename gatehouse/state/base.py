@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
 # called with each message on a channel, or with None when messages may have been missed
 # (the connection to the state layer was lost and is back): drop whatever they would update
@@ -12,6 +12,27 @@ Handler = Callable[[bytes | None], None]
 
 class StateError(Exception):
     """The state layer could not be reached or failed; the cause is in ``__cause__``."""
+
+
+class Backoff(NamedTuple):
+    """One counter of :meth:`State.attempt`: ``free`` attempts go unhindered; each further
+    one locks the counter for ``first`` seconds, doubling each time up to ``longest``; the
+    count is forgotten ``memory`` seconds after its last attempt."""
+
+    key: str
+    free: int
+    first: float
+    longest: float
+    memory: float
+
+
+def lock_seconds(attempts: int, counter: Backoff) -> float:
+    """How long ``attempts`` lock ``counter`` for (0.0: not at all); attempt.lua does the
+    same sum for Redis."""
+    over = attempts - counter.free
+    if over <= 0:
+        return 0.0
+    return min(counter.longest, counter.first * 2.0 ** min(over - 1, 64))
 
 
 class State(Protocol):
@@ -28,6 +49,18 @@ class State(Protocol):
 
     async def delete(self, *keys: str) -> int:
         """Remove keys (values or sets); returns how many existed."""
+        ...
+
+    async def attempt(self, counters: Sequence[Backoff], now: float) -> tuple[bool, float]:
+        """One attempt against every counter, atomically across replicas. If any is locked at
+        ``now``: nothing changes, and ``(False, seconds until the last lock ends)``. Otherwise
+        each counts the attempt (and may lock), and ``(True, seconds the counters are now
+        locked for)`` — 0.0 when none is. Times are the caller's clock (``now``)."""
+        ...
+
+    async def refund(self, counter: Backoff) -> None:
+        """Take one attempt back off a counter; back within its free attempts, its lock is
+        lifted too (otherwise an earlier failure's lock stands)."""
         ...
 
     async def set_add(self, key: str, member: str, ttl: float) -> None: ...

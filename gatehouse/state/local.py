@@ -19,11 +19,11 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gatehouse.state.base import Handler, StateError
+from gatehouse.state.base import Backoff, Handler, StateError
 from gatehouse.state.memory import MemoryState
 
 log = logging.getLogger("gatehouse.state")
@@ -117,6 +117,11 @@ class StateServer:
             return sorted(await s.set_members(a[0]))
         if op == "publish":
             return await s.publish(a[0], _u(a[1]))
+        if op == "attempt":
+            allowed, wait = await s.attempt([Backoff(*c) for c in a[0]], float(a[1]))
+            return [allowed, wait]
+        if op == "refund":
+            return await s.refund(Backoff(*a[0]))
         if op == "ping":
             return True
         raise KeyError(f"unknown op {op!r}")
@@ -144,6 +149,7 @@ class SocketState:
         self.path = path
         self._reader, self._writer = reader, writer
         self._lock = asyncio.Lock()
+        self._handlers: dict[str, list[Handler]] = {}
 
     @classmethod
     async def connect(cls, path: str) -> SocketState | None:
@@ -196,9 +202,20 @@ class SocketState:
 
     async def publish(self, channel: str, message: bytes) -> None:
         await self._call("publish", channel, _b(message))
+        for handler in self._handlers.get(channel, ()):
+            handler(message)
+
+    async def attempt(self, counters: Sequence[Backoff], now: float) -> tuple[bool, float]:
+        allowed, wait = await self._call("attempt", [list(c) for c in counters], now)
+        return bool(allowed), float(wait)
+
+    async def refund(self, counter: Backoff) -> None:
+        await self._call("refund", list(counter))
 
     def subscribe(self, channel: str, handler: Handler) -> None:
-        pass  # the CLI only tells; the gateway's own handlers run on publish
+        # this process's own listeners hear what it publishes (as with memory://); the
+        # gateway's handlers run there on publish — the CLI never needs to hear the gateway
+        self._handlers.setdefault(channel, []).append(handler)
 
     async def ping(self) -> bool:
         try:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from gatehouse.state.base import Handler
+from gatehouse.state.base import Backoff, Handler, lock_seconds
 
 
 class MemoryState:
@@ -17,6 +17,8 @@ class MemoryState:
         self._sets: dict[str, tuple[set[str], float]] = {}
         self._handlers: dict[str, list[Handler]] = {}
         self._writes = 0
+        # attempt counters: key -> [attempts, locked until, last attempt, memory]
+        self._backoffs: dict[str, list[float]] = {}
 
     def _sweep(self) -> None:
         # expired entries go on reads too; this bounds memory when keys are never read again
@@ -54,7 +56,43 @@ class MemoryState:
             for store in (self._values, self._sets):
                 item = store.pop(key, None)
                 removed += item is not None and item[1] > now
+            removed += self._backoffs.pop(key, None) is not None
         return removed
+
+    async def attempt(self, counters: Sequence[Backoff], now: float) -> tuple[bool, float]:
+        # no await inside: atomic within the process, as the Lua script is in Redis
+        wait = 0.0
+        for c in counters:
+            held = self._backoffs.get(c.key)
+            if held is not None:
+                wait = max(wait, held[1] - now)
+        if wait > 0:
+            return False, wait
+        self._writes += 1
+        if not self._writes % 1024:  # forget counters nobody has tried for their memory
+            for key in [k for k, b in self._backoffs.items() if now - b[2] >= b[3]]:
+                del self._backoffs[key]
+        locked = 0.0
+        for c in counters:
+            item = self._backoffs.get(c.key)
+            if item is None or now - item[2] >= c.memory:
+                item = self._backoffs[c.key] = [0, 0.0, now, c.memory]
+            item[0] += 1
+            item[2] = now
+            lock = lock_seconds(int(item[0]), c)
+            if lock:
+                item[1] = now + lock
+                locked = max(locked, lock)
+        return True, locked
+
+    async def refund(self, counter: Backoff) -> None:
+        item = self._backoffs.get(counter.key)
+        if item is not None:
+            item[0] -= 1
+            if item[0] < 0:
+                del self._backoffs[counter.key]
+            elif item[0] <= counter.free:
+                item[1] = 0.0
 
     async def set_add(self, key: str, member: str, ttl: float) -> None:
         self._sweep()

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gatehouse.state.base import Handler, StateError
+from gatehouse.state.base import Backoff, Handler, StateError
 
 log = logging.getLogger("gatehouse.state")
 PREFIX = "gatehouse:"
+_HERE = Path(__file__).parent
 
 
 @contextlib.asynccontextmanager
@@ -42,6 +44,8 @@ class RedisState:
         self._redis = bounded_client(url, socket_timeout)
         self._handlers: dict[str, list[Handler]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._attempt = self._redis.register_script((_HERE / "attempt.lua").read_text())
+        self._refund = self._redis.register_script((_HERE / "refund.lua").read_text())
 
     async def get(self, key: str) -> bytes | None:
         async with _wrapped("get"):
@@ -63,6 +67,19 @@ class RedisState:
             return 0
         async with _wrapped("delete"):
             return int(await self._redis.delete(*(PREFIX + k for k in keys)))
+
+    async def attempt(self, counters: Sequence[Backoff], now: float) -> tuple[bool, float]:
+        args: list[str | float] = [repr(now)]
+        for c in counters:
+            args += [c.free, repr(c.first), repr(c.longest), repr(c.memory)]
+        async with _wrapped("attempt"):
+            go, seconds = await self._attempt(keys=[PREFIX + c.key for c in counters],
+                                              args=args)
+        return bool(int(go)), float(seconds)
+
+    async def refund(self, counter: Backoff) -> None:
+        async with _wrapped("refund"):
+            await self._refund(keys=[PREFIX + counter.key], args=[counter.free])
 
     async def set_add(self, key: str, member: str, ttl: float) -> None:
         async with _wrapped("set_add"):

@@ -6,6 +6,7 @@ session cookie is HttpOnly, SameSite=Lax, Path=/, Secure per ``[identity] cookie
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -18,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gatehouse.context import prefers_html
+from gatehouse.edge.visitor import OffenseSink, Visitor
 from gatehouse.errors import (
     GatehouseError,
     IdentityUnavailable,
@@ -25,12 +27,14 @@ from gatehouse.errors import (
     MethodNotAllowed,
     PermissionDenied,
     RouteNotFound,
+    SignInThrottled,
     WrongCredentials,
 )
 from gatehouse.identity.passwords import MAX_LENGTH as MAX_PASSWORD
 from gatehouse.identity.passwords import verify_password
 from gatehouse.identity.stage import ENDED
 from gatehouse.identity.service import IdentityService
+from gatehouse.identity.throttle import Attempt
 from gatehouse.state.base import StateError
 from gatehouse.store.accounts import EMAIL_MAX
 from gatehouse.store.tables import User
@@ -46,6 +50,10 @@ REASONS = {
     "signed_out_everywhere": "You have signed out on every device.",
 }
 WRONG = "Email or password is wrong."
+# one wording for a locked account and a locked address: it must not tell which (or whether
+# the account exists)
+LOCKED = ("Too many failed sign-ins for this email address or from your network. You can try "
+          "again in {wait}, at {at} UTC.")
 
 
 def login_url(**query: str) -> str:
@@ -65,12 +73,24 @@ def duration(seconds: float) -> str:
     return f"{n} second{'s' if n != 1 else ''}"
 
 
+def wait_words(seconds: float) -> str:
+    """A wait, rounded up, in the largest unit that reads naturally: 45 seconds, 3 minutes."""
+    whole = math.ceil(seconds)
+    if whole < 90:
+        return duration(whole)
+    if whole < 90 * 60:
+        return duration(60 * math.ceil(whole / 60))
+    return duration(3600 * math.ceil(whole / 3600))
+
+
 class WebPages:
-    def __init__(self, identity: IdentityService) -> None:
+    def __init__(self, identity: IdentityService, offenses: OffenseSink | None = None) -> None:
         self.accounts = identity.accounts
         self.sessions = identity.sessions
+        self.throttle = identity.throttle
         self.settings = identity.settings.identity
         self.cookie = self.settings.session_cookie
+        self.offenses = offenses  # failed sign-ins feed the edge's abuse detector
 
     def _secure(self, request: Request) -> bool:
         return wants_secure(request, self.settings.cookie_secure)
@@ -102,11 +122,21 @@ class WebPages:
                 advice="Open the sign-in page again and submit the form from there. If this "
                        "keeps happening, allow cookies for this site.")
         email = form.get("email", "").strip()
+        visitor = request.scope.get("state", {}).get("visitor")
+        attempt = await self.throttle.attempt(email, self._address(request, visitor))
+        if not attempt.allowed:  # neither the account nor the password is looked at
+            self._offense(visitor)
+            locked = SignInThrottled(self._locked(attempt), retry_after=attempt.wait)
+            return self._refused(request, locked, target, email)
         user = await self._check(email, form.get("password", ""))
         if user is None:
-            if not prefers_html(request.headers.get("accept", "")):
-                return problem(request, WrongCredentials(WRONG))
-            return self._login_page(request, 401, error=WRONG, next=target, email=email[:254])
+            self._offense(visitor)
+            error = WrongCredentials(WRONG)
+            if attempt.wait:  # this failure locked it: say so now, not at the next try
+                error = WrongCredentials(f"{WRONG} {self._locked(attempt)}",
+                                         retry_after=attempt.wait)
+            return self._refused(request, error, target, email)
+        await self.throttle.succeeded(attempt)
         presented = request.cookies.get(self.cookie)
         if presented:
             await self.sessions.end(presented)  # never adopt it: a fresh id, no fixation
@@ -116,6 +146,32 @@ class WebPages:
         set_cookie(response, self.cookie, session_id, path="/",
                    max_age=int(self.sessions.absolute), secure=secure)
         clear_cookie(response, csrf.LOGIN_COOKIE, path="/login", secure=secure)
+        return response
+
+    @staticmethod
+    def _address(request: Request, visitor: object) -> str:
+        # the edge's client address (behind trusted proxies); the socket peer without an edge
+        if isinstance(visitor, Visitor):
+            return str(visitor.ip)
+        return request.client.host if request.client else ""
+
+    def _offense(self, visitor: object) -> None:
+        if self.offenses is not None and isinstance(visitor, Visitor):
+            self.offenses.offense(visitor, "signin_failed")
+
+    def _locked(self, attempt: Attempt) -> str:
+        now = self.throttle.clock()
+        at = when(now + attempt.wait)
+        shape = "%H:%M:%S" if at.date() == when(now).date() else "%Y-%m-%d %H:%M:%S"
+        return LOCKED.format(wait=wait_words(attempt.wait), at=at.strftime(shape))
+
+    def _refused(self, request: Request, error: GatehouseError, target: str,
+                 email: str) -> Response:
+        if not prefers_html(request.headers.get("accept", "")):
+            return problem(request, error)
+        response = self._login_page(request, error.status, error=error.message, next=target,
+                                    email=email[:254])
+        response.headers.update(error.response_headers())
         return response
 
     async def _check(self, email: str, password: str) -> User | None:
@@ -200,8 +256,8 @@ ERROR_HANDLERS = {HTTPException: _http_error, GatehouseError: _gatehouse_error,
                   OSError: _unavailable, Exception: _bug}
 
 
-def build_web_app(identity: IdentityService) -> Starlette:
-    pages = WebPages(identity)
+def build_web_app(identity: IdentityService, offenses: OffenseSink | None = None) -> Starlette:
+    pages = WebPages(identity, offenses)
     return Starlette(
         routes=[Route("/login", pages.login_form, methods=["GET"]),
                 Route("/login", pages.login, methods=["POST"]),

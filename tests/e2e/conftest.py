@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.support.procs import Gateway, Upstream
 
@@ -66,3 +67,13 @@ def shared_gateway(proc_dir: Path, up_a: Upstream, up_b: Upstream) -> Iterator[G
     })
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium: the Debian ``chromium`` binary, not Playwright's own download."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--no-sandbox", "--disable-background-networking"])
+        yield b
+        b.close()

@@ -1,13 +1,13 @@
 """The human check in a real headless Chromium against a real gateway whose edge challenges
 the sign-in page (``[edge] rules``: challenge ``^/login``, 10 bits of work).
 
-Uses the Debian ``chromium`` binary, as test_web_browser.py does.
+Uses the Debian ``chromium`` binary (the ``browser`` fixture in conftest.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,12 +19,10 @@ from playwright.sync_api import (
     Request,
     Route,
     expect,
-    sync_playwright,
 )
 
 from tests.support.procs import Gateway
 
-CHROMIUM = "/usr/bin/chromium"
 VERIFY = "/_gatehouse/challenge/verify"
 RULE = {"action": "challenge", "path": "^/login", "name": "login-check", "difficulty": 10}
 CLEARANCE_TTL = 3
@@ -32,15 +30,6 @@ CLEARANCE_TTL = 3
 
 def edge(**extra: Any) -> dict[str, Any]:
     return {"edge": {"rules": [RULE], **extra}}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -242,3 +231,25 @@ def test_blocked_cookies_get_an_explanation_not_a_loop(browser: Browser, gw: Gat
     assert gw.metric("gatehouse_edge_challenges_total", result="failed",
                      reason="cookies_blocked") == 1
     context.close()
+
+
+def test_a_bearer_header_does_not_skip_the_check(browser: Browser,
+                                                 start_gateway: Callable[..., Gateway]) -> None:
+    """Issue 12: ``Authorization: Bearer x`` on every request of a browser used to skip the
+    check on the web pages; each of them is now checked, and only then served."""
+    gw = start_gateway({"edge": {"rules": [{"action": "challenge", "name": "web", "difficulty": 10,
+                                            "path": "^/(login|account|logout)?$"}]}})
+    for path, lands_on in [("/login", "/login"), ("/account", "/login?next=/account"),
+                           ("/logout", "/login?next=/account")]:
+        context = browser.new_context(extra_http_headers={"authorization": "Bearer x"})
+        watch = Watch(context)
+        page = context.new_page()
+        first = page.goto(gw.url + path)
+        assert first is not None and first.status == 403, path
+        assert first.headers["gatehouse-mitigated"] == "challenge"
+        page.wait_for_url(gw.url + lands_on)
+        expect(page.locator("h1")).to_have_text("Sign in")
+        assert watch.challenges >= 1 and len(watch.answers) == 1, path
+        assert not watch.problems, watch.problems
+        context.close()
+    assert gw.metric("gatehouse_edge_challenges_total", rule="web", result="solved") == 3

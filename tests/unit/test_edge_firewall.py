@@ -283,10 +283,10 @@ async def test_a_challenge_rule_without_the_human_check_denies(tmp_path: Path) -
     v = edge.visitor("GET", "/login", {"accept": "text/html"}, "192.0.2.1")
     verdict = await edge.screen(v)
     assert verdict.error is not None and verdict.error.code == "1020"
-    # API clients are never challenged: the rule does not apply to them at all
-    api = edge.visitor("GET", "/login", {"authorization": "Bearer x"}, "192.0.2.1")
-    assert (await edge.screen(api)).error is None
-    assert 'gatehouse_edge_blocks_total{reason="rule",rule="login-check"} 1.0' in \
+    # a key on a web path changes nothing (issue 12): denied the same way
+    keyed = edge.visitor("GET", "/login", {"authorization": "Bearer x"}, "192.0.2.1")
+    assert (await edge.screen(keyed)).error is not None
+    assert 'gatehouse_edge_blocks_total{reason="rule",rule="login-check"} 2.0' in \
         metrics.render().decode()
 
 

@@ -21,7 +21,7 @@ from gatehouse.edge.geo import Geo
 from gatehouse.edge.matcher import RuleSet, any_of
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.rules import Rule, RuleError, parse_rule, read_list
-from gatehouse.edge.screen import is_api_client
+from gatehouse.edge.screen import is_api_path
 from gatehouse.edge.visitor import Visitor
 
 
@@ -30,7 +30,7 @@ def visitor(ip: str, path: str = "/login", ua: str = "Mozilla/5.0", bearer: bool
     addr = ipaddress.ip_address(ip)
     headers = {"user-agent": ua, **({"authorization": "Bearer k"} if bearer else {})}
     return Visitor(addr, network_of(addr, 24, 64), "GET", path, headers,
-                   is_api_client(path, headers), True)
+                   is_api_path(path), True)
 
 
 def rules(*specs: dict[str, Any]) -> list[Rule]:
@@ -67,8 +67,8 @@ def test_first_match_wins_across_index_and_scan() -> None:
     assert rs.match(visitor("203.0.113.8")).label == "r2"
     assert rs.match(visitor("192.0.2.1", path="/status")).label == "r3"
     assert rs.match(visitor("198.51.100.4")).label == "r4"
-    # challenge rules skip API clients (a key, or an API path): the next rule decides
-    assert rs.match(visitor("198.51.100.4", bearer=True)).label == "r5"
+    # challenge rules skip API paths (the next rule decides); a key on a web path does not
+    assert rs.match(visitor("198.51.100.4", bearer=True)).action == "challenge"
     assert rs.match(visitor("198.51.100.4", path="/v1/models")).label == "r5"
     assert rs.match(visitor("2001:db8::1")).label == "r5"
     assert RuleSet([], {}).match(visitor("192.0.2.1")) is None
@@ -78,10 +78,11 @@ def test_challenge_exemptions() -> None:
     for path in ("/v1/chat/completions", "/admin/v1/orgs", "/api/v2/summary.json",
                  "/status/feed.atom", "/blog.rss", "/sitemap.xml", "/healthz", "/readyz",
                  "/metrics"):
-        assert is_api_client(path, {}), path
-    assert is_api_client("/login", {"authorization": "Bearer sk-x"})
-    assert not is_api_client("/login", {"authorization": "Basic eDp5"})
-    assert not is_api_client("/account", {})
+        assert is_api_path(path), path
+    # the web pages, today's and the chat's to come, whatever the request carries (issue 12)
+    for path in ("/login", "/logout", "/account", "/", "/c/abc123", "/chat"):
+        assert not is_api_path(path), path
+        assert not visitor("192.0.2.1", path=path, bearer=True).api_client, path
 
 
 def test_conditions_combine() -> None:

@@ -3,21 +3,55 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator
 
 import pytest
 
-from gatehouse.state import State, StateError, open_state
+from gatehouse.state import Backoff, State, StateError, open_state
+from gatehouse.state.local import SocketState, StateServer, socket_path
+from gatehouse.state.memory import MemoryState
 from gatehouse.state.redis import RedisState
 from tests.support.services import REDIS_URL
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "socket"])
 async def state(request: pytest.FixtureRequest) -> AsyncIterator[State]:
+    if request.param == "socket":  # the CLI's view of a running gateway's memory://
+        with tempfile.TemporaryDirectory() as folder:
+            server = StateServer(MemoryState(), socket_path(f"{folder}/gatehouse.secret"))
+            assert await server.start()
+            shared = await SocketState.connect(server.path)
+            assert shared is not None
+            yield shared
+            await shared.aclose()
+            await server.aclose()
+        return
     s = open_state("memory://" if request.param == "memory" else REDIS_URL)
     yield s
     await s.aclose()
+
+
+async def test_a_second_gateway_does_not_take_over_a_live_socket() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = socket_path(f"{folder}/gatehouse.secret")
+        first, second = StateServer(MemoryState(), path), StateServer(MemoryState(), path)
+        assert await first.start() and not await second.start()
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        await first.aclose()
+        assert not os.path.exists(path) and await SocketState.connect(path) is None
+        open(path, "w").close()  # left behind by a gateway that was killed
+        assert await second.start()  # a dead socket file is replaced
+        await second.aclose()
+
+
+def test_long_folders_get_a_short_socket_path() -> None:
+    deep = "/tmp/" + "x" * 200 + "/gatehouse.secret"
+    path = socket_path(deep)
+    assert len(path.encode()) <= 100 and path == socket_path(deep)
+    assert socket_path("/srv/gh/gatehouse.secret") == "/srv/gh/gatehouse.sock"
 
 
 def fresh() -> str:
@@ -74,6 +108,68 @@ async def test_broadcast_reaches_subscribers(state: State) -> None:
         await asyncio.sleep(0.02)
     assert got == [b"hello"]
     assert await state.ping()
+
+
+T0 = 1_700_000_000.0  # attempts take the caller's clock: these tests move it by hand
+
+
+def backoff(key: str, free: int = 2, memory: float = 3600) -> Backoff:
+    return Backoff(key, free=free, first=5, longest=40, memory=memory)
+
+
+async def test_attempts_lock_after_the_free_ones_doubling_up_to_the_longest(
+        state: State) -> None:
+    c = backoff(fresh())
+    assert await state.attempt([c], T0) == (True, 0.0)
+    assert await state.attempt([c], T0 + 1) == (True, 0.0)
+    assert await state.attempt([c], T0 + 2) == (True, 5.0)  # the third locks the next one out
+    assert await state.attempt([c], T0 + 3) == (False, 4.0)
+    assert await state.attempt([c], T0 + 6.5) == (False, 0.5)  # refusals change nothing
+    now = T0 + 7
+    for lock in (10.0, 20.0, 40.0, 40.0):  # each further attempt doubles it, up to longest
+        assert await state.attempt([c], now) == (True, lock)
+        assert (await state.attempt([c], now + lock - 0.25)) == (False, 0.25)
+        now += lock
+    await state.delete(c.key)  # a reset: free attempts again
+    assert await state.attempt([c], now) == (True, 0.0)
+    await state.delete(c.key)
+
+
+async def test_any_locked_counter_refuses_and_nothing_is_counted(state: State) -> None:
+    account, address = backoff(fresh(), free=1), backoff(fresh(), free=3)
+    assert await state.attempt([account, address], T0) == (True, 0.0)
+    assert await state.attempt([account, address], T0) == (True, 5.0)
+    assert await state.attempt([account, address], T0 + 1) == (False, 4.0)
+    # the address was not counted while the account was locked: one more is free for it
+    assert await state.attempt([address], T0 + 1) == (True, 0.0)
+    assert await state.attempt([address], T0 + 1) == (True, 5.0)
+    await state.delete(account.key, address.key)
+
+
+async def test_refund_and_forgetting(state: State) -> None:
+    c = backoff(fresh(), memory=60)
+    await state.refund(c)  # nothing to take back: no harm, no debt
+    assert await state.attempt([c], T0) == (True, 0.0)
+    await state.refund(c)
+    assert await state.attempt([c], T0) == (True, 0.0)
+    assert await state.attempt([c], T0) == (True, 0.0)
+    assert await state.attempt([c], T0) == (True, 5.0)
+    await state.refund(c)  # back within the free attempts: the lock it made goes too
+    assert await state.attempt([c], T0 + 1) == (True, 5.0)
+    assert await state.attempt([c], T0 + 6) == (True, 10.0)
+    await state.refund(c)  # still past them: the earlier failure's lock stands
+    assert (await state.attempt([c], T0 + 7))[0] is False
+    assert await state.attempt([c], T0 + 16) == (True, 10.0)
+    # after `memory` seconds without an attempt the count starts over
+    assert await state.attempt([c], T0 + 16 + 60) == (True, 0.0)
+    await state.delete(c.key)
+
+
+async def test_concurrent_attempts_get_the_free_ones_and_one_more(state: State) -> None:
+    c = backoff(fresh(), free=3)
+    results = await asyncio.gather(*(state.attempt([c], T0) for _ in range(20)))
+    assert sorted(go for go, _ in results) == [False] * 16 + [True] * 4
+    await state.delete(c.key)
 
 
 async def test_two_redis_clients_see_each_other() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from gatehouse.app import create_app
+from gatehouse.config import Settings
 from gatehouse.identity.passwords import hash_password
 from gatehouse.identity.service import IdentityService
 from gatehouse.server import Gateway
@@ -58,16 +59,26 @@ async def make_site(tmp_path: Path) -> AsyncIterator[SiteFactory]:
         settings = make_settings(folder, identity={"session_idle_minutes": IDLE / 60,
                                                    "session_absolute_hours": ABSOLUTE / 3600,
                                                    **identity})
-        now = [1_700_000_000.0]
-        ids = IdentityService(settings, clock=lambda: now[0])
-        app = create_app(settings, clock=lambda: now[0], identity=ids)
-        await app.startup()
-        await ids.accounts.create_user(EMAIL, hash_password(PASSWORD), None, "free")
-        site = Site(app, ids, now, [])
+        site = Site(*await open_site(settings, EMAIL), [])
         sites.append(site)
         return site
 
     yield make
+    await close_sites(sites)
+
+
+async def open_site(settings: Settings, email: str, start: float = 1_700_000_000.0
+                    ) -> tuple[Gateway, IdentityService, list[float]]:
+    """A started gateway on a fake clock (``now[0]``), with one user (``PASSWORD``)."""
+    now = [start]
+    ids = IdentityService(settings, clock=lambda: now[0])
+    app = create_app(settings, clock=lambda: now[0], identity=ids)
+    await app.startup()
+    await ids.accounts.create_user(email, hash_password(PASSWORD), None, "free")
+    return app, ids, now
+
+
+async def close_sites(sites: Sequence[Site | Any]) -> None:
     for site in sites:
         for c in site.clients:
             await c.aclose()
