@@ -14,17 +14,10 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.support.bodies import TOOL, nested
 from tests.support.procs import Gateway
 
 USER = [{"role": "user", "content": "hello"}]
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
-
-
-def nested(depth: int) -> Any:
-    value: Any = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
 
 
 def rss_kib(pid: int) -> int:

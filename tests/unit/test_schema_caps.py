@@ -14,18 +14,9 @@ from gatehouse.config import RequestLimits
 from gatehouse.errors import InvalidRequest
 from gatehouse.schema.bodies import check_chat, check_embedding
 from gatehouse.schema.stage import parse_json
+from tests.support.bodies import TOOL, nested
 
-LIMITS = RequestLimits()
 USER = {"role": "user", "content": "hi"}
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
-
-
-def nested(depth: int) -> Any:
-    """A value that takes ``depth`` levels of arrays (``[]`` is one level)."""
-    value: Any = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
 
 
 def chat(**extra: Any) -> dict[str, Any]:
