@@ -10,9 +10,15 @@ import pytest
 
 from gatehouse.config import DemoSettings
 from gatehouse.quota.policy import estimate
+from gatehouse.upstream import tokens
 from gatehouse.upstream.backend import UpstreamCall
 from gatehouse.upstream.demo import MAX_VALUES, DemoBackend
-from gatehouse.upstream.tokens import EXACT_UP_TO, count_tokens, count_tokens_in
+from gatehouse.upstream.tokens import (
+    EXACT_UP_TO,
+    count_tokens,
+    count_tokens_in,
+    split_tokens,
+)
 
 
 async def ask(endpoint: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -100,3 +106,35 @@ def test_the_quota_estimate_walks_any_depth_without_recursion() -> None:
     assert estimate({"input": deep}, 16).prompt == 1 + 4
     parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 400}]}]}
     assert estimate(parts, 16).prompt == 100 + 4
+
+
+class _Spy:
+    """Stands in for the tokenizer's pattern and records what it is asked to scan."""
+
+    def __init__(self, pattern: Any) -> None:
+        self.pattern = pattern
+        self.texts: list[str] = []
+
+    def findall(self, text: str, *args: Any) -> list[str]:
+        self.texts.append(text)
+        return list(self.pattern.findall(text, *args))
+
+
+def test_the_tokenizer_never_scans_trailing_whitespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    # where the pattern is quadratic: each position's \s* runs to the end and fails
+    # (8,000 trailing spaces took 5.7 s, a 200,000-space message hours)
+    spy = _Spy(tokens._TOKEN)
+    monkeypatch.setattr(tokens, "_TOKEN", spy)
+    for text in (" " * 300_000, "a" + " " * 300_000 + "b", "x \u3000\n", "\u00a0" * 10):
+        count_tokens(text)
+        count_tokens_in([text, "y "])
+        split_tokens(text)
+    assert spy.texts and not any(t[-1:].isspace() for t in spy.texts)
+    assert split_tokens("  hello, world  ") == ["  hello", ",", " world"]
+    assert count_tokens(" " * 300_000) == 0
+
+
+async def test_a_whitespace_message_is_answered() -> None:
+    status, answer = await ask("chat.completions", {
+        "model": "demo", "messages": [{"role": "user", "content": " " * 200_000}]})
+    assert status == 200 and answer["usage"]["prompt_tokens"] == 4
