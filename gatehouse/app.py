@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
 
     proxy_stages: list[Stage] = [
         *api_stages,
-        SchemaStage(settings.server.max_body_bytes, router.exists),
+        SchemaStage(settings.server.max_body_bytes, router.exists, settings.limits),
         ServiceTierStage(settings.tiers),
         quota,
         AdmissionStage(settings, metrics),

@@ -75,6 +75,21 @@ class TelemetrySettings(_Section):
     metrics: bool = True
 
 
+class RequestLimits(_Section):
+    """How much work one request may ask for, beyond its size in bytes; more is a 400 naming
+    the field. Not rate limits (those are per tier)."""
+
+    # levels of arrays and objects in a body; orjson writes at most 255, OpenAI schemas need ~20
+    max_json_depth: int = Field(64, ge=8, le=128)
+    max_messages: int = Field(4096, ge=1)
+    max_tools: int = Field(128, ge=1)            # OpenAI's own limit
+    max_stop: int = Field(16, ge=1)              # OpenAI takes 4; vLLM and llama.cpp more
+    max_n: int = Field(128, ge=1)                # OpenAI's own limit
+    max_inputs: int = Field(2048, ge=1)          # embeddings inputs / completion prompts; OpenAI's
+    # embeddings: inputs × dimensions; 2048 × 3072 is OpenAI's largest model on a full batch
+    max_embedding_values: int = Field(2048 * 3072, ge=1)
+
+
 class UpstreamSettings(_Section):
     """One OpenAI-compatible backend: vLLM, Ollama, llama.cpp server, OpenAI itself."""
 
@@ -402,6 +417,7 @@ class Settings(_Section):
     admission: AdmissionSettings = AdmissionSettings()
     edge: EdgeSettings = EdgeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    limits: RequestLimits = RequestLimits()
     demo: DemoSettings = DemoSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)

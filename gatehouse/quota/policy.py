@@ -66,9 +66,7 @@ def estimate(body: dict[str, Any] | None, default_completion: int) -> Estimate:
     Settling with the upstream's real usage corrects both."""
     if not body:
         return Estimate(0, 0)
-    chars, parts = 0, 0
-    for field in ("messages", "prompt", "input"):
-        chars, parts = _measure(body.get(field), chars, parts)
+    chars, parts = _measure([body.get(field) for field in ("messages", "prompt", "input")])
     completion = body.get("max_completion_tokens") or body.get("max_tokens")
     if not isinstance(completion, int) or completion < 1:
         completion = default_completion if "messages" in body or "prompt" in body else 0
@@ -78,17 +76,20 @@ def estimate(body: dict[str, Any] | None, default_completion: int) -> Estimate:
     return Estimate(math.ceil(chars / 4) + 4 * parts, completion)
 
 
-def _measure(value: Any, chars: int, parts: int) -> tuple[int, int]:
-    if isinstance(value, str):
-        return chars + len(value), parts + 1
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict):
-                chars, parts = _measure(item.get("content"), chars, parts)
-            else:
-                chars, parts = _measure(item, chars, parts)
-    elif isinstance(value, dict):
-        return _measure(value.get("text"), chars, parts)
+def _measure(value: Any) -> tuple[int, int]:
+    """Characters and pieces of text: strings, in arrays, in a message's ``content`` or a
+    part's ``text``. A loop over a stack, not recursion: the body's depth is the caller's."""
+    chars, parts = 0, 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            chars += len(item)
+            parts += 1
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, dict):
+            stack.append(item["content"] if "content" in item else item.get("text"))
     return chars, parts
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatehouse.config import RequestLimits
 from gatehouse.errors import InvalidRequest
 from gatehouse.schema.checks import (
     boolean,
     integer,
+    max_length,
     number,
     obj,
     require,
@@ -18,6 +20,7 @@ from gatehouse.schema.checks import (
 
 MAX_DIMENSIONS = 16384  # well above any embedding model served today
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+DEFAULTS = RequestLimits()
 
 
 def _content_parts(parts: list[Any], where: str) -> None:
@@ -34,16 +37,18 @@ def _content_parts(parts: list[Any], where: str) -> None:
             raise wrong_type(f"{at}.text", "a string", part.get("text"))
 
 
-def _sampling(body: dict[str, Any]) -> None:
+def _sampling(body: dict[str, Any], limits: RequestLimits) -> None:
     number(body, "temperature", minimum=0, maximum=2)
     number(body, "top_p", minimum=0, maximum=1)
     number(body, "presence_penalty", minimum=-2, maximum=2)
     number(body, "frequency_penalty", minimum=-2, maximum=2)
-    integer(body, "n", minimum=1, maximum=128)
+    integer(body, "n", minimum=1, maximum=limits.max_n)
     integer(body, "max_tokens", minimum=1)
     integer(body, "max_completion_tokens", minimum=1)
     integer(body, "seed")
     stop = body.get("stop")
+    if isinstance(stop, list):
+        max_length("stop", stop, limits.max_stop)
     if stop is not None and not isinstance(stop, str) and not (
             isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise wrong_type("stop", "a string or an array of strings", stop)
@@ -61,7 +66,15 @@ def _stream_options(body: dict[str, Any]) -> None:
                              options["include_usage"])
 
 
-def check_chat(body: dict[str, Any]) -> None:
+def _inputs(param: str, value: str | list[Any], limit: int) -> int:
+    """How many inputs ``value`` holds: a string or one array of token ids is one."""
+    if isinstance(value, str) or (value and not isinstance(value[0], str | list)):
+        return 1
+    max_length(param, value, limit)
+    return len(value)
+
+
+def check_chat(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> None:
     string(body, "model", required=True)
     messages = require(body, "messages")
     if not isinstance(messages, list):
@@ -69,6 +82,7 @@ def check_chat(body: dict[str, Any]) -> None:
     if not messages:
         raise InvalidRequest("Invalid 'messages': empty array. Expected an array with minimum "
                              "length 1, but got an empty array instead.", param="messages")
+    max_length("messages", messages, limits.max_messages)
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -89,20 +103,26 @@ def check_chat(body: dict[str, Any]) -> None:
                              content)
         if isinstance(content, list):
             _content_parts(content, f"{where}.content")
-    _sampling(body)
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise wrong_type("tools", "an array", tools)
+        max_length("tools", tools, limits.max_tools)
+    _sampling(body, limits)
     _stream_options(body)
 
 
-def check_completion(body: dict[str, Any]) -> None:
+def check_completion(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> None:
     string(body, "model", required=True)
     prompt = require(body, "prompt")
     if not isinstance(prompt, str | list):
         raise wrong_type("prompt", "a string or an array", prompt)
-    _sampling(body)
+    _inputs("prompt", prompt, limits.max_inputs)
+    _sampling(body, limits)
     _stream_options(body)
 
 
-def check_embedding(body: dict[str, Any]) -> None:
+def check_embedding(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> None:
     string(body, "model", required=True)
     value = require(body, "input")
     if not isinstance(value, str | list):
@@ -111,7 +131,14 @@ def check_embedding(body: dict[str, Any]) -> None:
         raise InvalidRequest("'input' must not be an empty array.", param="input")
     if isinstance(value, str) and not value:
         raise InvalidRequest("'input' must not be empty.", param="input")
-    integer(body, "dimensions", minimum=1, maximum=MAX_DIMENSIONS)
+    count = _inputs("input", value, limits.max_inputs)
+    dimensions = integer(body, "dimensions", minimum=1, maximum=MAX_DIMENSIONS)
+    if dimensions is not None and count * dimensions > limits.max_embedding_values:
+        raise InvalidRequest(
+            f"Invalid 'dimensions': {count:,} inputs × {dimensions:,} dimensions is "
+            f"{count * dimensions:,} values; this gateway returns at most "
+            f"{limits.max_embedding_values:,} per request. Send fewer inputs per request or ask "
+            "for fewer dimensions.", param="dimensions")
     fmt = string(body, "encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
         raise InvalidRequest(f"Invalid value: '{fmt}'. Supported values are: 'float' and "

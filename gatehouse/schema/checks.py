@@ -84,3 +84,39 @@ def obj(body: dict[str, Any], param: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise wrong_type(param, "an object", value)
     return value
+
+
+def max_length(param: str, items: list[Any], maximum: int) -> None:
+    if len(items) > maximum:
+        raise InvalidRequest(
+            f"Invalid '{param}': array too long. Expected an array with maximum length "
+            f"{maximum}, but got an array with length {len(items)} instead.",
+            param=param, code="array_above_max_length")
+
+
+def too_deep(param: str | None, limit: int) -> InvalidRequest:
+    where = f"'{param}' nests" if param else "The body nests"
+    return InvalidRequest(
+        f"{where} arrays and objects more than {limit} levels deep (the body itself is level "
+        "1); this gateway accepts at most that. Flatten the structure.",
+        param=param, code="json_too_deep")
+
+
+def nesting(body: dict[str, Any], limit: int) -> None:
+    """Raise when arrays and objects nest more than ``limit`` levels deep, naming the top-level
+    field. Walked a level at a time, never by recursion, and ``set(map(type, …))`` keeps the
+    per-item cost in C, so it runs first on every body and later code may recurse safely."""
+    for param, value in body.items():
+        level = [value] if type(value) is dict or type(value) is list else []
+        depth = 2
+        while level:
+            if depth > limit:
+                raise too_deep(param, limit)
+            below: list[Any] = []
+            for node in level:
+                items = node.values() if type(node) is dict else node
+                kinds = set(map(type, items))
+                if dict in kinds or list in kinds:
+                    below += [i for i in items if type(i) is dict or type(i) is list]
+            level = below
+            depth += 1

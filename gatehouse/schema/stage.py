@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from gatehouse.config import RequestLimits
 from gatehouse.context import RequestContext
 from gatehouse.errors import (
     ClientClosedRequest,
@@ -14,7 +15,8 @@ from gatehouse.errors import (
     ModelNotFound,
     RequestTooLarge,
 )
-from gatehouse.schema.bodies import CHECKERS
+from gatehouse.schema.bodies import CHECKERS, DEFAULTS
+from gatehouse.schema.checks import nesting, too_deep
 
 
 async def read_body(ctx: RequestContext, limit: int) -> bytes:
@@ -47,32 +49,40 @@ def _too_large(size: int, limit: int) -> str:
             f"gateway accepts at most {limit:,} bytes.")
 
 
-def parse_json(raw: bytes, content_type: str) -> dict[str, Any]:
+def parse_json(raw: bytes, content_type: str, max_depth: int = DEFAULTS.max_json_depth,
+               ) -> dict[str, Any]:
+    """The body as a JSON object no deeper than ``max_depth``, or a 400."""
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.",
                              code="invalid_json")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith("depth limit"):  # orjson stops at 1024 levels
+            raise too_deep(None, max_depth) from None
         hint = "" if "json" in content_type else " (send it with Content-Type: application/json)"
         raise InvalidRequest(f"We could not parse the JSON body of your request{hint}: {exc}.",
                              code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if raw.count(b"[") + raw.count(b"{") > max_depth:  # else it cannot nest that deep
+        nesting(body, max_depth)
     return body
 
 
 class SchemaStage:
     name = "schema"
 
-    def __init__(self, max_body_bytes: int, model_exists: Callable[[str], bool]) -> None:
+    def __init__(self, max_body_bytes: int, model_exists: Callable[[str], bool],
+                 limits: RequestLimits = DEFAULTS) -> None:
         self.max_body_bytes = max_body_bytes
         self.model_exists = model_exists
+        self.limits = limits
 
     async def enter(self, ctx: RequestContext) -> None:
         raw = await read_body(ctx, self.max_body_bytes)
-        body = parse_json(raw, ctx.headers.get("content-type", ""))
-        CHECKERS[ctx.endpoint](body)
+        body = parse_json(raw, ctx.headers.get("content-type", ""), self.limits.max_json_depth)
+        CHECKERS[ctx.endpoint](body, self.limits)
         model: str = body["model"]
         if not self.model_exists(model):
             raise ModelNotFound(f"The model `{model}` does not exist or you do not have access "

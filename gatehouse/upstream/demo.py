@@ -3,13 +3,20 @@
 It is not a language model. It echoes the last user message back inside a fixed sentence so a
 newcomer can see the gateway work with no upstream, and it serves the benchmarks and fault
 tests: latency before the first token, time per token and a failure rate are configurable.
-Token counts are real counts of the words and punctuation it reads and writes."""
+Token counts are real counts of the words and punctuation it reads and writes.
+
+It runs inside the gateway's event loop, so no request may make it do much: a reply is at
+most ``reply_tokens`` (≤ 4096) tokens, an echo at most 2,000 characters, and an embeddings
+answer at most ``MAX_VALUES`` numbers (inputs × dimensions), each input hashed once — the
+largest answer costs a few tens of milliseconds. More is refused with a 400, as a real
+backend refuses a batch larger than it serves."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import hashlib
+import math
 import random
 import struct
 import time
@@ -20,9 +27,13 @@ import orjson
 
 from gatehouse.config import DemoSettings
 from gatehouse.upstream.backend import UpstreamCall, UpstreamReply
-from gatehouse.upstream.tokens import count_tokens, split_tokens
+from gatehouse.upstream.tokens import count_tokens_in, split_tokens
 
 PREAMBLE = "This is the gatehouse demo backend, not a language model. You said:"
+# numbers in one embeddings answer: 2,048 inputs of the default 64 dimensions, or 8 of
+# 16,384; ~2.7 MB of JSON and ~50 ms of CPU at most
+MAX_VALUES = 2048 * 64
+_LEVELS = [(b - 127.5) / 127.5 for b in range(256)]
 
 
 class _DemoReply:
@@ -50,20 +61,27 @@ class _DemoReply:
 
 
 def _prompt_text(body: dict[str, Any]) -> tuple[str, int]:
-    """The text to echo (last user message) and the prompt's token count."""
-    tokens, last = 0, ""
-    for message in body.get("messages") or []:
+    """The text to echo (last user message, or the prompt) and the prompt's token count."""
+    texts, last = [], ""
+    messages = body.get("messages") or []
+    for message in messages:
         content = message.get("content")
         text = content if isinstance(content, str) else " ".join(
             part["text"] for part in content or []
             if isinstance(part, dict) and isinstance(part.get("text"), str))
-        tokens += count_tokens(text) + 4  # role and separators, as chat formats add
+        texts.append(text)
         if message.get("role") == "user":
             last = text
+    tokens = count_tokens_in(texts) + 4 * len(messages)  # role and separators
     prompt = body.get("prompt")
-    if prompt is not None:
-        last = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-        tokens += count_tokens(last)
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], str)):
+        prompts = [prompt] if isinstance(prompt, str) else list(map(str, prompt))
+        last = " ".join(prompts)
+        tokens += count_tokens_in(prompts)
+    elif prompt:  # token ids: one array of them, or one array per prompt
+        last = orjson.dumps(prompt)[:2000].decode(errors="ignore")
+        tokens += sum(len(p) if isinstance(p, list) else 1 for p in prompt) \
+            if isinstance(prompt[0], list) else len(prompt)
     return last, max(tokens, 1)
 
 
@@ -85,14 +103,15 @@ class DemoBackend:
                 "type": "server_error", "param": None, "code": None}}))
         body = orjson.loads(call.body)
         if call.endpoint == "embeddings":
-            return _DemoReply(200, self._embeddings(body))
+            return self._embeddings(body)
         echo, prompt_tokens = _prompt_text(body)
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or s.reply_tokens
         wanted = min(s.reply_tokens, limit)
         echo = echo[:2000]
         pieces = split_tokens(f"{PREAMBLE} {echo}")
+        more = split_tokens(" " + echo) or [" demo"]
         while len(pieces) < wanted:
-            pieces += split_tokens(" " + echo if echo.strip() else " demo")
+            pieces += more
         finish = "length" if limit < s.reply_tokens else "stop"
         pieces = pieces[:wanted]
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
@@ -141,22 +160,31 @@ class DemoBackend:
             tail += b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n"
         yield tail + b"data: [DONE]\n\n"
 
-    def _embeddings(self, body: dict[str, Any]) -> bytes:
+    def _embeddings(self, body: dict[str, Any]) -> _DemoReply:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and not isinstance(inputs[0], str | list):
+            inputs = [inputs]  # one input given as token ids
         size = body.get("dimensions") or 64
+        if len(inputs) * size > MAX_VALUES:
+            return _DemoReply(400, orjson.dumps({"error": {
+                "message": f"The demo backend returns at most {MAX_VALUES:,} numbers per "
+                           f"request (inputs × dimensions); {len(inputs):,} × {size:,} is "
+                           f"{len(inputs) * size:,}. Send fewer inputs or fewer dimensions.",
+                "type": "invalid_request_error",
+                "param": "dimensions" if "dimensions" in body else "input",
+                "code": "invalid_value"}}))
+        tokens = count_tokens_in(i for i in inputs if isinstance(i, str)) + sum(
+            len(i) for i in inputs if isinstance(i, list))
         data = []
-        tokens = 0
         for i, item in enumerate(inputs):
-            text = item if isinstance(item, str) else " ".join(map(str, item)) \
-                if isinstance(item, list) else str(item)
-            tokens += count_tokens(text)
-            vector = _vector(text, size)
+            vector = _vector(item.encode() if isinstance(item, str) else orjson.dumps(item), size)
             embedding: Any = vector
             if body.get("encoding_format") == "base64":
                 embedding = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
             data.append({"object": "embedding", "index": i, "embedding": embedding})
-        return orjson.dumps({"object": "list", "data": data, "model": body["model"],
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return _DemoReply(200, orjson.dumps({
+            "object": "list", "data": data, "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
 
     async def probe(self) -> str | None:
         return None
@@ -165,14 +193,11 @@ class DemoBackend:
         return None
 
 
-def _vector(text: str, size: int) -> list[float]:
-    """A deterministic unit vector derived from the text (same text, same vector)."""
-    out: list[float] = []
-    counter = 0
-    while len(out) < size:
-        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
-        out.extend((b - 127.5) / 127.5 for b in digest)
-        counter += 1
-    out = out[:size]
-    norm = sum(v * v for v in out) ** 0.5 or 1.0
+def _vector(text: bytes, size: int) -> list[float]:
+    """A deterministic unit vector derived from the text (same text, same vector): one byte
+    of SHAKE-256 per dimension, grown from one BLAKE2 digest of the text, so a long text is
+    hashed once (and fast) whatever the size."""
+    seed = hashlib.blake2b(text).digest()
+    out = [_LEVELS[b] for b in hashlib.shake_256(seed).digest(size)]
+    norm = math.hypot(*out) or 1.0
     return [v / norm for v in out]

@@ -33,6 +33,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
         except httpx.HTTPError:
             time.sleep(0.05)
     proc.kill()
+    proc.wait()
     raise RuntimeError(f"{url} did not come up in {timeout}s:\n{log.read_text()}")
 
 
@@ -110,7 +111,7 @@ class Gateway:
     """``gatehouse serve`` in its own process, with its access log captured."""
 
     def __init__(self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, start_timeout: float = 20) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = tmp / f"gatehouse-{self.port}.toml"
@@ -132,7 +133,7 @@ class Gateway:
                 [sys.executable, "-m", "gatehouse", "serve", "--config", str(self.config_path),
                  "--port", str(self.port), "--workers", str(workers)],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        _wait_http(self.url + "/healthz", self.proc, self.log)
+        _wait_http(self.url + "/healthz", self.proc, self.log, start_timeout)
 
     def records(self) -> list[dict[str, Any]]:
         out = []

@@ -1,0 +1,158 @@
+"""Caps on one request's work (issue 12): each is a 400 naming the field, never a 500, and a
+request just inside every cap still goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from gatehouse.config import RequestLimits
+from gatehouse.errors import InvalidRequest
+from gatehouse.schema.bodies import check_chat, check_embedding
+from gatehouse.schema.stage import parse_json
+from tests.support.bodies import TOOL, nested
+
+USER = {"role": "user", "content": "hi"}
+
+
+def chat(**extra: Any) -> dict[str, Any]:
+    return {"model": "demo", "messages": [USER], **extra}
+
+
+@pytest.mark.parametrize("path, body, param, code", [
+    ("/v1/chat/completions", {"model": "demo", "messages": [USER] * 4097},
+     "messages", "array_above_max_length"),
+    ("/v1/chat/completions", chat(tools=[TOOL] * 129), "tools", "array_above_max_length"),
+    ("/v1/chat/completions", chat(tools=TOOL), "tools", "invalid_type"),
+    ("/v1/chat/completions", chat(stop=["x"] * 17), "stop", "array_above_max_length"),
+    ("/v1/chat/completions", chat(n=129), "n", "invalid_value"),
+    ("/v1/completions", {"model": "demo", "prompt": ["x"] * 2049},
+     "prompt", "array_above_max_length"),
+    ("/v1/completions", {"model": "demo", "prompt": "x", "stop": ["x"] * 17},
+     "stop", "array_above_max_length"),
+    ("/v1/embeddings", {"model": "demo", "input": ["x"] * 2049},
+     "input", "array_above_max_length"),
+    ("/v1/embeddings", {"model": "demo", "input": [[1]] * 2049},
+     "input", "array_above_max_length"),
+    # the issue's bomb: 1,500 inputs × 16,384 dimensions = 24.6 million numbers
+    ("/v1/embeddings", {"model": "demo", "input": ["x"] * 1500, "dimensions": 16384},
+     "dimensions", "invalid_value"),
+    ("/v1/chat/completions", chat(metadata={"a": nested(70)}), "metadata", "json_too_deep"),
+])
+async def test_each_cap_is_a_400_naming_the_field(demo: httpx.AsyncClient, path: str,
+                                                 body: dict[str, Any], param: str,
+                                                 code: str) -> None:
+    response = await demo.post(path, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param,
+                                                             code)
+
+
+async def test_the_hundred_thousand_input_bomb_is_refused(demo: httpx.AsyncClient) -> None:
+    response = await demo.post("/v1/embeddings", json={
+        "model": "demo", "input": ["x"] * 100_000, "dimensions": 16384})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "input"
+    assert "maximum length 2048, but got an array with length 100000" in response.text
+
+
+@pytest.mark.parametrize("levels", [64 + 1, 255, 256, 300, 1000, 1024, 1100, 5000])
+async def test_deep_json_is_a_400_not_a_500(demo: httpx.AsyncClient, levels: int) -> None:
+    # a field no check reads, as in the issue (this was 500 internal_error from 255 levels on)
+    deep = b"[" * (levels - 1) + b"]" * (levels - 1)
+    raw = orjson.dumps(chat(metadata=0)).replace(b'"metadata":0', b'"metadata":' + deep)
+    response = await demo.post("/v1/chat/completions", content=raw,
+                               headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "json_too_deep"
+    # orjson itself refuses beyond 1,024 levels, before any field is known
+    assert error["param"] == ("metadata" if levels <= 1024 else None)
+
+
+async def test_depth_within_the_cap_still_passes_every_stage(demo: httpx.AsyncClient) -> None:
+    response = await demo.post("/v1/chat/completions",
+                               json=chat(metadata={"a": nested(64 - 2)}))
+    assert response.status_code == 200, response.text
+
+
+def test_depth_counts_the_body_as_level_one() -> None:
+    assert parse_json(orjson.dumps({"a": nested(63)}), "application/json")
+    with pytest.raises(InvalidRequest) as caught:
+        parse_json(orjson.dumps({"a": nested(64)}), "application/json")
+    assert caught.value.param == "a"
+    deep_object: Any = {}
+    for _ in range(9):
+        deep_object = {"k": deep_object}
+    assert parse_json(orjson.dumps({"a": deep_object}), "application/json", max_depth=11)
+    with pytest.raises(InvalidRequest):
+        parse_json(orjson.dumps({"a": deep_object}), "application/json", max_depth=10)
+
+
+def test_wide_bodies_with_shallow_nesting_pass() -> None:
+    body = {"model": "m", "input": [[1, 2]] * 2048, "x": [{"a": [1]}] * 1000}
+    assert parse_json(orjson.dumps(body), "application/json")["input"][0] == [1, 2]
+
+
+async def test_requests_at_every_cap_are_accepted(demo: httpx.AsyncClient) -> None:
+    response = await demo.post("/v1/chat/completions", json={
+        "model": "demo", "messages": [USER] * 4096, "tools": [TOOL] * 128,
+        "stop": ["x"] * 16, "n": 128, "max_tokens": 3})
+    assert response.status_code == 200, response.text
+    response = await demo.post("/v1/completions", json={
+        "model": "demo", "prompt": ["x"] * 2048, "max_tokens": 3})
+    assert response.status_code == 200, response.text
+    # the demo's own largest answer: 2,048 inputs of its default 64 dimensions
+    response = await demo.post("/v1/embeddings", json={"model": "demo", "input": ["x"] * 2048})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 2048
+
+
+def test_one_token_array_is_one_input() -> None:
+    check_embedding({"model": "m", "input": list(range(5000))})
+    check_embedding({"model": "m", "input": list(range(5000)), "dimensions": 1024})
+
+
+def test_inputs_times_dimensions() -> None:
+    check_embedding({"model": "m", "input": ["x"] * 2048, "dimensions": 3072})
+    with pytest.raises(InvalidRequest) as caught:
+        check_embedding({"model": "m", "input": ["x"] * 2048, "dimensions": 3073})
+    assert caught.value.param == "dimensions"
+    assert "2,048 inputs × 3,073 dimensions" in str(caught.value)
+
+
+def test_limits_come_from_settings() -> None:
+    tight = RequestLimits(max_messages=2, max_tools=1, max_stop=1, max_n=2, max_inputs=3,
+                          max_embedding_values=10)
+    check_chat({"model": "m", "messages": [USER] * 2, "n": 2}, tight)
+    for body, param in [({"messages": [USER] * 3}, "messages"),
+                        ({"messages": [USER], "tools": [TOOL] * 2}, "tools"),
+                        ({"messages": [USER], "stop": ["a", "b"]}, "stop"),
+                        ({"messages": [USER], "n": 3}, "n")]:
+        with pytest.raises(InvalidRequest) as caught:
+            check_chat({"model": "m", **body}, tight)
+        assert caught.value.param == param
+    with pytest.raises(InvalidRequest) as caught:
+        check_embedding({"model": "m", "input": ["x"] * 4}, tight)
+    assert caught.value.param == "input"
+    with pytest.raises(InvalidRequest) as caught:
+        check_embedding({"model": "m", "input": ["x"] * 3, "dimensions": 4}, tight)
+    assert caught.value.param == "dimensions"
+
+
+async def test_the_limits_section_reaches_the_gateway(
+        gateway_client: Callable[..., Any]) -> None:
+    client: httpx.AsyncClient = await gateway_client(limits={"max_messages": 2,
+                                                             "max_json_depth": 8})
+    response = await client.post("/v1/chat/completions",
+                                 json={"model": "demo", "messages": [USER] * 3})
+    assert response.json()["error"]["param"] == "messages"
+    response = await client.post("/v1/chat/completions", json=chat(metadata={"a": nested(7)}))
+    assert response.json()["error"]["code"] == "json_too_deep"
+    response = await client.post("/v1/chat/completions", json=chat(metadata={"a": nested(6)}))
+    assert response.status_code == 200
