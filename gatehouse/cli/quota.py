@@ -126,7 +126,7 @@ def limits_clear(scope: str, name: str,
 def limits_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List every override (a value of none — "unlimited" in the table — lifts the limit)."""
     async def act(ids: IdentityService) -> None:
-        listing = Listing("scope", "id", "limit", "value")
+        listing = Listing("scope", "id", "limit", "value", blanks={"value": "unlimited"})
         for (scope, scope_id), values in sorted((await Overrides(ids.store).load()).items()):
             for field, value in sorted(values.items()):
                 listing.add(scope, scope_id, field, value)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 
 from gatehouse.app import create_app
 from gatehouse.config import Settings
+from gatehouse.state.memory import MemoryState
 
 SECRET = "unit-test-server-secret-0123456789abcdef"
 
@@ -64,3 +67,24 @@ def cli_config(tmp_path: Path) -> Path:
     path.write_text('[storage]\ndatabase_url = "sqlite+aiosqlite:///gh.db"\n'
                     '[identity]\nsecret_file = "secret"\n')
     return path
+
+
+@pytest.fixture
+def live_state(cli_config: Path) -> Iterator[MemoryState]:
+    """A running gateway's memory:// state, served on its socket beside the secret (in a
+    thread with its own loop), as ``gatehouse serve`` does — so CLI changes reach it."""
+    from gatehouse.config import load_settings
+    from gatehouse.identity.service import resolve_paths
+    from gatehouse.state.local import StateServer, socket_path
+
+    state = MemoryState()
+    server = StateServer(state, socket_path(resolve_paths(load_settings(cli_config))[1]))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    assert asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    yield state
+    asyncio.run_coroutine_threadsafe(server.aclose(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()

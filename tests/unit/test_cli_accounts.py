@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from gatehouse.cli.main import app
 from gatehouse.config import load_settings
 from gatehouse.identity.service import IdentityService
+from gatehouse.state.memory import MemoryState
 
 runner = CliRunner()
 
@@ -25,6 +26,11 @@ def run(config: Path, *args: str, stdin: str | None = None, code: int = 0) -> st
                            env={"COLUMNS": "200"})
     assert result.exit_code == code, result.output
     return result.output
+
+
+def printed_key(output: str) -> str:
+    """The key a ``keys create`` / ``rotate`` printed (notes may follow on stderr)."""
+    return next(line for line in output.splitlines() if line.startswith("gh-"))
 
 
 def verify(config: Path, key: str) -> bool:
@@ -47,8 +53,8 @@ def test_orgs_projects_keys(config: Path) -> None:
     assert "acme/bot" in run(config, "projects", "list", "acme")
     assert "ORG/PROJECT" in run(config, "projects", "create", "acme", code=1)
 
-    key = run(config, "keys", "create", "acme/bot", "--tier", "priority", "--name", "ci",
-              "--expires", "30d").strip().splitlines()[-1]
+    key = printed_key(run(config, "keys", "create", "acme/bot", "--tier", "priority", "--name", "ci",
+              "--expires", "30d"))
     assert key.startswith("gh-bot-") and verify(config, key)
     listing = run(config, "keys", "list", "acme/bot")
     assert key not in listing and key[-4:] in listing and "priority" in listing
@@ -57,13 +63,13 @@ def test_orgs_projects_keys(config: Path) -> None:
                                    code=2)
     key_id = next(w for w in listing.split() if w.startswith("key_"))
 
-    rotated = run(config, "keys", "rotate", key_id, "--grace", "1h").strip().splitlines()[-1]
+    rotated = printed_key(run(config, "keys", "rotate", key_id, "--grace", "1h"))
     assert rotated != key and verify(config, rotated) and verify(config, key)  # grace
     assert "revoked" in run(config, "keys", "revoke", key_id)
     assert not verify(config, key)
     assert "no key with id" in run(config, "keys", "revoke", "key_nope", code=1)
 
-    admin = run(config, "keys", "create", "--admin").strip().splitlines()[-1]
+    admin = printed_key(run(config, "keys", "create", "--admin"))
     assert admin.startswith("gh-admin-")
     assert "(admin)" in run(config, "keys", "list", "--admin")
 
@@ -71,7 +77,7 @@ def test_orgs_projects_keys(config: Path) -> None:
     assert "flex" in run(config, "orgs", "list")
 
 
-def test_users(config: Path) -> None:
+def test_users(config: Path, live_state: MemoryState) -> None:
     run(config, "orgs", "create", "acme")
     out = run(config, "users", "create", "Ann@Example.com", "--org", "acme", "--tier", "plus",
               "--password-stdin", stdin="correct horse battery\n")

@@ -1,4 +1,5 @@
-"""``gatehouse rules | bans | rays`` in-process on a throwaway SQLite store (memory state)."""
+"""``gatehouse rules | bans | rays`` in-process on a throwaway SQLite store; bans go to a
+running gateway's memory state over its socket (``live_state``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from gatehouse.config import load_settings
 from gatehouse.edge.rays import new_ray
 from gatehouse.identity.service import IdentityService
+from gatehouse.state.memory import MemoryState
 from gatehouse.store.edge import EdgeRecords
 from tests.unit.test_cli_accounts import config, run  # noqa: F401  (the fixture)
 
@@ -32,14 +34,20 @@ def test_rules(config: Path) -> None:  # noqa: F811
     assert "no stored rule" in run(config, "rules", "remove", rule_id, code=1)
 
 
-def test_bans(config: Path) -> None:  # noqa: F811
-    # memory state: each command has its own, so what a ban does is seen within the command
+def test_bans(config: Path, live_state: MemoryState) -> None:  # noqa: F811
     out = run(config, "bans", "add", "192.0.2.7", "--for", "2h", "--reason", "spam")
     assert "banned 192.0.2.7 until" in out and "spam" in out
+    assert "192.0.2.7" in run(config, "bans", "list")  # in the running gateway's state
     assert "not an address or CIDR" in run(config, "bans", "add", "example.com", code=1)
+    assert "lifted the ban of 192.0.2.7" in run(config, "bans", "remove", "192.0.2.7")
     assert "is not banned" in run(config, "bans", "remove", "192.0.2.7", code=1)
     assert "not a duration" in run(config, "bans", "add", "192.0.2.7", "--for", "soon", code=2)
-    assert "not visible from here" in run(config, "bans", "list")
+
+
+def test_bans_without_a_running_gateway_are_refused(config: Path) -> None:  # noqa: F811
+    said = run(config, "bans", "add", "192.0.2.7", "--for", "2h", code=1)
+    assert "not applied: no running gatehouse answered" in said and "banned" not in said
+    assert "no running gatehouse answered" in run(config, "bans", "list")
 
 
 def test_rays_show(config: Path) -> None:  # noqa: F811

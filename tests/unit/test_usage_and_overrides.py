@@ -25,6 +25,11 @@ def run(config: Path, *args: str, code: int = 0) -> str:
     return result.output
 
 
+def printed_key(output: str) -> str:
+    """The key ``keys create`` printed (a note about the running gateway may follow)."""
+    return next(line for line in output.splitlines() if line.startswith("gh-"))
+
+
 async def serve(config: Path, calls: list[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
     settings = load_settings(config)
     ids = IdentityService(settings)
@@ -50,8 +55,8 @@ def test_usage_history_and_overrides(tmp_path: Path) -> None:
     run(config, "orgs", "create", "acme")
     run(config, "projects", "create", "acme/bot")
     run(config, "projects", "create", "acme/web")
-    bot = run(config, "keys", "create", "acme/bot").strip().splitlines()[-1]
-    web = run(config, "keys", "create", "acme/web").strip().splitlines()[-1]
+    bot = printed_key(run(config, "keys", "create", "acme/bot"))
+    web = printed_key(run(config, "keys", "create", "acme/web"))
 
     replies = asyncio.run(serve(config, [(bot, CHAT)] * 3 + [(web, CHAT)] * 2))
     assert all(r.status_code == 200 for r in replies)
