@@ -111,12 +111,12 @@ class Challenge:
                 "browser.", ray_id=ray_id)
             headers = {"content-type": "application/json", "cache-control": "no-store",
                        **NOSNIFF, **error.response_headers()}
-            return Reply(error.status, headers, error.body(None))
+            return Reply(error.status, headers, error.body(visitor.request_id or None))
         token, _ = self.puzzles.issue(self.bound(visitor), difficulty, rule)
         self.count(rule, "issued", "page")
         body = page("challenge.html", host=visitor.headers.get("host", "this site")[:253],
                     ray_id=ray_id, token=token, difficulty=difficulty, next=next_of(visitor),
-                    verify_url=VERIFY_PATH, script=Markup(SOLVER), request_id="",
+                    verify_url=VERIFY_PATH, script=Markup(SOLVER), request_id=visitor.request_id,
                     clearance_minutes=max(1, round(self.clearances.ttl / 60)))
         headers = {**CHALLENGE_HEADERS, "gatehouse-mitigated": "challenge",
                    "gatehouse-ray": ray_id}

@@ -22,8 +22,9 @@ class EdgeGuard:
             return await self.app(scope, receive, send)
         edge = self.edge
         visitor = edge.visitor_of_scope(scope)
-        verdict = await edge.screen(visitor)
         state = scope.setdefault("state", {})
+        visitor.request_id = state.get("request_id") or ""
+        verdict = await edge.screen(visitor)
         reply = verdict.reply
         if verdict.error is not None:
             reply = answer(verdict.error, state.get("request_id"), visitor.wants_html)

@@ -30,6 +30,7 @@ class EdgeStage:
     async def enter(self, ctx: RequestContext) -> None:
         visitor = self.edge.visitor(ctx.method, ctx.path, ctx.headers,
                                     ctx.client[0] if ctx.client else None)
+        visitor.request_id = ctx.request_id
         ctx.client_ip = visitor.ip
         ctx.notes["visitor"] = visitor
         enforce(await self.edge.screen(visitor))

@@ -33,6 +33,7 @@ class Visitor:
     api_client: bool         # an API path (never challenged), whatever the request carries
     wants_html: bool
     query: str = ""          # the raw query string (mounted pages), for the way back after a check
+    request_id: str = ""     # shown on the pages the edge answers with (the challenge)
 
 
 class Challenger(Protocol):

@@ -84,3 +84,14 @@ async def test_a_session_ended_by_an_administrator_says_so(site: Site, disable: 
     api = await c.get("/v1/models", headers={"cookie": f"gatehouse_session={cookie}",
                                              "accept": "application/json"})
     assert api.status_code == 401 and api.json()["error"]["message"] == notice
+
+
+async def test_the_challenge_page_and_its_json_carry_the_request_id(
+        gateway_client: Callable[..., httpx.AsyncClient]) -> None:
+    client = await gateway_client(edge={"rules": [{"action": "challenge", "path": "^/login"}]})
+    page = await client.get("/login", headers=PAGE)
+    assert page.status_code == 403 and "Checking your browser" in page.text
+    rid = page.headers["x-request-id"]
+    assert f'Request ID <code id="request-id">{rid}</code>' in page.text
+    asked = await client.get("/login", headers={"accept": "application/json"})
+    assert asked.json()["request_id"] == asked.headers["x-request-id"]
