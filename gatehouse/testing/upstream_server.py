@@ -19,6 +19,8 @@ then fail, then stall, within one test::
                                                        with 400 and an empty body — as
                                                        llama-cpp-python's server does
     POST /_control {"status": 400, "raw_error": "..."} answer errors with this plain text
+    POST /_control {"linger_after_done_ms": 3000}      streams stay open 3 s after [DONE]
+    POST /_control {"usage_on_last_choice": true}      usage on the finish chunk, asked or not
     POST /_reset                                       back to healthy, counters kept
     GET  /_stats                                       {"requests", "streams_completed", ...}
 
@@ -53,6 +55,8 @@ class Behaviour:
     poison: str | None = None  # requests whose raw body contains this fail, the others do not
     poison_status: int = 500
     uuid_request_ids: bool = False
+    linger_after_done_ms: float = 0.0  # keep a stream open this long after [DONE]
+    usage_on_last_choice: bool = False  # usage on the finish chunk, even unasked (LiteLLM)
     raw_error: str | None = None  # error answers as this text/plain body instead of JSON
 
 
@@ -242,12 +246,21 @@ class UpstreamServer:
                                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}
                                                 if chat else
                                                 {"index": 0, "text": "", "finish_reason": "stop"}]}
+            if b.usage_on_last_choice and usage is not None:
+                last["usage"] = usage  # LiteLLM's shape: usage rides on the finish chunk
+                usage = None
             tail = b"data: " + orjson.dumps(last) + b"\n\n"
             if usage is not None:
                 tail += b"data: " + orjson.dumps({"id": rid, "object": obj, "created": created,
                                                   "model": model, "choices": [],
                                                   "usage": usage}) + b"\n\n"
-            await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+            if b.linger_after_done_ms:  # [DONE], then the connection held open a while
+                await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n",
+                            "more_body": True})
+                await asyncio.sleep(b.linger_after_done_ms / 1000)
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
             self.stats.streams_completed += 1
         except (OSError, asyncio.CancelledError):
             # a dropped client (the gateway closing the stream) or a drop on purpose

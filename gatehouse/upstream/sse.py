@@ -1,8 +1,9 @@
 """Watching an SSE stream as it passes: take the usage, drop what the client did not ask for.
 
 Complete events are passed on as soon as their blank line arrives; only an event cut in half
-by the network waits for its other half. The usage chunk the gateway asked for on the client's
-behalf (``stream_options.include_usage``) is metered and not forwarded. The tap also tells a
+by the network waits for its other half. The usage the gateway asked for on the client's
+behalf (``stream_options.include_usage``) is metered and not forwarded — a usage-only chunk is
+dropped, usage on a chunk with choices is taken off it. The tap also tells a
 complete stream (``data: [DONE]``, or a ``finish_reason`` from backends that send no
 ``[DONE]``) from one that was cut off.
 """
@@ -10,6 +11,7 @@ complete stream (``data: [DONE]``, or a ``finish_reason`` from backends that sen
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 
@@ -56,8 +58,14 @@ class StreamTap:
             if not event:
                 continue
             if _USAGE.search(event):
-                if self._take_usage(event) and self.drop_usage_chunk:
-                    continue
+                payload = self._take_usage(event)
+                if payload is not None and self.drop_usage_chunk:
+                    if not payload.get("choices"):
+                        continue  # the usage-only chunk we asked for on the client's behalf
+                    # some backends (LiteLLM) put it on the last chunk with choices instead:
+                    # pass the choices on, without the usage nobody asked for
+                    del payload["usage"]
+                    event = b"data: " + orjson.dumps(payload)
             elif b"[DONE]" in event and _DONE.search(event):
                 self.done = True
             out.append(event + b"\n\n")
@@ -70,20 +78,20 @@ class StreamTap:
             return b""
         return self.feed(rest.rstrip(b"\n") + b"\n\n")
 
-    def _take_usage(self, event: bytes) -> bool:
-        """Record usage from ``event``; True when it is a usage-only chunk (no choices)."""
+    def _take_usage(self, event: bytes) -> dict[str, Any] | None:
+        """Record usage from ``event``; its payload when it carried usage, else None."""
         data = [line[5:].removeprefix(b" ") for line in event.split(b"\n")
                 if line.startswith(b"data:")]
         if not data:
-            return False
+            return None
         try:
             payload = orjson.loads(b"\n".join(data))
         except orjson.JSONDecodeError:
-            return False
+            return None
         if not isinstance(payload, dict):
-            return False
+            return None
         usage = Usage.from_openai(payload.get("usage"))
         if usage is None:
-            return False
+            return None
         self.usage = usage
-        return not payload.get("choices")
+        return payload

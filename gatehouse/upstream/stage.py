@@ -263,10 +263,16 @@ class UpstreamStage:
                      ) -> AsyncGenerator[bytes, None]:
         try:
             yield first
-            async for chunk in rest:
-                out = tap.feed(chunk)
-                if out:
-                    yield out
+            if not tap.done:
+                async for chunk in rest:
+                    out = tap.feed(chunk)
+                    if out:
+                        yield out
+                    if tap.done:
+                        # [DONE] is the end: do not wait for the backend to close (LiteLLM
+                        # keeps it open a while), or a client that leaves at once — as the
+                        # SDKs do — is counted as gone before its complete answer ended
+                        break
             tail = tap.flush()
             if tail:
                 yield tail

@@ -29,11 +29,18 @@ def test_events_split_across_reads_wait_only_for_their_other_half() -> None:
 
 
 def test_crlf_and_usage_inside_a_content_chunk() -> None:
+    # LiteLLM puts the usage nobody asked for on the last chunk with choices: the choices go
+    # on, the usage is taken off (and metered)
     tap = StreamTap(drop_usage_chunk=True)
-    mixed = {"choices": [{"delta": {}}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    mixed = {"choices": [{"delta": {}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
     event = b"data: " + orjson.dumps(mixed) + b"\r\n\r\n"
-    assert tap.feed(event) == event.replace(b"\r\n", b"\n"), "a chunk with choices is kept"
-    assert tap.usage is not None and tap.usage.total_tokens == 2
+    out = tap.feed(event)
+    assert orjson.loads(out.removeprefix(b"data: ")) == {"choices": mixed["choices"]}
+    assert out.endswith(b"\n\n") and tap.usage is not None and tap.usage.total_tokens == 2
+    # a client that asked for usage gets the chunk as it came
+    asked = StreamTap(drop_usage_chunk=False)
+    assert asked.feed(event) == event.replace(b"\r\n", b"\n")
 
 
 def test_done_inside_content_is_not_the_end() -> None:
