@@ -116,25 +116,30 @@ class DemoBackend:
         pieces = pieces[:wanted]
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
                  "total_tokens": prompt_tokens + len(pieces)}
+        # n choices, each the same echo (bounded: the schema caps n at [limits] max_n)
+        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
+        usage["completion_tokens"] *= n
+        usage["total_tokens"] = prompt_tokens + usage["completion_tokens"]
         chat = call.endpoint == "chat.completions"
         rid = ("chatcmpl-" if chat else "cmpl-") + call.request_id[4:]
         model = body["model"]
         if call.stream:
             include = bool((body.get("stream_options") or {}).get("include_usage"))
             return _DemoReply(200, stream=self._stream(chat, rid, model, pieces, finish,
-                                                       usage if include else None))
+                                                       usage if include else None, n))
         text = "".join(pieces)
-        choice: dict[str, Any] = (
-            {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+        choices: list[dict[str, Any]] = [
+            {"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
              "logprobs": None, "finish_reason": finish} if chat else
-            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
+            {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+            for i in range(n)]
         return _DemoReply(200, orjson.dumps({
             "id": rid, "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": model, "choices": [choice],
+            "created": int(time.time()), "model": model, "choices": choices,
             "usage": usage, "system_fingerprint": "gatehouse-demo"}))
 
     async def _stream(self, chat: bool, rid: str, model: str, pieces: list[str], finish: str,
-                      usage: dict[str, int] | None) -> AsyncIterator[bytes]:
+                      usage: dict[str, int] | None, n: int = 1) -> AsyncIterator[bytes]:
         created = int(time.time())
         obj = "chat.completion.chunk" if chat else "text_completion"
         head = {"id": rid, "object": obj, "created": created, "model": model,
@@ -143,19 +148,26 @@ class DemoBackend:
         for i, piece in enumerate(pieces):
             if per_token and i:
                 await asyncio.sleep(per_token)
-            if chat:
-                delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None,
-                                          "finish_reason": None}
-            else:
-                choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": None}
-            chunk = {**head, "choices": [choice]}
-            if usage is not None:
-                chunk["usage"] = None
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-        last = ({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish} if chat
-                else {"index": 0, "text": "", "logprobs": None, "finish_reason": finish})
-        tail = b"data: " + orjson.dumps({**head, "choices": [last]}) + b"\n\n"
+            out = []
+            for k in range(n):  # one chunk per choice, as OpenAI streams n > 1
+                if chat:
+                    delta = {"role": "assistant", "content": piece} if i == 0 \
+                        else {"content": piece}
+                    choice: dict[str, Any] = {"index": k, "delta": delta, "logprobs": None,
+                                              "finish_reason": None}
+                else:
+                    choice = {"index": k, "text": piece, "logprobs": None,
+                              "finish_reason": None}
+                chunk = {**head, "choices": [choice]}
+                if usage is not None:
+                    chunk["usage"] = None
+                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            yield b"".join(out)
+        tail = b"".join(
+            b"data: " + orjson.dumps({**head, "choices": [
+                {"index": k, "delta": {}, "logprobs": None, "finish_reason": finish} if chat
+                else {"index": k, "text": "", "logprobs": None, "finish_reason": finish}]})
+            + b"\n\n" for k in range(n))
         if usage is not None:
             tail += b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n"
         yield tail + b"data: [DONE]\n\n"

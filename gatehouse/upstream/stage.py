@@ -302,7 +302,10 @@ class UpstreamStage:
                 f"The model failed to answer ({tried} backend{'s' if tried != 1 else ''} "
                 "tried).", cause=cause)
         if failures.timeouts and failures.timeouts + failures.statuses.count(504) == tried:
-            return UpstreamTimeout("The model did not start answering in time.", cause=cause)
+            # a stream times out waiting for its first token; a whole answer, for all of it
+            said = ("The model did not start answering in time." if ctx.stream else
+                    "The model did not finish its answer in time.")
+            return UpstreamTimeout(said, cause=cause)
         targets = self.router.routes[ctx.model or ""].targets
         wait = min((t.breaker.retry_in(caller) for t in targets), default=1.0)
         retry_after = max(1.0, failures.retry_after, wait if tried == 0 else 1.0)

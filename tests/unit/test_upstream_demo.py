@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -138,3 +140,30 @@ async def test_a_whitespace_message_is_answered() -> None:
     status, answer = await ask("chat.completions", {
         "model": "demo", "messages": [{"role": "user", "content": " " * 200_000}]})
     assert status == 200 and answer["usage"]["prompt_tokens"] == 4
+
+
+async def test_the_demo_honours_n(gateway_client: Callable[..., httpx.AsyncClient]) -> None:
+    client = await gateway_client()
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "n": 3,
+            "max_tokens": 4}
+    r = (await client.post("/v1/chat/completions", json=body)).json()
+    assert [c["index"] for c in r["choices"]] == [0, 1, 2]
+    assert len({c["message"]["content"] for c in r["choices"]}) == 1
+    assert r["usage"]["completion_tokens"] == 3 * 4
+    streamed = await client.post("/v1/chat/completions",
+                                 json={**body, "stream": True,
+                                       "stream_options": {"include_usage": True}})
+    texts = ["", "", ""]
+    finished = set()
+    usage = None
+    for line in streamed.text.splitlines():
+        if not line.startswith("data: {"):
+            continue
+        chunk = orjson.loads(line[6:])
+        usage = chunk.get("usage") or usage
+        for choice in chunk["choices"]:
+            texts[choice["index"]] += choice["delta"].get("content") or ""
+            if choice["finish_reason"]:
+                finished.add(choice["index"])
+    assert texts[0] and texts == [texts[0]] * 3 and finished == {0, 1, 2}
+    assert usage is not None and usage["completion_tokens"] == 12
