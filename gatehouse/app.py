@@ -38,9 +38,14 @@ from gatehouse.quota.usage import UsageStage
 from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
 from gatehouse.store.edge import EdgeRecords
+from gatehouse.store.requests import RequestRows
 from gatehouse.store.usage import UsageBook
+from gatehouse.telemetry.lookup import PREFIX as LOOKUP_PREFIX
+from gatehouse.telemetry.lookup import RequestLookupStage
 from gatehouse.telemetry.metrics import Metrics
+from gatehouse.telemetry.mounted import Recorded
 from gatehouse.telemetry.record import AccessLog
+from gatehouse.telemetry.requestlog import RequestLog
 from gatehouse.telemetry.stage import TelemetryStage
 from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import CircuitBreaker
@@ -139,7 +144,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     identity = identity or IdentityService(settings, clock=clock)
     identity.store.on_query = metrics.store_queries.inc
 
-    telemetry = TelemetryStage(metrics, AccessLog(settings.telemetry.access_log))
+    ts = settings.telemetry
+    request_log = RequestLog(
+        RequestRows(identity.store), metrics, size=ts.request_log_buffer,
+        keep_days=ts.request_log_days, sample_above=ts.request_log_sample_above,
+    ) if ts.request_log else None
+    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log)
     human_check = Challenge(identity.keys.derive, identity.state, metrics,
                             challenge_ttl=settings.edge.challenge_ttl,
                             clearance_ttl=settings.edge.clearance_ttl,
@@ -178,21 +188,31 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
     }
+    prefix_routes = {"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
+                                          "models")}
+    if request_log is not None:
+        prefix_routes[LOOKUP_PREFIX] = Route(
+            "GET", Pipeline([*api_stages, RequestLookupStage(request_log)]), "requests")
     guarded_web = EdgeGuard(build_web_app(identity), edge)
+    login = Recorded(guarded_web, telemetry, "login")
     return Gateway(
-        settings=settings, routes=routes,
-        prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
-                                            "models")},
+        settings=settings, routes=routes, prefix_routes=prefix_routes,
         # unknown paths (404) and wrong methods pass the edge too
         fallback=Pipeline([telemetry, screen]), metrics=metrics, probes=probes,
-        on_startup=[identity.start, edge.start, start_quota],
+        on_startup=[identity.start, edge.start, start_quota,
+                    *([request_log.start] if request_log else [])],
         on_shutdown=[*(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
-                     edge.aclose, identity.aclose],
-        mounts={"/login": guarded_web, "/logout": guarded_web, "/account": guarded_web,
-                "/admin/": EdgeGuard(build_admin_app(identity, edge), edge),
+                     edge.aclose, *([request_log.aclose] if request_log else []),
+                     identity.aclose],
+        # each mounted app's requests are recorded too (component: login, web, admin)
+        mounts={"/login": login, "/logout": login,
+                "/account": Recorded(guarded_web, telemetry, "web"),
+                "/admin/": Recorded(EdgeGuard(build_admin_app(identity, edge, request_log),
+                                              edge), telemetry, "admin"),
                 # the check's own routes: bans apply, challenges never (an API prefix)
-                CHALLENGE_PREFIX: EdgeGuard(build_challenge_app(Checkpoint(
-                    human_check, edge.visitor_of_scope, rays=edge.rays)), edge)},
+                CHALLENGE_PREFIX: Recorded(EdgeGuard(build_challenge_app(Checkpoint(
+                    human_check, edge.visitor_of_scope, rays=edge.rays)), edge),
+                    telemetry, "web")},
     )
 
 

@@ -19,12 +19,14 @@ from gatehouse.admin.keys import keys_router
 from gatehouse.admin.models import OrgIn, OrgOut, OrgPatch, Page, ProjectIn, ProjectOut
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.quota import quota_router
+from gatehouse.admin.requests import requests_router
 from gatehouse.admin.tiers import check_tier, tiers_router
 from gatehouse.admin.users import users_router
 from gatehouse.identity.service import IdentityService
 
 if TYPE_CHECKING:
     from gatehouse.edge.screen import Edge
+    from gatehouse.telemetry.requestlog import RequestLog
 
 PREFIX = "/admin/v1"
 DOCS = f"{PREFIX}/docs"
@@ -32,8 +34,8 @@ OPENAPI = f"{PREFIX}/openapi.json"
 MAX_BODY_BYTES = 64 * 1024
 
 DESCRIPTION = """\
-Manage orgs, projects, API keys, users, tiers, firewall rules, bans and Ray IDs of a
-gatehouse gateway.
+Manage orgs, projects, API keys, users, tiers, firewall rules, bans, Ray IDs and
+the request log of a gatehouse gateway.
 
 Every endpoint needs `Authorization: Bearer <admin key>` (make the first one with
 `gatehouse keys create --admin`). Errors use OpenAI's shape,
@@ -99,7 +101,8 @@ class AdminApp(FastAPI):
         return schema
 
 
-def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> FastAPI:
+def build_admin_app(identity: IdentityService, edge: Edge | None = None,
+                    request_log: RequestLog | None = None) -> FastAPI:
     app = AdminApp(title="gatehouse admin API", description=DESCRIPTION, version="1",
                   docs_url=DOCS, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
                   swagger_ui_oauth2_redirect_url=None, max_body_size=MAX_BODY_BYTES,
@@ -113,6 +116,7 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> Fast
     api.include_router(tiers_router(identity.settings))
     api.include_router(edge_router(identity, edge.bans if edge else None,
                                    edge.rays if edge else None))
+    api.include_router(requests_router(identity, request_log))
     app.include_router(api)
     errors.install(app)
     app.add_middleware(AdminAuth, identity=identity, public=frozenset({DOCS, OPENAPI}))

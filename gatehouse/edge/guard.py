@@ -22,8 +22,9 @@ class EdgeGuard:
             return await self.app(scope, receive, send)
         edge = self.edge
         visitor = edge.visitor_of_scope(scope)
-        verdict = await edge.screen(visitor)
         state = scope.setdefault("state", {})
+        state["visitor"] = visitor  # for the app behind, and the request's record
+        verdict = await edge.screen(visitor)
         reply = verdict.reply
         if verdict.error is not None:
             reply = answer(verdict.error, state.get("request_id"), visitor.wants_html)
@@ -34,7 +35,6 @@ class EdgeGuard:
                         "headers": headers})
             await send({"type": "http.response.body", "body": reply.body})
             return
-        state["visitor"] = visitor
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:

@@ -21,9 +21,13 @@ class EdgeStage:
         verdict = await self.edge.screen(visitor)
         try:
             if verdict.error is not None:
+                ctx.edge_verdict, ctx.ray_id = "deny", verdict.error.ray_id
                 raise verdict.error
             if verdict.reply is not None:
+                ctx.edge_verdict = "challenge"
+                ctx.ray_id = verdict.reply.headers.get("gatehouse-ray")
                 raise Answered(verdict.reply)
+            ctx.edge_verdict = "pass"
         finally:
             # the raised error's traceback holds this frame: without this, error → traceback →
             # frame → verdict → error is a cycle per denial, left for the garbage collector

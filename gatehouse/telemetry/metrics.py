@@ -81,6 +81,18 @@ class Metrics:
                                   "Human checks by rule: issued (page or json), solved, failed "
                                   "(by reason).", ["rule", "result", "reason"], registry=r)
 
+        self.request_log_written = Counter("gatehouse_request_log_written",
+                                           "Request records written to the request log.",
+                                           registry=r)
+        self.request_log_sampled = Counter("gatehouse_request_log_sampled",
+                                           "Successful requests not written to the request "
+                                           "log because of sampling above "
+                                           "request_log_sample_above.", registry=r)
+        self.request_log_dropped = Counter("gatehouse_request_log_dropped",
+                                           "Request records lost: buffer_full (the writer "
+                                           "fell behind) or store_error.", ["reason"],
+                                           registry=r)
+
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
