@@ -97,7 +97,7 @@ class RequestContext:
     # what the stages decided, for the RequestRecord (telemetry)
     ray_id: str | None = None
     edge_verdict: str | None = None  # pass | deny | challenge
-    quota_decision: str | None = None  # allowed | local | the refusal's error code
+    quota_decision: str | None = None  # allowed | local | unlimited | refused
     admission_wait: float | None = None  # seconds waited for a slot
     upstream_status: int | None = None  # the answering backend's status
 

@@ -79,6 +79,7 @@ class QuotaStage:
         est = estimate(ctx.body, self.quota.default_completion_tokens)
         plan = self.plan(ctx, est, now)
         if not plan:
+            ctx.quota_decision = "unlimited"  # no limit applies to this principal
             return
         limiter, plan, decision = await self._reserve(ctx, plan, now)
         headers = rate_headers(plan, decision, now)

@@ -20,15 +20,16 @@ from tests.support.services import migrated_store
 
 
 def record(n: int = 0, **fields: Any) -> RequestRecord:
-    values: dict[str, Any] = dict(
-        at=time.time(), request_id=f"req_{n:026d}", client_request_id=None, ray_id=None,
-        component="api", method="POST", path="/v1/chat/completions",
-        endpoint="chat.completions", model="demo", stream=False, status=200, outcome="ok",
-        error_class="ok", error_type=None, error_code=None, error_cause=None, org="org_a",
-        project="proj_a", key_id="key_a", user_id=None, tier="standard", client="10.0.0.1",
-        edge="pass", quota="allowed", admission_wait_ms=0.5, attempts=["a"], backend="a",
-        upstream_status=200, prompt_tokens=5, completion_tokens=7, total_tokens=12,
-        latency_ms=12.5, ttfb_ms=3.25)
+    values: dict[str, Any] = {
+        "at": time.time(), "request_id": f"req_{n:026d}", "client_request_id": None,
+        "ray_id": None, "component": "api", "method": "POST", "path": "/v1/chat/completions",
+        "endpoint": "chat.completions", "model": "demo", "stream": False, "status": 200,
+        "outcome": "ok", "error_class": "ok", "error_type": None, "error_code": None,
+        "error_cause": None, "org": "org_a", "project": "proj_a", "key_id": "key_a",
+        "user_id": None, "tier": "standard", "client": "10.0.0.1", "edge": "pass",
+        "quota": "allowed", "admission_wait_ms": 0.5, "attempts": ["a"], "backend": "a",
+        "upstream_status": 200, "prompt_tokens": 5, "completion_tokens": 7,
+        "total_tokens": 12, "latency_ms": 12.5, "ttfb_ms": 3.25}
     values.update(fields)
     return RequestRecord(**values)
 
