@@ -12,27 +12,23 @@ from gatehouse.store.db import Store
 from gatehouse.store.tables import RequestLogEntry
 from gatehouse.telemetry.record import FIELDS, RequestRecord
 
-# column sizes (tables.py): text is cut to fit rather than failing a whole batch
-_LIMITS = {"client_request_id": 512, "ray_id": 16, "component": 16, "method": 16,
-           "path": 512, "endpoint": 128, "model": 128, "outcome": 24, "error_class": 16,
-           "error_type": 64, "error_code": 64, "error_cause": 1024, "org": 40,
-           "project": 40, "key_id": 40, "user_id": 40, "tier": 64, "client": 45, "edge": 16,
-           "quota": 32, "backend": 128}
-_CUT = tuple(_LIMITS.get(name) for name in FIELDS)
-_ATTEMPTS = FIELDS.index("attempts")
 MATCHES = 10  # rows returned for one id (a client request id may be reused by retries)
 
 
-def row_of(record: RequestRecord) -> tuple[Any, ...]:
-    """The record as a row in ``FIELDS`` order (text made and cut here, off the request path)."""
-    out = []
-    for name, n in zip(FIELDS, _CUT, strict=True):
-        value = getattr(record, name)
-        if n is not None and value is not None:
-            value = str(value)[:n]
-        out.append(value)
-    out[_ATTEMPTS] = orjson.dumps(record.attempts).decode()
-    return tuple(out)
+def _cut(text: str | None, n: int) -> str | None:
+    return text if text is None or len(text) <= n else text[:n]
+
+
+def row_of(r: RequestRecord) -> tuple[Any, ...]:
+    """The record as a row in ``FIELDS`` order: text made here, off the request path, and
+    cut to the column sizes (tables.py) where a client or an upstream chose its length."""
+    return (r.at, r.request_id, r.client_request_id, r.ray_id, r.component, _cut(r.method, 16),
+            _cut(r.path, 512), _cut(r.endpoint, 128), _cut(r.model, 128), r.stream, r.status,
+            r.outcome, r.error_class, _cut(r.error_type, 64), _cut(r.error_code, 64),
+            _cut(r.error_cause, 1024), r.org, r.project, r.key_id, r.user_id, r.tier,
+            None if r.client is None else str(r.client), r.edge, r.quota, r.admission_wait_ms,
+            orjson.dumps(r.attempts).decode(), _cut(r.backend, 128), r.upstream_status,
+            r.prompt_tokens, r.completion_tokens, r.total_tokens, r.latency_ms, r.ttfb_ms)
 
 
 def record_of(entry: RequestLogEntry) -> RequestRecord:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from gatehouse.store.db import Store
-from gatehouse.store.requests import RequestRows
+from gatehouse.store.requests import RequestRows, row_of
 from gatehouse.telemetry.metrics import Metrics
-from gatehouse.telemetry.record import RequestRecord
+from gatehouse.telemetry.record import FIELDS, RequestRecord
 from gatehouse.telemetry.requestlog import SAMPLE_EVERY, RequestLog
 from tests.support.services import migrated_store
 
@@ -123,6 +123,16 @@ async def test_records_being_written_can_still_be_found() -> None:
         log.add(record(n))
     await log.flush()
     assert [r.request_id for r in found_during[0]] == ["req_" + "0" * 25 + "7"]
+
+
+def test_rows_are_in_column_order() -> None:
+    r = record(3, client="192.0.2.1", attempts=["a:503", "b"])
+    row = row_of(r)
+    assert len(row) == len(FIELDS)
+    for name, value in zip(FIELDS, row, strict=True):
+        expected = getattr(r, name)
+        assert value == (str(expected) if name == "client" else
+                         '["a:503","b"]' if name == "attempts" else expected), name
 
 
 # -- the store's rows, on SQLite and PostgreSQL ----------------------------------------------
