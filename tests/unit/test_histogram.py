@@ -4,8 +4,8 @@ of the exact value."""
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 import random
+from itertools import pairwise
 
 import pytest
 
