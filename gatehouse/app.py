@@ -39,6 +39,7 @@ from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
 from gatehouse.store.edge import EdgeRecords
 from gatehouse.store.requests import RequestRows
+from gatehouse.store.rollups import RollupRows
 from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.lookup import PREFIX as LOOKUP_PREFIX
 from gatehouse.telemetry.lookup import RequestLookupStage
@@ -46,6 +47,7 @@ from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.mounted import Recorded
 from gatehouse.telemetry.record import AccessLog
 from gatehouse.telemetry.requestlog import RequestLog
+from gatehouse.telemetry.rollups import Rollups
 from gatehouse.telemetry.stage import TelemetryStage
 from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import CircuitBreaker
@@ -149,7 +151,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         RequestRows(identity.store), metrics, size=ts.request_log_buffer,
         keep_days=ts.request_log_days, sample_above=ts.request_log_sample_above,
     ) if ts.request_log else None
-    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log)
+    rollups = Rollups(RollupRows(identity.store), keep_days=ts.rollup_minute_days) \
+        if ts.rollups else None
+    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups)
+    # the background writers, in start order (closed in reverse, before the store)
+    writers = [w for w in (request_log, rollups) if w is not None]
     human_check = Challenge(identity.keys.derive, identity.state, metrics,
                             challenge_ttl=settings.edge.challenge_ttl,
                             clearance_ttl=settings.edge.clearance_ttl,
@@ -199,11 +205,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         settings=settings, routes=routes, prefix_routes=prefix_routes,
         # unknown paths (404) and wrong methods pass the edge too
         fallback=Pipeline([telemetry, screen]), metrics=metrics, probes=probes,
-        on_startup=[identity.start, edge.start, start_quota,
-                    *([request_log.start] if request_log else [])],
+        on_startup=[identity.start, edge.start, start_quota, *(w.start for w in writers)],
         on_shutdown=[*(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
-                     edge.aclose, *([request_log.aclose] if request_log else []),
-                     identity.aclose],
+                     edge.aclose, *(w.aclose for w in reversed(writers)), identity.aclose],
         # each mounted app's requests are recorded too (component: login, web, admin)
         mounts={"/login": login, "/logout": login,
                 "/account": Recorded(guarded_web, telemetry, "web"),

@@ -59,6 +59,9 @@ class TelemetrySettings(_Section):
     request_log_sample_above: float = Field(1000.0, gt=0)
     # records waiting for the batch writer; beyond it they are dropped and counted
     request_log_buffer: int = Field(50_000, ge=100)
+    # minute rollups (every request counted, none sampled), kept this many days
+    rollups: bool = True
+    rollup_minute_days: float = Field(14.0, gt=0)
 
 
 class UpstreamSettings(_Section):

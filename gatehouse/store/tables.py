@@ -173,3 +173,30 @@ class RequestLogEntry(Base):
     total_tokens: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
     ttfb_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class RollupMinute(Base):
+    """Requests of one minute of one (component, model, tier, org, project, error class), as
+    one replica counted them between two of its flushes: rows are only ever added, so replicas
+    never count a request twice, and a window's numbers are the sums of its rows. ``latency``
+    and ``ttfb`` are fixed-bucket histograms (telemetry/histogram.py) as JSON."""
+
+    __tablename__ = "rollup_minute"
+    __table_args__ = (Index("ix_rollup_minute_minute", "minute"),
+                      Index("ix_rollup_minute_org_minute", "org", "minute"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    minute: Mapped[int] = mapped_column(BigInteger)  # Unix time // 60
+    component: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(128))  # "" stands for none
+    tier: Mapped[str] = mapped_column(String(64))
+    org: Mapped[str] = mapped_column(String(40))
+    project: Mapped[str] = mapped_column(String(40))
+    error_class: Mapped[str] = mapped_column(String(16))
+    requests: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    admission_wait_ms: Mapped[float] = mapped_column(Float)  # the sum over the requests
+    latency: Mapped[str] = mapped_column(Text)
+    ttfb: Mapped[str] = mapped_column(Text)

@@ -8,16 +8,19 @@ from gatehouse.context import Outcome, RequestContext
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import AccessLog, RequestRecord
 from gatehouse.telemetry.requestlog import RequestLog
+from gatehouse.telemetry.rollups import Rollups
 
 
 class TelemetryStage:
     name = "telemetry"
 
     def __init__(self, metrics: Metrics, access_log: AccessLog,
-                 request_log: RequestLog | None = None) -> None:
+                 request_log: RequestLog | None = None, rollups: Rollups | None = None) -> None:
         self.metrics = metrics
         self.access_log = access_log
         self.request_log = request_log
+        self.rollups = rollups
+        self._on = access_log.enabled or request_log is not None or rollups is not None
         # labelled children, looked up once per label set (labels() costs µs on the hot path);
         # every label comes from a bounded set: endpoints, configured models, statuses, outcomes
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
@@ -53,10 +56,12 @@ class TelemetryStage:
 
     def record(self, ctx: RequestContext, outcome: Outcome, component: str) -> None:
         """The request's one RequestRecord, to the access log and the request log."""
-        if self.access_log.enabled or self.request_log is not None:
+        if self._on:
             self.write(RequestRecord.of(ctx, outcome, component))
 
     def write(self, record: RequestRecord) -> None:
         self.access_log.write(record)
         if self.request_log is not None:
             self.request_log.add(record)
+        if self.rollups is not None:
+            self.rollups.add(record)
