@@ -10,8 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -72,31 +72,36 @@ def key(gw: Gateway, org: str, tier: str = "standard") -> str:
     return cli(gw.config_path, "keys", "create", f"{org}/app", "--tier", tier).strip()
 
 
-def sdk(gw: Gateway, api_key: str, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=api_key, max_retries=0,
-                         default_headers=headers)
-
-
 @dataclass
 class Site:
     gw: Gateway
     look: Lookup
     denied: str  # the address the firewall denies
+    clients: list[openai.OpenAI] = field(default_factory=list)
+
+    def sdk(self, api_key: str, **headers: str) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=self.gw.url + "/v1", api_key=api_key, max_retries=0,
+                               default_headers=headers)
+        self.clients.append(client)
+        return client
 
 
 @pytest.fixture
-def site(start_gateway: Callable[..., Gateway], up_a: Upstream) -> Site:
+def site(start_gateway: Callable[..., Gateway], up_a: Upstream) -> Iterator[Site]:
     denied = somebody()
     gw = start_gateway(config(up_a, denied))
     admin_key = cli(gw.config_path, "keys", "create", "--admin").strip()
-    return Site(gw, Lookup(gw, admin_key), denied)
+    made = Site(gw, Lookup(gw, admin_key), denied)
+    yield made
+    for client in made.clients:
+        client.close()
 
 
 def test_every_outcome_class_is_recorded_and_found_by_its_ids(site: Site,
                                                               up_a: Upstream) -> None:
     gw, look = site.gw, site.look
     acme = key(gw, "acme")
-    client = sdk(gw, acme)
+    client = site.sdk(acme)
 
     # ok, found by request id and by the client request id the SDK user chose
     raw = client.chat.completions.with_raw_response.create(
@@ -119,13 +124,13 @@ def test_every_outcome_class_is_recorded_and_found_by_its_ids(site: Site,
 
     # 401
     with pytest.raises(openai.AuthenticationError) as auth:
-        sdk(gw, "gh-not-a-key").chat.completions.create(model="demo", messages=HELLO)
+        site.sdk("gh-not-a-key").chat.completions.create(model="demo", messages=HELLO)
     rec = look.find(auth.value.request_id or "")
     assert (rec["status"], rec["error_class"], rec["error_code"]) == (401, "auth",
                                                                       "invalid_api_key")
 
     # 429 rate and 429 quota
-    rpm1 = sdk(gw, key(gw, "slow", "rpm1"))
+    rpm1 = site.sdk(key(gw, "slow", "rpm1"))
     first = rpm1.chat.completions.with_raw_response.create(model="demo", messages=HELLO,
                                                            max_tokens=4)
     assert look.find(first.headers["x-request-id"])["quota"] == "allowed"
@@ -135,7 +140,7 @@ def test_every_outcome_class_is_recorded_and_found_by_its_ids(site: Site,
     assert look.find(first.headers["x-request-id"])["quota"] == "allowed"
     rec = look.find(rate.value.request_id or "")
     assert (rec["error_class"], rec["quota"]) == ("rate_limited", "rate_limit_exceeded")
-    budget = sdk(gw, key(gw, "thrifty", "budget"))
+    budget = site.sdk(key(gw, "thrifty", "budget"))
     with pytest.raises(openai.RateLimitError) as spent:
         for _ in range(10):
             budget.chat.completions.create(model="demo", messages=HELLO, max_tokens=8)
@@ -180,7 +185,7 @@ def test_every_outcome_class_is_recorded_and_found_by_its_ids(site: Site,
     # 1020, found by its Ray ID; the challenge page likewise
     denied_at = site.denied
     with pytest.raises(openai.PermissionDeniedError) as blocked:
-        sdk(gw, acme, **as_(denied_at)).chat.completions.create(model="demo", messages=HELLO)
+        site.sdk(acme, **as_(denied_at)).chat.completions.create(model="demo", messages=HELLO)
     ray = blocked.value.response.headers["gatehouse-ray"]
     rec = look.find(ray)
     assert rec["request_id"] == blocked.value.request_id
@@ -224,9 +229,9 @@ def test_every_outcome_class_is_recorded_and_found_by_its_ids(site: Site,
 def test_an_org_sees_only_its_own_requests(site: Site) -> None:
     gw = site.gw
     a, b = key(gw, "org-a"), key(gw, "org-b")
-    mine = sdk(gw, a).chat.completions.with_raw_response.create(
+    mine = site.sdk(a).chat.completions.with_raw_response.create(
         model="demo", messages=HELLO, extra_headers={"X-Client-Request-Id": "same-name"})
-    theirs = sdk(gw, b).chat.completions.with_raw_response.create(
+    theirs = site.sdk(b).chat.completions.with_raw_response.create(
         model="demo", messages=HELLO, extra_headers={"X-Client-Request-Id": "same-name"})
     as_a = {"authorization": f"Bearer {a}"}
 
@@ -249,7 +254,7 @@ def test_an_org_sees_only_its_own_requests(site: Site) -> None:
 
 def test_records_buffered_at_shutdown_are_written(site: Site) -> None:
     gw = site.gw
-    raw = sdk(gw, key(gw, "acme")).chat.completions.with_raw_response.create(
+    raw = site.sdk(key(gw, "acme")).chat.completions.with_raw_response.create(
         model="demo", messages=HELLO, extra_headers={"X-Client-Request-Id": "before-stop"})
     gw.stop()  # the last flush, at shutdown, writes what the buffer holds
     shown = subprocess.run(
