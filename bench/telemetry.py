@@ -125,6 +125,7 @@ def run(args: argparse.Namespace, up: Target, servers: dict[str, Target]) -> dic
                 for t in order:
                     quiesce(pids)
                     written0 = edge_bench.metric(on.port, "gatehouse_request_log_written_total")
+                    answered0 = edge_bench.metric(on.port, "gatehouse_requests_total")
                     req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False)
                     cpu0 = cpu_seconds(t.pid)
                     res = runner.run(loadgen.open_loop(HOST, t.port, req, rate=rate,
@@ -141,8 +142,10 @@ def run(args: argparse.Namespace, up: Target, servers: dict[str, Target]) -> dic
                         time.sleep(2.5)  # the request log writes every second
                         written = edge_bench.metric(
                             on.port, "gatehouse_request_log_written_total") - written0
-                        out["log"].append({"answers": res.completed + res.errors,
-                                           "written": written})
+                        # every answer of the cell, its warm-up included
+                        answered = edge_bench.metric(
+                            on.port, "gatehouse_requests_total") - answered0
+                        out["log"].append({"answers": answered, "written": written})
         out["dropped"] = edge_bench.metric(on.port, "gatehouse_request_log_dropped_total")
         out["sampled"] = edge_bench.metric(on.port, "gatehouse_request_log_sampled_total")
     return out
@@ -166,7 +169,7 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> None:
               f"| {v['off'][2]:+.3f} → {v['on'][2]:+.3f} ms |")
     answers = sum(c["answers"] for c in r["log"])
     written = sum(c["written"] for c in r["log"])
-    print(f"\nrequest log (on): {written:,.0f} records written for {answers:,} answers; "
+    print(f"\nrequest log (on): {written:,.0f} records written for {answers:,.0f} answers; "
           f"dropped {r['dropped']:g}, sampled {r['sampled']:g}\n")
 
 
