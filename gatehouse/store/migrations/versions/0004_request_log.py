@@ -15,8 +15,8 @@ branch_labels = None
 depends_on = None
 
 INDEXES = {"ix_request_log_at": ["at"],
-           "ix_request_log_client_request_id": ["client_request_id"],
-           "ix_request_log_ray_id": ["ray_id"],
+           "ix_request_log_client_request_id": ["client_request_id", "org", "at"],
+           "ix_request_log_ray_id": ["ray_id", "org", "at"],
            "ix_request_log_org_at": ["org", "at"]}
 
 
