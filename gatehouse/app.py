@@ -37,6 +37,7 @@ from gatehouse.quota.stage import QuotaStage
 from gatehouse.quota.usage import UsageStage
 from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
+from gatehouse.store.db import Store
 from gatehouse.store.edge import EdgeRecords
 from gatehouse.store.requests import RequestRows
 from gatehouse.store.rollups import RollupRows
@@ -130,6 +131,21 @@ def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics,
                 metrics, challenger=challenger, geo=geo)
 
 
+def build_telemetry(settings: Settings, metrics: Metrics,
+                    store: Store) -> tuple[TelemetryStage, list[RequestLog | Rollups]]:
+    """The telemetry stage, and its background writers in start order (closed in reverse,
+    before the store)."""
+    ts = settings.telemetry
+    request_log = RequestLog(
+        RequestRows(store), metrics, size=ts.request_log_buffer,
+        keep_days=ts.request_log_days, sample_above=ts.request_log_sample_above,
+    ) if ts.request_log else None
+    rollups = Rollups(RollupRows(store), keep_days=ts.rollup_minute_days) \
+        if ts.rollups else None
+    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups)
+    return telemetry, [w for w in (request_log, rollups) if w is not None]
+
+
 def open_limiter(url: str) -> Limiter:
     if url.startswith("memory://"):
         return MemoryLimiter()
@@ -146,16 +162,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     identity = identity or IdentityService(settings, clock=clock)
     identity.store.on_query = metrics.store_queries.inc
 
-    ts = settings.telemetry
-    request_log = RequestLog(
-        RequestRows(identity.store), metrics, size=ts.request_log_buffer,
-        keep_days=ts.request_log_days, sample_above=ts.request_log_sample_above,
-    ) if ts.request_log else None
-    rollups = Rollups(RollupRows(identity.store), keep_days=ts.rollup_minute_days) \
-        if ts.rollups else None
-    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups)
-    # the background writers, in start order (closed in reverse, before the store)
-    writers = [w for w in (request_log, rollups) if w is not None]
+    telemetry, writers = build_telemetry(settings, metrics, identity.store)
+    request_log = telemetry.request_log
     human_check = Challenge(identity.keys.derive, identity.state, metrics,
                             challenge_ttl=settings.edge.challenge_ttl,
                             clearance_ttl=settings.edge.clearance_ttl,
