@@ -41,8 +41,7 @@ def operator_view(found: list[RequestRecord]) -> dict[str, Any]:
 
 
 def customer_view(found: list[RequestRecord]) -> dict[str, Any]:
-    view = {k: v for k, v in operator_view(found).items() if k not in PRIVATE}
-    return view
+    return {k: v for k, v in operator_view(found).items() if k not in PRIVATE}
 
 
 def not_found(any_id: str) -> NotFound:

@@ -33,7 +33,7 @@ class Recorded:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         state = scope.setdefault("state", {})
-        request_id = state.setdefault("request_id", new_request_id())
+        request_id = state.get("request_id") or state.setdefault("request_id", new_request_id())
         ctx = RequestContext(request_id, scope["method"], scope["path"], {}, scope.get("client"))
         for name, value in scope.get("headers", ()):
             if name.lower() == b"x-client-request-id":
