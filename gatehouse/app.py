@@ -140,8 +140,8 @@ def build_telemetry(settings: Settings, metrics: Metrics,
         RequestRows(store), metrics, size=ts.request_log_buffer,
         keep_days=ts.request_log_days, sample_above=ts.request_log_sample_above,
     ) if ts.request_log else None
-    rollups = Rollups(RollupRows(store), keep_days=ts.rollup_minute_days) \
-        if ts.rollups else None
+    rollups = Rollups(RollupRows(store), keep_days=ts.rollup_minute_days,
+                      on_drop=metrics.rollups_dropped.inc) if ts.rollups else None
     telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups)
     return telemetry, [w for w in (request_log, rollups) if w is not None]
 

@@ -93,6 +93,11 @@ class Metrics:
                                            "fell behind) or store_error.", ["reason"],
                                            registry=r)
 
+        self.rollups_dropped = Counter("gatehouse_rollups_dropped",
+                                       "Requests not counted in the minute rollups: cells "
+                                       "dropped while the store did not take them.",
+                                       registry=r)
+
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()

@@ -5,7 +5,9 @@ buckets, and the cells written to the store every few seconds, off the request p
 Every record is counted, sampled out of the request log or not. Each replica adds rows of its
 own counts and never rewrites them, so replicas cannot count a request twice and any window's
 numbers are sums — histograms included (telemetry/histogram.py). Cells that could not be
-written are kept for the next flush. Minute rows older than ``[telemetry] rollup_minute_days``
+written are kept for the next flush, up to ``MAX_CELLS``; beyond that (a store down for long)
+the oldest minutes go first, their requests counted in ``gatehouse_rollups_dropped_total``.
+Minute rows older than ``[telemetry] rollup_minute_days``
 are deleted; compacting them into hours and days is the next step (docs/telemetry.md)."""
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,7 @@ from gatehouse.telemetry.record import ERROR_CLASSES, RequestRecord
 log = logging.getLogger("gatehouse.telemetry")
 FLUSH_SECONDS = 10.0
 PRUNE_SECONDS = 3600.0
+MAX_CELLS = 100_000
 
 Key = tuple[int, str, str, str, str, str, str]  # minute, then DIMENSIONS
 
@@ -52,8 +55,11 @@ class Cell:
 
 class Rollups:
     def __init__(self, rows: RollupRows, *, keep_days: float,
-                 flush_seconds: float = FLUSH_SECONDS) -> None:
+                 flush_seconds: float = FLUSH_SECONDS, max_cells: int = MAX_CELLS,
+                 on_drop: Callable[[float], None] | None = None) -> None:
         self.rows = rows
+        self.max_cells = max_cells
+        self.on_drop = on_drop
         self.keep_minutes = int(keep_days * 1440)
         self.cells: dict[Key, Cell] = {}
         self._flusher = Flusher(self.flush, flush_seconds)
@@ -96,10 +102,24 @@ class Rollups:
                         self.cells[key] = cell
                     else:
                         mine.merge(cell)
+                self._bound()
         if time.time() - self._pruned > PRUNE_SECONDS:
             self._pruned = time.time()
             with contextlib.suppress(Exception):
                 await self.rows.prune(int(time.time() // 60) - self.keep_minutes)
+
+    def _bound(self) -> None:
+        """Keep at most ``max_cells`` waiting: drop the oldest minutes' cells, counted."""
+        over = len(self.cells) - self.max_cells
+        if over <= 0:
+            return
+        lost = 0
+        for key in sorted(self.cells)[:over]:  # keys sort by minute first
+            lost += self.cells.pop(key).requests
+        log.warning("rollups: %d cells (%d requests) dropped; the store is not taking them",
+                    over, lost)
+        if self.on_drop is not None:
+            self.on_drop(lost)
 
     async def aclose(self) -> None:
         await self._flusher.aclose()

@@ -83,3 +83,13 @@ async def test_cells_a_store_refused_are_kept_for_the_next_flush() -> None:
     await rollups.flush()
     assert sum(row[7] for row in written) == 8
     assert not rollups.cells
+    # a store down for long: only the newest cells are kept, the loss counted
+    lost: list[float] = []
+    bounded = Rollups(Flaky(None), keep_days=1, max_cells=3,  # type: ignore[arg-type]
+                      on_drop=lost.append)
+    for minute in range(5):
+        bounded.add(record(minute, at=minute * 60.0))
+        bounded.add(record(10 + minute, at=minute * 60.0 + 1))
+    await bounded.flush()
+    assert sorted(key[0] for key in bounded.cells) == [2, 3, 4]
+    assert lost == [4]
