@@ -40,10 +40,18 @@ from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
 from gatehouse.state.local import StateServer, socket_path
 from gatehouse.state.memory import MemoryState
+from gatehouse.store.db import Store
 from gatehouse.store.edge import EdgeRecords
+from gatehouse.store.requests import RequestRows
+from gatehouse.store.rollups import RollupRows
 from gatehouse.store.usage import UsageBook
+from gatehouse.telemetry.lookup import PREFIX as LOOKUP_PREFIX
+from gatehouse.telemetry.lookup import RequestLookupStage
 from gatehouse.telemetry.metrics import Metrics
+from gatehouse.telemetry.mounted import Recorded
 from gatehouse.telemetry.record import AccessLog
+from gatehouse.telemetry.requestlog import RequestLog
+from gatehouse.telemetry.rollups import Rollups
 from gatehouse.telemetry.stage import TelemetryStage
 from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
@@ -132,6 +140,21 @@ def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics,
                 metrics, challenger=challenger, geo=geo)
 
 
+def build_telemetry(settings: Settings, metrics: Metrics,
+                    store: Store) -> tuple[TelemetryStage, list[RequestLog | Rollups]]:
+    """The telemetry stage, and its background writers in start order (closed in reverse,
+    before the store)."""
+    ts = settings.telemetry
+    request_log = RequestLog(
+        RequestRows(store), metrics, size=ts.request_log_buffer,
+        keep_days=ts.request_log_days, sample_above=ts.request_log_sample_above,
+    ) if ts.request_log else None
+    rollups = Rollups(RollupRows(store), keep_days=ts.rollup_minute_days,
+                      on_drop=metrics.rollups_dropped.inc) if ts.rollups else None
+    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups)
+    return telemetry, [w for w in (request_log, rollups) if w is not None]
+
+
 def open_limiter(url: str) -> Limiter:
     if url.startswith("memory://"):
         return MemoryLimiter()
@@ -150,7 +173,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     identity = identity or IdentityService(settings, clock=clock)
     identity.store.on_query = metrics.store_queries.inc
 
-    telemetry = TelemetryStage(metrics, AccessLog(settings.telemetry.access_log))
+    telemetry, writers = build_telemetry(settings, metrics, identity.store)
+    request_log = telemetry.request_log
     human_check = Challenge(identity.keys.derive, identity.state, metrics,
                             challenge_ttl=settings.edge.challenge_ttl,
                             clearance_ttl=settings.edge.clearance_ttl,
@@ -190,13 +214,20 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
     }
+    prefix_routes = {"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
+                                          "models")}
+    if request_log is not None:
+        prefix_routes[LOOKUP_PREFIX] = Route(
+            "GET", Pipeline([*api_stages, RequestLookupStage(request_log)]), "requests")
     guarded_web = EdgeGuard(build_web_app(identity, offenses=edge), edge)
+    login = Recorded(guarded_web, telemetry, "login")
     connections = Connections(settings.server, metrics, is_proxy=edge.is_proxy,
                               on_slow=edge.slow_client)
-    starts: list[Callable[[], Awaitable[None]]] = [identity.start, edge.start, start_quota]
+    starts: list[Callable[[], Awaitable[None]]] = [
+        identity.start, edge.start, start_quota, *(w.start for w in writers)]
     stops: list[Callable[[], Awaitable[None]]] = [
         *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
-        edge.aclose, identity.aclose]
+        edge.aclose, *(w.aclose for w in reversed(writers)), identity.aclose]
     if share_state and isinstance(identity.state, MemoryState) \
             and settings.storage.share_state:
         shared = StateServer(identity.state, socket_path(resolve_paths(settings)[1]))
@@ -207,18 +238,20 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         starts.append(share)
         stops.insert(0, shared.aclose)
     return Gateway(
-        settings=settings, routes=routes,
-        prefix_routes={"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
-                                            "models")},
+        settings=settings, routes=routes, prefix_routes=prefix_routes,
         # unknown paths (404) and wrong methods pass the edge too
         fallback=Pipeline([telemetry, screen]), metrics=metrics, probes=probes,
         connections=connections,
         on_startup=starts, on_shutdown=stops,
-        mounts={"/login": guarded_web, "/logout": guarded_web, "/account": guarded_web,
-                "/admin/": EdgeGuard(build_admin_app(identity, edge), edge),
+        # each mounted app's requests are recorded too (component: login, web, admin)
+        mounts={"/login": login, "/logout": login,
+                "/account": Recorded(guarded_web, telemetry, "web"),
+                "/admin/": Recorded(EdgeGuard(build_admin_app(identity, edge, request_log),
+                                              edge), telemetry, "admin"),
                 # the check's own routes: bans apply, challenges never (an API prefix)
-                CHALLENGE_PREFIX: EdgeGuard(build_challenge_app(Checkpoint(
-                    human_check, edge.visitor_of_scope, rays=edge.rays)), edge)},
+                CHALLENGE_PREFIX: Recorded(EdgeGuard(build_challenge_app(Checkpoint(
+                    human_check, edge.visitor_of_scope, rays=edge.rays)), edge),
+                    telemetry, "web")},
     )
 
 

@@ -73,6 +73,16 @@ class ServerSettings(_Section):
 class TelemetrySettings(_Section):
     access_log: bool = True
     metrics: bool = True
+    # the request log in the store: one row per request, looked up by any of its ids
+    request_log: bool = True
+    request_log_days: float = Field(30.0, gt=0)
+    # per worker: above this many records a second, successes are kept 1 in 10 (errors always)
+    request_log_sample_above: float = Field(1000.0, gt=0)
+    # records waiting for the batch writer; beyond it they are dropped and counted
+    request_log_buffer: int = Field(50_000, ge=100)
+    # minute rollups (every request counted, none sampled), kept this many days
+    rollups: bool = True
+    rollup_minute_days: float = Field(14.0, gt=0)
 
 
 class RequestLimits(_Section):

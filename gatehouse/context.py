@@ -95,6 +95,12 @@ class RequestContext:
     reply: Reply | None = None
     # set once the exits have begun: from then on a client leaving cancels nothing
     exiting: bool = False
+    # what the stages decided, for the RequestRecord (telemetry)
+    ray_id: str | None = None
+    edge_verdict: str | None = None  # pass | deny | challenge
+    quota_decision: str | None = None  # allowed | local | unlimited | refused
+    admission_wait: float | None = None  # seconds waited for a slot
+    upstream_status: int | None = None  # the answering backend's status
 
     @property
     def wants_html(self) -> bool:

@@ -33,6 +33,7 @@ from gatehouse.admin.models import (
 )
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.quota import quota_router
+from gatehouse.admin.requests import requests_router
 from gatehouse.admin.tiers import check_tier, tiers_router
 from gatehouse.admin.users import users_router
 from gatehouse.htmlpage import page_headers, source_hash
@@ -41,6 +42,7 @@ from gatehouse.store.accounts import NAME_PATTERN
 
 if TYPE_CHECKING:
     from gatehouse.edge.screen import Edge
+    from gatehouse.telemetry.requestlog import RequestLog
 
 PREFIX = "/admin/v1"
 DOCS = f"{PREFIX}/docs"
@@ -50,8 +52,8 @@ OPENAPI = f"{PREFIX}/openapi.json"
 MAX_BODY_BYTES = 64 * 1024
 
 DESCRIPTION = """\
-Manage orgs, projects, API keys, users, tiers, firewall rules, bans and Ray IDs of a
-gatehouse gateway.
+Manage orgs, projects, API keys, users, tiers, firewall rules, bans, Ray IDs and
+the request log of a gatehouse gateway.
 
 Every endpoint needs `Authorization: Bearer <admin key>` (make the first one with
 `gatehouse keys create --admin`). Errors use OpenAI's shape,
@@ -134,7 +136,8 @@ def docs_page(title: str) -> HTMLResponse:
     return HTMLResponse(body, headers=headers)
 
 
-def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> FastAPI:
+def build_admin_app(identity: IdentityService, edge: Edge | None = None,
+                    request_log: RequestLog | None = None) -> FastAPI:
     app = AdminApp(title="gatehouse admin API", description=DESCRIPTION, version="1",
                   docs_url=None, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
                   swagger_ui_oauth2_redirect_url=None, max_body_size=MAX_BODY_BYTES,
@@ -148,6 +151,7 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None) -> Fast
     api.include_router(tiers_router(identity.settings))
     api.include_router(edge_router(identity, edge.bans if edge else None,
                                    edge.rays if edge else None))
+    api.include_router(requests_router(identity, request_log))
     app.include_router(api)
     serve_docs(app)
     errors.install(app)

@@ -95,6 +95,7 @@ class AdmissionStage:
             series.depth.set(gate.queued(cls))
         series.admitted.inc()
         series.wait.observe(waited)
+        ctx.admission_wait = waited
         ctx.notes[NOTE] = (gate, gradient, cls, gate.now(), time.perf_counter())
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from gatehouse import __version__
-from gatehouse.cli import accounts, doctor, edge, quota, setup
+from gatehouse.cli import accounts, doctor, edge, quota, requests, setup
 from gatehouse.cli.common import ConfigOpt, config_failed
 from gatehouse.config import ConfigError, Settings, load_settings
 
@@ -31,6 +31,7 @@ app.add_typer(quota.limits, name="limits")
 app.add_typer(edge.rules, name="rules")
 app.add_typer(edge.bans, name="bans")
 app.add_typer(edge.rays, name="rays")
+app.add_typer(requests.requests, name="requests")
 app.command()(quota.usage)
 app.command()(doctor.doctor)
 

@@ -24,6 +24,7 @@ class EdgeGuard:
         visitor = edge.visitor_of_scope(scope)
         state = scope.setdefault("state", {})
         visitor.request_id = state.get("request_id") or ""
+        state["visitor"] = visitor  # for the app behind, and the request's record
         verdict = await edge.screen(visitor)
         reply = verdict.reply
         if verdict.error is not None:
@@ -35,7 +36,6 @@ class EdgeGuard:
                         "headers": headers})
             await send({"type": "http.response.body", "body": reply.body})
             return
-        state["visitor"] = visitor
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:

@@ -8,13 +8,19 @@ from gatehouse.edge.screen import Edge, Verdict
 from gatehouse.pipeline import Answered
 
 
-def enforce(verdict: Verdict) -> None:
-    """Raise the verdict's refusal or ready answer, if it has one."""
+def enforce(verdict: Verdict, ctx: RequestContext) -> None:
+    """Raise the verdict's refusal or ready answer, if it has one — noted on ``ctx`` (with its
+    Ray ID) for the request's record."""
     try:
         if verdict.error is not None:
+            ctx.edge_verdict, ctx.ray_id = "deny", verdict.error.ray_id
             raise verdict.error
         if verdict.reply is not None:
+            ctx.edge_verdict = "challenge"
+            ctx.ray_id = verdict.reply.headers.get("gatehouse-ray")
             raise Answered(verdict.reply)
+        if ctx.edge_verdict is None:
+            ctx.edge_verdict = "pass"
     finally:
         # the raised error's traceback holds this frame: without this, error → traceback →
         # frame → verdict → error is a cycle per denial, left for the garbage collector
@@ -33,7 +39,7 @@ class EdgeStage:
         visitor.request_id = ctx.request_id
         ctx.client_ip = visitor.ip
         ctx.notes["visitor"] = visitor
-        enforce(await self.edge.screen(visitor))
+        enforce(await self.edge.screen(visitor), ctx)
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         # 401s (bad keys, expired sessions) count towards a ban: guessing keys is abuse
@@ -55,7 +61,7 @@ class AnonymousCheckStage:
     async def enter(self, ctx: RequestContext) -> None:
         principal = ctx.principal
         if principal is not None and principal.kind == "anonymous":
-            enforce(await self.edge.screen_anonymous(ctx.notes["visitor"]))
+            enforce(await self.edge.screen_anonymous(ctx.notes["visitor"]), ctx)
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         return None

@@ -79,13 +79,16 @@ class QuotaStage:
         est = estimate(ctx.body, self.quota.default_completion_tokens)
         plan = self.plan(ctx, est, now)
         if not plan:
+            ctx.quota_decision = "unlimited"  # no limit applies to this principal
             return
         limiter, plan, decision = await self._reserve(ctx, plan, now)
         headers = rate_headers(plan, decision, now)
         if not decision.allowed:
             assert decision.refused is not None
+            ctx.quota_decision = "refused"  # the record names it by the error's code
             raise self._refusal(ctx.principal, plan[decision.refused],
                                 decision.used[decision.refused], now, headers)
+        ctx.quota_decision = "allowed" if limiter is self.shared else "local"
         self._decisions["allowed"].inc()
         ctx.response_headers.update(headers)
         ctx.notes["quota"] = Held(limiter, plan, est)
@@ -105,6 +108,7 @@ class QuotaStage:
         policy = (tier.on_limiter_error if tier else None) or self.quota.on_limiter_error
         if policy == "fail_closed":
             self._decisions["unavailable"].inc()
+            ctx.quota_decision = "quota_unavailable"
             raise QuotaUnavailable("Usage limits cannot be checked right now, so the request "
                                    "was not started.", retry_after=RETRY_SHARED_AFTER,
                                    cause="limiter unreachable; policy fail_closed")

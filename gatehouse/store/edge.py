@@ -58,23 +58,13 @@ class EdgeRecords:
 
     # -- rays -----------------------------------------------------------------------------
     async def add_rays(self, events: Sequence[Sequence[Any]]) -> None:
-        """Insert events, each a sequence in ``RAY_FIELDS`` order. Sent as the driver's own
-        executemany: under a flood these are thousands of rows a second, and SQLAlchemy's
-        per-row parameter handling would cost more than the inserts."""
+        """Insert events, each a sequence in ``RAY_FIELDS`` order."""
         if not events:
             return
         cut = [_LIMITS.get(name) for name in RAY_FIELDS]
         rows = [tuple(str(v)[:n] if n else v for v, n in zip(e, cut, strict=True))
                 for e in events]
-        async with self.store.engine.begin() as conn:
-            await conn.exec_driver_sql(self._insert_sql(), rows)
-
-    def _insert_sql(self) -> str:
-        # aiosqlite takes ?, asyncpg $1 … (the store's two drivers)
-        dollar = self.store.engine.dialect.paramstyle == "numeric_dollar"
-        marks = [f"${i}" if dollar else "?" for i in range(1, len(RAY_FIELDS) + 1)]
-        return (f"INSERT INTO {RayEvent.__tablename__} ({', '.join(RAY_FIELDS)}) "
-                f"VALUES ({', '.join(marks)})")
+        await self.store.insert_many(RayEvent.__tablename__, RAY_FIELDS, rows)
 
     async def ray(self, ray: str) -> dict[str, Any] | None:
         async with self.store.session() as s:

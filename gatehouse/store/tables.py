@@ -8,6 +8,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -127,3 +128,79 @@ class RayEvent(Base):
     method: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(String(512))
     user_agent: Mapped[str] = mapped_column(String(512))
+
+
+class RequestLogEntry(Base):
+    """One request as the telemetry stage recorded it (gatehouse/telemetry/record.py): looked
+    up by request id, client request id or Ray ID; ``org`` scopes a customer's lookups."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (Index("ix_request_log_at", "at"),
+                      # with the org and time, so a customer's lookup is one index search
+                      # (a planner would otherwise scan the org's rows by time)
+                      Index("ix_request_log_client_request_id", "client_request_id", "org",
+                            "at"),
+                      Index("ix_request_log_ray_id", "ray_id", "org", "at"),
+                      Index("ix_request_log_org_at", "org", "at"))
+
+    request_id: Mapped[str] = mapped_column(String(30), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    client_request_id: Mapped[str | None] = mapped_column(String(512))
+    ray_id: Mapped[str | None] = mapped_column(String(16))
+    component: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(512))
+    endpoint: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str | None] = mapped_column(String(128))
+    stream: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(24))
+    error_class: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_cause: Mapped[str | None] = mapped_column(String(1024))
+    org: Mapped[str | None] = mapped_column(String(40))
+    project: Mapped[str | None] = mapped_column(String(40))
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    user_id: Mapped[str | None] = mapped_column(String(40))
+    tier: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(45))
+    edge: Mapped[str | None] = mapped_column(String(16))
+    quota: Mapped[str | None] = mapped_column(String(32))
+    admission_wait_ms: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[str] = mapped_column(Text)  # JSON list of "backend" / "backend:why"
+    backend: Mapped[str | None] = mapped_column(String(128))
+    upstream_status: Mapped[int | None] = mapped_column(Integer)
+    upstream_request_id: Mapped[str | None] = mapped_column(String(128))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttfb_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class RollupMinute(Base):
+    """Requests of one minute of one (component, model, tier, org, project, error class), as
+    one replica counted them between two of its flushes: rows are only ever added, so replicas
+    never count a request twice, and a window's numbers are the sums of its rows. ``latency``
+    and ``ttfb`` are fixed-bucket histograms (telemetry/histogram.py) as JSON."""
+
+    __tablename__ = "rollup_minute"
+    __table_args__ = (Index("ix_rollup_minute_minute", "minute"),
+                      Index("ix_rollup_minute_org_minute", "org", "minute"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    minute: Mapped[int] = mapped_column(BigInteger)  # Unix time // 60
+    component: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(128))  # "" stands for none
+    tier: Mapped[str] = mapped_column(String(64))
+    org: Mapped[str] = mapped_column(String(40))
+    project: Mapped[str] = mapped_column(String(40))
+    error_class: Mapped[str] = mapped_column(String(16))
+    requests: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    admission_wait_ms: Mapped[float] = mapped_column(Float)  # the sum over the requests
+    latency: Mapped[str] = mapped_column(Text)
+    ttfb: Mapped[str] = mapped_column(Text)

@@ -90,6 +90,23 @@ class Metrics:
             "(per_address, server_full, evicted, head_too_large, uri_too_long, head_timeout, "
             "body_timeout, idle_timeout).", ["reason"], registry=r)
 
+        self.request_log_written = Counter("gatehouse_request_log_written",
+                                           "Request records written to the request log.",
+                                           registry=r)
+        self.request_log_sampled = Counter("gatehouse_request_log_sampled",
+                                           "Successful requests not written to the request "
+                                           "log because of sampling above "
+                                           "request_log_sample_above.", registry=r)
+        self.request_log_dropped = Counter("gatehouse_request_log_dropped",
+                                           "Request records lost: buffer_full (the writer "
+                                           "fell behind) or store_error.", ["reason"],
+                                           registry=r)
+
+        self.rollups_dropped = Counter("gatehouse_rollups_dropped",
+                                       "Requests not counted in the minute rollups: cells "
+                                       "dropped while the store did not take them.",
+                                       registry=r)
+
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()

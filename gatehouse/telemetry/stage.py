@@ -7,14 +7,20 @@ from typing import Any
 from gatehouse.context import Outcome, RequestContext
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import AccessLog, RequestRecord
+from gatehouse.telemetry.requestlog import RequestLog
+from gatehouse.telemetry.rollups import Rollups
 
 
 class TelemetryStage:
     name = "telemetry"
 
-    def __init__(self, metrics: Metrics, access_log: AccessLog) -> None:
+    def __init__(self, metrics: Metrics, access_log: AccessLog,
+                 request_log: RequestLog | None = None, rollups: Rollups | None = None) -> None:
         self.metrics = metrics
         self.access_log = access_log
+        self.request_log = request_log
+        self.rollups = rollups
+        self._on = access_log.enabled or request_log is not None or rollups is not None
         # labelled children, looked up once per label set (labels() costs µs on the hot path);
         # every label comes from a bounded set: endpoints, configured models, statuses, outcomes
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
@@ -46,5 +52,16 @@ class TelemetryStage:
             model = ctx.model or ""
             m.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
             m.tokens.labels(model, "completion").inc(usage.completion_tokens)
-        if self.access_log.enabled:
-            self.access_log.write(RequestRecord.of(ctx, outcome))
+        self.record(ctx, outcome, "api" if ctx.path.startswith("/v1") else "web")
+
+    def record(self, ctx: RequestContext, outcome: Outcome, component: str) -> None:
+        """The request's one RequestRecord, to the access log and the request log."""
+        if self._on:
+            self.write(RequestRecord.of(ctx, outcome, component))
+
+    def write(self, record: RequestRecord) -> None:
+        self.access_log.write(record)
+        if self.request_log is not None:
+            self.request_log.add(record)
+        if self.rollups is not None:
+            self.rollups.add(record)

@@ -184,6 +184,7 @@ class UpstreamStage:
                 target.breaker.answered(caller)
             self.metrics.attempts.labels(name, "ok").inc()
             ctx.backend = name
+            ctx.upstream_status = reply.status
             ctx.first_byte_at = time.perf_counter()
             ctx.notes[REPLY_NOTE] = reply
             if slots is not None:

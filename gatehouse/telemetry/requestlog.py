@@ -1,0 +1,119 @@
+"""The request log: every RequestRecord handed to a bounded buffer on the request path, and
+written to the store in batches every second by the :class:`Flusher`, off it.
+
+Nothing here blocks or waits on the store: ``add`` is a few comparisons and an append. What
+is not written is counted, never silently lost:
+
+- ``buffer_full`` — the writer fell ``[telemetry] request_log_buffer`` records behind (a store
+  that is slow or down); further records are dropped until it catches up;
+- ``store_error`` — a batch the store refused;
+- sampled — above ``request_log_sample_above`` records a second (per worker), successes are
+  kept 1 in ``SAMPLE_EVERY``; errors (status ≥ 400) are always kept.
+
+The counts are Prometheus counters (``gatehouse_request_log_{written,sampled,dropped}_total``)
+and each flush that dropped something says so in the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from gatehouse.store.flusher import Flusher
+from gatehouse.store.requests import RequestRows
+from gatehouse.telemetry.metrics import Metrics
+from gatehouse.telemetry.record import RequestRecord
+
+log = logging.getLogger("gatehouse.telemetry")
+FLUSH_SECONDS = 1.0
+PRUNE_SECONDS = 3600.0
+BATCH = 2000
+SAMPLE_EVERY = 10
+
+
+class RequestLog:
+    def __init__(self, rows: RequestRows, metrics: Metrics, *, size: int, keep_days: float,
+                 sample_above: float, clock: Callable[[], float] = time.monotonic,
+                 flush_seconds: float = FLUSH_SECONDS) -> None:
+        self.rows = rows
+        self.metrics = metrics
+        self.size = size
+        self.keep_seconds = keep_days * 86400
+        self.sample_above = sample_above
+        self.clock = clock
+        self.buffer: list[RequestRecord] = []
+        self._writing: list[RequestRecord] = []  # the batch being written: still findable
+        self._second = 0
+        self._in_second = 0
+        self._over = 0
+        # counted here on the request path, reported to Prometheus at each flush
+        self.sampled = self.dropped = self.written = 0
+        self._reported = (0, 0)
+        self._flusher = Flusher(self.flush, flush_seconds)
+        self._pruned = 0.0
+
+    def add(self, record: RequestRecord) -> None:
+        second = int(self.clock())
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        self._in_second += 1
+        if self._in_second > self.sample_above and record.status < 400:
+            self._over += 1
+            if self._over % SAMPLE_EVERY:
+                self.sampled += 1
+                return
+        if len(self.buffer) >= self.size:
+            self.dropped += 1
+            return
+        self.buffer.append(record)
+
+    async def find(self, any_id: str, *, org: str | None = None,
+                   user: str | None = None) -> list[RequestRecord]:
+        """Records with this request id, client request id or Ray ID (newest first), those
+        not written yet included; with ``org`` / ``user``, only that org's / user's."""
+        waiting = [r for r in reversed(self._writing + self.buffer)
+                   if any_id in (r.request_id, r.client_request_id, r.ray_id)
+                   and (org is None or r.org == org) and (user is None or r.user_id == user)]
+        stored = await self.rows.find(any_id, org=org, user=user)
+        seen = {r.request_id for r in waiting}
+        return waiting + [r for r in stored if r.request_id not in seen]
+
+    async def start(self) -> None:
+        self._flusher.start()
+
+    async def flush(self) -> None:
+        while self.buffer:
+            batch = self._writing = self.buffer[:BATCH]
+            self.buffer = self.buffer[BATCH:]
+            try:
+                await self.rows.add(batch)
+            except Exception as exc:  # never fail requests over it; count the loss
+                self.metrics.request_log_dropped.labels("store_error").inc(len(batch))
+                log.warning("request log: could not write %d records: %s", len(batch),
+                            type(exc).__name__)
+                break
+            finally:
+                self._writing = []
+            self.written += len(batch)
+            self.metrics.request_log_written.inc(len(batch))
+        self._report()
+        if time.time() - self._pruned > PRUNE_SECONDS:
+            self._pruned = time.time()
+            with contextlib.suppress(Exception):
+                await self.rows.prune(time.time() - self.keep_seconds)
+
+    def _report(self) -> None:
+        sampled, dropped = self.sampled, self.dropped
+        last_sampled, last_dropped = self._reported
+        if sampled > last_sampled:
+            self.metrics.request_log_sampled.inc(sampled - last_sampled)
+        if dropped > last_dropped:
+            self.metrics.request_log_dropped.labels("buffer_full").inc(dropped - last_dropped)
+            log.warning("request log: %d records dropped, the buffer of %d was full",
+                        dropped - last_dropped, self.size)
+        self._reported = (sampled, dropped)
+
+    async def aclose(self) -> None:
+        await self._flusher.aclose()

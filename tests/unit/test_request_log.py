@@ -1,0 +1,175 @@
+"""The request log: the bounded buffer and its counted drops, sampling that keeps every error,
+and the store's rows (one conformance suite over SQLite and a real PostgreSQL)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatehouse.store.db import Store
+from gatehouse.store.requests import RequestRows, row_of
+from gatehouse.telemetry.metrics import Metrics
+from gatehouse.telemetry.record import FIELDS, RequestRecord
+from gatehouse.telemetry.requestlog import SAMPLE_EVERY, RequestLog
+from tests.support.services import migrated_store
+
+
+def record(n: int = 0, **fields: Any) -> RequestRecord:
+    values: dict[str, Any] = {
+        "at": time.time(), "request_id": f"req_{n:026d}", "client_request_id": None,
+        "ray_id": None, "component": "api", "method": "POST", "path": "/v1/chat/completions",
+        "endpoint": "chat.completions", "model": "demo", "stream": False, "status": 200,
+        "outcome": "ok", "error_class": "ok", "error_type": None, "error_code": None,
+        "error_cause": None, "org": "org_a", "project": "proj_a", "key_id": "key_a",
+        "user_id": None, "tier": "standard", "client": "10.0.0.1", "edge": "pass",
+        "quota": "allowed", "admission_wait_ms": 0.5, "attempts": ["a"], "backend": "a",
+        "upstream_status": 200, "upstream_request_id": "up-1", "prompt_tokens": 5,
+        "completion_tokens": 7, "total_tokens": 12, "latency_ms": 12.5, "ttfb_ms": 3.25}
+    values.update(fields)
+    return RequestRecord(**values)
+
+
+class FakeRows:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.written: list[RequestRecord] = []
+
+    async def add(self, records: Sequence[RequestRecord]) -> None:
+        if self.fail:
+            raise ConnectionError("store down")
+        self.written.extend(records)
+
+    async def find(self, any_id: str, **scope: Any) -> list[RequestRecord]:
+        return []
+
+    async def prune(self, before: float) -> int:
+        return 0
+
+
+def metric(m: Metrics, name: str, **labels: str) -> float:
+    value = m.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def request_log(rows: FakeRows, m: Metrics, **kw: Any) -> RequestLog:
+    now = [100.0]
+    options: dict[str, Any] = {"size": 1000, "keep_days": 30, "sample_above": 10_000}
+    options.update(kw)
+    log = RequestLog(rows, m, clock=lambda: now[0], **options)  # type: ignore[arg-type]
+    return log
+
+
+async def test_a_full_buffer_drops_and_counts_never_blocks() -> None:
+    m, rows = Metrics(), FakeRows()
+    log = request_log(rows, m, size=100)
+    for n in range(250):
+        log.add(record(n))
+    assert len(log.buffer) == 100 and log.dropped == 150
+    await log.flush()
+    assert len(rows.written) == 100
+    assert metric(m, "gatehouse_request_log_dropped_total", reason="buffer_full") == 150
+    assert metric(m, "gatehouse_request_log_written_total") == 100
+    for n in range(10):  # room again after the flush
+        log.add(record(1000 + n))
+    await log.flush()
+    assert len(rows.written) == 110
+    assert metric(m, "gatehouse_request_log_dropped_total", reason="buffer_full") == 150
+
+
+async def test_a_store_error_counts_the_batch_as_lost() -> None:
+    m, rows = Metrics(), FakeRows(fail=True)
+    log = request_log(rows, m)
+    for n in range(30):
+        log.add(record(n))
+    await log.flush()
+    assert metric(m, "gatehouse_request_log_dropped_total", reason="store_error") == 30
+    assert not log.buffer
+
+
+async def test_sampling_above_the_rate_keeps_every_error() -> None:
+    m, rows = Metrics(), FakeRows()
+    log = request_log(rows, m, sample_above=50)
+    for n in range(50):  # under the rate: all kept
+        log.add(record(n))
+    for n in range(50, 1050):  # over it: successes 1 in SAMPLE_EVERY, errors all
+        failed = n % 4 == 0
+        log.add(record(n, status=503 if failed else 200,
+                       error_class="unavailable" if failed else "ok"))
+    errors = [r for r in log.buffer if r.status >= 400]
+    assert len(errors) == 250
+    kept_ok = len(log.buffer) - 250 - 50
+    assert kept_ok == 750 // SAMPLE_EVERY
+    assert log.sampled == 750 - kept_ok
+    await log.flush()
+    assert metric(m, "gatehouse_request_log_sampled_total") == log.sampled
+
+
+async def test_records_being_written_can_still_be_found() -> None:
+    m = Metrics()
+    found_during: list[list[RequestRecord]] = []
+
+    class SlowRows(FakeRows):
+        async def add(self, records: Sequence[RequestRecord]) -> None:
+            found_during.append(await log.find("req_" + "0" * 25 + "7"))
+            await super().add(records)
+
+    log = request_log(SlowRows(), m)
+    for n in range(10):
+        log.add(record(n))
+    await log.flush()
+    assert [r.request_id for r in found_during[0]] == ["req_" + "0" * 25 + "7"]
+
+
+def test_rows_are_in_column_order() -> None:
+    r = record(3, client="192.0.2.1", attempts=["a:503", "b"])
+    row = row_of(r)
+    assert len(row) == len(FIELDS)
+    for name, value in zip(FIELDS, row, strict=True):
+        expected = getattr(r, name)
+        assert value == (str(expected) if name == "client" else
+                         '["a:503","b"]' if name == "attempts" else expected), name
+
+
+# -- the store's rows, on SQLite and PostgreSQL ----------------------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async for s in migrated_store(request.param, str(tmp_path)):
+        yield s
+
+
+async def test_rows_round_trip_and_lookup_by_any_id(store: Store) -> None:
+    rows = RequestRows(store)
+    t = time.time()
+    ok = record(1, at=t - 5, client_request_id="retry-me", client=None)
+    retried = record(2, at=t - 1, client_request_id="retry-me")
+    denied = record(3, at=t, ray_id="0123456789abcdef", status=403, error_class="blocked",
+                    error_type="access_denied", error_code="1020", org=None, project=None,
+                    key_id=None, attempts=[], backend=None, edge="deny",
+                    error_cause="ray 0123456789abcdef: rule testnet", stream=True)
+    other = record(4, org="org_b", client_request_id="retry-me")
+    await rows.add([ok, retried, denied, other])
+    assert await rows.find(ok.request_id) == [ok]
+    assert await rows.find("0123456789abcdef") == [denied]
+    by_client = await rows.find("retry-me", org="org_a")
+    assert [r.request_id for r in by_client] == [retried.request_id, ok.request_id]
+    assert [r.request_id for r in await rows.find(other.request_id, org="org_a")] == []
+    assert await rows.find(other.request_id, org="org_b") == [other]
+    assert await rows.find("nothing") == []
+
+
+async def test_rows_cut_long_text_and_are_pruned_by_age(store: Store) -> None:
+    rows = RequestRows(store)
+    old = record(1, at=time.time() - 40 * 86400)
+    long = record(2, path="/v1/" + "p" * 2000, error_cause="c" * 5000,
+                  client_request_id="x" * 512, attempts=["a:ConnectFailed", "b:503", "c"])
+    await rows.add([old, long])
+    (found,) = await rows.find("x" * 512)
+    assert found == replace(long, path=long.path[:512], error_cause="c" * 1024)
+    assert await rows.prune(time.time() - 30 * 86400) == 1
+    assert await rows.find(old.request_id) == []
+    assert await rows.find(long.request_id) != []
