@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             ban_loopback(servers["ban"].port, admin_key(py, "edge-ban"))
             log("servers up: " + ", ".join(f"{k} :{t.port}" for k, t in servers.items()))
             results = run(args, up, servers)
-            results["elapsed_s"] = round(time.monotonic() - started, 1)
-            results["when"] = time.strftime("%Y-%m-%d %H:%M")
-            results["machine"] = overhead.machine()
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=1))
+            overhead.save_results(results, args.json, started)
             render(results, args)
             return 0
     except KeyboardInterrupt:

@@ -779,6 +779,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def save_results(results: dict[str, Any], path: Path, started: float) -> None:
+    """Stamp a run's results (elapsed, when, machine) and write them as JSON to ``path``."""
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["when"] = time.strftime("%Y-%m-%d %H:%M")
+    results["machine"] = machine()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+
+
 def machine() -> str:
     model = "?"
     with contextlib.suppress(OSError):
