@@ -4,12 +4,31 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.support.procs import Gateway, Upstream
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every sync ``openai.OpenAI`` a test makes is closed after it: an unclosed one's pooled
+    socket is found by the garbage collector later, in another test, whose ResourceWarning
+    (an error here) then fails that innocent test — more often with several workers."""
+    made: list[openai.OpenAI] = []
+    original = openai.OpenAI.__init__
+
+    def init(self: openai.OpenAI, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(openai.OpenAI, "__init__", init)
+    yield
+    for client in made:
+        client.close()
 
 
 @pytest.fixture(scope="session")
