@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from sqlalchemy import or_, select
@@ -42,6 +43,7 @@ NOT_ROLLED_UP = {
                 "endpoint: filter by `component`.",
 }
 VALUE_MAX = 128
+MAX_PARAMS = 16
 QUANTILES = (50, 95, 99)
 PERCENTILE_NOTE = ("Percentiles come from merged fixed-bucket histograms: each is within one "
                    "bucket (a factor of √2) of the exact value.")
@@ -82,6 +84,16 @@ def parse_query(items: Iterable[tuple[str, str]]) -> HealthQuery:
                                  param=name)
         filters[name] = value
     return HealthQuery(window or DEFAULT_WINDOW, filters)
+
+
+def parse_query_string(raw: bytes) -> HealthQuery:
+    """:func:`parse_query` of a raw query string (``?model=demo&window=1h``)."""
+    try:
+        pairs = parse_qsl(raw.decode(), keep_blank_values=True, max_num_fields=MAX_PARAMS)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest(f"The query string is not valid: give at most {MAX_PARAMS} "
+                             "parameters, as UTF-8, percent-encoded.") from None
+    return parse_query(pairs)
 
 
 def not_found(name: str, value: str) -> NotFound:
