@@ -22,6 +22,8 @@ from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
 from gatehouse.admin.health import health_router
+from gatehouse.admin.health_page import PATH as HEALTH_PAGE
+from gatehouse.admin.health_page import health_page_route
 from gatehouse.admin.keys import keys_router
 from gatehouse.admin.models import (
     OrgIn,
@@ -155,6 +157,7 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None,
     api.include_router(requests_router(identity, request_log))
     api.include_router(health_router(identity))
     app.include_router(api)
+    app.add_route(HEALTH_PAGE, health_page_route(identity), include_in_schema=False)
     serve_docs(app)
     errors.install(app)
     assets = [f"{ASSETS}/{name}" for name in DOC_ASSETS]

@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from playwright.sync_api import Browser
 
-from tests.e2e.conftest import upstream_cfg
+from tests.e2e.conftest import keep_local, upstream_cfg
 from tests.e2e.test_identity import cli
 from tests.support.procs import Gateway, Upstream, free_port
 
@@ -35,8 +37,8 @@ def wait_for(gw: Gateway, headers: dict[str, str], path: str, requests: int,
         time.sleep(0.5)
 
 
-def test_health_counts_what_was_sent(start_gateway: Callable[..., Gateway],
-                                     up_a: Upstream) -> None:
+def test_health_counts_what_was_sent(start_gateway: Callable[..., Gateway], up_a: Upstream,
+                                     browser: Browser, tmp_path: Path) -> None:
     gw = start_gateway({
         "identity": {"require_key": True},
         "telemetry": {"access_log": False},
@@ -105,3 +107,35 @@ def test_health_counts_what_was_sent(start_gateway: Callable[..., Gateway],
         k: m[k] for k in ("requests", "errors", "error_classes", "tokens")}
     table = cli(gw.config_path, "health", "--org", "acme", "--window", "15m")
     assert "server_error" in table and "unavailable" in table and "│ n " in table
+    the_page_matches(gw, admin, browser, tmp_path)
+
+
+def the_page_matches(gw: Gateway, admin: dict[str, str], browser: Browser, tmp: Path) -> None:
+    """/admin/health in headless Chromium (nothing but the gateway reachable): its numbers and
+    bars are the JSON's; the screenshot stays in the test's tmp dir."""
+    query = "?org=acme&window=15m"
+    view = httpx.get(gw.url + "/admin/v1/health" + query, headers=admin).json()
+    page = browser.new_page(extra_http_headers=admin)
+    try:
+        outside = keep_local(page, gw.url)
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(gw.url + "/admin/health" + query)
+        assert page.inner_text("#requests") == f"{view['requests']:,}"
+        assert page.inner_text("#error-rate") == f"{view['error_rate']:.2%}"
+        assert "org = acme" in page.inner_text("#filter")
+        bars = page.locator("#chart-requests rect.bar")
+        assert bars.count() == len(view["series"]["points"]) == 15
+        drawn = [float(bars.nth(i).get_attribute("data-value") or 0)
+                 for i in range(bars.count())]
+        assert drawn == [p["requests"] for p in view["series"]["points"]]
+        box = page.locator("#chart-requests").bounding_box()
+        assert box is not None and box["height"] > 100
+        for cls in ("server_error", "unavailable"):
+            row = page.locator(f'#classes tr[data-class="{cls}"] .count')
+            assert row.inner_text() == str(view["error_classes"][cls]["count"])
+        page.screenshot(path=str(tmp / "health-page.png"), full_page=True)
+        assert errors == []  # no CSP violation reported
+    finally:
+        page.close()
+    assert outside == [] and (tmp / "health-page.png").stat().st_size > 0

@@ -92,3 +92,22 @@ async def test_customers_see_their_own_org_only(site: Site) -> None:  # noqa: F8
     assert (await site.client.get("/v1/health")).status_code == 401
     r = await site.client.post("/v1/health", headers={"authorization": f"Bearer {a}"})
     assert r.status_code == 405
+
+
+async def test_the_page_shows_what_the_json_says(site: Site) -> None:  # noqa: F811
+    a = await org_key(site, "org-a")
+    await traffic(site, a, 4, 1)
+    await flushed(site)
+    auth = {"authorization": f"Bearer {site.admin_key}"}
+    r = await site.client.get("/admin/health?org=org-a&window=15m", headers=auth)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "script-src" not in r.headers["content-security-policy"]
+    view = (await admin(site, "?org=org-a&window=15m")).json()
+    html = r.text
+    assert f'<dd id="requests">{view["requests"]}</dd>' in html
+    assert '<span id="error-rate">20.00%</span>' in html and "org = org-a" in html
+    assert html.count('class="bar"') == 2 * len(view["series"]["points"]) == 30
+    assert '<tr data-class="client_error">' in html and "within one bucket" in html
+    bad = await site.client.get("/admin/health?window=2h", headers=auth)
+    assert bad.status_code == 400 and "5m, 15m" in bad.text and "<h1>" in bad.text
+    assert (await site.client.get("/admin/health")).status_code == 401
