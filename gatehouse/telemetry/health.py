@@ -227,14 +227,17 @@ def health(rows: Iterable[RollupMinute], query: HealthQuery, filters: dict[str, 
     since, until = span(query.window, now)
     step = WINDOWS[query.window][1]
     total = Totals()
-    points = [Totals() for _ in range(math.ceil((until - since) / step))]
+    # points on multiples of their width (UTC: 10:30, 04:00, midnight), as hour and day
+    # rollups will be; the first and the last may hold only part of theirs
+    first = since - since % step
+    points = [Totals() for _ in range(math.ceil((until - first) / step))]
     models: dict[str, Totals] = {}
     for row in rows:
         if not since <= row.minute < until:
             continue
         latency, ttfb = histograms(row)
         total.add(row, latency, ttfb)
-        points[(row.minute - since) // step].add(row, latency, ttfb)
+        points[(row.minute - first) // step].add(row, latency, ttfb)
         model = models.get(row.model)
         if model is None:
             model = models[row.model] = Totals()
@@ -253,7 +256,7 @@ def health(rows: Iterable[RollupMinute], query: HealthQuery, filters: dict[str, 
         "by_model": [{"model": name or None, **t.brief()}
                      for name, t in sorted(models.items(), key=lambda kv: -kv[1].requests)],
         "series": {"bucket_seconds": step * 60,
-                   "points": [{"start": iso_minute(since + i * step), **p.brief()}
+                   "points": [{"start": iso_minute(first + i * step), **p.brief()}
                               for i, p in enumerate(points)]},
         "notes": notes,
     }

@@ -101,7 +101,11 @@ def test_every_window_has_its_series(window: str) -> None:
             row(MINUTE - minutes, [9.0])]  # the last: one minute too old
     view = health(rows, HealthQuery(window), {}, now=NOW, keep_days=14)
     points = view["series"]["points"]
-    assert len(points) == -(-minutes // step) and 5 <= len(points) <= 90
+    assert len(points) in (-(-minutes // step), -(-minutes // step) + 1)
+    assert 5 <= len(points) <= 91
+    starts = [int(p["start"][11:13]) * 60 + int(p["start"][14:16]) for p in points]
+    assert all(m % step == 0 for m in starts) or step == 1440  # aligned to their width (UTC)
+    assert all(p["start"].endswith("T00:00:00Z") for p in points) or step != 1440
     assert view["requests"] == 2 and points[0]["requests"] == 1 and points[-1]["requests"] == 1
     assert [m["model"] for m in view["by_model"]] == ["m1", "m2"]
     assert any("kept 14 days" in n for n in view["notes"]) == (minutes > 14 * 1440)
