@@ -45,6 +45,8 @@ from gatehouse.store.edge import EdgeRecords
 from gatehouse.store.requests import RequestRows
 from gatehouse.store.rollups import RollupRows
 from gatehouse.store.usage import UsageBook
+from gatehouse.telemetry.health_stage import PATH as HEALTH_PATH
+from gatehouse.telemetry.health_stage import HealthStage
 from gatehouse.telemetry.lookup import PREFIX as LOOKUP_PREFIX
 from gatehouse.telemetry.lookup import RequestLookupStage
 from gatehouse.telemetry.metrics import Metrics
@@ -213,6 +215,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/embeddings": Route("POST", proxy, "embeddings"),
         "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
+        HEALTH_PATH: Route("GET", Pipeline([*api_stages, HealthStage(
+            identity.store, settings.telemetry.rollup_minute_days)]), "health"),
     }
     prefix_routes = {"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
                                           "models")}

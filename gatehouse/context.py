@@ -68,6 +68,7 @@ class RequestContext:
     headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
     client: tuple[str, int] | None
     receive: Any = None
+    query: bytes = b""  # the raw query string (only the endpoints that take one read it)
     # the client's address as the edge resolved it (behind trusted proxies: the forwarded one);
     # quota, telemetry and the access log use this, never ``client``
     client_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None

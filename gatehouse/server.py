@@ -115,7 +115,7 @@ class Gateway:
                 if path.startswith(prefix):
                     return await self._mounted(app, scope, receive, send)
         ctx = RequestContext(new_request_id(), scope["method"], path, headers,
-                             scope.get("client"), receive)
+                             scope.get("client"), receive, scope.get("query_string", b""))
         local = self.local.get(path)
         route = None if local is not None else self._route(path)
         refuse: GatehouseError | None = None

@@ -21,6 +21,9 @@ from gatehouse.admin import errors
 from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
+from gatehouse.admin.health import health_router
+from gatehouse.admin.health_page import PATH as HEALTH_PAGE
+from gatehouse.admin.health_page import health_page_route
 from gatehouse.admin.keys import keys_router
 from gatehouse.admin.models import (
     OrgIn,
@@ -53,7 +56,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 DESCRIPTION = """\
 Manage orgs, projects, API keys, users, tiers, firewall rules, bans, Ray IDs and
-the request log of a gatehouse gateway.
+the request log and the traffic's health of a gatehouse gateway.
 
 Every endpoint needs `Authorization: Bearer <admin key>` (make the first one with
 `gatehouse keys create --admin`). Errors use OpenAI's shape,
@@ -152,7 +155,9 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None,
     api.include_router(edge_router(identity, edge.bans if edge else None,
                                    edge.rays if edge else None))
     api.include_router(requests_router(identity, request_log))
+    api.include_router(health_router(identity))
     app.include_router(api)
+    app.add_route(HEALTH_PAGE, health_page_route(identity), include_in_schema=False)
     serve_docs(app)
     errors.install(app)
     assets = [f"{ASSETS}/{name}" for name in DOC_ASSETS]

@@ -15,17 +15,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from gatehouse.store.flusher import Flusher
 from gatehouse.store.rollups import DIMENSIONS, RollupRows
-from gatehouse.store.tables import RollupMinute
 from gatehouse.telemetry.histogram import Histogram
-from gatehouse.telemetry.record import ERROR_CLASSES, RequestRecord
+from gatehouse.telemetry.record import RequestRecord
 
 log = logging.getLogger("gatehouse.telemetry")
 FLUSH_SECONDS = 10.0
@@ -125,29 +123,4 @@ class Rollups:
         await self._flusher.aclose()
 
 
-def summarize(rows: Iterable[RollupMinute]) -> dict[str, Any]:
-    """One window's numbers from its rows: requests, each error class, error rate (every class
-    but ``ok``), tokens, latency and time-to-first-byte percentiles, mean admission wait."""
-    requests = prompt = completion = 0
-    wait = 0.0
-    classes = dict.fromkeys(ERROR_CLASSES, 0)
-    latency, ttfb = Histogram(), Histogram()
-    for row in rows:
-        requests += row.requests
-        prompt += row.prompt_tokens
-        completion += row.completion_tokens
-        wait += row.admission_wait_ms
-        classes[row.error_class] = classes.get(row.error_class, 0) + row.requests
-        latency.merge(Histogram.from_json(orjson.loads(row.latency)))
-        ttfb.merge(Histogram.from_json(orjson.loads(row.ttfb)))
-    return {
-        "requests": requests, "classes": classes,
-        "error_rate": (requests - classes["ok"]) / requests if requests else None,
-        "prompt_tokens": prompt, "completion_tokens": completion,
-        "latency_ms": {f"p{q}": latency.percentile(q) for q in (50, 95, 99)},
-        "ttfb_ms": {f"p{q}": ttfb.percentile(q) for q in (50, 95, 99)},
-        "admission_wait_ms_mean": wait / requests if requests else None,
-    }
-
-
-__all__ = ["DIMENSIONS", "Cell", "Rollups", "summarize"]
+__all__ = ["DIMENSIONS", "Cell", "Rollups"]

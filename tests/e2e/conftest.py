@@ -6,7 +6,7 @@ from typing import Any
 
 import openai
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from tests.support.procs import Gateway, Upstream
 
@@ -96,3 +96,19 @@ def browser() -> Iterator[Browser]:
                               args=["--no-sandbox", "--disable-background-networking"])
         yield b
         b.close()
+
+
+def keep_local(page: Page, base_url: str) -> list[str]:
+    """Abort every request of ``page`` that leaves ``base_url`` (a CDN, anything off this
+    machine); the list returned collects their URLs."""
+    outside: list[str] = []
+
+    def only_local(route: Route) -> None:
+        if route.request.url.startswith(base_url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    return outside

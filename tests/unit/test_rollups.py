@@ -14,7 +14,8 @@ import pytest
 
 from gatehouse.store.db import Store
 from gatehouse.store.rollups import RollupRows
-from gatehouse.telemetry.rollups import Rollups, summarize
+from gatehouse.telemetry.health import summarize
+from gatehouse.telemetry.rollups import Rollups
 from tests.unit.test_histogram import exact, within_one_bucket
 from tests.unit.test_request_log import record, store  # noqa: F401  (the fixture)
 
