@@ -130,7 +130,7 @@ def orgs_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         listing = Listing("name", "id", "tier", "created", ids=("name", "id"), times=("created",))
         for org in await ids.accounts.orgs():
             listing.add(org.name, org.id, org.tier, org.created_at)
-        listing.print(as_json, out)
+        listing.print(as_json)
     _run(config, act)
 
 
@@ -164,7 +164,7 @@ def projects_list(org: Annotated[str | None, typer.Argument()] = None,
                           times=("created",))
         for org_name, project in await ids.accounts.projects(org):
             listing.add(f"{org_name}/{project.name}", project.id, project.created_at)
-        listing.print(as_json, out)
+        listing.print(as_json)
     _run(config, act)
 
 
@@ -213,7 +213,7 @@ def keys_list(
                 "expired" if k.expires_at and k.expires_at <= time.time() else "active"
             listing.add(k.id, k.display, k.project, k.tier, k.name, k.created_at,
                         k.last_used_at, k.expires_at, status)
-        listing.print(as_json, out)
+        listing.print(as_json)
     _run(config, act)
 
 
@@ -279,7 +279,7 @@ def users_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         for user, org in await ids.accounts.users():
             listing.add(user.email, user.id, org, user.tier, user.created_at,
                         "disabled" if user.disabled else "active")
-        listing.print(as_json, out)
+        listing.print(as_json)
     _run(config, act)
 
 
@@ -322,4 +322,4 @@ def tiers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     listing = Listing("tier", "kind", "may request", "description", ids=("tier",))
     for name, tier in settings.tiers.items():
         listing.add(name, tier.kind, list(tier.may_request), tier.description)
-    listing.print(as_json, out)
+    listing.print(as_json)

@@ -69,6 +69,7 @@ class Listing:
         for row in self.rows:
             table.add_row(*(_cell(v, c in self.times, self.blanks.get(c, "—"))
                             for c, v in zip(self.columns, row, strict=True)))
+        # a console made now reads the terminal's width now (COLUMNS included), not at import
         (console or Console()).print(table)
 
 

@@ -50,7 +50,7 @@ def rules_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         for i, row in enumerate(await _admin(ids).listing()):
             listing.add(i, row["id"], row["source"], row["rule"]["action"],
                         _spec(row["rule"]), row["note"])
-        listing.print(as_json, out)
+        listing.print(as_json)
     _run(config, act)
 
 
@@ -103,7 +103,7 @@ def bans_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                           times=("until",))
         for ban in await Bans(ids.state, ids.settings.edge.detector).list():
             listing.add(ban.subject, ban.until, ban.reason, ban.strikes)
-        listing.print(as_json, out)
+        listing.print(as_json)
         if isinstance(ids.state, UnsharedState):
             err.print(f"(no running gatehouse answered at {ids.state.path}: with state_url = "
                       "memory:// the bans live inside it)", markup=False)

@@ -130,5 +130,5 @@ def limits_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         for (scope, scope_id), values in sorted((await Overrides(ids.store).load()).items()):
             for field, value in sorted(values.items()):
                 listing.add(scope, scope_id, field, value)
-        listing.print(as_json, out)
+        listing.print(as_json)
     _run(config, act)

@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from gatehouse.quota.overrides import RELOAD_SECONDS
 from tests.support.procs import Gateway, write_toml
 from tests.support.services import PG_URL, REDIS_URL
 
@@ -115,6 +116,7 @@ def test_unknown_key_flood_makes_no_sql_queries(cluster: tuple[Path, Gateway, Ga
         first = client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
         assert first.status_code == 401  # (the one lookup this key may cost)
         before = gw.metric("gatehouse_store_queries_total")
+        started = time.monotonic()
         guesses = [key[:-10] + secrets.token_hex(5) for _ in range(300)]
         guesses += ["gh-supportbot-" + secrets.token_urlsafe(34)[:46] for _ in range(300)]
         guesses += [f"sk-proj-{secrets.token_hex(24)}" for _ in range(100)]
@@ -123,7 +125,11 @@ def test_unknown_key_flood_makes_no_sql_queries(cluster: tuple[Path, Gateway, Ga
             r = client.get("/v1/models", headers={"authorization": f"Bearer {guess}"})
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", guess
         after = gw.metric("gatehouse_store_queries_total")
-    assert after - before == 0, f"{after - before} SQL statements for {len(guesses)} bad keys"
+        took = time.monotonic() - started
+    # none per bad key: at most the limit overrides' background reload, one per 5 s of flood
+    allowed = int(took / RELOAD_SECONDS) + 1
+    assert after - before <= allowed, \
+        f"{after - before} SQL statements for {len(guesses)} bad keys in {took:.1f} s"
     assert gw.metric("gatehouse_auth_total", result="invalid") >= len(guesses)
 
 
