@@ -61,6 +61,10 @@ class UpstreamReply(Protocol):
 
     def close(self) -> None: ...
 
+    def finish(self) -> None:
+        """Like close(), for an answer passed on in full (the connection may be reused)."""
+        ...
+
 
 class Backend(Protocol):
     name: str
@@ -90,11 +94,17 @@ def translate(exc: BaseException, when: str) -> BackendFailure:
     return Broken(f"{type(exc).__name__} {when}")
 
 
+# streams whose backend connection is being handed back after [DONE] (kept from the collector)
+_SETTLING: set[asyncio.Task[None]] = set()
+SETTLE_SECONDS = 2.0
+
+
 class _HTTPReply:
-    __slots__ = ("_resp", "content_type", "request_id", "retry_after", "status")
+    __slots__ = ("_resp", "_settling", "content_type", "request_id", "retry_after", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
+        self._settling = False
         self.status = resp.status
         headers = resp.headers
         self.content_type = headers.get("content-type", "application/json")
@@ -118,10 +128,35 @@ class _HTTPReply:
     def close(self) -> None:
         # closing (not releasing) drops the connection, so the backend sees the client leave
         # and stops generating; a fully read reply goes back to the pool either way
+        if self._settling:
+            return  # finish() has it: the connection goes back to the pool, or is closed
         if self._resp.content.at_eof():
             self._resp.release()
         else:
             self._resp.close()
+
+    def finish(self) -> None:
+        """The answer is complete (a stream's [DONE] went on to the client): give the
+        connection back to the pool once the backend ends its body — most send the end with
+        [DONE], some linger — without making the client wait; closed if that takes long."""
+        if self._resp.content.at_eof():
+            self._resp.release()
+            return
+        self._settling = True
+        task = asyncio.get_running_loop().create_task(self._settle())
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
+
+    async def _settle(self) -> None:
+        try:
+            async with asyncio.timeout(SETTLE_SECONDS):
+                for _ in range(64):  # what follows [DONE] is the chunked end, not text
+                    if not await self._resp.content.readany():
+                        self._resp.release()
+                        return
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        self._resp.close()
 
 
 class HTTPBackend:
@@ -195,6 +230,10 @@ class HTTPBackend:
             return translate(exc, "probing").detail
 
     async def aclose(self) -> None:
+        if _SETTLING:  # connections still being handed back: shutting down, just close them
+            for task in list(_SETTLING):
+                task.cancel()
+            await asyncio.gather(*_SETTLING, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None

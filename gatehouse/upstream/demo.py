@@ -59,6 +59,9 @@ class _DemoReply:
     def close(self) -> None:
         return None
 
+    def finish(self) -> None:
+        self.close()
+
 
 def _prompt_text(body: dict[str, Any]) -> tuple[str, int]:
     """The text to echo (last user message, or the prompt) and the prompt's token count."""

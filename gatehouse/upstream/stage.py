@@ -292,7 +292,10 @@ class UpstreamStage:
             raise StreamBroken(error) from exc
         finally:
             ctx.usage = tap.usage
-            reply.close()
+            if tap.done:
+                reply.finish()  # complete: its connection can go back to the pool
+            else:
+                reply.close()
 
     def _give_up(self, ctx: RequestContext, failures: _Failures, caller: str
                  ) -> GatehouseError:

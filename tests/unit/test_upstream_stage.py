@@ -63,6 +63,9 @@ class Scripted:
             def close(self) -> None:
                 backend.closed += 1
 
+            def finish(self) -> None:
+                backend.closed += 1
+
         return Reply()
 
     async def probe(self) -> str | None:
