@@ -88,7 +88,7 @@ class StateServer:
             while line := await reader.readline():
                 try:
                     answer = {"ok": await self._do(json.loads(line))}
-                except (ValueError, KeyError, TypeError) as exc:
+                except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
                     answer = {"error": f"{type(exc).__name__}: {exc}"}
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()

@@ -206,3 +206,28 @@ async def test_unreachable_redis_is_a_state_error_not_a_crash() -> None:
         assert got and got[0] is None  # subscribers learn that messages may be lost
     finally:
         await s.aclose()
+
+
+async def test_the_state_socket_survives_malformed_and_oversized_requests() -> None:
+    """Whoever can reach the socket sends junk: each line gets an error, an oversized one
+    closes only that connection, and the server keeps answering others."""
+    with tempfile.TemporaryDirectory() as folder:
+        server = StateServer(MemoryState(), socket_path(f"{folder}/gatehouse.secret"))
+        assert await server.start()
+        reader, writer = await asyncio.open_unix_connection(server.path)
+        for junk in (b"not json\n", b"[]\n", b'{"op": "nope"}\n', b'{"op": "put", "args": 1}\n',
+                     b'{"op": "get"}\n'):
+            writer.write(junk)
+            assert b'"error"' in await asyncio.wait_for(reader.readline(), 5)
+        try:  # over the 1 MiB line bound: that connection is closed (or reset), nothing else
+            writer.write(b"x" * (2 << 20) + b"\n")
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
+        other = await SocketState.connect(server.path)
+        assert other is not None
+        await other.put("k", b"v", 30)
+        assert await other.get("k") == b"v"
+        await other.aclose()
+        await server.aclose()
