@@ -53,7 +53,7 @@ class Listing:
     def add(self, *values: Any) -> None:
         self.rows.append(values)
 
-    def print(self, as_json: bool, console: Console | None = None) -> None:
+    def print(self, as_json: bool) -> None:
         if as_json:
             typer.echo(json.dumps([
                 {c.replace(" ", "_"): (_iso(v) if c in self.times else v)
@@ -70,7 +70,7 @@ class Listing:
             table.add_row(*(_cell(v, c in self.times, self.blanks.get(c, "—"))
                             for c, v in zip(self.columns, row, strict=True)))
         # a console made now reads the terminal's width now (COLUMNS included), not at import
-        (console or Console()).print(table)
+        Console().print(table)
 
 
 def _iso(ts: float | None) -> str | None:
