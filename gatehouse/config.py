@@ -235,6 +235,9 @@ class IdentitySettings(_Section):
     secret_file: str = "gatehouse.secret"
     key_cache_ttl: float = Field(10.0, gt=0, le=3600)
     key_cache_size: int = Field(100_000, ge=16)
+    # while the store cannot be reached, keys verified within this many seconds keep working
+    # from the cache (0: none do; the store being down is then an API outage)
+    key_stale_ttl: float = Field(3600.0, ge=0, le=7 * 86400)
     negative_cache_ttl: float = Field(60.0, gt=0)
     negative_cache_size: int = Field(100_000, ge=16)
     session_cookie: str = "gatehouse_session"

@@ -46,7 +46,8 @@ class IdentityService:
         self.accounts = Accounts(self.store, self.keys)
         self.verifier = KeyVerifier(self.keys, self.accounts, ttl=ids.key_cache_ttl,
                                     size=ids.key_cache_size, negative_ttl=ids.negative_cache_ttl,
-                                    negative_size=ids.negative_cache_size, clock=clock)
+                                    negative_size=ids.negative_cache_size,
+                                    stale=ids.key_stale_ttl, clock=clock)
         self.sessions = SessionManager(self.state, idle_seconds=ids.session_idle_minutes * 60,
                                        absolute_seconds=ids.session_absolute_hours * 3600,
                                        clock=clock)

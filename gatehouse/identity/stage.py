@@ -90,7 +90,11 @@ class IdentityStage:
         self.settings = settings
         self.scope = scope
         self.anonymous = Principal("anonymous", settings.anonymous_tier)
-        self._users: TTLCache[Principal | None] = TTLCache(10_000, settings.key_cache_ttl)
+        self._users: TTLCache[Principal | None] = TTLCache(10_000, settings.key_cache_ttl,
+                                                           stale=settings.key_stale_ttl)
+        self._stale = metrics.identity_stale
+        if verifier.on_stale is None:
+            verifier.on_stale = self._stale.inc
         self._principals: dict[str, Principal] = {}
         m = metrics.auth
         self._counts = {r: m.labels(r) for r in ("key", "session", "anonymous", "missing",
@@ -155,11 +159,19 @@ class IdentityStage:
                                        "signed in with a session cookie.", code="csrf_failed")
         principal = self._users.get(session.user_id)
         if principal is MISS:
-            user = await self.accounts.user(session.user_id)
-            principal = None if user is None or user.disabled else Principal(
-                "session", user.tier, "api", user.org_id, None, None, None, None, None,
-                user.id, user.email)
-            self._users.put(session.user_id, principal)
+            try:
+                user = await self.accounts.user(session.user_id)
+            except Exception:  # the store is down: a user seen lately stays signed in
+                principal = self._users.get_stale(session.user_id)
+                if principal is MISS:
+                    raise IdentityUnavailable("The account store cannot be reached right now.",
+                                              retry_after=5) from None
+                self._stale.inc()
+            else:
+                principal = None if user is None or user.disabled else Principal(
+                    "session", user.tier, "api", user.org_id, None, None, None, None, None,
+                    user.id, user.email)
+                self._users.put(session.user_id, principal)
         if principal is None:
             raise SessionExpired(EXPIRED)
         assert isinstance(principal, Principal)

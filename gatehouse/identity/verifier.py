@@ -6,6 +6,12 @@
 Revocation: whoever revokes publishes the key's hash on ``identity.invalidate``; every replica
 drops it from its cache at once. If the state layer is unreachable, cached entries still expire
 after ``key_cache_ttl`` seconds, which bounds how long a revoked key can keep working.
+
+A store outage is not an API outage: a key verified within the last ``key_stale_ttl`` seconds
+is still served from its expired cache entry while the store cannot be asked (counted, and
+logged once a minute). Revocations keep arriving through the state layer and drop stale entries
+too; so a revoked key can outlive its revocation only if that announcement was lost *and* the
+store went down within ``key_cache_ttl`` of it — for at most ``key_stale_ttl``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ log = logging.getLogger("gatehouse.identity")
 CHANNEL = "identity.invalidate"
 EVERYTHING = b"*"
 LAST_USED_FLUSH_SECONDS = 30.0
+STALE_WARNING_SECONDS = 60.0
 
 
 class StoreUnavailable(Exception):
@@ -33,11 +40,14 @@ class StoreUnavailable(Exception):
 
 class KeyVerifier:
     def __init__(self, keys: KeyMaterial, accounts: Accounts, *, ttl: float, size: int,
-                 negative_ttl: float, negative_size: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 negative_ttl: float, negative_size: int, stale: float = 0.0,
+                 clock: Callable[[], float] = time.time,
+                 on_stale: Callable[[], None] | None = None) -> None:
         self.keys = keys
         self.accounts = accounts
-        self.found: TTLCache[KeyRecord] = TTLCache(size, ttl)
+        self.found: TTLCache[KeyRecord] = TTLCache(size, ttl, stale=stale)
+        self.on_stale = on_stale
+        self._stale_warned = -STALE_WARNING_SECONDS
         self.refused: TTLCache[bool] = TTLCache(negative_size, negative_ttl)
         self._clock = clock
         self._pending: dict[str, asyncio.Future[KeyRecord | None]] = {}
@@ -54,12 +64,28 @@ class KeyVerifier:
         if record is MISS:
             if self.refused.get(digest) is not MISS:
                 return None
-            record = await self._lookup(digest)
+            try:
+                record = await self._lookup(digest)
+            except StoreUnavailable:
+                record = self.found.get_stale(digest)
+                if record is MISS:
+                    raise
+                self._served_stale()
         assert record is None or isinstance(record, KeyRecord)
         if record is None or not record.usable(self._clock()):
             return None
         self._last_used[record.id] = self._clock()
         return record
+
+    def _served_stale(self) -> None:
+        if self.on_stale is not None:
+            self.on_stale()
+        now = time.monotonic()
+        if now - self._stale_warned >= STALE_WARNING_SECONDS:
+            self._stale_warned = now
+            log.warning("the store cannot be reached: serving keys verified within "
+                        "key_stale_ttl from the cache; keys not seen lately get 503 "
+                        "identity_unavailable")
 
     async def _lookup(self, digest: str) -> KeyRecord | None:
         pending = self._pending.get(digest)
@@ -87,7 +113,8 @@ class KeyVerifier:
     # -- invalidation ------------------------------------------------------------------
     def invalidated(self, message: bytes | None) -> None:
         if message is None or message == EVERYTHING:
-            self.found.clear()
+            # re-check every key on its next use; while the store is down, stale entries serve
+            self.found.expire_all()
             self.refused.clear()
             return
         digest = message.decode()

@@ -48,6 +48,9 @@ class Metrics:
 
         self.auth = Counter("gatehouse_auth", "Identity checks, by how they ended.",
                             ["result"], registry=r)
+        self.identity_stale = Counter(
+            "gatehouse_identity_stale", "Requests identified from an expired cache entry (key "
+            "or signed-in user) because the store could not be reached.", registry=r)
         self.quota_decisions = Counter("gatehouse_quota_decisions",
                                        "Quota checks, by result.", ["result"], registry=r)
         self.admission = Counter("gatehouse_admission",

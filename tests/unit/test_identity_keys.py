@@ -162,17 +162,78 @@ async def test_store_down_cached_keys_still_work(
         await broken.aclose()
 
 
-async def test_everything_message_clears_both_caches(
+async def test_everything_message_expires_found_keys_and_forgets_refused_ones(
         setup: tuple[Store, Accounts, KeyVerifier]) -> None:
-    _, accounts, verifier = setup
+    store, accounts, verifier = setup
+    verifier.found.ttl, verifier.found.stale = 60, 3600
     plain, _ = await accounts.create_key("acme/bot")
     await verifier.verify(plain)
     verifier.refused.put("x", True)
     verifier.invalidated(EVERYTHING)
-    assert len(verifier.found) == 0 and len(verifier.refused) == 0
-    verifier.refused.put("x", True)
-    verifier.invalidated(None)  # the state layer lost messages: forget everything
     assert len(verifier.refused) == 0
+    digest = accounts.keys.digest(plain)
+    assert verifier.found.get(digest) is MISS  # no longer fresh: the next use asks the store
+    before = store.queries
+    assert await verifier.verify(plain) is not None
+    assert store.queries - before == 1
+    verifier.refused.put("x", True)
+    verifier.invalidated(None)  # the state layer lost messages: re-check everything
+    assert len(verifier.refused) == 0 and verifier.found.get(digest) is MISS
+
+
+def test_ttl_cache_keeps_expired_entries_as_stale_for_a_while() -> None:
+    now = [0.0]
+    cache: TTLCache[int] = TTLCache(10, 10, clock=lambda: now[0], stale=100)
+    cache.put("a", 1)
+    now[0] = 50
+    assert cache.get("a") is MISS and cache.get_stale("a") == 1  # expired, still kept
+    cache.put("b", 2)
+    cache.expire_all()
+    assert cache.get("b") is MISS and cache.get_stale("b") == 2
+    now[0] = 111
+    assert cache.get_stale("a") is MISS and cache.get("a") is MISS  # 10 + 100 s: forgotten
+    assert cache.get_stale("b") == 2
+    cache.drop("b")
+    assert cache.get_stale("b") is MISS
+    plain: TTLCache[int] = TTLCache(10, 10, clock=lambda: now[0])  # stale 0: nothing kept
+    plain.put("c", 3)
+    now[0] += 10
+    assert plain.get_stale("c") is MISS and len(plain) == 1
+    assert plain.get("c") is MISS and len(plain) == 0
+
+
+async def test_store_down_keys_seen_lately_are_served_stale_for_key_stale_ttl(
+        setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    store, accounts, verifier = setup
+    now = [time.time()]
+    served: list[int] = []
+    verifier.found = TTLCache(100, 10, clock=lambda: now[0], stale=60)
+    verifier.on_stale = lambda: served.append(1)
+    plain, row = await accounts.create_key("acme/bot")
+    revoked, revoked_row = await accounts.create_key("acme/bot")
+    unseen, _ = await accounts.create_key("acme/bot")
+    assert await verifier.verify(plain) is not None
+    assert await verifier.verify(revoked) is not None
+    await accounts.revoke_key(revoked_row.id)
+    verifier.invalidated(revoked_row.hash.encode())  # the announcement arrived before the outage
+    await store.engine.dispose()
+    broken = Store("postgresql+asyncpg://postgres@127.0.0.1:1/test")  # nothing listens
+    verifier.accounts = Accounts(broken, accounts.keys)
+    try:
+        now[0] += 30  # the entry is 30 s old: expired (ttl 10), within the stale 60 s
+        for _ in range(3):
+            record = await verifier.verify(plain)
+            assert record is not None and record.id == row.id
+        assert len(served) == 3
+        with pytest.raises(StoreUnavailable):  # revoked and announced: not kept as stale
+            await verifier.verify(revoked)
+        with pytest.raises(StoreUnavailable):  # never seen: nothing to fall back on
+            await verifier.verify(unseen)
+        now[0] += 41  # 71 s: past ttl + stale
+        with pytest.raises(StoreUnavailable):
+            await verifier.verify(plain)
+    finally:
+        await broken.aclose()
 
 
 async def test_last_used_is_batched(setup: tuple[Store, Accounts, KeyVerifier]) -> None:
