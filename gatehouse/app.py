@@ -227,6 +227,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     login = Recorded(guarded_web, telemetry, "login")
     connections = Connections(settings.server, metrics, is_proxy=edge.is_proxy,
                               on_slow=edge.slow_client)
+    connections.on_answer = telemetry.connection_answer
     starts: list[Callable[[], Awaitable[None]]] = [
         identity.start, edge.start, start_quota, *(w.start for w in writers)]
     stops: list[Callable[[], Awaitable[None]]] = [

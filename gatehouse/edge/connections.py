@@ -74,6 +74,9 @@ class Connections:
                  is_proxy: Callable[[str], bool] = lambda peer: False,
                  on_slow: Callable[[str], None] = lambda peer: None,
                  fds: int | None = None) -> None:
+        # told of each answer made here, without the app: (error, request id, peer, method,
+        # path) — the telemetry stage records it (set by the app)
+        self.on_answer: Callable[[GatehouseError, str, str, str, str], None] | None = None
         self.settings = settings
         self.metrics = metrics
         self.is_proxy = is_proxy

@@ -10,7 +10,8 @@ connection that sends half a head, or half a body, is kept for ever. Here, per c
   :mod:`gatehouse.edge.connections`), and a cap on connections per address and in all.
 
 Refusals are written straight to the socket in OpenAI's error shape with a request id; no
-stage runs for them.
+stage runs for them, but each is recorded (``Connections.on_answer``: the telemetry stage) —
+except a body that stops arriving while the app reads it, which the app records itself.
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.guard.refused(error.cause)
         if self.transport.is_closing():
             return
-        if self.cycle is None or not self.cycle.response_started:
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
             request_id = new_request_id()
             body = error.body(request_id)
             lines = [STATUS_LINE[error.status], b"content-type: application/json\r\n",
@@ -209,7 +211,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 lines.append(f"{name}: {value}\r\n".encode("latin-1"))
             lines += [b"connection: close\r\n\r\n", body]
             self.transport.write(b"".join(lines))
+            record = self.guard.on_answer
+            if record is not None and (cycle is None or cycle.response_complete):
+                record(error, request_id, self.peer, *self._request_line())
         self._close()
+
+    def _request_line(self) -> tuple[str, str]:
+        """The method and path of the request being read, as far as they arrived."""
+        if self.phase != WAITING or self.line == 0:
+            return "", ""
+        try:
+            method = self.parser.get_method().decode("ascii", "replace")
+        except httptools.HttpParserError:
+            method = ""
+        path = self.url.split(b"?", 1)[0][:512].decode("latin-1")
+        return method, path
 
     def _close(self) -> None:
         cycle = self.cycle

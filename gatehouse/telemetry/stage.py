@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gatehouse.context import Outcome, RequestContext
+from gatehouse.errors import GatehouseError
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import AccessLog, RequestRecord
 from gatehouse.telemetry.requestlog import RequestLog
@@ -58,6 +59,20 @@ class TelemetryStage:
         """The request's one RequestRecord, to the access log and the request log."""
         if self._on:
             self.write(RequestRecord.of(ctx, outcome, component))
+
+    def connection_answer(self, error: GatehouseError, request_id: str, peer: str,
+                          method: str, path: str) -> None:
+        """The record of an answer the connection layer made without the app (414, 431, 408,
+        too many connections, server full): endpoint ``connection``; the component by the
+        path, ``web`` when no path had arrived."""
+        if not self._on:
+            return
+        ctx = RequestContext(request_id, method, path, {}, (peer, 0))
+        ctx.endpoint = "connection"
+        ctx.finished_at = ctx.started
+        self.metrics.requests.labels("connection", "", str(error.status), "error").inc()
+        self.write(RequestRecord.of(ctx, Outcome("error", error.status, error),
+                                    "api" if path.startswith("/v1") else "web"))
 
     def write(self, record: RequestRecord) -> None:
         self.access_log.write(record)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -124,6 +125,11 @@ REASONS = ("head_too_large", "uri_too_long", "head_timeout", "body_timeout", "id
            "per_address", "server_full", "evicted")
 
 
+def record_of(gw: Gateway, answer: bytes) -> dict[str, Any]:
+    """The access-log record of a refusal, by the request id its answer carried."""
+    return gw.record(answer.split(b"x-request-id: ", 1)[1].split(b"\r\n", 1)[0].decode())
+
+
 def test_a_header_flood_is_refused_431_while_others_are_served(gw: Gateway) -> None:
     closed = Closed(gw)
     flood = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 2_000_000 + b"\r\n"  # 16 MB
@@ -173,6 +179,10 @@ def test_each_head_limit(gw: Gateway, head: bytes, status: int, code: bytes) -> 
     send_all(s, head)
     answer = read_answer(s)
     assert status_of(answer) == status and code in answer, answer[:300]
+    record = record_of(gw, answer)  # recorded, though no stage ran for it
+    assert record["endpoint"] == "connection" and record["status"] == status
+    assert record["error_class"] == "client_error" and record["client"] == "127.0.0.2"
+    assert record["error_code"] == code.decode() and record["component"] == "web"
     # just under the limits still works
     ok = httpx.get(gw.url + "/healthz", headers={f"x-{i}": "v" * 3000 for i in range(9)})
     assert ok.status_code == 200
@@ -194,6 +204,12 @@ def test_slowloris_heads_are_cut_and_capped_while_others_are_served(gw: Gateway)
     assert statistics.median(bystander.times) < 0.5
     assert closed["head_timeout"] == 100
     assert closed["per_address"] == 1
+    cut = record_of(gw, answers[0])
+    assert (cut["status"], cut["method"], cut["path"], cut["component"]) == \
+        (408, "GET", "/v1/models", "api")
+    capped = record_of(gw, refused)
+    assert (capped["status"], capped["error_class"], capped["path"]) == \
+        (429, "rate_limited", "")
 
 
 def test_a_stalled_body_is_answered_408(gw: Gateway) -> None:
