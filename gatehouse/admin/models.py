@@ -207,6 +207,11 @@ class LoggedOut(BaseModel):
     sessions_ended: int
 
 
+class Unlocked(BaseModel):
+    email: str
+    unlocked: bool  # false: no failed sign-ins were counted for it
+
+
 # -- tiers --------------------------------------------------------------------------------
 class TierOut(BaseModel):
     name: str

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from gatehouse.admin.errors import about
 from gatehouse.admin.models import (
     LoggedOut,
+    Unlocked,
     Page,
     UserIn,
     UserOut,
@@ -76,5 +77,12 @@ def users_router(identity: IdentityService) -> APIRouter:
             raise AccountError("not_found", f"no user {email!r}")
         ended = await identity.sessions.end_all(user.id, "signed_out_by_admin")
         return LoggedOut(email=user.email, sessions_ended=ended)
+
+    @router.post("/users/{email}/unlock", summary="Lift a sign-in lock")
+    async def unlock(email: str) -> Unlocked:
+        """Forget the failed sign-ins counted for this email (whether or not a user has it:
+        locks look the same for unknown emails)."""
+        cleared = await identity.throttle.unlock(email)
+        return Unlocked(email=email, unlocked=cleared > 0)
 
     return router

@@ -6,6 +6,7 @@ through the state layer named in the config, exactly as the admin API does."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import sys
 import time
@@ -300,6 +301,28 @@ def users_disable(email: str, config: ConfigOpt = None) -> None:
         ended = await ids.sessions.end_all(user.id, "account_disabled")
         out.print(f"disabled {email}; ended {ended} session(s)")
     _run(config, act)
+
+
+@users.command("unlock")
+def users_unlock(
+        email: str,
+        address: Annotated[str | None, typer.Option(
+            help="Also forget the failed sign-ins from this IP address (IPv6: its /64).")] = None,
+        config: ConfigOpt = None) -> None:
+    """Lift a sign-in lock: forget the failed sign-ins of an email (and of an address)."""
+    if address is not None:
+        try:
+            address = str(ipaddress.ip_address(address.strip()))
+        except ValueError:
+            raise typer.BadParameter(f"{address!r} is not an IP address",
+                                     param_hint="--address") from None
+
+    async def act(ids: IdentityService) -> None:
+        cleared = await ids.throttle.unlock(email, address)
+        what = email if address is None else f"{email} and {address}"
+        out.print(f"forgot the failed sign-ins of {what}" if cleared else
+                  f"no failed sign-ins were counted for {what}")
+    _run(config, act, live=True)
 
 
 @users.command("logout")

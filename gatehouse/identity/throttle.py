@@ -79,6 +79,14 @@ class SignInThrottle:
         allowed, wait = await self.state.attempt([account, place], self.clock())
         return Attempt(allowed, wait, account, place)
 
+    async def unlock(self, email: str, address: str | None = None) -> int:
+        """Forget the failures counted for ``email`` (and, if given, for ``address``): an
+        administrator lifting a lock. How many counters were there."""
+        keys = [self._account(email)]
+        if address is not None:
+            keys.append("signin:address:" + address_key(address))
+        return await self.state.delete(*keys)
+
     async def succeeded(self, attempt: Attempt) -> None:
         if not self.settings.enabled:
             return

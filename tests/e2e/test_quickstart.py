@@ -133,6 +133,35 @@ def test_sign_outs_reach_the_running_gateway(quickstart: tuple[Path, str, str]) 
             lambda: browser.get("/account", headers={"cookie": session}).status_code != 200)
 
 
+def test_a_sign_in_lock_is_lifted_from_the_cli(quickstart: tuple[Path, str, str]) -> None:
+    home, url, _ = quickstart
+    password = "correct horse battery staple"
+    cli(home, "users", "create", "bob@example.com", "--org", "default", "--password-stdin",
+        stdin=password + "\n")
+
+    def sign_in(browser: httpx.Client, secret: str) -> httpx.Response:
+        form = browser.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text
+        return browser.post("/login", data={"csrf": csrf.group(1), "email": "bob@example.com",
+                                            "password": secret},
+                            headers={"accept": "application/json"})
+
+    with httpx.Client(base_url=url, follow_redirects=False) as browser:
+        for _ in range(6):  # past the 5 free failures: the account is locked
+            sign_in(browser, "a wrong guess")
+        locked = sign_in(browser, password)
+        assert locked.status_code == 429, locked.text
+        assert locked.json()["error"]["code"] == "too_many_sign_ins"
+        said = cli(home, "users", "unlock", "bob@example.com")
+        assert "forgot the failed sign-ins of bob@example.com" in said
+        assert sign_in(browser, password).status_code == 303  # at once, the right one works
+    said = cli(home, "users", "unlock", "bob@example.com")
+    assert "no failed sign-ins were counted" in said
+    said = cli(home, "users", "unlock", "bob@example.com", "--address", "not-an-ip", code=2)
+    assert "not an IP address" in said
+
+
 def test_without_a_running_gateway_the_cli_says_so(tmp_path: Path) -> None:
     said = cli(tmp_path, "bans", "add", "203.0.113.7", "--for", "1h", code=1)
     assert "not applied: no running gatehouse answered at" in said and "banned" not in said

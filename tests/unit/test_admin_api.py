@@ -139,7 +139,8 @@ async def test_docs_are_public_and_list_every_path(admin: Admin) -> None:
     assert schema["info"]["title"] == "gatehouse admin API"
     assert {f"{A}/orgs", f"{A}/orgs/{{org}}", f"{A}/projects", f"{A}/keys",
             f"{A}/keys/{{key_id}}/revoke", f"{A}/keys/{{key_id}}/rotate", f"{A}/users",
-            f"{A}/users/{{email}}", f"{A}/users/{{email}}/logout", f"{A}/tiers"} \
+            f"{A}/users/{{email}}", f"{A}/users/{{email}}/logout",
+            f"{A}/users/{{email}}/unlock", f"{A}/tiers"} \
         <= set(schema["paths"])
     assert schema["components"]["securitySchemes"]["AdminKey"]["scheme"] == "bearer"
     assert "ErrorBody" in schema["components"]["schemas"]
@@ -347,6 +348,16 @@ async def test_users(admin: Admin) -> None:
     await sessions.create(user["id"])
     changed = ok(await admin.patch("/users/ada@example.com", {"password": "another horse"}))
     assert changed["sessions_ended"] == 1 and "another horse" not in str(changed)
+
+    throttle = admin.identity.throttle
+    for _ in range(8):  # past the free failures: the email is locked
+        await throttle.attempt("ada@example.com", "10.0.0.1")
+    assert not (await throttle.attempt("ada@example.com", "10.0.0.2")).allowed
+    assert ok(await admin.post("/users/ada@example.com/unlock")) == \
+        {"email": "ada@example.com", "unlocked": True}
+    assert (await throttle.attempt("ada@example.com", "10.0.0.2")).allowed
+    assert ok(await admin.post("/users/nobody@example.com/unlock")) == \
+        {"email": "nobody@example.com", "unlocked": False}
 
 
 @pytest.mark.parametrize("body, code, param", [

@@ -158,6 +158,22 @@ async def test_growing_delays_on_a_fake_clock_and_a_reset_on_success(site: Site)
     assert (await sign_in(c2, site.email)).headers["retry-after"] == "5"
 
 
+async def test_an_administrator_lifts_a_lock(site: Site) -> None:
+    c = site.client()
+    for _ in range(4):
+        await sign_in(c, site.email)
+    assert (await sign_in(c, site.email, PASSWORD)).status_code == 429
+    assert await site.identity.throttle.unlock(site.email.upper()) == 1  # as typed, normalised
+    assert (await sign_in(c, site.email, PASSWORD)).status_code == 303
+    assert await site.identity.throttle.unlock(site.email) == 0  # the success reset it
+    # an address locked by guessing many accounts: unlocked with the address
+    for _ in range(9):
+        await sign_in(c, site.stranger())
+    assert (await sign_in(c, site.email, PASSWORD)).status_code == 429
+    assert await site.identity.throttle.unlock(site.email, site.ip) >= 1
+    assert (await sign_in(c, site.email, PASSWORD)).status_code == 303
+
+
 async def test_an_unknown_account_is_throttled_exactly_like_a_real_one(site: Site) -> None:
     seen: dict[str, list[tuple[int, str | None, str]]] = {}
     for email in (site.email, site.stranger()):
