@@ -6,7 +6,10 @@ is not written is counted, never silently lost:
 
 - ``buffer_full`` — the writer fell ``[telemetry] request_log_buffer`` records behind (a store
   that is slow or down); further records are dropped until it catches up;
-- ``store_error`` — a batch the store refused;
+- ``store_error`` — a batch the store refused (it answered, and said no: a constraint, bad
+  data). A store that cannot be reached refuses nothing: the batch goes back to the front of
+  the buffer and is written once the store is back (meanwhile, past the buffer's size, new
+  records count as ``buffer_full``);
 - sampled — above ``request_log_sample_above`` records a second (per worker), successes are
   kept 1 in ``SAMPLE_EVERY``; errors (status ≥ 400) are always kept.
 
@@ -21,6 +24,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
+
+from gatehouse.errors import IdentityUnavailable
 from gatehouse.store.flusher import Flusher
 from gatehouse.store.requests import RequestRows
 from gatehouse.telemetry.metrics import Metrics
@@ -31,6 +37,8 @@ FLUSH_SECONDS = 1.0
 PRUNE_SECONDS = 3600.0
 BATCH = 2000
 SAMPLE_EVERY = 10
+# errors by which the store refuses rows (as opposed to not being reached)
+REFUSED = (IntegrityError, DataError, ProgrammingError)
 
 
 class RequestLog:
@@ -53,6 +61,7 @@ class RequestLog:
         self._reported = (0, 0)
         self._flusher = Flusher(self.flush, flush_seconds)
         self._pruned = 0.0
+        self._down = False  # the last write could not reach the store
 
     def add(self, record: RequestRecord) -> None:
         second = int(self.clock())
@@ -76,7 +85,16 @@ class RequestLog:
         waiting = [r for r in reversed(self._writing + self.buffer)
                    if any_id in (r.request_id, r.client_request_id, r.ray_id)
                    and (org is None or r.org == org) and (user is None or r.user_id == user)]
-        stored = await self.rows.find(any_id, org=org, user=user)
+        try:
+            stored = await self.rows.find(any_id, org=org, user=user)
+        except REFUSED:
+            raise
+        except Exception:  # the store cannot be reached: what waits here is all there is
+            if waiting:
+                return waiting
+            raise IdentityUnavailable("The store cannot be reached right now, so the request "
+                                      "log cannot be searched; try again shortly.",
+                                      retry_after=5) from None
         seen = {r.request_id for r in waiting}
         return waiting + [r for r in stored if r.request_id not in seen]
 
@@ -89,13 +107,23 @@ class RequestLog:
             self.buffer = self.buffer[BATCH:]
             try:
                 await self.rows.add(batch)
-            except Exception as exc:  # never fail requests over it; count the loss
+            except REFUSED as exc:  # the store said no to these rows: retrying cannot help
                 self.metrics.request_log_dropped.labels("store_error").inc(len(batch))
-                log.warning("request log: could not write %d records: %s", len(batch),
+                log.warning("request log: the store refused %d records: %s", len(batch),
                             type(exc).__name__)
+                break
+            except Exception as exc:  # not reachable: keep them for the next flush
+                self.buffer[:0] = batch
+                if not self._down:
+                    self._down = True
+                    log.warning("request log: the store cannot be reached (%s); %d records "
+                                "wait for it", type(exc).__name__, len(self.buffer))
                 break
             finally:
                 self._writing = []
+            if self._down:
+                self._down = False
+                log.warning("request log: the store is back; writing what waited")
             self.written += len(batch)
             self.metrics.request_log_written.inc(len(batch))
         self._report()

@@ -8,33 +8,16 @@ header sent straight to the gateway by an untrusted peer is ignored."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import requirements
+from tests.support.nginx import running_nginx
 from tests.support.procs import Gateway, free_port
 
-NGINX = requirements.NGINX or "nginx"  # present: tests/conftest.py checks before the run
-
-CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+SITE = """\
     upstream gatehouse {{ server 127.0.0.1:{backend}; keepalive 8; }}
     server {{
         listen 127.0.0.1:{port};
@@ -46,40 +29,19 @@ http {{
             proxy_buffering off;
         }}
     }}
-}}
 """
 
 
 @pytest.fixture
 def nginx_in_front(start_gateway: Callable[..., Gateway], tmp_path: Path
                    ) -> Iterator[tuple[Gateway, str]]:
-    assert NGINX is not None
     gw = start_gateway({"edge": {"trusted_proxies": ["127.0.0.1/32"],
                                  "rules": [{"action": "deny", "cidr": "127.0.0.3",
                                             "name": "blocked-client"}]}})
     port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(CONF.format(tmp=tmp_path, backend=gw.port, port=port))
-    log = (tmp_path / "nginx.out").open("wb")
-    proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf)], stdout=log,
-                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            httpx.get(url + "/healthz", timeout=0.5)
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("nginx did not start: " + (tmp_path / "nginx-error.log").read_text())
-            time.sleep(0.05)
-    try:
+    with running_nginx(tmp_path, SITE.format(backend=gw.port, port=port), url + "/healthz"):
         yield gw, url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def client_from(address: str) -> httpx.Client:

@@ -18,28 +18,13 @@ import pytest
 
 from gatehouse.quota.overrides import RELOAD_SECONDS
 from tests.support.procs import Gateway, write_toml
-from tests.support.services import PG_URL, REDIS_URL
-
-PG_ADMIN = PG_URL.replace("+asyncpg", "")
-
-
-def psql(sql: str) -> None:
-    url = PG_ADMIN.replace("postgresql://", "")
-    user, _, rest = url.partition("@")
-    hostport, _, db = rest.partition("/")
-    host, _, port = hostport.partition(":")
-    subprocess.run(["psql", "-h", host, "-p", port or "5432", "-U", user, "-d", db, "-qc", sql],
-                   check=True, capture_output=True)
-
+from tests.support import services
+from tests.support.services import REDIS_URL
 
 @pytest.fixture
 def pg_database() -> Iterator[str]:
-    name = f"gh_e2e_{secrets.token_hex(4)}"
-    psql(f"CREATE DATABASE {name}")
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        psql(f"DROP DATABASE {name} WITH (FORCE)")
+    with services.pg_database() as url:
+        yield url
 
 
 def cli(config: Path, *args: str, stdin: str | None = None) -> str:

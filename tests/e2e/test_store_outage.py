@@ -1,10 +1,14 @@
 """A store outage is not an API outage: a real gateway process on PostgreSQL, reached through a
 TCP forwarder the test cuts (PostgreSQL itself keeps serving the other tests). Keys verified
 before the outage keep working past ``key_cache_ttl``; a key never seen gets an honest 503;
-when the store comes back, everything works again."""
+when the store comes back, everything works again and the records of the outage are in the
+request log."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,5 +76,19 @@ def test_keys_seen_before_a_store_outage_keep_working_through_it(
             assert time.monotonic() < deadline, f"store back, still {r.status_code}: {r.text}"
             time.sleep(0.2)
         assert post(gw, seen).status_code == 200
+        # the records of the outage waited in the gateway and reached the request log after it
+        during = answers[7].headers["x-request-id"]
+        deadline = time.monotonic() + 20
+        while True:
+            shown = subprocess.run(
+                [sys.executable, "-m", "gatehouse", "requests", "show", during, "--json",
+                 "--config", str(direct)], capture_output=True, text=True, timeout=60)
+            if shown.returncode == 0:
+                break
+            assert time.monotonic() < deadline, shown.stdout + shown.stderr
+            time.sleep(0.5)
+        record = json.loads(shown.stdout)
+        assert record["status"] == 200 and record["request_id"] == during
+        assert gw.metric("gatehouse_request_log_dropped_total") == 0
         gw.stop()
     assert "Traceback" not in gw.log.read_text()

@@ -111,7 +111,7 @@ class Gateway:
     """``gatehouse serve`` in its own process, with its access log captured."""
 
     def __init__(self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None,
-                 workers: int = 1, start_timeout: float = 20) -> None:
+                 workers: int = 1, start_timeout: float = 60) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = tmp / f"gatehouse-{self.port}.toml"

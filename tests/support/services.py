@@ -5,9 +5,11 @@ namespace in Redis; nothing is shared between tests or left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -43,3 +45,25 @@ async def migrated_store(kind: str, tmp: str) -> AsyncIterator[Store]:
         await store.migrate()
         yield store
         await store.aclose()
+
+
+def psql(sql: str) -> None:
+    """One statement through ``psql``, as the PostgreSQL superuser of ``PG_URL``."""
+    url = PG_URL.replace("+asyncpg", "").replace("postgresql://", "")
+    user, _, rest = url.partition("@")
+    hostport, _, db = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    subprocess.run(["psql", "-h", host, "-p", port or "5432", "-U", user, "-d", db, "-qc", sql],
+                   check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A database of its own (for gateway processes, which migrate it themselves), dropped
+    afterwards; yields its URL."""
+    name = f"gh_e2e_{secrets.token_hex(4)}"
+    psql(f"CREATE DATABASE {name}")
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        psql(f"DROP DATABASE {name} WITH (FORCE)")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gatehouse.errors import IdentityUnavailable
 from gatehouse.store.db import Store
 from gatehouse.store.requests import RequestRows, row_of
 from gatehouse.telemetry.metrics import Metrics
@@ -81,14 +82,39 @@ async def test_a_full_buffer_drops_and_counts_never_blocks() -> None:
     assert metric(m, "gatehouse_request_log_dropped_total", reason="buffer_full") == 150
 
 
-async def test_a_store_error_counts_the_batch_as_lost() -> None:
-    m, rows = Metrics(), FakeRows(fail=True)
-    log = request_log(rows, m)
-    for n in range(30):
-        log.add(record(n))
-    await log.flush()
-    assert metric(m, "gatehouse_request_log_dropped_total", reason="store_error") == 30
-    assert not log.buffer
+async def test_records_wait_for_a_store_that_is_down_and_refused_ones_are_counted(
+        tmp_path: Path) -> None:
+    m = Metrics()
+    async for store in migrated_store("sqlite", str(tmp_path)):
+        down = Store("postgresql+asyncpg://postgres@127.0.0.1:1/test")  # nothing listens
+        log = RequestLog(RequestRows(down), m, size=50, keep_days=30, sample_above=10_000)
+        try:
+            for n in range(40):
+                log.add(record(n))
+            for _ in range(2):  # the store is down: nothing written, nothing lost
+                await log.flush()
+                assert len(log.buffer) == 40
+            assert metric(m, "gatehouse_request_log_dropped_total", reason="store_error") == 0
+            assert [r.request_id for r in await log.find(record(7).request_id)] == \
+                [record(7).request_id]  # still found while it waits
+            with pytest.raises(IdentityUnavailable):  # not here, and the store cannot say
+                await log.find("req_" + "9" * 26)
+            for n in range(40, 60):  # past the buffer: the newest are dropped, counted
+                log.add(record(n))
+            await log.flush()
+            assert metric(m, "gatehouse_request_log_dropped_total", reason="buffer_full") == 10
+        finally:
+            await down.aclose()
+        log.rows = RequestRows(store)  # the store is back
+        await log.flush()
+        assert not log.buffer and metric(m, "gatehouse_request_log_written_total") == 50
+        assert len(await RequestRows(store).find(record(49).request_id)) == 1
+        # rows the store refuses (the same request ids again: a primary key) are counted lost
+        for n in range(5):
+            log.add(record(n))
+        await log.flush()
+        assert metric(m, "gatehouse_request_log_dropped_total", reason="store_error") == 5
+        assert not log.buffer
 
 
 async def test_sampling_above_the_rate_keeps_every_error() -> None:
