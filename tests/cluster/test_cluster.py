@@ -74,7 +74,7 @@ def cluster(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         replicas: list[Gateway] = []
 
         def start() -> Gateway:
-            gw = Gateway(proc_dir, config, )
+            gw = Gateway(proc_dir, config)
             replicas.append(gw)
             return gw
 
