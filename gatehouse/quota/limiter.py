@@ -54,4 +54,7 @@ class Limiter(Protocol):
 
     async def usage(self, keys: list[str], now: float) -> list[int]: ...
 
+    async def ping(self) -> None:
+        """One round trip, or LimiterError."""
+
     async def aclose(self) -> None: ...

@@ -57,6 +57,9 @@ class MemoryLimiter:
             counter.reserved.pop(rid, None)
             counter.committed += s.actual
 
+    async def ping(self) -> None:
+        return None
+
     async def usage(self, keys: list[str], now: float) -> list[int]:
         out = []
         for key in keys:

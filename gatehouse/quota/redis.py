@@ -108,6 +108,12 @@ class RedisLimiter:
                         1.0, self._start_flush)
                 return
 
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
+
     async def usage(self, keys: list[str], now: float) -> list[int]:
         if not keys:
             return []

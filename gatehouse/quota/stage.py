@@ -9,6 +9,8 @@ local limiter sized to this replica's share, ``fail_closed`` answers 503 ``quota
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -35,7 +37,7 @@ from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
 
 log = logging.getLogger("gatehouse.quota")
-RETRY_SHARED_AFTER = 2.0  # seconds on the local limiter before trying the shared one again
+RETRY_SHARED_AFTER = 2.0  # seconds between probes of a shared limiter that failed
 
 
 @dataclasses.dataclass(slots=True)
@@ -58,7 +60,11 @@ class QuotaStage:
         self.settings = settings
         self.quota = settings.quota
         self.clock = clock
-        self._shared_down_until = 0.0
+        # set when the shared limiter failed a request; then no request waits on it: a
+        # background probe pings it every RETRY_SHARED_AFTER s and clears this when it answers
+        # (a frozen Redis would otherwise cost every request of each retry window its timeout)
+        self._shared_down = False
+        self._probe: asyncio.Task[None] | None = None
         # labelled children looked up once (labels() costs µs on the hot path)
         self._decisions = {r: metrics.quota_decisions.labels(r) for r in (
             "allowed", "unavailable", "local", "too_large", "insufficient_quota",
@@ -96,14 +102,16 @@ class QuotaStage:
     async def _reserve(self, ctx: RequestContext, plan: list[Charge],
                        now: float) -> tuple[Limiter, list[Charge], Decision]:
         ttl = self.quota.reservation_ttl
-        if time.monotonic() >= self._shared_down_until:
+        if not self._shared_down:
             try:
                 return self.shared, plan, await self.shared.reserve(
                     ctx.request_id, [c.ask for c in plan], now, ttl)
             except LimiterError as exc:
-                log.warning("shared limiter unreachable (%s); applying the failure policy",
-                            exc)
-                self._shared_down_until = time.monotonic() + RETRY_SHARED_AFTER
+                if not self._shared_down:
+                    log.warning("shared limiter unreachable (%s); applying the failure policy "
+                                "until it answers again", exc)
+                    self._shared_down = True
+                    self._probe = asyncio.get_running_loop().create_task(self._probe_shared())
         tier = self.settings.tiers.get(ctx.principal.tier)
         policy = (tier.on_limiter_error if tier else None) or self.quota.on_limiter_error
         if policy == "fail_closed":
@@ -164,7 +172,24 @@ class QuotaStage:
                          principal.key_id, principal.user_id, ctx.model,
                          ctx.usage.prompt_tokens, ctx.usage.completion_tokens)
 
+    async def _probe_shared(self) -> None:
+        """Ping the shared limiter until it answers; then requests use it again."""
+        while True:
+            await asyncio.sleep(RETRY_SHARED_AFTER)
+            try:
+                await self.shared.ping()
+            except LimiterError:
+                continue
+            log.warning("shared limiter reachable again; counting there")
+            self._shared_down = False
+            self._probe = None
+            return
+
     async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         await self.shared.aclose()
 
 

@@ -4,6 +4,8 @@ service the other tests use.
 
 ``cut()`` closes the listening socket and every forwarded connection (clients then get
 "connection refused", as from a stopped server); ``restore()`` listens again on the same port.
+``freeze()`` stops forwarding while keeping every connection open and accepting new ones — what
+clients see of a server stopped with SIGSTOP; ``thaw()`` lets the bytes flow again.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 from tests.support.procs import free_port
 
 CHUNK = 65536
+T = TypeVar("T")
 
 
 class TcpProxy:
@@ -27,14 +31,26 @@ class TcpProxy:
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = self._run(self._event())
         self.restore()
 
-    def _run(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
+    @staticmethod
+    async def _event() -> asyncio.Event:
+        event = asyncio.Event()
+        event.set()
+        return event
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await reader.read(CHUNK):
+            while True:
+                await self._flowing.wait()
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -70,6 +86,12 @@ class TcpProxy:
 
     def cut(self) -> None:
         self._run(self._cut())
+
+    def freeze(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def thaw(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def close(self) -> None:
         self.cut()

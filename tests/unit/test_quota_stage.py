@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from gatehouse.app import create_app
 from gatehouse.identity.service import IdentityService
 from gatehouse.quota.redis import RedisLimiter
+from tests.support.services import REDIS_URL
+from tests.support.tcpproxy import tcp_proxy
 from tests.unit.conftest import make_settings
 
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60 + 10  # 10 s into a minute
@@ -204,6 +207,45 @@ async def test_limiter_down_follows_the_policy(tmp_path: Path, policy: str) -> N
             continue
         statuses = [(await w.chat(key)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]  # this replica's share: 4 / 2 replicas
+
+
+async def test_a_frozen_limiter_is_probed_in_the_background_not_by_requests(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis that stops answering (SIGSTOP) without closing its connections: one request
+    pays the timeout, then none waits on it — a background ping finds it again."""
+    import asyncio
+
+    from gatehouse.quota import stage as quota_stage
+
+    monkeypatch.setattr(quota_stage, "RETRY_SHARED_AFTER", 0.2)
+    redis = urlsplit(REDIS_URL)
+    with tcp_proxy(redis.hostname or "127.0.0.1", redis.port or 6379) as proxy:
+        async for w in world_for(tmp_path, quota={"on_limiter_error": "fail_open",
+                                                  "replicas": 1},
+                                 **tiers(requests_per_minute=100)):
+            stage = next(s for s in w.app.routes["/v1/chat/completions"].pipeline.stages
+                         if s.name == "quota")
+            await stage.shared.aclose()
+            shared = stage.shared = RedisLimiter(f"redis://127.0.0.1:{proxy.port}/0",
+                                                 socket_timeout=0.5)
+            key = await w.key()
+            assert (await w.chat(key)).status_code == 200
+            before = shared.round_trips
+            proxy.freeze()
+            statuses = []
+            for _ in range(6):  # over several probe intervals
+                statuses.append((await w.chat(key)).status_code)
+                await asyncio.sleep(0.1)
+            assert statuses == [200] * 6  # served on the local share
+            assert shared.round_trips - before == 1  # only the first asked the frozen Redis
+            proxy.thaw()
+            for _ in range(50):  # the probe finds it again
+                if not stage._shared_down:
+                    break
+                await asyncio.sleep(0.1)
+            assert not stage._shared_down
+            assert (await w.chat(key)).status_code == 200
+            assert shared.round_trips - before >= 2  # counted in Redis again
 
 
 async def test_concurrency_cap_holds_under_a_burst(tmp_path: Path) -> None:

@@ -1,0 +1,130 @@
+"""Redis goes away under two replicas: stopped (connections refused) and frozen (SIGSTOP: the
+connections stay open and nothing answers), through a TCP forwarder the test controls — the
+shared Redis keeps serving the other tests. What clients see is asserted: no 500s, answers in
+bounded time, limits fail open (local shares) or closed (503) per tier, and everything — the
+shared counters, revocations — back without a restart."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.e2e.test_identity import cli
+from tests.support import services
+from tests.support.procs import Gateway, write_toml
+from tests.support.tcpproxy import TcpProxy, tcp_proxy
+
+REPLICAS = 2
+OPEN_LIMIT = 40  # requests a minute for the fail-open tier: a local share of 20 per replica
+BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@dataclass
+class Pair:
+    replicas: list[Gateway]
+    proxy: TcpProxy
+    config: Path
+
+    def key(self, tier: str) -> str:
+        return cli(self.config, "keys", "create", "acme/bot", "--tier", tier).strip()
+
+    def call(self, key: str, i: int) -> tuple[int, str | None, float]:
+        """One chat completion on replica ``i % 2``: status, error code, seconds taken."""
+        started = time.monotonic()
+        r = httpx.post(self.replicas[i % REPLICAS].url + "/v1/chat/completions", json=BODY,
+                       headers={"authorization": f"Bearer {key}"}, timeout=30)
+        code = r.json()["error"]["code"] if r.status_code != 200 else None
+        return r.status_code, code, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def pair(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    tmp = tmp_path_factory.mktemp("faults")
+    redis = urlsplit(services.REDIS_URL)
+    assert redis.hostname and redis.port
+    with services.pg_database() as database, tcp_proxy(redis.hostname, redis.port) as proxy:
+        config: dict[str, Any] = {
+            "storage": {"database_url": database,
+                        "state_url": f"redis://127.0.0.1:{proxy.port}/0"},
+            "identity": {"require_key": True, "secret": "faults-secret-" + "w" * 30},
+            "quota": {"replicas": REPLICAS},
+            "tiers": {
+                "open": {"limits": {"requests_per_minute": OPEN_LIMIT},
+                         "on_limiter_error": "fail_open"},
+                "closed": {"limits": {"requests_per_minute": 1000},
+                           "on_limiter_error": "fail_closed"}},
+            "telemetry": {"access_log": False},
+        }
+        replicas: list[Gateway] = []
+        try:
+            for _ in range(REPLICAS):
+                replicas.append(Gateway(proc_dir, config))
+            path = tmp / "cli.toml"
+            write_toml(path, config)
+            cli(path, "orgs", "create", "acme")
+            cli(path, "projects", "create", "acme/bot")
+            yield Pair(replicas, proxy, path)
+        finally:
+            for gw in replicas:
+                gw.stop()
+
+
+def fresh_minute(needed: float) -> None:
+    """Limits count per calendar minute: start a phase with ``needed`` s left in its minute."""
+    if 60 - time.time() % 60 < needed:
+        time.sleep(60.5 - time.time() % 60)
+
+
+@pytest.mark.parametrize("fault", ["stopped", "frozen"])
+def test_redis_gone_no_500s_limits_per_tier_and_recovery(pair: Pair, fault: str) -> None:
+    open_key, closed_key = pair.key("open"), pair.key("closed")
+    for i in range(REPLICAS):  # verified (and cached) on both replicas while Redis is up
+        assert pair.call(open_key, i)[0] == 200 and pair.call(closed_key, i)[0] == 200
+
+    fresh_minute(25)
+    if fault == "stopped":
+        pair.proxy.cut()
+    else:
+        pair.proxy.freeze()
+    try:
+        opened = [pair.call(open_key, i) for i in range(60)]
+        closed = [pair.call(closed_key, i) for i in range(6)]
+    finally:
+        if fault == "stopped":
+            pair.proxy.restore()
+        else:
+            pair.proxy.thaw()
+
+    statuses = Counter(s for s, _, _ in opened + closed)
+    assert not any(s >= 500 and s != 503 for s in statuses), statuses
+    # fail_open: each replica counts its share (40 / 2) alone — at most the limit in all, less
+    # what was counted in Redis before (the 2 calls above, when in the same minute)
+    admitted = sum(1 for s, _, _ in opened if s == 200)
+    assert OPEN_LIMIT - REPLICAS <= admitted <= OPEN_LIMIT, Counter(s for s, _, _ in opened)
+    assert {c for s, c, _ in opened if s != 200} == {"rate_limit_exceeded"}
+    # fail_closed: an honest 503, not a guess
+    assert {(s, c) for s, c, _ in closed} == {(503, "quota_unavailable")}
+    # in bounded time, frozen or not (the state layer's socket timeouts)
+    assert max(t for _, _, t in opened + closed) < 10
+
+    # back without a restart: shared counting, then a revocation reaching both replicas
+    deadline = time.monotonic() + 20
+    while pair.call(closed_key, 0)[0] != 200 or pair.call(closed_key, 1)[0] != 200:
+        assert time.monotonic() < deadline, "fail_closed tier still refused after recovery"
+        time.sleep(0.5)
+    listing = cli(pair.config, "keys", "list", "acme")
+    key_id = next(w for line in listing.splitlines() if open_key[-4:] in line
+                  for w in line.split() if w.startswith("key_"))
+    cli(pair.config, "keys", "revoke", key_id)
+    deadline = time.monotonic() + 15
+    while {pair.call(open_key, i)[0] for i in range(REPLICAS)} != {401}:
+        assert time.monotonic() < deadline, "the revocation did not reach both replicas"
+        time.sleep(0.2)
