@@ -10,6 +10,7 @@ from gatehouse.context import Outcome, Reply, RequestContext
 from gatehouse.errors import MissingApiKey, PermissionDenied
 from gatehouse.identity.principal import Principal
 from gatehouse.store.db import Store
+from gatehouse.telemetry.compaction import Retention
 from gatehouse.telemetry.health import parse_query_string, read_health
 
 PATH = "/v1/health"
@@ -18,9 +19,9 @@ PATH = "/v1/health"
 class HealthStage:
     name = "health"
 
-    def __init__(self, store: Store, keep_days: float) -> None:
+    def __init__(self, store: Store, retention: Retention) -> None:
         self.store = store
-        self.keep_days = keep_days
+        self.retention = retention
 
     async def enter(self, ctx: RequestContext) -> None:
         query = parse_query_string(ctx.query)
@@ -32,7 +33,7 @@ class HealthStage:
             raise PermissionDenied("Health is counted per organization, and this caller "
                                    "belongs to none.")
         view = await read_health(self.store, query, own_org=who.org_id,
-                                 keep_days=self.keep_days)
+                                 retention=self.retention)
         ctx.reply = Reply(200, {"content-type": "application/json",
                                 "cache-control": "no-store"}, orjson.dumps(view))
 
