@@ -56,6 +56,8 @@ from gatehouse.telemetry.record import AccessLog
 from gatehouse.telemetry.requestlog import RequestLog
 from gatehouse.telemetry.rollups import Rollups
 from gatehouse.telemetry.stage import TelemetryStage
+from gatehouse.telemetry.usage_api import PATH as USAGE_API_PATH
+from gatehouse.telemetry.usage_api import CompletionsUsageStage
 from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gatehouse.upstream.demo import DemoBackend
@@ -220,6 +222,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
         HEALTH_PATH: Route("GET", Pipeline([*api_stages, HealthStage(
             identity.store, retention(settings.telemetry))]), "health"),
+        USAGE_API_PATH: Route("GET", Pipeline([*api_stages, CompletionsUsageStage(
+            identity.store, retention(settings.telemetry))]), "usage.completions"),
     }
     prefix_routes = {"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
                                           "models")}

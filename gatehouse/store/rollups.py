@@ -105,10 +105,11 @@ class RollupRows:
         equal the filters (names from ``DIMENSIONS``)."""
         return await self.read([Part("minute", since_minute, until_minute)], filters)
 
-    async def read(self, parts: Iterable[Part], filters: Mapping[str, str] | None = None
-                   ) -> list[Bucket]:
-        """The rows of every part matching the filters, in one statement (one snapshot: a
-        compaction committing meanwhile cannot make a row counted twice or not at all)."""
+    async def read(self, parts: Iterable[Part],
+                   filters: Mapping[str, str | Sequence[str]] | None = None) -> list[Bucket]:
+        """The rows of every part matching the filters (a value, or any of several), in one
+        statement (one snapshot: a compaction committing meanwhile cannot make a row counted
+        twice or not at all)."""
         for name in filters or {}:
             if name not in DIMENSIONS:
                 raise ValueError(f"unknown rollup dimension {name!r}")
@@ -118,7 +119,9 @@ class RollupRows:
             where: list[ColumnElement[bool]] = [t.minute >= part.since, t.minute < part.until]
             if part.fresh:
                 where.append(FOLDED[part.grain].compacted == false())
-            where += [getattr(t, name) == value for name, value in (filters or {}).items()]
+            where += [getattr(t, name) == value if isinstance(value, str)
+                      else getattr(t, name).in_(list(value))
+                      for name, value in (filters or {}).items()]
             selects.append(select(*(getattr(t, c) for c in COLUMNS)).where(and_(*where)))
         if not selects:
             return []
