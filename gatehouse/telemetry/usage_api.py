@@ -214,7 +214,7 @@ async def _from_rollups(store: Store, q: UsageQuery, starts: list[int], own_org:
                         ) -> list[tuple[int, tuple[Any, ...], Sums]]:
     grain, size = WIDTHS[q.width]
     since, until = starts[0] // 60, (starts[-1] + size) // 60
-    filters: dict[str, str | Sequence[str]] = {"component": "api"}
+    filters: dict[str, str | Sequence[str]] = {}  # any component: a model's requests
     if own_org is not None:
         filters["org"] = own_org
     if "project_ids" in q.lists:
