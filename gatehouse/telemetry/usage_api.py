@@ -69,9 +69,9 @@ class UsageQuery:
 
 
 def _int(name: str, value: str) -> int:
-    if not value.isascii() or not value.isdigit() or len(value) > 12:
-        raise InvalidRequest(f"`{name}` must be a Unix time in seconds (a whole number).",
-                             param=name)
+    if not value.isascii() or not value.isdigit() or len(value) > 10:  # up to year 2286
+        raise InvalidRequest(f"`{name}` must be a Unix time in seconds (a whole number, "
+                             "at most 10 digits).", param=name)
     return int(value)
 
 

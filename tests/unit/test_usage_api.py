@@ -109,6 +109,9 @@ async def test_pages_follow_their_cursor(site: Site) -> None:  # noqa: F811
 BAD = [
     ("", "start_time"),
     ("start_time=abc", "start_time"),
+    ("start_time=-5", "start_time"),
+    ("start_time=99999999999&end_time=99999999999999", "start_time"),
+    ("start_time=100&end_time=99999999999", "end_time"),
     ("start_time=100&end_time=100", "end_time"),
     ("start_time=100&bucket_width=2h", "bucket_width"),
     ("start_time=100&bucket_width=1d&limit=32", "limit"),
