@@ -134,8 +134,9 @@ class RollupRows:
         bucket starts before minute ``before``, into new rows of the next grain, and mark them
         compacted — one transaction, so a row's counts are in one place or the other, never
         both or neither. Rows another replica is folding at the same time are skipped
-        (PostgreSQL: locked, SKIP LOCKED) or make this transaction fail (SQLite: one writer;
-        and the marking counts the rows it changed). Returns the rows folded."""
+        (PostgreSQL: locked, SKIP LOCKED) or waited for (SQLite: the write lock is taken
+        first); and the marking counts the rows it changed, rolling back if another run marked
+        any. Returns the rows folded."""
         coarser = GRAINS[GRAINS.index(grain) + 1]
         source, target, width = FOLDED[grain], TABLES[coarser], WIDTH[coarser]
         compacted = source.compacted
@@ -144,6 +145,10 @@ class RollupRows:
         if not self.store.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         async with self.store.session() as s, s.begin():
+            if self.store.is_sqlite:
+                # take the write lock first (a write matching no row does): a transaction that
+                # read, then writes, fails outright if another connection wrote meanwhile
+                await s.execute(update(source).where(false()).values(compacted=True))
             rows = cast(list[RollupMinute | RollupHour], list((await s.scalars(pick)).all()))
             if not rows:
                 return 0

@@ -8,8 +8,9 @@ or, if added to the hour row, counted twice by a reader that still sees the minu
 run folds the rows *not compacted yet* into new hour rows and marks those minute rows
 ``compacted`` in the same transaction (store/rollups.py, ``RollupRows.compact``): a count is
 either in its minute row or in an hour row, never both, never neither. Replicas running at once
-take disjoint rows (PostgreSQL ``FOR UPDATE SKIP LOCKED``); on SQLite one writer wins and the
-other's transaction fails and is retried on its next run. A late minute row is simply one more
+take disjoint rows (PostgreSQL ``FOR UPDATE SKIP LOCKED``); on SQLite each takes the write lock
+before it reads, so they fold one after the other (and should one still find rows marked by
+another, the marking's row count rolls it back). A late minute row is simply one more
 row to fold: the next run makes another hour row for the same hour, and readers sum rows.
 
 Runs start only for closed buckets, ``DELAY_SECONDS`` (two rollup flushes) after their end, so
