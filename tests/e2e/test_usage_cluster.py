@@ -156,7 +156,7 @@ def test_two_processes_count_each_request_once(
     hours, fresh, minutes, hours_of_m = asyncio.run(compact_as_two_replicas(url))
     # every minute row folded, once (the health and usage reads above are requests too)
     assert (hours, fresh) == (minutes, 0) and hours_of_m == of_m
-    after = admin_get(one, admin, "/admin/v1/health?org=acme&window=15m")
-    assert after["requests"] == sent and after["tokens"] == view["tokens"]
+    after = admin_get(one, admin, "/admin/v1/health?model=m&window=15m")
+    assert after["requests"] == of_m and after["tokens"] == view["tokens"]
     for c in clients:
         c.close()
