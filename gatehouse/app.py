@@ -45,6 +45,7 @@ from gatehouse.store.edge import EdgeRecords
 from gatehouse.store.requests import RequestRows
 from gatehouse.store.rollups import RollupRows
 from gatehouse.store.usage import UsageBook
+from gatehouse.telemetry.compaction import Compactor, retention
 from gatehouse.telemetry.health_stage import PATH as HEALTH_PATH
 from gatehouse.telemetry.health_stage import HealthStage
 from gatehouse.telemetry.lookup import PREFIX as LOOKUP_PREFIX
@@ -55,6 +56,8 @@ from gatehouse.telemetry.record import AccessLog
 from gatehouse.telemetry.requestlog import RequestLog
 from gatehouse.telemetry.rollups import Rollups
 from gatehouse.telemetry.stage import TelemetryStage
+from gatehouse.telemetry.usage_api import PATH as USAGE_API_PATH
+from gatehouse.telemetry.usage_api import CompletionsUsageStage
 from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gatehouse.upstream.demo import DemoBackend
@@ -143,7 +146,8 @@ def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics,
 
 
 def build_telemetry(settings: Settings, metrics: Metrics,
-                    store: Store) -> tuple[TelemetryStage, list[RequestLog | Rollups]]:
+                    store: Store
+                    ) -> tuple[TelemetryStage, list[RequestLog | Rollups | Compactor]]:
     """The telemetry stage, and its background writers in start order (closed in reverse,
     before the store)."""
     ts = settings.telemetry
@@ -151,10 +155,11 @@ def build_telemetry(settings: Settings, metrics: Metrics,
         RequestRows(store), metrics, size=ts.request_log_buffer,
         keep_days=ts.request_log_days, sample_above=ts.request_log_sample_above,
     ) if ts.request_log else None
-    rollups = Rollups(RollupRows(store), keep_days=ts.rollup_minute_days,
+    rollups = Rollups(RollupRows(store),
                       on_drop=metrics.rollups_dropped.inc) if ts.rollups else None
+    compactor = Compactor(RollupRows(store), retention(ts)) if ts.rollups else None
     telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups)
-    return telemetry, [w for w in (request_log, rollups) if w is not None]
+    return telemetry, [w for w in (request_log, rollups, compactor) if w is not None]
 
 
 def open_limiter(url: str) -> Limiter:
@@ -216,7 +221,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
         HEALTH_PATH: Route("GET", Pipeline([*api_stages, HealthStage(
-            identity.store, settings.telemetry.rollup_minute_days)]), "health"),
+            identity.store, retention(settings.telemetry))]), "health"),
+        USAGE_API_PATH: Route("GET", Pipeline([*api_stages, CompletionsUsageStage(
+            identity.store, retention(settings.telemetry))]), "usage.completions"),
     }
     prefix_routes = {"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
                                           "models")}

@@ -83,6 +83,18 @@ class TelemetrySettings(_Section):
     # minute rollups (every request counted, none sampled), kept this many days
     rollups: bool = True
     rollup_minute_days: float = Field(14.0, gt=0)
+    # compacted rollups (telemetry/compaction.py): hours cover the 90-day window, days a year
+    rollup_hour_days: float = Field(100.0, gt=0)
+    rollup_day_days: float = Field(400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _coarser_rollups_kept_longer(self) -> TelemetrySettings:
+        if not self.rollup_minute_days <= self.rollup_hour_days <= self.rollup_day_days:
+            raise ValueError("rollups must be kept at least as long as the finer ones: "
+                             "rollup_minute_days ≤ rollup_hour_days ≤ rollup_day_days "
+                             f"(got {self.rollup_minute_days:g}, {self.rollup_hour_days:g}, "
+                             f"{self.rollup_day_days:g})")
+        return self
 
 
 class RequestLimits(_Section):

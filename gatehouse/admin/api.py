@@ -22,6 +22,7 @@ from gatehouse.admin.auth import AdminAuth, bearer
 from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
 from gatehouse.admin.health import health_router
+from gatehouse.admin.usage import usage_router
 from gatehouse.admin.health_page import PATH as HEALTH_PAGE
 from gatehouse.admin.health_page import health_page_route
 from gatehouse.admin.keys import keys_router
@@ -156,6 +157,7 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None,
                                    edge.rays if edge else None))
     api.include_router(requests_router(identity, request_log))
     api.include_router(health_router(identity))
+    api.include_router(usage_router(identity))
     app.include_router(api)
     app.add_route(HEALTH_PAGE, health_page_route(identity), include_in_schema=False)
     serve_docs(app)

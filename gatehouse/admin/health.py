@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query, Request
 
 from gatehouse.admin.models import errors as responses
 from gatehouse.identity.service import IdentityService
+from gatehouse.telemetry.compaction import retention
 from gatehouse.telemetry.health import WINDOWS, parse_query_string, read_health
 
 
 def health_router(identity: IdentityService) -> APIRouter:
     router = APIRouter(tags=["health"])
-    keep_days = identity.settings.telemetry.rollup_minute_days
+    kept = retention(identity.settings.telemetry)
 
     @router.get("/health", summary="Traffic health", responses=responses(400, 404))
     async def get_health(
@@ -34,6 +35,6 @@ def health_router(identity: IdentityService) -> APIRouter:
         of 5–90 points — from the minute rollups. Any other parameter (`key`, `endpoint`, …)
         is refused with a 400 that names it: rollups are not counted by those."""
         query = parse_query_string(request.scope.get("query_string", b""))
-        return await read_health(identity.store, query, keep_days=keep_days)
+        return await read_health(identity.store, query, retention=kept)
 
     return router

@@ -15,6 +15,7 @@ from gatehouse.admin.errors import request_id
 from gatehouse.errors import GatehouseError
 from gatehouse.htmlpage import STYLE, error_page, page, page_headers, source_hash
 from gatehouse.identity.service import IdentityService
+from gatehouse.telemetry.compaction import retention
 from gatehouse.telemetry.health import FILTERS, WINDOWS, parse_query_string, read_health
 
 PATH = "/admin/health"
@@ -51,13 +52,13 @@ def bars(values: Sequence[float | None], *, colour: str, label: Callable[[float]
 
 def health_page_route(identity: IdentityService
                       ) -> Callable[[Request], Awaitable[HTMLResponse]]:
-    keep_days = identity.settings.telemetry.rollup_minute_days
+    kept = retention(identity.settings.telemetry)
 
     async def health_page(request: Request) -> HTMLResponse:
         rid = request_id(request.scope)
         try:
             query = parse_query_string(request.scope.get("query_string", b""))
-            view = await read_health(identity.store, query, keep_days=keep_days)
+            view = await read_health(identity.store, query, retention=kept)
         except GatehouseError as exc:
             return HTMLResponse(error_page(exc, rid, back=PATH), status_code=exc.status,
                                 headers=HEADERS)

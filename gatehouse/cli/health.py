@@ -18,6 +18,7 @@ from gatehouse.cli.common import ConfigOpt
 from gatehouse.errors import GatehouseError, InvalidRequest
 from gatehouse.identity.service import IdentityService
 from gatehouse.store.accounts import AccountError
+from gatehouse.telemetry.compaction import retention
 from gatehouse.telemetry.health import FILTERS, WINDOWS, parse_query, read_health
 
 out = Console()
@@ -105,7 +106,7 @@ def health(
     async def act(ids: IdentityService) -> None:
         try:
             view = await read_health(ids.store, query,
-                                     keep_days=ids.settings.telemetry.rollup_minute_days)
+                                     retention=retention(ids.settings.telemetry))
         except GatehouseError as exc:
             raise AccountError("not_found" if exc.status == 404 else "invalid",
                                exc.message) from None

@@ -10,9 +10,11 @@ from collections.abc import Awaitable, Callable
 
 
 class Flusher:
-    def __init__(self, flush: Callable[[], Awaitable[None]], seconds: float) -> None:
+    def __init__(self, flush: Callable[[], Awaitable[None]], seconds: float, *,
+                 on_close: bool = True) -> None:
         self.flush = flush
         self.seconds = seconds
+        self.on_close = on_close  # flush once more when closed
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -29,4 +31,5 @@ class Flusher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        if self.on_close:
+            await self.flush()

@@ -179,19 +179,15 @@ class RequestLogEntry(Base):
     ttfb_ms: Mapped[float | None] = mapped_column(Float)
 
 
-class RollupMinute(Base):
-    """Requests of one minute of one (component, model, tier, org, project, error class), as
-    one replica counted them between two of its flushes: rows are only ever added, so replicas
-    never count a request twice, and a window's numbers are the sums of its rows. ``latency``
-    and ``ttfb`` are fixed-bucket histograms (telemetry/histogram.py) as JSON."""
-
-    __tablename__ = "rollup_minute"
-    __table_args__ = (Index("ix_rollup_minute_minute", "minute"),
-                      Index("ix_rollup_minute_org_minute", "org", "minute"))
+class RollupColumns:
+    """What every rollup table holds: the counts of one bucket of one (component, model,
+    tier, org, project, error class). ``minute`` is the bucket's first minute (Unix time //
+    60) in every table, so one query reads minutes, hours and days alike. ``latency`` and
+    ``ttfb`` are fixed-bucket histograms (telemetry/histogram.py) as JSON."""
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
-    minute: Mapped[int] = mapped_column(BigInteger)  # Unix time // 60
+    minute: Mapped[int] = mapped_column(BigInteger)  # Unix time // 60 of the bucket's start
     component: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(128))  # "" stands for none
     tier: Mapped[str] = mapped_column(String(64))
@@ -204,3 +200,38 @@ class RollupMinute(Base):
     admission_wait_ms: Mapped[float] = mapped_column(Float)  # the sum over the requests
     latency: Mapped[str] = mapped_column(Text)
     ttfb: Mapped[str] = mapped_column(Text)
+
+
+def rollup_indexes(table: str, *, folded: bool = True) -> tuple[Index, ...]:
+    """By time, by org and time, and (tables compaction folds) by not-yet-compacted and time."""
+    return (Index(f"ix_{table}_minute", "minute"), Index(f"ix_{table}_org_minute", "org", "minute"),
+            *([Index(f"ix_{table}_compacted_minute", "compacted", "minute")] if folded else []))
+
+
+class RollupMinute(RollupColumns, Base):
+    """Requests of one minute, as one replica counted them between two of its flushes: rows
+    are only ever added, so replicas never count a request twice, and a window's numbers are
+    the sums of its rows. ``compacted``: the row's counts are in an hour row (in the same
+    transaction that wrote that row: telemetry/compaction.py)."""
+
+    __tablename__ = "rollup_minute"
+    __table_args__ = rollup_indexes(__tablename__)
+
+    compacted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RollupHour(RollupColumns, Base):
+    """Minute rows compacted: one row per (hour, dimensions) per compaction run (a late minute
+    row makes another). ``compacted``: the row's counts are in a day row."""
+
+    __tablename__ = "rollup_hour"
+    __table_args__ = rollup_indexes(__tablename__)
+
+    compacted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RollupDay(RollupColumns, Base):
+    """Hour rows compacted: one row per (UTC day, dimensions) per compaction run."""
+
+    __tablename__ = "rollup_day"
+    __table_args__ = rollup_indexes(__tablename__, folded=False)

@@ -1,6 +1,7 @@
 """Health views: for one filter and one window, the traffic's numbers — requests, errors by
 class, latency and time-to-first-byte percentiles, admission wait, tokens — and a time series
-of them, answered from the minute rollups only (never the request log).
+of them, answered from the rollups only (never the request log): whole hours and days from the
+compacted tables where the series' points allow, minutes for the rest (store/rollups.py, plan).
 
 One query serves every view: ``GET /admin/v1/health`` (any filter), ``GET /v1/health`` (the
 caller's own org), ``gatehouse health`` and the page. :func:`parse_query` checks what was asked,
@@ -23,8 +24,9 @@ from sqlalchemy import or_, select
 
 from gatehouse.errors import InvalidRequest, NotFound
 from gatehouse.store.db import Store
-from gatehouse.store.rollups import RollupRows
-from gatehouse.store.tables import Org, Project, RollupMinute
+from gatehouse.store.rollups import GRAINS, WIDTH, Bucket, RollupRows, plan
+from gatehouse.store.tables import Org, Project
+from gatehouse.telemetry.compaction import Retention
 from gatehouse.telemetry.histogram import Histogram
 from gatehouse.telemetry.record import ERROR_CLASSES
 from gatehouse.telemetry.rollups import FLUSH_SECONDS, Cell
@@ -145,7 +147,7 @@ class Totals:
     cell: Cell = field(default_factory=Cell)
     classes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_CLASSES, 0))
 
-    def add(self, row: RollupMinute, latency: Histogram, ttfb: Histogram) -> None:
+    def add(self, row: Bucket, latency: Histogram, ttfb: Histogram) -> None:
         self.cell.merge(Cell(row.requests, row.prompt_tokens, row.completion_tokens,
                              row.admission_wait_ms, latency, ttfb))
         self.classes[row.error_class] = self.classes.get(row.error_class, 0) + row.requests
@@ -184,7 +186,7 @@ class Totals:
         }
 
 
-def summarize(rows: Iterable[RollupMinute]) -> dict[str, Any]:
+def summarize(rows: Iterable[Bucket]) -> dict[str, Any]:
     """One window's numbers from its rows, raw: requests, each error class, error rate (every
     class but ``ok``), tokens, unrounded percentiles, mean admission wait."""
     t = Totals()
@@ -204,27 +206,41 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None or math.isnan(value) else round(value, digits)
 
 
-def histograms(row: RollupMinute) -> tuple[Histogram, Histogram]:
+def histograms(row: Bucket) -> tuple[Histogram, Histogram]:
     return (Histogram.from_json(orjson.loads(row.latency)),
             Histogram.from_json(orjson.loads(row.ttfb)))
 
 
-def span(window: str, now: float) -> tuple[int, int]:
-    """The window's minutes, ``since`` ≤ m < ``until``: it ends with the current minute."""
+def grain(window: str) -> str:
+    """The coarsest rollup table whose buckets fit the window's points whole."""
+    step = WINDOWS[window][1]
+    return max((g for g in GRAINS if step % WIDTH[g] == 0), key=WIDTH.__getitem__)
+
+
+def span(window: str, now: float, retention: Retention | None = None) -> tuple[int, int]:
+    """The window's minutes, ``since`` ≤ m < ``until``: it ends with the current minute. A
+    start older than the minute rows kept moves back to its hour (or, older than the hours
+    kept, its day): the window is then answered from whole compacted buckets there."""
     until = int(now // 60) + 1
-    return until - WINDOWS[window][0], until
+    since = until - WINDOWS[window][0]
+    if retention is not None:
+        for finer, coarser in (("minute", "hour"), ("hour", "day")):
+            if since < until - retention.minutes(finer) and grain(window) != finer:
+                since -= since % WIDTH[coarser]
+    return since, until
 
 
 def iso_minute(minute: int) -> str:
     return datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def health(rows: Iterable[RollupMinute], query: HealthQuery, filters: dict[str, str], *,
-           now: float, keep_days: float | None = None) -> dict[str, Any]:
-    """The answer for one window from its rollup rows (pure). ``filters``: what the rows were
-    chosen by (``query.filters`` resolved to ids); ``keep_days``: how long minute rows are
-    kept, to say when a window reaches back further."""
-    since, until = span(query.window, now)
+def health(rows: Iterable[Bucket], query: HealthQuery, filters: dict[str, str], *,
+           now: float, retention: Retention | None = None) -> dict[str, Any]:
+    """The answer for one window from its rollup rows (pure): rows of any grain, each counted
+    in the point its bucket starts in. ``filters``: what the rows were chosen by
+    (``query.filters`` resolved to ids); ``retention``: how long each grain is kept, to say
+    when a window reaches back further and where its start was rounded."""
+    since, until = span(query.window, now, retention)
     step = WINDOWS[query.window][1]
     total = Totals()
     # points on multiples of their width (UTC: 10:30, 04:00, midnight), as hour and day
@@ -243,9 +259,8 @@ def health(rows: Iterable[RollupMinute], query: HealthQuery, filters: dict[str, 
             model = models[row.model] = Totals()
         model.add(row, latency, ttfb)
     notes = [PERCENTILE_NOTE, DIMENSIONS_NOTE, LAG_NOTE]
-    if keep_days is not None and WINDOWS[query.window][0] > keep_days * 1440:
-        notes.append(f"Minute rollups are kept {keep_days:g} days: this window's older part "
-                     "has no data.")
+    if retention is not None:
+        notes += retention_notes(query.window, since, until, retention)
     return {
         "object": "health",
         "window": query.window,
@@ -262,12 +277,24 @@ def health(rows: Iterable[RollupMinute], query: HealthQuery, filters: dict[str, 
     }
 
 
+def retention_notes(window: str, since: int, until: int, retention: Retention) -> list[str]:
+    notes = []
+    if since != until - WINDOWS[window][0]:
+        notes.append(f"Minute rollups are kept {retention.minute_days:g} days: this window "
+                     f"starts at {iso_minute(since)}, the start of the hour or day it began "
+                     "in, and counts whole hours or days there.")
+    if until - since > retention.minutes("day"):
+        notes.append(f"Day rollups are kept {retention.day_days:g} days: this window's older "
+                     "part has no data.")
+    return notes
+
+
 async def read_health(store: Store, query: HealthQuery, *, own_org: str | None = None,
-                      keep_days: float | None = None, now: float | None = None
+                      retention: Retention | None = None, now: float | None = None
                       ) -> dict[str, Any]:
-    """The health answer for ``query`` over the store's minute rollups."""
+    """The health answer for ``query`` over the store's rollups: minutes, hours and days."""
     now = time.time() if now is None else now
     filters = await resolve(store, query, own_org)
-    since, until = span(query.window, now)
-    rows = await RollupRows(store).fetch(since, until, filters)
-    return health(rows, query, filters, now=now, keep_days=keep_days)
+    since, until = span(query.window, now, retention)
+    rows = await RollupRows(store).read(plan(since, until, grain(query.window)), filters)
+    return health(rows, query, filters, now=now, retention=retention)

@@ -10,31 +10,41 @@ from gatehouse.context import Outcome, Reply, RequestContext
 from gatehouse.errors import MissingApiKey, PermissionDenied
 from gatehouse.identity.principal import Principal
 from gatehouse.store.db import Store
+from gatehouse.telemetry.compaction import Retention
 from gatehouse.telemetry.health import parse_query_string, read_health
 
 PATH = "/v1/health"
 
 
+def own_org(ctx: RequestContext, what: str) -> str:
+    """The caller's org id: what an org-scoped view (health, usage) is limited to."""
+    who: Principal | None = ctx.principal
+    if who is None or who.kind == "anonymous":
+        raise MissingApiKey(f"Reading {what.lower()} needs an API key (or session) of your "
+                            "organization.")
+    if who.org_id is None:
+        raise PermissionDenied(f"{what} is counted per organization, and this caller "
+                               "belongs to none.")
+    return who.org_id
+
+
+def json_reply(view: object) -> Reply:
+    return Reply(200, {"content-type": "application/json", "cache-control": "no-store"},
+                 orjson.dumps(view))
+
+
 class HealthStage:
     name = "health"
 
-    def __init__(self, store: Store, keep_days: float) -> None:
+    def __init__(self, store: Store, retention: Retention) -> None:
         self.store = store
-        self.keep_days = keep_days
+        self.retention = retention
 
     async def enter(self, ctx: RequestContext) -> None:
         query = parse_query_string(ctx.query)
-        who: Principal | None = ctx.principal
-        if who is None or who.kind == "anonymous":
-            raise MissingApiKey("Reading health needs an API key (or session) of your "
-                                "organization.")
-        if who.org_id is None:
-            raise PermissionDenied("Health is counted per organization, and this caller "
-                                   "belongs to none.")
-        view = await read_health(self.store, query, own_org=who.org_id,
-                                 keep_days=self.keep_days)
-        ctx.reply = Reply(200, {"content-type": "application/json",
-                                "cache-control": "no-store"}, orjson.dumps(view))
+        view = await read_health(self.store, query, own_org=own_org(ctx, "Health"),
+                                 retention=self.retention)
+        ctx.reply = json_reply(view)
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         return None

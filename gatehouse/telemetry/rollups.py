@@ -7,14 +7,12 @@ own counts and never rewrites them, so replicas cannot count a request twice and
 numbers are sums — histograms included (telemetry/histogram.py). Cells that could not be
 written are kept for the next flush, up to ``MAX_CELLS``; beyond that (a store down for long)
 the oldest minutes go first, their requests counted in ``gatehouse_rollups_dropped_total``.
-Minute rows older than ``[telemetry] rollup_minute_days``
-are deleted; compacting them into hours and days is the next step (docs/telemetry.md)."""
+Closed hours are folded into hour and day rows, and old rows deleted, by the compaction job
+(telemetry/compaction.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,7 +25,6 @@ from gatehouse.telemetry.record import RequestRecord
 
 log = logging.getLogger("gatehouse.telemetry")
 FLUSH_SECONDS = 10.0
-PRUNE_SECONDS = 3600.0
 MAX_CELLS = 100_000
 
 Key = tuple[int, str, str, str, str, str, str]  # minute, then DIMENSIONS
@@ -52,16 +49,13 @@ class Cell:
 
 
 class Rollups:
-    def __init__(self, rows: RollupRows, *, keep_days: float,
-                 flush_seconds: float = FLUSH_SECONDS, max_cells: int = MAX_CELLS,
+    def __init__(self, rows: RollupRows, *, flush_seconds: float = FLUSH_SECONDS, max_cells: int = MAX_CELLS,
                  on_drop: Callable[[float], None] | None = None) -> None:
         self.rows = rows
         self.max_cells = max_cells
         self.on_drop = on_drop
-        self.keep_minutes = int(keep_days * 1440)
         self.cells: dict[Key, Cell] = {}
         self._flusher = Flusher(self.flush, flush_seconds)
-        self._pruned = 0.0
 
     def add(self, r: RequestRecord) -> None:
         key = (int(r.at // 60), r.component, r.model or "", r.tier or "", r.org or "",
@@ -101,10 +95,6 @@ class Rollups:
                     else:
                         mine.merge(cell)
                 self._bound()
-        if time.time() - self._pruned > PRUNE_SECONDS:
-            self._pruned = time.time()
-            with contextlib.suppress(Exception):
-                await self.rows.prune(int(time.time() // 60) - self.keep_minutes)
 
     def _bound(self) -> None:
         """Keep at most ``max_cells`` waiting: drop the oldest minutes' cells, counted."""

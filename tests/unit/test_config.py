@@ -51,6 +51,9 @@ backends = ["vllm", { upstream = "vllm", model = "meta/llama", weight = 3 }]
     ("[models.m]\nbackends = ['ghost']", "", "no [upstreams.ghost]"),
     ("[models.demo]\nbackends = ['a']\n[upstreams.a]\nbase_url = 'http://x'", "",
      "clashes with the built-in demo model"),
+    ("[telemetry]\nrollup_hour_days = 7", "telemetry",
+     "rollup_minute_days ≤ rollup_hour_days ≤ rollup_day_days (got 14, 7, 400)"),
+    ("[telemetry]\nrollup_day_days = 0", "telemetry.rollup_day_days", "greater than 0"),
 ])
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
                                               reason: str) -> None:

@@ -17,6 +17,7 @@ from gatehouse.errors import InvalidRequest, NotFound
 from gatehouse.store.db import Store
 from gatehouse.store.rollups import RollupRows
 from gatehouse.store.tables import Org, Project, RollupMinute
+from gatehouse.telemetry.compaction import Retention
 from gatehouse.telemetry.health import (
     WINDOWS,
     HealthQuery,
@@ -24,6 +25,7 @@ from gatehouse.telemetry.health import (
     iso_minute,
     parse_query,
     read_health,
+    span,
 )
 from gatehouse.telemetry.histogram import Histogram
 from tests.unit.test_histogram import exact, within_one_bucket
@@ -97,9 +99,11 @@ def test_merged_percentiles_classes_and_series() -> None:
 @pytest.mark.parametrize("window", list(WINDOWS))
 def test_every_window_has_its_series(window: str) -> None:
     minutes, step = WINDOWS[window]
-    rows = [row(MINUTE, [5.0]), row(MINUTE - minutes + 1, [7.0], model="m2"),
-            row(MINUTE - minutes, [9.0])]  # the last: one minute too old
-    view = health(rows, HealthQuery(window), {}, now=NOW, keep_days=14)
+    since, _ = span(window, NOW, Retention())  # 30d, 90d: from the hour they begin in
+    assert since == MINUTE + 1 - minutes or (minutes > 14 * 1440 and since % 60 == 0)
+    rows = [row(MINUTE, [5.0]), row(since, [7.0], model="m2"),
+            row(since - 1, [9.0])]  # the last: one minute too old
+    view = health(rows, HealthQuery(window), {}, now=NOW, retention=Retention())
     points = view["series"]["points"]
     assert len(points) in (-(-minutes // step), -(-minutes // step) + 1)
     assert 5 <= len(points) <= 91

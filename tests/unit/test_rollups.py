@@ -22,7 +22,7 @@ from tests.unit.test_request_log import record, store  # noqa: F401  (the fixtur
 
 async def test_two_replicas_sum_exactly_and_filters_isolate(store: Store) -> None:  # noqa: F811
     rows = RollupRows(store)
-    one, two = Rollups(rows, keep_days=14), Rollups(rows, keep_days=14)
+    one, two = Rollups(rows), Rollups(rows)
     rng = random.Random(7)
     minute = int(time.time() // 60) * 60
     sent: list[Any] = []
@@ -55,7 +55,9 @@ async def test_two_replicas_sum_exactly_and_filters_isolate(store: Store) -> Non
     assert summarize(await rows.fetch(start, start + 2, {"org": "org_nobody"}))["requests"] == 0
     with pytest.raises(ValueError, match="dimension"):
         await rows.fetch(start, start + 2, {"key_id": "x"})
-    assert await rows.prune(start + 1) > 0  # the first minute's rows
+    assert await rows.prune("minute", start + 1) == 0  # not compacted: kept
+    assert await rows.compact("minute", start + 2) > 0
+    assert await rows.prune("minute", start + 1) > 0  # the first minute's rows
     assert summarize(await rows.fetch(start, start + 1))["requests"] == 0
 
 
@@ -74,7 +76,7 @@ async def test_cells_a_store_refused_are_kept_for_the_next_flush() -> None:
             return 0
 
     rows = Flaky(None)  # type: ignore[arg-type]
-    rollups = Rollups(rows, keep_days=1)
+    rollups = Rollups(rows)
     for n in range(5):
         rollups.add(record(n))
     await rollups.flush()
@@ -86,7 +88,7 @@ async def test_cells_a_store_refused_are_kept_for_the_next_flush() -> None:
     assert not rollups.cells
     # a store down for long: only the newest cells are kept, the loss counted
     lost: list[float] = []
-    bounded = Rollups(Flaky(None), keep_days=1, max_cells=3,  # type: ignore[arg-type]
+    bounded = Rollups(Flaky(None), max_cells=3,  # type: ignore[arg-type]
                       on_drop=lost.append)
     for minute in range(5):
         bounded.add(record(minute, at=minute * 60.0))
