@@ -10,6 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from typer.testing import CliRunner
+
+from gatehouse.cli.main import app
 from gatehouse.doctor import health as health_reader
 from gatehouse.doctor import lookup as lookup_reader
 from gatehouse.doctor.api import ApiResult, Call
@@ -307,3 +311,16 @@ def test_the_report_carries_it_and_the_markdown_starts_with_it() -> None:
     assert first == f"**Is it me or them?** {who['line']}"
     assert "- Could not read: status API" in text
     assert "### 6. Your traffic (health, request lookups)" in text
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 513, "req_\u00e9", "req\n1"])
+def test_a_bad_request_id_is_refused_before_anything_is_sent(bad: str) -> None:
+    result = CliRunner().invoke(app, ["doctor", "http://127.0.0.1:9", "--request-id", bad,
+                                      "--no-input"])
+    assert result.exit_code == 2 and "--request-id" in result.output
+
+
+def test_at_most_ten_request_ids() -> None:
+    many = [arg for i in range(11) for arg in ("--request-id", f"req_{i}")]
+    result = CliRunner().invoke(app, ["doctor", "http://127.0.0.1:9", *many, "--no-input"])
+    assert result.exit_code == 2 and "at most 10" in result.output
