@@ -25,18 +25,23 @@ First match wins (docs/doctor.md lists every line)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from gatehouse.doctor.api import TLS_ERROR, UNREACHABLE, Call
+from gatehouse.doctor.evidence import (
+    breakdown,
+    evidence,
+    incident_text,
+    read_health,
+    window,
+)
 from gatehouse.doctor.findings import Findings
 from gatehouse.doctor.health import SERVICE_CLASSES, HealthResult
-from gatehouse.doctor.lookup import CLASS_OF_OUTCOME, Lookup, stage_of
-from gatehouse.doctor.statuspage import Incident, StatusResult
+from gatehouse.doctor.lookup import CLASS_OF_OUTCOME, stage_of
 
 SERVICE_PCT = 5.0  # a share of failures that is a trend, not one unlucky request …
 MIN_FAILED = 2     # … and a count (one failure in three requests is not a trend)
-WINDOWS = {"5m": "5 minutes", "15m": "15 minutes", "1h": "hour"}
 
 
 class Side(StrEnum):
@@ -101,49 +106,9 @@ def unanswered(f: Findings) -> Call | None:
     return main if main is not None and main.outcome in (UNREACHABLE, TLS_ERROR) else None
 
 
-def since(value: str | None, now: datetime) -> str | None:
-    if not value:
-        return None
-    try:
-        at = datetime.fromisoformat(value).astimezone(UTC)
-    except ValueError:
-        return value
-    return at.strftime("%H:%M UTC" if at.date() == now.astimezone(UTC).date()
-                       else "%Y-%m-%d %H:%M UTC")
-
-
-def window(h: HealthResult) -> str:
-    return WINDOWS.get(h.window, h.window)
-
-
-def breakdown(h: HealthResult, service: bool) -> str:
-    """``server_error ×3, unavailable ×2``: the service's failure classes, or the others."""
-    return ", ".join(f"{c} ×{n}" for c, n in sorted(h.failed.items(), key=lambda x: -x[1])
-                     if (c in SERVICE_CLASSES) == service)
-
-
-def read_health(f: Findings) -> HealthResult | None:
-    """The narrowest health view that was read: the model's, else the organization's."""
-    for h in (f.model_health, f.health):
-        if h is not None and h.fetched and h.requests:
-            return h
-    return None
-
-
 def trend(h: HealthResult | None, failed: int) -> bool:
     pct = h.pct(failed) if h else None
     return pct is not None and failed >= MIN_FAILED and pct >= SERVICE_PCT
-
-
-def incident_text(s: StatusResult, now: datetime) -> str:
-    if s.ours:
-        i: Incident = s.ours[0]
-        when = since(i.since, now)
-        kind = "maintenance" if i.maintenance else "incident"
-        on = f" on {', '.join(i.components[:3])}" if i.components else ""
-        return f'{kind} "{i.name}"{on}' + (f" since {when}" if when else "") + f" ({i.status})"
-    return "; ".join(f"{name} is {state} on the status page" for name, state in
-                     list(s.degraded.items())[:3])
 
 
 # what to say of a failure at each stage: the caller's, then the service's
@@ -176,125 +141,131 @@ def theirs(x: Failure) -> str:
         what=x.what, stage=x.stage)
 
 
-def evidence(f: Findings, now: datetime) -> tuple[list[str], list[str]]:
-    """(what was read, what could not be)."""
-    seen: list[str] = []
-    unread: list[str] = []
+@dataclass(slots=True)
+class Facts:
+    """What the rules weigh, read once from the findings."""
+
+    incident: str | None          # trouble on the status page, in words
+    status_fine: bool             # the status page was read and shows nothing for us
+    health: HealthResult | None   # the narrowest health view read
+    trend: bool                   # it shows a trend of service-side failures
+    mine: list[Failure]           # failed at a stage of the caller's
+    theirs: list[Failure]         # failed at a stage of the service's
+    lost: Call | None             # the doctor's call that got no answer
+    main_ok: bool
+
+    @property
+    def healthy(self) -> bool:
+        """Known healthy: the status page or the caller's traffic vouches for it."""
+        return ((self.status_fine or (self.health is not None and not self.trend))
+                and not self.theirs)
+
+    def failing(self, how: str = "failed") -> str:
+        """``12.5% of requests to m failed in the last 5 minutes``."""
+        h = self.health
+        assert h is not None
+        return f"{h.pct(h.service_failed)}% of {h.subject} {how} in the last {window(h)}"
+
+
+def facts(f: Findings, now: datetime) -> Facts:
     s = f.status
-    if s is None:
-        unread.append("status API: not checked")
-    elif s.absent:
-        unread.append(f"status API ({s.url}): not published by this service (HTTP 404)")
-    elif not s.fetched:
-        unread.append(f"status API ({s.url}): could not be read ({s.error})")
-    else:
-        state = s.description or s.indicator or "no overall status"
-        watching = ", ".join(s.watched[:5]) or "no component matched"
-        seen.append(f"Status API: {state} (watching {watching})"
-                    + (f"; {incident_text(s, now)}" if s.trouble else "; nothing open there"))
-    for h in (f.health, f.model_health):
-        if h is None:
-            continue
-        if not h.fetched:
-            unread.append(f"health ({h.path}): could not be read ({h.error})")
-            continue
-        parts = [f"{h.requests} request(s)"]
-        if h.service_failed:
-            parts.append(f"{h.service_failed} failed on the service's side "
-                         f"({breakdown(h, service=True)})")
-        if h.caller_failed:
-            parts.append(f"{h.caller_failed} refused for your account or request "
-                         f"({breakdown(h, service=False)})")
-        seen.append(f"Your organization's traffic{' to ' + h.model if h.model else ''}, last "
-                    f"{window(h)} ({h.path}): " + "; ".join(parts))
-    if f.traffic_unread:
-        unread.append(f"health and request lookups: not read ({f.traffic_unread})")
-    for x in f.lookups:
-        seen_or_not = lookup_line(x)
-        (seen if x.found or x.http_status == 404 else unread).append(seen_or_not)
-    main = f.api.main if f.api else None
-    if main is not None:
-        answer = (f"{main.status} {main.code or main.outcome}" if main.status is not None
-                  else f"no answer ({main.outcome}: {(main.message or '')[:120]})")
-        seen.append(f"The doctor's {main.endpoint}: {answer}"
-                    + (f" (request id {main.request_id})" if main.request_id else ""))
-    return seen, unread
-
-
-def lookup_line(x: Lookup) -> str:
-    who = "the doctor's" if x.asked_by == "doctor" else "yours"
-    if x.found:
-        done = ("succeeded" if not x.failed else
-                f"{x.status} {x.error_code or x.error_class} at the {x.stage or '?'} stage")
-        tried = f"; backends tried: {', '.join(x.attempts)}" if x.attempts else ""
-        return f"Request {x.request_id} ({who}, {x.time or 'time unknown'}): {done}{tried}"
-    if x.http_status == 404:
-        return (f"Request {x.request_id} ({who}): not found in your organization's request log "
-                "(refused before a key was read, another organization's, or older than the "
-                "log keeps)")
-    return f"lookup of {x.request_id} ({who}): could not be read ({x.error})"
-
-
-def decide(f: Findings, now: datetime) -> tuple[Side, str, str | None]:
-    s = f.status
-    incident = s is not None and s.fetched and s.trouble
     h = read_health(f)
-    service_bad = trend(h, h.service_failed if h else 0)
     fails = failures(f)
-    mine = [x for x in fails if not x.service_side]
-    their = [x for x in fails if x.service_side]
-    lost = unanswered(f)
-    status_fine = s is not None and s.fetched and not s.trouble
-    healthy = (status_fine or (h is not None and not service_bad)) and not their
-
-    if lost is not None and not incident and not service_bad:
-        how = "network" if lost.outcome == UNREACHABLE else "TLS"
-        if healthy:
-            return (Side.YOU, (f"The service is healthy for others; your requests never reached "
-                    f"it ({how}) — this is on your side"), "network")
-        return (Side.UNCLEAR, (f"Your requests never reached the service ({how}) and its status "
-                "could not be read from here — the service may be down or your network may "
-                "block it: try from another network"), "network")
-    if mine:
-        x = mine[0]
-        line = yours(x)
-        if incident and s is not None:
-            line += f" (the service also reports {incident_text(s, now)})"
-        elif service_bad and h is not None:
-            line += (f" (and {h.pct(h.service_failed)}% of {h.subject} failed on the service's "
-                     f"side in the last {window(h)})")
-        elif healthy:
-            line = "The service is healthy; " + line
-        return Side.YOU, line[0].upper() + line[1:], x.stage
-    if incident or service_bad or their:
-        parts = []
-        if service_bad and h is not None:
-            parts.append(f"{h.pct(h.service_failed)}% of {h.subject} failed in the last "
-                         f"{window(h)}" + (f" ({incident_text(s, now)})"
-                                           if incident and s is not None else ""))
-        elif incident and s is not None:
-            text = incident_text(s, now)
-            parts.append(text[0].upper() + text[1:])
-        if their:
-            parts.append(theirs(their[0]))
-        if lost is not None:
-            parts.append("the doctor's requests got no answer")
-        line = "; ".join(parts)
-        return (Side.SERVICE, line[0].upper() + line[1:] + " — not you",
-                their[0].stage if their else None)
-    if h is not None and trend(h, h.caller_failed):
-        return (Side.YOU, (f"The service is healthy; {h.pct(h.caller_failed)}% of "
-                f"{h.subject} in the last {window(h)} were refused for your account or "
-                f"request ({breakdown(h, service=False)}) — your limits or requests, not the service"),
-                None)
-    browser = browser_trouble(f)
-    if browser:
-        return (Side.YOU, (f"The service is healthy and the doctor's requests succeed; {browser}"
-                " — this is on your side (browser state or network)"), None)
     main = f.api.main if f.api else None
-    if status_fine or h is not None or (main is not None and main.ok):
-        ours = "your requests succeed" if main is not None and main.ok else "nothing failed"
-        return Side.NONE, f"No problem found: the service is healthy and {ours}", None
+    return Facts(
+        incident=incident_text(s, now) if s is not None and s.fetched and s.trouble else None,
+        status_fine=s is not None and s.fetched and not s.trouble, health=h,
+        trend=h is not None and trend(h, h.service_failed),
+        mine=[x for x in fails if not x.service_side], theirs=[x for x in fails if x.service_side],
+        lost=unanswered(f), main_ok=main is not None and main.ok)
+
+
+Said = tuple[Side, str, str | None]  # side, line, stage
+
+
+def sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def never_reached(k: Facts, f: Findings) -> Said | None:
+    if k.lost is None or k.incident or k.trend:
+        return None
+    how = "network" if k.lost.outcome == UNREACHABLE else "TLS"
+    if k.healthy:
+        line = (f"The service is healthy for others; your requests never reached it ({how}) — "
+                "this is on your side")
+        return Side.YOU, line, "network"
+    line = (f"Your requests never reached the service ({how}) and its status could not be "
+            "read from here — the service may be down or your network may block it: try from "
+            "another network")
+    return Side.UNCLEAR, line, "network"
+
+
+def callers_stage(k: Facts, f: Findings) -> Said | None:
+    if not k.mine:
+        return None
+    x = k.mine[0]
+    line = yours(x)
+    if k.incident:
+        line += f" (the service also reports {k.incident})"
+    elif k.trend:
+        line += " (and " + k.failing("failed on the service's side") + ")"
+    elif k.healthy:
+        line = "The service is healthy; " + line
+    return Side.YOU, sentence(line), x.stage
+
+
+def services_side(k: Facts, f: Findings) -> Said | None:
+    if not (k.incident or k.trend or k.theirs):
+        return None
+    parts = []
+    if k.trend:
+        parts.append(k.failing() + (f" ({k.incident})" if k.incident else ""))
+    elif k.incident:
+        parts.append(k.incident)
+    if k.theirs:
+        parts.append(theirs(k.theirs[0]))
+    if k.lost is not None:
+        parts.append("the doctor's requests got no answer")
+    return (Side.SERVICE, sentence("; ".join(parts)) + " — not you",
+            k.theirs[0].stage if k.theirs else None)
+
+
+def callers_traffic(k: Facts, f: Findings) -> Said | None:
+    h = k.health
+    if h is None or not trend(h, h.caller_failed):
+        return None
+    line = (f"The service is healthy; {h.pct(h.caller_failed)}% of {h.subject} in the last "
+            f"{window(h)} were refused for your account or request "
+            f"({breakdown(h, service=False)}) — your limits or requests, not the service")
+    return Side.YOU, line, None
+
+
+def browser(k: Facts, f: Findings) -> Said | None:
+    trouble = browser_trouble(f)
+    if trouble is None:
+        return None
+    line = (f"The service is healthy and the doctor's requests succeed; {trouble} — this is on "
+            "your side (browser state or network)")
+    return Side.YOU, line, None
+
+
+def nothing_wrong(k: Facts, f: Findings) -> Said | None:
+    if not (k.status_fine or k.health is not None or k.main_ok):
+        return None
+    ours = "your requests succeed" if k.main_ok else "nothing failed"
+    return Side.NONE, f"No problem found: the service is healthy and {ours}", None
+
+
+RULES = (never_reached, callers_stage, services_side, callers_traffic, browser, nothing_wrong)
+
+
+def decide(f: Findings, now: datetime) -> Said:
+    k = facts(f, now)
+    for rule in RULES:
+        said = rule(k, f)
+        if said is not None:
+            return said
     return Side.UNCLEAR, "Could not tell: none of the sources could be read", None
 
 

@@ -91,13 +91,15 @@ def status_section(s: dict[str, Any] | None) -> list[str]:
     if s is None:
         return out + ["Not checked.", ""]
     if not s["fetched"]:
-        return out + [f"{s['url']}: could not be read ({s['error']}).", ""]
+        return out + [f"{s['url']}: could not be read ({cell(s['error'])}).", ""]
     out += [(f"{s['page'] or s['url']}: {s['description'] or s['indicator']}. Watching: "
             f"{', '.join(s['watched']) or 'no component matched'}.")]
-    out += [f"- **{name}** is {state}" for name, state in s["degraded"].items()]
+    out += [f"- **{cell(name)}** is {cell(state)}" for name, state in s["degraded"].items()]
+    out += [f"- Note: {cell(n)}" for n in s["notes"]]
     if s["incidents"]:
-        out += [""] + table(["incident", "status", "impact", "components", "yours?", "link"], [
-            [i["name"], i["status"], i["impact"], ", ".join(i["components"]),
+        out += [""] + table(["incident", "status", "impact", "since", "components", "yours?",
+                             "link"], [
+            [i["name"], i["status"], i["impact"], i["since"], ", ".join(i["components"]),
              {True: "yes", False: "no", None: "maybe"}[i["affects_us"]], i["shortlink"]]
             for i in s["incidents"]])
     else:

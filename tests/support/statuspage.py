@@ -6,6 +6,7 @@
     validate("incidents/unresolved", document)    # a kind is the path below /api/v2/, no .json
 
 ``problems(kind, document)`` lists every failure instead of raising the first;
+``doctor_reads(summary, wanted)`` is what ``gatehouse doctor`` makes of a summary (its reader);
 ``recorded(kind)`` loads the recorded document of a kind, ``routes()`` maps each
 ``/api/v2/….json`` path to it (for ``tests.support.doctor.serve_json``).
 """
@@ -19,6 +20,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
+
+from gatehouse.doctor.statuspage import StatusResult, read_summary
 
 HERE = Path(__file__).parent.parent / "fixtures" / "statuspage"
 SCHEMA_FILE = HERE / "schema.json"
@@ -66,8 +69,22 @@ def fixture(name: str) -> Any:
     return json.loads((HERE / f"{name}.json").read_text())
 
 
+def doctor_reads(summary: Any, wanted: tuple[str, ...] = ("API",)) -> StatusResult:
+    """What ``gatehouse doctor`` makes of a summary — the same reader it uses on a live one;
+    fails the test if it cannot read it. For the gateway's own ``/api/v2/summary.json``::
+
+        s = doctor_reads(httpx.get(gw.url + "/api/v2/summary.json").json(), ("API", "demo"))
+        assert s.degraded == {"demo": "partial_outage"} and s.ours[0].name == "…"
+    """
+    result = read_summary("summary.json", summary, wanted)
+    assert result.fetched, f"the doctor cannot read it: {result.error}"
+    assert not result.notes, f"the doctor skipped parts of it: {result.notes}"
+    return result
+
+
 def routes(prefix: str = "/api/v2/") -> dict[str, Any]:
     return {f"{prefix}{kind}.json": recorded(kind) for kind in KINDS}
 
 
-__all__ = ["KINDS", "ValidationError", "fixture", "problems", "recorded", "routes", "validate"]
+__all__ = ["KINDS", "ValidationError", "doctor_reads", "fixture", "problems", "recorded", "routes",
+           "validate"]

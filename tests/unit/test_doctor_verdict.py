@@ -17,7 +17,8 @@ from gatehouse.cli.main import app
 from gatehouse.doctor import health as health_reader
 from gatehouse.doctor import lookup as lookup_reader
 from gatehouse.doctor.api import ApiResult, Call
-from gatehouse.doctor.attribution import Attribution, Side, attribute, since
+from gatehouse.doctor.attribution import Attribution, Side, attribute
+from gatehouse.doctor.evidence import since
 from gatehouse.doctor.fetch import Fetched
 from gatehouse.doctor.findings import Findings
 from gatehouse.doctor.har import read_har
@@ -105,7 +106,7 @@ def test_never_reached_over_tls_with_nothing_else_readable_is_unclear() -> None:
     assert v.side is Side.UNCLEAR
     assert v.line.startswith("Your requests never reached the service (TLS)")
     assert "try from another network" in v.line
-    assert any("could not be read (ConnectError)" in u for u in v.unread)
+    assert f"status API ({STATUS_URL}): ConnectError" in v.unread
     assert any("no API key" in u for u in v.unread)
 
 
@@ -136,7 +137,7 @@ def test_a_bad_key_with_nothing_else_readable_claims_no_health() -> None:
     assert v.side is Side.YOU and v.stage == "identity"
     assert v.line == ("Your requests failed at the identity stage (invalid_api_key) — the key "
                       "(or session) is yours to fix")
-    assert any("could not be read (HTTP 401 invalid_api_key)" in u for u in v.unread)
+    assert "health (/v1/health?window=5m): HTTP 401 invalid_api_key" in v.unread
 
 
 def test_quota_during_an_incident_is_still_yours_and_says_both() -> None:
@@ -271,8 +272,7 @@ def test_nothing_readable() -> None:
     assert v.side is Side.UNCLEAR
     assert v.line == "Could not tell: none of the sources could be read"
     assert v.unread == ["status API: not checked",
-                        ("health and request lookups: not read (no API key: they are read with "
-                        "your key)")]
+                        "health and request lookups: no API key: they are read with your key"]
 
 
 def test_lookups_not_found_and_unreadable() -> None:

@@ -13,6 +13,7 @@ import pytest
 from tests.support.statuspage import (
     KINDS,
     ValidationError,
+    doctor_reads,
     fixture,
     problems,
     recorded,
@@ -149,3 +150,11 @@ def test_a_broken_document_fails(kind: str, what: str, edit: Edit, message: str)
 def test_not_an_object_fails() -> None:
     for junk in ([], "All Systems Operational", None, 3):
         assert problems("summary", junk)
+
+
+def test_the_doctor_reads_every_recorded_summary() -> None:
+    s = doctor_reads(recorded("summary"), ("API", "llama-3-8b"))
+    assert s.trouble and s.ours and s.degraded
+    assert not doctor_reads(fixture("operational-summary")).trouble
+    with pytest.raises(AssertionError, match="cannot read it: no components"):
+        doctor_reads({"page": {}})
