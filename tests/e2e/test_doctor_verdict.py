@@ -102,7 +102,7 @@ def test_a_spent_quota_is_yours(gw: Gateway, admin: dict[str, str], tmp_path: Pa
     assert failed[0] in run.report["ticket"]["request_ids"]
     # first in the terminal output and in the report
     assert run.stderr.index("Is it me or them?") < run.stderr.index("Branch:")
-    assert "your requests failed at the quota stage" in run.stderr
+    assert "your requests failed at the quota stage" in run.stderr.lower()
     lines = report_md.read_text().splitlines()
     assert lines[2] == f"**Is it me or them?** {who['line']}"
     assert any("not found in your organization's request log" in line for line in lines)
