@@ -48,23 +48,30 @@ def error_code(data: Any) -> str | None:
     return str(code)[:80] if isinstance(code, str | int) else None
 
 
+async def read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The body up to ``limit`` bytes, and whether there was more (the rest is not read)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return b"", True
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), True
+    return bytes(body), False
+
+
 async def _read(client: httpx.AsyncClient, url: str, headers: dict[str, str], limit: int,
                 start: float) -> Fetched:
     def done(status: int | None, error: str | None = None, data: Any = None) -> Fetched:
         return Fetched(url, status, round(time.perf_counter() - start, 3), data, error)
 
-    body = bytearray()
     try:
         async with client.stream("GET", url, headers=headers) as response:
             status = response.status_code
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                return done(status, f"answer too large ({int(declared):,} bytes, over "
-                                    f"{limit:,})")
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    return done(status, f"answer too large (over {limit:,} bytes)")
+            body, more = await read_capped(response, limit)
+            if more:
+                return done(status, f"answer too large (over {limit:,} bytes)")
     except httpx.HTTPError as exc:
         return done(None, describe(exc))
     try:

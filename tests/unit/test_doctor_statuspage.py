@@ -20,9 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gatehouse.doctor.api import check_api
 from gatehouse.doctor.health import HealthResult, read_view
 from gatehouse.doctor.lookup import Lookup, read_record
 from gatehouse.doctor.statuspage import check_status, matches, read_summary, text
+from gatehouse.doctor.web import check_web
 from tests.support.statuspage import fixture, recorded
 
 WANTED = ("API", "llama-3-8b")
@@ -204,6 +206,10 @@ def hostile(routes: dict[str, Handler]) -> Iterator[str]:
         def do_GET(self) -> None:
             routes[self.path](self)
 
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            routes[self.path](self)
+
         def log_message(self, *args: Any) -> None:
             return None
 
@@ -252,6 +258,23 @@ async def test_hostile_answers_are_unreadable_findings() -> None:
         assert not s.fetched and s.error is not None and why in s.error, (path, s.error)
     assert got["/missing"].absent and not got["/broken"].absent
     assert got["/slow"].seconds < 5
+
+
+async def test_the_api_and_web_probes_are_bounded_too() -> None:
+    routes = {"/v1/models": answer(b'{"data": [' + b" " * (5 * MiB) + b"]}"),
+              "/v1/chat/completions": drip,
+              "/v1/usage": answer(b'{"org": "acme"}', headers={"x-request-id": "req_u"}),
+              "/login": chunked(b" " * 65536, 200)}
+    with hostile(routes) as base:
+        async with httpx.AsyncClient(timeout=5) as client:
+            api = await check_api(client, base + "/v1", "gh-k", "m", deadline=1.5)
+            web = await check_web(client, base + "/login", deadline=5)
+    listed, chat = api.calls
+    assert listed.ok and api.models == []  # read up to the cap: no list, no crash
+    assert (chat.outcome, chat.status) == ("timeout", None)
+    assert chat.message == "no complete answer within 1.5 s" and chat.seconds < 5
+    assert api.account is not None and api.account.org == "acme"
+    assert web.outcome == "loads" and web.status == 200
 
 
 async def test_nothing_listening() -> None:
