@@ -18,6 +18,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from gatehouse.doctor import Answers, Checkup, diagnose
 from gatehouse.doctor.har import HarError
+from gatehouse.doctor.lookup import MAX_LOOKUPS, valid_id
 from gatehouse.doctor.markdown import BRANCHES, render
 from gatehouse.doctor.profiles import DEFAULT_URL, Endpoint, profile_for
 from gatehouse.doctor.run import STEPS
@@ -38,6 +39,7 @@ class Step(StrEnum):
     network = "network"
     api = "api"
     web = "web"
+    health = "health"
 
 
 class RichProgress:
@@ -58,6 +60,29 @@ class RichProgress:
             self.bar.remove_task(task)  # type: ignore[arg-type]
         mark = "[green]✓[/]" if ok else "[bold red]✗[/]"
         self.console.print(f"{mark} {STEPS[step]}: {escape(summary)}")
+
+
+SIDES = {"you": "yellow", "service": "red", "none": "green", "unclear": "magenta"}
+
+
+def request_ids(given: list[str]) -> tuple[str, ...]:
+    if len(given) > MAX_LOOKUPS:
+        raise typer.BadParameter(f"at most {MAX_LOOKUPS} ids", param_hint="--request-id")
+    for value in given:
+        if not valid_id(value):
+            raise typer.BadParameter(f"{value[:40]!r}: 1 to 512 printable ASCII characters",
+                                     param_hint="--request-id")
+    return tuple(given)
+
+
+def print_me_or_them(out: Console, who: dict[str, str | list[str]]) -> None:
+    """The verdict line first, then what it rests on and what could not be read."""
+    out.print(f"\n[bold {SIDES[str(who['side'])]}]Is it me or them?[/] "
+              f"[bold]{escape(str(who['line']))}[/]")
+    for line in who["evidence"]:
+        out.print(f"  [dim]·[/] {escape(line)}")
+    for line in who["unread"]:
+        out.print(f"  [dim]· could not read:[/] {escape(line)}")
 
 
 def ask(console: Console, question: str) -> bool | None:
@@ -95,6 +120,9 @@ def doctor(
     trust_store: Annotated[Path | None, typer.Option(
         help="PEM roots to judge certificate chains and verify HTTPS by (default: certifi's "
              "public CAs).")] = None,
+    request_id: Annotated[list[str] | None, typer.Option(
+        "--request-id", help="A failed request's id (x-request-id, req_…) to look up: at which "
+                             "stage it failed (repeat; up to 10).")] = None,
     skip: Annotated[list[Step] | None, typer.Option(help="Leave a check out (repeat).")
                     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 20.0,
@@ -103,6 +131,7 @@ def doctor(
 ) -> None:
     """Diagnose why requests fail: status page, network and TLS, API path, web path, HAR."""
     out = Console(stderr=json_out == "-")
+    asked = request_ids(request_id or [])
     base = url or (os.environ.get("GATEHOUSE_URL") if profile is ProfileName.gatehouse else None)
     chosen = profile_for(profile.value, base)
     answers = Answers(
@@ -122,7 +151,7 @@ def doctor(
         api_key=key, model=model,
         endpoints=[Endpoint.parse(h) for h in host] if host else list(chosen.endpoints),
         har=har, answers=answers, trust_file=trust_store, timeout=timeout,
-        skip=frozenset(s.value for s in skip or ()))
+        skip=frozenset(s.value for s in skip or ()), request_ids=asked)
     progress = RichProgress(out)
     try:
         with progress.bar:
@@ -130,11 +159,12 @@ def doctor(
     except HarError as exc:
         out.print(f"[bold red]HAR[/] {exc}")
         raise typer.Exit(2) from None
+    print_me_or_them(out, result["me_or_them"])
     colour = "green" if verdict.exit_code == 0 else "yellow" if verdict.exit_code == 10 else "red"
-    out.print(f"\n[bold {colour}]{verdict.headline}[/]")
+    out.print(f"\n[bold {colour}]{escape(verdict.headline)}[/]")
     out.print(f"Branch: [bold]{BRANCHES[verdict.branch.value]}[/] (exit {verdict.exit_code})")
-    out.print(f"Next step: {verdict.next_step}")
-    out.print(f"Stop when: {verdict.stop_when}")
+    out.print(f"Next step: {escape(verdict.next_step)}")
+    out.print(f"Stop when: {escape(verdict.stop_when)}")
     if report is not None:
         report.write_text(render(result))
         out.print(f"Report: {report}")

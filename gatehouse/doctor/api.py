@@ -5,17 +5,21 @@ by :func:`gatehouse.client.classify` (ok / 401 / 403 1020 / challenge / 429 rate
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from gatehouse.client import Answer
+from gatehouse.doctor.fetch import MAX_BYTES, read_capped
 
 # what a call ends in when no HTTP answer came back (beside the client's Outcome values)
 UNREACHABLE, TIMEOUT, TLS_ERROR, SKIPPED = "unreachable", "timeout", "tls_error", "skipped"
+ANSWER_DEADLINE = 60.0  # the whole answer (a stream of 1 token); each read has --timeout too
 
 
 @dataclass(slots=True)
@@ -76,21 +80,40 @@ def failed_call(endpoint: str, exc: httpx.HTTPError, seconds: float) -> Call:
 
 
 async def call(client: httpx.AsyncClient, method: str, url: str, path: str,
-               key: str | None, body: dict[str, Any] | None = None
-               ) -> tuple[Call, httpx.Response | None]:
+               key: str | None, body: dict[str, Any] | None = None,
+               deadline: float = ANSWER_DEADLINE) -> tuple[Call, bytes | None]:
+    """One call and its body: at most ``MAX_BYTES`` of it are read (enough for any error and
+    the model list), the whole answer within ``deadline`` seconds."""
     endpoint = f"{method} {path}"
     headers = {"authorization": f"Bearer {key}"} if key else {}
     start = time.perf_counter()
+
+    async def send() -> tuple[httpx.Response, bytes]:
+        async with client.stream(method, url, headers=headers, json=body) as response:
+            content, _ = await read_capped(response, MAX_BYTES)
+            return response, content
+
     try:
-        response = await client.request(method, url, headers=headers, json=body)
+        response, content = await asyncio.wait_for(send(), deadline)
     except httpx.HTTPError as exc:
         return failed_call(endpoint, exc, time.perf_counter() - start), None
+    except TimeoutError:
+        return Call(endpoint, TIMEOUT, None, round(time.perf_counter() - start, 3),
+                    message=f"no complete answer within {deadline:g} s"), None
     seconds = time.perf_counter() - start
-    answer = Answer.read(response.status_code, response.headers, response.content)
+    answer = Answer.read(response.status_code, response.headers, content)
     return Call(endpoint, answer.outcome.value, answer.status, round(seconds, 3),
                 code=answer.code, type=answer.type, message=answer.message,
                 request_id=answer.request_id, ray_id=answer.ray_id,
-                retry_after=answer.retry_after), response
+                retry_after=answer.retry_after), content
+
+
+def json_object(content: bytes | None) -> dict[str, Any]:
+    try:
+        data = orjson.loads(content or b"")
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def path_of(base: str, tail: str) -> str:
@@ -98,16 +121,15 @@ def path_of(base: str, tail: str) -> str:
 
 
 async def check_api(client: httpx.AsyncClient, base: str, key: str | None,
-                    model: str | None) -> ApiResult:
+                    model: str | None, deadline: float = ANSWER_DEADLINE) -> ApiResult:
     result = ApiResult(base, show_key(key), model)
-    listed, response = await call(client, "GET", base + "/models", path_of(base, "/models"), key)
+    listed, content = await call(client, "GET", base + "/models", path_of(base, "/models"), key,
+                                 deadline=deadline)
     result.calls.append(listed)
-    if listed.ok and response is not None:
-        try:
-            data = response.json().get("data") or []
-            result.models = [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
-        except (ValueError, AttributeError):
-            pass
+    if listed.ok:
+        data = json_object(content).get("data")
+        result.models = [str(m["id"])[:200] for m in (data if isinstance(data, list) else [])
+                         if isinstance(m, dict) and "id" in m]
     if listed.outcome in (UNREACHABLE, TLS_ERROR):
         return result  # nothing more to learn on this path
     result.model = model or (result.models[0] if result.models else None)
@@ -115,13 +137,11 @@ async def check_api(client: httpx.AsyncClient, base: str, key: str | None,
         chat, _ = await call(
             client, "POST", base + "/chat/completions", path_of(base, "/chat/completions"), key,
             {"model": result.model, "max_tokens": 1,
-             "messages": [{"role": "user", "content": "ping (gatehouse doctor)"}]})
+             "messages": [{"role": "user", "content": "ping (gatehouse doctor)"}]}, deadline)
         result.calls.append(chat)
-    usage, response = await call(client, "GET", base + "/usage", path_of(base, "/usage"), key)
-    if usage.ok and response is not None:
-        try:
-            body = response.json()
-            result.account = Account(body.get("org"), body.get("project"), body.get("tier"))
-        except (ValueError, AttributeError):
-            pass
+    usage, content = await call(client, "GET", base + "/usage", path_of(base, "/usage"), key,
+                                deadline=deadline)
+    if usage.ok:
+        body = json_object(content)
+        result.account = Account(body.get("org"), body.get("project"), body.get("tier"))
     return result

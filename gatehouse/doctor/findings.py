@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from gatehouse.doctor.api import ApiResult
 from gatehouse.doctor.har import HarSummary
+from gatehouse.doctor.health import HealthResult
+from gatehouse.doctor.lookup import Lookup
 from gatehouse.doctor.network import Environment, HostResult
 from gatehouse.doctor.profiles import Profile
 from gatehouse.doctor.statuspage import StatusResult
@@ -32,3 +34,7 @@ class Findings:
     api: ApiResult | None = None
     web: WebResult | None = None
     har: HarSummary | None = None
+    health: HealthResult | None = None        # the caller's org, last 5 minutes
+    model_health: HealthResult | None = None  # … for the model being diagnosed
+    lookups: list[Lookup] = field(default_factory=list)
+    traffic_unread: str | None = None  # why health and lookups were not read at all

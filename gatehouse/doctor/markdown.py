@@ -32,6 +32,7 @@ def render(report: dict[str, Any]) -> str:
     pct = "—" if t["failing_pct"] is None else f"{t['failing_pct']}% ({t['failing_basis']})"
     lines = [
         "# gatehouse doctor report", "",
+        *me_or_them(report["me_or_them"]),
         f"**{v['headline']}**", "",
         f"- Branch: **{BRANCHES[v['branch']]}** (exit code {v['exit_code']}, `{v['outcome']}`)",
         f"- Next step: {v['next_step']}",
@@ -56,7 +57,33 @@ def render(report: dict[str, Any]) -> str:
         [[web["url"], web["outcome"], web["status"], web["request_id"], web["ray_id"],
           web["detail"]]]) + [""])
     lines += har_section(checks["har"])
+    lines += traffic_section(checks["health"], checks["lookups"])
     return "\n".join(lines) + "\n"
+
+
+def me_or_them(who: dict[str, Any]) -> list[str]:
+    """The one verdict line, first, with what it rests on and what could not be read."""
+    out = [f"**Is it me or them?** {cell(who['line'])}", ""]
+    out += [f"- {cell(e)}" for e in who["evidence"]]
+    out += [f"- Could not read: {cell(u)}" for u in who["unread"]]
+    return out + [""]
+
+
+def traffic_section(health: dict[str, Any], lookups: list[dict[str, Any]]) -> list[str]:
+    out = ["### 6. Your traffic (health, request lookups)", ""]
+    if health["unread"]:
+        return out + [f"Not read: {cell(health['unread'])}.", ""]
+    rows = [[h["path"], h["requests"] if h["fetched"] else "—",
+             ", ".join(f"{c} ×{n}" for c, n in h["failed"].items()) if h["fetched"]
+             else f"unreadable: {h['error']}"]
+            for h in (health["org"], health["model"]) if h is not None]
+    out += table(["view", "requests", "failed (by class)"], rows) + [""] if rows else []
+    if lookups:
+        out += table(["request id", "asked by", "status", "class", "code", "stage", "backends",
+                      "note"], [
+            [x["request_id"], x["asked_by"], x["status"], x["error_class"], x["error_code"],
+             x["stage"], ", ".join(x["attempts"]), x["error"]] for x in lookups]) + [""]
+    return out
 
 
 def status_section(s: dict[str, Any] | None) -> list[str]:
@@ -64,13 +91,15 @@ def status_section(s: dict[str, Any] | None) -> list[str]:
     if s is None:
         return out + ["Not checked.", ""]
     if not s["fetched"]:
-        return out + [f"{s['url']}: could not be read ({s['error']}).", ""]
+        return out + [f"{s['url']}: could not be read ({cell(s['error'])}).", ""]
     out += [(f"{s['page'] or s['url']}: {s['description'] or s['indicator']}. Watching: "
             f"{', '.join(s['watched']) or 'no component matched'}.")]
-    out += [f"- **{name}** is {state}" for name, state in s["degraded"].items()]
+    out += [f"- **{cell(name)}** is {cell(state)}" for name, state in s["degraded"].items()]
+    out += [f"- Note: {cell(n)}" for n in s["notes"]]
     if s["incidents"]:
-        out += [""] + table(["incident", "status", "impact", "components", "yours?", "link"], [
-            [i["name"], i["status"], i["impact"], ", ".join(i["components"]),
+        out += [""] + table(["incident", "status", "impact", "since", "components", "yours?",
+                             "link"], [
+            [i["name"], i["status"], i["impact"], i["since"], ", ".join(i["components"]),
              {True: "yes", False: "no", None: "maybe"}[i["affects_us"]], i["shortlink"]]
             for i in s["incidents"]])
     else:

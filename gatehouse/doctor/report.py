@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from gatehouse.doctor.attribution import attribute
 from gatehouse.doctor.findings import Findings
 from gatehouse.doctor.matrix import Verdict
 
@@ -67,6 +68,7 @@ def ids(f: Findings) -> tuple[list[str], list[str]]:
         (c.ok, c.request_id, c.ray_id) for c in (f.api.calls if f.api else [])]
     if f.web is not None:
         seen.append((f.web.outcome == "loads", f.web.request_id, f.web.ray_id))
+    seen += [(False, x.request_id, None) for x in f.lookups if x.asked_by == "you"]
     if f.har is not None:
         seen += [(False, r, None) for r in f.har.request_ids]
         seen += [(False, None, r) for r in f.har.ray_ids]
@@ -111,8 +113,11 @@ def _absolute(endpoint: str, base: str) -> str:
 def build(f: Findings, verdict: Verdict, now: datetime) -> dict[str, Any]:
     """The report as one JSON object; its top-level keys and the ticket's are the schema."""
     env = f.environment
+    who = attribute(f, now)
     return {
         "schema": SCHEMA,
+        "me_or_them": {"side": who.side.value, "line": who.line, "stage": who.stage,
+                       "evidence": who.evidence, "unread": who.unread},
         "verdict": {"branch": verdict.branch.value, "outcome": verdict.outcome,
                     "exit_code": verdict.exit_code, "headline": verdict.headline,
                     "next_step": verdict.next_step, "stop_when": verdict.stop_when},
@@ -130,6 +135,9 @@ def build(f: Findings, verdict: Verdict, now: datetime) -> dict[str, Any]:
                 "proxies": env.proxies, "vpn_interfaces": env.vpn_interfaces},
             "api": plain(f.api), "web": plain(f.web),
             "har": None if f.har is None else {**plain(f.har), "failing_pct": f.har.failing_pct},
+            "health": {"org": plain(f.health), "model": plain(f.model_health),
+                       "unread": f.traffic_unread},
+            "lookups": [{**plain(x), "stage": x.stage} for x in f.lookups],
             "answers": plain(f.answers),
         },
     }

@@ -62,11 +62,12 @@ def test_all_is_well_and_the_report_has_every_field(
                          "--conversation-url", "https://chat.example.com/c/abc123",
                          "--report", str(report_md))
     r = run.report
-    assert set(r) == {"schema", "verdict", "ticket", "target", "checks"}
+    assert set(r) == {"schema", "me_or_them", "verdict", "ticket", "target", "checks"}
     assert r["schema"] == "gatehouse-doctor/1"
     assert set(r["verdict"]) == {"branch", "outcome", "exit_code", "headline", "next_step",
                                  "stop_when"}
-    assert set(r["checks"]) == {"status", "network", "api", "web", "har", "answers"}
+    assert set(r["checks"]) == {"status", "network", "api", "web", "har", "answers", "health",
+                                "lookups"}
     t = r["ticket"]
     assert set(t) == TICKET_FIELDS and set(t["labels"]) == LABELS
     assert (t["org"], t["project"], t["tier"], t["model"]) == (
