@@ -31,6 +31,7 @@ from gatehouse.errors import (
     NotFound,
     PermissionDenied,
     RequestTooLarge,
+    SessionExpired,
 )
 from gatehouse.pipeline import Pipeline, Stage
 from gatehouse.schema.stage import parse_json, read_body
@@ -101,7 +102,9 @@ class ChatStage:
     async def enter(self, ctx: RequestContext) -> None:
         principal = ctx.principal
         user_id = getattr(principal, "user_id", None)
-        if principal is None or principal.kind != "session" or not user_id:
+        if principal is None or principal.kind == "anonymous":
+            raise SessionExpired("You are not signed in: sign in to chat.")
+        if principal.kind != "session" or not user_id:
             raise PermissionDenied("The chat is for people signed in on this site; programs "
                                    "call POST /v1/chat/completions with an API key.")
         limit = self.web.max_message_chars
