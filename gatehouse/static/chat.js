@@ -55,7 +55,7 @@
     return el("pre", {}, copy, code);
   }
   function inline(parent, text) {
-    const re = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\n]+\*|_[^_\n]+_)|(\[[^\]\n]+\]\((https?:\/\/[^)\s]+)\))/g;
+    const re = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\s][^*\n]*\*|(?<!\w)_[^_\n]+_(?!\w))|(\[[^\]\n]+\]\((https?:\/\/[^)\s]+)\))/g;
     let last = 0, m;
     while ((m = re.exec(text)) !== null) {
       if (m.index > last) parent.append(text.slice(last, m.index));
