@@ -21,11 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gatehouse.config import Settings
 from gatehouse.context import ByteStream, Outcome, Reply, RequestContext
 from gatehouse.errors import (
+    Conflict,
     GatehouseError,
+    IdentityUnavailable,
     InvalidRequest,
     ModelNotFound,
     NotFound,
@@ -100,6 +103,16 @@ class ChatStage:
         self.generations = generations
 
     async def enter(self, ctx: RequestContext) -> None:
+        try:
+            await self._prepare(ctx)
+        except IntegrityError:  # another tab's message took this place in the conversation
+            raise Conflict("Another message was sent to this conversation at the same time; "
+                           "reload it and send again.", param="conversation") from None
+        except (SQLAlchemyError, OSError) as exc:
+            raise IdentityUnavailable("The chat cannot reach its store right now.",
+                                      retry_after=5, cause=repr(exc)) from None
+
+    async def _prepare(self, ctx: RequestContext) -> None:
         principal = ctx.principal
         user_id = getattr(principal, "user_id", None)
         if principal is None or principal.kind == "anonymous":

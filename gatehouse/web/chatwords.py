@@ -37,6 +37,9 @@ WORDS: dict[str, tuple[str, str, str | None]] = {
     "upstream_unavailable": ("Something went wrong on our side", KEPT, "retry"),
     "upstream_timeout": ("The model took too long", KEPT, "retry"),
     "internal_error": ("Something went wrong on our side", KEPT, "retry"),
+    "identity_unavailable": ("Something went wrong on our side", KEPT, "retry"),
+    "conflict": ("This conversation changed in another tab", "Reload it, then send again.",
+                 "reload"),
     "stream_broken": ("The answer broke off",
                       "The text above is incomplete. Retry to get a whole answer.", "retry"),
     "context_length_exceeded": ("This conversation is too long for the model",
@@ -72,7 +75,7 @@ def view(body: dict[str, Any], retry_after: str | None = None,
             KEPT if kind in OURS else "Check what you sent and try again.")
         words = (title, advice, "retry" if kind in OURS else None)
     title, advice, action = words
-    resets_at = (now or time.time()) + wait if wait is not None else None
+    resets_at = (time.time() if now is None else now) + wait if wait is not None else None
     resets_at = body.get("resets_at", resets_at)  # the chat's own, when it knows the window
     return {
         "code": code, "type": kind, "title": title, "message": str(error.get("message") or ""),

@@ -249,8 +249,8 @@ async def _gatehouse_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    return problem(request, IdentityUnavailable("Sign-in cannot reach the account store right "
-                                                "now.", retry_after=5))
+    return await _gatehouse_error(request, IdentityUnavailable(
+        "Sign-in cannot reach the account store right now.", retry_after=5))
 
 
 async def _bug(request: Request, exc: Exception) -> Response:
