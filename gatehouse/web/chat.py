@@ -189,7 +189,8 @@ class ChatApp:
         _, user = await self._caller(request)
         cid = request.path_params["cid"]
         for gen in list(self.generations.live.values()):
-            if gen.conversation_id == cid and gen.user_id == user.id and gen.task:
+            if gen.conversation_id == cid and gen.user_id == user.id and gen.task \
+                    and not gen.stopped:
                 gen.stopped = True
                 gen.task.cancel()
         if not await self.conversations.delete(user.id, cid):
@@ -233,8 +234,8 @@ class ChatApp:
             if await self.conversations.message(user.id, mid) is None:
                 raise _missing()
             return _json({"ok": True, "running": False})
-        gen.stopped = True
-        if gen.task is not None:
+        if not gen.stopped and gen.task is not None:  # once: a second cancel would cut
+            gen.stopped = True                          # short the exits that save it
             gen.task.cancel()
         return _json({"ok": True, "running": True})
 

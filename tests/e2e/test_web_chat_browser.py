@@ -176,6 +176,14 @@ def test_model_text_is_never_html_and_code_is_highlighted(browser: Browser, gw: 
     expect(code.locator(".tok-s")).to_have_text("'hi'")
     expect(answer.locator("pre .copy").first).to_have_text("Copy")
     s.shot("3-markdown")
+    # at phone width the list folds behind the "Chats" button; the message box stays
+    page.set_viewport_size({"width": 390, "height": 800})
+    expect(page.locator("#sidebar")).to_be_hidden()
+    expect(page.locator("#input")).to_be_visible()
+    page.click("#toggle-list")
+    expect(page.locator("#sidebar")).to_be_visible()
+    expect(page.locator("#toggle-list")).to_have_attribute("aria-expanded", "true")
+    s.shot("3-phone")
     s.close()
 
 
