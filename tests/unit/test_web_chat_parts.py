@@ -24,6 +24,7 @@ from gatehouse.store.db import Store
 from gatehouse.web.chatstage import ChatStage
 from gatehouse.web.chatwords import view
 from gatehouse.web.generation import MAX_LINE, Generation, Generations, SSEReader, apply
+from tests.unit.conftest import make_settings
 
 
 def test_at_capacity_says_the_real_wait_and_who_goes_first() -> None:
@@ -133,3 +134,26 @@ def test_the_store_down_is_a_503_with_a_retry_not_a_500() -> None:
 
     asyncio.run(run({"model": "demo", "content": "hi"}))
     asyncio.run(run({"model": "demo", "content": "hi", "conversation": "conv_1"}))
+
+
+async def test_the_home_page_is_the_chat_only_when_it_is_on(
+        gateway_client: Any) -> None:
+    on = await gateway_client()
+    home = await on.get("/", headers={"accept": "text/html"})
+    assert home.status_code == 303 and home.headers["location"] == "/login?next=/"
+    # "/" mounted is the home page alone: other unknown paths stay the API's 404
+    for path in ("/nope", "/c", "/chatx"):
+        unknown = await on.get(path)
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_url"
+    off = await gateway_client(web={"chat": False})
+    for path in ("/", "/chat/conversations", "/c/conv_1"):
+        gone = await off.get(path)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "unknown_url", path
+    assert (await off.post("/chat/send", json={})).status_code == 404
+
+
+def test_a_tier_may_only_name_models_that_are_served() -> None:
+    with pytest.raises(ValueError):
+        make_settings(tiers={"free": {"kind": "web", "models": ["nope"]}})
+    assert make_settings(tiers={"free": {"kind": "web", "models": ["demo"]}}).tiers[
+        "free"].models == ["demo"]
