@@ -31,18 +31,33 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _message(conversation_id: str, seq: int, role: str, content: str, status: str,
+             model: str, request_id: str, now: float) -> ChatMessage:
+    return ChatMessage(id=new_id("msg"), conversation_id=conversation_id, seq=seq, role=role,
+                       content=content, status=status, model=model[:128],
+                       request_id=request_id[:64], error=None, created_at=now, updated_at=now)
+
+
 class Conversations:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def create(self, user_id: str, title: str, model: str) -> Conversation:
+    async def create(self, user_id: str, title: str, model: str,
+                     rows: Sequence[tuple[str, str, str]] = (), request_id: str = "",
+                     ) -> tuple[Conversation, list[ChatMessage]]:
+        """A new conversation with its first messages (role, content, status), in one
+        transaction."""
         now = time.time()
         row = Conversation(id=new_id("conv"), user_id=user_id, title=title[:TITLE_MAX],
                            model=model[:128], created_at=now, updated_at=now)
+        made = [_message(row.id, seq, role, content, status, model, request_id, now)
+                for seq, (role, content, status) in enumerate(rows)]
         async with self.store.session() as s:
             s.add(row)
+            await s.flush()  # the conversation before its messages (PostgreSQL's foreign key)
+            s.add_all(made)
             await s.commit()
-        return row
+        return row, made
 
     async def get(self, user_id: str, conversation_id: str) -> Conversation | None:
         if len(conversation_id) > 40:
@@ -120,13 +135,9 @@ class Conversations:
             last = await s.scalar(select(func.max(ChatMessage.seq)).where(
                 ChatMessage.conversation_id == conversation_id))
             seq = -1 if last is None else int(last)
-            made = []
-            for role, content, status in rows:
-                seq += 1
-                made.append(ChatMessage(id=new_id("msg"), conversation_id=conversation_id,
-                                        seq=seq, role=role, content=content, status=status,
-                                        model=model[:128], request_id=request_id[:64],
-                                        error=None, created_at=now, updated_at=now))
+            made = [_message(conversation_id, seq + 1 + i, role, content, status, model,
+                             request_id, now)
+                    for i, (role, content, status) in enumerate(rows)]
             s.add_all(made)
             await s.execute(update(Conversation).where(
                 Conversation.id == conversation_id).values(updated_at=now, model=model[:128]))

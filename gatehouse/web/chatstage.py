@@ -157,15 +157,19 @@ class ChatStage:
             raise ConversationTooLong(
                 f"This conversation has grown past the {self.web.max_conversation_chars:,} "
                 "characters the chat sends to the model.", param="content")
-        if conversation is None:
-            assert content is not None
-            conversation = await self.conversations.create(user_id, title_from(content), model)
         rows = [] if regenerate else [("user", messages[-1]["content"], "done")]
-        made = await self.conversations.append(
-            conversation.id, [*rows, ("assistant", "", "streaming")], model=model,
-            request_id=ctx.request_id, drop_from=drop_from)
+        rows.append(("assistant", "", "streaming"))
+        if conversation is None:  # a new one: it and its first two messages in one go
+            assert content is not None
+            conversation, made = await self.conversations.create(
+                user_id, title_from(content), model, rows, ctx.request_id)
+        else:
+            made = await self.conversations.append(conversation.id, rows, model=model,
+                                                   request_id=ctx.request_id,
+                                                   drop_from=drop_from)
         generation = Generation(made[-1].id, conversation.id, user_id, ctx.request_id)
-        ctx.notes["chat"] = Turn(conversation, made[-1], made[0] if rows else None, generation)
+        ctx.notes["chat"] = Turn(conversation, made[-1], None if regenerate else made[0],
+                                  generation)
         request: dict[str, Any] = {"model": model, "messages": messages, "stream": True,
                                    "stream_options": {"include_usage": True}}
         if self.web.max_answer_tokens is not None:

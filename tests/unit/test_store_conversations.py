@@ -33,10 +33,12 @@ async def two_users(store: Store) -> tuple[str, str]:
 async def test_conversations_are_their_owners_alone(store: Store) -> None:
     a, b = await two_users(store)
     chats = Conversations(store)
-    mine = await chats.create(a, "100% sure_thing", "demo")
-    made = await chats.append(mine.id, [("user", "hello", "done"), ("assistant", "", "streaming")],
-                              model="demo", request_id="req_1")
-    assert [m.seq for m in made] == [0, 1]
+    mine, made = await chats.create(a, "100% sure_thing", "demo",
+                                    [("user", "hello", "done"), ("assistant", "", "streaming")],
+                                    "req_1")
+    assert [m.seq for m in made] == [0, 1] and made[1].request_id == "req_1"
+    more = await chats.append(mine.id, [("user", "more", "done")])
+    assert more[0].seq == 2
     await chats.save(made[1].id, "hi there", "done")
     assert await chats.get(b, mine.id) is None and await chats.message(b, made[1].id) is None
     assert not await chats.rename(b, mine.id, "stolen") and not await chats.delete(b, mine.id)
@@ -49,6 +51,7 @@ async def test_conversations_are_their_owners_alone(store: Store) -> None:
 
     # regenerate: drop from the answer on, then a new answer
     again = await chats.append(mine.id, [("assistant", "", "streaming")], drop_from=1)
+    assert again[0].seq == 1
     assert [(m.seq, m.role, m.content) for m in await chats.messages(mine.id)] == [
         (0, "user", "hello"), (1, "assistant", "")]
     assert again[0].id != made[1].id
