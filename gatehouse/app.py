@@ -14,6 +14,7 @@ from typing import Any
 from gatehouse.admin import build_admin_app
 from gatehouse.admission.stage import AdmissionStage
 from gatehouse.config import ConfigError, Settings, load_settings
+from gatehouse.context import RequestContext
 from gatehouse.edge.bans import Bans
 from gatehouse.edge.challenge import PREFIX as CHALLENGE_PREFIX
 from gatehouse.edge.challenge import Challenge
@@ -26,6 +27,7 @@ from gatehouse.edge.rays import RayLog
 from gatehouse.edge.rulebook import RuleBook
 from gatehouse.edge.screen import Edge
 from gatehouse.edge.stage import AnonymousCheckStage, EdgeStage
+from gatehouse.identity.principal import Principal
 from gatehouse.identity.service import IdentityService, resolve_paths
 from gatehouse.identity.stage import IdentityStage, ServiceTierStage
 from gatehouse.models_list import ModelsStage
@@ -40,6 +42,7 @@ from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
 from gatehouse.state.local import StateServer, socket_path
 from gatehouse.state.memory import MemoryState
+from gatehouse.store.conversations import Conversations
 from gatehouse.store.db import Store
 from gatehouse.store.edge import EdgeRecords
 from gatehouse.store.requests import RequestRows
@@ -65,6 +68,11 @@ from gatehouse.upstream.router import ModelRoute, Router, Target
 from gatehouse.upstream.slots import BackendSlots
 from gatehouse.upstream.stage import UpstreamStage
 from gatehouse.web import build_web_app
+from gatehouse.web.chat import ChatApp
+from gatehouse.web.chatstage import PATH as CHAT_PATH
+from gatehouse.web.chatstage import ChatPipeline, ChatStage
+from gatehouse.web.generation import Generations
+from gatehouse.web.limits import exhausted_until, limits_of
 
 
 def _breaker_gauge(metrics: Metrics, backend: str, model: str) -> Callable[[str], None]:
@@ -230,14 +238,39 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     if request_log is not None:
         prefix_routes[LOOKUP_PREFIX] = Route(
             "GET", Pipeline([*api_stages, RequestLookupStage(request_log)]), "requests")
-    guarded_web = EdgeGuard(build_web_app(identity, offenses=edge), edge)
+    # the web chat: POST /chat/send is the proxy pipeline with the chat stage after identity
+    chat = None
+    web_mounts: dict[str, str] = {}
+    first_stops: list[Callable[[], Awaitable[None]]] = []
+    if settings.web.chat:
+        conversations = Conversations(identity.store)
+        generations = Generations()
+        usage = UsageStage(quota)
+
+        async def limits(principal: Principal) -> list[dict[str, Any]]:
+            return await limits_of(usage, principal)
+
+        async def resets(ctx: RequestContext) -> float | None:
+            return exhausted_until(await limits(ctx.principal)) if ctx.principal else None
+
+        def served() -> list[str]:
+            return list(router.routes)
+
+        chat_stage = ChatStage(settings, conversations, served, generations)
+        routes[CHAT_PATH] = Route("POST", ChatPipeline(
+            [*api_stages, chat_stage, *proxy_stages[len(api_stages):]], conversations,
+            generations, resets), "chat.completions")
+        chat = ChatApp(identity, settings, conversations, generations, served, limits)
+        first_stops.append(generations.aclose)  # answers end (saved) before the store closes
+        web_mounts = {"/chat/": "web", "/c/": "web", "/": "web"}
+    guarded_web = EdgeGuard(build_web_app(identity, offenses=edge, chat=chat), edge)
     login = Recorded(guarded_web, telemetry, "login")
     connections = Connections(settings.server, metrics, is_proxy=edge.is_proxy,
                               on_slow=edge.slow_client)
     connections.on_answer = telemetry.connection_answer
     starts: list[Callable[[], Awaitable[None]]] = [
         identity.start, edge.start, start_quota, *(w.start for w in writers)]
-    stops: list[Callable[[], Awaitable[None]]] = [
+    stops: list[Callable[[], Awaitable[None]]] = [*first_stops,
         *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
         edge.aclose, *(w.aclose for w in reversed(writers)), identity.aclose]
     if share_state and isinstance(identity.state, MemoryState) \
@@ -258,6 +291,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         # each mounted app's requests are recorded too (component: login, web, admin)
         mounts={"/login": login, "/logout": login,
                 "/account": Recorded(guarded_web, telemetry, "web"),
+                # the chat's pages and endpoints ("/" alone matches only "/": server.py)
+                **{prefix: Recorded(guarded_web, telemetry, component)
+                   for prefix, component in web_mounts.items()},
                 "/admin/": Recorded(EdgeGuard(build_admin_app(identity, edge, request_log),
                                               edge), telemetry, "admin"),
                 # the check's own routes: bans apply, challenges never (an API prefix)

@@ -295,6 +295,8 @@ class TierSettings(_Section):
     on_limiter_error: str | None = Field(None, pattern="^(fail_open|fail_closed)$")
     # admission class at capacity: high is served first and may use the reserved share
     priority: str = Field("normal", pattern="^(high|normal|low)$")
+    # the models this tier may use; empty: every model (the web chat's picker shows these)
+    models: list[str] = Field(default_factory=list)
 
 
 class QuotaSettings(_Section):
@@ -433,6 +435,19 @@ class EdgeSettings(_Section):
         return value
 
 
+class WebSettings(_Section):
+    """The web chat (``/``): docs/web.md."""
+
+    chat: bool = True
+    max_message_chars: int = Field(32_000, ge=1, le=1_000_000)
+    # a conversation whose messages add up to more is "too long for the model": start a new one
+    max_conversation_chars: int = Field(400_000, ge=1, le=10_000_000)
+    max_answer_tokens: int | None = Field(None, ge=1)  # sent as max_tokens; None: the model's
+    # a message still marked "streaming" that has not been saved for this long is shown as
+    # incomplete (its replica went away mid-answer)
+    stale_seconds: float = Field(30.0, gt=0, le=3600)
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
@@ -443,6 +458,7 @@ class Settings(_Section):
     edge: EdgeSettings = EdgeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     limits: RequestLimits = RequestLimits()
+    web: WebSettings = WebSettings()
     demo: DemoSettings = DemoSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
@@ -492,6 +508,11 @@ class Settings(_Section):
                         f"models.{name}.backends.{i}.upstream: no [upstreams.{ref.upstream}]"
                         f" (known: {known})"
                     )
+        served = set(self.models) | ({self.demo.model} if self.demo.enabled else set())
+        for name, tier in self.tiers.items():
+            for model_name in tier.models:
+                if model_name not in served:
+                    raise ValueError(f"tiers.{name}.models: no model named {model_name!r}")
         if self.demo.enabled and self.demo.model in self.models:
             raise ValueError(
                 f"models.{self.demo.model}: clashes with the built-in demo model;"

@@ -112,7 +112,8 @@ class Gateway:
         path: str = scope["path"]
         if path not in self.routes:
             for prefix, app in self.mounts:
-                if path.startswith(prefix):
+                # a mount at "/" is the home page alone, not every path (404s stay the API's)
+                if path.startswith(prefix) if prefix != "/" else path == "/":
                     return await self._mounted(app, scope, receive, send)
         ctx = RequestContext(new_request_id(), scope["method"], path, headers,
                              scope.get("client"), receive, scope.get("query_string", b""))

@@ -32,13 +32,14 @@ from gatehouse.errors import (
 )
 from gatehouse.identity.passwords import MAX_LENGTH as MAX_PASSWORD
 from gatehouse.identity.passwords import verify_password
-from gatehouse.identity.stage import ENDED
 from gatehouse.identity.service import IdentityService
+from gatehouse.identity.stage import ENDED
 from gatehouse.identity.throttle import Attempt
 from gatehouse.state.base import StateError
 from gatehouse.store.accounts import EMAIL_MAX
 from gatehouse.store.tables import User
 from gatehouse.web import csrf
+from gatehouse.web.chat import ChatApp, chat_routes, json_error
 from gatehouse.web.cookies import clear_cookie, safe_next, set_cookie, wants_secure
 from gatehouse.web.forms import read_form
 from gatehouse.web.render import PageHeaders, problem, render
@@ -84,7 +85,9 @@ def wait_words(seconds: float) -> str:
 
 
 class WebPages:
-    def __init__(self, identity: IdentityService, offenses: OffenseSink | None = None) -> None:
+    def __init__(self, identity: IdentityService, offenses: OffenseSink | None = None,
+                 chat: ChatApp | None = None) -> None:
+        self.chat = chat
         self.accounts = identity.accounts
         self.sessions = identity.sessions
         self.throttle = identity.throttle
@@ -197,7 +200,9 @@ class WebPages:
                 await self.sessions.ended_why(presented) or "session_expired"
             return self._redirect(request, login_url(reason=why, next=here),
                                   clear_session=True)
-        return render(request, "account.html", user=user, csrf=session.csrf,
+        limits = await self.chat.usage(user) if self.chat is not None else []
+        return render(request, "account.html", user=user, csrf=session.csrf, limits=limits,
+                      chat=self.chat is not None,
                       idle=duration(self.sessions.idle),
                       idle_ends=when(session.last_seen + self.sessions.idle),
                       absolute=duration(self.sessions.absolute),
@@ -238,12 +243,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _gatehouse_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatehouseError)
+    if request.url.path.startswith("/chat/"):  # the chat's JSON endpoints: the page's view too
+        return await json_error(request, exc)
     return problem(request, exc)
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    return problem(request, IdentityUnavailable("Sign-in cannot reach the account store right "
-                                                "now.", retry_after=5))
+    return await _gatehouse_error(request, IdentityUnavailable(
+        "Sign-in cannot reach the account store right now.", retry_after=5))
 
 
 async def _bug(request: Request, exc: Exception) -> Response:
@@ -256,10 +263,12 @@ ERROR_HANDLERS = {HTTPException: _http_error, GatehouseError: _gatehouse_error,
                   OSError: _unavailable, Exception: _bug}
 
 
-def build_web_app(identity: IdentityService, offenses: OffenseSink | None = None) -> Starlette:
-    pages = WebPages(identity, offenses)
+def build_web_app(identity: IdentityService, offenses: OffenseSink | None = None,
+                  chat: ChatApp | None = None) -> Starlette:
+    pages = WebPages(identity, offenses, chat)
     return Starlette(
-        routes=[Route("/login", pages.login_form, methods=["GET"]),
+        routes=[*(chat_routes(chat) if chat is not None else []),
+                Route("/login", pages.login_form, methods=["GET"]),
                 Route("/login", pages.login, methods=["POST"]),
                 Route("/account", pages.account, methods=["GET"]),
                 Route("/logout", pages.logout, methods=["POST"]),
