@@ -94,6 +94,7 @@ class Change:
     old: str
     new: str
     reading: Reading
+    since: float  # when the component began firing (the onset), or ``at``
 
 
 @dataclass(slots=True)
@@ -192,7 +193,8 @@ class Detector:
             self.readings[key] = reading
             new = self._step(track, reading, now, key in under)
             if new != track.status:
-                changes.append(Change(key, now, track.status, new, reading))
+                since = track.firing_since if track.firing_since is not None else now
+                changes.append(Change(key, now, track.status, new, reading, since))
                 track.status = new
         return changes
 
