@@ -169,6 +169,11 @@ class StatusService:
     async def start(self) -> None:
         if not self.settings.enabled:
             return
+        try:  # ready with the gateway: the first snapshot before the first request
+            await self.refresh()
+        except Exception as exc:
+            log.warning("status: no snapshot yet (%s); /status answers 503 until there is",
+                        type(exc).__name__)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(self.settings.snapshot_seconds, self.refresh,

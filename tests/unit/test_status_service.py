@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from gatehouse.context import RequestContext
 from gatehouse.doctor.statuspage import read_summary
+from gatehouse.status.public import handlers
 from gatehouse.status.service import StatusService
 from gatehouse.store.db import Store
 from gatehouse.store.rollups import RollupRows
@@ -178,3 +180,18 @@ async def test_the_snapshot_is_served_while_the_store_is_down(store: Store,
         await svc.refresh()
     assert svc.snapshot is first
     await broken.aclose()
+
+
+async def test_before_any_snapshot_the_answer_is_a_503(tmp_path: Path) -> None:
+    broken = Store("postgresql+asyncpg://postgres@127.0.0.1:1/test")  # nothing listens
+    svc = StatusService(make_settings(tmp_path, status={"tick_seconds": 600,
+                                                        "snapshot_seconds": 300}), broken)
+    await svc.start()
+    try:
+        ctx = RequestContext("req_x", "GET", "/api/v2/summary.json", {}, None, None)
+        reply = await handlers(svc)["/api/v2/summary.json"](ctx)
+        assert reply.status == 503 and reply.headers["retry-after"] == "5"
+        assert orjson.loads(reply.body)["error"]["code"] == "status_unavailable"
+    finally:
+        await svc.aclose()
+        await broken.aclose()
