@@ -446,9 +446,9 @@ class StatusSettings(_Section):
     page_name: str = Field("gatehouse", min_length=1, max_length=100)
     url: str = ""  # the page's public address (for links); default: the request's host
     # the detector: how often it looks, and its two burn-rate rules (minutes, multiple of budget)
-    tick_seconds: float = Field(15.0, gt=0, le=600)
+    tick_seconds: float = Field(10.0, gt=0, le=600)
     now_minutes: int = Field(2, ge=1, le=60)
-    now_burn: float = Field(14.4, gt=1)
+    now_burn: float = Field(10.0, gt=1)
     fast_long_minutes: int = Field(60, ge=1, le=360)
     fast_short_minutes: int = Field(5, ge=1, le=360)
     fast_burn: float = Field(14.4, gt=1)
@@ -459,7 +459,7 @@ class StatusSettings(_Section):
     min_faults: int = Field(5, ge=1)
     partial_outage_rate: float = Field(0.10, gt=0, le=1)  # short-window error rate bands
     major_outage_rate: float = Field(0.50, gt=0, le=1)
-    open_after_seconds: float = Field(30.0, ge=0, le=3600)
+    open_after_seconds: float = Field(15.0, ge=0, le=3600)
     resolve_after_seconds: float = Field(180.0, ge=0, le=86400)
     # how often each worker rebuilds the page and the JSON from the store
     snapshot_seconds: float = Field(5.0, gt=0, le=300)

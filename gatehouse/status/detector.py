@@ -6,9 +6,10 @@ its error budget (1 − availability) burns ``fast_burn``× over both the fast r
 short windows (1 h and 5 min), or ``slow_burn``× over both of the slow rule's (6 h and 30 min).
 Those pairs measure budget spent, so they are slow to see an outage begin: at 99.5 % a 20 %
 failure needs 22 minutes to lift the 1-hour window to 14.4×. A status page must say within a
-minute that something is wrong *now*, so a third rule, ``now``: ``now_burn``× over the last
-``now_minutes`` (2), held for ``open_after`` seconds — the hold, not a long window, keeps a
-blip off the page. The same rules run on the latency budget (answers whose first byte took
+minute that something is wrong *now*, so a third rule, ``now``: ``now_burn``× (10×: 5 % at
+99.5 %, five times the 1 % background a healthy LLM backend shows) over the last
+``now_minutes`` (2), held for ``open_after`` seconds (15: a second look) — the hold and the
+small-traffic guards, not a long window, keep a blip off the page. The same rules run on the latency budget (answers whose first byte took
 longer than ``latency_ms``, against ``latency_objective``). A rule needs ``min_requests`` and
 ``min_faults`` in its short window, so a few failures of little traffic do not make an outage.
 
@@ -56,14 +57,14 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    now: Rule = Rule(2, 2, 14.4)
+    now: Rule = Rule(2, 2, 10.0)
     fast: Rule = Rule(60, 5, 14.4)
     slow: Rule = Rule(360, 30, 6.0)
     min_requests: int = 20
     min_faults: int = 5
     partial_rate: float = 0.10
     major_rate: float = 0.50
-    open_after: float = 30.0
+    open_after: float = 15.0
     resolve_after: float = 180.0
 
     @classmethod

@@ -57,13 +57,13 @@ def test_a_spike_opens_within_a_minute_and_resolves_after_it_ends() -> None:
         return (600, 120, 0) if 10 <= m < 20 else (600, 0, 0)  # 20 % for 10 minutes
 
     _, changes = replay(series, 60)
-    assert [(c.old, c.new) for c in changes] == [("operational", "partial_outage"),
-                                                 ("partial_outage", "operational")]
-    first, last = changes
+    assert len(opened(changes)) == 1
+    first, last = changes[0], changes[-1]
     assert first.at - (START + 600) <= 60  # detected within a minute of the onset
     assert first.reading.rule == "now" and first.reading.error_rate is not None
-    assert 0.15 <= first.reading.error_rate <= 0.25
-    # back once the 5-minute window is clean and stayed clean for resolve_after (3 min)
+    assert "partial_outage" in [c.new for c in changes]  # 20 %: a partial outage at its worst
+    assert last.new == "operational"
+    # back once the windows are clean and stayed clean for resolve_after (3 min)
     assert START + 20 * 60 + 180 <= last.at <= START + 20 * 60 + 9 * 60
 
 
