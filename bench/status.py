@@ -29,13 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.loadgen import closed_loop  # noqa: E402
-from gatehouse.config import Settings  # noqa: E402
-from gatehouse.status.components import components_of  # noqa: E402
-from gatehouse.status.detector import Counts, Detector, Policy  # noqa: E402
-from tests.support.procs import free_port, write_toml  # noqa: E402
+from bench.loadgen import closed_loop
+from gatehouse.config import Settings
+from gatehouse.status.components import components_of
+from gatehouse.status.detector import Counts, Detector, Policy
+from tests.support.procs import free_port, write_toml
 
 TARGET_RATE = 5000
 TARGET_DELAY = 60.0
