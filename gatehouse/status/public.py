@@ -12,6 +12,7 @@ import orjson
 
 from gatehouse.context import Reply, RequestContext
 from gatehouse.htmlpage import NOSNIFF
+from gatehouse.status.feeds import PATHS as FEEDS
 from gatehouse.status.page import HEADERS as PAGE_HEADERS
 from gatehouse.status.service import StatusService
 from gatehouse.status.statuspage import DOCUMENTS
@@ -30,7 +31,7 @@ def matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def paths() -> list[str]:
-    return ["/status", *(f"/api/v2/{d}" for d in DOCUMENTS)]
+    return ["/status", *FEEDS, *(f"/api/v2/{d}" for d in DOCUMENTS)]
 
 
 def handlers(service: StatusService

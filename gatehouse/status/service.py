@@ -28,6 +28,8 @@ import orjson
 from gatehouse.config import Settings
 from gatehouse.status.components import FAULTS, NOT_JUDGED, components_of
 from gatehouse.status.detector import KEEP_MINUTES, Counts, Detector, Policy
+from gatehouse.status.feeds import PATHS as FEEDS
+from gatehouse.status.feeds import atom, rss
 from gatehouse.status.history import DailyHistory
 from gatehouse.status.incidents import Incidents
 from gatehouse.status.page import render_page
@@ -149,6 +151,9 @@ class StatusService:
         html = render_page(view, docs["summary.json"], days, self.settings.history_days,
                            self.keep_days)
         answers["/status"] = answer(html.encode(), "text/html; charset=utf-8")
+        for path, text in (("/status/history.atom", atom(docs)),
+                           ("/status/history.rss", rss(docs))):
+            answers[path] = answer(text.encode(), FEEDS[path])
         self.snapshot = Snapshot(now, answers)
         return self.snapshot
 

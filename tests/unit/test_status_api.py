@@ -6,6 +6,7 @@ the public JSON's field names as Statuspage's."""
 from __future__ import annotations
 
 import time
+from xml.etree import ElementTree
 
 import httpx
 
@@ -145,3 +146,25 @@ async def test_public_answers_are_cacheable(admin: Admin) -> None:
     json_ = await public(admin.client, "/api/v2/status.json")
     assert json_.headers["access-control-allow-origin"] == "*"
     assert (await admin.client.post("/api/v2/status.json")).status_code == 405
+
+
+async def test_the_history_feeds(admin: Admin) -> None:
+    made = ok(await admin.post("/incidents", {"name": "Errors <on> & off",
+                                              "body": "Looking into it."}), 201)
+    ok(await admin.post(f"/incidents/{made['id']}/resolve", {"body": "Fixed."}))
+    atom = await public(admin.client, "/status/history.atom")
+    assert atom.headers["content-type"].startswith("application/atom+xml")
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    feed = ElementTree.fromstring(atom.content)
+    [entry] = feed.findall("a:entry", ns)
+    assert entry.findtext("a:title", namespaces=ns) == "Errors <on> & off"
+    content = entry.findtext("a:content", namespaces=ns) or ""
+    assert "Fixed." in content and "Looking into it." in content
+    link = entry.find("a:link", ns)
+    assert link is not None and link.get("href", "").endswith(f"/status#{made['id']}")
+    rss = ElementTree.fromstring((await public(admin.client, "/status/history.rss")).content)
+    [item] = rss.findall("channel/item")
+    assert item.findtext("title") == "Errors <on> & off"
+    assert item.findtext("pubDate", "").endswith("+0000")
+    page = (await public(admin.client, "/status")).text
+    assert 'href="/status/history.atom"' in page
