@@ -6,6 +6,7 @@ the public JSON's field names as Statuspage's."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from xml.etree import ElementTree
 
 import httpx
@@ -168,3 +169,16 @@ async def test_the_history_feeds(admin: Admin) -> None:
     assert item.findtext("pubDate", "").endswith("+0000")
     page = (await public(admin.client, "/status")).text
     assert 'href="/status/history.atom"' in page
+
+
+async def test_error_pages_of_the_service_link_to_the_status_page(
+        gateway_client: Callable[..., Awaitable[httpx.AsyncClient]]) -> None:
+    client = await gateway_client(demo={"failure_rate": 1.0})
+    page = await client.post("/v1/chat/completions", headers={"accept": "text/html"},
+                             json={"model": "demo", "messages": [{"role": "user",
+                                                                  "content": "hi"}]})
+    assert page.status_code >= 500 and page.headers["content-type"].startswith("text/html")
+    assert '<a href="/status">status page</a>' in page.text
+    mine = await client.post("/v1/chat/completions", headers={"accept": "text/html"},
+                             json={"model": "nope", "messages": []})
+    assert mine.status_code < 500 and 'href="/status"' not in mine.text
