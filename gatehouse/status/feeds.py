@@ -33,8 +33,8 @@ def atom(docs: dict[str, dict[str, Any]]) -> str:
            '<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="en">',
            f"<id>tag:gatehouse,2026:{escape(page['id'])}/history</id>",
            f'<link rel="alternate" type="text/html" href="{escape(page["url"])}/status"/>',
-           f'<link rel="self" type="application/atom+xml" '
-           f'href="{escape(page["url"])}/status/history.atom"/>',
+           (f'<link rel="self" type="application/atom+xml" '
+            f'href="{escape(page["url"])}/status/history.atom"/>'),
            f"<title>{escape(page['name'])} Status - Incident History</title>",
            f"<updated>{escape(page['updated_at'])}</updated>"]
     for item in _entries(docs):
@@ -60,17 +60,17 @@ def rss(docs: dict[str, dict[str, Any]]) -> str:
            '<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom"><channel>',
            f"<title>{escape(page['name'])} Status - Incident History</title>",
            f"<link>{escape(page['url'])}/status</link>",
-           f'<atom:link href="{escape(page["url"])}/status/history.rss" rel="self" '
-           'type="application/rss+xml"/>',
-           f"<description>{escape(page['name'])} status: incidents and maintenance"
-           "</description>",
+           (f'<atom:link href="{escape(page["url"])}/status/history.rss" rel="self" '
+            'type="application/rss+xml"/>'),
+           (f"<description>{escape(page['name'])} status: incidents and maintenance"
+            "</description>"),
            f"<pubDate>{_rfc822(page['updated_at'])}</pubDate>"]
     for item in _entries(docs):
         out += ["<item>", f"<title>{escape(item['name'])}</title>",
                 f"<description>{escape(_content(item))}</description>",
                 f"<pubDate>{_rfc822(item['created_at'])}</pubDate>",
                 f"<link>{escape(item['shortlink'])}</link>",
-                f'<guid isPermaLink="false">tag:gatehouse,2026:Incident/{escape(item["id"])}'
-                "</guid>", "</item>"]
+                (f'<guid isPermaLink="false">tag:gatehouse,2026:Incident/{escape(item["id"])}'
+                 "</guid>"), "</item>"]
     out.append("</channel></rss>")
     return "\n".join(out) + "\n"
