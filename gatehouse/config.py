@@ -466,9 +466,24 @@ class StatusSettings(_Section):
     max_age_seconds: int = Field(5, ge=0, le=3600)  # Cache-Control of the public answers
     history_days: int = Field(90, ge=1, le=90)
     components: dict[str, StatusComponentSettings] = Field(default_factory=dict)
+    # incident changes POSTed as JSON signed with HMAC-SHA256 (the secret from this
+    # environment variable), and as Slack-compatible {"text": …} bodies
+    webhook_urls: list[str] = Field(default_factory=list, max_length=20)
+    slack_webhook_urls: list[str] = Field(default_factory=list, max_length=20)
+    webhook_secret_env: str | None = None
+
+    @field_validator("webhook_urls", "slack_webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return value
 
     @model_validator(mode="after")
     def _bands(self) -> StatusSettings:
+        if self.webhook_urls and not self.webhook_secret_env:
+            raise ValueError("webhook_urls needs webhook_secret_env (the signing secret)")
         if self.partial_outage_rate > self.major_outage_rate:
             raise ValueError("needs partial_outage_rate <= major_outage_rate")
         for name in self.components:

@@ -22,10 +22,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from gatehouse.config import Settings
+from gatehouse.config import ConfigError, Settings
 from gatehouse.status.components import FAULTS, NOT_JUDGED, components_of
 from gatehouse.status.detector import KEEP_MINUTES, Counts, Detector, Policy
 from gatehouse.status.feeds import PATHS as FEEDS
@@ -34,6 +35,7 @@ from gatehouse.status.history import DailyHistory
 from gatehouse.status.incidents import Incidents
 from gatehouse.status.page import render_page
 from gatehouse.status.statuspage import View, documents
+from gatehouse.status.webhooks import Target, Webhooks, changes
 from gatehouse.store.db import Store
 from gatehouse.store.rollups import RollupRows
 from gatehouse.store.status import StatusRecords
@@ -89,6 +91,21 @@ class StatusService:
         self.snapshot: Snapshot | None = None
         self.started = clock()
         self._tasks: list[asyncio.Task[None]] = []
+        self.webhooks = Webhooks(
+            [*(Target(u) for u in self.settings.webhook_urls),
+             *(Target(u, slack=True) for u in self.settings.slack_webhook_urls)],
+            self._secret(settings), clock=clock)
+        self._seen: dict[str, tuple[str, str]] | None = None
+
+    def _secret(self, settings: Settings) -> bytes | None:
+        name = self.settings.webhook_secret_env
+        if not name:
+            return None
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(settings.source, "status.webhook_secret_env",
+                              f"environment variable {name} is not set")
+        return value.encode()
 
     def _new_detector(self) -> Detector:
         return Detector(self.components, Policy.of(self.settings))
@@ -155,7 +172,22 @@ class StatusService:
                            ("/status/history.rss", rss(docs))):
             answers[path] = answer(text.encode(), FEEDS[path])
         self.snapshot = Snapshot(now, answers)
+        self._announce(docs)
         return self.snapshot
+
+    def _announce(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Hand the incidents that changed since the last snapshot to the webhooks — from
+        the lease holder only, so the cluster sends each change once."""
+        items: list[dict[str, Any]] = [
+            *docs["incidents.json"]["incidents"],
+            *docs["scheduled-maintenances.json"]["scheduled_maintenances"]]
+        if self.leader:
+            summary = docs["summary.json"]
+            page = {**summary["page"], "status_indicator": summary["status"]["indicator"],
+                    "status_description": summary["status"]["description"]}
+            for event, incident in changes(self._seen, items):
+                self.webhooks.notify(event, page, incident)
+        self._seen = {i["id"]: (i["updated_at"], i["status"]) for i in items}
 
     # -- running ------------------------------------------------------------------------
     async def _every(self, seconds: float, work: Callable[[], object], what: str) -> None:
@@ -179,6 +211,7 @@ class StatusService:
         except Exception as exc:
             log.warning("status: no snapshot yet (%s); /status answers 503 until there is",
                         type(exc).__name__)
+        self.webhooks.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(self.settings.snapshot_seconds, self.refresh,
@@ -193,6 +226,7 @@ class StatusService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.webhooks.aclose()
         if self.leader:
             with contextlib.suppress(Exception):
                 await self.records.release(self.holder)
