@@ -18,6 +18,7 @@ from gatehouse.status.public import handlers
 from gatehouse.status.service import StatusService
 from gatehouse.store.db import Store
 from gatehouse.store.rollups import RollupRows
+from tests.support.services import migrated_store
 from tests.unit.conftest import make_settings
 
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60
@@ -32,12 +33,12 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite+aiosqlite:///{tmp_path}/status.db")
-    await s.migrate()
-    yield s
-    await s.aclose()
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The same tests on both stores: the lease's conditional UPDATE and the daily bars'
+    GROUP BY on integer division are SQL each must get right."""
+    async for s in migrated_store(request.param, str(tmp_path)):
+        yield s
 
 
 def service(store: Store, clock: Clock, tmp_path: Path, **status: Any) -> StatusService:
@@ -92,6 +93,12 @@ async def test_failures_open_an_automatic_incident_and_recovery_resolves_it(
     result = read_summary("http://gw/api/v2/summary.json", summary, ("demo",))
     assert result.trouble and result.ours and result.indicator == "major"
     assert b"Elevated errors on" in docs["/status"].body
+    days = await svc.history.refresh(clock.now)  # the daily bars, summed in the store
+    today = days[("api", int(T0 // 86400))]
+    assert (today.requests, today.faults) == (400, 40) and today.uptime == 0.9
+    assert ("web", int(T0 // 86400)) not in days  # no requests: no data, not "up"
+    # today's bar of api and of demo (90 % up: far below 99.5 %), and the legend's
+    assert docs["/status"].body.count(b'class="bar down"') == 3
 
     await svc.incidents.acknowledge(found.row.id)
     for minute in range(1, 8):  # healthy again
