@@ -32,7 +32,7 @@ from gatehouse.status.detector import KEEP_MINUTES, Counts, Detector, Policy
 from gatehouse.status.feeds import PATHS as FEEDS
 from gatehouse.status.feeds import atom, rss
 from gatehouse.status.history import DailyHistory
-from gatehouse.status.incidents import Incidents
+from gatehouse.status.incidents import Incidents, maintenance_status
 from gatehouse.status.page import render_page
 from gatehouse.status.statuspage import View, documents
 from gatehouse.status.webhooks import Target, Webhooks, changes
@@ -123,6 +123,10 @@ class StatusService:
             self.detector.restore(await self.records.component_states())
         await self._load(now)
         live = await self.records.listing(kind="maintenance", live_only=True)
+        for m in live:  # past their end: completed for good (and no longer "live")
+            if maintenance_status(m.row, now) == "completed":
+                m.row.status, m.row.resolved_at = "completed", m.row.scheduled_until or now
+                await self.records.save(m.row)
         view = View(now, "", "", self.components, {}, live)
         under = {key for m in view.live_maintenance() for key in m.components}
         changes = self.detector.tick(now, under)

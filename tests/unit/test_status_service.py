@@ -173,6 +173,11 @@ async def test_maintenance_shows_and_suppresses(store: Store, tmp_path: Path) ->
     assert svc.detector.statuses["api"] == "under_maintenance"
     upcoming = orjson.loads(docs["/api/v2/scheduled-maintenances/upcoming.json"].body)
     assert upcoming["scheduled_maintenances"] == []
+    clock.now = T0 + 700  # past its end: completed, and no longer among the live ones
+    await svc.tick()
+    assert await svc.records.listing(kind="maintenance", live_only=True) == []
+    done = await svc.records.get(m.row.id)
+    assert done is not None and done.row.status == "completed"
 
 
 async def test_the_snapshot_is_served_while_the_store_is_down(store: Store,
