@@ -76,6 +76,10 @@ async def test_signed_generic_and_slack_bodies_with_retries(receiver: Receiver) 
         page = {"id": "p", "status_indicator": "major"}
         assert hooks.notify("incident.created", page, INCIDENT)
         await receiver.wait(2)
+        deadline = time.monotonic() + 10  # (the sender counts after the answer arrives)
+        while hooks.delivered < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
     finally:
         await hooks.aclose()
     assert [s[0] for s in receiver.seen] == ["failed", "failed", "ok", "ok"]
