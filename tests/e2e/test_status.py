@@ -10,6 +10,8 @@ the numbers, not the logic, are what the defaults change."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +25,11 @@ from playwright.sync_api import Browser
 
 from gatehouse.doctor.statuspage import read_summary
 from tests.e2e.conftest import keep_local, upstream_cfg
-from tests.e2e.test_identity import cli
+from tests.e2e.test_identity import cli, pg_database
 from tests.support.procs import Gateway, Upstream
+from tests.support.services import PG_URL
+
+__all__ = ["pg_database"]
 
 pytestmark = pytest.mark.e2e
 
@@ -149,3 +154,82 @@ def test_failures_open_and_recovery_resolves_an_automatic_incident(
     assert "All Systems Operational" in phone["indicator"]
     assert "Elevated errors" in phone["text"]  # among the past incidents
     assert (tmp_path / "status-phone.png").stat().st_size > 0
+
+
+class StoreLink:
+    """A TCP relay to PostgreSQL on 127.0.0.1 in a thread of its own: the gateway's only way
+    to its store, so closing it stops the store as far as the gateway can tell."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.loop = asyncio.new_event_loop()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._relay, "127.0.0.1", 0), self.loop).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def cut(self) -> None:
+        async def close() -> None:
+            self.server.close()
+            for w in self.writers:
+                w.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for w in self.writers:
+                w.close()
+                with contextlib.suppress(OSError):
+                    await w.wait_closed()
+            await self.server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_the_page_is_served_while_the_store_is_down(start_gateway: Callable[..., Gateway],
+                                                   pg_database: str) -> None:
+    link = StoreLink(int(PG_URL.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        url = pg_database.replace("127.0.0.1:5432", f"127.0.0.1:{link.port}")
+        gw = start_gateway({"telemetry": {"access_log": False},
+                            "storage": {"database_url": url},
+                            "status": {"snapshot_seconds": 1, "tick_seconds": 1}},
+                           start_timeout=60)
+        before = {p: httpx.get(gw.url + p) for p in ("/api/v2/summary.json", "/status")}
+        assert all(r.status_code == 200 for r in before.values())
+        link.cut()
+        deadline = time.monotonic() + 30
+        while "the last snapshot is served" not in gw.log.read_text():  # refreshes fail
+            assert time.monotonic() < deadline, gw.log.read_text()[-2000:]
+            time.sleep(0.5)
+        for path, first in before.items():
+            again = httpx.get(gw.url + path)
+            assert again.status_code == 200 and again.content == first.content
+            assert again.headers["etag"] == first.headers["etag"]
+    finally:
+        link.cut()
+        link.stop()
