@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -233,3 +234,31 @@ def test_the_page_is_served_while_the_store_is_down(start_gateway: Callable[...,
     finally:
         link.cut()
         link.stop()
+
+
+def test_web_failures_mark_web_not_api(start_gateway: Callable[..., Gateway],
+                                       proc_dir: Path) -> None:
+    """Web pages failing (rows as another replica would write them to the shared store —
+    503s of the web path) while the API answers: Web degrades, API stays operational."""
+    gw = start_gateway({"telemetry": {"access_log": False}, "status": FAST_STATUS},
+                       start_timeout=60)
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="none", max_retries=0) as sdk:
+        for _ in range(20):
+            sdk.chat.completions.create(model="demo", messages=[
+                {"role": "user", "content": "hello"}])
+    hist = '{"20": 1}'
+    minute = int(time.time() // 60)
+    db = sqlite3.connect(proc_dir / f"gh-{gw.port}.db")
+    with db:
+        db.executemany(
+            "INSERT INTO rollup_minute (minute, component, model, tier, org, project, "
+            "error_class, requests, prompt_tokens, completion_tokens, admission_wait_ms, "
+            "latency, ttfb) VALUES (?, 'web', '', 'free', '', '', ?, ?, 0, 0, 0, ?, '{}')",
+            [(m, cls, n, hist) for m in (minute, minute + 1)
+             for cls, n in (("ok", 40), ("unavailable", 60))])
+    db.close()
+    summary = wait_for(gw, lambda s: bool(s["incidents"]), 60)
+    states = {c["name"]: c["status"] for c in summary["components"]}
+    assert states["Web"] == "major_outage", summary
+    assert states["API"] == "operational" and states["demo"] == "operational"
+    assert [c["name"] for c in summary["incidents"][0]["components"]] == ["Web"]
