@@ -42,6 +42,8 @@ from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
 from gatehouse.state.local import StateServer, socket_path
 from gatehouse.state.memory import MemoryState
+from gatehouse.status.public import handlers as status_handlers
+from gatehouse.status.service import StatusService
 from gatehouse.store.conversations import Conversations
 from gatehouse.store.db import Store
 from gatehouse.store.edge import EdgeRecords
@@ -263,15 +265,16 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         chat = ChatApp(identity, settings, conversations, generations, served, limits)
         first_stops.append(generations.aclose)  # answers end (saved) before the store closes
         web_mounts = {"/chat/": "web", "/c/": "web", "/": "web"}
+    status = StatusService(settings, identity.store, clock)
     guarded_web = EdgeGuard(build_web_app(identity, offenses=edge, chat=chat), edge)
     login = Recorded(guarded_web, telemetry, "login")
     connections = Connections(settings.server, metrics, is_proxy=edge.is_proxy,
                               on_slow=edge.slow_client)
     connections.on_answer = telemetry.connection_answer
     starts: list[Callable[[], Awaitable[None]]] = [
-        identity.start, edge.start, start_quota, *(w.start for w in writers)]
+        identity.start, edge.start, start_quota, *(w.start for w in writers), status.start]
     stops: list[Callable[[], Awaitable[None]]] = [*first_stops,
-        *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
+        status.aclose, *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
         edge.aclose, *(w.aclose for w in reversed(writers)), identity.aclose]
     if share_state and isinstance(identity.state, MemoryState) \
             and settings.storage.share_state:
@@ -282,7 +285,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
 
         starts.append(share)
         stops.insert(0, shared.aclose)
-    return Gateway(
+    gateway = Gateway(
         settings=settings, routes=routes, prefix_routes=prefix_routes,
         # unknown paths (404) and wrong methods pass the edge too
         fallback=Pipeline([telemetry, screen]), metrics=metrics, probes=probes,
@@ -294,13 +297,17 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                 # the chat's pages and endpoints ("/" alone matches only "/": server.py)
                 **{prefix: Recorded(guarded_web, telemetry, component)
                    for prefix, component in web_mounts.items()},
-                "/admin/": Recorded(EdgeGuard(build_admin_app(identity, edge, request_log),
-                                              edge), telemetry, "admin"),
+                "/admin/": Recorded(EdgeGuard(build_admin_app(identity, edge, request_log,
+                                                              status), edge),
+                                    telemetry, "admin"),
                 # the check's own routes: bans apply, challenges never (an API prefix)
                 CHALLENGE_PREFIX: Recorded(EdgeGuard(build_challenge_app(Checkpoint(
                     human_check, edge.visitor_of_scope, rays=edge.rays)), edge),
                     telemetry, "web")},
     )
+    if settings.status.enabled:  # answered from the snapshot, beside the probes
+        gateway.local.update(status_handlers(status))
+    return gateway
 
 
 def app_from_env() -> Any:

@@ -447,6 +447,80 @@ class WebSettings(_Section):
     # incomplete (its replica went away mid-answer)
     stale_seconds: float = Field(30.0, gt=0, le=3600)
 
+class StatusComponentSettings(_Section):
+    """``[status.components.NAME]``: one component of the status page and the traffic it is
+    judged on (docs/status.md). Unset traffic fields match everything."""
+
+    name: str | None = Field(None, max_length=100)  # shown; default: the key
+    description: str | None = Field(None, max_length=500)
+    group: str | None = Field(None, max_length=100)  # a group's name (made as needed)
+    # which rollup cells count: the record's component (api, web, login, admin), the model
+    component: str | None = Field(None, pattern="^(api|web|login|admin)$")
+    model: str | None = Field(None, max_length=128)
+    # objectives: share of requests answered without a fault of the service, and share of
+    # answers whose first byte came within latency_ms
+    availability: float = Field(0.995, gt=0.5, lt=1)
+    latency_ms: float = Field(30_000.0, gt=0)
+    latency_objective: float = Field(0.99, gt=0.5, lt=1)
+    shown: bool = True
+    only_show_if_degraded: bool = False
+    position: int | None = Field(None, ge=0)
+
+
+class StatusSettings(_Section):
+    """``[status]``: the public status page and its detector (docs/status.md). The defaults
+    are the real numbers; tests shrink the tick and the windows."""
+
+    enabled: bool = True
+    page_name: str = Field("gatehouse", min_length=1, max_length=100)
+    url: str = ""  # the page's public address (for links); default: the request's host
+    # the detector: how often it looks, and its two burn-rate rules (minutes, multiple of budget)
+    tick_seconds: float = Field(10.0, gt=0, le=600)
+    now_minutes: int = Field(2, ge=1, le=60)
+    now_burn: float = Field(10.0, gt=1)
+    fast_long_minutes: int = Field(60, ge=1, le=360)
+    fast_short_minutes: int = Field(5, ge=1, le=360)
+    fast_burn: float = Field(14.4, gt=1)
+    slow_long_minutes: int = Field(360, ge=1, le=360)
+    slow_short_minutes: int = Field(30, ge=1, le=360)
+    slow_burn: float = Field(6.0, gt=1)
+    min_requests: int = Field(20, ge=1)   # in a short window, for a rule to fire at all
+    min_faults: int = Field(5, ge=1)
+    partial_outage_rate: float = Field(0.10, gt=0, le=1)  # short-window error rate bands
+    major_outage_rate: float = Field(0.50, gt=0, le=1)
+    open_after_seconds: float = Field(15.0, ge=0, le=3600)
+    resolve_after_seconds: float = Field(180.0, ge=0, le=86400)
+    # how often each worker rebuilds the page and the JSON from the store
+    snapshot_seconds: float = Field(5.0, gt=0, le=300)
+    max_age_seconds: int = Field(5, ge=0, le=3600)  # Cache-Control of the public answers
+    history_days: int = Field(90, ge=1, le=90)
+    components: dict[str, StatusComponentSettings] = Field(default_factory=dict)
+    # incident changes POSTed as JSON signed with HMAC-SHA256 (the secret from this
+    # environment variable), and as Slack-compatible {"text": …} bodies
+    webhook_urls: list[str] = Field(default_factory=list, max_length=20)
+    slack_webhook_urls: list[str] = Field(default_factory=list, max_length=20)
+    webhook_secret_env: str | None = None
+
+    @field_validator("webhook_urls", "slack_webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _bands(self) -> StatusSettings:
+        if self.webhook_urls and not self.webhook_secret_env:
+            raise ValueError("webhook_urls needs webhook_secret_env (the signing secret)")
+        if self.partial_outage_rate > self.major_outage_rate:
+            raise ValueError("needs partial_outage_rate <= major_outage_rate")
+        for name in self.components:
+            if not name or len(name) > 64 or not name.replace("-", "").replace(
+                    "_", "").replace(".", "").isalnum():
+                raise ValueError(f"components.{name}: names are letters, digits, - _ .")
+        return self
+
 
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
@@ -460,6 +534,7 @@ class Settings(_Section):
     limits: RequestLimits = RequestLimits()
     web: WebSettings = WebSettings()
     demo: DemoSettings = DemoSettings()
+    status: StatusSettings = StatusSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     source: str = Field("defaults", exclude=True)

@@ -25,6 +25,7 @@ from gatehouse.admin.health import health_router
 from gatehouse.admin.usage import usage_router
 from gatehouse.admin.health_page import PATH as HEALTH_PAGE
 from gatehouse.admin.health_page import health_page_route
+from gatehouse.admin.incidents import incidents_router
 from gatehouse.admin.keys import keys_router
 from gatehouse.admin.models import (
     OrgIn,
@@ -46,6 +47,7 @@ from gatehouse.store.accounts import NAME_PATTERN
 
 if TYPE_CHECKING:
     from gatehouse.edge.screen import Edge
+    from gatehouse.status.service import StatusService
     from gatehouse.telemetry.requestlog import RequestLog
 
 PREFIX = "/admin/v1"
@@ -57,7 +59,8 @@ MAX_BODY_BYTES = 64 * 1024
 
 DESCRIPTION = """\
 Manage orgs, projects, API keys, users, tiers, firewall rules, bans, Ray IDs and
-the request log and the traffic's health of a gatehouse gateway.
+the request log, the traffic's health and the status page's incidents of a gatehouse
+gateway.
 
 Every endpoint needs `Authorization: Bearer <admin key>` (make the first one with
 `gatehouse keys create --admin`). Errors use OpenAI's shape,
@@ -141,7 +144,8 @@ def docs_page(title: str) -> HTMLResponse:
 
 
 def build_admin_app(identity: IdentityService, edge: Edge | None = None,
-                    request_log: RequestLog | None = None) -> FastAPI:
+                    request_log: RequestLog | None = None,
+                    status: StatusService | None = None) -> FastAPI:
     app = AdminApp(title="gatehouse admin API", description=DESCRIPTION, version="1",
                   docs_url=None, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
                   swagger_ui_oauth2_redirect_url=None, max_body_size=MAX_BODY_BYTES,
@@ -158,6 +162,8 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None,
     api.include_router(requests_router(identity, request_log))
     api.include_router(health_router(identity))
     api.include_router(usage_router(identity))
+    if status is not None:
+        api.include_router(incidents_router(status))
     app.include_router(api)
     app.add_route(HEALTH_PAGE, health_page_route(identity), include_in_schema=False)
     serve_docs(app)

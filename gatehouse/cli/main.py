@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from gatehouse import __version__
-from gatehouse.cli import accounts, doctor, edge, health, quota, requests, setup
+from gatehouse.cli import accounts, doctor, edge, health, incidents, quota, requests, setup
 from gatehouse.cli.common import ConfigOpt, config_failed
 from gatehouse.config import ConfigError, Settings, load_settings
 
@@ -33,6 +33,7 @@ app.add_typer(edge.bans, name="bans")
 app.add_typer(edge.rays, name="rays")
 app.add_typer(requests.requests, name="requests")
 app.command()(health.health)
+app.add_typer(incidents.incidents, name="incidents")
 app.command()(quota.usage)
 app.command()(doctor.doctor)
 

@@ -271,3 +271,67 @@ class ChatMessage(Base):
     error: Mapped[str | None] = mapped_column(Text)  # JSON: the error view
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+class StatusIncident(Base):
+    """An incident or a scheduled maintenance of the status page (``kind``). ``components``:
+    JSON list of the component keys it touches; ``figures``: JSON of what the detector
+    measured (automatic incidents: peak error rate, …)."""
+
+    __tablename__ = "status_incidents"
+    __table_args__ = (Index("ix_status_incidents_created_at", "created_at"),
+                      Index("ix_status_incidents_kind_resolved", "kind", "resolved_at"))
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # incident | maintenance
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(24))
+    impact: Mapped[str] = mapped_column(String(16))
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False)
+    acknowledged_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float] = mapped_column(Float)
+    monitoring_at: Mapped[float | None] = mapped_column(Float)
+    resolved_at: Mapped[float | None] = mapped_column(Float)
+    scheduled_for: Mapped[float | None] = mapped_column(Float)
+    scheduled_until: Mapped[float | None] = mapped_column(Float)
+    components: Mapped[str] = mapped_column(Text, default="[]")
+    figures: Mapped[str] = mapped_column(Text, default="{}")
+    postmortem: Mapped[str | None] = mapped_column(Text)
+    postmortem_at: Mapped[float | None] = mapped_column(Float)
+
+
+class StatusIncidentUpdate(Base):
+    """One update of an incident: its status then, what was said, and the components it
+    changed (JSON list of ``{code, name, old_status, new_status}``)."""
+
+    __tablename__ = "status_incident_updates"
+    __table_args__ = (Index("ix_status_incident_updates_incident", "incident_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("status_incidents.id",
+                                                        ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(24))
+    body: Mapped[str] = mapped_column(Text)
+    affected: Mapped[str] = mapped_column(Text, default="[]")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class StatusComponentState(Base):
+    """A component's state as the detector (or an operator) last set it."""
+
+    __tablename__ = "status_component_states"
+
+    component: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(24))
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class StatusLease(Base):
+    """Who runs the detector for the whole cluster, until when (one row per lease)."""
+
+    __tablename__ = "status_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[float] = mapped_column(Float)

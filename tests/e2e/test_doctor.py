@@ -101,8 +101,9 @@ def test_fine(healthy: Gateway, healthy_key: str) -> None:
     assert run.report["verdict"]["branch"] == "fine"
     assert run.report["checks"]["web"]["outcome"] == "loads"
     assert run.report["checks"]["network"]["hosts"][0]["reachable"]
-    # our own status page does not exist yet: unreadable, not an incident
-    assert run.report["checks"]["status"]["fetched"] is False
+    # our own status page (issue 14): read, and nothing on it
+    assert run.report["checks"]["status"]["fetched"] is True
+    assert run.report["checks"]["status"]["indicator"] == "none"
 
 
 def test_incident_open_on_the_api(healthy: Gateway, healthy_key: str) -> None:

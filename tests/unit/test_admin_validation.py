@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 # imported so that their request models are among Body's subclasses
 import gatehouse.admin.edge
+import gatehouse.admin.incidents
 import gatehouse.admin.quota
 from gatehouse.admin.models import Body
 from gatehouse.app import create_app
@@ -31,6 +32,8 @@ from tests.unit.conftest import make_settings
 from tests.unit.test_admin_api import A, Admin, admin, error, ok
 
 __all__ = ["admin"]
+
+NO_ID = "abcdefghijkl"  # an incident id of the right shape that does not exist
 
 # each request model: where it is sent, and a body it accepts (the other fields of a case)
 ROUTES: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -45,6 +48,14 @@ ROUTES: dict[str, tuple[str, str, dict[str, Any]]] = {
                                    "value": 5}),
     "RuleIn": ("POST", "/edge/rules", {"action": "deny", "cidr": "192.0.2.1"}),
     "BanIn": ("POST", "/edge/bans", {"subject": "192.0.2.1"}),
+    "IncidentIn": ("POST", "/incidents", {"name": "Errors", "body": "Looking."}),
+    "UpdateIn": ("POST", f"/incidents/{NO_ID}/updates", {"body": "Found it."}),
+    "ResolveIn": ("POST", f"/incidents/{NO_ID}/resolve", {}),
+    "PostmortemIn": ("POST", f"/incidents/{NO_ID}/postmortem", {}),
+    "MaintenanceIn": ("POST", "/maintenances", {"name": "Upgrade", "body": "Planned.",
+                                                "scheduled_for": 1, "scheduled_until": 2,
+                                                "components": ["api"]}),
+    "MaintenanceUpdateIn": ("POST", f"/maintenances/{NO_ID}/updates", {"body": "Done."}),
 }
 
 # query parameters a route needs besides the one a case breaks
@@ -81,6 +92,15 @@ WRONG_TYPES: list[tuple[str, str, Any]] = [
     ("BanIn", "seconds", True),                  # boolean for a number
     ("BanIn", "seconds", "60"),                  # string for a number
     ("BanIn", "subject", 3232235777),
+    ("IncidentIn", "name", 5),
+    ("IncidentIn", "components", ["api"]),       # a list for an object
+    ("UpdateIn", "body", 5),
+    ("UpdateIn", "components", ["api"]),
+    ("ResolveIn", "body", 5),
+    ("PostmortemIn", "body", True),
+    ("MaintenanceIn", "scheduled_for", "1"),
+    ("MaintenanceIn", "components", "api"),
+    ("MaintenanceUpdateIn", "body", 1),
 ]
 
 
@@ -182,7 +202,8 @@ def constraints_of(doc: dict[str, Any]) -> list[Constraint]:
     keys = ("pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
             "exclusiveMaximum")
     fill = {"{org}": "acme", "{key_id}": "key_0123456789abcdef", "{email}": "ada@example.com",
-            "{ray}": "0123456789abcdef", "{rule_id}": "rule_x", "{subject}": "192.0.2.1"}
+            "{ray}": "0123456789abcdef", "{rule_id}": "rule_x", "{subject}": "192.0.2.1",
+            "{incident_id}": NO_ID, "{maintenance_id}": NO_ID}
     schemas = doc["components"]["schemas"]
     found: list[Constraint] = []
 
@@ -224,6 +245,9 @@ def breaking(rule: dict[str, Any]) -> st.SearchStrategy[Any]:
         return st.text(max_size=40).filter(lambda s: re.search(pattern, s) is None)
     if "minLength" in rule:
         return st.text(max_size=rule["minLength"] - 1)
+    if "maxLength" in rule and rule["maxLength"] > 500:
+        # (an incident's text may be 4,000 characters: more than hypothesis draws as text)
+        return st.just("x" * (rule["maxLength"] + 1))
     if "maxLength" in rule:
         return st.text(min_size=rule["maxLength"] + 1, max_size=rule["maxLength"] + 40)
     numbers: dict[str, st.SearchStrategy[Any]] = {}

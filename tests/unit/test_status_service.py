@@ -1,0 +1,209 @@
+"""The status service over a real store (SQLite, migrated) with a controllable clock: rollup
+rows of failing traffic open one automatic incident, the public documents say so in
+Statuspage's format (and the doctor's reader understands them), recovery resolves it with a
+drafted postmortem; one lease holder per cluster; web-only failures mark web, not api."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gatehouse.context import RequestContext
+from gatehouse.doctor.statuspage import read_summary
+from gatehouse.status.public import handlers
+from gatehouse.status.service import StatusService
+from gatehouse.store.db import Store
+from gatehouse.store.rollups import RollupRows
+from tests.support.services import migrated_store
+from tests.unit.conftest import make_settings
+
+T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60
+FAST = {"tick_seconds": 1, "open_after_seconds": 20, "resolve_after_seconds": 30}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The same tests on both stores: the lease's conditional UPDATE and the daily bars'
+    GROUP BY on integer division are SQL each must get right."""
+    async for s in migrated_store(request.param, str(tmp_path)):
+        yield s
+
+
+def service(store: Store, clock: Clock, tmp_path: Path, **status: Any) -> StatusService:
+    settings = make_settings(tmp_path, status={**FAST, **status})
+    return StatusService(settings, store, clock)
+
+
+async def traffic(store: Store, minute: float, *, component: str = "api",
+                  model: str = "demo", ok: int = 200, failed: int = 0,
+                  error_class: str = "server_error") -> None:
+    hist = orjson.dumps({"20": 1}).decode()
+    rows = [(int(minute // 60), component, model, "standard", "org_1", "proj_1", "ok", ok,
+             0, 0, 0.0, hist, hist)]
+    if failed:
+        rows.append((int(minute // 60), component, model, "standard", "org_1", "proj_1",
+                     error_class, failed, 0, 0, 0.0, hist, "{}"))
+    await RollupRows(store).add(rows)
+
+
+async def run(svc: StatusService, clock: Clock, seconds: float, step: float = 5.0) -> None:
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now += step
+        await svc.tick()
+
+
+async def test_failures_open_an_automatic_incident_and_recovery_resolves_it(
+        store: Store, tmp_path: Path) -> None:
+    clock = Clock()
+    svc = service(store, clock, tmp_path)
+    await traffic(store, T0 - 60)
+    await traffic(store, T0, ok=160, failed=40)  # 20 % failing
+    await run(svc, clock, 40)
+    found = await svc.records.open_automatic()
+    assert found is not None
+    assert found.row.automatic and found.row.acknowledged_at is None
+    assert found.row.impact == "major" and found.row.status == "investigating"
+    assert set(found.components) == {"api", "demo"}  # not web, not login
+    assert found.figures["peak_error_rate"] == pytest.approx(40 / 400, abs=0.11)
+    assert found.updates[0].body.startswith("Automatic:")
+
+    docs = (await svc.refresh()).answers
+    summary = orjson.loads(docs["/api/v2/summary.json"].body)
+    assert summary["status"] == {"indicator": "major", "description": "Partial System Outage"}
+    states = {c["name"]: c["status"] for c in summary["components"]}
+    assert states["API"] == "partial_outage" and states["Web"] == "operational"
+    assert states["Models"] == "partial_outage"  # the group: its worst member
+    [incident] = summary["incidents"]
+    assert incident["impact"] == "major" and incident["status"] == "investigating"
+    assert {c["name"] for c in incident["components"]} == {"API", "demo"}
+    assert incident["incident_updates"][0]["affected_components"] is not None
+    result = read_summary("http://gw/api/v2/summary.json", summary, ("demo",))
+    assert result.trouble and result.ours and result.indicator == "major"
+    assert b"Elevated errors on" in docs["/status"].body
+    days = await svc.history.refresh(clock.now)  # the daily bars, summed in the store
+    today = days[("api", int(T0 // 86400))]
+    assert (today.requests, today.faults) == (400, 40) and today.uptime == 0.9
+    assert ("web", int(T0 // 86400)) not in days  # no requests: no data, not "up"
+    # today's bar of api and of demo (90 % up: far below 99.5 %), and the legend's
+    assert docs["/status"].body.count(b'class="bar down"') == 3
+
+    await svc.incidents.acknowledge(found.row.id)
+    for minute in range(1, 8):  # healthy again
+        await traffic(store, T0 + minute * 60)
+    await run(svc, clock, 7 * 60, step=15)
+    assert await svc.records.open_automatic() is None
+    done = await svc.records.get(found.row.id)
+    assert done is not None and done.row.status == "resolved"
+    assert done.row.acknowledged_at is not None
+    draft = done.row.postmortem or ""
+    assert "Peak error rate:" in draft and "Duration:" in draft
+    assert "Not affected: Web, Login" in draft
+    summary = orjson.loads((await svc.refresh()).answers["/api/v2/summary.json"].body)
+    assert summary["status"]["indicator"] == "none" and summary["incidents"] == []
+
+
+async def test_one_detector_for_the_cluster(store: Store, tmp_path: Path) -> None:
+    clock = Clock()
+    first, second = service(store, clock, tmp_path), service(store, clock, tmp_path)
+    await traffic(store, T0, ok=100, failed=100)
+    for _ in range(10):
+        clock.now += 5
+        await first.tick()
+        await second.tick()
+    assert first.leader and not second.leader
+    assert len(await first.records.listing(kind="incident")) == 1
+    await first.aclose()  # gives the lease up: the other takes over where it left off
+    clock.now += 5
+    await second.tick()
+    assert second.leader
+    assert second.detector.statuses["api"] == "major_outage"
+    assert len(await first.records.listing(kind="incident")) == 1
+
+
+async def test_web_failures_mark_web_not_api(store: Store, tmp_path: Path) -> None:
+    clock = Clock()
+    svc = service(store, clock, tmp_path)
+    await traffic(store, T0)
+    await traffic(store, T0, component="web", model="", ok=50, failed=50,
+                  error_class="unavailable")
+    await run(svc, clock, 40)
+    found = await svc.records.open_automatic()
+    assert found is not None and found.components == ["web"]
+    assert svc.detector.statuses["api"] == "operational"
+
+
+async def test_client_errors_and_quota_are_not_the_services_fault(store: Store,
+                                                                  tmp_path: Path) -> None:
+    clock = Clock()
+    svc = service(store, clock, tmp_path)
+    for kind in ("client_error", "quota", "rate_limited", "auth", "client_gone"):
+        await traffic(store, T0, ok=10, failed=100, error_class=kind)
+    await run(svc, clock, 60)
+    assert await svc.records.open_automatic() is None
+    assert set(svc.detector.statuses.values()) == {"operational"}
+
+
+async def test_maintenance_shows_and_suppresses(store: Store, tmp_path: Path) -> None:
+    clock = Clock()
+    svc = service(store, clock, tmp_path)
+    m = await svc.incidents.schedule("Database upgrade", "Planned.", T0, T0 + 600,
+                                    ["api", "demo"])
+    docs = (await svc.refresh()).answers
+    active = orjson.loads(docs["/api/v2/scheduled-maintenances/active.json"].body)
+    assert [x["id"] for x in active["scheduled_maintenances"]] == [m.row.id]
+    assert active["scheduled_maintenances"][0]["status"] == "in_progress"
+    summary = orjson.loads(docs["/api/v2/summary.json"].body)
+    assert summary["status"]["indicator"] == "maintenance"
+    await traffic(store, T0, ok=0, failed=300)
+    await run(svc, clock, 60)
+    assert await svc.records.open_automatic() is None
+    assert svc.detector.statuses["api"] == "under_maintenance"
+    upcoming = orjson.loads(docs["/api/v2/scheduled-maintenances/upcoming.json"].body)
+    assert upcoming["scheduled_maintenances"] == []
+    clock.now = T0 + 700  # past its end: completed, and no longer among the live ones
+    await svc.tick()
+    assert await svc.records.listing(kind="maintenance", live_only=True) == []
+    done = await svc.records.get(m.row.id)
+    assert done is not None and done.row.status == "completed"
+
+
+async def test_the_snapshot_is_served_while_the_store_is_down(store: Store,
+                                                              tmp_path: Path) -> None:
+    clock = Clock()
+    svc = service(store, clock, tmp_path)
+    first = await svc.refresh()
+    await store.aclose()
+    broken = Store("postgresql+asyncpg://postgres@127.0.0.1:1/test")  # nothing listens
+    svc.records.store = broken
+    with pytest.raises(OSError):
+        await svc.refresh()
+    assert svc.snapshot is first
+    await broken.aclose()
+
+
+async def test_before_any_snapshot_the_answer_is_a_503(tmp_path: Path) -> None:
+    broken = Store("postgresql+asyncpg://postgres@127.0.0.1:1/test")  # nothing listens
+    svc = StatusService(make_settings(tmp_path, status={"tick_seconds": 600,
+                                                        "snapshot_seconds": 300}), broken)
+    await svc.start()
+    try:
+        ctx = RequestContext("req_x", "GET", "/api/v2/summary.json", {}, None, None)
+        reply = await handlers(svc)["/api/v2/summary.json"](ctx)
+        assert reply.status == 503 and reply.headers["retry-after"] == "5"
+        assert orjson.loads(reply.body)["error"]["code"] == "status_unavailable"
+    finally:
+        await svc.aclose()
+        await broken.aclose()
