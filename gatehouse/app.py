@@ -55,6 +55,7 @@ from gatehouse.telemetry.record import AccessLog
 from gatehouse.telemetry.requestlog import RequestLog
 from gatehouse.telemetry.rollups import Rollups
 from gatehouse.telemetry.stage import TelemetryStage
+from gatehouse.telemetry.tracing import Tracing
 from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gatehouse.upstream.demo import DemoBackend
@@ -142,8 +143,22 @@ def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics,
                 metrics, challenger=challenger, geo=geo)
 
 
-def build_telemetry(settings: Settings, metrics: Metrics,
-                    store: Store) -> tuple[TelemetryStage, list[RequestLog | Rollups]]:
+def build_tracing(settings: Settings, metrics: Metrics) -> Tracing | None:
+    """OTLP export when ``[telemetry] otlp_endpoint`` is set: only then is the SDK imported."""
+    if settings.telemetry.otlp_endpoint is None:
+        return None
+    try:
+        from gatehouse.telemetry.otlp import OTLPExport
+    except ImportError as exc:
+        raise ConfigError(settings.source, "telemetry.otlp_endpoint",
+                          f"OTLP export needs the OpenTelemetry SDK ({exc.name} is missing): "
+                          "pip install 'gatehouse-llm[otlp]'") from None
+    return OTLPExport(settings.telemetry, metrics, settings.upstreams)
+
+
+def build_telemetry(settings: Settings, metrics: Metrics, store: Store,
+                    tracing: Tracing | None = None
+                    ) -> tuple[TelemetryStage, list[RequestLog | Rollups]]:
     """The telemetry stage, and its background writers in start order (closed in reverse,
     before the store)."""
     ts = settings.telemetry
@@ -153,7 +168,8 @@ def build_telemetry(settings: Settings, metrics: Metrics,
     ) if ts.request_log else None
     rollups = Rollups(RollupRows(store), keep_days=ts.rollup_minute_days,
                       on_drop=metrics.rollups_dropped.inc) if ts.rollups else None
-    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups)
+    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups,
+                               tracing)
     return telemetry, [w for w in (request_log, rollups) if w is not None]
 
 
@@ -175,7 +191,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     identity = identity or IdentityService(settings, clock=clock)
     identity.store.on_query = metrics.store_queries.inc
 
-    telemetry, writers = build_telemetry(settings, metrics, identity.store)
+    tracing = build_tracing(settings, metrics)
+    telemetry, writers = build_telemetry(settings, metrics, identity.store, tracing)
     request_log = telemetry.request_log
     human_check = Challenge(identity.keys.derive, identity.state, metrics,
                             challenge_ttl=settings.edge.challenge_ttl,
@@ -203,7 +220,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         ServiceTierStage(settings.tiers),
         quota,
         AdmissionStage(settings, metrics),
-        UpstreamStage(router, metrics),
+        UpstreamStage(router, metrics, tracing),
     ]
     proxy = Pipeline(proxy_stages)
     probes = Probes(router, backends, {
@@ -232,6 +249,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     stops: list[Callable[[], Awaitable[None]]] = [
         *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
         edge.aclose, *(w.aclose for w in reversed(writers)), identity.aclose]
+    if tracing is not None:
+        starts.append(tracing.start_export)
+        stops.append(tracing.aclose)
     if share_state and isinstance(identity.state, MemoryState) \
             and settings.storage.share_state:
         shared = StateServer(identity.state, socket_path(resolve_paths(settings)[1]))
