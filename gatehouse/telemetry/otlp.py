@@ -56,6 +56,7 @@ from gatehouse.telemetry.record import error_class
 log = logging.getLogger("gatehouse.otlp")
 SPAN_NOTE = "otlp.span"
 QUEUE_SIZE = 2048  # finished spans waiting for the exporter thread
+MEASUREMENTS_SIZE = 65536  # GenAI metric values waiting to be recorded into the SDK's histograms
 BATCH_SIZE = 512
 EXPORT_EVERY = 1.0  # seconds
 EXPORT_TIMEOUT = 5.0  # seconds per batch, retries included
@@ -96,8 +97,10 @@ class SpanQueue(SpanProcessor):
     """A bounded queue of finished spans and the thread that exports them in batches."""
 
     def __init__(self, exporter: SpanExporter, on_drop: Callable[[str, int], None],
-                 warnings: Warnings, size: int = QUEUE_SIZE) -> None:
+                 warnings: Warnings, size: int = QUEUE_SIZE,
+                 every_tick: Callable[[], None] = lambda: None) -> None:
         self.exporter = exporter
+        self.every_tick = every_tick
         self.on_drop = on_drop
         self.warnings = warnings
         self.size = size
@@ -122,7 +125,9 @@ class SpanQueue(SpanProcessor):
         while not self.stopping:
             self.wake.wait(EXPORT_EVERY)
             self.wake.clear()
+            self.every_tick()
             self._send()
+        self.every_tick()
         self._send()
 
     def _send(self) -> None:
@@ -208,7 +213,8 @@ class OTLPExport:
         self.spans = SpanQueue(
             OTLPSpanExporter(endpoint=self.endpoint + "/v1/traces",
                              headers=dict(settings.otlp_headers), timeout=EXPORT_TIMEOUT),
-            lambda reason, n: metrics.otlp_dropped.labels(reason).inc(n), self.warnings)
+            lambda reason, n: metrics.otlp_dropped.labels(reason).inc(n), self.warnings,
+            every_tick=self._replay)
         self.provider = TracerProvider(
             resource=self.resource,
             sampler=ParentBased(TraceIdRatioBased(settings.otlp_sample_ratio)))
@@ -217,6 +223,11 @@ class OTLPExport:
         self.propagator = TraceContextTextMapPropagator()
         self.meters: MeterProvider | None = None
         self.instruments: dict[str, Any] = {}
+        # the SDK's record() hashes its attributes every time (~10 µs): the request path only
+        # appends here, and the exporter thread records them once a second
+        self.measurements: collections.deque[tuple[str, float, dict[str, str]]] = \
+            collections.deque()
+        self.measurements_dropped = metrics.otlp_dropped.labels("metrics_queue_full")
 
     async def start_export(self) -> None:
         """Start the exporting threads (in the worker, after any fork)."""
@@ -235,7 +246,18 @@ class OTLPExport:
         self.metrics.genai.otel = self.record
 
     def record(self, name: str, value: float, attributes: dict[str, str]) -> None:
-        self.instruments[name].record(value, attributes)
+        if len(self.measurements) >= MEASUREMENTS_SIZE:
+            self.measurements_dropped.inc()
+            return
+        self.measurements.append((name, value, attributes))
+
+    def _replay(self) -> None:
+        instruments, measurements = self.instruments, self.measurements
+        if not instruments:
+            return
+        for _ in range(len(measurements)):
+            name, value, attributes = measurements.popleft()
+            instruments[name].record(value, attributes)
 
     def start(self, ctx: RequestContext) -> None:
         parent = None
