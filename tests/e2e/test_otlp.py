@@ -110,6 +110,7 @@ def test_collector_down_costs_requests_nothing(up_a: Upstream,
                                                start_gateway: Callable[..., Gateway]) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     gw = start_gateway(config(up_a, closed), start_timeout=60)
+    began = time.monotonic()
     with httpx.Client(timeout=30) as c:
         for i in range(20):
             r = c.post(gw.url + "/v1/chat/completions",
@@ -123,5 +124,6 @@ def test_collector_down_costs_requests_nothing(up_a: Upstream,
     assert dropped >= 20, "every span the collector did not take is counted"
     log = gw.log.read_text()
     warnings = [line for line in log.splitlines() if "OTLP" in line]
-    assert 1 <= len(warnings) <= 2, warnings  # one a minute, not one per batch
+    minutes = (time.monotonic() - began) / 60
+    assert 1 <= len(warnings) <= 1 + minutes, warnings  # one a minute, not one per batch
     assert "otlp-secret-123" not in log and "Traceback" not in log

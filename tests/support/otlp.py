@@ -102,7 +102,7 @@ class Receiver:
         return web.Response(body=ExportMetricsServiceResponse().SerializeToString(),
                             content_type="application/x-protobuf")
 
-    def wait_for(self, found: Callable[[Receiver], Any], timeout: float = 15) -> Any:
+    def wait_for(self, found: Callable[[Receiver], Any], timeout: float = 30) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
