@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -104,6 +105,10 @@ class TelemetrySettings(_Section):
     @classmethod
     def _otlp_headers(cls, value: dict[str, str]) -> dict[str, str]:
         return check_headers(value)
+
+    @field_serializer("otlp_headers")
+    def _hide_otlp_headers(self, value: dict[str, str]) -> dict[str, str]:
+        return dict.fromkeys(value, "(hidden)")  # `gatehouse check` shows the names only
 
 
 class RequestLimits(_Section):

@@ -47,6 +47,8 @@ def test_header_values_are_secrets(tmp_path: Path) -> None:
     assert telemetry.otlp_endpoint == "https://collector:4318"
     assert telemetry.otlp_headers == {"authorization": SECRET}
     assert SECRET not in repr(ok) and SECRET not in repr(telemetry)
+    shown = ok.model_dump_json()  # type: ignore[attr-defined]  # what `gatehouse check` prints
+    assert SECRET not in shown and '"otlp_headers":{"authorization":"(hidden)"}' in shown
 
 
 def test_the_sdk_is_loaded_only_when_the_export_is_on(tmp_path: Path) -> None:
