@@ -61,6 +61,7 @@ from gatehouse.telemetry.record import AccessLog
 from gatehouse.telemetry.requestlog import RequestLog
 from gatehouse.telemetry.rollups import Rollups
 from gatehouse.telemetry.stage import TelemetryStage
+from gatehouse.telemetry.tracing import Tracing
 from gatehouse.telemetry.usage_api import PATH as USAGE_API_PATH
 from gatehouse.telemetry.usage_api import CompletionsUsageStage
 from gatehouse.upstream.backend import Backend, HTTPBackend
@@ -155,8 +156,21 @@ def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics,
                 metrics, challenger=challenger, geo=geo)
 
 
-def build_telemetry(settings: Settings, metrics: Metrics,
-                    store: Store
+def build_tracing(settings: Settings, metrics: Metrics) -> Tracing | None:
+    """OTLP export when ``[telemetry] otlp_endpoint`` is set: only then is the SDK imported."""
+    if settings.telemetry.otlp_endpoint is None:
+        return None
+    try:
+        from gatehouse.telemetry.otlp import OTLPExport
+    except ImportError as exc:
+        raise ConfigError(settings.source, "telemetry.otlp_endpoint",
+                          f"OTLP export needs the OpenTelemetry SDK ({exc.name} is missing): "
+                          "pip install 'gatehouse-llm[otlp]'") from None
+    return OTLPExport(settings.telemetry, metrics, settings.upstreams)
+
+
+def build_telemetry(settings: Settings, metrics: Metrics, store: Store,
+                    tracing: Tracing | None = None
                     ) -> tuple[TelemetryStage, list[RequestLog | Rollups | Compactor]]:
     """The telemetry stage, and its background writers in start order (closed in reverse,
     before the store)."""
@@ -168,7 +182,8 @@ def build_telemetry(settings: Settings, metrics: Metrics,
     rollups = Rollups(RollupRows(store),
                       on_drop=metrics.rollups_dropped.inc) if ts.rollups else None
     compactor = Compactor(RollupRows(store), retention(ts)) if ts.rollups else None
-    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups)
+    telemetry = TelemetryStage(metrics, AccessLog(ts.access_log), request_log, rollups,
+                               tracing)
     return telemetry, [w for w in (request_log, rollups, compactor) if w is not None]
 
 
@@ -190,7 +205,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     identity = identity or IdentityService(settings, clock=clock)
     identity.store.on_query = metrics.store_queries.inc
 
-    telemetry, writers = build_telemetry(settings, metrics, identity.store)
+    tracing = build_tracing(settings, metrics)
+    telemetry, writers = build_telemetry(settings, metrics, identity.store, tracing)
     request_log = telemetry.request_log
     human_check = Challenge(identity.keys.derive, identity.state, metrics,
                             challenge_ttl=settings.edge.challenge_ttl,
@@ -218,7 +234,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         ServiceTierStage(settings.tiers),
         quota,
         AdmissionStage(settings, metrics),
-        UpstreamStage(router, metrics),
+        UpstreamStage(router, metrics, tracing),
     ]
     proxy = Pipeline(proxy_stages)
     probes = Probes(router, backends, {
@@ -276,6 +292,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     stops: list[Callable[[], Awaitable[None]]] = [*first_stops,
         status.aclose, *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
         edge.aclose, *(w.aclose for w in reversed(writers)), identity.aclose]
+    if tracing is not None:
+        starts.append(tracing.start_export)
+        stops.append(tracing.aclose)
     if share_state and isinstance(identity.state, MemoryState) \
             and settings.storage.share_state:
         shared = StateServer(identity.state, socket_path(resolve_paths(settings)[1]))

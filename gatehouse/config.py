@@ -19,11 +19,16 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
 from gatehouse.edge.rules import DIFFICULTY, Action, parse_rule  # stdlib only: no cycle
+from gatehouse.telemetry.otlp_settings import (  # stdlib only
+    check_endpoint,
+    check_headers,
+)
 
 ENV_PREFIX = "GATEHOUSE_"
 DEFAULT_PATH = "gatehouse.toml"
@@ -95,6 +100,28 @@ class TelemetrySettings(_Section):
                              f"(got {self.rollup_minute_days:g}, {self.rollup_hour_days:g}, "
                              f"{self.rollup_day_days:g})")
         return self
+
+    # OTLP/HTTP export of spans and the GenAI metrics (docs/telemetry.md); off when unset.
+    # The collector's base URL: /v1/traces and /v1/metrics are appended
+    otlp_endpoint: str | None = None
+    otlp_headers: dict[str, str] = Field(default_factory=dict, repr=False)  # secrets: never logged
+    otlp_service_name: str = Field("gatehouse", min_length=1, max_length=255)
+    otlp_sample_ratio: float = Field(1.0, ge=0, le=1)  # of traces not already sampled by the caller
+    otlp_metrics_interval: float = Field(15.0, ge=0.5, le=3600)  # seconds between metric exports
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint(value)
+
+    @field_validator("otlp_headers")
+    @classmethod
+    def _otlp_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
+
+    @field_serializer("otlp_headers")
+    def _hide_otlp_headers(self, value: dict[str, str]) -> dict[str, str]:
+        return dict.fromkeys(value, "(hidden)")  # `gatehouse check` shows the names only
 
 
 class RequestLimits(_Section):

@@ -86,6 +86,7 @@ class RequestContext:
     notes: dict[str, Any] = field(default_factory=dict)
     # set by the upstream stage
     backend: str | None = None
+    backend_model: str | None = None  # the name the answering backend knows the model by
     upstream_request_id: str | None = None  # the backend's own id for the call, if it sent one
     attempts: list[str] = field(default_factory=list)
     usage: Usage | None = None

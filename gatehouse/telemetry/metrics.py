@@ -16,6 +16,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gatehouse.telemetry.genai import GenAIMetrics
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -109,6 +111,13 @@ class Metrics:
                                        "Requests not counted in the minute rollups: cells "
                                        "dropped while the store did not take them.",
                                        registry=r)
+
+        # named after OpenTelemetry's GenAI conventions (genai.py), beside the gateway's own
+        self.genai = GenAIMetrics(r)
+        self.otlp_dropped = Counter("gatehouse_otlp_dropped",
+                                    "Spans not exported over OTLP: queue_full (the exporter "
+                                    "fell behind) or export_failed (the collector refused "
+                                    "them or could not be reached).", ["reason"], registry=r)
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):

@@ -10,14 +10,18 @@ from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import AccessLog, RequestRecord
 from gatehouse.telemetry.requestlog import RequestLog
 from gatehouse.telemetry.rollups import Rollups
+from gatehouse.telemetry.tracing import Tracing
 
 
 class TelemetryStage:
     name = "telemetry"
 
     def __init__(self, metrics: Metrics, access_log: AccessLog,
-                 request_log: RequestLog | None = None, rollups: Rollups | None = None) -> None:
+                 request_log: RequestLog | None = None, rollups: Rollups | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.metrics = metrics
+        self.genai = metrics.genai
+        self.tracing = tracing
         self.access_log = access_log
         self.request_log = request_log
         self.rollups = rollups
@@ -38,6 +42,8 @@ class TelemetryStage:
 
     async def enter(self, ctx: RequestContext) -> None:
         self.metrics.inflight.inc()
+        if self.tracing is not None:
+            self.tracing.start(ctx)
 
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         m = self.metrics
@@ -53,6 +59,9 @@ class TelemetryStage:
             model = ctx.model or ""
             m.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
             m.tokens.labels(model, "completion").inc(usage.completion_tokens)
+        self.genai.observe(ctx, outcome)
+        if self.tracing is not None:
+            self.tracing.finish(ctx, outcome)
         self.record(ctx, outcome, "api" if ctx.path.startswith("/v1") else "web")
 
     def record(self, ctx: RequestContext, outcome: Outcome, component: str) -> None:

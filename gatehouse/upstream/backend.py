@@ -47,6 +47,7 @@ class UpstreamCall:
     body: bytes
     stream: bool
     request_id: str
+    traceparent: str | None = None  # W3C trace context of the call's span (OTLP export on)
 
 
 class UpstreamReply(Protocol):
@@ -202,6 +203,8 @@ class HTTPBackend:
         if self._id_header is not None:
             headers[self._id_header] = request_id_as_uuid(call.request_id) \
                 if self._id_as_uuid else call.request_id
+        if call.traceparent is not None:
+            headers["traceparent"] = call.traceparent
         url = self.base_url + PATHS[call.endpoint]
         # the session's own timeout is the whole-answer one; streams bring their own
         extra: dict[str, Any] = {"timeout": self._stream_timeout} if call.stream else {}

@@ -31,6 +31,7 @@ from gatehouse.errors import (
 )
 from gatehouse.pipeline import StreamBroken
 from gatehouse.telemetry.metrics import Metrics
+from gatehouse.telemetry.tracing import CallSpan, Tracing
 from gatehouse.upstream.backend import (
     BackendFailure,
     Broken,
@@ -48,6 +49,8 @@ SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-contro
                "x-accel-buffering": "no"}
 REPLY_NOTE = "upstream.reply"
 SLOT_NOTE = "upstream.slot"
+CALL_NOTE = "upstream.call"  # the answering call: (target, started, span), ended in exit
+BROKEN_NOTE = "upstream.broken"  # why a started stream broke (the call's error.type)
 
 
 def fails_over(status: int) -> bool:
@@ -127,9 +130,10 @@ def openai_error(body: bytes, status: int, backend: str) -> bytes:
 class UpstreamStage:
     name = "upstream"
 
-    def __init__(self, router: Router, metrics: Metrics) -> None:
+    def __init__(self, router: Router, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.router = router
         self.metrics = metrics
+        self.tracing = tracing
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.body is not None and ctx.model is not None
@@ -151,10 +155,14 @@ class UpstreamStage:
                 continue
             ctx.attempts.append(name)
             verdict = False
+            started = time.perf_counter()
+            span = self.tracing.call(ctx, name, target.model) if self.tracing else None
             try:
-                reply, first, tap, rest = await self._start(ctx, target)
+                reply, first, tap, rest = await self._start(
+                    ctx, target, span.traceparent if span is not None else None)
                 verdict = True
             except BackendFailure as exc:
+                self._called(ctx, target, started, span, type(exc).__name__)
                 target.breaker.failure(caller, connect=isinstance(exc, ConnectFailed))
                 verdict = True
                 if slots is not None:
@@ -165,6 +173,7 @@ class UpstreamStage:
                 continue
             finally:
                 if not verdict:  # cancelled: the client went away while we waited
+                    self._called(ctx, target, started, span, "cancelled")
                     target.breaker.release(caller)
                     if slots is not None:
                         slots.give()
@@ -173,6 +182,7 @@ class UpstreamStage:
                     slots.give()
                 target.breaker.failure(caller)
                 reply.close()
+                self._called(ctx, target, started, span, str(reply.status), reply.status)
                 self.metrics.attempts.labels(name, str(reply.status)).inc()
                 ctx.attempts[-1] = f"{name}:{reply.status}"
                 failures.add(f"{name}: answered {reply.status}", status=reply.status,
@@ -184,6 +194,8 @@ class UpstreamStage:
                 target.breaker.answered(caller)
             self.metrics.attempts.labels(name, "ok").inc()
             ctx.backend = name
+            ctx.backend_model = target.model
+            ctx.notes[CALL_NOTE] = (target, started, span)
             ctx.upstream_status = reply.status
             ctx.first_byte_at = time.perf_counter()
             ctx.notes[REPLY_NOTE] = reply
@@ -197,7 +209,15 @@ class UpstreamStage:
                              cause=f"{full} backend(s) at max_concurrency")
         raise self._give_up(ctx, failures, caller)
 
-    async def _start(self, ctx: RequestContext, target: Target
+    def _called(self, ctx: RequestContext, target: Target, started: float,
+                span: CallSpan | None, etype: str, status: int | None = None) -> None:
+        """A call to a backend ended: its gen_ai.client.operation.duration, and its span."""
+        self.metrics.genai.call(ctx.endpoint, ctx.model or "", target.model,
+                                time.perf_counter() - started, etype)
+        if span is not None:
+            span.end(status, etype)
+
+    async def _start(self, ctx: RequestContext, target: Target, traceparent: str | None
                      ) -> tuple[UpstreamReply, bytes, StreamTap | None, AsyncIterator[bytes] | None]:
         """Open the call. A whole answer is read here (bounded by the total timeout); a stream
         waits for its first event within the first-byte timeout, so a backend that stalls
@@ -208,7 +228,8 @@ class UpstreamStage:
         if ctx.stream and target.inject_stream_usage and not ctx.include_usage:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             drop_usage = True
-        call = UpstreamCall(ctx.endpoint, orjson.dumps(body), ctx.stream, ctx.request_id)
+        call = UpstreamCall(ctx.endpoint, orjson.dumps(body), ctx.stream, ctx.request_id,
+                            traceparent)
         if not ctx.stream:
             reply = await target.backend.open(call)
             try:
@@ -281,6 +302,7 @@ class UpstreamStage:
                 raise Broken("stream ended before [DONE] or a finish_reason")
         except Exception as exc:
             detail = exc.detail if isinstance(exc, BackendFailure) else repr(exc)
+            ctx.notes[BROKEN_NOTE] = type(exc).__name__
             target.breaker.failure(caller_of(ctx))
             self.metrics.attempts.labels(target.backend.name, "broken_stream").inc()
             error: GatehouseError = (
@@ -328,6 +350,13 @@ class UpstreamStage:
         reply = ctx.notes.pop(REPLY_NOTE, None)
         if reply is not None:
             reply.close()
+        call = ctx.notes.pop(CALL_NOTE, None)
+        if call is not None:
+            status = ctx.upstream_status or 0
+            etype = ("cancelled" if outcome.kind == "client_disconnected" else
+                     ctx.notes.get(BROKEN_NOTE) or (str(status) if status >= 400 else ""))
+            target, started, span = call
+            self._called(ctx, target, started, span, etype, status)
         slots = ctx.notes.pop(SLOT_NOTE, None)
         if slots is not None:
             slots.give()
