@@ -139,6 +139,15 @@ class RequestLimits(_Section):
     max_embedding_values: int = Field(2048 * 3072, ge=1)
 
 
+def hidden_password(url: str) -> str:
+    """``url`` with the password of its user part shown as ``***`` (for printing settings)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 class UpstreamSettings(_Section):
     """One OpenAI-compatible backend: vLLM, Ollama, llama.cpp server, OpenAI itself."""
 
@@ -173,6 +182,10 @@ class UpstreamSettings(_Section):
     request_id_header: str = Field("x-client-request-id", pattern=r"^[A-Za-z0-9-]*$",
                                    max_length=64)
     request_id_format: Literal["gatehouse", "uuid"] = "gatehouse"
+
+    @field_serializer("headers")
+    def _hide_headers(self, value: dict[str, str]) -> dict[str, str]:
+        return dict.fromkeys(value, "(hidden)")  # may carry credentials: names only
 
     @field_validator("base_url")
     @classmethod
@@ -245,6 +258,10 @@ class StorageSettings(_Section):
             raise ValueError("must be memory:// or a redis:// URL")
         return value
 
+    @field_serializer("database_url", "state_url")
+    def _hide_passwords(self, value: str) -> str:
+        return hidden_password(value)  # `gatehouse check` prints settings
+
 
 class SignInSettings(_Section):
     """``[identity.sign_in]``: failed sign-ins slow down, per account and per address (see
@@ -285,6 +302,10 @@ class IdentitySettings(_Section):
     # "auto": Secure when the request came over https; true/false force it
     cookie_secure: bool | str = "auto"
     sign_in: SignInSettings = SignInSettings()
+
+    @field_serializer("secret")
+    def _hide_secret(self, value: str | None) -> str | None:
+        return None if value is None else "(hidden)"  # `gatehouse check` prints settings
 
     @field_validator("cookie_secure")
     @classmethod

@@ -91,3 +91,25 @@ def test_doctor_marks_a_failed_probe_as_failed() -> None:
     progress.finished("api", *describe(refused))
     assert "✗ API path: GET /v1/models → 401 unauthorized" in screen.getvalue()
     assert "✓" not in screen.getvalue()
+
+
+def test_check_never_prints_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "secrets.toml"
+    config.write_text(
+        '[identity]\nsecret = "server-secret-0123456789-abcdefghijklmnop"\n'
+        '[storage]\ndatabase_url = "postgresql+asyncpg://gh:db-password-1@db:5432/gh"\n'
+        'state_url = "redis://:redis-password-2@cache:6379/0"\n'
+        '[upstreams.vllm]\nbase_url = "http://10.0.0.5:8000/v1"\n'
+        'headers = { authorization = "Bearer upstream-token-3" }\n'
+        '[models.m]\nbackends = [{ upstream = "vllm" }]\n'
+        '[telemetry]\notlp_endpoint = "http://127.0.0.1:4318"\n'
+        'otlp_headers = { "x-api-key" = "collector-key-4" }\n')
+    said = run("check", "--config", str(config), columns=200)
+    for secret in ("server-secret", "db-password-1", "redis-password-2", "upstream-token-3",
+                   "collector-key-4"):
+        assert secret not in said, secret
+    shown = json.loads(said[said.index("{"):])
+    assert shown["storage"]["database_url"] == "postgresql+asyncpg://gh:***@db:5432/gh"
+    assert shown["storage"]["state_url"] == "redis://:***@cache:6379/0"
+    assert shown["identity"]["secret"] == "(hidden)"
+    assert shown["upstreams"]["vllm"]["headers"] == {"authorization": "(hidden)"}
