@@ -354,15 +354,20 @@ def test_client_disconnect_mid_stream_is_settled(
         time.sleep(0.02)
     freed_in = time.monotonic() - left_at
     assert freed_in < 1.0
-    charged = estimate(body, 512).total  # no usage arrived: the estimate is charged
-    tokens = usage(gw, key)
-    assert tokens["key:tokens_per_minute"]["used"] == charged + r.json()["usage"]["total_tokens"]
-    assert tokens["key:concurrent_requests"]["used"] == 0
+    settle_log(gw, lambda: len([rec for rec in chat_records(gw) if rec["stream"]]), 1)
     aborted = [rec for rec in chat_records(gw) if rec["stream"]]
     assert [(rec["status"], rec["outcome"]) for rec in aborted] == \
         [(499, "client_disconnected")]
+    # no usage arrived: the gateway counted the prompt and what was sent before the client left
+    (gone,) = aborted
+    assert gone["usage_counted_by"] == "gateway" and 0 < gone["completion_tokens"] < 300
+    assert gone["prompt_tokens"] == estimate(body, 512).prompt
+    charged = gone["total_tokens"]
+    tokens = usage(gw, key)
+    assert tokens["key:tokens_per_minute"]["used"] == charged + r.json()["usage"]["total_tokens"]
+    assert tokens["key:concurrent_requests"]["used"] == 0
     print(f"\ndisconnect: slot free {freed_in * 1000:.0f} ms after the client left; "
-          f"charged the estimate {charged} tokens")
+          f"charged the {charged} tokens counted so far")
 
 
 # -- 4. a replica killed mid-request leaks nothing past reservation_ttl -----------------------
