@@ -26,6 +26,7 @@ from tests.support.services import REDIS_URL
 pytestmark = pytest.mark.e2e
 
 O200K = load("o200k_base")
+START = 90  # seconds for a gateway to come up: the suite shares 2 cores with much else
 QUESTION = "Count the words of this question, please."
 
 
@@ -33,7 +34,8 @@ def gateway_with_keys(start_gateway: Callable[..., Gateway], up: Upstream
                       ) -> tuple[Gateway, dict[str, str], str]:
     gw = start_gateway({"identity": {"require_key": True},
                         "upstreams": {"a": upstream_cfg(up)},
-                        "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]}}})
+                        "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]}}},
+                       start_timeout=START)
     admin = {"authorization": "Bearer " + cli(gw.config_path, "keys", "create", "--admin").strip()}
     cli(gw.config_path, "orgs", "create", "acme")
     cli(gw.config_path, "projects", "create", "acme/app")
@@ -181,7 +183,7 @@ def test_a_burst_of_adversarial_prompts_stays_within_the_stated_bound(
                             "limits": {"tokens_per_minute": KEY_TPM},
                             "project_limits": {"tokens_per_minute": PROJECT_TPM}}})
     keys = accounts(tmp_path, config, "t", "t", "t", "t")
-    gw = start_gateway(config, workers=workers)
+    gw = start_gateway(config, workers=workers, start_timeout=START)
     for k in keys:  # verify each key once per worker before the burst
         for _ in range(workers * 2):
             assert httpx.get(gw.url + "/v1/models", headers=auth(k)).status_code == 200
