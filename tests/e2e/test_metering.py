@@ -34,7 +34,8 @@ def gateway_with_keys(start_gateway: Callable[..., Gateway], up: Upstream
                       ) -> tuple[Gateway, dict[str, str], str]:
     gw = start_gateway({"identity": {"require_key": True},
                         "upstreams": {"a": upstream_cfg(up)},
-                        "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]}}},
+                        "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}],
+                                         "tokenizer": "o200k_base"}}},
                        start_timeout=START)
     admin = {"authorization": "Bearer " + cli(gw.config_path, "keys", "create", "--admin").strip()}
     cli(gw.config_path, "orgs", "create", "acme")

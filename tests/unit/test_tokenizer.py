@@ -51,6 +51,14 @@ def test_a_models_own_tokenizer_json(tmp_path: Path) -> None:
     assert load(str(path)).count(["hello world!", "hello there"]) == 3 + 2
 
 
+def test_http_models_count_with_o200k_and_the_demo_with_words_unless_configured() -> None:
+    settings = Settings.model_validate({
+        "upstreams": {"u": {"base_url": "http://127.0.0.1:1"}},
+        "models": {"m": {"backends": ["u"]}, "n": {"backends": ["u"], "tokenizer": "chars"}}})
+    assert settings.quota.tokenizer == "o200k_base" and settings.demo.tokenizer == "words"
+    assert settings.models["m"].tokenizer is None and settings.models["n"].tokenizer == "chars"
+
+
 def test_words_and_chars() -> None:
     assert load("words").count(["Hello, world!"]) == 4
     assert load("chars").count(["abcdefgh", "a"]) == 2 + 1
