@@ -24,7 +24,6 @@ import openai
 import pytest
 import redis
 
-from gatehouse.quota.policy import estimate
 from gatehouse.quota.windows import Span, span
 from tests.e2e.test_identity import cli, pg_database  # noqa: F401  (a fixture)
 from tests.support.procs import Gateway, free_port, open_stream, write_toml
@@ -340,7 +339,6 @@ def test_client_disconnect_mid_stream_is_settled(
     gw = start_gateway(config)
     wait_for_window(10)
 
-    body = {"model": "demo", "messages": HELLO, "stream": True, "max_tokens": 300}
     stream = open_stream(gw, key, max_tokens=300)  # a 15 s answer
     assert post(gw, key).status_code == 429  # the one slot is taken
     stream.close()
@@ -361,7 +359,7 @@ def test_client_disconnect_mid_stream_is_settled(
     # no usage arrived: the gateway counted the prompt and what was sent before the client left
     (gone,) = aborted
     assert gone["usage_counted_by"] == "gateway" and 0 < gone["completion_tokens"] < 300
-    assert gone["prompt_tokens"] == estimate(body, 512).prompt
+    assert gone["prompt_tokens"] == 1 + 4  # "hello", counted as the demo counts (+ 4 a message)
     charged = gone["total_tokens"]
     tokens = usage(gw, key)
     assert tokens["key:tokens_per_minute"]["used"] == charged + r.json()["usage"]["total_tokens"]
