@@ -37,6 +37,7 @@ from gatehouse.quota.limiter import Limiter
 from gatehouse.quota.memory import MemoryLimiter
 from gatehouse.quota.overrides import Overrides
 from gatehouse.quota.stage import QuotaStage
+from gatehouse.quota.tokenizer import Tokenizers
 from gatehouse.quota.usage import UsageStage
 from gatehouse.schema.stage import SchemaStage
 from gatehouse.server import Gateway, Route
@@ -221,8 +222,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     api_stages: list[Stage] = [telemetry, screen, who, AnonymousCheckStage(edge)]
     book = UsageBook(identity.store)
     overrides = Overrides(identity.store)
+    tokenizers = Tokenizers(
+        {**{name: m.tokenizer or settings.quota.tokenizer for name, m in settings.models.items()},
+         settings.demo.model: settings.demo.tokenizer}, settings.quota.tokenizer)
     quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock,
-                       book=book, overrides=overrides)
+                       book=book, overrides=overrides, tokenizers=tokenizers)
 
     async def start_quota() -> None:
         await book.start()
@@ -234,7 +238,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         ServiceTierStage(settings.tiers),
         quota,
         AdmissionStage(settings, metrics),
-        UpstreamStage(router, metrics, tracing),
+        UpstreamStage(router, metrics, tokenizers, tracing),
     ]
     proxy = Pipeline(proxy_stages)
     probes = Probes(router, backends, {

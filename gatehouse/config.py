@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from gatehouse.edge.rules import DIFFICULTY, Action, parse_rule  # stdlib only: no cycle
+from gatehouse.quota.tokenizer import check as check_tokenizer  # stdlib only: no cycle
 from gatehouse.telemetry.otlp_settings import (  # stdlib only
     check_endpoint,
     check_headers,
@@ -210,6 +211,14 @@ class ModelSettings(_Section):
     # time to first byte (docs/admission.md)
     adaptive: bool = False
     min_concurrency: int = Field(1, ge=1)
+    # what counts this model's tokens when the backend reports none (and the prompt reserved):
+    # o200k_base | cl100k_base | path/to/tokenizer.json | words | chars; [quota] tokenizer
+    tokenizer: str | None = None
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _known_tokenizer(cls, value: str | None) -> str | None:
+        return None if value is None else check_tokenizer(value)
 
     @field_validator("backends", mode="before")
     @classmethod
@@ -231,6 +240,13 @@ class DemoSettings(_Section):
     max_concurrency: int | None = Field(None, ge=1)
     adaptive: bool = False
     min_concurrency: int = Field(1, ge=1)
+    # the demo counts words and punctuation marks: the same count reserves its prompts
+    tokenizer: str = "words"
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _known_tokenizer(cls, value: str) -> str:
+        return check_tokenizer(value)
 
 
 class StorageSettings(_Section):
@@ -361,6 +377,13 @@ class QuotaSettings(_Section):
     default_completion_tokens: int = Field(512, ge=1)
     # a reservation lapses after this long if never settled (a replica died mid-request)
     reservation_ttl: float = Field(900.0, ge=1)
+    # the tokenizer of models that name none ([models.X] tokenizer)
+    tokenizer: str = "o200k_base"
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _known_tokenizer(cls, value: str) -> str:
+        return check_tokenizer(value)
 
 
 def default_tiers() -> dict[str, TierSettings]:

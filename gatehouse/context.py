@@ -16,6 +16,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    counted_by: str = "upstream"  # or "gateway": the backend reported none, the gateway counted
 
     @classmethod
     def from_openai(cls, data: Any) -> Usage | None:
@@ -90,6 +91,7 @@ class RequestContext:
     upstream_request_id: str | None = None  # the backend's own id for the call, if it sent one
     attempts: list[str] = field(default_factory=list)
     usage: Usage | None = None
+    counted_prompt: int | None = None  # the prompt's tokens by the model's tokenizer (quota)
     first_byte_at: float | None = None
     finished_at: float | None = None
     # headers every stage may add to the answer (rate limits, …)

@@ -45,6 +45,9 @@ class UsageRow(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    gateway_counted_requests: int = Field(
+        0, description="of the requests, those whose tokens the gateway counted (the backend "
+                       "reported none, or the stream ended before it did)")
 
 
 def quota_router(identity: IdentityService) -> APIRouter:

@@ -67,7 +67,7 @@ async def _windows(ids: IdentityService, org_id: str, name: str, tier_name: str)
         return
     limiter = open_limiter(ids.settings.storage.state_url)
     try:
-        used = await limiter.usage([c.ask.key for c in plan], now)
+        used = await limiter.usage([c.ask for c in plan], now)
     except LimiterError as exc:
         out.print(f"current windows unavailable: {exc}")
         return

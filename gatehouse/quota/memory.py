@@ -1,4 +1,5 @@
-"""The in-process limiter: exact for one process (``--workers 1``)."""
+"""The in-process limiter: exact for one process (``--workers 1``). The same rules as
+reserve.lua, run through the same conformance suite."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from gatehouse.quota.limiter import Ask, Decision, Settle
 class _Counter:
     expires: float
     committed: int = 0
+    debt: int | None = None  # carried from the window before; fixed on first reservation
     reserved: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid → (amount, until)
 
     def used(self, now: float) -> int:
         stale = [rid for rid, (_, until) in self.reserved.items() if until <= now]
         for rid in stale:
             del self.reserved[rid]
-        return self.committed + sum(amount for amount, _ in self.reserved.values())
+        return (self.debt or 0) + self.committed + sum(a for a, _ in self.reserved.values())
 
 
 class MemoryLimiter:
@@ -29,19 +31,27 @@ class MemoryLimiter:
 
     def _get(self, key: str, expires: float, now: float) -> _Counter:
         counter = self._counters.get(key)
-        if counter is None or counter.expires <= now:
+        if counter is None or counter.expires + 60 <= now:
             counter = self._counters[key] = _Counter(expires)
+        return counter
+
+    def _with_debt(self, ask: Ask, now: float) -> _Counter:
+        counter = self._get(ask.key, ask.expires, now)
+        if counter.debt is None:
+            before = self._counters.get(ask.previous) if ask.previous else None
+            counter.debt = 0 if before is None else max(
+                0, before.committed + (before.debt or 0) - ask.limit)
         return counter
 
     def _sweep(self, now: float) -> None:
         self._calls += 1
-        if self._calls % 4096 == 0:
-            for key in [k for k, c in self._counters.items() if c.expires <= now]:
+        if self._calls % 4096 == 0:  # a counter is kept a minute past its window, as in Redis
+            for key in [k for k, c in self._counters.items() if c.expires + 60 <= now]:
                 del self._counters[key]
 
     async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision:
         self._sweep(now)
-        counters = [self._get(a.key, a.expires, now) for a in asks]
+        counters = [self._with_debt(a, now) for a in asks]
         used = tuple(c.used(now) for c in counters)
         for i, (ask, before) in enumerate(zip(asks, used, strict=True)):
             if ask.amount > 0 and before + ask.amount > ask.limit:
@@ -53,19 +63,19 @@ class MemoryLimiter:
 
     async def settle(self, rid: str, settles: list[Settle], now: float) -> None:
         for s in settles:
-            counter = self._get(s.key, s.expires, now)
-            counter.reserved.pop(rid, None)
-            counter.committed += s.actual
+            counter = self._counters.get(s.key)
+            if counter is not None:
+                counter.reserved.pop(rid, None)
+            if s.actual > 0:
+                target = self._get(s.commit_key, s.commit_expires, now) if s.commit_key \
+                    else self._get(s.key, s.expires, now)
+                target.committed += s.actual
 
     async def ping(self) -> None:
         return None
 
-    async def usage(self, keys: list[str], now: float) -> list[int]:
-        out = []
-        for key in keys:
-            counter = self._counters.get(key)
-            out.append(0 if counter is None or counter.expires <= now else counter.used(now))
-        return out
+    async def usage(self, asks: list[Ask], now: float) -> list[int]:
+        return [self._with_debt(a, now).used(now) for a in asks]
 
     async def aclose(self) -> None:
         self._counters.clear()

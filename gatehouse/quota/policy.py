@@ -12,7 +12,7 @@ from typing import Any
 
 from gatehouse.config import LimitSettings, QuotaSettings, TierSettings
 from gatehouse.identity.principal import Principal
-from gatehouse.quota.limiter import Ask
+from gatehouse.quota.limiter import Ask, Settle
 from gatehouse.quota.windows import span
 
 # field → (window, unit, label, budget); unit says what the counter meters
@@ -60,37 +60,41 @@ class Estimate:
         return self.prompt + self.completion
 
 
-def estimate(body: dict[str, Any] | None, default_completion: int) -> Estimate:
-    """Prompt tokens from the text's length (≈ 4 characters a token, a few per message);
-    completion from ``max_completion_tokens`` / ``max_tokens`` or the configured default.
+def estimate(body: dict[str, Any] | None, default_completion: int,
+             prompt_tokens: int | None = None) -> Estimate:
+    """Prompt tokens as counted by the model's tokenizer (``prompt_tokens``, from
+    :func:`prompt_texts`) plus a few per message for roles and separators — or, without a
+    count, from the text's length (≈ 4 characters a token); completion from
+    ``max_completion_tokens`` / ``max_tokens`` (times ``n``) or the configured default.
     Settling with the upstream's real usage corrects both."""
     if not body:
         return Estimate(0, 0)
-    chars, parts = _measure([body.get(field) for field in ("messages", "prompt", "input")])
+    texts = prompt_texts(body)
     completion = body.get("max_completion_tokens") or body.get("max_tokens")
     if not isinstance(completion, int) or completion < 1:
         completion = default_completion if "messages" in body or "prompt" in body else 0
     n = body.get("n")
     if isinstance(n, int) and n > 1:
         completion *= n
-    return Estimate(math.ceil(chars / 4) + 4 * parts, completion)
+    if prompt_tokens is None:
+        prompt_tokens = math.ceil(sum(map(len, texts)) / 4)
+    return Estimate(prompt_tokens + 4 * len(texts), completion)
 
 
-def _measure(value: Any) -> tuple[int, int]:
-    """Characters and pieces of text: strings, in arrays, in a message's ``content`` or a
+def prompt_texts(body: dict[str, Any]) -> list[str]:
+    """The pieces of text a request sends: strings, in arrays, in a message's ``content`` or a
     part's ``text``. A loop over a stack, not recursion: the body's depth is the caller's."""
-    chars, parts = 0, 0
-    stack = [value]
+    texts: list[str] = []
+    stack = [body.get(field) for field in ("messages", "prompt", "input")]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            chars += len(item)
-            parts += 1
+            texts.append(item)
         elif isinstance(item, list):
             stack += item
         elif isinstance(item, dict):
             stack.append(item["content"] if "content" in item else item.get("text"))
-    return chars, parts
+    return texts
 
 
 def amount_for(unit: str, est: Estimate) -> int:
@@ -121,11 +125,29 @@ def charges(principal: Principal, tier: TierSettings | None, network: str | None
             if value is None:
                 continue
             window, unit, _, _ = LIMITS[field]
+            previous = None
             if window:
                 s = span(window, now)
-                key, end = f"q:{scope}:{scope_id}:{unit}:{s.tag}", s.end
+                key, end = counter_key(scope, scope_id, unit, s.tag), s.end
+                # what the window before overshot is owed by this one
+                previous = counter_key(scope, scope_id, unit, span(window, s.start - 1).tag)
             else:  # concurrency: no window, only reservations (released at the end)
                 key, end = f"q:{scope}:{scope_id}:concurrent", now + quota.reservation_ttl
             out.append(Charge(scope, scope_id, field,
-                              Ask(key, value, amount_for(unit, est), end), end))
+                              Ask(key, value, amount_for(unit, est), end, previous), end))
     return out
+
+
+def counter_key(scope: str, scope_id: str, unit: str, tag: str) -> str:
+    return f"q:{scope}:{scope_id}:{unit}:{tag}"
+
+
+def settle_of(charge: Charge, amount: int, now: float) -> Settle:
+    """Drop the charge's reservation; commit ``amount`` to the window current now (a request
+    that outlived its window counts in the one it ended in)."""
+    window = LIMITS[charge.field][0]
+    if not window or now < charge.window_end:
+        return Settle(charge.ask.key, amount, charge.window_end)
+    s = span(window, now)
+    return Settle(charge.ask.key, amount, charge.window_end,
+                  counter_key(charge.scope, charge.scope_id, charge.unit, s.tag), s.end)

@@ -28,7 +28,7 @@ log = logging.getLogger("gatehouse.quota")
 # One KEY per counter; the scripts also touch KEY..":e" (its reservation expiries). That is
 # fine on a single Redis (or Sentinel); a Redis Cluster would need hash tags.
 
-Entry = tuple[str, str, int, int]  # key, rid, actual, expires_ms
+Entry = tuple[str, str, str, int, int]  # key, commit key, rid, actual, commit expires_ms
 
 
 class RedisLimiter:
@@ -64,11 +64,16 @@ class RedisLimiter:
 
     async def _send(self, rid: str, asks: list[Ask], now: float, ttl: float,
                     riding: list[Entry]) -> list[int]:
-        keys = [PREFIX + ask.key for ask in asks] + [PREFIX + e[0] for e in riding]
-        spec = " ".join(f"{a.limit} {a.amount} {int(a.expires * 1000)}" for a in asks)
+        keys: list[str] = []
+        for ask in asks:
+            keys += (PREFIX + ask.key, PREFIX + (ask.previous or ask.key))
+        for e in riding:
+            keys += (PREFIX + e[0], PREFIX + e[1])
+        spec = " ".join(f"{a.limit} {a.amount} {int(a.expires * 1000)} {int(bool(a.previous))}"
+                        for a in asks)
         args: list[object] = [repr(now), rid, repr(now + ttl), spec]
         if riding:
-            args.append(" ".join(f"{e[1]} {e[2]} {e[3]}" for e in riding))
+            args.append(" ".join(f"{e[2]} {e[3]} {e[4]}" for e in riding))
         return await self._call(self._reserve, keys, args)
 
     async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision:
@@ -83,7 +88,9 @@ class RedisLimiter:
                         refused - 1 if refused else None)
 
     async def settle(self, rid: str, settles: list[Settle], now: float) -> None:
-        self._pending += [(s.key, rid, s.actual, int(s.expires * 1000)) for s in settles]
+        self._pending += [(s.key, s.commit_key or s.key, rid, s.actual,
+                           int((s.commit_expires if s.commit_key else s.expires) * 1000))
+                          for s in settles]
         if self._flusher is None:
             loop = asyncio.get_running_loop()
             self._flusher = loop.call_later(SETTLE_DELAY, self._start_flush)
@@ -114,11 +121,11 @@ class RedisLimiter:
         except (RedisError, OSError) as exc:
             raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
 
-    async def usage(self, keys: list[str], now: float) -> list[int]:
-        if not keys:
+    async def usage(self, asks: list[Ask], now: float) -> list[int]:
+        if not asks:
             return []
-        asks = [Ask(k, 0, 0, now + 60) for k in keys]
-        return list((await self.reserve("usage-read", asks, now, 0)).used)
+        reads = [Ask(a.key, a.limit, 0, a.expires, a.previous) for a in asks]
+        return list((await self.reserve("usage-read", reads, now, 0)).used)
 
     async def aclose(self) -> None:
         if self._flusher is not None:

@@ -28,10 +28,18 @@ from gatehouse.errors import (
     RateLimited,
 )
 from gatehouse.identity.principal import Principal
-from gatehouse.quota.limiter import Decision, Limiter, LimiterError, Settle
+from gatehouse.quota.limiter import Decision, Limiter, LimiterError
 from gatehouse.quota.memory import MemoryLimiter
 from gatehouse.quota.overrides import Overrides
-from gatehouse.quota.policy import Charge, Estimate, charges, estimate
+from gatehouse.quota.policy import (
+    Charge,
+    Estimate,
+    charges,
+    estimate,
+    prompt_texts,
+    settle_of,
+)
+from gatehouse.quota.tokenizer import Tokenizers
 from gatehouse.quota.windows import format_reset
 from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
@@ -52,8 +60,10 @@ class QuotaStage:
 
     def __init__(self, limiter: Limiter, settings: Settings, metrics: Metrics,
                  clock: Callable[[], float] = time.time, book: UsageBook | None = None,
-                 overrides: Overrides | None = None) -> None:
+                 overrides: Overrides | None = None,
+                 tokenizers: Tokenizers | None = None) -> None:
         self.shared = limiter
+        self.tokenizers = tokenizers or Tokenizers({}, "chars")
         self.book = book
         self.overrides = overrides
         self.local = MemoryLimiter()
@@ -81,8 +91,14 @@ class QuotaStage:
     async def enter(self, ctx: RequestContext) -> None:
         if not self.quota.enabled or ctx.principal is None:
             return
+        body = ctx.body
+        prompt = None
+        if body:
+            tokenizer = await self.tokenizers.get(ctx.model)
+            prompt = await tokenizer.count_async(prompt_texts(body))
+        est = estimate(body, self.quota.default_completion_tokens, prompt)
+        ctx.counted_prompt = est.prompt
         now = self.clock()
-        est = estimate(ctx.body, self.quota.default_completion_tokens)
         plan = self.plan(ctx, est, now)
         if not plan:
             ctx.quota_decision = "unlimited"  # no limit applies to this principal
@@ -157,20 +173,26 @@ class QuotaStage:
         held: Held | None = ctx.notes.pop("quota", None)
         if held is None:
             return
-        settles = [Settle(c.ask.key, actual(c.unit, ctx, outcome, held.estimate), c.window_end)
+        now = self.clock()
+        settles = [settle_of(c, actual(c.unit, ctx, outcome, held.estimate), now)
                    for c in held.charges]
         try:
-            await held.limiter.settle(ctx.request_id, settles, self.clock())
+            await held.limiter.settle(ctx.request_id, settles, now)
         except LimiterError as exc:  # the reservation lapses after its ttl; usage is lost
             log.warning("could not settle %s (%s)", ctx.request_id, exc)
 
     def _record(self, ctx: RequestContext) -> None:
+        """Every request that reached a backend, once: with its usage, or none (a refusal)."""
         principal: Principal | None = ctx.principal
-        if self.book is None or principal is None or ctx.usage is None or not ctx.model:
+        usage = ctx.usage
+        if self.book is None or principal is None or not ctx.model or \
+                usage is None and ctx.backend is None:
             return
         self.book.record(self.clock(), principal.org_id, principal.project_id,
                          principal.key_id, principal.user_id, ctx.model,
-                         ctx.usage.prompt_tokens, ctx.usage.completion_tokens)
+                         usage.prompt_tokens if usage else 0,
+                         usage.completion_tokens if usage else 0,
+                         usage is not None and usage.counted_by == "gateway")
 
     async def _probe_shared(self) -> None:
         """Ping the shared limiter until it answers; then requests use it again."""

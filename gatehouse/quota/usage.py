@@ -25,7 +25,7 @@ class UsageStage:
         now = self.quota.clock()
         plan = self.quota.plan(ctx, Estimate(0, 0), now)
         try:
-            used = await self.quota.shared.usage([c.ask.key for c in plan], now)
+            used = await self.quota.shared.usage([c.ask for c in plan], now)
         except LimiterError:
             raise QuotaUnavailable("Usage cannot be read right now.", retry_after=2) from None
         limits: list[dict[str, Any]] = []

@@ -29,7 +29,8 @@ def row_of(r: RequestRecord) -> tuple[Any, ...]:
             _cut(r.error_cause, 1024), r.org, r.project, r.key_id, r.user_id, r.tier,
             None if r.client is None else str(r.client), r.edge, r.quota, r.admission_wait_ms,
             orjson.dumps(r.attempts).decode(), _cut(r.backend, 128), r.upstream_status,
-            _cut(r.upstream_request_id, 128), r.prompt_tokens, r.completion_tokens, r.total_tokens, r.latency_ms, r.ttfb_ms)
+            _cut(r.upstream_request_id, 128), r.prompt_tokens, r.completion_tokens, r.total_tokens,
+            r.usage_counted_by, r.latency_ms, r.ttfb_ms)
 
 
 def record_of(entry: RequestLogEntry) -> RequestRecord:

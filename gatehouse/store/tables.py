@@ -85,6 +85,8 @@ class UsageDaily(Base):
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # of the requests, those whose tokens the gateway counted (the backend reported none)
+    gateway_counted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class LimitOverride(Base):
@@ -175,6 +177,7 @@ class RequestLogEntry(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     total_tokens: Mapped[int | None] = mapped_column(Integer)
+    usage_counted_by: Mapped[str | None] = mapped_column(String(16))
     latency_ms: Mapped[float] = mapped_column(Float)
     ttfb_ms: Mapped[float | None] = mapped_column(Float)
 

@@ -28,6 +28,13 @@ class Totals:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    gateway_counted: int = 0  # requests whose tokens the gateway counted
+
+    def add(self, other: Totals) -> None:
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.gateway_counted += other.gateway_counted
 
 
 class UsageBook:
@@ -37,12 +44,11 @@ class UsageBook:
         self._flusher = Flusher(self.flush, FLUSH_SECONDS)
 
     def record(self, at: float, org: str | None, project: str | None, key: str | None,
-               user: str | None, model: str, prompt: int, completion: int) -> None:
+               user: str | None, model: str, prompt: int, completion: int,
+               gateway_counted: bool = False) -> None:
         day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
-        t = self._pending[(day, org or "", project or "", key or "", user or "", model)]
-        t.requests += 1
-        t.prompt_tokens += prompt
-        t.completion_tokens += completion
+        self._pending[(day, org or "", project or "", key or "", user or "", model)].add(
+            Totals(1, prompt, completion, int(gateway_counted)))
 
     async def start(self) -> None:
         self._flusher.start()
@@ -58,7 +64,8 @@ class UsageBook:
                     stmt = insert(UsageDaily).values(
                         day=day, org_id=org, project_id=project, key_id=key, user_id=user,
                         model=model, requests=t.requests, prompt_tokens=t.prompt_tokens,
-                        completion_tokens=t.completion_tokens)
+                        completion_tokens=t.completion_tokens,
+                        gateway_counted=t.gateway_counted)
                     excluded = stmt.excluded
                     await s.execute(stmt.on_conflict_do_update(
                         index_elements=["day", "org_id", "project_id", "key_id", "user_id",
@@ -66,15 +73,14 @@ class UsageBook:
                         set_={"requests": UsageDaily.requests + excluded.requests,
                               "prompt_tokens": UsageDaily.prompt_tokens + excluded.prompt_tokens,
                               "completion_tokens": UsageDaily.completion_tokens
-                              + excluded.completion_tokens}))
+                              + excluded.completion_tokens,
+                              "gateway_counted": UsageDaily.gateway_counted
+                              + excluded.gateway_counted}))
                 await s.commit()
         except Exception as exc:  # keep what could not be written for the next flush
             log.warning("could not write usage (%s); will retry", type(exc).__name__)
             for row, t in batch.items():
-                mine = self._pending[row]
-                mine.requests += t.requests
-                mine.prompt_tokens += t.prompt_tokens
-                mine.completion_tokens += t.completion_tokens
+                self._pending[row].add(t)
 
     async def aclose(self) -> None:
         await self._flusher.aclose()
@@ -87,7 +93,8 @@ class UsageBook:
         keys = [cols[b] for b in by]
         first_day = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d")
         query = (select(*keys, func.sum(UsageDaily.requests), func.sum(UsageDaily.prompt_tokens),
-                        func.sum(UsageDaily.completion_tokens))
+                        func.sum(UsageDaily.completion_tokens),
+                        func.sum(UsageDaily.gateway_counted))
                  .select_from(UsageDaily)
                  .outerjoin(Project, Project.id == UsageDaily.project_id)
                  .where(UsageDaily.org_id == org_id, UsageDaily.day >= first_day)
@@ -97,8 +104,9 @@ class UsageBook:
         out: list[dict[str, object]] = []
         for row in rows:
             entry: dict[str, object] = {b: (row[i] or None) for i, b in enumerate(by)}
-            requests, prompt, completion = (int(v or 0) for v in row[len(by):])
+            requests, prompt, completion, counted = (int(v or 0) for v in row[len(by):])
             entry.update(requests=requests, prompt_tokens=prompt,
-                         completion_tokens=completion, total_tokens=prompt + completion)
+                         completion_tokens=completion, total_tokens=prompt + completion,
+                         gateway_counted_requests=counted)
             out.append(entry)
         return out

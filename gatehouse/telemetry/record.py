@@ -93,6 +93,7 @@ class RequestRecord:
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int | None
+    usage_counted_by: str | None  # upstream | gateway (the backend reported none)
     latency_ms: float
     ttfb_ms: float | None  # to the upstream's first byte (a stream's first event)
 
@@ -129,6 +130,7 @@ class RequestRecord:
             usage.prompt_tokens if usage else None,
             usage.completion_tokens if usage else None,
             usage.total_tokens if usage else None,
+            usage.counted_by if usage else None,
             ((ctx.finished_at or started) - started) * 1000,
             (first - started) * 1000 if first is not None else None,
         )

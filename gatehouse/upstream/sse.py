@@ -5,7 +5,8 @@ by the network waits for its other half. The usage the gateway asked for on the 
 behalf (``stream_options.include_usage``) is metered and not forwarded — a usage-only chunk is
 dropped, usage on a chunk with choices is taken off it. The tap also tells a
 complete stream (``data: [DONE]``, or a ``finish_reason`` from backends that send no
-``[DONE]``) from one that was cut off.
+``[DONE]``) from one that was cut off, and keeps the text it passed on (``texts``), so the
+gateway can count a completion whose backend reports no usage, or that the client left.
 """
 
 from __future__ import annotations
@@ -22,12 +23,20 @@ _FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
 _DONE = re.compile(rb"(?:^|\n)data: ?\[DONE\]\s*$")
 
 
+KEEP_CHARS = 1_000_000  # of completion text kept for counting; beyond, only its length
+_TEXT = re.compile(rb'"(?:content|text|arguments|reasoning_content)"\s*:\s*"')
+
+
 class StreamTap:
-    __slots__ = ("_pending", "done", "drop_usage_chunk", "finished", "usage")
+    __slots__ = ("_pending", "done", "drop_usage_chunk", "finished", "kept", "more_chars",
+                 "texts", "usage")
 
     def __init__(self, drop_usage_chunk: bool) -> None:
         self.drop_usage_chunk = drop_usage_chunk
         self.usage: Usage | None = None
+        self.texts: list[str] = []  # the completion text passed on, as it came
+        self.kept = 0  # characters in texts
+        self.more_chars = 0  # characters passed on beyond KEEP_CHARS (not kept)
         self._pending = b""
         self.done = False  # the data: [DONE] sentinel was seen
         self.finished = False  # some choice reported a finish_reason
@@ -47,6 +56,8 @@ class StreamTap:
             return b""
         self._pending = data[end + 2:]
         complete = data[:end + 2]
+        if _TEXT.search(complete):
+            self._keep_text(complete)
         if not self.finished and _FINISH.search(complete):
             self.finished = True
         if _USAGE.search(complete) is None:
@@ -78,20 +89,60 @@ class StreamTap:
             return b""
         return self.feed(rest.rstrip(b"\n") + b"\n\n")
 
+    def _keep_text(self, complete: bytes) -> None:
+        for event in complete.split(b"\n\n"):
+            if not _TEXT.search(event):
+                continue
+            payload = _payload(event)
+            choices = payload.get("choices") if payload is not None else None
+            if not isinstance(choices, list):
+                continue
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._keep_choice(choice)
+
+    def _keep_choice(self, choice: dict[str, Any]) -> None:
+        for text in choice_texts(choice):
+            if self.kept + len(text) <= KEEP_CHARS:
+                self.texts.append(text)
+                self.kept += len(text)
+            else:
+                self.more_chars += len(text)
+
     def _take_usage(self, event: bytes) -> dict[str, Any] | None:
         """Record usage from ``event``; its payload when it carried usage, else None."""
-        data = [line[5:].removeprefix(b" ") for line in event.split(b"\n")
-                if line.startswith(b"data:")]
-        if not data:
-            return None
-        try:
-            payload = orjson.loads(b"\n".join(data))
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(payload, dict):
+        payload = _payload(event)
+        if payload is None:
             return None
         usage = Usage.from_openai(payload.get("usage"))
         if usage is None:
             return None
         self.usage = usage
         return payload
+
+
+def _payload(event: bytes) -> dict[str, Any] | None:
+    """An event's JSON object, or None (no data, not JSON, not an object)."""
+    data = [line[5:].removeprefix(b" ") for line in event.split(b"\n")
+            if line.startswith(b"data:")]
+    if not data:
+        return None
+    try:
+        payload = orjson.loads(b"\n".join(data))
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def choice_texts(choice: dict[str, Any]) -> list[str]:
+    """The generated text in one choice of a chunk (``delta``) or a whole answer
+    (``message``): content, reasoning, tool call arguments; a completion's ``text``."""
+    found: list[Any] = [choice.get("text")]
+    said = choice.get("delta") or choice.get("message")
+    if isinstance(said, dict):
+        found += (said.get("content"), said.get("reasoning_content"))
+        calls = said.get("tool_calls")
+        if isinstance(calls, list):
+            found += [c["function"].get("arguments") for c in calls
+                      if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+    return [t for t in found if isinstance(t, str) and t]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from gatehouse.errors import (
     UpstreamUnavailable,
 )
 from gatehouse.pipeline import StreamBroken
+from gatehouse.quota.policy import prompt_texts
+from gatehouse.quota.tokenizer import Tokenizers
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.tracing import CallSpan, Tracing
 from gatehouse.upstream.backend import (
@@ -41,7 +44,7 @@ from gatehouse.upstream.backend import (
     UpstreamReply,
 )
 from gatehouse.upstream.router import Router, Target
-from gatehouse.upstream.sse import StreamTap
+from gatehouse.upstream.sse import StreamTap, choice_texts
 
 # statuses below 500 that say "this backend, not this request": try the next one
 FAILOVER_4XX = frozenset({401, 403, 408, 429})
@@ -130,13 +133,16 @@ def openai_error(body: bytes, status: int, backend: str) -> bytes:
 class UpstreamStage:
     name = "upstream"
 
-    def __init__(self, router: Router, metrics: Metrics, tracing: Tracing | None = None) -> None:
+    def __init__(self, router: Router, metrics: Metrics,
+                 tokenizers: Tokenizers | None = None, tracing: Tracing | None = None) -> None:
         self.router = router
         self.metrics = metrics
+        self.tokenizers = tokenizers or Tokenizers({}, "chars")
         self.tracing = tracing
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.body is not None and ctx.model is not None
+        await self.tokenizers.get(ctx.model)  # loaded now: answers without usage count with it
         failures = _Failures()
         full = 0
         caller = caller_of(ctx)
@@ -269,7 +275,7 @@ class UpstreamStage:
         ctx.upstream_request_id = reply.request_id
         if tap is None or rest is None:
             if reply.status == 200:
-                ctx.usage = _usage_of(first)
+                ctx.usage = _usage_of(first) or self._count(ctx, *_texts_of(first))
             reply.close()
             if reply.status >= 400:  # about the request: passed on, in OpenAI's shape
                 body = openai_error(first, reply.status, target.backend.name)
@@ -313,11 +319,26 @@ class UpstreamStage:
             yield b"data: " + error.body(ctx.request_id) + b"\n\n"
             raise StreamBroken(error) from exc
         finally:
-            ctx.usage = tap.usage
+            # what the backend reported, else what was passed on before the stream ended, the
+            # client left or the backend broke off, counted by the model's tokenizer
+            ctx.usage = tap.usage or self._count(ctx, tap.texts, tap.more_chars)
             if tap.done:
                 reply.finish()  # complete: its connection can go back to the pool
             else:
                 reply.close()
+
+    def _count(self, ctx: RequestContext, texts: list[str], more_chars: int) -> Usage:
+        """Usage counted by the gateway: the prompt as the quota stage counted it (or now),
+        the completion from the text the backend sent."""
+        prompt = ctx.counted_prompt
+        if prompt is None:
+            parts = prompt_texts(ctx.body or {})
+            prompt = self.tokenizers.count_now(ctx.model, parts) + 4 * len(parts)
+        completion = self.tokenizers.count_now(ctx.model, texts)
+        if more_chars:
+            kept = sum(map(len, texts))
+            completion += math.ceil(more_chars * completion / kept) if kept else 0
+        return Usage(prompt, completion, prompt + completion, counted_by="gateway")
 
     def _give_up(self, ctx: RequestContext, failures: _Failures, caller: str
                  ) -> GatehouseError:
@@ -360,6 +381,20 @@ class UpstreamStage:
         slots = ctx.notes.pop(SLOT_NOTE, None)
         if slots is not None:
             slots.give()
+
+
+def _texts_of(body: bytes) -> tuple[list[str], int]:
+    """The completion text of a whole answer (chat, completions; embeddings have none)."""
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return [], 0
+    choices = data.get("choices") if isinstance(data, dict) else None
+    texts: list[str] = []
+    for choice in choices if isinstance(choices, list) else []:
+        if isinstance(choice, dict):
+            texts += choice_texts(choice)
+    return texts, 0
 
 
 def _usage_of(body: bytes) -> Usage | None:

@@ -126,6 +126,9 @@ class Gateway:
         # every test connects from 127.0.0.1, and with a shared Redis one test's 401s would
         # get it banned in all the others: the abuse detector runs only where a test sets it
         config["edge"] = {"detector": {"enabled": False}, **config.get("edge", {})}
+        # the test upstream counts words, and loading o200k costs each process a second or
+        # more: the gateway counts words too, unless a test names a tokenizer
+        config["quota"] = {"tokenizer": "words", **config.get("quota", {})}
         write_toml(self.config_path, config)
         self.log = tmp / f"gateway-{self.port}.log"
         with self.log.open("wb") as out:

@@ -43,18 +43,19 @@ async def test_all_or_nothing_across_counters(limiter: Limiter) -> None:
                                   NOW, 30)).allowed
     d = await limiter.reserve("r2", [Ask(a, 10, 4, NOW + 60), Ask(b, 5, 4, NOW + 60)], NOW, 30)
     assert not d.allowed and d.refused == 1 and d.used == (4, 4)
-    assert await limiter.usage([a, b], NOW) == [4, 4]  # r2 reserved nothing, not even on a
+    # r2 reserved nothing, not even on a
+    assert await limiter.usage([Ask(a, 0, 0, NOW + 60), Ask(b, 0, 0, NOW + 60)], NOW) == [4, 4]
 
 
 async def test_settle_refunds_or_charges_the_difference(limiter: Limiter) -> None:
     k = key()
     await limiter.reserve("r1", [Ask(k, 100, 60, NOW + 60)], NOW, 30)
-    assert await limiter.usage([k], NOW) == [60]
+    assert await limiter.usage([Ask(k, 0, 0, NOW + 60)], NOW) == [60]
     await limiter.settle("r1", [Settle(k, 25, NOW + 60)], NOW)  # used less than reserved
-    assert await limiter.usage([k], NOW) == [25]
+    assert await limiter.usage([Ask(k, 0, 0, NOW + 60)], NOW) == [25]
     await limiter.reserve("r2", [Ask(k, 100, 10, NOW + 60)], NOW, 30)
     await limiter.settle("r2", [Settle(k, 90, NOW + 60)], NOW)  # used more: charged, over
-    assert await limiter.usage([k], NOW) == [115]
+    assert await limiter.usage([Ask(k, 0, 0, NOW + 60)], NOW) == [115]
     assert not (await limiter.reserve("r3", [Ask(k, 100, 1, NOW + 60)], NOW, 30)).allowed
 
 
@@ -63,7 +64,7 @@ async def test_release_commits_nothing_and_is_idempotent(limiter: Limiter) -> No
     await limiter.reserve("r1", [Ask(k, 3, 3, NOW + 60)], NOW, 30)
     await limiter.settle("r1", [Settle(k, 0, NOW + 60)], NOW)
     await limiter.settle("r1", [Settle(k, 0, NOW + 60)], NOW)
-    assert await limiter.usage([k], NOW) == [0]
+    assert await limiter.usage([Ask(k, 0, 0, NOW + 60)], NOW) == [0]
 
 
 async def test_reservations_lapse_after_their_ttl(limiter: Limiter) -> None:
@@ -103,7 +104,7 @@ async def test_redis_is_one_round_trip_per_request() -> None:
         assert lim.round_trips - before == 6
         other = RedisLimiter(REDIS_URL)  # another replica sees the settled state
         try:
-            assert await other.usage([asks[0].key], NOW) == [6]  # 5 settled + "warm" held
+            assert await other.usage([asks[0]], NOW) == [6]  # 5 settled + "warm" held
         finally:
             await other.aclose()
     finally:
@@ -117,7 +118,7 @@ async def test_redis_settles_are_not_lost_at_shutdown() -> None:
         await lim.reserve("r1", [Ask(k, 10, 4, NOW + 60)], NOW, 30)
         await lim.settle("r1", [Settle(k, 2, NOW + 60)], NOW)
         await lim.aclose()  # flushes the queued settle
-        assert await other.usage([k], NOW) == [2]
+        assert await other.usage([Ask(k, 0, 0, NOW + 60)], NOW) == [2]
     finally:
         await other.aclose()
 
@@ -139,3 +140,54 @@ def test_windows_are_calendar_aligned() -> None:
     (360, "6m0s"), (3723, "1h2m3s")])
 def test_reset_format_matches_openai(seconds: float, text: str) -> None:
     assert format_reset(seconds) == text
+
+
+async def test_overshoot_is_owed_by_the_next_window(limiter: Limiter) -> None:
+    """A window whose requests used more than they reserved hands the excess to the next one
+    (with the excess it inherited itself), fixed when the next window is first used."""
+    base = key()
+    w0, w1, w2 = (f"{base}:w{i}" for i in range(3))
+    assert (await limiter.reserve("r1", [Ask(w0, 100, 10, NOW + 60)], NOW, 30)).allowed
+    await limiter.settle("r1", [Settle(w0, 250, NOW + 60)], NOW)  # 150 beyond the limit
+    assert await limiter.usage([Ask(w1, 100, 0, NOW + 120, w0)], NOW + 60) == [150]
+    assert not (await limiter.reserve("r2", [Ask(w1, 100, 1, NOW + 120, w0)],
+                                      NOW + 61, 30)).allowed
+    # w1 took no request: its 150 of debt is 50 over its limit, owed by w2
+    d = await limiter.reserve("r3", [Ask(w2, 100, 50, NOW + 180, w1)], NOW + 121, 30)
+    assert d.allowed and d.used == (50,)
+    assert not (await limiter.reserve("r4", [Ask(w2, 100, 1, NOW + 180, w1)],
+                                      NOW + 121, 30)).allowed
+
+
+async def test_a_request_that_outlives_its_window_counts_in_the_one_it_ended_in(
+        limiter: Limiter) -> None:
+    base = key()
+    w0, w1 = f"{base}:w0", f"{base}:w1"
+    assert (await limiter.reserve("long", [Ask(w0, 100, 80, NOW + 60)], NOW, 300)).allowed
+    await limiter.settle("long", [Settle(w0, 70, NOW + 60, w1, NOW + 120)], NOW + 65)
+    assert await limiter.usage([Ask(w0, 100, 0, NOW + 60), Ask(w1, 100, 0, NOW + 120, w0)],
+                               NOW + 65) == [0, 70]
+
+
+@pytest.mark.parametrize("actual", [37, 10, 400])
+async def test_long_run_rate_holds_whatever_the_requests_really_use(
+        limiter: Limiter, actual: int) -> None:
+    """Requests that reserve 10 and use ``actual``: over 12 windows the committed total stays
+    within 12 × limit plus what the last window overshot, and that overshoot is at most what
+    the requests admitted in it used beyond their reservations."""
+    base, limit, total, last_excess = key(), 100, 0, 0
+    for w in range(12):
+        now = NOW + 60 * w
+        k = f"{base}:w{w}"
+        prev = f"{base}:w{w - 1}" if w else None
+        admitted = 0
+        for i in range(50):  # more than can fit
+            rid = f"w{w}r{i}"
+            if (await limiter.reserve(rid, [Ask(k, limit, 10, now + 60, prev)], now, 30)).allowed:
+                admitted += 1
+                await limiter.settle(rid, [Settle(k, actual, now + 60)], now)
+        total += admitted * actual
+        last_excess = admitted * max(0, actual - 10)
+    assert total <= 12 * limit + last_excess
+    if actual <= 10:
+        assert total <= 12 * limit

@@ -30,7 +30,8 @@ def record(n: int = 0, **fields: Any) -> RequestRecord:
         "user_id": None, "tier": "standard", "client": "10.0.0.1", "edge": "pass",
         "quota": "allowed", "admission_wait_ms": 0.5, "attempts": ["a"], "backend": "a",
         "upstream_status": 200, "upstream_request_id": "up-1", "prompt_tokens": 5,
-        "completion_tokens": 7, "total_tokens": 12, "latency_ms": 12.5, "ttfb_ms": 3.25}
+        "completion_tokens": 7, "total_tokens": 12, "usage_counted_by": "upstream",
+        "latency_ms": 12.5, "ttfb_ms": 3.25}
     values.update(fields)
     return RequestRecord(**values)
 

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""What counting a prompt costs: the gateway's tokenizers on 1k, 8k and 32k-token prompts.
+
+For each tokenizer (``o200k_base``, ``cl100k_base``, ``words``, ``chars``) and each size, the
+median of ``--repeats`` timings (µs) of what the quota stage does per request: take the
+prompt's texts from the body and count them (``Tokenizer.count_async``: pieces of 32 K
+characters cut at whitespace, yielding between them). Also the one-off load time of each
+encoding. The prompt is prose and code mixed (the repository's docs and sources), cut to the
+exact number of o200k tokens, so every tokenizer gets the same text.
+
+    .venv/bin/python bench/tokenizer.py              # ~30 s
+    .venv/bin/python bench/tokenizer.py --repeats 15
+
+Single process, no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from gatehouse.quota.policy import prompt_texts
+from gatehouse.quota.tokenizer import Tokenizer, load
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = (1_000, 8_000, 32_000)
+TOKENIZERS = ("o200k_base", "cl100k_base", "words", "chars")
+
+
+def corpus() -> str:
+    files = sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "gatehouse").rglob("*.py"))
+    return "\n".join(f.read_text() for f in files)
+
+
+async def timed(tok: Tokenizer, body: dict[str, Any], repeats: int
+                ) -> tuple[float, float, int]:
+    times, counted = [], 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        counted = await tok.count_async(prompt_texts(body))
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), min(times), counted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=31)
+    args = parser.parse_args()
+    loads = {}
+    tokenizers = {}
+    for name in TOKENIZERS:
+        started = time.perf_counter()
+        tokenizers[name] = load(name)
+        tokenizers[name].count(["warm up"])
+        loads[name] = time.perf_counter() - started
+    o200k, text = tokenizers["o200k_base"], corpus()
+    ids_chars = {}
+    for n in SIZES:  # the longest prefix of the corpus with exactly ~n o200k tokens
+        lo, hi = 0, len(text)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if o200k.count([text[:mid]]) <= n else (lo, mid)
+        ids_chars[n] = lo
+    print(f"{'tokenizer':<12} {'load s':>7} " + " ".join(
+        f"{f'{n // 1000}k: p50 µs':>12} {'min':>6} {'count':>6}" for n in SIZES))
+    for name, tok in tokenizers.items():
+        cells = []
+        for n in SIZES:
+            body = {"messages": [{"role": "user", "content": text[:ids_chars[n]]}]}
+            median, least, counted = asyncio.run(timed(tok, body, args.repeats))
+            cells.append(f"{median * 1e6:>12.0f} {least * 1e6:>6.0f} {counted:>6}")
+        print(f"{name:<12} {loads[name]:>7.2f} " + " ".join(cells))
+    print("(µs per prompt: median and fastest of the repeats; count = tokens counted; "
+          "characters in the prompt: "
+          + ", ".join(f"{n // 1000}k={ids_chars[n]}" for n in SIZES) + ")")
+
+
+if __name__ == "__main__":
+    main()
