@@ -73,6 +73,7 @@ from gatehouse.web.chatstage import PATH as CHAT_PATH
 from gatehouse.web.chatstage import ChatPipeline, ChatStage
 from gatehouse.web.generation import Generations
 from gatehouse.web.limits import exhausted_until, limits_of
+from gatehouse.web.signup import PATH as SIGNUP_PATH
 
 
 def _breaker_gauge(metrics: Metrics, backend: str, model: str) -> Callable[[str], None]:
@@ -290,6 +291,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         on_startup=starts, on_shutdown=stops,
         # each mounted app's requests are recorded too (component: login, web, admin)
         mounts={"/login": login, "/logout": login,
+                **({SIGNUP_PATH: login} if settings.web.signup else {}),
                 "/account": Recorded(guarded_web, telemetry, "web"),
                 # the chat's pages and endpoints ("/" alone matches only "/": server.py)
                 **{prefix: Recorded(guarded_web, telemetry, component)

@@ -31,7 +31,7 @@ def chat_config(up: Upstream) -> dict[str, Any]:
     return {
         "demo": {"ms_per_token": 25, "reply_tokens": 60},
         "web": {"max_message_chars": MAX_MESSAGE, "max_conversation_chars": MAX_CONVERSATION,
-                "max_answer_tokens": 60},
+                "max_answer_tokens": 60, "signup": True, "signup_tier": "plus"},
         "upstreams": {"a": {"base_url": up.url + "/v1", "breaker_failures": 50,
                             "breaker_min_requests": 50}},
         "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]},
