@@ -243,9 +243,10 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     chat = None
     web_mounts: dict[str, str] = {}
     first_stops: list[Callable[[], Awaitable[None]]] = []
+    chat_starts: list[Callable[[], Awaitable[None]]] = []
     if settings.web.chat:
         conversations = Conversations(identity.store)
-        generations = Generations()
+        generations = Generations(identity.state)  # a stop reaches the replica generating
         usage = UsageStage(quota)
 
         async def limits(principal: Principal) -> list[dict[str, Any]]:
@@ -263,6 +264,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             generations, resets), "chat.completions")
         chat = ChatApp(identity, settings, conversations, generations, served, limits)
         first_stops.append(generations.aclose)  # answers end (saved) before the store closes
+        chat_starts.append(generations.start)
         web_mounts = {"/chat/": "web", "/c/": "web", "/": "web"}
     guarded_web = EdgeGuard(build_web_app(identity, offenses=edge, chat=chat), edge)
     login = Recorded(guarded_web, telemetry, "login")
@@ -270,7 +272,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                               on_slow=edge.slow_client)
     connections.on_answer = telemetry.connection_answer
     starts: list[Callable[[], Awaitable[None]]] = [
-        identity.start, edge.start, start_quota, *(w.start for w in writers)]
+        identity.start, edge.start, start_quota, *(w.start for w in writers), *chat_starts]
     stops: list[Callable[[], Awaitable[None]]] = [*first_stops,
         *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
         edge.aclose, *(w.aclose for w in reversed(writers)), identity.aclose]

@@ -52,12 +52,14 @@ def chat_config(up: Upstream) -> dict[str, Any]:
     }
 
 
-def create_users(gw: Gateway) -> None:
-    """The users, written straight into the gateway's store (as ``gatehouse users create``
-    does, without a process and a password hash per user)."""
+def create_users(gw: Gateway, database_url: str | None = None) -> None:
+    """The users, written straight into the gateway's store (its own SQLite file unless
+    ``database_url`` is given), as ``gatehouse users create`` does, without a process and a
+    password hash per user."""
 
     async def create() -> None:
-        store = Store(f"sqlite+aiosqlite:///{gw.config_path.parent}/gh-{gw.port}.db")
+        store = Store(database_url
+                      or f"sqlite+aiosqlite:///{gw.config_path.parent}/gh-{gw.port}.db")
         accounts = Accounts(store, KeyMaterial(b"users are not keys: any secret will do"))
         digest = hash_password(PASSWORD)
         try:
