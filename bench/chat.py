@@ -72,35 +72,17 @@ def processes(tmp: Path) -> Iterator[tuple[Gateway, Upstream]]:
 
 
 # -- 1. time to first token --------------------------------------------------------------
-def first_token_chat(c: ChatClient) -> float:
+def first_token(http: httpx.Client, path: str, body: dict[str, Any], marker: bytes,
+                **headers: str) -> float:
+    """Seconds from sending to the first piece of the answer (``marker`` in the stream);
+    the rest is read to its end, as the page does."""
     began = time.perf_counter()
-    with c.http.stream("POST", "/chat/send", json={"model": "m", "content": "hello"},
-                       headers={"x-csrf-token": c.csrf}) as s:
+    with http.stream("POST", path, json=body, headers=headers) as s:
         got = b""
         chunks = s.iter_raw()
         for chunk in chunks:
             got += chunk
-            if b"event: delta" in got:
-                took = time.perf_counter() - began
-                break
-        else:
-            raise RuntimeError(got[-300:].decode())
-        for _ in chunks:  # read to the end, as the page does
-            pass
-    return took
-
-
-def first_token_api(http: httpx.Client) -> float:
-    began = time.perf_counter()
-    with http.stream("POST", "/v1/chat/completions", json={
-            "model": "m", "messages": [{"role": "user", "content": "hello"}],
-            "stream": True, "stream_options": {"include_usage": True},
-            "max_tokens": 60}) as s:
-        got = b""
-        chunks = s.iter_raw()
-        for chunk in chunks:
-            got += chunk
-            if b'"content"' in got:
+            if marker in got:
                 took = time.perf_counter() - began
                 break
         else:
@@ -108,6 +90,17 @@ def first_token_api(http: httpx.Client) -> float:
         for _ in chunks:
             pass
     return took
+
+
+def first_token_chat(c: ChatClient) -> float:
+    return first_token(c.http, "/chat/send", {"model": "m", "content": "hello"},
+                       b"event: delta", **{"x-csrf-token": c.csrf})
+
+
+def first_token_api(http: httpx.Client) -> float:
+    return first_token(http, "/v1/chat/completions", {
+        "model": "m", "messages": [{"role": "user", "content": "hello"}], "stream": True,
+        "stream_options": {"include_usage": True}, "max_tokens": 60}, b'"content"')
 
 
 def ttft(gw: Gateway, repeats: int) -> dict[str, Any]:
@@ -178,9 +171,9 @@ def browser_figures(gw: Gateway, cid: str, repeats: int) -> dict[str, Any]:
             for _ in range(repeats):
                 began = time.perf_counter()
                 page.goto(f"{gw.url}/c/{cid}")
-                page.wait_for_function(
-                    f"document.querySelectorAll('#messages .msg').length >= {MESSAGES}",
-                    timeout=120_000, polling=50)
+                page.wait_for_function(  # a function, not a string: the CSP has no eval
+                    "n => document.querySelectorAll('#messages .msg').length >= n",
+                    arg=MESSAGES, timeout=120_000, polling=50)
                 loads.append(time.perf_counter() - began)
                 # scroll bottom → top → bottom in 20 steps of a screen each way, one frame
                 # each: the time each step takes to lay out and paint
