@@ -260,3 +260,25 @@ def test_signup_tier_must_be_a_web_tier(tmp_path: Path, tier: str, words: str) -
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={})
     assert "signup_tier" in str(caught.value) and words in str(caught.value)
+
+
+async def test_two_sign_ups_at_once_make_one_account_and_next_stays_on_this_site(
+        make_site: SiteFactory) -> None:
+    import asyncio
+
+    site = await make_site(signup=True)
+    email = fresh()
+    first, second = site.client(), site.client()
+    for c in (first, second):
+        await c.get("/signup")
+    same = await asyncio.gather(sign_up(first, email), sign_up(second, email))
+    assert [r.status_code for r in same] == [303, 303]  # the loser signs in to it
+    assert len([u for u, _ in await site.identity.accounts.users() if u.email == email]) == 1
+    c = site.client()
+    token = csrf_field((await c.get("/signup", params={"next": "//evil.example"})).text)
+    away = await c.post("/signup", data={"csrf": token, "email": fresh(), "password": GOOD,
+                                         "password_again": GOOD, "next": "//evil.example"})
+    assert away.status_code == 303 and away.headers["location"] == "/"
+    huge = await c.post("/signup", content=b"a=" + b"x" * 20_000,
+                        headers={"content-type": "application/x-www-form-urlencoded"})
+    assert huge.status_code == 413
