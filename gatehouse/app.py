@@ -77,6 +77,7 @@ from gatehouse.web.chatstage import PATH as CHAT_PATH
 from gatehouse.web.chatstage import ChatPipeline, ChatStage
 from gatehouse.web.generation import Generations
 from gatehouse.web.limits import exhausted_until, limits_of
+from gatehouse.web.signup import PATH as SIGNUP_PATH
 
 
 def _breaker_gauge(metrics: Metrics, backend: str, model: str) -> Callable[[str], None]:
@@ -264,9 +265,10 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     chat = None
     web_mounts: dict[str, str] = {}
     first_stops: list[Callable[[], Awaitable[None]]] = []
+    chat_starts: list[Callable[[], Awaitable[None]]] = []
     if settings.web.chat:
         conversations = Conversations(identity.store)
-        generations = Generations()
+        generations = Generations(identity.state)  # a stop reaches the replica generating
         usage = UsageStage(quota)
 
         async def limits(principal: Principal) -> list[dict[str, Any]]:
@@ -284,6 +286,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             generations, resets), "chat.completions")
         chat = ChatApp(identity, settings, conversations, generations, served, limits)
         first_stops.append(generations.aclose)  # answers end (saved) before the store closes
+        chat_starts.append(generations.start)
         web_mounts = {"/chat/": "web", "/c/": "web", "/": "web"}
     status = StatusService(settings, identity.store, clock)
     guarded_web = EdgeGuard(build_web_app(identity, offenses=edge, chat=chat), edge)
@@ -292,7 +295,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                               on_slow=edge.slow_client)
     connections.on_answer = telemetry.connection_answer
     starts: list[Callable[[], Awaitable[None]]] = [
-        identity.start, edge.start, start_quota, *(w.start for w in writers), status.start]
+        identity.start, edge.start, start_quota, *(w.start for w in writers), status.start,
+        *chat_starts]
     stops: list[Callable[[], Awaitable[None]]] = [*first_stops,
         status.aclose, *(b.aclose for b in backends), overrides.aclose, book.aclose, quota.aclose,
         edge.aclose, *(w.aclose for w in reversed(writers)), identity.aclose]
@@ -316,6 +320,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         on_startup=starts, on_shutdown=stops,
         # each mounted app's requests are recorded too (component: login, web, admin)
         mounts={"/login": login, "/logout": login,
+                **({SIGNUP_PATH: login} if settings.web.signup else {}),
                 "/account": Recorded(guarded_web, telemetry, "web"),
                 # the chat's pages and endpoints ("/" alone matches only "/": server.py)
                 **{prefix: Recorded(guarded_web, telemetry, component)

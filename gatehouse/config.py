@@ -517,6 +517,10 @@ class WebSettings(_Section):
     # a message still marked "streaming" that has not been saved for this long is shown as
     # incomplete (its replica went away mid-answer)
     stale_seconds: float = Field(30.0, gt=0, le=3600)
+    # self sign-up at /signup (docs/web.md "Signing up"); off: /signup is a 404, no link shown
+    signup: bool = False
+    signup_tier: str = "free"  # a web tier; checked when the settings are loaded
+    signup_org: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")  # an org name
 
 class StatusComponentSettings(_Section):
     """``[status.components.NAME]``: one component of the status page and the traffic it is
@@ -654,6 +658,9 @@ class Settings(_Section):
                         f"models.{name}.backends.{i}.upstream: no [upstreams.{ref.upstream}]"
                         f" (known: {known})"
                     )
+        signup_problem = self.tier_problem(self.web.signup_tier, "web")
+        if self.web.signup and signup_problem:
+            raise ValueError(f"web.signup_tier: {signup_problem}")
         served = set(self.models) | ({self.demo.model} if self.demo.enabled else set())
         for name, tier in self.tiers.items():
             for model_name in tier.models:

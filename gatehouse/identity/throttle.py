@@ -92,3 +92,9 @@ class SignInThrottle:
             return
         await self.state.delete(attempt.account.key)
         await self.state.refund(attempt.address)
+
+    async def signed_up(self, attempt: Attempt) -> None:
+        """An account was made (or signed in to) by sign-up: its own count is reset, but the
+        address keeps the attempt, so one address cannot make accounts without end."""
+        if self.settings.enabled:
+            await self.state.delete(attempt.account.key)

@@ -16,9 +16,10 @@ from starlette.requests import Request
 LOGIN_COOKIE = "gatehouse_login_csrf"
 
 
-def login_token(request: Request) -> str:
-    """The browser's pre-session token, or a new one (kept across reloads and tabs)."""
-    current = request.cookies.get(LOGIN_COOKIE, "")
+def login_token(request: Request, cookie: str = LOGIN_COOKIE) -> str:
+    """The browser's pre-session token (of the sign-in form, or of the form whose ``cookie``
+    holds it), or a new one (kept across reloads and tabs)."""
+    current = request.cookies.get(cookie, "")
     if 32 <= len(current) <= 64 and current.replace("-", "").replace("_", "").isalnum():
         return current
     return secrets.token_urlsafe(32)

@@ -5,23 +5,30 @@ settlement, admission's slot, telemetry — run when the answer really ends), an
 lives in a :class:`Generation` that any number of page connections follow, from any offset
 (``Last-Event-ID``). Closing the tab ends only the following; the stop button cancels the task.
 A generation lives in the replica that runs it; the store has its text at most
-``SAVE_EVERY`` seconds behind, which is what another replica (or a reload after this one
-died) shows.
+``SAVE_EVERY`` seconds behind. Another replica follows it by reading the store at that
+interval (:func:`follow_stored`: one small query a second per follower, ended by the answer's
+end, its staleness or ``MAX_POLLS``), and a stop sent to another replica is published on the
+state layer (``chat.stop``, as key revocations are) to the one generating it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import orjson
+
+from gatehouse.state.base import State
+from gatehouse.store.tables import ChatMessage
 
 log = logging.getLogger("gatehouse.web.chat")
 
 SAVE_EVERY = 1.0  # seconds between saves of an answer while it streams
 MAX_LINE = 1 << 20  # an SSE line longer than this from the pipeline is cut off (bounded buffer)
+MAX_POLLS = 3600  # a follower on another replica reads the store at most this many times
+STOP_CHANNEL = "chat.stop"
 
 
 class Generation:
@@ -49,6 +56,13 @@ class Generation:
     def add(self, piece: str) -> None:
         self.text += piece
         self._wake()
+
+    def stop(self) -> None:
+        """End the answer early; once: a second cancel would cut short the exits that save
+        it."""
+        if not self.stopped and self.task is not None:
+            self.stopped = True
+            self.task.cancel()
 
     def finish(self, status: str, view: dict[str, Any] | None) -> None:
         self.status, self.view = status, view
@@ -116,12 +130,30 @@ def apply(gen: Generation, data: bytes) -> None:
 class Generations:
     """The generations running in this replica, by answer message id."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: State | None = None) -> None:
         self.live: dict[str, Generation] = {}
+        self.state = state
+
+    async def start(self) -> None:
+        if self.state is not None:
+            self.state.subscribe(STOP_CHANNEL, self._heard)
 
     def get(self, user_id: str, message_id: str) -> Generation | None:
         gen = self.live.get(message_id)
         return gen if gen is not None and gen.user_id == user_id else None
+
+    async def stop_elsewhere(self, user_id: str, message_id: str) -> None:
+        """Ask every replica to stop this answer (the one generating it does)."""
+        if self.state is not None:
+            await self.state.publish(STOP_CHANNEL, f"{user_id} {message_id}".encode())
+
+    def _heard(self, message: bytes | None) -> None:
+        if message is None:  # a lost stop cannot be found again; the person may press again
+            return
+        user_id, _, message_id = message.decode(errors="replace").partition(" ")
+        gen = self.get(user_id, message_id)
+        if gen is not None:
+            gen.stop()
 
     async def aclose(self) -> None:
         """At shutdown: stop every answer (each is saved as incomplete by its exits)."""
@@ -129,3 +161,30 @@ class Generations:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+Reader = Callable[[], Awaitable[ChatMessage | None]]
+Shown = Callable[[ChatMessage], tuple[str, dict[str, Any] | None]]
+
+
+async def follow_stored(read: Reader, shown: Shown, start: int, first: ChatMessage,
+                        every: float = SAVE_EVERY) -> AsyncGenerator[bytes, None]:
+    """SSE events of an answer generated elsewhere, from the store: what was saved after
+    ``start``, again every ``every`` seconds while it is streaming (``shown`` gives its
+    status as the page sees it: a stale one is incomplete), then its end."""
+    message: ChatMessage | None = first
+    sent = start
+    for _ in range(MAX_POLLS):
+        if message is None:  # deleted meanwhile
+            yield event("end", {"status": "stopped", "view": None}, sent)
+            return
+        if len(message.content) > sent:
+            yield event("delta", {"text": message.content[sent:]}, len(message.content))
+            sent = len(message.content)
+        status, view = shown(message)
+        if status != "streaming":
+            yield event("end", {"status": status, "view": view}, sent)
+            return
+        await asyncio.sleep(every)
+        message = await read()
+    yield event("end", {"status": "incomplete", "view": None}, sent)

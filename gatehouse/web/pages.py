@@ -7,6 +7,7 @@ session cookie is HttpOnly, SameSite=Lax, Path=/, Secure per ``[identity] cookie
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -43,6 +44,8 @@ from gatehouse.web.chat import ChatApp, chat_routes, json_error
 from gatehouse.web.cookies import clear_cookie, safe_next, set_cookie, wants_secure
 from gatehouse.web.forms import read_form
 from gatehouse.web.render import PageHeaders, problem, render
+from gatehouse.web.signup import PATH as SIGNUP_PATH
+from gatehouse.web.signup import SignUp
 
 REASONS = {
     "session_expired": "Your session has expired — sign in again.",
@@ -92,23 +95,25 @@ class WebPages:
         self.sessions = identity.sessions
         self.throttle = identity.throttle
         self.settings = identity.settings.identity
+        self.web = identity.settings.web
         self.cookie = self.settings.session_cookie
         self.offenses = offenses  # failed sign-ins feed the edge's abuse detector
 
-    def _secure(self, request: Request) -> bool:
+    def secure(self, request: Request) -> bool:
         return wants_secure(request, self.settings.cookie_secure)
 
     def _redirect(self, request: Request, to: str, *, clear_session: bool = False) -> Response:
         response = RedirectResponse(to, 303)
         if clear_session:
-            clear_cookie(response, self.cookie, path="/", secure=self._secure(request))
+            clear_cookie(response, self.cookie, path="/", secure=self.secure(request))
         return response
 
     def _login_page(self, request: Request, status: int = 200, **context: str | None) -> Response:
         token = csrf.login_token(request)
-        response = render(request, "login.html", status, csrf=token, **context)
+        response = render(request, "login.html", status, csrf=token, signup=self.web.signup,
+                          **context)
         set_cookie(response, csrf.LOGIN_COOKIE, token, path="/login", max_age=None,
-                   secure=self._secure(request))
+                   secure=self.secure(request))
         return response
 
     async def login_form(self, request: Request) -> Response:
@@ -125,44 +130,54 @@ class WebPages:
                 advice="Open the sign-in page again and submit the form from there. If this "
                        "keeps happening, allow cookies for this site.")
         email = form.get("email", "").strip()
-        visitor = request.scope.get("state", {}).get("visitor")
-        attempt = await self.throttle.attempt(email, self._address(request, visitor))
+        visitor = self.visitor(request)
+        attempt = await self.throttle.attempt(email, self.address(request, visitor))
         if not attempt.allowed:  # neither the account nor the password is looked at
-            self._offense(visitor)
-            locked = SignInThrottled(self._locked(attempt), retry_after=attempt.wait)
+            self.offense(visitor)
+            locked = SignInThrottled(self.locked(attempt), retry_after=attempt.wait)
             return self._refused(request, locked, target, email)
         user = await self._check(email, form.get("password", ""))
         if user is None:
-            self._offense(visitor)
+            self.offense(visitor)
             error = WrongCredentials(WRONG)
             if attempt.wait:  # this failure locked it: say so now, not at the next try
-                error = WrongCredentials(f"{WRONG} {self._locked(attempt)}",
+                error = WrongCredentials(f"{WRONG} {self.locked(attempt)}",
                                          retry_after=attempt.wait)
             return self._refused(request, error, target, email)
         await self.throttle.succeeded(attempt)
+        return await self.start_session(request, user, target, csrf.LOGIN_COOKIE, "/login")
+
+    async def start_session(self, request: Request, user: User, target: str,
+                            form_cookie: str, form_path: str) -> Response:
+        """A new session for ``user``, its cookie, and ``303`` to ``target``; the form's
+        CSRF cookie is removed."""
         presented = request.cookies.get(self.cookie)
         if presented:
             await self.sessions.end(presented)  # never adopt it: a fresh id, no fixation
         session_id, _ = await self.sessions.create(user.id)
-        secure = self._secure(request)
+        secure = self.secure(request)
         response = self._redirect(request, target)
         set_cookie(response, self.cookie, session_id, path="/",
                    max_age=int(self.sessions.absolute), secure=secure)
-        clear_cookie(response, csrf.LOGIN_COOKIE, path="/login", secure=secure)
+        clear_cookie(response, form_cookie, path=form_path, secure=secure)
         return response
 
     @staticmethod
-    def _address(request: Request, visitor: object) -> str:
+    def visitor(request: Request) -> object:
+        return request.scope.get("state", {}).get("visitor")
+
+    @staticmethod
+    def address(request: Request, visitor: object) -> str:
         # the edge's client address (behind trusted proxies); the socket peer without an edge
         if isinstance(visitor, Visitor):
             return str(visitor.ip)
         return request.client.host if request.client else ""
 
-    def _offense(self, visitor: object) -> None:
+    def offense(self, visitor: object) -> None:
         if self.offenses is not None and isinstance(visitor, Visitor):
             self.offenses.offense(visitor, "signin_failed")
 
-    def _locked(self, attempt: Attempt) -> str:
+    def locked(self, attempt: Attempt) -> str:
         now = self.throttle.clock()
         at = when(now + attempt.wait)
         shape = "%H:%M:%S" if at.date() == when(now).date() else "%Y-%m-%d %H:%M:%S"
@@ -170,10 +185,16 @@ class WebPages:
 
     def _refused(self, request: Request, error: GatehouseError, target: str,
                  email: str) -> Response:
+        return self.refused(request, error, self._login_page, next=target, email=email[:254])
+
+    @staticmethod
+    def refused(request: Request, error: GatehouseError, form: Callable[..., Response],
+                **context: str) -> Response:
+        """A refused form: shown again with the error (``form(request, status, ...)``), or
+        the API's error body for a program."""
         if not prefers_html(request.headers.get("accept", "")):
             return problem(request, error)
-        response = self._login_page(request, error.status, error=error.message, next=target,
-                                    email=email[:254])
+        response = form(request, error.status, error=error.message, **context)
         response.headers.update(error.response_headers())
         return response
 
@@ -266,8 +287,13 @@ ERROR_HANDLERS = {HTTPException: _http_error, GatehouseError: _gatehouse_error,
 def build_web_app(identity: IdentityService, offenses: OffenseSink | None = None,
                   chat: ChatApp | None = None) -> Starlette:
     pages = WebPages(identity, offenses, chat)
+    signup = SignUp(pages)
     return Starlette(
         routes=[*(chat_routes(chat) if chat is not None else []),
+                # off: /signup is not a page at all (the gateway's 404, as any unknown one)
+                *([Route(SIGNUP_PATH, signup.form, methods=["GET"]),
+                   Route(SIGNUP_PATH, signup.submit, methods=["POST"])]
+                  if identity.settings.web.signup else []),
                 Route("/login", pages.login_form, methods=["GET"]),
                 Route("/login", pages.login, methods=["POST"]),
                 Route("/account", pages.account, methods=["GET"]),

@@ -7,6 +7,7 @@ Screenshots of every state are kept in the test run's tmp dir (``chat-screens*``
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,37 @@ def test_chat_streams_reloads_stops_regenerates_and_edits(browser: Browser, gw: 
     expect(s.last_answer()).to_have_attribute("data-status", "stopped")
     expect(s.last_answer().locator(".text")).to_have_text(partial)
     s.close()
+
+
+def test_sign_up_lands_in_the_chat_and_sends(browser: Browser, gw: Gateway,
+                                            shots: Path) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    outside = keep_local(page, gw.url)
+    page.goto(gw.url + "/")
+    page.click("#sign-up-link")
+    page.wait_for_url(gw.url + "/signup?next=/")
+    email = f"new-{secrets.token_hex(4)}@example.com"
+    page.fill("#email", email)
+    page.fill("#password", "short")
+    page.fill("#password_again", "short")
+    page.evaluate("document.querySelector('form').noValidate = true")  # the server's rule
+    page.click("#sign-up")
+    expect(page.locator("#error")).to_contain_text("at least 10 characters")
+    page.fill("#password", "my new password")
+    page.fill("#password_again", "my new password")
+    page.click("#sign-up")
+    page.wait_for_url(gw.url + "/")
+    expect(page.locator("#input")).to_be_focused()
+    page.select_option("#model", "demo")
+    page.fill("#input", "hello from a new account")
+    page.keyboard.press("Enter")
+    answer = page.locator(".msg.assistant").last
+    expect(answer).to_have_attribute("data-status", "done")
+    expect(answer.locator(".text")).to_contain_text(f"{PREAMBLE} hello from a new account")
+    page.screenshot(path=str(shots / "signed-up.png"), full_page=True)
+    assert not outside
+    context.close()
 
 
 def test_model_text_is_never_html_and_code_is_highlighted(browser: Browser, gw: Gateway,

@@ -31,7 +31,7 @@ def chat_config(up: Upstream) -> dict[str, Any]:
     return {
         "demo": {"ms_per_token": 25, "reply_tokens": 60},
         "web": {"max_message_chars": MAX_MESSAGE, "max_conversation_chars": MAX_CONVERSATION,
-                "max_answer_tokens": 60},
+                "max_answer_tokens": 60, "signup": True, "signup_tier": "plus"},
         "upstreams": {"a": {"base_url": up.url + "/v1", "breaker_failures": 50,
                             "breaker_min_requests": 50}},
         "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]},
@@ -52,12 +52,14 @@ def chat_config(up: Upstream) -> dict[str, Any]:
     }
 
 
-def create_users(gw: Gateway) -> None:
-    """The users, written straight into the gateway's store (as ``gatehouse users create``
-    does, without a process and a password hash per user)."""
+def create_users(gw: Gateway, database_url: str | None = None) -> None:
+    """The users, written straight into the gateway's store (its own SQLite file unless
+    ``database_url`` is given), as ``gatehouse users create`` does, without a process and a
+    password hash per user."""
 
     async def create() -> None:
-        store = Store(f"sqlite+aiosqlite:///{gw.config_path.parent}/gh-{gw.port}.db")
+        store = Store(database_url
+                      or f"sqlite+aiosqlite:///{gw.config_path.parent}/gh-{gw.port}.db")
         accounts = Accounts(store, KeyMaterial(b"users are not keys: any secret will do"))
         digest = hash_password(PASSWORD)
         try:

@@ -157,3 +157,60 @@ def test_a_tier_may_only_name_models_that_are_served() -> None:
         make_settings(tiers={"free": {"kind": "web", "models": ["nope"]}})
     assert make_settings(tiers={"free": {"kind": "web", "models": ["demo"]}}).tiers[
         "free"].models == ["demo"]
+
+
+async def test_a_stop_published_on_the_state_layer_stops_only_the_owners_answer() -> None:
+    from gatehouse.state.memory import MemoryState
+
+    state = MemoryState()
+    here = Generations(state)
+    await here.start()
+    gen = Generation("msg_1", "conv_1", "user_1", "req_1")
+    gen.task = asyncio.ensure_future(asyncio.sleep(30))
+    here.live[gen.message_id] = gen
+    await here.stop_elsewhere("user_2", "msg_1")  # someone else's id: nothing happens
+    await here.stop_elsewhere("user_1", "msg_9")
+    assert not gen.stopped
+    await here.stop_elsewhere("user_1", "msg_1")
+    assert gen.stopped
+    with pytest.raises(asyncio.CancelledError):
+        await gen.task
+    here._heard(None)  # a lost subscription is survived
+    here._heard(b"garbage")
+
+
+async def test_following_from_the_store_polls_until_the_end_and_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatehouse.store.tables import ChatMessage
+    from gatehouse.web import generation
+    from gatehouse.web.generation import follow_stored
+
+    def row(content: str, status: str) -> ChatMessage:
+        return ChatMessage(id="msg_1", content=content, status=status)
+
+    saved = iter([row("Hello wor", "streaming"), row("Hello world, t", "streaming"),
+                  row("Hello world, the end", "done")])
+
+    async def read() -> ChatMessage | None:
+        return next(saved)
+
+    def shown(m: ChatMessage) -> tuple[str, dict[str, Any] | None]:
+        return m.status, None
+
+    out = [orjson.loads(e.split(b"data: ")[1]) async for e in
+           follow_stored(read, shown, 3, row("Hello", "streaming"), every=0)]
+    assert out == [{"text": "lo"}, {"text": " wor"}, {"text": "ld, t"}, {"text": "he end"},
+                   {"status": "done", "view": None}]
+
+    async def still() -> ChatMessage | None:
+        return row("forever", "streaming")
+
+    monkeypatch.setattr(generation, "MAX_POLLS", 5)
+    ends = [e async for e in follow_stored(still, shown, 0, row("", "streaming"), every=0)]
+    assert len(ends) == 2 and b'"incomplete"' in ends[-1]
+
+    async def gone() -> ChatMessage | None:
+        return None
+
+    deleted = [e async for e in follow_stored(gone, shown, 0, row("x", "streaming"), every=0)]
+    assert b'"stopped"' in deleted[-1]
