@@ -23,6 +23,8 @@ NAME_RULE = "1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a lette
 PROJECT_PATTERN = rf"^{_NAME}/{_NAME}$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
 EMAIL_MAX = 254
+KEY_LIFETIME_MAX = 10 * 366 * 86400  # the longest a key may be made to live (API and CLI)
+GRACE_MAX = 30 * 86400  # the longest a rotated key keeps working
 NAME = re.compile(NAME_PATTERN)
 
 
