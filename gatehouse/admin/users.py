@@ -55,9 +55,7 @@ def users_router(identity: IdentityService) -> APIRouter:
             user = await accounts.create_user(body.email, password, body.org or None, tier)
         return UserOut.of(user, body.org or None)
 
-    # {email:path}: an email may hold "/" (sent as %2F, which the server decodes); found by
-    # schemathesis — such a user could be created but not changed, signed out or unlocked
-    @router.patch("/users/{email:path}", summary="Change a user", responses=responses(404))
+    @router.patch("/users/{email}", summary="Change a user", responses=responses(404))
     async def update_user(email: str, body: UserPatch) -> UserUpdated:
         """Set any of `tier`, `disabled` and `password`; fields left out stay as they are."""
         tier = None if body.tier is None else check_tier(identity.settings, body.tier, "web")
@@ -71,7 +69,7 @@ def users_router(identity: IdentityService) -> APIRouter:
         return UserUpdated(**UserOut.of(user, await org_name(user.org_id)).model_dump(),
                            sessions_ended=ended)
 
-    @router.post("/users/{email:path}/logout", summary="Sign a user out everywhere",
+    @router.post("/users/{email}/logout", summary="Sign a user out everywhere",
                  responses=responses(404))
     async def logout(email: str) -> LoggedOut:
         user = await accounts.user_by_email(email)
@@ -80,7 +78,7 @@ def users_router(identity: IdentityService) -> APIRouter:
         ended = await identity.sessions.end_all(user.id, "signed_out_by_admin")
         return LoggedOut(email=user.email, sessions_ended=ended)
 
-    @router.post("/users/{email:path}/unlock", summary="Lift a sign-in lock")
+    @router.post("/users/{email}/unlock", summary="Lift a sign-in lock")
     async def unlock(email: str) -> Unlocked:
         """Forget the failed sign-ins counted for this email (whether or not a user has it:
         locks look the same for unknown emails)."""

@@ -356,11 +356,10 @@ async def test_users(admin: Admin) -> None:
     assert ok(await admin.post("/users/ada@example.com/unlock")) == \
         {"email": "ada@example.com", "unlocked": True}
     assert (await throttle.attempt("ada@example.com", "10.0.0.2")).allowed
-    # found by schemathesis: an email with "/" (a valid one) could be created but not reached
-    ok(await admin.post("/users", {"email": "a/b@example.com", "password": "0123456789"}), 201)
-    assert ok(await admin.patch("/users/a%2Fb@example.com", {"tier": "pro"}))["tier"] == "pro"
-    assert ok(await admin.post("/users/a%2Fb@example.com/logout"))["email"] == "a/b@example.com"
-    assert ok(await admin.post("/users/a%2Fb@example.com/unlock"))["email"] == "a/b@example.com"
+    # found by schemathesis: a user with "/" in the email could be created, then not reached
+    # at /users/{email} (the server decodes %2F): refused at creation instead
+    error(await admin.post("/users", {"email": "a/b@example.com", "password": "0123456789"}),
+          400, "invalid_value", "email")
     assert ok(await admin.post("/users/nobody@example.com/unlock")) == \
         {"email": "nobody@example.com", "unlocked": False}
 
