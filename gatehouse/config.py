@@ -732,6 +732,11 @@ def load_settings(path: str | os.PathLike[str] | None = None,
             raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, "", f"not UTF-8 text (byte {exc.start}); TOML files "
+                                          "are UTF-8") from None
+        except ValueError:  # a NUL in the path (GATEHOUSE_CONFIG): no file has that name
+            raise ConfigError(source.replace("\0", "\\0"), "", "file not found") from None
     overrides = _env_overrides(env)
     if overrides:
         source += " + GATEHOUSE_* environment"

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from gatehouse.admin.models import Body, Page, seconds
 from gatehouse.admin.models import errors as responses
-from gatehouse.edge.bans import Ban, Bans
+from gatehouse.edge.bans import BAN_MAX, Ban, Bans
 from gatehouse.edge.rays import RAY_PATTERN, RayLog
 from gatehouse.edge.rulebook import RuleAdmin
 from gatehouse.edge.rules import DIFFICULTY, MAX_REGEX, Action, RuleError
@@ -53,7 +53,7 @@ class RuleOut(BaseModel):
 
 class BanIn(Body):
     subject: str = Field(description="an address (203.0.113.7) or a network (203.0.113.0/24)")
-    seconds: float = Field(3600, gt=0, le=366 * 86400)
+    seconds: float = Field(3600, gt=0, le=BAN_MAX)
     reason: str = Field("banned by an administrator", max_length=200)
 
 

@@ -16,6 +16,8 @@ from gatehouse.identity.passwords import MIN_LENGTH as MIN_PASSWORD
 from gatehouse.store.accounts import (
     EMAIL_MAX,
     EMAIL_PATTERN,
+    GRACE_MAX,
+    KEY_LIFETIME_MAX,
     NAME_PATTERN,
     NAME_RULE,
     PROJECT_PATTERN,
@@ -116,12 +118,12 @@ class KeyIn(Body):
                              "null follows the org.")
     name: str = Field("", max_length=128, description="A label to tell keys apart.",
                       examples=["ci"])
-    expires_in_seconds: int | None = Field(None, gt=0, le=10 * 366 * 86400,
+    expires_in_seconds: int | None = Field(None, gt=0, le=KEY_LIFETIME_MAX,
                                            description="Lifetime; null never expires.")
 
 
 class RotateIn(Body):
-    grace_seconds: int = Field(0, ge=0, le=30 * 86400, description="Keep the old key working "
+    grace_seconds: int = Field(0, ge=0, le=GRACE_MAX, description="Keep the old key working "
                                "this long so deployments can switch over; 0 revokes it now.")
 
 

@@ -23,7 +23,7 @@ from gatehouse.identity.passwords import hash_password
 from gatehouse.identity.service import IdentityService, resolve_paths
 from gatehouse.state import State, StateError
 from gatehouse.state.local import SocketState, UnsharedState, socket_path
-from gatehouse.store.accounts import AccountError
+from gatehouse.store.accounts import GRACE_MAX, KEY_LIFETIME_MAX, AccountError
 
 out = Console()
 err = Console(stderr=True)
@@ -42,12 +42,18 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> float:
-    """``90s``, ``15m``, ``12h``, ``30d``, ``2w``, or combinations like ``1h30m``."""
+def parse_duration(text: str, maximum: float = KEY_LIFETIME_MAX) -> float:
+    """``90s``, ``15m``, ``12h``, ``30d``, ``2w``, or combinations like ``1h30m``: more than
+    0 and at most ``maximum`` seconds (an endless one once made a key whose expiry no
+    listing could print)."""
     parts = _DURATION.findall(text.strip().lower())
     if not parts or "".join(a + b for a, b in parts) != text.strip().lower():
         raise typer.BadParameter(f"{text!r} is not a duration like 90s, 15m, 12h, 30d")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not 0 < seconds <= maximum:
+        raise typer.BadParameter(f"{text!r} is not more than 0s and at most "
+                                 f"{maximum / 86400:g} days")
+    return seconds
 
 
 def when(ts: float | None) -> str:
@@ -234,7 +240,7 @@ def keys_rotate(key_id: str,
                     help="Keep the old key working this long, e.g. 1h.")] = None,
                 config: ConfigOpt = None) -> None:
     """Make a new key like this one and retire the old one (now, or after --grace)."""
-    seconds = parse_duration(grace) if grace else 0.0
+    seconds = parse_duration(grace, GRACE_MAX) if grace else 0.0
 
     async def act(ids: IdentityService) -> None:
         plain, new, old = await ids.accounts.rotate_key(key_id, seconds)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from gatehouse.cli.accounts import _run, parse_duration, when
 from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing
-from gatehouse.edge.bans import Bans
+from gatehouse.edge.bans import BAN_MAX, Bans
 from gatehouse.edge.rays import RAY_PATTERN
 from gatehouse.edge.rulebook import RuleAdmin
 from gatehouse.edge.rules import RuleError
@@ -117,7 +117,7 @@ def bans_add(subject: Annotated[str, typer.Argument(help="Address or CIDR.")],
              "administrator",
              config: ConfigOpt = None) -> None:
     """Ban an address or a network on every replica."""
-    seconds = parse_duration(duration)
+    seconds = parse_duration(duration, BAN_MAX)
 
     async def act(ids: IdentityService) -> None:
         try:

@@ -31,6 +31,7 @@ CHANNEL = "edge.bans"
 INDEX = "edge:bans"
 KEY = "edge:ban:"
 STRIKES = "edge:strikes:"
+BAN_MAX = 366 * 86400  # the longest ban an administrator may set (API and CLI)
 
 
 @dataclass(slots=True)

@@ -21,8 +21,12 @@ _NAME = r"[a-z0-9][a-z0-9._-]{0,63}"
 NAME_PATTERN = rf"^{_NAME}$"
 NAME_RULE = "1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
 PROJECT_PATTERN = rf"^{_NAME}/{_NAME}$"
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+# no "/": the admin API addresses a user as /users/{email}, and a "/" (even sent as %2F, which
+# the server decodes) would make that user unreachable there (found by schemathesis)
+EMAIL_PATTERN = r"^[^@\s/]+@[^@\s/]+$"
 EMAIL_MAX = 254
+KEY_LIFETIME_MAX = 10 * 366 * 86400  # the longest a key may be made to live (API and CLI)
+GRACE_MAX = 30 * 86400  # the longest a rotated key keeps working
 NAME = re.compile(NAME_PATTERN)
 
 

@@ -28,7 +28,7 @@ from gatehouse.store.rollups import GRAINS, WIDTH, Bucket, RollupRows, plan
 from gatehouse.store.tables import Org, Project
 from gatehouse.telemetry.compaction import Retention
 from gatehouse.telemetry.histogram import Histogram
-from gatehouse.telemetry.record import ERROR_CLASSES
+from gatehouse.telemetry.record import COMPONENTS, ERROR_CLASSES
 from gatehouse.telemetry.rollups import FLUSH_SECONDS, Cell
 
 # window: (minutes, minutes per point of the series)
@@ -84,6 +84,10 @@ def parse_query(items: Iterable[tuple[str, str]]) -> HealthQuery:
         if not value or len(value) > VALUE_MAX or not value.isprintable():
             raise InvalidRequest(f"`{name}` must be 1 to {VALUE_MAX} printable characters.",
                                  param=name)
+        if name == "component" and value not in COMPONENTS:
+            # a typo must not read as "no traffic": rollups hold these components only
+            raise InvalidRequest(f"Unknown component {value!r}: choose one of "
+                                 f"{', '.join(COMPONENTS)}.", param="component")
         filters[name] = value
     return HealthQuery(window or DEFAULT_WINDOW, filters)
 

@@ -118,8 +118,11 @@ def parse_usage(raw: bytes) -> UsageQuery:
     default, most = LIMITS[q.width]
     q.limit = default
     if "limit" in single:
+        # leading zeros do not hide the size: "0000099" is 99, over 31 (a 7-digit prefix
+        # already exceeds every maximum)
+        digits = single["limit"].lstrip("0")
         if not single["limit"].isascii() or not single["limit"].isdigit() or not (
-                1 <= int(single["limit"][:6]) <= most):
+                1 <= int(digits[:7] or "0") <= most):
             raise InvalidRequest(f"`limit` must be 1 to {most} buckets for bucket_width="
                                  f"{q.width}.", param="limit")
         q.limit = int(single["limit"])

@@ -61,8 +61,15 @@ def test_orgs_projects_keys(config: Path) -> None:
     assert "expires" in listing
     assert "not a duration" in run(config, "keys", "create", "acme/bot", "--expires", "soon",
                                    code=2)
+    # found by hypothesis (tests/robust): an endless lifetime made a key that `keys list`
+    # then crashed on (OverflowError printing its expiry)
+    assert "at most 3660 days" in run(config, "keys", "create", "acme/bot", "--expires",
+                                      "99999999999999w", code=2)
+    assert "more than 0s" in run(config, "keys", "create", "acme/bot", "--expires", "0s",
+                                 code=2)
     key_id = next(w for w in listing.split() if w.startswith("key_"))
 
+    assert "at most 30 days" in run(config, "keys", "rotate", key_id, "--grace", "31d", code=2)
     rotated = printed_key(run(config, "keys", "rotate", key_id, "--grace", "1h"))
     assert rotated != key and verify(config, rotated) and verify(config, key)  # grace
     assert "revoked" in run(config, "keys", "revoke", key_id)

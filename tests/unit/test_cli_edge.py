@@ -42,6 +42,8 @@ def test_bans(config: Path, live_state: MemoryState) -> None:  # noqa: F811
     assert "lifted the ban of 192.0.2.7" in run(config, "bans", "remove", "192.0.2.7")
     assert "is not banned" in run(config, "bans", "remove", "192.0.2.7", code=1)
     assert "not a duration" in run(config, "bans", "add", "192.0.2.7", "--for", "soon", code=2)
+    assert "at most 366 days" in run(config, "bans", "add", "192.0.2.7", "--for", "367d",
+                                     code=2)
 
 
 def test_bans_without_a_running_gateway_are_refused(config: Path) -> None:  # noqa: F811

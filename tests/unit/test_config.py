@@ -69,6 +69,13 @@ def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: st
 def test_missing_file_and_missing_api_key_env(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+    # found by hypothesis (test_parser_properties.py): these escaped as UnicodeDecodeError
+    # and ValueError, a traceback instead of the file's name and what is wrong with it
+    (tmp_path / "latin1.toml").write_bytes(b"[server]\nhost = '\xe9'\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_settings(tmp_path / "latin1.toml", environ={})
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(None, environ={"GATEHOUSE_CONFIG": "gate\0house.toml"})
     settings = load_settings(write(tmp_path, "[upstreams.o]\nbase_url = 'https://api.openai.com/v1'"
                                              "\napi_key_env = 'OPENAI_API_KEY'"), environ={})
     with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):

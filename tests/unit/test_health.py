@@ -130,6 +130,8 @@ def test_an_empty_window() -> None:
     ([("window", "2h")], "window", "5m, 15m, 1h, 6h, 24h, 7d, 30d, 90d"),
     ([("model", "a"), ("model", "b")], "model", "more than once"),
     ([("model", "")], "model", "printable"),
+    # found by schemathesis (tests/robust): a typo read as "no traffic" (200, all zeros)
+    ([("component", "AAA")], "component", "api, web, login, admin"),
 ])
 def test_bad_queries_name_their_param(pairs: list[tuple[str, str]], param: str,
                                       words: str) -> None:
