@@ -95,7 +95,7 @@ def test_circuit_opens_then_half_open_probe_closes_it(start_gateway: Callable[..
     # every test request comes from one anonymous caller (127.0.0.1): min_callers = 1 lets
     # one caller open the circuit, as the classic breaker did
     gw = start_gateway(two_backends(up_a, up_b, breaker_min_requests=2, breaker_min_callers=1,
-                                    breaker_cooldown=3.0))
+                                    breaker_cooldown=8.0))  # > the 3 calls below, loaded
     up_a.control(status=503)
     for _ in range(2):
         sdk(gw).chat.completions.create(model="m", messages=HELLO)
@@ -107,7 +107,7 @@ def test_circuit_opens_then_half_open_probe_closes_it(start_gateway: Callable[..
         assert content and content.startswith("b ")
     assert up_a.stats()["requests"] == seen
     up_a.reset()
-    time.sleep(3.2)  # past the cooldown: the next request is the half-open probe
+    time.sleep(8.2)  # past the cooldown: the next request is the half-open probe
     content = sdk(gw).chat.completions.create(model="m", messages=HELLO).choices[0].message.content
     assert content and content.startswith("a ")
     assert gw.metric("gatehouse_upstream_circuit_open", backend="a", model="test-model") == 0
