@@ -55,6 +55,8 @@ def cluster(tmp_path: Path, pg_database: str,
         # and the request log and the rollups write their batches every second or so: not
         # the flood's SQL either (they are off the request path, never one per request)
         "telemetry": {"request_log": False, "rollups": False},
+        # and the status page rebuilds its snapshot from the store every 5 s
+        "status": {"enabled": False},
     }
     path = tmp_path / "cluster.toml"
     write_toml(path, config)
