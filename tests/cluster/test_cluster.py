@@ -173,7 +173,7 @@ def test_a_replica_killed_mid_load_costs_only_its_requests_in_flight(cluster: Cl
     results: list[list[Answer]] = []
     clients = 12
     loader = threading.Thread(target=lambda: results.append(
-        load(cluster.url, cluster.key, 360, clients, pause=0.02)))
+        load(cluster.url, cluster.key, 360, clients, pause=0.1)))  # >= 3 s of load
     loader.start()
     time.sleep(1.5)
     kill_at = time.monotonic()
