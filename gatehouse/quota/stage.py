@@ -10,7 +10,6 @@ local limiter sized to this replica's share, ``fail_closed`` answers 503 ``quota
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -41,6 +40,7 @@ from gatehouse.quota.policy import (
 )
 from gatehouse.quota.tokenizer import Tokenizers
 from gatehouse.quota.windows import format_reset
+from gatehouse.store.flusher import stop_task
 from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
 
@@ -208,10 +208,7 @@ class QuotaStage:
             return
 
     async def aclose(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        await stop_task(self._probe)
         await self.shared.aclose()
 
 

@@ -13,7 +13,6 @@ and refuses old ``t`` (replays)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -24,6 +23,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from gatehouse.store.flusher import stop_task
 
 log = logging.getLogger("gatehouse.status")
 SIGNATURE = "x-gatehouse-signature"
@@ -133,11 +134,8 @@ class Webhooks:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
 
 def changes(before: dict[str, tuple[str, str]] | None,

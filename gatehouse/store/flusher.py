@@ -9,6 +9,14 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait until it has ended (None: nothing to stop)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Flusher:
     def __init__(self, flush: Callable[[], Awaitable[None]], seconds: float, *,
                  on_close: bool = True) -> None:
@@ -26,10 +34,7 @@ class Flusher:
             await self.flush()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self.on_close:
             await self.flush()
