@@ -18,7 +18,6 @@ All traffic goes to 127.0.0.1; bounded in count and time; children are killed at
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import loadgen
 import overhead
 from rich.console import Console
 from rich.table import Table
@@ -50,40 +48,9 @@ def main() -> int:
         targets = [upstream, open_gh, keyed]
         for t in targets[1:]:
             overhead.smoke(t)
-        pids = [t.pid for t in targets]
-        import uvloop
-
-        added: dict[tuple[str, float], list[tuple[float, float]]] = {}
-        maxima: dict[str, list[float]] = {}
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            for t in targets:
-                req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False)
-                runner.run(loadgen.closed_loop(HOST, t.port, req, conns=8, duration=1.0,
-                                               warmup=0.0))
-            for rep in range(repeats):
-                order = overhead.rotate(targets, rep)
-                for t in order:
-                    overhead.quiesce(pids)
-                    req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False)
-                    res = runner.run(loadgen.closed_loop(HOST, t.port, req, conns=64,
-                                                         duration=duration, warmup=0.5))
-                    assert res.errors == 0, res.first_error
-                    maxima.setdefault(t.key, []).append(res.throughput)
-                for rate in args.rates:
-                    lat: dict[str, tuple[float, float]] = {}
-                    for t in order:
-                        overhead.quiesce(pids)
-                        req = loadgen.chat_request(HOST, t.port, api_key=t.api_key,
-                                                   stream=False)
-                        res = runner.run(loadgen.open_loop(
-                            HOST, t.port, req, rate=rate,
-                            duration=max(duration, 2000 / rate), warmup=0.5, max_conns=256))
-                        assert res.errors == 0, res.first_error
-                        lat[t.key] = (res.percentile(50) * 1e3, res.percentile(99) * 1e3)
-                    for key in ("open", "keyed"):
-                        added.setdefault((key, rate), []).append(
-                            (lat[key][0] - lat["direct"][0], lat[key][1] - lat["direct"][1]))
-                overhead.log(f"repeat {rep + 1}/{repeats} done")
+        paired = overhead.paired_added(targets, args.rates, repeats, duration)
+        added, maxima = paired.added, paired.maxima
+        assert not paired.errors, paired.first_errors
         table = Table(title=f"Added latency over direct upstream, ms (median of {repeats} "
                             "repeats, plain requests, one worker each)")
         for col in ("req/s", "open +p50", "keyed +p50", "keyed/open p50", "open +p99",

@@ -40,7 +40,6 @@ import json
 import random
 import statistics
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -82,10 +81,13 @@ def rules_toml(seed: int = 6, deny_me: bool = False) -> str:
     return "\n" + "\n".join(lines)
 
 
-def metric(port: int, name: str) -> float:
+def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of ``name``'s series on the server at ``port`` that carry these labels."""
     text = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5).read().decode()
+    want = [f'{k}="{v}"' for k, v in labels.items()]
     return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
-               if line.startswith((name + " ", name + "{")))
+               if line.startswith((name + " ", name + "{"))
+               and all(w in line.partition("{")[2] for w in want))
 
 
 def upstream_requests(up: Target) -> int:
@@ -105,9 +107,8 @@ def admin_key(py: str, name: str) -> str:
     import subprocess
 
     cfg = overhead.WORK / name / "gatehouse.toml"
-    launch = ("import sys; from gatehouse.cli.main import main; "
-              "sys.argv[0] = 'gatehouse'; sys.exit(main())")
-    out = subprocess.run([py, "-c", launch, "keys", "create", "--admin", "--config", str(cfg)],
+    out = subprocess.run([py, "-c", overhead.LAUNCH, "keys", "create", "--admin", "--config",
+                          str(cfg)],
                          capture_output=True, text=True, check=True, cwd=overhead.ROOT,
                          env={"PYTHONPATH": str(overhead.ROOT), "PATH": ""})
     return next(w for w in out.stdout.split() if w.startswith("gh-"))
@@ -126,38 +127,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def start(kids: Children, py: str, up: Target) -> dict[str, Target]:
+    rules = rules_toml()
+    servers = {
+        "none": overhead.start_gatehouse(kids, py, up, name="edge-none", extra_toml=DETECTOR),
+        "10k": overhead.start_gatehouse(kids, py, up, name="edge-10k",
+                                        extra_toml=DETECTOR + rules, timeout=180),
+        "deny": overhead.start_gatehouse(kids, py, up, name="edge-deny",
+                                         extra_toml=DETECTOR + rules_toml(deny_me=True),
+                                         timeout=180),
+        "ban": overhead.start_gatehouse(kids, py, up, name="edge-ban", extra_toml=DETECTOR),
+    }
+    for key in ("none", "10k"):
+        overhead.smoke(servers[key])
+    ban_loopback(servers["ban"].port, admin_key(py, "edge-ban"))
+    return servers
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    py = overhead.repo_python()
-    kids = Children()
-    started = time.monotonic()
-    try:
-        with overhead.terminate_on_signals():
-            up = overhead.start_upstream(kids, py)
-            rules = rules_toml()
-            servers = {
-                "none": overhead.start_gatehouse(kids, py, up, name="edge-none",
-                                                 extra_toml=DETECTOR),
-                "10k": overhead.start_gatehouse(kids, py, up, name="edge-10k",
-                                                extra_toml=DETECTOR + rules, timeout=180),
-                "deny": overhead.start_gatehouse(kids, py, up, name="edge-deny",
-                                                 extra_toml=DETECTOR + rules_toml(deny_me=True),
-                                                 timeout=180),
-                "ban": overhead.start_gatehouse(kids, py, up, name="edge-ban",
-                                                extra_toml=DETECTOR),
-            }
-            for key in ("none", "10k"):
-                overhead.smoke(servers[key])
-            ban_loopback(servers["ban"].port, admin_key(py, "edge-ban"))
-            log("servers up: " + ", ".join(f"{k} :{t.port}" for k, t in servers.items()))
-            results = run(args, up, servers)
-            overhead.save_results(results, args.json, started)
-            render(results, args)
-            return 0
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        kids.stop_all()
+    return overhead.run_bench(parse_args(argv), start, run, render)
 
 
 def run(args: argparse.Namespace, up: Target, servers: dict[str, Target]) -> dict[str, Any]:

@@ -45,16 +45,34 @@ def _check_loopback(host: str) -> None:
 
 
 def chat_request(host: str, port: int, *, api_key: str, stream: bool,
-                 model: str = "m", path: str = "/v1/chat/completions") -> bytes:
-    """One pre-encoded HTTP/1.1 keep-alive request for a small chat completion."""
+                 model: str = "m", path: str = "/v1/chat/completions",
+                 content: str = "Say hello to the benchmark, please.") -> bytes:
+    """One pre-encoded HTTP/1.1 keep-alive request for a small chat completion (of a short
+    prompt unless ``content`` is given)."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": "Say hello to the benchmark, please."}],
+        "messages": [{"role": "user", "content": content}],
         "max_tokens": 16,
     }
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    return post_request(host, port, path, body, api_key=api_key, stream=stream)
+
+
+def responses_request(host: str, port: int, *, api_key: str, stream: bool,
+                      model: str = "m") -> bytes:
+    """The same small question as :func:`chat_request`, for ``POST /v1/responses``."""
+    body: dict[str, Any] = {"model": model, "input": "Say hello to the benchmark, please.",
+                            "max_output_tokens": 16}
+    if stream:
+        body["stream"] = True
+    return post_request(host, port, "/v1/responses", body, api_key=api_key, stream=stream)
+
+
+def post_request(host: str, port: int, path: str, body: dict[str, Any], *, api_key: str,
+                 stream: bool) -> bytes:
+    """One pre-encoded HTTP/1.1 keep-alive POST of ``body`` as JSON."""
     data = orjson.dumps(body)
     head = (f"POST {path} HTTP/1.1\r\n"
             f"Host: {host}:{port}\r\n"

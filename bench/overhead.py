@@ -17,6 +17,10 @@ median over repeats is reported, with ratios gatehouse vs LiteLLM.
     .venv/bin/python bench/overhead.py              # full run, ~7-9 minutes
     .venv/bin/python bench/overhead.py --quick      # ~1-2 minutes, one repeat
     .venv/bin/python bench/overhead.py --no-litellm
+    .venv/bin/python bench/overhead.py --full --quick   # + the full pipeline, ~3 min
+
+``--full`` adds the configuration users run (start_full_gatehouse: a key required, limits on,
+admission capacity set, 10,000 edge rules) beside open mode, and prints the targets for each.
 
 All traffic goes to 127.0.0.1; every run is bounded in count and time; all child processes
 are killed at the end, on Ctrl-C and on errors.
@@ -63,6 +67,13 @@ TARGET_RATE = 500
 TARGET_MAX_RPS = 2500
 TARGET_RSS_MB = 100
 TARGET_RATIO = 20
+# the gateway's two configurations: open mode, and with --full the full pipeline beside it
+GATEHOUSES = ("gatehouse", "gatehouse-full")
+SHORT = {"direct": "direct", "gatehouse": "gh", "gatehouse-full": "gh full",
+         "litellm": "LiteLLM"}
+TITLES = {"gatehouse": "open mode (no key, no limits, no rules)",
+          "gatehouse-full": "full pipeline (key required, limits on, admission capacity, "
+                            "10,000 edge rules)"}
 
 
 def log(msg: str) -> None:
@@ -255,15 +266,34 @@ def gateway_importable(py: str) -> str | None:
     return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
 
 
+# ``python -c LAUNCH ARGS…`` runs the gatehouse CLI of the tree on PYTHONPATH
+LAUNCH = ("import sys; from gatehouse.cli.main import main; "
+          "sys.argv[0] = 'gatehouse'; sys.exit(main())")
+
+
+def gatehouse_cli(py: str, cfg: Path, *args: str) -> str:
+    """One gatehouse CLI command of this tree on config ``cfg``: its output, or RuntimeError
+    with what it said."""
+    r = subprocess.run([py, "-c", LAUNCH, *args, "--config", str(cfg)], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                       text=True, timeout=120, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"gatehouse {' '.join(args)} failed: {r.stderr}{r.stdout}")
+    return r.stdout.strip()
+
+
 def start_gatehouse(kids: Children, py: str, upstream: Target, *, name: str = "gatehouse",
                     require_key: bool = False, api_key: str = "x", extra_toml: str = "",
                     timeout: float = 60, org_tier: str | None = None,
-                    root: Path = ROOT) -> Target:
-    """gatehouse on one worker. By default in open mode (the identity stage runs and admits
+                    root: Path = ROOT, env: dict[str, str] | None = None,
+                    workers: int = 1, launch: str = LAUNCH) -> Target:
+    """gatehouse on ``workers`` workers (one by default). By default in open mode (the identity stage runs and admits
     the call as anonymous); ``require_key=True`` makes a key (its org on ``org_tier`` if
     given) and sends it (see auth_overhead.py). ``extra_toml`` is appended to the config.
     Each instance gets its own store under bench/.work/NAME/. ``root`` is the source tree
-    to run (another commit's, checked out by bench/front.py for a before/after run)."""
+    to run (another commit's, checked out by bench/front.py for a before/after run); ``env``
+    adds to the environment the server (and the key commands) get; ``launch`` is the ``-c``
+    code that runs the CLI (bench/memory.py's adds a tracemalloc probe)."""
     port = free_port()
     home = WORK / name
     home.mkdir(parents=True, exist_ok=True)
@@ -285,24 +315,48 @@ base_url = "http://{HOST}:{upstream.port}/v1"
 [models.{MODEL}]
 backends = [{{ upstream = "bench", model = "{MODEL}" }}]
 """ + extra_toml)
-    launch = ("import sys; from gatehouse.cli.main import main; "
-              "sys.argv[0] = 'gatehouse'; sys.exit(main())")
-    env = dict(os.environ, PYTHONPATH=str(root))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(root))
     if require_key:
-        subprocess.run([py, "-c", launch, "migrate", "--config", str(cfg)], env=env, cwd=root,
+        subprocess.run([py, "-c", LAUNCH, "migrate", "--config", str(cfg)], env=env, cwd=root,
                        check=True, capture_output=True)
         org = ["orgs", "create", "bench", *(["--tier", org_tier] if org_tier else [])]
         for args in (org, ["projects", "create", "bench/load"]):
-            subprocess.run([py, "-c", launch, *args, "--config", str(cfg)], env=env, cwd=root,
+            subprocess.run([py, "-c", LAUNCH, *args, "--config", str(cfg)], env=env, cwd=root,
                            capture_output=True, check=False)  # exists from an earlier run
-        api_key = subprocess.run([py, "-c", launch, "keys", "create", "bench/load", "--config",
+        api_key = subprocess.run([py, "-c", LAUNCH, "keys", "create", "bench/load", "--config",
                                   str(cfg)], env=env, cwd=root, check=True, capture_output=True,
                                  text=True).stdout.strip()
     cmd = [py, "-c", launch,
-           "serve", "--config", str(cfg), "--host", HOST, "--port", str(port), "--workers", "1"]
+           "serve", "--config", str(cfg), "--host", HOST, "--port", str(port),
+           "--workers", str(workers)]
     proc = kids.start(name, cmd, env=env, cwd=root)
     wait_healthy(proc, port, "/healthz", timeout, name)
     return Target(name, name, port, api_key, proc.pid)
+
+
+# The full pipeline — what users run: a key required, limits checked (far above the load),
+# admission capacity set on the model, 10,000 edge rules (bench/edge.py's) with the detector
+# counting. bench/telemetry.py, bench/profile_gateway.py --full and --full here share it.
+FULL_LIMITS = """
+[tiers.standard.limits]
+requests_per_minute = 100000000
+tokens_per_minute = 1000000000
+"""
+# admission capacity on the model, set through the environment ([models.m] is written above)
+FULL_ENV = {"GATEHOUSE_MODELS__M__MAX_CONCURRENCY": "512"}
+
+
+def start_full_gatehouse(kids: Children, py: str, upstream: Target, *, name: str,
+                         env: dict[str, str] | None = None, timeout: float = 180,
+                         workers: int = 1, launch: str = LAUNCH, root: Path = ROOT) -> Target:
+    """gatehouse on one worker with the full pipeline; ``env`` adds settings (e.g. telemetry
+    off) through the environment."""
+    import edge  # bench/edge.py imports this module
+
+    toml = edge.DETECTOR + edge.rules_toml() + FULL_LIMITS
+    return start_gatehouse(kids, py, upstream, name=name, require_key=True, extra_toml=toml,
+                           timeout=timeout, env={**FULL_ENV, **(env or {})}, workers=workers,
+                           launch=launch, root=root)
 
 
 def litellm_version() -> str | None:
@@ -362,6 +416,72 @@ def smoke(t: Target) -> None:
     status, data = http_post(t.port, "/v1/chat/completions", body, t.api_key)
     if status != 200 or b"[DONE]" not in data:
         raise RuntimeError(f"{t.label}: streamed completion answered {status}: {data[:300]!r}")
+
+
+# -- two gateways side by side ----------------------------------------------------------------
+
+@dataclass
+class Paired:
+    # (target key, rate) -> per repeat: (p50, p99) added over direct-to-upstream, ms
+    added: dict[tuple[str, float], list[tuple[float, float]]]
+    maxima: dict[str, list[float]]  # target key -> max closed-loop req/s, per repeat
+    cpu_us: dict[str, list[float]]  # target key -> its process's CPU µs per request, closed loop
+    loads: list[float]  # 1-minute load average at each repeat's end
+    errors: dict[str, int]  # target key -> answers that were errors (an overloaded gateway
+    first_errors: dict[str, str]  # sheds with 429/503 by design: reported, not fatal)
+
+
+def paired_added(targets: list[Target], rates: list[float], repeats: int, duration: float,
+                 content: str | None = None) -> Paired:
+    """Gateways measured side by side against ``targets[0]`` (the upstream itself), plain
+    requests (of ``content``, else a short prompt), interleaved and rotated each repeat: max
+    closed-loop throughput, then the latency added over direct at each open-loop rate."""
+    import uvloop
+
+    pids = [t.pid for t in targets]
+    direct = targets[0].key
+    out = Paired({}, {}, {}, [], {}, {})
+
+    def count_errors(key: str, res: loadgen.Result) -> None:
+        out.errors[key] = out.errors.get(key, 0) + res.errors
+        if res.first_error:
+            out.first_errors.setdefault(key, res.first_error)
+
+    def request(t: Target) -> bytes:
+        extra = {"content": content} if content is not None else {}
+        return loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False, **extra)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        for t in targets:  # warm up: connections, the tokenizer, the caches
+            runner.run(loadgen.closed_loop(HOST, t.port, request(t), conns=8, duration=1.0,
+                                           warmup=0.0))
+        for rep in range(repeats):
+            order = rotate(targets, rep)
+            for t in order:
+                quiesce(pids)
+                cpu = cpu_seconds(t.pid)
+                res = runner.run(loadgen.closed_loop(HOST, t.port, request(t), conns=64,
+                                                     duration=duration, warmup=0.5))
+                cpu = cpu_seconds(t.pid) - cpu
+                count_errors(t.key, res)
+                out.maxima.setdefault(t.key, []).append(res.throughput)
+                out.cpu_us.setdefault(t.key, []).append(cpu / max(1, res.total) * 1e6)
+            for rate in rates:
+                lat: dict[str, tuple[float, float]] = {}
+                for t in order:
+                    quiesce(pids)
+                    res = runner.run(loadgen.open_loop(
+                        HOST, t.port, request(t), rate=rate,
+                        duration=max(duration, 2000 / rate), warmup=0.5, max_conns=256))
+                    count_errors(t.key, res)
+                    lat[t.key] = (res.percentile(50) * 1e3, res.percentile(99) * 1e3)
+                for key in lat:
+                    if key != direct:
+                        out.added.setdefault((key, rate), []).append(
+                            (lat[key][0] - lat[direct][0], lat[key][1] - lat[direct][1]))
+            out.loads.append(os.getloadavg()[0])
+            log(f"repeat {rep + 1}/{repeats} done (load average {out.loads[-1]:.1f})")
+    return out
 
 
 # -- the plan ---------------------------------------------------------------------------------
@@ -568,7 +688,9 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
 
     con = Console() if sys.stdout.isatty() else Console(width=150)
     keys = [t.key for t in targets]
-    has_gh, has_ll = "gatehouse" in keys, "litellm" in keys
+    ghs = [k for k in GATEHOUSES if k in keys]  # open mode, then the full pipeline
+    has_gh, has_ll = bool(ghs), "litellm" in keys
+    head = ghs[-1] if ghs else "gatehouse"  # the ratios are the full pipeline's when run
 
     con.print()
     con.print(f"[bold]gatehouse overhead benchmark[/] — {meta['when']}, {meta['machine']}, "
@@ -587,26 +709,26 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
     t1.add_column("req/s", justify="right")
     t1.add_column("direct p50", justify="right")
     t1.add_column("direct p99", justify="right")
-    if has_gh:
-        t1.add_column("gh +p50", justify="right", style="green")
-        t1.add_column("gh +p99", justify="right", style="green")
+    for key in ghs:
+        t1.add_column(f"{SHORT[key]} +p50", justify="right", style="green")
+        t1.add_column(f"{SHORT[key]} +p99", justify="right", style="green")
     if has_ll:
         t1.add_column("LiteLLM +p50", justify="right", style="yellow")
         t1.add_column("LiteLLM +p99", justify="right", style="yellow")
     if has_gh and has_ll:
-        t1.add_column("LL/gh p50", justify="right", style="bold")
-        t1.add_column("LL/gh p99", justify="right", style="bold")
+        t1.add_column(f"LL/{SHORT[head]} p50", justify="right", style="bold")
+        t1.add_column(f"LL/{SHORT[head]} p99", justify="right", style="bold")
     for stream in (False, True):
         for rate in args.rates:
             d = s.direct[(stream, rate)]
             row = ["stream" if stream else "plain", f"{rate:,.0f}", fmt_ms(d["p50_ms"]),
                    fmt_ms(d["p99_ms"])]
-            for key in ("gatehouse", "litellm"):
+            for key in [*ghs, "litellm"]:
                 if key in keys:
                     a, sat = s.added[(key, stream, rate)], s.sat[(key, stream, rate)]
                     row += [fmt_ms(a["p50_ms"], sat), fmt_ms(a["p99_ms"], sat)]
             if has_gh and has_ll:
-                gh = s.added[("gatehouse", stream, rate)]
+                gh = s.added[(head, stream, rate)]
                 ll = s.added[("litellm", stream, rate)]
                 lsat = s.sat[("litellm", stream, rate)]
                 row += [lat_ratio(ll["p50_ms"], gh["p50_ms"], lsat),
@@ -622,21 +744,20 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
     t2 = Table(title="Streaming: added time to first body byte (p50), ms", title_justify="left")
     t2.add_column("req/s", justify="right")
     t2.add_column("direct TTFB p50", justify="right")
-    for key in ("gatehouse", "litellm"):
+    for key in [*ghs, "litellm"]:
         if key in keys:
-            t2.add_column(f"{'gh' if key == 'gatehouse' else 'LiteLLM'} +TTFB p50",
-                          justify="right")
+            t2.add_column(f"{SHORT[key]} +TTFB p50", justify="right")
     if has_gh and has_ll:
-        t2.add_column("LL/gh", justify="right", style="bold")
+        t2.add_column(f"LL/{SHORT[head]}", justify="right", style="bold")
     for rate in args.rates:
         row = [f"{rate:,.0f}", fmt_ms(s.direct[(True, rate)]["ttft_p50_ms"])]
-        for key in ("gatehouse", "litellm"):
+        for key in [*ghs, "litellm"]:
             if key in keys:
                 row.append(fmt_ms(s.added[(key, True, rate)]["ttft_p50_ms"],
                                   s.sat[(key, True, rate)]))
         if has_gh and has_ll:
             row.append(lat_ratio(s.added[("litellm", True, rate)]["ttft_p50_ms"],
-                                 s.added[("gatehouse", True, rate)]["ttft_p50_ms"],
+                                 s.added[(head, True, rate)]["ttft_p50_ms"],
                                  s.sat[("litellm", True, rate)]))
         t2.add_row(*row)
     con.print(t2)
@@ -645,13 +766,13 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
                      f"keep-alive connections), req/s; server CPU time per request and "
                      f"CPU use (1 core = 100 %) during the run", title_justify="left")
     t3.add_column("mode")
-    short = {"direct": "direct", "gatehouse": "gh", "litellm": "LiteLLM"}
+    short = SHORT
     for t in targets:
         t3.add_column(short[t.key], justify="right")
     if has_gh and has_ll:
-        t3.add_column("gh/LL", justify="right", style="bold")
+        t3.add_column(f"{short[head]}/LL", justify="right", style="bold")
     if has_gh:
-        t3.add_column("gh/direct", justify="right")
+        t3.add_column(f"{short[head]}/direct", justify="right")
     for t in targets:
         if t.key != "direct":
             t3.add_column(f"{short[t.key]} µs/req", justify="right")
@@ -660,10 +781,10 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
         row = ["stream" if stream else "plain"]
         row += [f"{s.max_rps[(t.key, stream)]:,.0f}" for t in targets]
         if has_gh and has_ll:
-            row.append(fmt_ratio(s.max_rps[("gatehouse", stream)],
+            row.append(fmt_ratio(s.max_rps[(head, stream)],
                                  s.max_rps[("litellm", stream)]))
         if has_gh:
-            row.append(f"{s.max_rps[('gatehouse', stream)] / s.max_rps[('direct', stream)]:.2f}")
+            row.append(f"{s.max_rps[(head, stream)] / s.max_rps[('direct', stream)]:.2f}")
         for t in targets:
             if t.key != "direct":
                 row += [f"{s.cpu_us[(t.key, stream)]:,.0f}",
@@ -682,34 +803,36 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
             r = s.rss[t.key]
             t4.add_row(t.label, f"{r[0]:.0f}", f"{r[1]:.0f}", str(r[2]))
     if has_gh and has_ll:
-        t4.add_row("ratio LiteLLM/gh", fmt_ratio(s.rss["litellm"][0], s.rss["gatehouse"][0]),
-                   fmt_ratio(s.rss["litellm"][1], s.rss["gatehouse"][1]), "")
+        t4.add_row(f"ratio LiteLLM/{SHORT[head]}",
+                   fmt_ratio(s.rss["litellm"][0], s.rss[head][0]),
+                   fmt_ratio(s.rss["litellm"][1], s.rss[head][1]), "")
     con.print(t4)
 
-    if has_gh:
-        t5 = Table(title="gatehouse targets (one worker)", title_justify="left")
+    for gh in ghs:
+        t5 = Table(title=f"gatehouse targets (one worker): {TITLES[gh]}",
+                   title_justify="left")
         t5.add_column("target")
         t5.add_column("goal", justify="right")
         t5.add_column("measured", justify="right")
         t5.add_column("", justify="center")
 
-        def check(name: str, goal: str, value: str, ok: bool | None) -> None:
+        def check(name: str, goal: str, value: str, ok: bool | None, table: Any = t5) -> None:
             mark = "–" if ok is None else ("[green]PASS[/]" if ok else "[red]MISS[/]")
-            t5.add_row(name, goal, value, mark)
+            table.add_row(name, goal, value, mark)
 
-        at = s.added.get(("gatehouse", False, TARGET_RATE))
+        at = s.added.get((gh, False, TARGET_RATE))
         if at:
             check(f"added p50 @ {TARGET_RATE} req/s", f"≤ {TARGETS_P50_MS} ms",
                   f"{at['p50_ms']:.2f} ms", at["p50_ms"] <= TARGETS_P50_MS)
             check(f"added p99 @ {TARGET_RATE} req/s", f"≤ {TARGETS_P99_MS:g} ms",
                   f"{at['p99_ms']:.2f} ms", at["p99_ms"] <= TARGETS_P99_MS)
-            sa = s.added[("gatehouse", True, TARGET_RATE)]
+            sa = s.added[(gh, True, TARGET_RATE)]
             check("  same, streaming (p50 / p99)", "(info)",
                   f"{sa['p50_ms']:.2f} / {sa['p99_ms']:.2f} ms", None)
-        m = s.max_rps[("gatehouse", False)]
+        m = s.max_rps[(gh, False)]
         check("max sustained req/s", f"≥ {TARGET_MAX_RPS:,}", f"{m:,.0f}", m >= TARGET_MAX_RPS)
-        check("  same, streaming", "(info)", f"{s.max_rps[('gatehouse', True)]:,.0f}", None)
-        rss = s.rss["gatehouse"][0]
+        check("  same, streaming", "(info)", f"{s.max_rps[(gh, True)]:,.0f}", None)
+        rss = s.rss[gh][0]
         check("RSS per worker", f"≤ {TARGET_RSS_MB} MB", f"{rss:.0f} MB", rss <= TARGET_RSS_MB)
         if has_ll:
             ratio = m / s.max_rps[("litellm", False)]
@@ -719,7 +842,7 @@ def render(s: Summary, targets: list[Target], args: argparse.Namespace,
             fine = [rate for rate in args.rates if not s.sat[("litellm", False, rate)]]
             if fine:
                 rate = max(fine)
-                gh_ms = s.added[("gatehouse", False, rate)]["p50_ms"]
+                gh_ms = s.added[(gh, False, rate)]["p50_ms"]
                 ll_ms = s.added[("litellm", False, rate)]["p50_ms"]
                 lat_x = ll_ms / max(gh_ms, FLOOR_MS)
                 check(f"added p50 vs LiteLLM @ {rate:,.0f} req/s", f"≤ 1/{TARGET_RATIO}",
@@ -743,6 +866,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="short run: one repeat, 0.5+2 s per cell (~1-2 min)")
     p.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
+    p.add_argument("--full", action="store_true",
+                   help="also the full pipeline (start_full_gatehouse: key required, limits "
+                        "on, admission capacity, 10,000 edge rules), beside open mode, with "
+                        "the targets for both")
     p.add_argument("--no-gatehouse", action="store_true",
                    help="skip the gateway (e.g. to try the harness alone)")
     p.add_argument("--repeats", type=int, help="repeats per cell (default 3; --quick 1)")
@@ -814,10 +941,36 @@ def terminate_on_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def run_bench(args: argparse.Namespace,
+              start: Callable[[Children, str, Target], dict[Any, Target]],
+              run: Callable[[argparse.Namespace, Target, dict[Any, Target]], dict[str, Any]],
+              render: Callable[[dict[str, Any], argparse.Namespace], None]) -> int:
+    """The frame of a side-by-side benchmark (bench/workers.py, edge.py, telemetry.py): the
+    test upstream, the servers ``start`` makes beside it, ``run``'s results saved to
+    ``args.json`` and rendered; every child stopped at the end, also on a signal."""
+    py = repo_python()
+    kids = Children()
+    started = time.monotonic()
+    try:
+        with terminate_on_signals():
+            up = start_upstream(kids, py)
+            servers = start(kids, py, up)
+            log("servers up: " + ", ".join(f"{k} :{t.port}" for k, t in servers.items()))
+            results = run(args, up, servers)
+            save_results(results, args.json, started)
+            render(results, args)
+            return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        kids.stop_all()
+
+
 def report(path: Path) -> int:
     saved = json.loads(path.read_text())
     args = argparse.Namespace(**saved["args"])
-    labels = {"direct": "direct upstream", "gatehouse": "gatehouse", "litellm": "LiteLLM"}
+    labels = {"direct": "direct upstream", "gatehouse": "gatehouse",
+              "gatehouse-full": "gatehouse (full pipeline)", "litellm": "LiteLLM"}
     targets = [Target(key, labels[key], 0, "", 0, [(r[0], r[1], r[2]) for r in rss])
                for key, rss in saved["rss"].items()]
     cells = [Cell(**c) for c in saved["cells"]]
@@ -848,6 +1001,10 @@ def main(argv: list[str] | None = None) -> int:
                                      "run with --no-gatehouse to try the harness alone")
                 targets.append(start_gatehouse(kids, py, upstream))
                 log(f"gatehouse on :{targets[-1].port}")
+                if args.full:
+                    targets.append(start_full_gatehouse(kids, py, upstream,
+                                                        name="gatehouse-full"))
+                    log(f"gatehouse (full pipeline) on :{targets[-1].port}")
             if not args.no_litellm:
                 log(f"starting LiteLLM {meta['litellm']} (takes ~10-30 s)")
                 targets.append(start_litellm(kids, upstream))

@@ -42,7 +42,6 @@ import os
 import random
 import re
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -119,15 +118,7 @@ class Gw:
     keys: dict[str, str]
 
 
-def cli(py: str, cfg: Path, *args: str) -> str:
-    launch = ("import sys; from gatehouse.cli.main import main; "
-              "sys.argv[0] = 'gatehouse'; sys.exit(main())")
-    r = subprocess.run([py, "-c", launch, *args, "--config", str(cfg)], cwd=overhead.ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(overhead.ROOT)), capture_output=True,
-                       text=True, timeout=120, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"gatehouse {' '.join(args)} failed: {r.stderr}{r.stdout}")
-    return r.stdout.strip()
+cli = overhead.gatehouse_cli
 
 
 def start(kids: Children, py: str, mode: str, slots: int, service_ms: float) -> Gw:
@@ -173,9 +164,7 @@ max_concurrency = {slots}
         cli(py, cfg, "orgs", "create", f"org-{tier}")
         cli(py, cfg, "projects", "create", f"org-{tier}/load")
         keys[tier] = cli(py, cfg, "keys", "create", f"org-{tier}/load", "--tier", tier)
-    launch = ("import sys; from gatehouse.cli.main import main; "
-              "sys.argv[0] = 'gatehouse'; sys.exit(main())")
-    proc = kids.start(f"gatehouse-{mode}", [py, "-c", launch, "serve", "--config", str(cfg),
+    proc = kids.start(f"gatehouse-{mode}", [py, "-c", overhead.LAUNCH, "serve", "--config", str(cfg),
                                             "--host", HOST, "--port", str(port),
                                             "--workers", "1"],
                       env=dict(os.environ, PYTHONPATH=str(overhead.ROOT)))

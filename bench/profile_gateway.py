@@ -9,6 +9,13 @@ inclusive time, plus a collapsed-stack file for flame graphs (speedscope.app, or
 
     .venv/bin/pip install py-spy
     .venv/bin/python bench/profile_gateway.py [--stream] [--seconds 10] [--rate 500]
+    .venv/bin/python bench/profile_gateway.py --full --rate 500   # the full pipeline
+    .venv/bin/python bench/profile_gateway.py --full --rate 500 \
+        --env GATEHOUSE_TELEMETRY__REQUEST_LOG=false --env GATEHOUSE_TELEMETRY__ROLLUPS=false
+
+``--full`` is the configuration users run (overhead.start_full_gatehouse: a key required,
+limits on, admission capacity, 10,000 edge rules), the same as bench/telemetry.py's and
+``bench/overhead.py --full``.
 
 Traffic goes to 127.0.0.1 only and stops by itself; all child processes are killed at the end.
 """
@@ -28,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
 import overhead as ov
+import tokenizer
 
 
 def summarize(collapsed: Path, top: int, full_paths: bool) -> None:
@@ -77,6 +85,10 @@ def summarize(collapsed: Path, top: int, full_paths: bool) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stream", action="store_true")
+    p.add_argument("--full", action="store_true",
+                   help="the full pipeline (key, limits, capacity, 10,000 edge rules)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for the server through its environment (repeatable)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rate", type=float, help="open loop at this rate instead of closed loop")
     p.add_argument("--conns", type=int, default=64)
@@ -85,6 +97,9 @@ def main() -> int:
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--full-paths", action="store_true")
     p.add_argument("--out", type=Path, default=ov.WORK / "gateway-profile.txt")
+    p.add_argument("--tokenizer", help="[quota] tokenizer (o200k_base, chars, …)")
+    p.add_argument("--prompt-tokens", type=int,
+                   help="a prompt of this many o200k tokens (bench/tokenizer.py's text)")
     args = p.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(ov.repo_python()).parent / "py-spy")
     if not Path(pyspy).exists():
@@ -93,11 +108,21 @@ def main() -> int:
     kids = ov.Children()
     try:
         up = ov.start_upstream(kids, py)
-        gh = ov.start_gatehouse(kids, py, up)
+        env = dict(e.split("=", 1) for e in args.env)
+        if args.tokenizer:  # (through the environment: the full pipeline writes [quota])
+            env["GATEHOUSE_QUOTA__TOKENIZER"] = args.tokenizer
+        if args.full:
+            gh = ov.start_full_gatehouse(kids, py, up, name="profile-full", env=env)
+        else:
+            gh = ov.start_gatehouse(kids, py, up, env=env,
+                                    extra_toml='\n[edge.detector]\nenabled = false\n')
         ov.smoke(gh)
         import uvloop
 
-        req = loadgen.chat_request(ov.HOST, gh.port, api_key="x", stream=args.stream)
+        content = {"content": tokenizer.prompt(args.prompt_tokens)} if args.prompt_tokens \
+            else {}
+        req = loadgen.chat_request(ov.HOST, gh.port, api_key=gh.api_key, stream=args.stream,
+                                   **content)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(loadgen.closed_loop(ov.HOST, gh.port, req, conns=8, duration=1.0,
                                            warmup=0.0))

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,31 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import edge as edge_bench
 import loadgen
 import overhead
-from overhead import HOST, Children, Target, cpu_seconds, log, quiesce
+from overhead import _TICK, HOST, Children, Target, cpu_seconds, log, quiesce
 
-LIMITS = """
-[tiers.standard.limits]
-requests_per_minute = 100000000
-tokens_per_minute = 1000000000
-"""
-# admission capacity on the model, set through the environment ([models.m] is overhead's)
-CAPACITY_ENV = {"GATEHOUSE_MODELS__M__MAX_CONCURRENCY": "512"}
 OFF_ENV = {"GATEHOUSE_TELEMETRY__REQUEST_LOG": "false", "GATEHOUSE_TELEMETRY__ROLLUPS": "false"}
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """start_gatehouse passes this process's environment on to the server it starts."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,31 +52,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def start(kids: Children, py: str, up: Target) -> dict[str, Target]:
+    servers: dict[str, Target] = {}
+    for key, env in (("on", {}), ("off", OFF_ENV)):
+        servers[key] = overhead.start_full_gatehouse(kids, py, up, name=f"telemetry-{key}",
+                                                     env=env)
+        overhead.smoke(servers[key])
+    return servers
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    py = overhead.repo_python()
-    kids = Children()
-    started = time.monotonic()
-    try:
-        with overhead.terminate_on_signals():
-            up = overhead.start_upstream(kids, py)
-            toml = edge_bench.DETECTOR + edge_bench.rules_toml() + LIMITS
-            servers: dict[str, Target] = {}
-            for key, env in (("on", {}), ("off", OFF_ENV)):
-                with environment({**CAPACITY_ENV, **env}):
-                    servers[key] = overhead.start_gatehouse(
-                        kids, py, up, name=f"telemetry-{key}", require_key=True,
-                        extra_toml=toml, timeout=180)
-                overhead.smoke(servers[key])
-            log("servers up: " + ", ".join(f"{k} :{t.port}" for k, t in servers.items()))
-            results = run(args, up, servers)
-            overhead.save_results(results, args.json, started)
-            render(results, args)
-            return 0
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        kids.stop_all()
+    return overhead.run_bench(parse_args(argv), start, run, render)
+
+
+def side_threads_cpu(pid: int) -> float:
+    """CPU seconds of the process's threads other than its main (event loop) thread: where
+    the store driver's thread (aiosqlite) and any other helper thread spend theirs."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if int(tid) == pid:
+            continue
+        try:
+            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
 
 
 def run(args: argparse.Namespace, up: Target, servers: dict[str, Target]) -> dict[str, Any]:
@@ -122,16 +100,19 @@ def run(args: argparse.Namespace, up: Target, servers: dict[str, Target]) -> dic
                     written0 = edge_bench.metric(on.port, "gatehouse_request_log_written_total")
                     answered0 = edge_bench.metric(on.port, "gatehouse_requests_total")
                     req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False)
-                    cpu0 = cpu_seconds(t.pid)
+                    cpu0, side0 = cpu_seconds(t.pid), side_threads_cpu(t.pid)
                     res = runner.run(loadgen.open_loop(HOST, t.port, req, rate=rate,
                                                        duration=args.duration))
                     cpu = cpu_seconds(t.pid) - cpu0
+                    side = side_threads_cpu(t.pid) - side0
                     cell = {"p50": res.percentile(50) * 1000, "p99": res.percentile(99) * 1000,
-                            "cpu_us": cpu / max(1, res.total) * 1e6, "answers": res.completed,
+                            "cpu_us": cpu / max(1, res.total) * 1e6,
+                            "side_us": side / max(1, res.total) * 1e6, "answers": res.completed,
                             "errors": res.errors + res.timeouts}
                     out["cells"].setdefault(f"{rate:g}", {}).setdefault(t.key, []).append(cell)
                     log(f"rep {rep + 1} {rate:>6g}/s {t.key:<14} p50 {cell['p50']:.2f} ms "
                         f"p99 {cell['p99']:.2f} ms cpu {cell['cpu_us']:.0f} µs/req "
+                        f"(other threads {cell['side_us']:.0f}) "
                         f"err {cell['errors']}")
                     if t is on:
                         time.sleep(2.5)  # the request log writes every second
@@ -150,17 +131,20 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> None:
     med = statistics.median
     print(f"\n## Telemetry on vs off, full pipeline ({r['when']}, {r['machine']}; "
           f"{args.repeats} repeat(s) of {args.duration:g} s, medians)\n")
-    print("| rate | server CPU per request: off → on | added p50: off → on | "
-          "added p99: off → on |")
-    print("|---|---|---|---|")
+    print("| rate | server CPU per request: off → on | of which threads other than the event "
+          "loop's: off → on | added p50: off → on | added p99: off → on |")
+    print("|---|---|---|---|---|")
     for rate, cells in r["cells"].items():
         d50 = med(c["p50"] for c in cells["direct"])
         d99 = med(c["p99"] for c in cells["direct"])
+        side = {k: med(c.get("side_us", 0.0) for c in cells[f"telemetry-{k}"])
+                for k in ("off", "on")}
         v = {k: (med(c["cpu_us"] for c in cells[f"telemetry-{k}"]),
                  med(c["p50"] for c in cells[f"telemetry-{k}"]) - d50,
                  med(c["p99"] for c in cells[f"telemetry-{k}"]) - d99) for k in ("off", "on")}
         print(f"| {float(rate):,.0f}/s | {v['off'][0]:.0f} → {v['on'][0]:.0f} µs "
-              f"({v['on'][0] / v['off'][0] - 1:+.1%}) | {v['off'][1]:+.3f} → {v['on'][1]:+.3f} ms "
+              f"({v['on'][0] / v['off'][0] - 1:+.1%}) | {side['off']:.0f} → {side['on']:.0f} µs "
+              f"| {v['off'][1]:+.3f} → {v['on'][1]:+.3f} ms "
               f"| {v['off'][2]:+.3f} → {v['on'][2]:+.3f} ms |")
     answers = sum(c["answers"] for c in r["log"])
     written = sum(c["written"] for c in r["log"])

@@ -36,6 +36,17 @@ def corpus() -> str:
     return "\n".join(f.read_text() for f in files)
 
 
+def prompt(tokens: int, o200k: Tokenizer | None = None) -> str:
+    """The longest start of the corpus with at most ``tokens`` o200k tokens."""
+    o200k = o200k or load("o200k_base")
+    text = corpus()
+    lo, hi = 0, len(text)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if o200k.count([text[:mid]]) <= tokens else (lo, mid)
+    return text[:lo]
+
+
 async def timed(tok: Tokenizer, body: dict[str, Any], repeats: int
                 ) -> tuple[float, float, int]:
     times, counted = [], 0
@@ -57,14 +68,8 @@ def main() -> None:
         tokenizers[name] = load(name)
         tokenizers[name].count(["warm up"])
         loads[name] = time.perf_counter() - started
-    o200k, text = tokenizers["o200k_base"], corpus()
-    ids_chars = {}
-    for n in SIZES:  # the longest prefix of the corpus with exactly ~n o200k tokens
-        lo, hi = 0, len(text)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if o200k.count([text[:mid]]) <= n else (lo, mid)
-        ids_chars[n] = lo
+    text = corpus()
+    ids_chars = {n: len(prompt(n, tokenizers["o200k_base"])) for n in SIZES}
     print(f"{'tokenizer':<12} {'load s':>7} " + " ".join(
         f"{f'{n // 1000}k: p50 µs':>12} {'min':>6} {'count':>6}" for n in SIZES))
     for name, tok in tokenizers.items():

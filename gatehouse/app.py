@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gatehouse.admin import build_admin_app
+from gatehouse.admin import LazyAdmin
 from gatehouse.admission.stage import AdmissionStage
 from gatehouse.config import ConfigError, Settings, load_settings
 from gatehouse.context import RequestContext
@@ -65,6 +65,8 @@ from gatehouse.telemetry.stage import TelemetryStage
 from gatehouse.telemetry.tracing import Tracing
 from gatehouse.telemetry.usage_api import PATH as USAGE_API_PATH
 from gatehouse.telemetry.usage_api import CompletionsUsageStage
+from gatehouse.upstream.affinity import PREFIX as STORED_PREFIX
+from gatehouse.upstream.affinity import Affinity, StoredResponseStage, stored_methods
 from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gatehouse.upstream.demo import DemoBackend
@@ -93,7 +95,7 @@ def _breaker_gauge(metrics: Metrics, backend: str, model: str) -> Callable[[str]
 def build_router(settings: Settings, metrics: Metrics,
                  environ: dict[str, str] | None = None) -> tuple[Router, list[Backend]]:
     env = os.environ if environ is None else environ
-    backends: dict[str, tuple[Backend, BreakerPolicy, bool]] = {}
+    backends: dict[str, tuple[Backend, BreakerPolicy, bool, str]] = {}
     slots: dict[str, BackendSlots] = {}
     for name, up in settings.upstreams.items():
         key = None
@@ -103,7 +105,7 @@ def build_router(settings: Settings, metrics: Metrics,
                 raise ConfigError(settings.source, f"upstreams.{name}.api_key_env",
                                   f"environment variable {up.api_key_env} is not set")
         backends[name] = (HTTPBackend(name, up, key), BreakerPolicy.of(up),
-                          up.inject_stream_usage)
+                          up.inject_stream_usage, up.api)
         if up.max_concurrency is not None:
             slots[name] = BackendSlots(up.max_concurrency)
     created = int(time.time())
@@ -113,21 +115,24 @@ def build_router(settings: Settings, metrics: Metrics,
     for model, ms in settings.models.items():
         targets = []
         for ref in ms.backends:
-            backend, policy, inject = backends[ref.upstream]
+            backend, policy, inject, api = backends[ref.upstream]
             served = ref.model or model
             breaker = breakers.get((ref.upstream, served))
             if breaker is None:
                 breaker = breakers[ref.upstream, served] = CircuitBreaker(
                     policy, on_change=_breaker_gauge(metrics, ref.upstream, served))
             targets.append(Target(backend, breaker, served, ref.weight, inject,
-                                  slots.get(ref.upstream)))
+                                  slots.get(ref.upstream), api))
         routes[model] = ModelRoute(model, targets, ms.owned_by, created)
-    everything: list[Backend] = [b for b, _, _ in backends.values()]
+    everything: list[Backend] = [b for b, _, _, _ in backends.values()]
     if settings.demo.enabled:
         demo = DemoBackend(settings.demo)
         routes[settings.demo.model] = ModelRoute(
             # no circuit breaker for the demo: its failure_rate should stay a rate
             settings.demo.model,
+            # it speaks chat completions: Responses requests go through the gateway's bridge,
+            # which keeps the responses (follow-ups, GET, DELETE, input items) as for any
+            # chat-only backend
             [Target(demo, CircuitBreaker(BreakerPolicy.never()), settings.demo.model, 1.0)],
             "gatehouse-demo", created)
         everything.append(demo)
@@ -228,8 +233,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
          settings.demo.model: settings.demo.tokenizer}, settings.quota.tokenizer)
     quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock,
                        book=book, overrides=overrides, tokenizers=tokenizers)
+    # which backend stores which response (and the responses kept for chat-only backends)
+    keep = settings.storage.responses_keep_days * 86400
+    affinity = Affinity(identity.state, keep) if keep else None
 
     async def start_quota() -> None:
+        await quota.start()
         await book.start()
         await overrides.start(identity.state)
 
@@ -239,9 +248,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         ServiceTierStage(settings.tiers),
         quota,
         AdmissionStage(settings, metrics),
-        UpstreamStage(router, metrics, tokenizers, tracing),
+        UpstreamStage(router, metrics, tokenizers, tracing, affinity),
     ]
     proxy = Pipeline(proxy_stages)
+    # GET/DELETE /v1/responses/{id}, …/input_items: to the backend holding it, counted as
+    # requests (no tokens) by the same quota, admission and upstream stages
+    stored = Pipeline([*api_stages, StoredResponseStage(affinity, router),
+                       *proxy_stages[len(api_stages) + 2:]]) if affinity else None
     probes = Probes(router, backends, {
         "store": ("sqlite" if identity.store.is_sqlite else "postgresql", identity.store.ping),
         "state": (identity.state.name, identity.state.ping)})
@@ -249,6 +262,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "/v1/chat/completions": Route("POST", proxy, "chat.completions"),
         "/v1/completions": Route("POST", proxy, "completions"),
         "/v1/embeddings": Route("POST", proxy, "embeddings"),
+        "/v1/responses": Route("POST", proxy, "responses"),
+        # passed on to the model's backends with keys, request quotas, admission and ids
+        "/v1/moderations": Route("POST", proxy, "moderations"),
+        "/v1/images/generations": Route("POST", proxy, "images.generations"),
+        "/v1/audio/speech": Route("POST", proxy, "audio.speech"),
+        "/v1/audio/transcriptions": Route("POST", proxy, "audio.transcriptions"),
+        "/v1/audio/translations": Route("POST", proxy, "audio.translations"),
         "/v1/usage": Route("GET", Pipeline([*api_stages, UsageStage(quota)]), "usage"),
         "/v1/models": Route("GET", Pipeline([*api_stages, ModelsStage(router)]), "models"),
         HEALTH_PATH: Route("GET", Pipeline([*api_stages, HealthStage(
@@ -257,7 +277,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             identity.store, retention(settings.telemetry))]), "usage.completions"),
     }
     prefix_routes = {"/v1/models/": Route("GET", Pipeline([*api_stages, ModelsStage(router)]),
-                                          "models")}
+                                          "models"),
+                     **({STORED_PREFIX: Route("GET", stored, "responses.stored",
+                                              methods=stored_methods)} if stored else {})}
     if request_log is not None:
         prefix_routes[LOOKUP_PREFIX] = Route(
             "GET", Pipeline([*api_stages, RequestLookupStage(request_log)]), "requests")
@@ -325,8 +347,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                 # the chat's pages and endpoints ("/" alone matches only "/": server.py)
                 **{prefix: Recorded(guarded_web, telemetry, component)
                    for prefix, component in web_mounts.items()},
-                "/admin/": Recorded(EdgeGuard(build_admin_app(identity, edge, request_log,
-                                                              status), edge),
+                "/admin/": Recorded(EdgeGuard(LazyAdmin(identity, edge, request_log, status),
+                                              edge),
                                     telemetry, "admin"),
                 # the check's own routes: bans apply, challenges never (an API prefix)
                 CHALLENGE_PREFIX: Recorded(EdgeGuard(build_challenge_app(Checkpoint(

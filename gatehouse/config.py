@@ -66,10 +66,13 @@ class ServerSettings(_Section):
     max_headers: int = Field(100, ge=8, le=10_000)
     # slow clients: the head must arrive within head_timeout of its first byte (a new
     # connection's too); a body may pause at most body_timeout between reads; an idle
-    # keep-alive connection is closed after keepalive_timeout
+    # keep-alive connection is closed after keepalive_timeout; an answer the client stops
+    # reading (the socket's buffers full) is cut after send_timeout without progress (nginx's
+    # send_timeout), freeing its admission slot and upstream connection
     head_timeout: float = Field(10.0, gt=0, le=3600)
     body_timeout: float = Field(30.0, gt=0, le=3600)
     keepalive_timeout: float = Field(30.0, gt=0, le=3600)
+    send_timeout: float = Field(60.0, gt=0, le=3600)
     # open connections per client address (peers in [edge] trusted_proxies are exempt) and in
     # all; 0 = automatic: min(16384, half the process's file-descriptor limit)
     max_connections_per_address: int = Field(256, ge=1)
@@ -138,6 +141,8 @@ class RequestLimits(_Section):
     max_inputs: int = Field(2048, ge=1)          # embeddings inputs / completion prompts; OpenAI's
     # embeddings: inputs × dimensions; 2048 × 3072 is OpenAI's largest model on a full batch
     max_embedding_values: int = Field(2048 * 3072, ge=1)
+    # an audio upload (transcriptions, translations), the whole multipart body: OpenAI's limit
+    max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1024)
 
 
 def hidden_password(url: str) -> str:
@@ -155,8 +160,9 @@ class UpstreamSettings(_Section):
     base_url: str
     api_key_env: str | None = None
     connect_timeout: float = Field(3.0, gt=0)
-    # time until the upstream's first response byte; for non-streaming requests that is the
-    # whole answer, so this bounds the generation as well
+    # streams only: time until the first event (the first token), and the longest silence
+    # between two; a whole (non-streamed) answer has no first byte before it is done: only
+    # total_timeout bounds it (docs/configuration.md)
     first_byte_timeout: float = Field(120.0, gt=0)
     total_timeout: float = Field(600.0, gt=0)
     max_connections: int = Field(512, ge=1)
@@ -166,6 +172,10 @@ class UpstreamSettings(_Section):
     # ask streaming backends for usage (stream_options.include_usage) even when the client
     # did not, so every stream is metered; the extra usage chunk is not passed on
     inject_stream_usage: bool = True
+    # which API the backend speaks for /v1/responses: "chat" (chat completions only, as most
+    # self-hosted servers: Responses requests are translated, docs/api.md has the table) or
+    # "responses" (OpenAI itself and servers that implement it: passed on as they are)
+    api: Literal["chat", "responses"] = "chat"
     # circuit breaker per (backend, model), see gatehouse/upstream/breaker.py: connect failures
     # in a row that open it; or, over the window, min_requests verdicts with failure_ratio
     # failing, from min_callers distinct callers
@@ -259,6 +269,9 @@ class StorageSettings(_Section):
     # with memory:// and one worker, `serve` shares its state with the CLI on a Unix socket
     # beside the secret file (gatehouse.sock), so CLI changes reach it at once
     share_state: bool = True
+    # how long the state layer remembers which backend holds a stored Responses API response,
+    # and keeps translated ones (api.md, "Stored responses"); 0: neither (no follow-ups)
+    responses_keep_days: float = Field(30.0, ge=0, le=365)
 
     @field_validator("database_url")
     @classmethod

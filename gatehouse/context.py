@@ -20,10 +20,14 @@ class Usage:
 
     @classmethod
     def from_openai(cls, data: Any) -> Usage | None:
+        """Chat/completions usage, or the Responses API's (``input_tokens``, ``output_tokens``;
+        cached input and reasoning output are within those and charged alike)."""
         if not isinstance(data, dict):
             return None
-        prompt = data.get("prompt_tokens")
-        completion = data.get("completion_tokens") or 0
+        if "input_tokens" in data and "prompt_tokens" not in data:
+            prompt, completion = data.get("input_tokens"), data.get("output_tokens") or 0
+        else:
+            prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens") or 0
         if not isinstance(prompt, int) or not isinstance(completion, int):
             return None
         total = data.get("total_tokens")

@@ -25,6 +25,8 @@ The tree (status · type · code)::
     ├── SignInThrottled         429 · invalid_request_error · too_many_sign_ins (Retry-After)
     ├── QuotaExceeded           429 · insufficient_quota · insufficient_quota  (x-should-retry: false)
     ├── RouteNotFound           404 · invalid_request_error · unknown_url
+    │   └── UnsupportedEndpoint 404 · invalid_request_error · unsupported_endpoint (an OpenAI
+    │                                                 endpoint this gateway does not serve)
     ├── MethodNotAllowed        405 · invalid_request_error · method_not_allowed
     ├── ModelNotFound           404 · invalid_request_error · model_not_found
     ├── NotFound                404 · invalid_request_error · not_found   (admin API: no such org, key, …)
@@ -322,6 +324,12 @@ class RouteNotFound(GatehouseError):
     advice = "Check the address. API paths start with /v1/, e.g. /v1/chat/completions."
 
 
+class UnsupportedEndpoint(RouteNotFound):
+    code = "unsupported_endpoint"
+    title = "Not served by this gateway"
+    advice = "Use one of the endpoints the message lists, or call this one at its provider."
+
+
 class MethodNotAllowed(GatehouseError):
     status = 405
     type = "invalid_request_error"
@@ -416,7 +424,7 @@ ALL_ERRORS: tuple[type[GatehouseError], ...] = (
     SessionExpired, WrongCredentials, PermissionDenied, AccessDenied, ChallengeRequired,
     CookiesRequired,
     RateLimited, QuotaExceeded,
-    QuotaUnavailable, AtCapacity, IdentityUnavailable, RouteNotFound,
+    QuotaUnavailable, AtCapacity, IdentityUnavailable, RouteNotFound, UnsupportedEndpoint,
     MethodNotAllowed, ModelNotFound, NotFound, Conflict, ClientClosedRequest, UpstreamFailed, UpstreamUnavailable, UpstreamTimeout,
     InternalError,
 )

@@ -19,7 +19,13 @@ import orjson
 from gatehouse.config import Settings
 from gatehouse.context import Reply, RequestContext, header_dict
 from gatehouse.edge.connections import Connections
-from gatehouse.errors import GatehouseError, MethodNotAllowed, RouteNotFound
+from gatehouse.edge.protocol import REFUSED, REQUEST_ID
+from gatehouse.errors import (
+    GatehouseError,
+    MethodNotAllowed,
+    RouteNotFound,
+    UnsupportedEndpoint,
+)
 from gatehouse.htmlpage import secured
 from gatehouse.pipeline import Pipeline
 from gatehouse.probes import Probes
@@ -33,11 +39,33 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+# OpenAI endpoints this gateway does not serve: a 404 that says so and lists what it serves
+# (a route, such as /v1/images/generations, is found before these prefixes are looked at)
+UNSERVED = ("/v1/images/", "/v1/audio/", "/v1/files", "/v1/batches",
+            "/v1/uploads", "/v1/fine_tuning/", "/v1/vector_stores", "/v1/assistants",
+            "/v1/threads", "/v1/realtime", "/v1/conversations", "/v1/containers", "/v1/evals",
+            "/v1/videos", "/v1/chatkit")
+SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, "
+          "POST /v1/responses, POST /v1/moderations, POST /v1/images/generations, "
+          "POST /v1/audio/speech, POST /v1/audio/transcriptions, POST /v1/audio/translations, "
+          "GET /v1/models")
+
+
+def unserved(method: str, path: str) -> UnsupportedEndpoint | None:
+    if not path.startswith(UNSERVED):
+        return None
+    return UnsupportedEndpoint(f"{method} {path} is an OpenAI endpoint this gateway does not "
+                               f"serve. It serves {SERVED} (and the usage and health "
+                               "endpoints in docs/api.md).")
+
+
 @dataclass(slots=True)
 class Route:
     method: str
     pipeline: Pipeline
     endpoint: str
+    # the methods a path of this (prefix) route answers, where more than ``method`` (not POST)
+    methods: Callable[[str], tuple[str, ...]] | None = None
 
 
 class Gateway:
@@ -115,7 +143,8 @@ class Gateway:
                 # a mount at "/" is the home page alone, not every path (404s stay the API's)
                 if path.startswith(prefix) if prefix != "/" else path == "/":
                     return await self._mounted(app, scope, receive, send)
-        ctx = RequestContext(new_request_id(), scope["method"], path, headers,
+        ctx = RequestContext(scope.get(REQUEST_ID) or new_request_id(), scope["method"], path,
+                             headers,
                              scope.get("client"), receive, scope.get("query_string", b""))
         local = self.local.get(path)
         route = None if local is not None else self._route(path)
@@ -126,19 +155,21 @@ class Gateway:
                 ctx.client_request_id = check_client_request_id(client_id)
             if local is not None:
                 ctx.endpoint = path.strip("/")
-                if ctx.method != "GET":
+                if ctx.method not in ("GET", "HEAD"):  # HEAD: what uptime monitors send
                     raise MethodNotAllowed(f"{ctx.method} is not allowed on {path}; use GET.",
-                                           headers={"allow": "GET"})
+                                           headers={"allow": "GET, HEAD"})
             elif route is None:
                 ctx.endpoint = "unknown"
-                raise RouteNotFound(f"Unknown request URL: {ctx.method} {path}. Please check "
+                raise unserved(ctx.method, path) or RouteNotFound(f"Unknown request URL: {ctx.method} {path}. Please check "
                                     "the URL for typos: API endpoints start with /v1/ (for "
                                     "example POST /v1/chat/completions, GET /v1/models).")
             else:
                 ctx.endpoint = route.endpoint
-                if ctx.method != route.method:
+                allowed = route.methods(path) if route.methods else (route.method,)
+                if ctx.method not in allowed:
+                    allow = ", ".join(allowed)
                     raise MethodNotAllowed(f"{ctx.method} is not allowed on {path}; use "
-                                           f"{route.method}.", headers={"allow": route.method})
+                                           f"{allow}.", headers={"allow": allow})
         except GatehouseError as exc:
             refuse = exc
         if refuse is not None:
@@ -156,11 +187,14 @@ class Gateway:
         async def receive_then_watch() -> dict[str, Any]:
             nonlocal watcher
             message = await receive()
+            if message["type"] == "http.disconnect" and REFUSED in scope:
+                # the connection layer answered (the body stopped arriving: 408) and closed
+                raise scope[REFUSED]
             if not message.get("more_body") and watcher is None:
                 watcher = asyncio.ensure_future(self._watch(ctx, receive, me))
             return message
 
-        if route.method == "POST":
+        if ctx.method == "POST":
             # the body is the schema stage's to read; watching for a disconnect starts after
             ctx.receive = receive_then_watch
         else:
@@ -236,7 +270,9 @@ class Gateway:
             out = self._headers(ctx, reply)
             out.append((b"content-length", str(len(reply.body)).encode()))
             await send({"type": "http.response.start", "status": reply.status, "headers": out})
-            await send({"type": "http.response.body", "body": reply.body})
+            # HEAD: the GET's headers (its length included), no body
+            await send({"type": "http.response.body",
+                        "body": b"" if ctx.method == "HEAD" else reply.body})
             return
         try:
             await send({"type": "http.response.start", "status": reply.status,

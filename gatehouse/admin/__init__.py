@@ -1,5 +1,51 @@
-"""The admin API (/admin/v1/): orgs, projects, keys, users and tiers over HTTP."""
+"""The admin API (/admin/v1/): orgs, projects, keys, users and tiers over HTTP.
 
-from gatehouse.admin.api import build_admin_app
+The gateway mounts :class:`LazyAdmin`: the FastAPI app (and FastAPI itself, ~20 MB per worker)
+is built on the first request under /admin/, in a thread so the event loop keeps serving, not
+in every worker at start."""
 
-__all__ = ["build_admin_app"]
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gatehouse.admin.api import build_admin_app
+    from gatehouse.edge.screen import Edge
+    from gatehouse.identity.service import IdentityService
+    from gatehouse.status.service import StatusService
+    from gatehouse.telemetry.requestlog import RequestLog
+
+class LazyAdmin:
+    def __init__(self, identity: IdentityService, edge: Edge | None = None,
+                 request_log: RequestLog | None = None,
+                 status: StatusService | None = None) -> None:
+        self._parts = (identity, edge, request_log, status)
+        self._app: ASGIApp | None = None
+        self._lock: asyncio.Lock | None = None
+
+    def build(self) -> ASGIApp:
+        from gatehouse.admin.api import build_admin_app
+
+        return build_admin_app(*self._parts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._lock = self._lock or asyncio.Lock()
+            async with self._lock:
+                if self._app is None:
+                    self._app = await asyncio.to_thread(self.build)
+        await self._app(scope, receive, send)
+
+
+__all__ = ["LazyAdmin", "build_admin_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_admin_app":  # the app itself, built now (tests, tools)
+        from gatehouse.admin.api import build_admin_app
+
+        return build_admin_app
+    raise AttributeError(name)

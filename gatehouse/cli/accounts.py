@@ -17,9 +17,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing, load_for_cli
+from gatehouse.cli.common import JsonOpt, Listing, load_for_cli
+from gatehouse.cli.options import ConfigOpt
 from gatehouse.config import Settings
-from gatehouse.identity.passwords import hash_password
 from gatehouse.identity.service import IdentityService, resolve_paths
 from gatehouse.state import State, StateError
 from gatehouse.state.local import SocketState, UnsharedState, socket_path
@@ -262,6 +262,9 @@ def users_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create a user who can sign in to the web path."""
+    # argon2 is loaded for this command only
+    from gatehouse.identity.passwords import hash_password
+
     password = sys.stdin.readline().rstrip("\n") if password_stdin else \
         typer.prompt("password", hide_input=True, confirmation_prompt=True)
     try:

@@ -17,8 +17,6 @@ from gatehouse.config import ConfigError, Settings, load_settings
 
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="Path to gatehouse.toml (default: $GATEHOUSE_CONFIG or ./gatehouse.toml).")]
 
 
 def config_failed(exc: ConfigError) -> NoReturn:

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gatehouse.cli.accounts import _run, parse_duration, when
-from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing
+from gatehouse.cli.common import JsonOpt, Listing
+from gatehouse.cli.options import ConfigOpt
 from gatehouse.edge.bans import BAN_MAX, Bans
 from gatehouse.edge.rays import RAY_PATTERN
 from gatehouse.edge.rulebook import RuleAdmin

@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 
 from gatehouse.cli.accounts import _run, parse_duration, when
-from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing
+from gatehouse.cli.common import JsonOpt, Listing
+from gatehouse.cli.options import ConfigOpt
 from gatehouse.identity.service import IdentityService
 from gatehouse.status.components import components_of
 from gatehouse.status.incidents import IncidentError, Incidents, maintenance_status

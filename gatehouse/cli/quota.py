@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gatehouse.cli.accounts import _run, parse_duration
-from gatehouse.cli.common import ConfigOpt, JsonOpt, Listing
+from gatehouse.cli.common import JsonOpt, Listing
+from gatehouse.cli.options import ConfigOpt
 from gatehouse.identity.principal import Principal
 from gatehouse.identity.service import IdentityService
 from gatehouse.quota.limiter import LimiterError

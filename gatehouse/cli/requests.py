@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from gatehouse.cli.accounts import _run
-from gatehouse.cli.common import ConfigOpt
+from gatehouse.cli.options import ConfigOpt
 from gatehouse.errors import InvalidRequest
 from gatehouse.identity.service import IdentityService
 from gatehouse.store.accounts import AccountError

@@ -95,6 +95,9 @@ def classify(status: int, headers: Mapping[str, str], body: Body = None) -> Outc
     return Answer.read(status, headers, body).outcome
 
 
+LONGEST_RETRY_AFTER = 86400.0  # seconds: a longer (or infinite) Retry-After is read as this
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait, as the server asked: ``retry-after-ms`` first (OpenAI's finer header),
     then ``Retry-After`` as seconds or as an HTTP date. ``None`` when absent or unreadable."""
@@ -113,7 +116,11 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             except (TypeError, ValueError):
                 continue
             seconds = when.timestamp() - time.time()
-        return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+        if math.isnan(seconds):
+            continue
+        # "inf", "1e400": longer than anyone waits, not "now" — read as a day, so no retry
+        # policy retries it at once
+        return min(max(seconds, 0.0), LONGEST_RETRY_AFTER)
     return None
 
 

@@ -4,9 +4,10 @@ for slow clients (docs/security.md).
 A connection is, at any moment, in one of three phases:
 
     waiting ──(head complete)──► body ──(body complete)──► busy ──(answer sent)──► waiting
-     head_timeout from its        body_timeout between       no deadline: the
-     first byte (a new            reads (not while the       app's own timeouts
-     connection's too)            app is not reading)        bound it
+     head_timeout from its        body_timeout between       the app's own timeouts
+     first byte (a new            reads (not while the       bound it; send_timeout
+     connection's too)            app is not reading)        while the client does
+                                                             not read what it is sent
 
 A sweep every ``tick`` seconds closes the connections whose deadline has passed — a timer
 per request would cost more on the hot path than a few dict operations and one sweep. When
@@ -85,11 +86,14 @@ class Connections:
         self.per_address_cap = settings.max_connections_per_address
         self.head_timeout = settings.head_timeout
         self.body_timeout = settings.body_timeout
-        self.tick = min(1.0, settings.head_timeout / 4, settings.body_timeout / 4)
+        self.send_timeout = settings.send_timeout
+        self.tick = min(1.0, settings.head_timeout / 4, settings.body_timeout / 4,
+                        settings.send_timeout / 4)
         self.per_address: dict[str, int] = {}
         # insertion-ordered: the oldest waiting connection is evicted first
         self.waiting: dict[Conn, None] = {}
         self.reading: dict[Conn, None] = {}
+        self.stuck: dict[Conn, None] = {}  # writing paused: the client reads nothing
         self.open = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -126,6 +130,7 @@ class Connections:
         self.open -= 1
         self.waiting.pop(conn, None)
         self.reading.pop(conn, None)
+        self.stuck.pop(conn, None)
         if self.metrics is not None:
             self.metrics.connections_open.dec()
 
@@ -141,8 +146,16 @@ class Connections:
         self.reading.pop(conn, None)
         self.waiting[conn] = None
 
+    def to_stuck(self, conn: Conn) -> None:
+        """The client stopped taking what ``conn`` sends (its buffers are full)."""
+        self.stuck[conn] = None
+
+    def unstuck(self, conn: Conn) -> None:
+        self.stuck.pop(conn, None)
+
     def slow(self, conn: Conn, reason: str) -> None:
-        """``conn`` was cut for a head or body that did not arrive in time."""
+        """``conn`` was cut for a head or body that did not arrive in time, or an answer
+        not read in time."""
         self._count(reason)
         self.on_slow(conn.peer)
 
@@ -153,7 +166,7 @@ class Connections:
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for group in (self.waiting, self.reading):
+        for group in (self.waiting, self.reading, self.stuck):
             expired = [c for c in group if 0 < c.deadline <= now]
             for conn in expired:
                 conn.deadline = 0.0

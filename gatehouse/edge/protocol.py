@@ -7,7 +7,10 @@ connection that sends half a head, or half a body, is kept for ever. Here, per c
 - the request line, each header, the number of headers and the whole head are bounded
   (414 / 431, then close), counted as the bytes arrive — before the parser holds them;
 - deadlines for the head and between body reads (408, then close; the sweep lives in
-  :mod:`gatehouse.edge.connections`), and a cap on connections per address and in all.
+  :mod:`gatehouse.edge.connections`), and a cap on connections per address and in all;
+- a deadline for an answer the client stops reading (``send_timeout`` while writing is
+  paused: the connection is cut and the app sees the client gone, so the request ends as
+  ``client_disconnected`` and frees its slot and its upstream connection).
 
 Refusals are written straight to the socket in OpenAI's error shape with a request id; no
 stage runs for them, but each is recorded (``Connections.on_answer``: the telemetry stage) —
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from uvicorn.config import Config
@@ -27,6 +30,7 @@ from uvicorn.server import ServerState
 
 from gatehouse.config import ServerSettings
 from gatehouse.edge.connections import BODY, BUSY, WAITING, Connections
+from gatehouse.edge.cork import CorkedTransport
 from gatehouse.errors import GatehouseError, HeadTooLarge, RequestTimeout, UriTooLong
 from gatehouse.telemetry.ids import new_request_id
 
@@ -47,6 +51,11 @@ def connections_of(app: Any, config: Config) -> Connections:
         own = Connections(ServerSettings())
         config._gatehouse_connections = own  # type: ignore[attr-defined]
     return own
+
+
+# keys this layer adds to a request's ASGI scope (read by gatehouse/server.py)
+REQUEST_ID = "gatehouse.request_id"
+REFUSED = "gatehouse.refused"  # the error this layer answered while the app ran
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -73,6 +82,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # an answer's head and body in one write (edge/cork.py); flow control keeps the
+        # real transport
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
         self.peer = self.client[0] if self.client else ""
         refusal = self.guard.admit(self)
         if refusal is not None:
@@ -145,6 +157,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        # the request's id, made here so that an answer this layer gives while the app runs
+        # (a body that stops arriving: 408) carries the id the app records it under
+        cast(dict[str, Any], self.scope)[REQUEST_ID] = new_request_id()
         self.phase = BODY
         self.deadline = self.loop.time() + self.guard.body_timeout
         self.guard.to_body(self)
@@ -169,7 +184,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def expire(self) -> None:
         if self.transport.is_closing():
             return
-        if self.phase == BODY:
+        if self.flow.write_paused:
+            # what was sent has not been read for send_timeout: nobody can be told; cut
+            self.guard.unstuck(self)
+            self.guard.slow(self, "send_timeout")
+            self._close(abort=True)
+        elif self.phase == BODY:
             if self.flow.read_paused:  # the app is not reading: not the client's fault
                 self.deadline = self.loop.time() + self.guard.body_timeout
                 return
@@ -189,6 +209,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def evict(self) -> None:
         self._close()
 
+    # -- flow control: the transport's buffer above / back under its high-water mark -------
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.admitted:
+            self.deadline = self.loop.time() + self.guard.send_timeout
+            self.guard.to_stuck(self)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.admitted:
+            self.guard.unstuck(self)
+            if self.phase == BUSY:
+                self.deadline = 0.0
+
     # -- answers ---------------------------------------------------------------------------
     def _stop(self, error: GatehouseError) -> None:
         self.refusal = error
@@ -202,7 +236,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if cycle is None or not cycle.response_started:
-            request_id = new_request_id()
+            if cycle is not None and not cycle.response_complete:
+                # the app is running (reading the body): it records this answer, not 499
+                scope = cast(dict[str, Any], cycle.scope)
+                scope[REFUSED] = error
+                request_id = str(scope.get(REQUEST_ID) or new_request_id())
+            else:
+                request_id = new_request_id()
             body = error.body(request_id)
             lines = [STATUS_LINE[error.status], b"content-type: application/json\r\n",
                      b"content-length: %d\r\n" % len(body),
@@ -227,10 +267,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         path = self.url.split(b"?", 1)[0][:512].decode("latin-1")
         return method, path
 
-    def _close(self) -> None:
+    def _close(self, *, abort: bool = False) -> None:
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # the app, if it runs, reads a disconnect and its answer goes nowhere
             cycle.disconnected = True
             cycle.message_event.set()
-        self.transport.close()
+        if abort:  # drop what waits to be written (close would wait for it to drain)
+            self.transport.abort()
+        else:
+            self.transport.close()

@@ -53,6 +53,7 @@ class RayLog:
         self._seen: dict[int, int] = {}
         self.keep_seconds = keep_days * 86400
         self.buffer: list[tuple[Any, ...]] = []  # in RAY_FIELDS order, made strings later
+        self._writing: list[tuple[Any, ...]] = []  # the flush in progress: still findable
         self.dropped = 0
         self._on_drop = on_drop
         self._flusher = Flusher(self.flush, FLUSH_SECONDS)
@@ -78,7 +79,7 @@ class RayLog:
             self._on_drop(n)
 
     async def find(self, ray: str) -> dict[str, Any] | None:
-        for event in self.buffer:  # not written yet
+        for event in (*self._writing, *self.buffer):  # not written yet
             if event[0] == ray:
                 return {k: str(v) if k == "ip" else v for k, v in zip(RAY_FIELDS, event,
                                                                        strict=True)}
@@ -88,14 +89,21 @@ class RayLog:
         self._flusher.start()
 
     async def flush(self) -> None:
-        while self.buffer:
-            batch, self.buffer = self.buffer[:BATCH], self.buffer[BATCH:]
-            try:
-                await self.records.add_rays(batch)
-            except Exception as exc:  # advisory: never fail requests over it; count the loss
-                self._drop(len(batch))
-                log.warning("could not write %d ray events: %s", len(batch), type(exc).__name__)
-                return
+        # what waits now, and only that: events arriving meanwhile go in the next flush (a
+        # flood of denials would otherwise be written a few rows per transaction, non-stop)
+        waiting, self.buffer = self.buffer, []
+        self._writing = waiting
+        try:
+            for start in range(0, len(waiting), BATCH):
+                try:
+                    await self.records.add_rays(waiting[start:start + BATCH])
+                except Exception as exc:  # advisory: never fail requests over it; count it
+                    self._drop(len(waiting) - start)
+                    log.warning("could not write %d ray events: %s", len(waiting) - start,
+                                type(exc).__name__)
+                    return
+        finally:
+            self._writing = []
         if time.time() - self._pruned > PRUNE_SECONDS:
             self._pruned = time.time()
             with contextlib.suppress(Exception):

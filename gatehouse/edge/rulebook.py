@@ -167,6 +167,7 @@ class RuleAdmin:
     """Listing and changing rules, for the admin API and the CLI alike."""
 
     def __init__(self, settings: EdgeSettings, records: EdgeRecords, state: State) -> None:
+        self.settings = settings
         self.fixed = config_rules(settings)
         self.records = records
         self.state = state
@@ -175,7 +176,8 @@ class RuleAdmin:
         """Every rule in the order they are tried: the config file's, then the store's."""
         out: list[dict[str, Any]] = [
             {"id": rule.label, "source": "config", "position": i, "note": "",
-             "created_at": None, "rule": dict(rule.spec)} for i, rule in enumerate(self.fixed)]
+             "created_at": None, "rule": spec.model_dump(exclude_none=True, by_alias=True)}
+            for i, (rule, spec) in enumerate(zip(self.fixed, self.settings.rules, strict=True))]
         for row in await self.records.rules():
             out.append({"id": row.id, "source": "store", "position": row.position,
                         "note": row.note, "created_at": row.created_at,

@@ -8,8 +8,6 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
-# verified when the email is unknown, so both answers take the same time
-_DUMMY = _hasher.hash("gatehouse: no such user")
 
 MIN_LENGTH = 10
 MAX_LENGTH = 1024  # argon2 takes any length; a sign-in form need not
@@ -23,9 +21,22 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+# verified when the email is unknown, so both answers take the same time. Made on first
+# need, not at import: a hash takes tens of ms (and 64 MiB) by design, and every CLI command
+# and worker that imports this module paid it
+_DUMMY: str | None = None
+
+
+def _dummy() -> str:
+    global _DUMMY
+    if _DUMMY is None:
+        _DUMMY = _hasher.hash("gatehouse: no such user")
+    return _DUMMY
+
+
 def _verify(stored: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        return _hasher.verify(stored or _dummy(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -57,6 +57,10 @@ class LimiterError(Exception):
 
 class Limiter(Protocol):
     name: str
+    # round trips to a shared limiter so far, by what they carried: "reserve" (a request's
+    # check, settles riding along), "settle" (queued settles sent on their own), "read"
+    # (usage reads, pings); empty for an in-process limiter
+    round_trips: dict[str, int]
 
     async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision: ...
 
@@ -68,5 +72,10 @@ class Limiter(Protocol):
 
     async def ping(self) -> None:
         """One round trip, or LimiterError."""
+
+    async def prepare(self) -> None:
+        """At startup: make the first requests as cheap as the rest (Redis: load the script,
+        so a burst on a new replica does not meet "no such script" once per connection).
+        Never raises: if the limiter cannot be reached, the first request finds out."""
 
     async def aclose(self) -> None: ...

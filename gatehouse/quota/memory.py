@@ -13,19 +13,40 @@ class _Counter:
     expires: float
     committed: int = 0
     debt: int | None = None  # carried from the window before; fixed on first reservation
-    reserved: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid → (amount, until)
+    # rid → (amount, until), in the order made: with one reservation ttl per process that is
+    # the order they lapse in, so lapsed ones are taken from the front and ``held`` (their
+    # sum) is kept as they come and go. Summing them per request was O(requests in flight):
+    # quadratic for a worker with a backlog.
+    reserved: dict[str, tuple[int, float]] = field(default_factory=dict)
+    held: int = 0
+
+    def hold(self, rid: str, amount: int, until: float) -> None:
+        self.release(rid)
+        self.reserved[rid] = (amount, until)
+        self.held += amount
+
+    def release(self, rid: str) -> None:
+        gone = self.reserved.pop(rid, None)
+        if gone is not None:
+            self.held -= gone[0]
 
     def used(self, now: float) -> int:
-        stale = [rid for rid, (_, until) in self.reserved.items() if until <= now]
-        for rid in stale:
-            del self.reserved[rid]
-        return (self.debt or 0) + self.committed + sum(a for a, _ in self.reserved.values())
+        reserved = self.reserved
+        while reserved:  # lapsed reservations (a settle that never came): front first
+            rid = next(iter(reserved))
+            amount, until = reserved[rid]
+            if until > now:
+                break
+            del reserved[rid]
+            self.held -= amount
+        return (self.debt or 0) + self.committed + self.held
 
 
 class MemoryLimiter:
     name = "memory"
 
     def __init__(self) -> None:
+        self.round_trips: dict[str, int] = {}  # in process: none
         self._counters: dict[str, _Counter] = {}
         self._calls = 0
 
@@ -58,18 +79,21 @@ class MemoryLimiter:
                 return Decision(False, used, i)
         for ask, counter in zip(asks, counters, strict=True):
             if ask.amount > 0:
-                counter.reserved[rid] = (ask.amount, now + ttl)
+                counter.hold(rid, ask.amount, now + ttl)
         return Decision(True, used, None)
 
     async def settle(self, rid: str, settles: list[Settle], now: float) -> None:
         for s in settles:
             counter = self._counters.get(s.key)
             if counter is not None:
-                counter.reserved.pop(rid, None)
+                counter.release(rid)
             if s.actual > 0:
                 target = self._get(s.commit_key, s.commit_expires, now) if s.commit_key \
                     else self._get(s.key, s.expires, now)
                 target.committed += s.actual
+
+    async def prepare(self) -> None:
+        return None
 
     async def ping(self) -> None:
         return None

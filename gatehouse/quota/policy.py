@@ -61,18 +61,23 @@ class Estimate:
 
 
 def estimate(body: dict[str, Any] | None, default_completion: int,
-             prompt_tokens: int | None = None) -> Estimate:
+             prompt_tokens: int | None = None, generates: bool | None = None) -> Estimate:
     """Prompt tokens as counted by the model's tokenizer (``prompt_tokens``, from
     :func:`prompt_texts`) plus a few per message for roles and separators — or, without a
     count, from the text's length (≈ 4 characters a token); completion from
-    ``max_completion_tokens`` / ``max_tokens`` (times ``n``) or the configured default.
+    ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` (times ``n``) or the
+    configured default when the endpoint ``generates`` (by default: a body with messages or a
+    prompt).
     Settling with the upstream's real usage corrects both."""
     if not body:
         return Estimate(0, 0)
     texts = prompt_texts(body)
-    completion = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = body.get("max_completion_tokens") or body.get("max_tokens") \
+        or body.get("max_output_tokens")
     if not isinstance(completion, int) or completion < 1:
-        completion = default_completion if "messages" in body or "prompt" in body else 0
+        if generates is None:  # only embeddings generate nothing
+            generates = "messages" in body or "prompt" in body
+        completion = default_completion if generates else 0
     n = body.get("n")
     if isinstance(n, int) and n > 1:
         completion *= n
@@ -85,15 +90,18 @@ def prompt_texts(body: dict[str, Any]) -> list[str]:
     """The pieces of text a request sends: strings, in arrays, in a message's ``content`` or a
     part's ``text``. A loop over a stack, not recursion: the body's depth is the caller's."""
     texts: list[str] = []
-    stack = [body.get(field) for field in ("messages", "prompt", "input")]
+    stack = [body.get(field) for field in ("messages", "prompt", "input", "instructions")]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             texts.append(item)
         elif isinstance(item, list):
             stack += item
-        elif isinstance(item, dict):
-            stack.append(item["content"] if "content" in item else item.get("text"))
+        elif isinstance(item, dict):  # a message, a content part, a Responses input item
+            for field in ("content", "text", "output", "arguments"):
+                if field in item:
+                    stack.append(item[field])
+                    break
     return texts
 
 
@@ -102,10 +110,26 @@ def amount_for(unit: str, est: Estimate) -> int:
             "completion_tokens": est.completion}[unit]
 
 
-def charges(principal: Principal, tier: TierSettings | None, network: str | None,
-            quota: QuotaSettings, est: Estimate, now: float,
-            overrides: dict[tuple[str, str], dict[str, int | None]] | None = None,
-            ) -> list[Charge]:
+# one limit that applies: (scope, scope id, field of LIMITS, value)
+Applicable = tuple[str, str, str, int]
+_VALUES: dict[int, tuple[LimitSettings, dict[str, Any]]] = {}
+
+
+def limit_values(limits: LimitSettings) -> dict[str, Any]:
+    """``limits.model_dump()``, made once per settings object (not on every request)."""
+    found = _VALUES.get(id(limits))
+    if found is None or found[0] is not limits:
+        if len(_VALUES) > 1024:  # settings reloaded many times: start over
+            _VALUES.clear()
+        found = _VALUES[id(limits)] = (limits, limits.model_dump())
+    return found[1]
+
+
+def applicable(principal: Principal, tier: TierSettings | None, network: str | None,
+               quota: QuotaSettings,
+               overrides: dict[tuple[str, str], dict[str, int | None]] | None = None,
+               ) -> list[Applicable]:
+    """The limits that apply to a request, by scope, overrides included."""
     scopes: list[tuple[str, str | None, LimitSettings | None]] = []
     if tier is not None:
         own = ("key", principal.key_id) if principal.kind == "key" else \
@@ -114,28 +138,52 @@ def charges(principal: Principal, tier: TierSettings | None, network: str | None
                    ("project", principal.project_id, tier.project_limits),
                    ("org", principal.org_id, tier.org_limits)]
     scopes.append(("network", network, quota.network_limits))
-    out: list[Charge] = []
+    out: list[Applicable] = []
     for scope, scope_id, limits in scopes:
         if scope_id is None or limits is None:
             continue
-        values = limits.model_dump()
-        if overrides:
-            values.update(overrides.get((scope, scope_id), {}))
-        for field, value in values.items():
-            if value is None:
-                continue
-            window, unit, _, _ = LIMITS[field]
-            previous = None
-            if window:
-                s = span(window, now)
-                key, end = counter_key(scope, scope_id, unit, s.tag), s.end
-                # what the window before overshot is owed by this one
-                previous = counter_key(scope, scope_id, unit, span(window, s.start - 1).tag)
-            else:  # concurrency: no window, only reservations (released at the end)
-                key, end = f"q:{scope}:{scope_id}:concurrent", now + quota.reservation_ttl
-            out.append(Charge(scope, scope_id, field,
-                              Ask(key, value, amount_for(unit, est), end, previous), end))
+        values = limit_values(limits)
+        changed = overrides.get((scope, scope_id)) if overrides else None
+        if changed:
+            values = {**values, **changed}
+        out += [(scope, scope_id, field, value) for field, value in values.items()
+                if value is not None]
     return out
+
+
+def counts_tokens(field: str) -> bool:
+    """Whether the limit ``field`` counts prompt tokens (then the prompt is counted exactly)."""
+    return LIMITS[field][1] == "tokens"
+
+
+def meters_tokens(limits: list[Applicable]) -> bool:
+    """True when one of the limits counts prompt tokens."""
+    return any(counts_tokens(field) for _, _, field, _ in limits)
+
+
+def charges_of(limits: list[Applicable], quota: QuotaSettings, est: Estimate,
+               now: float) -> list[Charge]:
+    out: list[Charge] = []
+    for scope, scope_id, field, value in limits:
+        window, unit, _, _ = LIMITS[field]
+        previous = None
+        if window:
+            s = span(window, now)
+            key, end = counter_key(scope, scope_id, unit, s.tag), s.end
+            # what the window before overshot is owed by this one
+            previous = counter_key(scope, scope_id, unit, span(window, s.start - 1).tag)
+        else:  # concurrency: no window, only reservations (released at the end)
+            key, end = f"q:{scope}:{scope_id}:concurrent", now + quota.reservation_ttl
+        out.append(Charge(scope, scope_id, field,
+                          Ask(key, value, amount_for(unit, est), end, previous), end))
+    return out
+
+
+def charges(principal: Principal, tier: TierSettings | None, network: str | None,
+            quota: QuotaSettings, est: Estimate, now: float,
+            overrides: dict[tuple[str, str], dict[str, int | None]] | None = None,
+            ) -> list[Charge]:
+    return charges_of(applicable(principal, tier, network, quota, overrides), quota, est, now)
 
 
 def counter_key(scope: str, scope_id: str, unit: str, tag: str) -> str:

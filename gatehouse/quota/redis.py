@@ -42,18 +42,19 @@ class RedisLimiter:
         self._redis = bounded_client(url, socket_timeout)
         # one script reserves and settles: a settle with nothing to reserve is the same call
         self._reserve = self._redis.register_script((_HERE / "reserve.lua").read_text())
-        self.round_trips = 0
+        self.round_trips = {"reserve": 0, "settle": 0, "read": 0}
         self._pending: list[Entry] = []
         self._flusher: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
 
-    async def _call(self, script: object, keys: list[str], args: list[object]) -> list[int]:
-        self.round_trips += 1
+    async def _call(self, script: object, keys: list[str], args: list[object],
+                    kind: str) -> list[int]:
+        self.round_trips[kind] += 1
         try:
             result: list[int] = await script(keys=keys, args=args)  # type: ignore[operator]
             return result
         except NoScriptError:  # redis restarted and lost its script cache: load and retry
-            self.round_trips += 1
+            self.round_trips[kind] += 1
             return await script(keys=keys, args=args)  # type: ignore[operator,no-any-return]
         except (RedisError, OSError) as exc:
             raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
@@ -63,7 +64,7 @@ class RedisLimiter:
         return riding
 
     async def _send(self, rid: str, asks: list[Ask], now: float, ttl: float,
-                    riding: list[Entry]) -> list[int]:
+                    riding: list[Entry], kind: str = "reserve") -> list[int]:
         keys: list[str] = []
         for ask in asks:
             keys += (PREFIX + ask.key, PREFIX + (ask.previous or ask.key))
@@ -74,12 +75,13 @@ class RedisLimiter:
         args: list[object] = [repr(now), rid, repr(now + ttl), spec]
         if riding:
             args.append(" ".join(f"{e[2]} {e[3]} {e[4]}" for e in riding))
-        return await self._call(self._reserve, keys, args)
+        return await self._call(self._reserve, keys, args, kind)
 
-    async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float) -> Decision:
+    async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float,
+                      kind: str = "reserve") -> Decision:
         riding = self._take()
         try:
-            out = await self._send(rid, asks, now, ttl, riding)
+            out = await self._send(rid, asks, now, ttl, riding, kind)
         except BaseException:
             self._pending[:0] = riding  # not applied: they go with the next call
             raise
@@ -106,7 +108,7 @@ class RedisLimiter:
         while self._pending:
             batch = self._take()
             try:
-                await self._send("settle", [], 0.0, 0.0, batch)
+                await self._send("settle", [], 0.0, 0.0, batch, "settle")
             except LimiterError as exc:
                 self._pending[:0] = batch
                 log.warning("could not settle %d counters (%s); retrying", len(batch), exc)
@@ -116,16 +118,25 @@ class RedisLimiter:
                 return
 
     async def ping(self) -> None:
+        self.round_trips["read"] += 1
         try:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
 
+    async def prepare(self) -> None:
+        self.round_trips["read"] += 1
+        try:
+            await self._redis.script_load(self._reserve.script)
+        except (RedisError, OSError) as exc:
+            log.warning("quota: could not load the script into Redis at startup (%s); the "
+                        "first request will", type(exc).__name__)
+
     async def usage(self, asks: list[Ask], now: float) -> list[int]:
         if not asks:
             return []
         reads = [Ask(a.key, a.limit, 0, a.expires, a.previous) for a in asks]
-        return list((await self.reserve("usage-read", reads, now, 0)).used)
+        return list((await self.reserve("usage-read", reads, now, 0, "read")).used)
 
     async def aclose(self) -> None:
         if self._flusher is not None:

@@ -14,8 +14,10 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+
+from prometheus_client.core import CounterMetricFamily
 
 from gatehouse.config import Settings
 from gatehouse.context import Outcome, RequestContext
@@ -31,10 +33,14 @@ from gatehouse.quota.limiter import Decision, Limiter, LimiterError
 from gatehouse.quota.memory import MemoryLimiter
 from gatehouse.quota.overrides import Overrides
 from gatehouse.quota.policy import (
+    Applicable,
     Charge,
     Estimate,
-    charges,
+    applicable,
+    charges_of,
+    counts_tokens,
     estimate,
+    meters_tokens,
     prompt_texts,
     settle_of,
 )
@@ -45,7 +51,9 @@ from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
 
 log = logging.getLogger("gatehouse.quota")
-RETRY_SHARED_AFTER = 2.0  # seconds between probes of a shared limiter that failed
+RETRY_SHARED_AFTER = 2.0
+GENERATES = frozenset({"chat.completions", "completions", "responses"})  # reserve an answer
+METERED = GENERATES | {"embeddings"}  # endpoints whose tokens count against token limits  # seconds between probes of a shared limiter that failed
 
 
 @dataclasses.dataclass(slots=True)
@@ -79,27 +87,38 @@ class QuotaStage:
         self._decisions = {r: metrics.quota_decisions.labels(r) for r in (
             "allowed", "unavailable", "local", "too_large", "insufficient_quota",
             "rate_limited")}
+        metrics.registry.register(RoundTrips(self))
 
-    def plan(self, ctx: RequestContext, est: Estimate, now: float) -> list[Charge]:
+    def limits(self, ctx: RequestContext) -> list[Applicable]:
         principal: Principal = ctx.principal
         tier = self.settings.tiers.get(principal.tier)
         ip, q = ctx.client_ip, self.quota  # the edge's resolved address (trusted proxies)
         network = network_of(ip, q.network_prefix_v4, q.network_prefix_v6) if ip else None
         found = self.overrides.snapshot if self.overrides else None
-        return charges(principal, tier, network, self.quota, est, now, found)
+        return applicable(principal, tier, network, self.quota, found)
+
+    def plan(self, ctx: RequestContext, est: Estimate, now: float) -> list[Charge]:
+        return charges_of(self.limits(ctx), self.quota, est, now)
 
     async def enter(self, ctx: RequestContext) -> None:
         if not self.quota.enabled or ctx.principal is None:
             return
-        body = ctx.body
+        # moderations, images, speech, stored responses: counted as requests, no tokens
+        body = ctx.body if ctx.endpoint in METERED else None
+        limits = self.limits(ctx)
         prompt = None
-        if body:
+        if body and meters_tokens(limits):
+            # a limit meters tokens: the prompt as the model's tokenizer counts it. Only then
+            # (else ≈ 4 characters a token): the tokenizer is loaded on first need, and o200k
+            # alone is 55-64 MB per worker
             tokenizer = await self.tokenizers.get(ctx.model)
             prompt = await tokenizer.count_async(prompt_texts(body))
-        est = estimate(body, self.quota.default_completion_tokens, prompt)
-        ctx.counted_prompt = est.prompt
+        est = estimate(body, self.quota.default_completion_tokens, prompt,
+                       generates=ctx.endpoint in GENERATES)
+        if prompt is not None:
+            ctx.counted_prompt = est.prompt
         now = self.clock()
-        plan = self.plan(ctx, est, now)
+        plan = charges_of(limits, self.quota, est, now)
         if not plan:
             ctx.quota_decision = "unlimited"  # no limit applies to this principal
             return
@@ -207,6 +226,25 @@ class QuotaStage:
             self._probe = None
             return
 
+    async def start(self) -> None:
+        await self.shared.prepare()
+        if self._tiers_meter_tokens():
+            # a token limit counts every prompt with the model's tokenizer: load them now,
+            # before the first request — a load takes 1-4 s and holds the GIL (quicktok), so
+            # on first use it stalled every request of the worker, not only the first
+            models = [*self.settings.models, *([self.settings.demo.model]
+                                                if self.settings.demo.enabled else [])]
+            for model in models:
+                await self.tokenizers.get(model)
+
+    def _tiers_meter_tokens(self) -> bool:
+        """Whether a configured limit counts prompt tokens (a project's override may add
+        one later: its models' tokenizers are then loaded on first use)."""
+        return any(value is not None and counts_tokens(name)
+                   for tier in self.settings.tiers.values()
+                   for limits in (tier.limits, tier.project_limits, tier.org_limits)
+                   for name, value in limits.model_dump().items())
+
     async def aclose(self) -> None:
         await stop_task(self._probe)
         await self.shared.aclose()
@@ -263,3 +301,21 @@ def rate_headers(plan: list[Charge], decision: Decision, now: float) -> dict[str
         headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
         headers[f"x-ratelimit-reset-{kind}"] = format_reset(reset)
     return headers
+
+
+class RoundTrips:
+    """``gatehouse_quota_round_trips_total{kind}``: the shared limiter's round trips, read at
+    scrape time (the limiter counts them; the quota stage may swap its limiter)."""
+
+    def __init__(self, stage: QuotaStage) -> None:
+        self.stage = stage
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "gatehouse_quota_round_trips", "Round trips to the shared limiter (Redis), by what "
+            "they carried: reserve (a request's check, queued settles riding along), settle "
+            "(queued settles sent on their own, off the request path), read (usage reads, "
+            "pings, the script's load at startup).", labels=["kind"])
+        for kind, n in self.stage.shared.round_trips.items():
+            family.add_metric([kind], n)
+        yield family

@@ -147,5 +147,83 @@ def check_embedding(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> N
         raise InvalidRequest("Embeddings cannot be streamed.", param="stream")
 
 
+def _typed_items(param: str, items: Any, limit: int, required_type: bool) -> None:
+    if not isinstance(items, list):
+        raise wrong_type(param, "an array", items)
+    max_length(param, items, limit)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise wrong_type(f"{param}[{i}]", "an object", item)
+        kind = item.get("type")
+        if kind is None and required_type:
+            raise InvalidRequest(f"Missing required parameter: '{param}[{i}].type'.",
+                                 param=f"{param}[{i}].type", code="missing_required_parameter")
+        if kind is not None and not isinstance(kind, str):
+            raise wrong_type(f"{param}[{i}].type", "a string", kind)
+
+
+def check_responses(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> None:
+    string(body, "model", required=True)
+    given = body.get("input")
+    if given is None and not any(body.get(f) for f in ("previous_response_id", "prompt",
+                                                        "conversation")):
+        raise InvalidRequest("Missing required parameter: 'input'.", param="input",
+                             code="missing_required_parameter")
+    if given is not None and not isinstance(given, str):
+        _typed_items("input", given, limits.max_messages, required_type=False)
+    string(body, "instructions")
+    string(body, "previous_response_id")
+    if body.get("tools") is not None:
+        _typed_items("tools", body["tools"], limits.max_tools, required_type=True)
+    number(body, "temperature", minimum=0, maximum=2)
+    number(body, "top_p", minimum=0, maximum=1)
+    integer(body, "max_output_tokens", minimum=1)
+    boolean(body, "store")
+    if obj(body, "stream_options") is not None and not boolean(body, "stream"):
+        raise InvalidRequest("The 'stream_options' parameter is only allowed when 'stream' "
+                             "is enabled.", param="stream_options")
+    boolean(body, "stream")
+    if boolean(body, "background"):
+        raise InvalidRequest("Background responses are not supported by this gateway: send "
+                             "the request without 'background' (or stream it).",
+                             param="background", code="unsupported_parameter")
+
+
+def _not_streamed(body: dict[str, Any], what: str, *fields: str) -> None:
+    for field in fields:
+        value = body.get(field)
+        if value not in (None, False, "audio"):
+            raise InvalidRequest(f"{what} cannot be streamed through this gateway: send the "
+                                 f"request without '{field}'.", param=field,
+                                 code="unsupported_parameter")
+
+
+def check_moderation(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> None:
+    string(body, "model", required=True)  # the gateway routes by it: no default model
+    value = require(body, "input")
+    if not isinstance(value, str | list):
+        raise wrong_type("input", "a string or an array", value)
+    if isinstance(value, list):
+        max_length("input", value, limits.max_inputs)
+
+
+def check_image(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> None:
+    string(body, "model", required=True)
+    string(body, "prompt", required=True)
+    integer(body, "n", minimum=1, maximum=10)
+    _not_streamed(body, "Images", "stream")
+
+
+def check_speech(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> None:
+    string(body, "model", required=True)
+    string(body, "input", required=True)
+    voice = require(body, "voice")
+    if not isinstance(voice, str | dict):
+        raise wrong_type("voice", "a string or an object", voice)
+    _not_streamed(body, "Speech", "stream", "stream_format")
+
+
 CHECKERS = {"chat.completions": check_chat, "completions": check_completion,
-            "embeddings": check_embedding}
+            "embeddings": check_embedding, "responses": check_responses,
+            "moderations": check_moderation, "images.generations": check_image,
+            "audio.speech": check_speech}

@@ -17,6 +17,10 @@ from gatehouse.errors import (
 )
 from gatehouse.schema.bodies import CHECKERS, DEFAULTS
 from gatehouse.schema.checks import nesting, too_deep
+from gatehouse.schema.multipart import upload_model
+
+UPLOADS = frozenset({"audio.transcriptions", "audio.translations"})
+UPLOAD_NOTE = "schema.upload"  # (the multipart body, its content type)
 
 
 async def read_body(ctx: RequestContext, limit: int) -> bytes:
@@ -80,18 +84,32 @@ class SchemaStage:
         self.limits = limits
 
     async def enter(self, ctx: RequestContext) -> None:
+        if ctx.endpoint in UPLOADS:
+            return await self._upload(ctx)
         raw = await read_body(ctx, self.max_body_bytes)
         body = parse_json(raw, ctx.headers.get("content-type", ""), self.limits.max_json_depth)
         CHECKERS[ctx.endpoint](body, self.limits)
         model: str = body["model"]
-        if not self.model_exists(model):
-            raise ModelNotFound(f"The model `{model}` does not exist or you do not have access "
-                                "to it.", param="model")
+        self._served(model)
         ctx.body = body
         ctx.model = model
         ctx.stream = body.get("stream") is True
         options = body.get("stream_options") or {}
         ctx.include_usage = ctx.stream and options.get("include_usage") is True
+
+    def _served(self, model: str) -> None:
+        if not self.model_exists(model):
+            raise ModelNotFound(f"The model `{model}` does not exist or you do not have access "
+                                "to it.", param="model")
+
+    async def _upload(self, ctx: RequestContext) -> None:
+        """A multipart upload: read whole (bounded), routed by its ``model`` field."""
+        raw = await read_body(ctx, self.limits.max_audio_bytes)
+        content_type = ctx.headers.get("content-type", "")
+        model = upload_model(raw, content_type)
+        self._served(model)
+        ctx.body, ctx.model = {"model": model}, model
+        ctx.notes[UPLOAD_NOTE] = (raw, content_type)
 
     async def exit(self, ctx: RequestContext, outcome: Any) -> None:
         return None

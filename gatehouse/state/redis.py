@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -27,12 +29,19 @@ async def _wrapped(what: str) -> AsyncIterator[None]:
         raise StateError(f"redis {what} failed: {type(exc).__name__}") from exc
 
 
+def client_name() -> str:
+    """What this process's connections are called in Redis's ``CLIENT LIST``: the host and
+    process id, so an operator can tell which replica holds which connections."""
+    return f"gatehouse:{socket.gethostname()}:{os.getpid()}"
+
+
 def bounded_client(url: str, socket_timeout: float) -> aioredis.Redis:
     """A client on a bounded pool that makes callers wait for a free connection (rather than
     fail) under bursts; close it with ``aclose(close_connection_pool=True)``."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=64, timeout=2.0, socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout, health_check_interval=10)
+        socket_connect_timeout=socket_timeout, health_check_interval=10,
+        client_name=client_name())
     return aioredis.Redis(connection_pool=pool)
 
 

@@ -1,7 +1,10 @@
 """The status page's daily bars: each component's requests and faults per UTC day, summed in
-the store from the minute rollups (one GROUP BY), so they reach back as far as minute rows are
-kept (``[telemetry] rollup_minute_days``, 14 by default): older days show "no data", never
-"up". Past days never change, so they are summed once per process; only today is summed again.
+the store (one statement: a GROUP BY over each rollup grain's part of the window, day rows
+where compaction has made them, hour and minute rows not compacted yet — telemetry/
+compaction.py — so every request is counted once), reaching back the page's
+``history_days`` (90) as long as day rows are kept (``rollup_day_days``, 400). Days without
+rows show "no data", never "up". Past days never change, so they are summed once per
+process; only today is summed again.
 
 Uptime of a day: 1 − faults / judged requests (the service's fault classes over all requests
 but those whose client left). A day without requests has no uptime."""
@@ -12,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select, union_all
 
 from gatehouse.status.components import FAULTS, NOT_JUDGED, Component
 from gatehouse.store.db import Store
-from gatehouse.store.tables import RollupMinute
+from gatehouse.store.rollups import TABLES, plan, where_of
 
 DAY_MINUTES = 1440
 
@@ -59,10 +62,14 @@ class DailyHistory:
     async def refresh(self, now: float) -> dict[tuple[str, int], Day]:
         today = int(now // 86400)
         since = self.done_before if self.done_before is not None else today - self.days + 1
-        r = RollupMinute
-        day = (r.minute // DAY_MINUTES).label("day")
-        query = select(day, r.component, r.model, r.error_class, func.sum(r.requests)).where(
-            r.minute >= since * DAY_MINUTES).group_by(day, r.component, r.model, r.error_class)
+        selects = []
+        for part in plan(since * DAY_MINUTES, (today + 1) * DAY_MINUTES, "day"):
+            t = TABLES[part.grain]
+            day = (t.minute // DAY_MINUTES).label("day")
+            selects.append(select(day, t.component, t.model, t.error_class,
+                                  func.sum(t.requests)).where(and_(*where_of(part)))
+                           .group_by(day, t.component, t.model, t.error_class))
+        query = selects[0] if len(selects) == 1 else union_all(*selects)
         async with self.store.session() as s:
             rows = (await s.execute(query)).all()
         fresh = tally(((int(d), c, m, e, n) for d, c, m, e, n in rows), self.components)

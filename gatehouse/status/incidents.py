@@ -72,6 +72,11 @@ class Incidents:
         self.records = records
         self.components = {c.key: c for c in components}
         self.clock = clock
+        # the open automatic incident as the last tick saw it, and the components an operator
+        # resolved it for while they still failed: no new automatic incident for those until
+        # they recover or get worse (component key → the severity it had then)
+        self._open: str | None = None
+        self._held: dict[str, int] = {}
 
     # -- checks -------------------------------------------------------------------------
     def _affected(self, changes: Mapping[str, str], before: Mapping[str, str]
@@ -262,7 +267,15 @@ class Incidents:
         its figures (peaks) kept up to date. The open automatic incident, if any."""
         found = await self.records.open_automatic()
         bad = {k: s for k, s in statuses.items() if SEVERITY.get(s, 0) > 0}
+        if found is None and self._open is not None and bad:
+            # resolved by an operator while components still fail: they have been told;
+            # reopening on the next tick would undo their decision
+            self._held.update({k: SEVERITY[s] for k, s in bad.items()})
+        self._open = None if found is None else found.row.id
+        self._held = {k: held for k, held in self._held.items()
+                      if k in bad and SEVERITY[bad[k]] <= held}  # recovered or worse: let go
         if found is None:
+            bad = {k: s for k, s in bad.items() if k not in self._held}
             if not bad:
                 return None
             opening = [c for c in changes if c.component in bad]
@@ -272,15 +285,18 @@ class Incidents:
             names = ", ".join(self._name(k) for k in bad)
             kind = "Slow responses" if all(readings[k].rule == "latency" for k in bad
                                            if k in readings) else "Elevated errors"
-            return await self.open(
+            opened = await self.open(
                 f"{kind} on {names}", f"{AUTOMATIC} detected from the gateway's own "
                 f"traffic. {words} An operator has been alerted to confirm.",
                 components=bad, automatic=True, figures=figures)
+            self._open = opened.row.id
+            return opened
         figures = self._figures(found.figures, bad, readings, found.row.started_at)
         if not bad:
             found.row.figures = orjson.dumps(figures).decode()
             await self.records.save(found.row)
             peak = figures.get("peak_error_rate") or 0.0
+            self._open = None  # resolved here, by the recovery: nothing to hold
             return await self.update(found.row.id, f"{AUTOMATIC} error rates and latency are "
                                      f"back within objectives (peak error rate {peak:.1%}).",
                                      status="resolved")

@@ -82,7 +82,7 @@ class StatusService:
         self.incidents = Incidents(self.records, self.components, clock)
         self.rows = RollupRows(store)
         self.history = DailyHistory(store, self.components, self.settings.history_days)
-        self.keep_days = settings.telemetry.rollup_minute_days
+        self.keep_days = settings.telemetry.rollup_day_days  # the daily bars' reach
         self.clock = clock
         self.holder = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.leader = False

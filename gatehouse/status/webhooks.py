@@ -19,12 +19,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from gatehouse.store.flusher import stop_task
+
+if TYPE_CHECKING:  # imported when a webhook is configured: httpx brings Rich and Pygments
+    import httpx
 
 log = logging.getLogger("gatehouse.status")
 SIGNATURE = "x-gatehouse-signature"
@@ -105,6 +107,8 @@ class Webhooks:
             headers = {"content-type": "application/json", EVENT: event}
             if self.secret is not None and not target.slack:
                 headers[SIGNATURE] = sign(self.secret, body, int(self.clock()))
+            import httpx
+
             try:
                 response = await client.post(target.url, content=body, headers=headers)
                 if response.status_code < 300:
@@ -119,6 +123,8 @@ class Webhooks:
         return False
 
     async def _run(self) -> None:
+        import httpx
+
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
             while True:
                 event, page, incident = await self.queue.get()

@@ -12,8 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from gatehouse.identity.keys import KeyMaterial, display
+from gatehouse.store.account_tables import ApiKey, Org, Project, User
 from gatehouse.store.db import Store
-from gatehouse.store.tables import ApiKey, Org, Project, User
 
 # one definition of what a name and an email look like: checked here and stated (as the same
 # patterns, which pydantic and OpenAPI read) by the admin API's models

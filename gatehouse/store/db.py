@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ log = logging.getLogger("gatehouse.store")
 
 # any 64-bit number, the same in every replica: the lock that serialises migrations
 _MIGRATION_LOCK = 0x6761746568
+# bound parameters per SQLite statement in insert_many: a quarter of SQLite's default limit
+# (SQLITE_MAX_VARIABLE_NUMBER, 32,766 since 3.32; Debian 12 ships 3.40)
+SQLITE_VARIABLES = 8192
 
 
 class StoreError(Exception):
@@ -69,12 +73,23 @@ class Store:
         """Insert rows (each in ``columns`` order) with the driver's own executemany: for
         batches of thousands of rows a second (Ray events, the request log), SQLAlchemy's
         per-row parameter handling would cost more than the inserts."""
-        # aiosqlite takes ?, asyncpg $1 … (the store's two drivers)
-        dollar = self.engine.dialect.paramstyle == "numeric_dollar"
-        marks = [f"${i}" if dollar else "?" for i in range(1, len(columns) + 1)]
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)})"
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        if not self.is_sqlite:  # asyncpg ($1 …) pipelines an executemany in one round trip
+            marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+            async with self.engine.begin() as conn:
+                await conn.exec_driver_sql(f"{head}({marks})", list(rows))
+            return
+        # SQLite: many rows per statement. The driver's executemany steps each row on its
+        # own, letting go of the GIL and taking it back every row, so its thread and the
+        # event loop's traded the GIL hundreds of times a second under load; one statement of
+        # many rows trades it once.
+        per = max(1, SQLITE_VARIABLES // len(columns))
+        one = "(" + ", ".join("?" * len(columns)) + ")"
         async with self.engine.begin() as conn:
-            await conn.exec_driver_sql(sql, list(rows))
+            for start in range(0, len(rows), per):
+                chunk = rows[start:start + per]
+                flat = tuple(v for row in chunk for v in row)
+                await conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), flat)
 
     async def ping(self) -> bool:
         try:
@@ -87,12 +102,29 @@ class Store:
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision; safe when several replicas start at once
-        (PostgreSQL: an advisory lock; SQLite: a lock file beside the database)."""
+        (PostgreSQL: an advisory lock; SQLite: a lock file beside the database). A store at
+        the newest revision already is left alone without loading Alembic (and Mako): ~12 MB
+        and a few hundred ms that every worker start paid."""
+        if await self.at_head():
+            return
         async with self._file_lock(), self.engine.begin() as conn:
             if not self.is_sqlite:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                                    {"k": _MIGRATION_LOCK})
             await conn.run_sync(_upgrade, self.schema)
+
+    async def at_head(self) -> bool:
+        """True when the store's revision is the newest migration's (one head only)."""
+        head = head_revision()
+        if head is None:
+            return False
+        table = "alembic_version" if not self.schema else f'"{self.schema}".alembic_version'
+        try:
+            async with self.engine.connect() as conn:
+                found = (await conn.execute(text(f"SELECT version_num FROM {table}"))).all()
+        except Exception:  # noqa: BLE001  # no table yet, or any other reason: migrate
+            return False
+        return [row[0] for row in found] == [head]
 
     @contextlib.asynccontextmanager
     async def _file_lock(self) -> AsyncIterator[None]:
@@ -119,6 +151,24 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+_REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:[\"']([^\"']+)[\"']|None)",
+                       re.MULTILINE)
+
+
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the files (not through Alembic); None when
+    there is not exactly one head."""
+    revisions, parents = set(), set()
+    for path in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
+        found = {m.group(1): m.group(2) for m in _REVISION.finditer(path.read_text())}
+        if found.get("revision"):
+            revisions.add(found["revision"])
+            if found.get("down_revision"):
+                parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 def alembic_config(connection: Connection | None = None, schema: str | None = None) -> Any:

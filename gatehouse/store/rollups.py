@@ -90,6 +90,15 @@ def plan(since: int, until: int, grain: str) -> list[Part]:
             *plan(last, until, finer)]
 
 
+def where_of(part: Part) -> list[ColumnElement[bool]]:
+    """The conditions that pick ``part``'s rows from its grain's table."""
+    t = TABLES[part.grain]
+    where: list[ColumnElement[bool]] = [t.minute >= part.since, t.minute < part.until]
+    if part.fresh:
+        where.append(FOLDED[part.grain].compacted == false())
+    return where
+
+
 class RollupRows:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -116,9 +125,7 @@ class RollupRows:
         selects = []
         for part in parts:
             t = TABLES[part.grain]
-            where: list[ColumnElement[bool]] = [t.minute >= part.since, t.minute < part.until]
-            if part.fresh:
-                where.append(FOLDED[part.grain].compacted == false())
+            where = where_of(part)
             where += [getattr(t, name) == value if isinstance(value, str)
                       else getattr(t, name).in_(list(value))
                       for name, value in (filters or {}).items()]

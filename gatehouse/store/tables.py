@@ -1,4 +1,8 @@
-"""SQL tables of the store. Times are Unix seconds (float): the same on SQLite and PostgreSQL."""
+"""SQL tables of the store. Times are Unix seconds (float): the same on SQLite and PostgreSQL.
+
+The account tables and the declarative base live in gatehouse/store/account_tables.py (what
+reads only accounts imports just those) and are re-exported here: ``Base.metadata`` holds
+every table once this module is imported (Alembic's env.py does)."""
 
 from __future__ import annotations
 
@@ -13,62 +17,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
+from gatehouse.store.account_tables import ApiKey, Base, Org, Project, User
 
-class Base(DeclarativeBase):
-    pass
-
-
-class Org(Base):
-    __tablename__ = "orgs"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    tier: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-class Project(Base):
-    __tablename__ = "projects"
-    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_projects_org_name"),)
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-class ApiKey(Base):
-    """A key is stored only as its keyed hash; ``display`` is what lists may show."""
-
-    __tablename__ = "api_keys"
-    __table_args__ = (Index("ix_api_keys_project", "project_id"),)
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
-    display: Mapped[str] = mapped_column(String(64))
-    scope: Mapped[str] = mapped_column(String(16))  # "api" | "admin"
-    name: Mapped[str] = mapped_column(String(128), default="")
-    org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
-    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    tier: Mapped[str | None] = mapped_column(String(64))  # overrides the org's tier
-    created_at: Mapped[float] = mapped_column(Float)
-    expires_at: Mapped[float | None] = mapped_column(Float)
-    revoked_at: Mapped[float | None] = mapped_column(Float)
-    last_used_at: Mapped[float | None] = mapped_column(Float)
-
-
-class User(Base):
-    __tablename__ = "users"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    email: Mapped[str] = mapped_column(String(254), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id", ondelete="SET NULL"))
-    tier: Mapped[str] = mapped_column(String(64))
-    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[float] = mapped_column(Float)
+__all__ = ["ApiKey", "Base", "Org", "Project", "User"]  # and the tables below
 
 
 class UsageDaily(Base):

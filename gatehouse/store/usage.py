@@ -42,11 +42,19 @@ class UsageBook:
         self.store = store
         self._pending: dict[Row, Totals] = defaultdict(Totals)
         self._flusher = Flusher(self.flush, FLUSH_SECONDS)
+        self._day = (-1, "")  # (days since the epoch, its date): formatted once a day
+
+    def day_of(self, at: float) -> str:
+        """``at``'s UTC date, YYYY-MM-DD (strftime on every request cost ~2 % of a worker)."""
+        n = int(at // 86400)
+        if n != self._day[0]:
+            self._day = (n, datetime.fromtimestamp(n * 86400, UTC).strftime("%Y-%m-%d"))
+        return self._day[1]
 
     def record(self, at: float, org: str | None, project: str | None, key: str | None,
                user: str | None, model: str, prompt: int, completion: int,
                gateway_counted: bool = False) -> None:
-        day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+        day = self.day_of(at)
         self._pending[(day, org or "", project or "", key or "", user or "", model)].add(
             Totals(1, prompt, completion, int(gateway_counted)))
 

@@ -24,7 +24,7 @@ from gatehouse.context import Outcome, RequestContext
 
 # gen_ai.operation.name by endpoint; other endpoints are not GenAI operations
 OPERATIONS = {"chat.completions": "chat", "completions": "text_completion",
-              "embeddings": "embeddings"}
+              "embeddings": "embeddings", "responses": "chat"}  # the Responses API chats too
 # gen_ai.provider.name: the API flavour the gateway serves (and speaks to its backends)
 PROVIDER = "openai"
 

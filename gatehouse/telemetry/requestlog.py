@@ -102,30 +102,37 @@ class RequestLog:
         self._flusher.start()
 
     async def flush(self) -> None:
-        while self.buffer:
-            batch = self._writing = self.buffer[:BATCH]
-            self.buffer = self.buffer[BATCH:]
-            try:
-                await self.rows.add(batch)
-            except REFUSED as exc:  # the store said no to these rows: retrying cannot help
-                self.metrics.request_log_dropped.labels("store_error").inc(len(batch))
-                log.warning("request log: the store refused %d records: %s", len(batch),
-                            type(exc).__name__)
-                break
-            except Exception as exc:  # not reachable: keep them for the next flush
-                self.buffer[:0] = batch
-                if not self._down:
-                    self._down = True
-                    log.warning("request log: the store cannot be reached (%s); %d records "
-                                "wait for it", type(exc).__name__, len(self.buffer))
-                break
-            finally:
-                self._writing = []
-            if self._down:
-                self._down = False
-                log.warning("request log: the store is back; writing what waited")
-            self.written += len(batch)
-            self.metrics.request_log_written.inc(len(batch))
+        """Write what is waiting now, in batches of ``BATCH`` — and only that: records that
+        arrive meanwhile wait for the next flush. (Chasing them wrote a handful of rows per
+        transaction, a hundred commits a second at 500 req/s: the writer thread then cost
+        ~200 µs of CPU per request.)"""
+        waiting, self.buffer = self.buffer, []
+        self._writing = waiting  # still findable while it is written
+        try:
+            for start in range(0, len(waiting), BATCH):
+                batch = waiting[start:start + BATCH]
+                try:
+                    await self.rows.add(batch)
+                except REFUSED as exc:  # the store said no to these rows: retrying cannot help
+                    self.metrics.request_log_dropped.labels("store_error").inc(len(batch))
+                    log.warning("request log: the store refused %d records: %s", len(batch),
+                                type(exc).__name__)
+                    self.buffer[:0] = waiting[start + BATCH:]
+                    break
+                except Exception as exc:  # not reachable: keep them for the next flush
+                    self.buffer[:0] = waiting[start:]
+                    if not self._down:
+                        self._down = True
+                        log.warning("request log: the store cannot be reached (%s); %d "
+                                    "records wait for it", type(exc).__name__, len(self.buffer))
+                    break
+                if self._down:
+                    self._down = False
+                    log.warning("request log: the store is back; writing what waited")
+                self.written += len(batch)
+                self.metrics.request_log_written.inc(len(batch))
+        finally:
+            self._writing = []
         self._report()
         if time.time() - self._pruned > PRUNE_SECONDS:
             self._pruned = time.time()

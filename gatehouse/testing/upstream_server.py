@@ -21,8 +21,13 @@ then fail, then stall, within one test::
     POST /_control {"status": 400, "raw_error": "..."} answer errors with this plain text
     POST /_control {"linger_after_done_ms": 3000}      streams stay open 3 s after [DONE]
     POST /_control {"usage_on_last_choice": true}      usage on the finish chunk, asked or not
+    POST /_control {"tool_call": {"name": "f", "arguments": "{}"}}
+                                                       chat answers call that tool instead
     POST /_reset                                       back to healthy, counters kept
     GET  /_stats                                       {"requests", "streams_completed", ...}
+
+With ``--responses`` it speaks the Responses API too, storing what it answers
+(responses_upstream.py); without, it is a chat-only backend and /v1/responses is a 404.
 
 Replies are deterministic: ``reply_tokens`` words (default 8, capped by ``max_tokens``), the
 first one naming the server (``--name``) so a test can see which backend answered.
@@ -40,7 +45,11 @@ from typing import Any
 
 import orjson
 
+from gatehouse.schema.multipart import form_value
+from gatehouse.testing.responses_upstream import StoredResponses
+
 Scope = dict[str, Any]
+OTHER = ("/v1/moderations", "/v1/images/generations", "/v1/audio/speech")
 
 
 @dataclass
@@ -58,6 +67,7 @@ class Behaviour:
     linger_after_done_ms: float = 0.0  # keep a stream open this long after [DONE]
     usage_on_last_choice: bool = False  # usage on the finish chunk, even unasked (LiteLLM)
     raw_error: str | None = None  # error answers as this text/plain body instead of JSON
+    tool_call: dict[str, str] | None = None  # chat answers call this tool (name, arguments)
 
 
 @dataclass
@@ -68,6 +78,7 @@ class Stats:
     streams_aborted: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
     last_headers: dict[str, str] = field(default_factory=dict)  # of the last model request
+    last_body: Any = None  # the last model request's JSON body
 
 
 def count_tokens(text: str) -> int:
@@ -92,8 +103,10 @@ def prompt_tokens(body: dict[str, Any]) -> int:
 
 
 class UpstreamServer:
-    def __init__(self, name: str, behaviour: Behaviour | None = None) -> None:
+    def __init__(self, name: str, behaviour: Behaviour | None = None,
+                 responses: bool = False) -> None:
         self.name = name
+        self.responses = StoredResponses(name) if responses else None
         self.default = behaviour or Behaviour()
         self.behaviour = Behaviour(**vars(self.default))
         self.stats = Stats()
@@ -174,13 +187,30 @@ class UpstreamServer:
         if path == "/v1/models" and scope["method"] == "GET":
             return await self._json(send, 200, {"object": "list", "data": [
                 {"id": "test-model", "object": "model", "created": 0, "owned_by": self.name}]})
+        if path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
+            kind = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+            model = form_value(raw, kind, "model")
+            return await self._json(send, 200, {
+                "text": f"{self.name} heard {len(raw)} bytes for {model}"})
         try:
             body = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
             return await self._json(send, 400, {"error": {
                 "message": "bad json", "type": "invalid_request_error", "param": None, "code": None}})
+        self.stats.last_body = body
+        if self.responses is not None and path.startswith("/v1/responses"):
+            status, answer = self.responses.create(body, raw) if path == "/v1/responses" \
+                else self.responses.read(scope["method"], path)
+            if isinstance(answer, bytes):
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/event-stream")]})
+                await send({"type": "http.response.body", "body": answer})
+                return None
+            return await self._json(send, status, answer)
         if path == "/v1/embeddings":
             return await self._embeddings(send, body)
+        if path in OTHER:
+            return await self._other(send, path, body)
         if path not in ("/v1/chat/completions", "/v1/completions"):
             return await self._json(send, 404, {"error": {
                 "message": f"no route {path}", "type": "invalid_request_error",
@@ -197,9 +227,13 @@ class UpstreamServer:
             return await self._stream(send, receive, chat, rid, model, words,
                                       usage if include_usage and not b.omit_usage else None)
         text = " ".join(words)
-        if chat:
-            choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": text}}
+        if chat and b.tool_call is not None:
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_" + rid[9:], "type": "function", "function": b.tool_call}]}}
+        elif chat:
+            choice = {"index": 0, "finish_reason": "stop",
+                      "message": {"role": "assistant", "content": text}}
         else:
             choice = {"index": 0, "finish_reason": "stop", "text": text, "logprobs": None}
         payload: dict[str, Any] = {
@@ -228,10 +262,22 @@ class UpstreamServer:
                 if b.ms_per_token and i:
                     await asyncio.sleep(b.ms_per_token / 1000)
                 piece = word if i == 0 else " " + word
-                if chat:
-                    delta: dict[str, Any] = {"content": piece}
+                if chat and b.tool_call is not None:  # the call's arguments, in two pieces
+                    if i > 1:
+                        break
+                    half = len(b.tool_call["arguments"]) // 2
+                    call: dict[str, Any] = {"index": 0, "function": {
+                        "arguments": b.tool_call["arguments"][half * i:] if i else
+                        b.tool_call["arguments"][:half]}}
                     if i == 0:
-                        delta["role"] = "assistant"
+                        call.update(id="call_" + rid[9:], type="function")
+                        call["function"]["name"] = b.tool_call["name"]
+                    delta: dict[str, Any] = {"tool_calls": [call]}
+                else:
+                    delta = {"content": piece}
+                if i == 0:
+                    delta["role"] = "assistant"
+                if chat:
                     choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
                 else:
                     choice = {"index": 0, "text": piece, "finish_reason": None}
@@ -243,7 +289,8 @@ class UpstreamServer:
                             "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
                 sent += 1
             last: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model,
-                                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}
+                                    "choices": [{"index": 0, "delta": {}, "finish_reason":
+                                                 "tool_calls" if b.tool_call else "stop"}
                                                 if chat else
                                                 {"index": 0, "text": "", "finish_reason": "stop"}]}
             if b.usage_on_last_choice and usage is not None:
@@ -282,6 +329,25 @@ class UpstreamServer:
                                      "model": body.get("model", "test-model"),
                                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
+    async def _other(self, send: Any, path: str, body: dict[str, Any]) -> None:
+        """Moderations, image generation and speech: small fixed answers in OpenAI's shapes."""
+        model = body.get("model", "test-model")
+        if path == "/v1/audio/speech":  # a few bytes of "audio", named after the server
+            audio = b"ID3" + self.name.encode() + str(body.get("input", "")).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"audio/mpeg"), (b"content-length", str(len(audio)).encode())]})
+            await send({"type": "http.response.body", "body": audio})
+            return
+        if path == "/v1/moderations":
+            inputs = body.get("input")
+            count = len(inputs) if isinstance(inputs, list) else 1
+            return await self._json(send, 200, {"id": f"modr-{self.name}", "model": model,
+                                                "results": [{"flagged": False, "categories": {},
+                                                             "category_scores": {}}] * count})
+        await self._json(send, 200, {"created": int(time.time()), "data": [
+            {"b64_json": "aW1hZ2U=", "revised_prompt": body.get("prompt")}] *
+            (body.get("n") or 1)})
+
     async def _json(self, send: Any, status: int, payload: Any) -> None:
         data = orjson.dumps(payload)
         await send({"type": "http.response.start", "status": status, "headers": [
@@ -301,9 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--status", type=int, default=200)
     parser.add_argument("--ms-per-token", type=float, default=0.0)
     parser.add_argument("--reply-tokens", type=int, default=8)
+    parser.add_argument("--responses", action="store_true",
+                        help="speak the Responses API too, storing what it answers")
     args = parser.parse_args(argv)
     app = UpstreamServer(args.name, Behaviour(status=args.status, ms_per_token=args.ms_per_token,
-                                              reply_tokens=args.reply_tokens))
+                                              reply_tokens=args.reply_tokens),
+                         responses=args.responses)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools", lifespan="on")
 

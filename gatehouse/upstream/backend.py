@@ -18,7 +18,10 @@ from gatehouse.config import UpstreamSettings
 from gatehouse.telemetry.ids import request_id_as_uuid
 
 PATHS = {"chat.completions": "/chat/completions", "completions": "/completions",
-         "embeddings": "/embeddings"}
+         "embeddings": "/embeddings", "responses": "/responses",
+         "moderations": "/moderations", "images.generations": "/images/generations",
+         "audio.speech": "/audio/speech", "audio.transcriptions": "/audio/transcriptions",
+         "audio.translations": "/audio/translations"}
 
 
 class BackendFailure(Exception):
@@ -48,6 +51,9 @@ class UpstreamCall:
     stream: bool
     request_id: str
     traceparent: str | None = None  # W3C trace context of the call's span (OTLP export on)
+    method: str = "POST"
+    path: str | None = None  # instead of the endpoint's path (a stored response's)
+    content_type: str | None = None  # instead of JSON (a multipart upload)
 
 
 class UpstreamReply(Protocol):
@@ -110,8 +116,10 @@ class _HTTPReply:
         headers = resp.headers
         self.content_type = headers.get("content-type", "application/json")
         self.retry_after = headers.get("retry-after")
-        # OpenAI and vLLM say x-request-id; Anthropic-style servers request-id
-        self.request_id = headers.get("x-request-id") or headers.get("request-id")
+        # OpenAI, vLLM and llama-cpp-python say x-request-id; Anthropic-style servers
+        # request-id; the LiteLLM proxy x-litellm-call-id
+        self.request_id = headers.get("x-request-id") or headers.get("request-id") \
+            or headers.get("x-litellm-call-id")
 
     async def read(self) -> bytes:
         try:
@@ -205,14 +213,18 @@ class HTTPBackend:
                 if self._id_as_uuid else call.request_id
         if call.traceparent is not None:
             headers["traceparent"] = call.traceparent
-        url = self.base_url + PATHS[call.endpoint]
+        if call.content_type is not None:
+            headers["content-type"] = call.content_type
+        url = self.base_url + (call.path or PATHS[call.endpoint])
+        data = call.body if call.method == "POST" else None
         # the session's own timeout is the whole-answer one; streams bring their own
         extra: dict[str, Any] = {"timeout": self._stream_timeout} if call.stream else {}
         # a pooled connection the backend closed while idle fails at once; try a fresh one
         for attempt in (1, 2):
             try:
-                resp = await self._client().post(url, data=call.body, headers=headers,
-                                                 allow_redirects=False, **extra)
+                resp = await self._client().request(call.method, url, data=data,
+                                                    headers=headers, allow_redirects=False,
+                                                    **extra)
                 return _HTTPReply(resp)
             except aiohttp.ServerDisconnectedError as exc:
                 if attempt == 2:

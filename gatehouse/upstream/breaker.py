@@ -9,7 +9,7 @@ anonymous requests — a client address, IPv6 grouped by /64)::
 
             ┌─────────────────────── any success ─────────────────────────────┐
             ▼                                                                 │
-         closed ──(rule 1 or rule 2)──► open ──(cooldown)──► half-open ───────┤
+         closed ──(rule 1, 2 or 2b)─► open ──(cooldown)──► half-open ───────┤
                                          ▲                     │ one probe at a time
                                          └─────────────────────┘
                           probe: connect failure, or failed probes from min_callers callers
@@ -18,6 +18,12 @@ anonymous requests — a client address, IPv6 grouped by /64)::
    from anyone: nothing in a request causes those.
 2. Over the last ``window`` seconds, at least ``min_requests`` verdicts, a share of failures of
    at least ``failure_ratio``, and failures from at least ``min_callers`` distinct callers.
+2b. A run of failures with no answer between them (no success, no 4xx) lasting at least one
+   bucket (``window`` / 10 s), of at least ``min_requests`` failures from at least
+   ``min_callers`` callers: the backend stopped answering. Rule 2 alone would wait for the
+   failures to outweigh the window's earlier successes — under steady traffic a backend that
+   went silent (accepts connections, never answers: every call a timeout) would keep callers
+   waiting for 85 % of the window. A run is forgotten once its last failure leaves the window.
 
 A failure is any other reason to fail over: a 5xx, a 401/403/408/429, a timeout after the
 connection was made, a dropped or cut-off answer. A success is a 2xx (for a stream: its first
@@ -110,6 +116,11 @@ class CircuitBreaker:
         self._buckets = [_Bucket() for _ in range(BUCKETS)]
         self._callers: dict[str, _Caller] = {}
         self._probe_failures: set[str] = set()
+        # rule 2b: the current run of failures (since the last answer): when it began, its last
+        # failure, how many, and up to min_callers of its callers
+        self._run_began = self._run_last = 0.0
+        self._run_failures = 0
+        self._run_callers: set[str] = set()
 
     # -- asking --------------------------------------------------------------------------------
     def allow(self, caller: str) -> bool:
@@ -150,6 +161,7 @@ class CircuitBreaker:
     # -- telling -------------------------------------------------------------------------------
     def success(self, caller: str) -> None:
         self.connect_failures = 0
+        self._end_run()
         self.probe_started = self.probe_caller = None
         self._callers.pop(caller, None)
         if self.state != CLOSED:
@@ -164,6 +176,7 @@ class CircuitBreaker:
         """The backend answered about the request (a 4xx it does not fail over on): alive,
         and nothing more."""
         self.connect_failures = 0
+        self._end_run()
         self.release(caller)
 
     def failure(self, caller: str, connect: bool = False) -> None:
@@ -174,6 +187,13 @@ class CircuitBreaker:
         if len(bucket.callers) < self.policy.min_callers:
             bucket.callers.add(caller)
         self.connect_failures = self.connect_failures + 1 if connect else 0
+        if not self._run_failures or now - self._run_last > self.policy.window:
+            self._end_run()
+            self._run_began = now
+        self._run_last = now
+        self._run_failures += 1
+        if len(self._run_callers) < self.policy.min_callers:
+            self._run_callers.add(caller)
         seen = self._remember(caller)
         seen.failures += 1
         was_probe = self.probe_started is not None and caller == self.probe_caller
@@ -193,7 +213,7 @@ class CircuitBreaker:
         ok, failed, callers = self._totals(now)
         if self.connect_failures >= p.consecutive_failures or (
                 ok + failed >= p.min_requests and failed >= p.failure_ratio * (ok + failed)
-                and len(callers) >= p.min_callers):
+                and len(callers) >= p.min_callers) or self._silent(now):
             self._open(now)
         elif seen.failures >= p.min_requests and not ok:
             seen.isolated_until = now + p.cooldown
@@ -205,6 +225,16 @@ class CircuitBreaker:
             self.probe_started = self.probe_caller = None
 
     # -- inside --------------------------------------------------------------------------------
+    def _silent(self, now: float) -> bool:
+        """Rule 2b: a run of failures, nothing answered, for a bucket's time or more."""
+        p = self.policy
+        return self._run_failures >= p.min_requests and len(self._run_callers) >= p.min_callers \
+            and now - self._run_began >= self._width
+
+    def _end_run(self) -> None:
+        self._run_failures = 0
+        self._run_callers.clear()
+
     def _totals(self, now: float) -> tuple[int, int, set[str]]:
         current = int(now // self._width)
         ok = failed = 0

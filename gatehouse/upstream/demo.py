@@ -33,6 +33,8 @@ PREAMBLE = "This is the gatehouse demo backend, not a language model. You said:"
 # numbers in one embeddings answer: 2,048 inputs of the default 64 dimensions, or 8 of
 # 16,384; ~2.7 MB of JSON and ~50 ms of CPU at most
 MAX_VALUES = 2048 * 64
+# (Responses requests reach it as chat completions, translated by the gateway's bridge)
+SERVED = frozenset({"chat.completions", "completions", "embeddings"})
 _LEVELS = [(b - 127.5) / 127.5 for b in range(256)]
 
 
@@ -104,6 +106,12 @@ class DemoBackend:
             return _DemoReply(500, orjson.dumps({"error": {
                 "message": "demo backend failing on purpose (demo.failure_rate)",
                 "type": "server_error", "param": None, "code": None}}))
+        if call.endpoint not in SERVED:
+            said = "stores no responses" if call.endpoint == "responses.stored" else \
+                f"does not serve {call.endpoint}"
+            return _DemoReply(404, orjson.dumps({"error": {
+                "message": f"The demo backend {said}.", "type": "invalid_request_error",
+                "param": None, "code": "not_found"}}))
         body = orjson.loads(call.body)
         if call.endpoint == "embeddings":
             return self._embeddings(body)

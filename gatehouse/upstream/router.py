@@ -19,6 +19,7 @@ class Target:
     weight: float
     inject_stream_usage: bool = True
     slots: BackendSlots | None = None  # the upstream's max_concurrency, shared by its models
+    api: str = "chat"  # "chat": Responses requests are translated; "responses": passed on
 
 
 @dataclass(slots=True)

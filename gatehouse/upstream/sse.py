@@ -24,19 +24,30 @@ _DONE = re.compile(rb"(?:^|\n)data: ?\[DONE\]\s*$")
 
 
 KEEP_CHARS = 1_000_000  # of completion text kept for counting; beyond, only its length
+# and in at most this many pieces (a streamed delta each, ~50 bytes of object apiece): an
+# answer in tiny deltas would otherwise hold ~10× its text in memory (≤ ~4 MB a stream)
+KEEP_PIECES = 65_536
 _TEXT = re.compile(rb'"(?:content|text|arguments|reasoning_content)"\s*:\s*"')
 
 
+RAW_LIMIT = 4 << 20  # bytes of events held unread before their text is taken out
+
+
 class StreamTap:
-    __slots__ = ("_pending", "done", "drop_usage_chunk", "finished", "kept", "more_chars",
-                 "texts", "usage")
+    __slots__ = ("_more_chars", "_pending", "_raw", "_raw_size", "_texts", "done",
+                 "drop_usage_chunk", "finished", "kept", "usage")
 
     def __init__(self, drop_usage_chunk: bool) -> None:
         self.drop_usage_chunk = drop_usage_chunk
         self.usage: Usage | None = None
-        self.texts: list[str] = []  # the completion text passed on, as it came
+        self._texts: list[str] = []  # the completion text passed on, as it came
         self.kept = 0  # characters in texts
-        self.more_chars = 0  # characters passed on beyond KEEP_CHARS (not kept)
+        self._more_chars = 0  # characters passed on beyond KEEP_CHARS (not kept)
+        # events with text, as passed on: their JSON is read only if the text is asked for
+        # (a backend that reports no usage, a stream cut short) — most streams end with
+        # usage, and reading every chunk's JSON cost ~4 % of a streamed request's CPU
+        self._raw: list[bytes] = []
+        self._raw_size = 0
         self._pending = b""
         self.done = False  # the data: [DONE] sentinel was seen
         self.finished = False  # some choice reported a finish_reason
@@ -45,7 +56,26 @@ class StreamTap:
     def complete(self) -> bool:
         return self.done or self.finished
 
-    def feed(self, data: bytes) -> bytes:
+    @property
+    def texts(self) -> list[str]:
+        """The completion text passed on, as it came (up to ``KEEP_CHARS`` characters in
+        ``KEEP_PIECES`` pieces)."""
+        self._read_raw()
+        return self._texts
+
+    @property
+    def more_chars(self) -> int:
+        """Characters passed on beyond ``KEEP_CHARS`` or ``KEEP_PIECES``, not kept."""
+        self._read_raw()
+        return self._more_chars
+
+    def _read_raw(self) -> None:
+        raw, self._raw, self._raw_size = self._raw, [], 0
+        for complete in raw:
+            self._keep_text(complete)
+
+    def complete_events(self, data: bytes) -> bytes:
+        """The complete events so far (``data`` after what was pending); the rest is kept."""
         if self._pending:
             data = self._pending + data
         if b"\r" in data:
@@ -55,9 +85,17 @@ class StreamTap:
             self._pending = data
             return b""
         self._pending = data[end + 2:]
-        complete = data[:end + 2]
+        return data[:end + 2]
+
+    def feed(self, data: bytes) -> bytes:
+        complete = self.complete_events(data)
+        if not complete:
+            return b""
         if _TEXT.search(complete):
-            self._keep_text(complete)
+            self._raw.append(complete)
+            self._raw_size += len(complete)
+            if self._raw_size > RAW_LIMIT:  # bounded: read what is held, keep its text
+                self._read_raw()
         if not self.finished and _FINISH.search(complete):
             self.finished = True
         if _USAGE.search(complete) is None:
@@ -93,7 +131,7 @@ class StreamTap:
         for event in complete.split(b"\n\n"):
             if not _TEXT.search(event):
                 continue
-            payload = _payload(event)
+            payload = payload_of(event)
             choices = payload.get("choices") if payload is not None else None
             if not isinstance(choices, list):
                 continue
@@ -102,16 +140,19 @@ class StreamTap:
                     self._keep_choice(choice)
 
     def _keep_choice(self, choice: dict[str, Any]) -> None:
-        for text in choice_texts(choice):
-            if self.kept + len(text) <= KEEP_CHARS:
-                self.texts.append(text)
+        self.keep(choice_texts(choice))
+
+    def keep(self, texts: list[str]) -> None:
+        for text in texts:
+            if self.kept + len(text) <= KEEP_CHARS and len(self._texts) < KEEP_PIECES:
+                self._texts.append(text)
                 self.kept += len(text)
             else:
-                self.more_chars += len(text)
+                self._more_chars += len(text)
 
     def _take_usage(self, event: bytes) -> dict[str, Any] | None:
         """Record usage from ``event``; its payload when it carried usage, else None."""
-        payload = _payload(event)
+        payload = payload_of(event)
         if payload is None:
             return None
         usage = Usage.from_openai(payload.get("usage"))
@@ -121,7 +162,7 @@ class StreamTap:
         return payload
 
 
-def _payload(event: bytes) -> dict[str, Any] | None:
+def payload_of(event: bytes) -> dict[str, Any] | None:
     """An event's JSON object, or None (no data, not JSON, not an object)."""
     data = [line[5:].removeprefix(b" ") for line in event.split(b"\n")
             if line.startswith(b"data:")]

@@ -26,6 +26,7 @@ from gatehouse.errors import (
     AtCapacity,
     CallerHeldBack,
     GatehouseError,
+    InvalidRequest,
     UpstreamFailed,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -33,8 +34,17 @@ from gatehouse.errors import (
 from gatehouse.pipeline import StreamBroken
 from gatehouse.quota.policy import prompt_texts
 from gatehouse.quota.tokenizer import Tokenizers
+from gatehouse.schema.multipart import with_model
+from gatehouse.schema.stage import UPLOAD_NOTE
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.tracing import CallSpan, Tracing
+from gatehouse.upstream.affinity import (
+    HISTORY_NOTE,
+    PATH_NOTE,
+    PIN_NOTE,
+    Affinity,
+    pin_follow_up,
+)
 from gatehouse.upstream.backend import (
     BackendFailure,
     Broken,
@@ -43,6 +53,19 @@ from gatehouse.upstream.backend import (
     UpstreamCall,
     UpstreamReply,
 )
+from gatehouse.upstream.responses_bridge import (
+    input_items,
+    response_id,
+    skeleton,
+    to_chat,
+    to_response,
+)
+from gatehouse.upstream.responses_events import (
+    ChatToResponses,
+    failure_events,
+    usage_dict,
+)
+from gatehouse.upstream.responses_tap import ResponsesTap, texts_of_response
 from gatehouse.upstream.router import Router, Target
 from gatehouse.upstream.sse import StreamTap, choice_texts
 
@@ -54,6 +77,11 @@ REPLY_NOTE = "upstream.reply"
 SLOT_NOTE = "upstream.slot"
 CALL_NOTE = "upstream.call"  # the answering call: (target, started, span), ended in exit
 BROKEN_NOTE = "upstream.broken"  # why a started stream broke (the call's error.type)
+GENERATING = frozenset({"chat.completions", "completions", "embeddings", "responses"})
+
+
+_Opened = tuple[UpstreamReply, bytes, StreamTap | None, AsyncIterator[bytes] | None,
+                ChatToResponses | None]
 
 
 def fails_over(status: int) -> bool:
@@ -134,20 +162,37 @@ class UpstreamStage:
     name = "upstream"
 
     def __init__(self, router: Router, metrics: Metrics,
-                 tokenizers: Tokenizers | None = None, tracing: Tracing | None = None) -> None:
+                 tokenizers: Tokenizers | None = None, tracing: Tracing | None = None,
+                 affinity: Affinity | None = None) -> None:
         self.router = router
+        self.affinity = affinity
         self.metrics = metrics
         self.tokenizers = tokenizers or Tokenizers({}, "chars")
         self.tracing = tracing
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.body is not None and ctx.model is not None
-        await self.tokenizers.get(ctx.model)  # loaded now: answers without usage count with it
         failures = _Failures()
         full = 0
         caller = caller_of(ctx)
-        for target in self.router.order(ctx.model):
+        bridged: dict[str, Any] | InvalidRequest | None = None  # the body as chat, or why not
+        if self.affinity is not None and ctx.endpoint == "responses":
+            await pin_follow_up(ctx, self.affinity, self.router)
+        targets = self.router.order(ctx.model)
+        pin = ctx.notes.get(PIN_NOTE)
+        if pin is not None:  # only the backend holding the response has it: no failover
+            targets = [t for t in targets if t.backend.name == pin]
+        for target in targets:
             name = target.backend.name
+            if ctx.endpoint == "responses" and target.api == "chat":
+                if bridged is None:
+                    try:
+                        bridged = to_chat(_continued(ctx), target.model)
+                    except InvalidRequest as exc:
+                        bridged = exc
+                if isinstance(bridged, InvalidRequest):  # a Responses backend may take it
+                    ctx.attempts.append(f"{name}:untranslatable")
+                    continue
             slots = target.slots
             if slots is not None and not slots.take():
                 ctx.attempts.append(f"{name}:at_capacity")
@@ -164,8 +209,9 @@ class UpstreamStage:
             started = time.perf_counter()
             span = self.tracing.call(ctx, name, target.model) if self.tracing else None
             try:
-                reply, first, tap, rest = await self._start(
-                    ctx, target, span.traceparent if span is not None else None)
+                reply, first, tap, rest, bridge = await self._start(
+                    ctx, target, span.traceparent if span is not None else None,
+                    bridged if isinstance(bridged, dict) and target.api == "chat" else None)
                 verdict = True
             except BackendFailure as exc:
                 self._called(ctx, target, started, span, type(exc).__name__)
@@ -207,8 +253,17 @@ class UpstreamStage:
             ctx.notes[REPLY_NOTE] = reply
             if slots is not None:
                 ctx.notes[SLOT_NOTE] = slots  # held until the answer or stream ends
-            self._answer(ctx, target, reply, first, tap, rest)
+            await self._answer(ctx, target, reply, first, tap, rest, bridge)
+            if tap is None and reply.status == 200 and self._stores(ctx, target):
+                found = _stored_id(first)
+                if found is not None:
+                    await self._remember(ctx, target, found)
+            elif tap is None and reply.status == 200 and bridge is not None and bridge.store \
+                    and ctx.reply is not None:
+                await self._keep(ctx, orjson.loads(ctx.reply.body))
             return
+        if isinstance(bridged, InvalidRequest) and not failures.details and not full:
+            raise bridged  # no backend of the model could take the request
         if full and not failures.details:
             raise AtCapacity(f"Every backend of `{ctx.model}` is at capacity right now; try "
                              "again in a moment.", retry_after=1.0,
@@ -223,23 +278,42 @@ class UpstreamStage:
         if span is not None:
             span.end(status, etype)
 
-    async def _start(self, ctx: RequestContext, target: Target, traceparent: str | None
-                     ) -> tuple[UpstreamReply, bytes, StreamTap | None, AsyncIterator[bytes] | None]:
+    async def _start(self, ctx: RequestContext, target: Target, traceparent: str | None,
+                     chat: dict[str, Any] | None = None) -> _Opened:
         """Open the call. A whole answer is read here (bounded by the total timeout); a stream
         waits for its first event within the first-byte timeout, so a backend that stalls
-        still leaves time to fail over."""
-        body = dict(ctx.body or {})
-        body["model"] = target.model
+        still leaves time to fail over. With ``chat`` (a Responses request translated for a
+        chat-only backend) the chat endpoint is called and its answer translated back."""
+        bridge = None
+        endpoint = ctx.endpoint
         drop_usage = False
-        if ctx.stream and target.inject_stream_usage and not ctx.include_usage:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            drop_usage = True
-        call = UpstreamCall(ctx.endpoint, orjson.dumps(body), ctx.stream, ctx.request_id,
-                            traceparent)
+        if chat is not None:
+            body = {**chat, "model": target.model}
+            if not target.inject_stream_usage:
+                body.pop("stream_options", None)
+            endpoint = "chat.completions"
+            bridge = ChatToResponses(ctx.body or {}, response_id(ctx.request_id),
+                                     store=self.affinity is not None
+                                     and (ctx.body or {}).get("store") is not False)
+        else:
+            body = dict(ctx.body or {})
+            body["model"] = target.model
+            if ctx.stream and target.inject_stream_usage and not ctx.include_usage \
+                    and endpoint != "responses":
+                body["stream_options"] = {**(body.get("stream_options") or {}),
+                                          "include_usage": True}
+                drop_usage = True
+        path = ctx.notes.get(PATH_NOTE)
+        upload = ctx.notes.get(UPLOAD_NOTE)
+        call = UpstreamCall(endpoint, orjson.dumps(body) if path is None else b"", ctx.stream,
+                            ctx.request_id, traceparent, ctx.method, path)
+        if upload is not None:  # multipart, with the model renamed for this backend
+            raw, content_type = upload
+            call.body, call.content_type = with_model(raw, content_type, target.model), content_type
         if not ctx.stream:
             reply = await target.backend.open(call)
             try:
-                return reply, await reply.read(), None, None
+                return reply, await reply.read(), None, None, bridge
             except BaseException:
                 reply.close()
                 raise
@@ -248,8 +322,8 @@ class UpstreamStage:
             async with asyncio.timeout(target.backend.first_byte_timeout):
                 stream_reply = await target.backend.open(call)
                 if stream_reply.status != 200:
-                    return stream_reply, await stream_reply.read(), None, None
-                tap = StreamTap(drop_usage)
+                    return stream_reply, await stream_reply.read(), None, None, None
+                tap = ResponsesTap() if endpoint == "responses" else StreamTap(drop_usage)
                 chunks = stream_reply.chunks()
                 first = b""
                 while not first:
@@ -259,7 +333,9 @@ class UpstreamStage:
                         first = tap.flush()
                         if not first:
                             raise Broken("stream ended before sending anything") from None
-                return stream_reply, first, tap, chunks
+                if bridge is not None:
+                    first = bridge.feed(first)
+                return stream_reply, first, tap, chunks, bridge
         except TimeoutError:
             if stream_reply is not None:
                 stream_reply.close()
@@ -270,12 +346,18 @@ class UpstreamStage:
                 stream_reply.close()
             raise
 
-    def _answer(self, ctx: RequestContext, target: Target, reply: UpstreamReply,
-                first: bytes, tap: StreamTap | None, rest: AsyncIterator[bytes] | None) -> None:
+    async def _answer(self, ctx: RequestContext, target: Target, reply: UpstreamReply,
+                      first: bytes, tap: StreamTap | None, rest: AsyncIterator[bytes] | None,
+                      bridge: ChatToResponses | None) -> None:
         ctx.upstream_request_id = reply.request_id
         if tap is None or rest is None:
-            if reply.status == 200:
-                ctx.usage = _usage_of(first) or self._count(ctx, *_texts_of(first))
+            if reply.status == 200 and ctx.endpoint in GENERATING:
+                ctx.usage = _usage_of(first)
+                if ctx.usage is None:
+                    await self.tokenizers.get(ctx.model)  # see _relay
+                    ctx.usage = self._count(ctx, *_texts_of(first))
+                if bridge is not None:
+                    first = _bridged(bridge, first, ctx.usage)
             reply.close()
             if reply.status >= 400:  # about the request: passed on, in OpenAI's shape
                 body = openai_error(first, reply.status, target.backend.name)
@@ -284,16 +366,31 @@ class UpstreamStage:
             ctx.reply = Reply(reply.status, {"content-type": reply.content_type}, first)
             return
         ctx.reply = Reply(200, dict(SSE_HEADERS),
-                          stream=self._relay(ctx, target, reply, first, tap, rest))
+                          stream=self._relay(ctx, target, reply, first, tap, rest, bridge))
 
     async def _relay(self, ctx: RequestContext, target: Target, reply: UpstreamReply,
-                     first: bytes, tap: StreamTap, rest: AsyncIterator[bytes]
-                     ) -> AsyncGenerator[bytes, None]:
+                     first: bytes, tap: StreamTap, rest: AsyncIterator[bytes],
+                     bridge: ChatToResponses | None) -> AsyncGenerator[bytes, None]:
         try:
+            if isinstance(tap, ResponsesTap) and tap.response is not None \
+                    and isinstance(tap.response.get("id"), str) \
+                    and tap.response.get("store") is not False and self._stores(ctx, target):
+                # before the client can see the id and follow up on it, from any replica
+                await self._remember(ctx, target, tap.response["id"])
+            if tap.done and tap.usage is None:
+                await self.tokenizers.get(ctx.model)  # see below
             yield first
             if not tap.done:
                 async for chunk in rest:
                     out = tap.feed(chunk)
+                    if out and bridge is not None:
+                        out = bridge.feed(out)
+                    if tap.done and tap.usage is None:
+                        # the end, without usage: the model's tokenizer is loaded before the
+                        # client gets its last event — a client that leaves on [DONE] (the
+                        # SDKs do) must not cut the exact count short (÷ 4) or make a
+                        # complete answer a 499
+                        await self.tokenizers.get(ctx.model)
                     if out:
                         yield out
                     if tap.done:
@@ -302,10 +399,25 @@ class UpstreamStage:
                         # SDKs do — is counted as gone before its complete answer ended
                         break
             tail = tap.flush()
+            if tail and bridge is not None:
+                tail = bridge.feed(tail)
             if tail:
                 yield tail
             if not tap.complete:
-                raise Broken("stream ended before [DONE] or a finish_reason")
+                raise Broken("stream ended before [DONE] or a finish_reason" if bridge or
+                             not isinstance(tap, ResponsesTap) else
+                             "stream ended before response.completed")
+            if tap.usage is None:
+                # the model's tokenizer, loaded when a backend first answers without usage,
+                # not for every model on its first request: o200k alone is 55-64 MB per
+                # worker, and most backends report usage (what if not: count_now's ÷ 4)
+                await self.tokenizers.get(ctx.model)
+            if bridge is not None:
+                ctx.usage = tap.usage or self._count(ctx, tap.texts, tap.more_chars)
+                end = bridge.finish(ctx.usage)
+                if bridge.store:  # kept before the client can follow up on it
+                    await self._keep(ctx, bridge.response)
+                yield end
         except Exception as exc:
             detail = exc.detail if isinstance(exc, BackendFailure) else repr(exc)
             ctx.notes[BROKEN_NOTE] = type(exc).__name__
@@ -316,16 +428,35 @@ class UpstreamStage:
                                 cause=detail) if isinstance(exc, TimedOut) else
                 UpstreamFailed("The model's answer broke off mid-stream. The text so far is "
                                "incomplete; retry the request.", cause=detail))
-            yield b"data: " + error.body(ctx.request_id) + b"\n\n"
+            yield _broken(ctx, error, tap, bridge)
             raise StreamBroken(error) from exc
         finally:
             # what the backend reported, else what was passed on before the stream ended, the
             # client left or the backend broke off, counted by the model's tokenizer
+            if tap.usage is None:
+                self.tokenizers.warm(ctx.model)  # a broken stream's count: ÷ 4 until loaded
             ctx.usage = tap.usage or self._count(ctx, tap.texts, tap.more_chars)
             if tap.done:
                 reply.finish()  # complete: its connection can go back to the pool
             else:
                 reply.close()
+
+    def _stores(self, ctx: RequestContext, target: Target) -> bool:
+        """Whether this answer is a response its backend keeps (to be found again)."""
+        return self.affinity is not None and ctx.endpoint == "responses" \
+            and target.api == "responses" and (ctx.body or {}).get("store") is not False
+
+    async def _remember(self, ctx: RequestContext, target: Target, response_id: str) -> None:
+        assert self.affinity is not None
+        await self.affinity.remember(response_id, target.backend.name, ctx.model or "",
+                                     getattr(ctx.principal, "org_id", None))
+
+    async def _keep(self, ctx: RequestContext, response: dict[str, Any]) -> None:
+        """A translated response, kept by the gateway with its conversation (affinity.py)."""
+        assert self.affinity is not None
+        items = ctx.notes.get(HISTORY_NOTE, []) + input_items(ctx.body or {})
+        await self.affinity.keep(response, items, ctx.model or "",
+                                 getattr(ctx.principal, "org_id", None))
 
     def _count(self, ctx: RequestContext, texts: list[str], more_chars: int) -> Usage:
         """Usage counted by the gateway: the prompt as the quota stage counted it (or now),
@@ -383,18 +514,69 @@ class UpstreamStage:
             slots.give()
 
 
+def _broken(ctx: RequestContext, error: GatehouseError, tap: StreamTap,
+            bridge: ChatToResponses | None) -> bytes:
+    """How a stream that broke off ends: an SSE error event; for the Responses API, its typed
+    ``error`` and ``response.failed`` events."""
+    if bridge is not None:
+        return bridge.fail(error, ctx.request_id)
+    if isinstance(tap, ResponsesTap):
+        response = tap.response or skeleton(ctx.body or {}, response_id(ctx.request_id),
+                                            "in_progress")
+        return failure_events(error, response, tap.sequence, ctx.request_id)
+    return b"data: " + error.body(ctx.request_id) + b"\n\n"
+
+
+def _continued(ctx: RequestContext) -> dict[str, Any]:
+    """The request, with the conversation the gateway kept put before its input when it
+    follows up on a translated response."""
+    body = ctx.body or {}
+    history = ctx.notes.get(HISTORY_NOTE)
+    if history is None:
+        return body
+    return {**body, "input": history + input_items(body), "previous_response_id": None}
+
+
+def _bridged(bridge: ChatToResponses, chat: bytes, usage: Usage) -> bytes:
+    """A chat-only backend's whole answer as the Response the client asked for."""
+    try:
+        data: Any = orjson.loads(chat)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise UpstreamFailed("The model's backend answered with something that is not a chat "
+                             "completion.", cause=f"not a JSON object: {chat[:200]!r}")
+    counted = None if isinstance(data.get("usage"), dict) else usage_dict(usage)
+    return orjson.dumps(to_response(bridge.body, data, bridge.rid, counted, bridge.store))
+
+
 def _texts_of(body: bytes) -> tuple[list[str], int]:
-    """The completion text of a whole answer (chat, completions; embeddings have none)."""
+    """The completion text of a whole answer (chat, completions, responses; embeddings have
+    none)."""
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         return [], 0
+    if isinstance(data, dict) and isinstance(data.get("output"), list):
+        return texts_of_response(data), 0
     choices = data.get("choices") if isinstance(data, dict) else None
     texts: list[str] = []
     for choice in choices if isinstance(choices, list) else []:
         if isinstance(choice, dict):
             texts += choice_texts(choice)
     return texts, 0
+
+
+def _stored_id(body: bytes) -> str | None:
+    """The id of a Response its backend says it stored (``store`` not false)."""
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("store") is False:
+        return None
+    found = data.get("id")
+    return found if isinstance(found, str) else None
 
 
 def _usage_of(body: bytes) -> Usage | None:

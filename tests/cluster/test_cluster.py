@@ -6,7 +6,7 @@ Everything listens on 127.0.0.1; every load is bounded in count and time."""
 
 from __future__ import annotations
 
-import re
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -21,24 +21,14 @@ import pytest
 
 from tests.e2e.test_identity import cli
 from tests.support import services
-from tests.support.nginx import running_nginx
+from tests.support.nginx import running_nginx, shipped_site
 from tests.support.procs import Gateway, Upstream, free_port, write_toml
 
-SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "gatehouse.conf"
 REPLICAS = 3
-LIMIT = 60  # requests a minute for the "metered" tier's keys
+LIMIT = 150  # requests a minute for each of the "metered" tier's keys
+ORG_LIMIT = 250  # requests a minute for the org's "metered" keys together
+CLIENTS = 200  # concurrent clients of the limits test
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
-
-
-def render(port: int, replicas: list[int]) -> str:
-    """The shipped site configuration, with this test's listen address and replica ports."""
-    site = SHIPPED.read_text()
-    shipped = re.findall(r"server 127\.0\.0\.1:(\d+)", site)
-    assert len(shipped) == len(replicas), shipped
-    for old, new in zip(shipped, replicas, strict=True):
-        site = site.replace(f"127.0.0.1:{old} ", f"127.0.0.1:{new} ")
-    assert "listen 80;" in site
-    return site.replace("listen 80;", f"listen 127.0.0.1:{port};")
 
 
 @dataclass
@@ -48,6 +38,7 @@ class Cluster:
     config: Path  # for the CLI
     start: Callable[[], Gateway]
     key: str  # standard tier: no limits
+    redis_port: int  # the cluster's own Redis: its command counts are the cluster's alone
 
     def metered_key(self) -> str:
         return cli(self.config, "keys", "create", "acme/bot", "--tier", "metered").strip()
@@ -61,14 +52,16 @@ class Cluster:
 def cluster(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
     up = Upstream("cluster", proc_dir, ms_per_token=15)  # 8 tokens: ~120 ms an answer
-    with services.pg_database() as database:
+    redis_port = free_port()
+    with services.pg_database() as database, services.private_redis(redis_port) as redis:
         config: dict[str, Any] = {
-            "storage": {"database_url": database, "state_url": services.REDIS_URL},
+            "storage": {"database_url": database, "state_url": redis},
             "identity": {"require_key": True, "secret": "cluster-secret-" + "z" * 30},
             "edge": {"trusted_proxies": ["127.0.0.1/32"]},
             "upstreams": {"u": {"base_url": up.url + "/v1"}},
             "models": {"m": {"backends": [{"upstream": "u", "model": "test-model"}]}},
-            "tiers": {"metered": {"limits": {"requests_per_minute": LIMIT}}},
+            "tiers": {"metered": {"limits": {"requests_per_minute": LIMIT},
+                                  "org_limits": {"requests_per_minute": ORG_LIMIT}}},
             "telemetry": {"access_log": False},
         }
         replicas: list[Gateway] = []
@@ -88,9 +81,9 @@ def cluster(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             key = cli(cli_config, "keys", "create", "acme/bot").strip()
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            with running_nginx(tmp, render(port, [gw.port for gw in replicas]),
+            with running_nginx(tmp, shipped_site(port, [gw.port for gw in replicas]),
                                url + "/healthz"):
-                yield Cluster(url, replicas, cli_config, start, key)
+                yield Cluster(url, replicas, cli_config, start, key, redis_port)
         finally:
             for gw in replicas:
                 gw.stop()
@@ -103,6 +96,7 @@ class Answer:
     request_id: str | None
     code: str | None
     at: float  # when it was sent (monotonic)
+    key: int = 0  # which of the keys it was sent with
 
 
 def load(url: str, key: str, count: int, clients: int, *, stream: bool = False,
@@ -158,14 +152,80 @@ def test_load_through_nginx_is_spread_over_the_replicas_and_all_answered(
     assert all(s >= 30 for s in served), served  # least_conn spreads them
 
 
-def test_a_limit_holds_across_the_replicas(cluster: Cluster) -> None:
-    key = cluster.metered_key()
-    if time.time() % 60 > 40:  # calendar-minute windows: start the burst in a fresh minute
+async def burst(url: str, keys: list[str], count: int, clients: int) -> list[Answer]:
+    """``count`` chat completions from ``clients`` concurrent clients (one connection each),
+    taking turns over ``keys``. Bounded: every call has a 30 s timeout."""
+    todo = iter(range(count))
+    answers: list[Answer] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c:
+        async def client() -> None:
+            for n in todo:  # shared: each call taken by one client
+                sent = time.monotonic()
+                try:
+                    r = await c.post("/v1/chat/completions", json=BODY, headers={
+                        "authorization": f"Bearer {keys[n % len(keys)]}"})
+                except httpx.HTTPError:
+                    answers.append(Answer(-1, None, None, sent, n % len(keys)))
+                    continue
+                code = r.json()["error"]["code"] if r.status_code != 200 else None
+                answers.append(Answer(r.status_code, r.headers.get("x-request-id"), code,
+                                      sent, n % len(keys)))
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return answers
+
+
+def test_200_clients_on_three_replicas_get_exactly_the_limit_one_round_trip_each(
+        cluster: Cluster) -> None:
+    """Two keys of one org, each limited to LIMIT a minute, the org to ORG_LIMIT: 200
+    concurrent clients send 3 × ORG_LIMIT calls through nginx to the 3 replicas within one
+    minute, alternating the keys. Exactly ORG_LIMIT are admitted (not one over, every one of
+    the limit used), the first key at most LIMIT of them, and
+    Redis — the cluster's own, so its counters are the cluster's alone — ran one quota
+    script per call."""
+    keys = [cluster.metered_key() for _ in range(2)]
+    count = 3 * ORG_LIMIT
+    # calendar-minute windows: the burst starts early enough in a minute to end in it (a
+    # loaded 2-core CI machine took 23 s over it)
+    if time.time() % 60 > 15:
         time.sleep(61 - time.time() % 60)
-    answers = load(cluster.url, key, 3 * LIMIT, 24)
+    minute = int(time.time() // 60)
+    def trips() -> Counter[str]:
+        return Counter({kind: sum(gw.metric("gatehouse_quota_round_trips_total", kind=kind)
+                                  for gw in cluster.replicas) for kind in ("reserve", "settle", "read")})
+
+    before, trips_before = services.commands(cluster.redis_port), trips()
+    started = time.monotonic()
+    answers = asyncio.run(burst(cluster.url, keys, count, CLIENTS))
+    took = time.monotonic() - started
+    assert int(time.time() // 60) == minute, f"the burst ({took:.1f} s) crossed a minute"
+    time.sleep(0.2)  # the last settles ride out within 50 ms (docs/quotas.md)
+    after, sent = services.commands(cluster.redis_port), trips() - trips_before
     counts = Counter(a.status for a in answers)
-    assert counts == {200: LIMIT, 429: 2 * LIMIT}, counts  # not one over, none lost
+    # none over, none lost: exactly the limit admitted, every other call refused with an
+    # answer — 429, or on an overloaded machine a rare 503 "try again" (a CI run beside the
+    # suite had 1 in 750; which stage gave it was not recorded: the codes are listed)
+    busy = [a for a in answers if a.status == 503]
+    assert counts[200] == ORG_LIMIT, counts
+    assert counts[429] + len(busy) == count - ORG_LIMIT, counts
+    assert len(busy) <= count // 100, (counts, Counter(a.code for a in busy))
     assert {a.code for a in answers if a.status == 429} == {"rate_limit_exceeded"}
+    per_key = Counter(a.key for a in answers if a.status == 200)
+    assert all(n <= LIMIT for n in per_key.values()), per_key
+    scripts = sum(after.get(c, 0) - before.get(c, 0) for c in ("evalsha", "eval"))
+    connects = {c: after.get(c, 0) - before.get(c, 0) for c in ("hello", "ping")}
+    print(f"\n{count} calls from {CLIENTS} clients over {REPLICAS} replicas in {took:.1f} s: "
+          f"{dict(counts)}; per key {dict(per_key)}; Redis ran {scripts} quota scripts "
+          f"({scripts / count:.3f} per call): {sent['reserve']} reservations, "
+          f"{sent['settle']} settles on their own, {sent['read']} reads; connections opened and pings {connects}")
+    # On the request path one round trip per call: its reservation. A settle rides along
+    # with a later reservation, or — when none comes within 50 ms — goes out on its own, off
+    # the request path; only admitted calls have anything to settle. What the replicas say
+    # they sent is what Redis ran.
+    assert count - len(busy) <= sent["reserve"] <= count, sent
+    assert sent["settle"] <= ORG_LIMIT, sent
+    assert scripts == sent["reserve"] + sent["settle"], (scripts, sent)  # (reads: no script)
 
 
 def test_a_replica_killed_mid_load_costs_only_its_requests_in_flight(cluster: Cluster) -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
@@ -85,6 +87,41 @@ def shared_gateway(proc_dir: Path, up_a: Upstream, up_b: Upstream) -> Iterator[G
                                        {"upstream": "b", "weight": 0.001}]}},
     })
     yield gw
+    gw.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedGateway:
+    """A gateway that requires keys, with model ``m`` on upstream a, and two project keys."""
+
+    gw: Gateway
+    key: str  # tier standard: unlimited
+    limited_key: str  # tier one: one request a minute
+
+    @property
+    def api(self) -> str:
+        return self.gw.url + "/v1"
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(tmp_path_factory: pytest.TempPathFactory,
+                  up_a: Upstream) -> Iterator[KeyedGateway]:
+    """One per module, for clients that are not ours: the first run's keys (written beside
+    the secret, in a folder of the module's own) and a rate-limited key made through the admin
+    API — no CLI process."""
+    home = tmp_path_factory.mktemp("keyed")
+    gw = Gateway(home, {
+        "identity": {"require_key": True},
+        "tiers": {"standard": {}, "one": {"limits": {"requests_per_minute": 1}}},
+        "upstreams": {"a": upstream_cfg(up_a)},
+        "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]}},
+    })
+    admin, key = [line for line in (home / "gatehouse.first-keys").read_text().splitlines()
+                  if not line.startswith("#")]
+    made = httpx.post(gw.url + "/admin/v1/keys", json={"project": "default/demo", "tier": "one"},
+                      headers={"authorization": f"Bearer {admin}"}, timeout=30)
+    made.raise_for_status()
+    yield KeyedGateway(gw, key, made.json()["key"])
     gw.stop()
 
 

@@ -163,7 +163,9 @@ def test_priority_is_never_shed_lower_tiers_are_fast_and_no_slot_leaks(
     assert all(a.retry_after is not None and int(a.retry_after) >= 1 for a in shed), shed[:5]
     # refusals are fast: most are answered at once (queue full), far quicker than a service
     assert statistics.median(a.seconds for a in shed) < statistics.median(served)
-    assert statistics.median(a.seconds for a in shed) < SERVICE_S / 2
+    # (and not a wait: most refusals did not queue, whose timeouts here are 1-2 s — an
+    # absolute bound nearer the service time failed on a CI machine busy with other tests)
+    assert statistics.median(a.seconds for a in shed) < 1.0
     # the gateway counted what the clients saw
     admitted = gw.metric("gatehouse_admission_total", result="admitted")
     refused = sum(gw.metric("gatehouse_admission_total", result=reason)

@@ -8,6 +8,7 @@ connections and time, and sent only to 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import threading
@@ -21,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.procs import Gateway
+from tests.support.procs import Gateway, Upstream
 
 FAST = {"head_timeout": 1.0, "body_timeout": 1.0, "keepalive_timeout": 1.0,
         "max_connections_per_address": 100}
@@ -63,6 +64,19 @@ def send_all(s: socket.socket, data: bytes) -> None:
         s.sendall(data)
     except (BrokenPipeError, ConnectionResetError):
         pass
+
+
+def read_http(s: socket.socket, timeout: float = 10.0) -> bytes:
+    """One whole answer with a Content-Length from a kept-alive connection."""
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
 
 
 def status_of(answer: bytes) -> int:
@@ -122,7 +136,7 @@ class Closed:
 
 CLOSED = "gatehouse_edge_connections_closed_total"
 REASONS = ("head_too_large", "uri_too_long", "head_timeout", "body_timeout", "idle_timeout",
-           "per_address", "server_full", "evicted")
+           "per_address", "server_full", "evicted", "send_timeout")
 
 
 def record_of(gw: Gateway, answer: bytes) -> dict[str, Any]:
@@ -222,6 +236,31 @@ def test_a_stalled_body_is_answered_408(gw: Gateway) -> None:
     assert status_of(answer) == 408 and b"request body stopped arriving" in answer
     assert time.perf_counter() - started < 8  # was: no answer for 150 s and more
     assert closed["body_timeout"] == 1
+    # recorded under the id the client got, as the 408 it was (it was: a 499 "client gone"
+    # under another id, and the client's id found nothing)
+    record = record_of(gw, answer)
+    assert answer.count(record["request_id"].encode()) == 2  # the header and the body
+    assert (record["status"], record["error_code"], record["path"]) == \
+        (408, "request_timeout", "/v1/chat/completions")
+
+
+def test_a_plain_answer_is_one_write(gw: Gateway) -> None:
+    """Its head and body leave in one write system call (edge/cork.py), counted by the kernel
+    (/proc/PID/io ``syscw``) over 300 keep-alive answers: uvicorn alone makes two."""
+    def writes() -> int:
+        with open(f"/proc/{gw.proc.pid}/io") as io:
+            return next(int(line.split()[1]) for line in io if line.startswith("syscw:"))
+
+    s = dial(gw, "127.0.0.2")
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    send_all(s, request)
+    read_http(s)
+    before = writes()
+    for _ in range(300):
+        send_all(s, request)
+        assert status_of(read_http(s)) == 200
+    made = writes() - before
+    assert made < 300 * 1.3, made  # (and a few of the gateway's own: logs, the store)
 
 
 def test_a_body_sent_in_pieces_within_the_deadline_is_fine(gw: Gateway) -> None:
@@ -283,3 +322,102 @@ def test_the_sdk_works_through_the_limits(gw: Gateway) -> None:
     stream = client.chat.completions.create(
         model="demo", messages=[{"role": "user", "content": "hello"}], stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_a_client_that_stops_reading_a_stream_is_cut_and_frees_its_slot(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """A client that asks for a long stream and stops reading it (its receive window full)
+    holds the model's only slot and an upstream connection until ``send_timeout`` cuts it;
+    then the next caller gets the slot, and the gateway's memory did not take the stream."""
+    gw = start_gateway({
+        "server": {**FAST, "send_timeout": 3.0},
+        "upstreams": {"a": {"base_url": up_a.url + "/v1"}},
+        "models": {"one": {"backends": [{"upstream": "a", "model": "m"}],
+                           "max_concurrency": 1}},
+        "admission": {"classes": {"normal": {"queue_timeout": 0.5, "max_queue": 10}}}})
+    up_a.control(reply_tokens=400_000)  # ~40 MB of events, sent as fast as it can
+    try:
+        rss_before = rss_of(gw.proc.pid)
+        closed = Closed(gw)
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+        s = socket.socket()
+        _dialed.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.bind(("127.0.0.2", 0))
+        s.connect(("127.0.0.1", gw.port))
+        body = json.dumps({"model": "one", "stream": True, "max_tokens": 400_000,
+                           "messages": [{"role": "user", "content": "go"}]}).encode()
+        send_all(s, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        s.settimeout(10)
+        head = s.recv(1024)  # the answer has started …
+        assert status_of(head) == 200, head
+        started = time.monotonic()  # … and from here on nothing is read
+        with pytest.raises(openai.APIStatusError) as busy:  # the slot is held meanwhile
+            client.chat.completions.create(
+                model="one", max_tokens=5, messages=[{"role": "user", "content": "me"}])
+        assert busy.value.status_code == 503
+        while closed["send_timeout"] < 1 and time.monotonic() - started < 15:
+            time.sleep(0.2)
+        assert closed["send_timeout"] == 1  # cut after the deadline, not at the end of the
+        assert time.monotonic() - started < 12  # 40 MB answer
+        reply = client.chat.completions.create(  # the slot is free again
+            model="one", max_tokens=5, messages=[{"role": "user", "content": "me"}])
+        assert reply.choices[0].message.content
+        # the upstream's stream was cut too (it notices at its next write), and the gateway
+        # did not buffer what it offered
+        aborted_by = time.monotonic() + 10
+        while up_a.stats()["streams_aborted"] < 1 and time.monotonic() < aborted_by:
+            time.sleep(0.1)
+        assert up_a.stats()["streams_aborted"] == 1
+        assert rss_of(gw.proc.pid) - rss_before < 10 * 2**20
+        record = record_of(gw, head)  # the cut request, as the access log has it
+        assert (record["status"], record["outcome"]) == (499, "client_disconnected"), record
+    finally:
+        up_a.reset()
+
+
+def rss_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status
+                    if line.startswith("VmRSS:"))
+
+
+def test_a_huge_stream_read_whole_is_relayed_in_bounded_memory_and_counted(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """200,000 tokens streamed by a backend that reports no usage (~34 MB of events), read
+    whole by the client: the gateway holds a bounded window of the events it passes on
+    (gatehouse/upstream/sse.py: RAW_LIMIT bytes of events before their text is taken out, at
+    most KEEP_PIECES pieces of text kept for counting), so its memory stops growing once those
+    are full — the second half of the stream adds nothing to the first half's peak — and the
+    answer is counted with the model's tokenizer ("words": one token per word): exactly for
+    the first 65,536 pieces, the rest estimated from their length (docs/configuration.md)."""
+    words = 200_000
+    gw = start_gateway({
+        "upstreams": {"a": {"base_url": up_a.url + "/v1"}},
+        "models": {"m": {"backends": [{"upstream": "a", "model": "m"}], "tokenizer": "words"}}})
+    up_a.control(reply_tokens=words, omit_usage=True)
+    try:
+        rss_before = rss_of(gw.proc.pid)
+        received = 0
+        growth: list[tuple[int, int]] = []  # (bytes received, RSS added), every 2 MB
+        body = {"model": "m", "stream": True, "max_tokens": words,
+                "messages": [{"role": "user", "content": "go"}]}
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body,
+                          timeout=120) as r:
+            assert r.status_code == 200
+            request_id = r.headers["x-request-id"]
+            for chunk in r.iter_raw():
+                received += len(chunk)
+                if received // (2 << 20) != (received - len(chunk)) // (2 << 20):
+                    growth.append((received, rss_of(gw.proc.pid) - rss_before))
+        assert received > 30 << 20, received  # the whole answer went through
+        record = gw.record(request_id, timeout=15)
+        assert (record["status"], record["usage_counted_by"]) == (200, "gateway"), record
+        assert 0.9 * words <= record["completion_tokens"] <= 1.15 * words, record
+        first = max(added for at, added in growth if at <= received // 2)
+        second = max(added for at, added in growth if at > received // 2)
+        assert second - first < 3 << 20, growth  # flat: bounded, not growing with the stream
+        assert second < 20 << 20, growth
+    finally:
+        up_a.reset()

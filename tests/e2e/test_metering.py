@@ -37,20 +37,25 @@ def gateway_with_keys(start_gateway: Callable[..., Gateway], up: Upstream
                         "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}],
                                          "tokenizer": "o200k_base"}}},
                        start_timeout=START)
+    return (gw, *acme_keys(gw))
+
+
+def acme_keys(gw: Gateway) -> tuple[dict[str, str], str]:
+    """An admin's headers and a key of the project acme/app, made with the CLI."""
     admin = {"authorization": "Bearer " + cli(gw.config_path, "keys", "create", "--admin").strip()}
     cli(gw.config_path, "orgs", "create", "acme")
     cli(gw.config_path, "projects", "create", "acme/app")
-    return gw, admin, cli(gw.config_path, "keys", "create", "acme/app").strip()
+    return admin, cli(gw.config_path, "keys", "create", "acme/app").strip()
 
 
-def history(gw: Gateway, admin: dict[str, str], requests: int, timeout: float = 15
-            ) -> dict[str, Any]:
-    """acme's usage of model m once ``requests`` are written (the book flushes every 5 s)."""
+def history(gw: Gateway, admin: dict[str, str], requests: int, timeout: float = 15,
+            model: str = "m") -> dict[str, Any]:
+    """acme's usage of ``model`` once ``requests`` are written (the book flushes every 5 s)."""
     deadline = time.monotonic() + timeout
     while True:
         r = httpx.get(gw.url + "/admin/v1/usage?org=acme&by=model", headers=admin)
         assert r.status_code == 200, r.text
-        rows = [row for row in r.json()["data"] if row["model"] == "m"]
+        rows = [row for row in r.json()["data"] if row["model"] == model]
         row: dict[str, Any] = rows[0] if rows else {"requests": 0}
         if row["requests"] >= requests or time.monotonic() > deadline:
             return row
@@ -93,12 +98,14 @@ def test_cut_and_broken_streams_land_in_the_usage_history_once(
     """Three streams the client leaves after a few tokens and one the backend breaks: each is
     one request in the history with the tokens sent before it ended, counted by the gateway."""
     gw, admin, key = gateway_with_keys(start_gateway, up_a)
-    up_a.control(ms_per_token=30, reply_tokens=200)
+    # 2,000 words (5,000 o200k tokens, two and a half minutes at 30 ms a token): far more than any
+    # cut stream can have been sent, however late a starved client sees its events
+    up_a.control(ms_per_token=30, reply_tokens=2_000)
 
     async def cut_after(events: int) -> str:
         async with aiohttp.ClientSession(headers=auth(key)) as session, session.post(
                 gw.url + "/v1/chat/completions", json={
-                    "model": "m", "stream": True, "max_tokens": 500,
+                    "model": "m", "stream": True, "max_tokens": 2_000,
                     "messages": [{"role": "user", "content": QUESTION}]}) as r:
             assert r.status == 200
             seen = 0
@@ -125,8 +132,12 @@ def test_cut_and_broken_streams_land_in_the_usage_history_once(
         rec = found[rid]
         assert (rec["status"], rec["outcome"], rec["usage_counted_by"]) == \
             (499, "client_disconnected", "gateway")
-        # at least what the client read (a token an event), far from all 200
-        assert events - 1 <= rec["completion_tokens"] < 150
+        # at least what the client read (a token an event), far from the whole answer. What
+        # the gateway relayed before it saw the client leave is counted too, and on a busy
+        # machine that is much more than the client read: the kernel's socket buffers hold
+        # what a starved client has not read yet (CI: 189 and 335 tokens for the client's 20,
+        # when the answer was 399 tokens). 2,000 tokens is a minute of a client not reading.
+        assert events - 1 <= rec["completion_tokens"] < 2_000
     (broken,) = [r for r in found.values() if r["request_id"] not in cut]
     assert broken["outcome"] == "upstream_aborted" and broken["usage_counted_by"] == "gateway"
     assert broken["completion_tokens"] == O200K.count([got])

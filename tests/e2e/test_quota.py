@@ -131,12 +131,19 @@ class Answer:
     gateway: int
 
 
-async def hammer(gws: list[Gateway], key: str, seconds: float) -> list[Answer]:
+async def hammer(gws: list[Gateway], key: str, seconds: float, at_least: int = 0,
+                 cap: float = 12.0) -> list[Answer]:
     """``CLIENTS`` concurrent clients, each sending one request after another (round robin
-    over the replicas) until ``seconds`` have passed. aiohttp: httpx's pool does not keep up
-    with hundreds of concurrent connections on a small machine."""
+    over the replicas) until ``seconds`` have passed — and, on a machine too busy to answer
+    ``at_least`` requests by then, until it has (at most ``cap`` s). aiohttp: httpx's pool
+    does not keep up with hundreds of concurrent connections on a small machine."""
     out: list[Answer] = []
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+
+    def more() -> bool:
+        spent = time.monotonic() - started
+        return spent < seconds or (len(out) < at_least and spent < cap)
+
     body = {"model": "demo", "messages": HELLO, "max_tokens": 2}
     connector = aiohttp.TCPConnector(limit=CLIENTS + 50)
     async with aiohttp.ClientSession(connector=connector, headers=auth(key),
@@ -144,7 +151,7 @@ async def hammer(gws: list[Gateway], key: str, seconds: float) -> list[Answer]:
 
         async def one_client(i: int) -> None:
             n = 0
-            while time.monotonic() < deadline:
+            while more():
                 g = (i + n) % len(gws)
                 n += 1
                 sent = time.time()
@@ -190,7 +197,9 @@ def test_minute_limits_are_exact_across_three_replicas(
     # one window to itself, with the roll-over at most ~35 s away
     window = wait_for_window(25, 38)
     started = time.monotonic()
-    answers = asyncio.run(hammer(gws, key, HAMMER_SECONDS))
+    # pressed well over the limit: at least twice it, however busy the machine (CI ran it
+    # beside three-replica fault tests and got 225 answers in 3 s)
+    answers = asyncio.run(hammer(gws, key, HAMMER_SECONDS, at_least=2 * RPM + 1))
     took = time.monotonic() - started  # (reported, not asserted: the machine may be loaded)
     assert all(a.at < window.end for a in answers)  # all in the one window
 
@@ -202,7 +211,7 @@ def test_minute_limits_are_exact_across_three_replicas(
                  for r in ("allowed", "rate_limited", "local", "unavailable")}
     assert len(admitted) == RPM, \
         f"{len(admitted)} admitted of {len(answers)}, limit {RPM}; decisions {decisions}"
-    assert len(refused) == len(answers) - RPM and len(refused) > 3 * RPM
+    assert len(refused) == len(answers) - RPM and len(refused) > RPM  # pressed well over
     # the limit is shared, not per replica: several replicas admitted and together exactly
     # RPM (a per-replica limiter would admit RPM on each); who wins the race is not fixed
     assert len({a.gateway for a in admitted}) >= 2

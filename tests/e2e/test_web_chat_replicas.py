@@ -117,7 +117,9 @@ def test_another_replica_follows_an_answer_as_it_grows(
     assert end == {"status": "done", "view": None}
     text = "".join(t for _, t in deltas)
     assert got[-1] == "done" and text == "".join(got[:-1])  # what A streamed, whole
-    assert len(deltas) >= 3  # seen growing, save by save, not only at the end
+    # seen growing, not only at the end: a first piece that is a part of the answer, then more
+    # (one save a second of a ~4-s answer makes about four; a loaded machine can merge some)
+    assert len(deltas) >= 2 and 0 < len(deltas[0][1]) < len(text)
     stored = on_b.http.get(f"/chat/conversations/{meta['conversation']}").json()
     assert stored["messages"][-1]["content"] == text
 

@@ -5,6 +5,7 @@ upstreams and servers) in a main configuration that keeps every file in ``tmp``.
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from tests.support import requirements
 
 NGINX = requirements.NGINX or "nginx"  # present: tests/conftest.py checks before the run
+SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "gatehouse.conf"
 MAIN = """\
 daemon off;
 master_process off;
@@ -33,6 +35,18 @@ http {{
 {http}
 }}
 """
+
+
+def shipped_site(port: int, replicas: list[int]) -> str:
+    """The shipped site configuration (deploy/nginx/gatehouse.conf) listening on
+    127.0.0.1:``port``, its upstream block listing these replica ports (any number of them)."""
+    site = SHIPPED.read_text()
+    lines = re.findall(r"^ *server 127\.0\.0\.1:\d+ .*\n", site, re.MULTILINE)
+    assert lines and "listen 80;" in site, "deploy/nginx/gatehouse.conf changed shape"
+    first = lines[0]
+    site = site.replace("".join(lines), "".join(
+        re.sub(r"127\.0\.0\.1:\d+ ", f"127.0.0.1:{r} ", first) for r in replicas))
+    return site.replace("listen 80;", f"listen 127.0.0.1:{port};")
 
 
 @contextlib.contextmanager

@@ -57,7 +57,8 @@ class Upstream:
         args = [sys.executable, "-m", "gatehouse.testing.upstream_server", "--port",
                 str(self.port), "--name", name]
         for key, value in flags.items():
-            args += [f"--{key.replace('_', '-')}", str(value)]
+            flag = f"--{key.replace('_', '-')}"
+            args += [flag] if value is True else [flag, str(value)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         _wait_http(self.url + "/_stats", self.proc, self.log)

@@ -9,12 +9,14 @@ import contextlib
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gatehouse.store.db import Store
+from tests.support.procs import stop
 
 PG_URL = os.environ.get("GATEHOUSE_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("GATEHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -67,3 +69,39 @@ def pg_database() -> Iterator[str]:
         yield PG_URL.rsplit("/", 1)[0] + "/" + name
     finally:
         psql(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def private_redis(port: int) -> Iterator[str]:
+    """A Redis server of its own on 127.0.0.1:``port`` (nothing saved), for a test that counts
+    the commands a gateway sends (``commands``): the shared one serves other tests too.
+    Yields its URL; stopped afterwards."""
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                             "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                              text=True, check=False).stdout.strip() == "PONG":
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {port} exited ({proc.returncode})")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"redis-server on port {port} did not answer in 5 s")
+        yield url
+    finally:
+        stop(proc)
+
+
+def commands(port: int) -> dict[str, int]:
+    """Calls per command so far on the Redis at 127.0.0.1:``port`` (``INFO commandstats``)."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "info", "commandstats"],
+                         capture_output=True, text=True, check=True).stdout
+    calls: dict[str, int] = {}
+    for line in out.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, stats = line[len("cmdstat_"):].partition(":")
+            calls[name] = int(stats.split(",")[0].removeprefix("calls="))
+    return calls

@@ -6,6 +6,8 @@ service the other tests use.
 "connection refused", as from a stopped server); ``restore()`` listens again on the same port.
 ``freeze()`` stops forwarding while keeping every connection open and accepting new ones — what
 clients see of a server stopped with SIGSTOP; ``thaw()`` lets the bytes flow again.
+``delay`` (seconds, 0 by default) holds every chunk that long before passing it on, each way: a
+slow network, one round trip costing ``2 × delay`` more.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class TcpProxy:
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.delay = 0.0
         self._flowing = self._run(self._event())
         self.restore()
 
@@ -50,6 +53,8 @@ class TcpProxy:
                 data = await reader.read(CHUNK)
                 if not data:
                     break
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
@@ -93,8 +98,18 @@ class TcpProxy:
     def thaw(self) -> None:
         self._loop.call_soon_threadsafe(self._flowing.set)
 
+    async def _finish(self) -> None:
+        """Cut, then end every connection's task (none left pending when the loop stops)."""
+        await self._cut()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if tasks:  # their connections were aborted: they end by themselves, or are cancelled
+            _, pending = await asyncio.wait(tasks, timeout=2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
     def close(self) -> None:
-        self.cut()
+        self._run(self._finish())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()

@@ -135,6 +135,47 @@ def test_failing_backend_behind_a_busy_gateway_opens_on_the_ratio() -> None:
     assert calls == 57, "opens once 85 % of the window's calls failed (57 of 67)"
 
 
+def test_a_busy_backend_that_goes_silent_opens_after_a_bucket_of_nothing_but_failures() -> None:
+    """Rule 2b: a minute of successes would hold the ratio rule off for ~51 s of timeouts; a
+    run of failures from several callers with no answer for window / 10 (6 s) opens it."""
+    b, clock, states = breaker()
+    for i in range(600):  # a minute of healthy traffic, 10 a second
+        call(b, f"key:{i % 7}", ok=True)
+        clock.now += 0.1
+    calls = 0
+    while b.state == CLOSED:
+        call(b, f"key:{calls % 3}", ok=False)  # every call times out
+        calls += 1
+        clock.now += 0.1
+    assert 61 <= calls <= 62 and states == [OPEN], "opens 6 s after the first failure"
+
+
+def test_a_silent_run_needs_several_callers_and_no_answer_between() -> None:
+    b, clock, _ = breaker()
+    for i in range(100):
+        call(b, f"key:{i % 7}", ok=True)
+        clock.now += 0.1
+    for _ in range(200):  # one caller alone, 20 s of failures: about its requests
+        call(b, "key:poison", ok=False)
+        clock.now += 0.1
+    assert b.state == CLOSED and not b.isolates("key:poison")
+    b, clock, _ = breaker()
+    for i in range(600):  # two callers fail 80 % of the calls, the rest succeed: no run
+        call(b, "key:ok" if i % 5 == 0 else f"key:{i % 2}", ok=i % 5 == 0)
+        clock.now += 0.1
+    assert b.state == CLOSED
+    b, clock, _ = breaker()
+    for i in range(100):
+        call(b, f"key:{i % 7}", ok=True)
+        clock.now += 0.1
+    for i in range(100):  # a 4xx answer every second ends each run as well
+        if i % 10 == 0:
+            b.answered("key:x")
+        call(b, f"key:{i % 2}", ok=False)
+        clock.now += 0.1
+    assert b.state == CLOSED
+
+
 def test_single_user_with_a_broken_backend_is_held_back_after_min_requests() -> None:
     b, clock, _ = breaker()
     for _ in range(4):

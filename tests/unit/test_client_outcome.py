@@ -87,6 +87,12 @@ def test_answer_reads_ids_codes_and_waits() -> None:
     ({"retry-after": "-4"}, 0.0),
     ({"retry-after-ms": "soon", "retry-after": "7"}, 7.0),
     ({"retry-after": "soon"}, None),
+    ({"retry-after": "inf"}, 86400.0),  # not "retry now": longer than anyone waits
+    ({"retry-after": "1e400"}, 86400.0),
+    ({"retry-after-ms": "1e400"}, 86400.0),
+    ({"retry-after": "-inf"}, 0.0),
+    ({"retry-after": "nan"}, None),
+    ({"retry-after-ms": "nan", "retry-after": "3"}, 3.0),
     ({}, None),
 ])
 def test_retry_after(headers: dict[str, str], seconds: float | None) -> None:

@@ -45,6 +45,13 @@ def test_decisions_on_answers(given: Answer, retry: bool, wait: float) -> None:
     assert (decision.retry, decision.wait) == (retry, wait), decision.reason
 
 
+def test_an_infinite_retry_after_is_not_retried_at_once() -> None:
+    for header in ("inf", "1e400"):  # a server that says "not for a very long time"
+        given = Answer.read(429, {"retry-after": header}, None)
+        decision = POLICY.on_answer(0, given, top)
+        assert not decision.retry and "Retry-After" in decision.reason, header
+
+
 def test_no_retry_past_max_retries() -> None:
     given = answer(500, Outcome.SERVER_ERROR, should_retry=True)
     assert [POLICY.on_answer(n, given, top).retry for n in range(5)] == [True] * 3 + [False] * 2

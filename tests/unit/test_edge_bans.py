@@ -167,11 +167,16 @@ async def test_redis_state_reports_a_dropped_subscription() -> None:
     await until(lambda: bans.banned(ip(subject)) is not None)
     bans.mirror.clear()
     bans._index()
-    # kill the pub/sub connection from the server side
+    # kill this process's pub/sub connection from the server side (only ours: the Redis is
+    # shared with other tests and processes, whose subscriptions must not be cut)
     import redis.asyncio as aioredis
 
+    from gatehouse.state.redis import client_name
+
     admin = aioredis.from_url(REDIS_URL)
-    for client in await admin.client_list(_type="pubsub"):
+    ours = [c for c in await admin.client_list(_type="pubsub") if c["name"] == client_name()]
+    assert ours, "the listener's connection carries this process's client name"
+    for client in ours:
         await admin.client_kill_filter(_id=client["id"])
     await until(lambda: bans.banned(ip(subject)) is not None, timeout=8)
     await other.unban(subject)

@@ -3,12 +3,14 @@ they are written, pruned after the retention, and a store outage costing events,
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from gatehouse.edge.rays import RayLog, new_ray
 from gatehouse.edge.visitor import Visitor
@@ -48,6 +50,34 @@ async def test_rays_are_batched_bounded_and_found(store: Store) -> None:
     records = EdgeRecords(store)
     assert await records.prune_rays(time.time() + 1) == 3
     assert await rays.find(ids[2]) is None
+
+
+async def test_a_flood_of_denials_is_written_in_batches_not_chased(store: Store) -> None:
+    """Events that arrive while a batch is written wait for the next flush, and stay findable
+    throughout (a flush that chased a flood wrote a few rows per transaction, non-stop)."""
+    rays = RayLog(EdgeRecords(store), size=100_000, keep_days=1, per_address=10**9)
+    first = [new_ray() for _ in range(200)]
+    for ray in first:
+        rays.record(ray, "deny", visitor(), "r", "rule r")
+    inserts: list[str] = []
+    event.listen(store.engine.sync_engine, "before_cursor_execute",
+                 lambda *a: inserts.append(a[2]) if "INTO edge_rays" in a[2] else None)
+    found_during: list[object] = []
+
+    async def flood() -> None:
+        for _ in range(500):
+            rays.record(new_ray(), "deny", visitor(), "r", "rule r")
+            found_during.append(await rays.find(first[100]))  # being written: still found
+            await asyncio.sleep(0)
+
+    flooding = asyncio.create_task(flood())
+    await rays.flush()
+    assert len(inserts) == 1  # one batch, one transaction
+    assert rays.buffer  # what arrived meanwhile waits for the next flush
+    await flooding
+    assert all(f is not None for f in found_during)
+    await rays.flush()
+    assert rays.buffer == [] and rays.dropped == 0
 
 
 async def test_a_store_outage_loses_events_not_requests(tmp_path: Path) -> None:

@@ -49,7 +49,14 @@ async def test_probes_check_client_id_and_method(demo: httpx.AsyncClient) -> Non
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_client_request_id"
     post = await demo.post("/readyz")
-    assert post.status_code == 405 and post.headers["allow"] == "GET"
+    assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD"
+    for path in ("/healthz", "/readyz", "/metrics"):  # uptime monitors send HEAD
+        get, head = await demo.get(path), await demo.head(path)
+        assert head.status_code == get.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert head.headers["x-request-id"].startswith("req_")
+    head = await demo.head("/healthz")
+    assert head.headers["content-length"] == str(len((await demo.get("/healthz")).content))
 
 
 async def test_unknown_model_lookups_do_not_mint_metric_labels(demo: httpx.AsyncClient) -> None:

@@ -230,14 +230,14 @@ async def test_a_frozen_limiter_is_probed_in_the_background_not_by_requests(
                                                  socket_timeout=0.5)
             key = await w.key()
             assert (await w.chat(key)).status_code == 200
-            before = shared.round_trips
+            before = shared.round_trips["reserve"]
             proxy.freeze()
             statuses = []
             for _ in range(6):  # over several probe intervals
                 statuses.append((await w.chat(key)).status_code)
                 await asyncio.sleep(0.1)
             assert statuses == [200] * 6  # served on the local share
-            assert shared.round_trips - before == 1  # only the first asked the frozen Redis
+            assert shared.round_trips["reserve"] - before == 1  # only the first asked Redis
             proxy.thaw()
             for _ in range(50):  # the probe finds it again
                 if not stage._shared_down:
@@ -245,7 +245,7 @@ async def test_a_frozen_limiter_is_probed_in_the_background_not_by_requests(
                 await asyncio.sleep(0.1)
             assert not stage._shared_down
             assert (await w.chat(key)).status_code == 200
-            assert shared.round_trips - before >= 2  # counted in Redis again
+            assert shared.round_trips["reserve"] - before >= 2  # counted in Redis again
 
 
 async def test_concurrency_cap_holds_under_a_burst(tmp_path: Path) -> None:

@@ -71,3 +71,29 @@ def test_comments_and_finish_reason() -> None:
     assert tap.feed(b": ping\n\n") == b": ping\n\n"
     tap.feed(b'data: {"choices":[{"delta":{},"finish_reason":"length"}]}\n\n')
     assert tap.finished and tap.complete and not tap.done
+
+
+def test_the_text_passed_on_is_kept_read_only_when_asked_and_held_bounded() -> None:
+    from gatehouse.upstream import sse
+
+    tap = StreamTap(drop_usage_chunk=False)
+    tool = (b'data: {"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\\"a\\""}}]'
+            b'}}]}\n\n')
+    tap.feed(CHUNK + tool + CHUNK[:20])
+    tap.feed(CHUNK[20:] + DONE)
+    assert tap.texts == ["hi", '{"a"', "hi"] and tap.more_chars == 0
+    big = StreamTap(drop_usage_chunk=False)  # 10 MB of events: never more than RAW_LIMIT held
+    event = b'data: {"choices":[{"delta":{"content":"' + b"x" * 1000 + b'"}}]}\n\n'
+    held = 0
+    for _ in range(10_000):
+        big.feed(event)
+        held = max(held, big._raw_size)
+    assert held <= sse.RAW_LIMIT + len(event)
+    kept = sum(map(len, big.texts))  # what was left unread is read now
+    assert kept == big.kept == sse.KEEP_CHARS  # a million characters kept, the rest counted
+    assert kept + big.more_chars == 10_000 * 1000
+    tiny = StreamTap(drop_usage_chunk=False)  # 100,000 deltas of 3 characters: pieces bounded
+    for i in range(100_000):
+        tiny.feed(b'data: {"choices":[{"delta":{"content":"%03d"}}]}\n\n' % (i % 1000))
+    assert len(tiny.texts) == sse.KEEP_PIECES and tiny.kept == 3 * sse.KEEP_PIECES
+    assert tiny.more_chars == 3 * (100_000 - sse.KEEP_PIECES)

@@ -207,3 +207,98 @@ async def test_before_any_snapshot_the_answer_is_a_503(tmp_path: Path) -> None:
     finally:
         await svc.aclose()
         await broken.aclose()
+
+
+async def failing(store: Store, tmp_path: Path, **status: Any
+                  ) -> tuple[StatusService, Clock, Any]:
+    """A service whose API has failed 20 % for 40 s: its automatic incident open."""
+    clock = Clock()
+    svc = service(store, clock, tmp_path, **status)
+    await traffic(store, T0 - 60)
+    await traffic(store, T0, ok=160, failed=40)
+    await run(svc, clock, 40)
+    first = await svc.records.open_automatic()
+    assert first is not None
+    return svc, clock, first
+
+
+async def test_an_incident_an_operator_resolves_is_not_reopened_while_it_still_fails(
+        store: Store, tmp_path: Path) -> None:
+    """The operator resolved the automatic incident though the API still fails (they know,
+    and decided): no new automatic incident until it recovers or gets worse; after it
+    recovers, a new failure opens one as usual."""
+    svc, clock, first = await failing(store, tmp_path)
+    await svc.incidents.resolve(first.row.id, "Known: a bad deploy, rolling back.")
+    for minute in range(1, 4):  # still failing just as much
+        await traffic(store, T0 + minute * 60, ok=160, failed=40)
+    await run(svc, clock, 3 * 60, step=15)
+    assert await svc.records.open_automatic() is None, "reopened against the operator"
+    assert svc.detector.statuses["api"] != "operational"
+
+    minute = 4
+    while svc.detector.statuses["api"] != "operational":  # healthy again, until recovered
+        assert minute < 120, "never recovered"
+        await traffic(store, T0 + minute * 60)
+        await run(svc, clock, 60, step=15)
+        minute += 1
+    assert await svc.records.open_automatic() is None
+    for later in range(minute, minute + 3):  # a new failure after the recovery: a new one
+        await traffic(store, T0 + later * 60, ok=160, failed=40)
+    await run(svc, clock, 3 * 60, step=15)
+    second = await svc.records.open_automatic()
+    assert second is not None and second.row.id != first.row.id
+
+
+async def test_an_incident_the_recovery_resolves_does_not_hold_the_next_failure(
+        store: Store, tmp_path: Path) -> None:
+    svc, clock, first = await failing(store, tmp_path, resolve_after_seconds=10)
+    for minute in range(1, 8):
+        await traffic(store, T0 + minute * 60)
+    await run(svc, clock, 7 * 60, step=15)
+    assert await svc.records.open_automatic() is None  # resolved by the recovery
+    await traffic(store, T0 + 8 * 60, ok=160, failed=40)
+    await traffic(store, T0 + 9 * 60, ok=160, failed=40)
+    await run(svc, clock, 2 * 60, step=15)
+    second = await svc.records.open_automatic()
+    assert second is not None and second.row.id != first.row.id
+
+
+async def test_a_held_component_that_gets_worse_opens_a_new_incident(
+        store: Store, tmp_path: Path) -> None:
+    svc, clock, first = await failing(store, tmp_path)
+    assert svc.detector.statuses["api"] == "partial_outage"
+    await svc.incidents.resolve(first.row.id)
+    for minute in range(1, 4):  # now everything fails: worse than what was resolved
+        await traffic(store, T0 + minute * 60, ok=0, failed=200)
+    await run(svc, clock, 3 * 60, step=15)
+    assert svc.detector.statuses["api"] == "major_outage"
+    second = await svc.records.open_automatic()
+    assert second is not None and second.row.id != first.row.id
+
+
+async def test_the_daily_bars_reach_back_past_the_minute_rows(store: Store,
+                                                              tmp_path: Path) -> None:
+    """90 days of bars, though minute rows are kept 14: days read from the compacted rows
+    (days, hours, and minutes not folded yet), each request counted once."""
+    from gatehouse.telemetry.compaction import Compactor, Retention
+
+    clock = Clock()
+    svc = service(store, clock, tmp_path)
+    old, recent = T0 - 30 * 86400, T0 - 2 * 86400
+    await traffic(store, old, ok=90, failed=10)
+    await traffic(store, old + 3600, ok=100)
+    await traffic(store, recent, ok=45, failed=5)
+    await traffic(store, T0, ok=7)
+
+    def bars(days: dict[tuple[str, int], Any]) -> dict[int, tuple[int, int]]:
+        return {d: (v.requests, v.faults) for (c, d), v in days.items() if c == "api"}
+
+    expected = {int(old // 86400): (200, 10), int(recent // 86400): (50, 5),
+                int(T0 // 86400): (7, 0)}
+    assert bars(await svc.history.refresh(clock.now)) == expected  # minute rows alone
+    compactor = Compactor(RollupRows(store), Retention(14, 100, 400), clock=lambda: clock.now)
+    await compactor.compact()  # minutes → hours, hours → days: in two places, counted once
+    await compactor.compact()
+    assert bars(await service(store, clock, tmp_path).history.refresh(clock.now)) == expected
+    await compactor.prune()  # the minute rows of 30 days ago are gone: the day rows remain
+    assert bars(await service(store, clock, tmp_path).history.refresh(clock.now)) == expected

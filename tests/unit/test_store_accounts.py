@@ -36,6 +36,25 @@ async def test_migration_creates_the_tables(store: Store) -> None:
     await store.migrate()  # a second run is a no-op, not an error
 
 
+async def test_a_store_at_the_newest_revision_is_known_without_alembic(store: Store,
+                                                                       tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from gatehouse.store.db import alembic_config, head_revision
+
+    # the files' head as read without Alembic is Alembic's own
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert await store.at_head()
+    async with store.engine.begin() as conn:  # one revision behind: not at the head
+        await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001_identity'")
+    assert not await store.at_head()
+    fresh = Store(f"sqlite+aiosqlite:///{tmp_path}/fresh.db")
+    try:
+        assert not await fresh.at_head()  # no alembic_version table at all
+    finally:
+        await fresh.aclose()
+
+
 async def test_org_project_key_round_trip(accounts: Accounts) -> None:
     org = await accounts.create_org("acme", "standard")
     _, project = await accounts.create_project("acme/support-bot")

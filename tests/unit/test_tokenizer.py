@@ -121,3 +121,29 @@ async def test_a_broken_tokenizer_json_counts_characters_instead(
         tok = await toks.get("m")
     assert tok.name == "chars" and tok.count(["abcdefgh"]) == 2
     assert "cannot be loaded" in caplog.text
+
+
+async def test_token_limits_load_the_models_tokenizers_before_the_first_request(
+        tmp_path: Path) -> None:
+    """A load holds the GIL for seconds (o200k): on a first request it stalled every request
+    of the worker. With a limit that counts prompt tokens it happens at start instead."""
+    from gatehouse.quota.memory import MemoryLimiter
+    from gatehouse.quota.stage import QuotaStage
+    from gatehouse.telemetry.metrics import Metrics
+    from tests.unit.conftest import make_settings
+
+    hf = HFTokenizer(WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
+    hf.pre_tokenizer = Whitespace()
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    models = {"upstreams": {"u": {"base_url": "http://127.0.0.1:1"}},
+              "models": {"m": {"backends": ["u"], "tokenizer": str(path)}}}
+    for limits, loaded in (({"requests_per_minute": 10}, False),
+                           ({"tokens_per_minute": 1000}, True)):
+        settings = make_settings(tmp_path, tiers={"default": {"project_limits": limits}},
+                                 **models)
+        toks = Tokenizers({"m": str(path)}, "words")
+        stage = QuotaStage(MemoryLimiter(), settings, Metrics(), tokenizers=toks)
+        await stage.start()
+        assert (toks.ready("m") is not None) is loaded, limits
+        await stage.aclose()

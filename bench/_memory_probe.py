@@ -1,0 +1,50 @@
+"""Imported before the gateway by bench/memory.py --tracemalloc: traces the Python heap from
+the start ($MEMORY_FRAMES frames, 1 by default) and, on SIGUSR1, collects garbage and writes
+the top allocators (by line, and by file) and the modules loaded (per top-level package) to
+$MEMORY_REPORT as JSON. Nothing in the gateway changes."""
+
+from __future__ import annotations
+
+import collections
+import gc
+import json
+import os
+import signal
+import sys
+import tracemalloc
+from typing import Any
+
+tracemalloc.start(int(os.environ.get("MEMORY_FRAMES", "1")))
+
+
+def _report(*_: Any) -> None:
+    gc.collect()
+    snap = tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__),))
+    by_line = snap.statistics("lineno")
+    by_file = snap.statistics("filename")
+    traced, _peak = tracemalloc.get_traced_memory()
+    packages = collections.Counter(name.partition(".")[0] for name in list(sys.modules))
+    with open(os.environ["MEMORY_REPORT"], "w") as out:
+        json.dump({"traced_mb": traced / 1e6, "modules": len(sys.modules),
+                   "packages": packages.most_common(40),
+                   "lines": [(str(s.traceback[0]), s.size / 1e6, s.count) for s in by_line[:40]],
+                   "files": [(s.traceback[0].filename, s.size / 1e6, s.count)
+                             for s in by_file[:40]]}, out, indent=1)
+
+
+signal.signal(signal.SIGUSR1, _report)
+
+
+def serve(argv: list[str]) -> None:
+    """Run the serving process here, traced: what ``gatehouse serve ARGS`` execs into
+    (gatehouse/cli/serving.py), its options put in the environment the way ``serve`` puts
+    them — an exec would start an interpreter without this probe."""
+    import runpy
+
+    options = dict(zip(argv[1::2], argv[2::2], strict=False))  # after "serve"
+    os.environ["GATEHOUSE_CONFIG"] = options["--config"]
+    for name in ("host", "port", "workers"):
+        if f"--{name}" in options:
+            os.environ[f"GATEHOUSE_SERVER__{name.upper()}"] = options[f"--{name}"]
+    runpy.run_module("gatehouse.cli.serving", run_name="__main__")

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Does a second worker double the gateway? ``gatehouse serve --workers 1`` vs ``--workers 2``
+on the full pipeline with Redis as the state layer (limits counted in Redis, as any
+multi-worker deployment runs), side by side in one run, against the machine's ceiling.
+
+On a machine with few cores the client and the upstream take cores too, so "2 workers = 2×"
+cannot hold: this measures each process's CPU per request in the same cells and states the
+ceiling — the throughput the machine could give if the gateway's workers had every core the
+client and the upstream leave them:
+
+    ceiling = cores / (gateway + client + upstream CPU per request)   (every core busy)
+
+and the scaling's share of what that ceiling allows over one worker.
+
+Closed loop (64 keep-alive connections), plain requests, repeats interleaved, medians.
+Traffic to 127.0.0.1 only; every child process is stopped at the end.
+
+    .venv/bin/python bench/workers.py              # 5 repeats of 4 s (~2 minutes)
+    .venv/bin/python bench/workers.py --quick      # 1 repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen
+import overhead
+from overhead import HOST, Children, Target, cpu_seconds, log, quiesce
+
+# the Redis of .ci/services (or GATEHOUSE_BENCH_REDIS)
+REDIS = os.environ.get("GATEHOUSE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="one repeat")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--duration", type=float, default=4.0)
+    p.add_argument("--conns", type=int, default=64)
+    p.add_argument("--json", type=Path, default=overhead.BENCH / "results" / "workers.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats = 1
+    return args
+
+
+def start(kids: Children, py: str, up: Target) -> dict[int, Target]:
+    env = {"GATEHOUSE_STORAGE__STATE_URL": REDIS}
+    servers = {n: overhead.start_full_gatehouse(kids, py, up, name=f"workers-{n}", env=env,
+                                                workers=n) for n in (1, 2)}
+    for t in servers.values():
+        overhead.smoke(t)
+    return servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    return overhead.run_bench(parse_args(argv), start, run, render)
+
+
+def run(args: argparse.Namespace, up: Target, servers: dict[int, Target]) -> dict[str, Any]:
+    import uvloop
+
+    out: dict[str, Any] = {"cores": os.cpu_count(), "cells": {1: [], 2: []}}
+    pids = [up.pid, *(t.pid for t in servers.values())]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        for t in servers.values():  # warm up (and load each worker's caches)
+            req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False)
+            runner.run(loadgen.closed_loop(HOST, t.port, req, conns=args.conns, duration=2,
+                                           warmup=0))
+        for rep in range(args.repeats):
+            order = [1, 2] if rep % 2 == 0 else [2, 1]
+            for n in order:
+                t = servers[n]
+                quiesce(pids)
+                req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False)
+                g0, u0, c0 = cpu_seconds(t.pid), cpu_seconds(up.pid), time.process_time()
+                res = runner.run(loadgen.closed_loop(HOST, t.port, req, conns=args.conns,
+                                                     duration=args.duration, warmup=1.0))
+                g, u, c = (cpu_seconds(t.pid) - g0, cpu_seconds(up.pid) - u0,
+                           time.process_time() - c0)
+                sent = max(1, res.total)  # CPU covers the warm-up too: per request sent
+                cell = {"rps": res.throughput, "errors": res.errors + res.timeouts,
+                        "gateway_us": g / sent * 1e6, "upstream_us": u / sent * 1e6,
+                        "client_us": c / sent * 1e6}
+                out["cells"][n].append(cell)
+                log(f"rep {rep + 1} {n} worker(s): {cell['rps']:,.0f} req/s, CPU per request "
+                    f"gateway {cell['gateway_us']:.0f} µs, upstream {cell['upstream_us']:.0f}, "
+                    f"client {cell['client_us']:.0f}; errors {cell['errors']}")
+    return out
+
+
+def render(r: dict[str, Any], args: argparse.Namespace) -> None:
+    med = statistics.median
+    cores = r["cores"]
+    m = {n: {k: med(c[k] for c in cells) for k in cells[0]}
+         for n, cells in ((int(n), cells) for n, cells in r["cells"].items())}
+    print(f"\n## One worker vs two, full pipeline on Redis ({r['when']}, {r['machine']}; "
+          f"{args.repeats} repeat(s) of {args.duration:g} s, medians)\n")
+    print("| workers | max req/s | gateway CPU per request | upstream | client | "
+          "machine's ceiling (all cores busy) |")
+    print("|---|---|---|---|---|---|")
+    ceiling = {}
+    for n, v in m.items():
+        per_request = (v["gateway_us"] + v["upstream_us"] + v["client_us"]) / 1e6
+        ceiling[n] = cores / per_request
+        print(f"| {n} | {v['rps']:,.0f} | {v['gateway_us']:.0f} µs | {v['upstream_us']:.0f} µs "
+              f"| {v['client_us']:.0f} µs | {ceiling[n]:,.0f} req/s |")
+    scaling = m[2]["rps"] / m[1]["rps"]
+    allowed = min(2.0, ceiling[2] / m[1]["rps"])
+    print(f"\n2 workers ÷ 1: **{scaling:.2f}×** (issue 19's goal: ≥ 1.7×). On this machine "
+          f"({cores} cores shared with the client and the upstream) the most a second worker "
+          f"could add is {allowed:.2f}× (the ceiling with 2 workers ÷ 1 worker's throughput, "
+          f"capped at 2×): the scaling reached {(scaling - 1) / max(1e-9, allowed - 1):.0%} of "
+          f"what the cores left allow.\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

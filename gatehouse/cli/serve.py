@@ -1,0 +1,54 @@
+"""``gatehouse serve | check``: run the gateway, or check a configuration without running it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from gatehouse.cli.options import ConfigOpt
+
+if TYPE_CHECKING:
+    from gatehouse.config import Settings
+
+
+def _load(config: Path | None) -> Settings:
+    from gatehouse.cli.common import config_failed
+    from gatehouse.cli.serving import checked_settings
+    from gatehouse.config import ConfigError
+
+    try:
+        return checked_settings(config)
+    except ConfigError as exc:
+        config_failed(exc)
+
+
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8787).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
+) -> None:
+    """Run the gateway (uvicorn with uvloop and httptools)."""
+    if config is not None:
+        os.environ["GATEHOUSE_CONFIG"] = str(config)
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"GATEHOUSE_SERVER__{name}"] = str(value)
+    # the options are in the environment: become the serving process, a fresh interpreter
+    # without the CLI's modules (gatehouse/cli/serving.py); the process id stays the same
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "gatehouse.cli.serving"])
+
+
+def check(config: ConfigOpt = None) -> None:
+    """Check a configuration and print what it resolves to."""
+    from gatehouse.cli.common import err
+
+    settings = _load(config)
+    err.print(f"[green]ok[/] {settings.source}")
+    typer.echo(settings.model_dump_json(indent=2))

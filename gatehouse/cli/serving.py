@@ -1,0 +1,144 @@
+"""The process that serves: what ``gatehouse serve`` becomes (``os.execv``) once Typer has read
+its options into the environment — ``python -m gatehouse.cli.serving``.
+
+A fresh interpreter, so a worker holds none of the CLI (Typer, Click, Rich: ~5 MB of RSS a
+one-worker server kept for its life) and nothing the command line loaded on the way. It
+checks the configuration, refuses a port it cannot bind, migrates the store (in a child
+process) and makes the first keys, prints the banner, then runs uvicorn: in this process with one worker, as its
+supervisor with several (each worker spawned, building its app from the environment)."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+from gatehouse import __version__
+from gatehouse.config import ConfigError, Settings, load_settings
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def config_failed(exc: ConfigError) -> NoReturn:
+    for line in str(exc).splitlines():
+        say(f"configuration error {line}")
+    raise SystemExit(2)
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (as uvicorn binds it), or None."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return f"cannot resolve {host} ({exc.strerror})"
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return (exc.strerror or str(exc)).lower()
+    return None
+
+
+def checked_settings(config: Path | None = None) -> Settings:
+    """The settings (``config``, else $GATEHOUSE_CONFIG, and GATEHOUSE_* variables), with
+    their backends resolvable and the API keys they name present in the environment; raises
+    ConfigError saying every problem."""
+    settings = load_settings(config)
+    from gatehouse.app import build_router
+    from gatehouse.telemetry.metrics import Metrics
+
+    build_router(settings, Metrics())
+    return settings
+
+
+def migrate_apart(settings: Settings) -> None:
+    """A store behind the newest schema is migrated by ``gatehouse migrate`` in a child
+    process: done here, Alembic and Mako (~10 MB) would stay in the server for its life."""
+    from gatehouse.identity.service import resolve_paths
+    from gatehouse.store.db import Store
+
+    async def behind() -> bool:
+        store = Store(resolve_paths(settings)[0])
+        try:
+            return not await store.at_head()
+        finally:
+            await store.aclose()
+
+    if asyncio.run(behind()):
+        done = subprocess.run([sys.executable, "-m", "gatehouse", "migrate"], check=False)
+        if done.returncode:
+            raise SystemExit(done.returncode)
+
+
+def main() -> None:
+    try:
+        settings = checked_settings()
+    except ConfigError as exc:
+        config_failed(exc)
+    s = settings.server
+    busy = cannot_listen(s.host, s.port)
+    if busy is not None:  # said before anything else, instead of after a banner
+        say(f"cannot listen on {s.host}:{s.port}: {busy}. Is another gatehouse running? "
+            "Pick another port with --port.")
+        raise SystemExit(1)
+    shown_key = None
+    if settings.storage.migrate_on_start:
+        from gatehouse.cli.firstrun import first_keys, hand_over
+
+        # before any worker starts: the schema, and on an empty store the first keys
+        migrate_apart(settings)
+        shown_key = hand_over(asyncio.run(first_keys(settings)), settings)
+    if s.workers > 1 and settings.storage.state_url.startswith("memory://"):
+        say("warning: several workers with state_url = \"memory://\": each worker keeps its "
+            "own web sessions and hears only its own key revocations (others within "
+            "identity.key_cache_ttl). Use Redis: state_url = \"redis://127.0.0.1:6379/0\" "
+            "(docs/deployment.md).")
+    if s.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # workers share their metrics through files, so /metrics on any worker sums them all
+        metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+    models = ", ".join([*settings.models, *([settings.demo.model] if settings.demo.enabled else [])])
+    say(f"gatehouse {__version__} on http://{s.host}:{s.port} "
+        f"({s.workers} worker{'s' if s.workers > 1 else ''}; config: {settings.source})")
+    base = f"http://{s.host}:{s.port}"
+    if not settings.identity.require_key:
+        example = f"curl {base}/v1/models"
+    elif shown_key is not None:
+        example = f'curl -H "Authorization: Bearer {shown_key}" {base}/v1/models'
+    else:
+        example = (f"curl {base}/healthz (API calls need a key: "
+                   "gatehouse keys create default/demo)")
+    say(f"models: {models or 'none'} · try: {example}")
+    import uvicorn
+
+    from gatehouse.edge.connections import raise_fd_limit
+
+    raise_fd_limit()  # before the workers start: they inherit it
+    # httptools with the head limits, deadlines and connection caps (gatehouse/edge/protocol.py)
+    common: dict[str, Any] = {
+        "host": s.host, "port": s.port, "loop": "uvloop",
+        "http": "gatehouse.edge.protocol:GuardedHttpProtocol", "lifespan": "on",
+        "access_log": False, "log_level": "warning", "proxy_headers": False,
+        "server_header": False, "timeout_graceful_shutdown": int(s.shutdown_grace_seconds),
+        "timeout_keep_alive": s.keepalive_timeout}
+    if s.workers > 1:
+        uvicorn.run("gatehouse.app:app_from_env", factory=True, workers=s.workers, **common)
+    else:
+        from gatehouse.app import create_app
+
+        uvicorn.run(create_app(settings, share_state=True), **common)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""One write per answer: what a connection's protocol writes during one turn of the event loop
+goes to the socket in one ``write`` at the end of that turn.
+
+uvicorn writes an answer's head when the app sends ``http.response.start`` and its body when
+the app sends ``http.response.body`` — two ``send`` system calls (and two TCP segments) for
+every plain answer, though the gateway sends both in the same turn. Corked, they are one.
+A stream's chunks, which come in turns of their own, are written as they come (each one turn
+later at most). Closing writes what is pending first; aborting drops it, as the transport
+does with its own buffer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+class CorkedTransport:
+    """Wraps a transport: ``write`` gathers, the end of the loop's turn writes."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, …
+        return getattr(self._transport, name)

@@ -1,0 +1,54 @@
+"""The admin API (FastAPI, ~20 MB per worker) is built on the first request under /admin/, not
+in every worker at start: checked in a fresh interpreter's ``sys.modules`` (not with a clock),
+and the first requests, even concurrent ones, get the admin API's own answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = """
+import asyncio, json, sys
+from pathlib import Path
+
+import httpx
+
+from gatehouse.app import create_app
+from tests.unit.conftest import make_settings
+
+
+async def main() -> None:
+    app = create_app(make_settings(Path(sys.argv[1])))
+    await app.startup()
+    at_start = "fastapi" in sys.modules
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gw") as c:
+        answers = await asyncio.gather(*(c.get("/admin/v1/orgs") for _ in range(5)))
+        docs = await c.get("/admin/v1/docs")
+    await app.aclose()
+    print(json.dumps({"at_start": at_start, "after": "fastapi" in sys.modules,
+                      "status": [r.status_code for r in answers],
+                      "errors": [r.json()["error"]["type"] for r in answers],
+                      "docs": docs.status_code}))
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_admin_app_is_built_on_its_first_request(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["at_start"] is False, "FastAPI was imported before any /admin/ request"
+    assert report["after"] is True
+    # no key: the admin API's own 401 in OpenAI's error shape, the same for each of the
+    # concurrent first requests (one build, every caller waits for it)
+    assert report["status"] == [401] * 5
+    assert len(set(report["errors"])) == 1
+    assert report["docs"] == 200
