@@ -13,6 +13,7 @@ from gatehouse.cli.common import load_for_cli
 from gatehouse.cli.firstrun import first_keys
 from gatehouse.cli.options import ConfigOpt
 from gatehouse.identity.service import IdentityService, resolve_paths
+from gatehouse.store.db import head_revision
 
 err = Console(stderr=True)
 
@@ -71,12 +72,15 @@ def migrate(config: ConfigOpt = None) -> None:
     """Bring the store's schema up to date (also done by `serve` on start)."""
     settings = load_for_cli(config)
 
-    async def go() -> None:
+    async def go() -> bool:
         identity = IdentityService(settings)
         try:
-            await identity.store.migrate()
+            return await identity.store.migrate()
         finally:
             await identity.aclose()
 
-    asyncio.run(go())
-    err.print("[green]store is up to date[/]")
+    head = head_revision()
+    if asyncio.run(go()):
+        err.print(f"[green]store migrated to revision {head}[/]")
+    else:
+        err.print(f"[green]store is up to date (revision {head})[/]")

@@ -100,18 +100,20 @@ class Store:
             log.warning("store ping failed: %s", type(exc).__name__)
             return False
 
-    async def migrate(self) -> None:
+    async def migrate(self) -> bool:
         """Bring the schema to the newest revision; safe when several replicas start at once
         (PostgreSQL: an advisory lock; SQLite: a lock file beside the database). A store at
         the newest revision already is left alone without loading Alembic (and Mako): ~12 MB
-        and a few hundred ms that every worker start paid."""
+        and a few hundred ms that every worker start paid. True when the store was behind
+        (another replica may have done the work while this one waited for the lock)."""
         if await self.at_head():
-            return
+            return False
         async with self._file_lock(), self.engine.begin() as conn:
             if not self.is_sqlite:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                                    {"k": _MIGRATION_LOCK})
             await conn.run_sync(_upgrade, self.schema)
+        return True
 
     async def at_head(self) -> bool:
         """True when the store's revision is the newest migration's (one head only)."""

@@ -105,9 +105,8 @@ def test_serve_becomes_a_process_without_the_cli(tmp_path: Path) -> None:
     imports neither Typer nor Rich — nor Alembic on a store at head. Each interpreter
     prints its imports (PYTHONPROFILEIMPORTTIME), headed by a line of its own."""
     import socket
-    import time
 
-    import httpx
+    from tests.unit.test_serving import serving
 
     config = tmp_path / "gatehouse.toml"
     modules_after("init", "--config", str(config), cwd=tmp_path)
@@ -122,14 +121,7 @@ def test_serve_becomes_a_process_without_the_cli(tmp_path: Path) -> None:
                                  str(config), "--port", str(port)], env=env, cwd=tmp_path,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        serving(proc, log, port)
         with open(f"/proc/{proc.pid}/cmdline", "rb") as cmdline:
             assert b"gatehouse.cli.serving" in cmdline.read()  # the same pid, exec'd
     finally:

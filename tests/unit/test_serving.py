@@ -1,0 +1,78 @@
+"""``gatehouse serve`` on a store behind the schema: migrated in a forked child before the
+server starts (the server keeps no Alembic), said in one line; a store that cannot be migrated
+stops the start with the reason and a non-zero status, before any banner."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from gatehouse.store.db import head_revision
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(tmp: Path, store: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+    config = tmp / "gatehouse.toml"
+    config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{store}"\n'
+                      f'[identity]\nrequire_key = false\nsecret_file = "{tmp / "secret"}"\n')
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("GATEHOUSE_CONFIG", None)
+    log = tmp / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gatehouse", "serve", "--config",
+                                 str(config), "--port", str(port)], env=env, cwd=tmp,
+                                stdout=out, stderr=subprocess.STDOUT)
+    return proc, log, port
+
+
+def serving(proc: subprocess.Popen[bytes], log: Path, port: int) -> None:
+    deadline = time.monotonic() + 180  # a start on a starved machine
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_a_fresh_store_is_migrated_once_and_said(tmp_path: Path) -> None:
+    store = tmp_path / "gh.db"
+    for first in (True, False):
+        proc, log, port = start(tmp_path, store)
+        try:
+            serving(proc, log, port)
+            # the demo model answers from the migrated store's first key's world
+            assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200
+        finally:
+            stop(proc)
+        said = log.read_text()
+        assert (f"store migrated to revision {head_revision()}" in said) is first, said
+        assert "Traceback" not in said
+
+
+def test_a_store_that_cannot_be_migrated_stops_the_start(tmp_path: Path) -> None:
+    store = tmp_path / "gh.db"
+    store.write_bytes(b"this is not a SQLite database\n" * 200)
+    proc, log, _ = start(tmp_path, store)
+    assert proc.wait(60) == 1
+    said = log.read_text()
+    assert "migrating the store failed (exit status 1)" in said, said
+    assert "file is not a database" in said  # the child's reason, above that line
+    assert " on http://" not in said  # no banner for a server that never started
+    assert store.read_bytes().startswith(b"this is not a SQLite database")  # left as it was
