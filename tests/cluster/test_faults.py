@@ -96,7 +96,10 @@ def test_redis_gone_no_500s_limits_per_tier_and_recovery(pair: Pair, fault: str)
     else:
         pair.proxy.freeze()
     try:
-        opened = [pair.call(open_key, i) for i in range(60)]
+        opened, minutes = [], []
+        for i in range(60):
+            minutes.append(int(time.time() // 60))  # limits count per calendar minute
+            opened.append(pair.call(open_key, i))
         closed = [pair.call(closed_key, i) for i in range(6)]
     finally:
         if fault == "stopped":
@@ -108,9 +111,16 @@ def test_redis_gone_no_500s_limits_per_tier_and_recovery(pair: Pair, fault: str)
     assert not any(s >= 500 and s != 503 for s in statuses), statuses
     # fail_open: each replica counts its share (40 / 2) alone — at most the limit in all, less
     # what was counted in Redis before (the 2 calls above, when in the same minute)
-    admitted = sum(1 for s, _, _ in opened if s == 200)
-    assert OPEN_LIMIT - REPLICAS <= admitted <= OPEN_LIMIT, Counter(s for s, _, _ in opened)
-    assert {c for s, c, _ in opened if s != 200} == {"rate_limit_exceeded"}
+    # (on a starved machine the phase may cross a minute's edge, despite fresh_minute: each
+    # minute then has its own shares, and the one call in flight at the edge may count in
+    # either minute)
+    per_minute = Counter(m for m, (s, _, _) in zip(minutes, opened, strict=True) if s == 200)
+    admitted = sum(per_minute.values())
+    crossed = len(set(minutes)) > 1
+    assert all(n <= OPEN_LIMIT + crossed for n in per_minute.values()), per_minute
+    assert admitted >= OPEN_LIMIT - REPLICAS, Counter(s for s, _, _ in opened)
+    refusals = {c for s, c, _ in opened if s != 200}
+    assert refusals <= {"rate_limit_exceeded"} and (refusals or crossed), refusals
     # fail_closed: an honest 503, not a guess
     assert {(s, c) for s, c, _ in closed} == {(503, "quota_unavailable")}
     # in bounded time, frozen or not (the state layer's socket timeouts)
@@ -132,8 +142,8 @@ def test_redis_gone_no_500s_limits_per_tier_and_recovery(pair: Pair, fault: str)
 
 
 def test_a_slow_network_to_redis_costs_one_round_trip_per_request(pair: Pair) -> None:
-    """Redis 50 ms away each way (the forwarder holds every chunk): a request with limits pays
-    one round trip (+100 ms), not two — its settle rides along with a later reservation — and
+    """Redis 100 ms away each way (the forwarder holds every chunk): a request with limits pays
+    one round trip (+200 ms), not two — its settle rides along with a later reservation — and
     nothing fails or is over-admitted."""
     key = pair.key("closed")  # limits checked in Redis, never reached here
     for i in range(REPLICAS):  # keys verified and connections to Redis made
@@ -146,7 +156,7 @@ def test_a_slow_network_to_redis_costs_one_round_trip_per_request(pair: Pair) ->
     far: list[float] = []
     try:
         for i in range(20):
-            for delay, seconds in ((0.0, near), (0.05, far)):
+            for delay, seconds in ((0.0, near), (0.1, far)):
                 pair.proxy.delay = delay
                 status, _, took = pair.call(key, i)
                 assert status == 200
@@ -154,9 +164,9 @@ def test_a_slow_network_to_redis_costs_one_round_trip_per_request(pair: Pair) ->
     finally:
         pair.proxy.delay = 0.0
     added = statistics.median(b - a for a, b in zip(near, far, strict=True))
-    print(f"\nRedis +50 ms each way: median answer {statistics.median(near) * 1000:.0f} → "
+    print(f"\nRedis +100 ms each way: median answer {statistics.median(near) * 1000:.0f} → "
           f"{statistics.median(far) * 1000:.0f} ms (paired: +{added * 1000:.0f} ms; one round "
-          "trip is +100 ms)")
-    # one round trip on the request path, not two (+200 ms); the lower bound shows the delay
+          "trip is +200 ms)")
+    # one round trip on the request path, not two (+400 ms); the lower bound shows the delay
     # is on the path at all
-    assert 0.05 <= added < 0.19, added
+    assert 0.1 <= added < 0.35, added

@@ -34,7 +34,9 @@ OPEN_LIMIT = 60  # requests a minute for the fail-open tier: a local share of 20
 FAULT = 30.0
 LEAD, TAIL = 3.0, 7.0
 RATE = 20.0  # calls a second, alternating the fail-open and the fail-closed key
-BOUND = 5.0  # the quota's 2-s socket timeout for the calls in flight, plus the machine
+# the quota's 2-s pool wait and 2-s socket timeout for the calls in flight, plus a machine
+# that may be starved for seconds; far from a call that hangs (the clients wait 30 s)
+BOUND = 10.0
 SETTLED = 3.0  # after the fault begins, calls no longer wait for Redis
 RECOVERY = 5.0  # after it ends, the background ping (every 2 s) has found Redis back
 
@@ -108,8 +110,13 @@ def test_redis_gone_under_load_no_500s_bounded_admission_and_recovery(
     assert max(a.took for a in answers) < BOUND
     # fail-open: served on local shares, bounded
     assert {a.code for a in opened if a.status != 200} <= {"rate_limit_exceeded"}
-    assert all(n <= OPEN_LIMIT + 1 for n in minute.values()), minute  # (+1: a minute's edge)
-    assert all(n <= 2 * OPEN_LIMIT + 1 for n in whole.values()), whole
+    # a call is counted in the minute it was sent, but a replica decides in the minute it
+    # arrives: a call sent before a minute's edge and answered after it may have been admitted
+    # on the next minute's share (on a loaded machine, ~10 of them for each second of lag)
+    edge = sum(1 for a in opened if a.status == 200
+               and int((load.wall0 + a.sent) // 60) != int((load.wall0 + a.answered) // 60))
+    assert all(n <= OPEN_LIMIT + 1 + edge for n in minute.values()), (minute, edge)
+    assert all(n <= 2 * OPEN_LIMIT + 1 + edge for n in whole.values()), (whole, edge)
     assert sum(minute.values()) >= OPEN_LIMIT / 2, minute  # served, not refused
     # fail-closed: an honest 503 once the fault is seen, never a guess
     refused = [a for a in closed if a.status != 200]

@@ -36,13 +36,17 @@ COOLDOWN = 4.0  # breaker_cooldown
 # suite (CI: 4 test processes): an answer 2 s late is the machine, not the gateway (a
 # timeout it did not apply would be ~600 s, the default total_timeout)
 SLACK = 3.0
+# how late a single answer may be, on top of the timeout that ended it: a CI run measured a
+# fast 503 at 5.4 s and 504s 1.7 s past their timeouts; a timeout not applied is minutes
+TIMEOUT_SLACK = 8.0
 RATE = 24.0  # calls a second, one in two streamed, from three callers (keys)
-LEAD, FREEZE, TAIL = 4.0, 20.0, 14.0
+LEAD, FREEZE, TAIL = 4.0, 20.0, 20.0
 # each replica's breaker opens a bucket (breaker_window / 10: 6 s) after its first timeout
 # (rule 2b, docs/configuration.md); the first timeouts come FIRST_BYTE s after the freeze
 OPEN_BY = FIRST_BYTE + 6.0 + SLACK
-# after SIGCONT: a circuit half-opens within its cooldown, its probe succeeds at once
-RECOVERY = COOLDOWN + FIRST_BYTE + SLACK
+# after SIGCONT: a circuit half-opens within its cooldown, its probe succeeds at once; the
+# upstream first works through the connections it accepted while frozen
+RECOVERY = COOLDOWN + FIRST_BYTE + 2 * SLACK
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +128,7 @@ def test_a_frozen_upstream_gets_timeouts_then_fast_503s_then_recovers(
     assert any(a.stream for a in timeouts) and any(not a.stream for a in timeouts)
     for a in timeouts:
         limit = FIRST_BYTE if a.stream else TOTAL
-        assert limit - 0.2 <= a.took <= limit + SLACK, a
+        assert limit - 0.2 <= a.took <= limit + TIMEOUT_SLACK, a
     # then the breakers: fast 503s with Retry-After, the bulk of what was sent while frozen
     assert {a.code for a in fast} == {"upstream_unavailable"}
     share = sum(1 for a in opened if a.status == 503) / len(opened)
@@ -135,7 +139,7 @@ def test_a_frozen_upstream_gets_timeouts_then_fast_503s_then_recovers(
     # slowest is bounded by a connect attempt and the machine's slack (a CI run beside the
     # suite measured one at 5.4 s, in the same run as 504s 1.7 s past their timeouts)
     assert statistics.median(a.took for a in fast) < 1.0
-    assert max(a.took for a in fast) < CONNECT + SLACK
+    assert max(a.took for a in fast) < CONNECT + TIMEOUT_SLACK
     # recovery: everything sent RECOVERY s after SIGCONT is served
     assert later and {a.status for a in later} == {200}, by_status(later)
     recovered = max((a.answered for a in answers if a.status != 200 and a.sent >= thawed),

@@ -37,8 +37,9 @@ HELLO: list[Any] = [{"role": "user", "content": "hello"}]
 CONFIG: dict[str, Any] = {
     "identity": {"require_key": True},
     "telemetry": {"access_log": False},
-    # long streams (500 tokens × 10 ms) unless a request caps them with max_tokens
-    "demo": {"latency_ms": SERVICE_S * 1000, "ms_per_token": 10, "reply_tokens": 500,
+    # long streams (500 tokens × 60 ms: 30 s, so the slots they hold are still held however
+    # slowly a starved machine opens them) unless a request caps them with max_tokens
+    "demo": {"latency_ms": SERVICE_S * 1000, "ms_per_token": 60, "reply_tokens": 500,
              "max_concurrency": LIMIT},
     # short queues for the lower classes, so most refusals are the immediate queue_full kind
     "admission": {"classes": {"normal": {"queue_timeout": 2, "max_queue": 4},

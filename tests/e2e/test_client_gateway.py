@@ -29,7 +29,8 @@ HELLO: list[Any] = [{"role": "user", "content": "hello"}]
 CONFIG: dict[str, Any] = {
     "identity": {"require_key": True},
     # one slot, and a normal-class request that finds it taken is refused at once
-    "demo": {"max_concurrency": 1, "ms_per_token": 20, "reply_tokens": 300},
+    # (a stream that holds it: 300 tokens × 100 ms, 30 s, however slow the steps under it)
+    "demo": {"max_concurrency": 1, "ms_per_token": 100, "reply_tokens": 300},
     "admission": {"reserved_share": 0, "classes": {"normal": {"queue_timeout": 0.1,
                                                               "max_queue": 0}}},
     "tiers": {"budget": {"limits": {"tokens_per_day": 60}}},

@@ -24,7 +24,9 @@ import pytest
 
 from tests.support.procs import Gateway, Upstream
 
-FAST = {"head_timeout": 1.0, "body_timeout": 1.0, "keepalive_timeout": 1.0,
+# short deadlines, but not so short that a starved test process cannot dial its 100 slowloris
+# connections, or send a body in pieces, inside them
+FAST = {"head_timeout": 3.0, "body_timeout": 3.0, "keepalive_timeout": 1.0,
         "max_connections_per_address": 100}
 
 
@@ -161,7 +163,7 @@ def test_a_header_flood_is_refused_431_while_others_are_served(gw: Gateway) -> N
         assert b"x-request-id: req_" in answer
     # the worker never stalled: quadratic header joins took minutes for 16 MB
     assert set(bystander.codes) == {200}
-    assert max(bystander.times) < 2.0, max(bystander.times)
+    assert max(bystander.times) < 10.0, max(bystander.times)  # (quadratic: minutes)
     assert closed["head_too_large"] == 3
 
 
@@ -210,12 +212,12 @@ def test_slowloris_heads_are_cut_and_capped_while_others_are_served(gw: Gateway)
             send_all(s, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
         surplus = dial(gw, "127.0.0.2")
         refused = read_answer(surplus)
-        answers = [read_answer(s, timeout=5) for s in held]
+        answers = [read_answer(s, timeout=15) for s in held]
     assert status_of(refused) == 429 and b'"code":"too_many_connections"' in refused
     assert [status_of(a) for a in answers] == [408] * 100
     assert b'"code":"request_timeout"' in answers[0]
     assert set(bystander.codes) == {200}
-    assert statistics.median(bystander.times) < 0.5
+    assert statistics.median(bystander.times) < 2.0
     assert closed["head_timeout"] == 100
     assert closed["per_address"] == 1
     cut = record_of(gw, answers[0])
@@ -234,7 +236,7 @@ def test_a_stalled_body_is_answered_408(gw: Gateway) -> None:
                 b"application/json\r\nContent-Length: 58\r\n\r\n{\"model\":")
     answer = read_answer(s)
     assert status_of(answer) == 408 and b"request body stopped arriving" in answer
-    assert time.perf_counter() - started < 8  # was: no answer for 150 s and more
+    assert time.perf_counter() - started < 15  # was: no answer for 150 s and more
     assert closed["body_timeout"] == 1
     # recorded under the id the client got, as the 408 it was (it was: a 499 "client gone"
     # under another id, and the client's id found nothing)
@@ -268,8 +270,8 @@ def test_a_body_sent_in_pieces_within_the_deadline_is_fine(gw: Gateway) -> None:
     s = dial(gw, "127.0.0.2")
     send_all(s, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
-    for i in range(0, len(body), 20):  # 0.4 s pauses, each under the 1 s deadline
-        time.sleep(0.4)
+    for i in range(0, len(body), 20):  # 1 s pauses, each under the 3 s deadline
+        time.sleep(1.0)
         send_all(s, body[i:i + 20])
     assert status_of(read_answer(s)) == 200
 
@@ -277,10 +279,10 @@ def test_a_body_sent_in_pieces_within_the_deadline_is_fine(gw: Gateway) -> None:
 def test_silent_and_idle_connections_are_closed(gw: Gateway) -> None:
     closed = Closed(gw)
     silent = dial(gw, "127.0.0.2")
-    assert read_answer(silent, timeout=6) == b""  # closed without an answer: nothing was asked
+    assert read_answer(silent, timeout=15) == b""  # closed without an answer: nothing asked
     idle = dial(gw, "127.0.0.2")
     send_all(idle, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    answer = read_answer(idle, timeout=6)  # the answer, then the close after the keep-alive
+    answer = read_answer(idle, timeout=15)  # the answer, then the close after the keep-alive
     assert status_of(answer) == 200 and answer.count(b"HTTP/1.1") == 1
     assert closed["idle_timeout"] == 1
 

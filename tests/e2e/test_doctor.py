@@ -160,7 +160,7 @@ def test_quota_spent(start_gateway: Callable[..., Gateway]) -> None:
 
 def test_rate_limited(start_gateway: Callable[..., Gateway]) -> None:
     gw = start_gateway({"identity": {"require_key": True},
-                        "demo": {"ms_per_token": 50, "reply_tokens": 400},
+                        "demo": {"ms_per_token": 50, "reply_tokens": 4000},  # held until closed
                         "tiers": {"single": {"limits": {"concurrent_requests": 1}}}})
     key = key_for(gw, "single")
     held = open_stream(gw, key)  # the one request this key may run
@@ -176,7 +176,7 @@ def test_rate_limited(start_gateway: Callable[..., Gateway]) -> None:
 
 
 def test_at_capacity(start_gateway: Callable[..., Gateway]) -> None:
-    gw = start_gateway({"demo": {"ms_per_token": 50, "reply_tokens": 400, "max_concurrency": 1},
+    gw = start_gateway({"demo": {"ms_per_token": 50, "reply_tokens": 4000, "max_concurrency": 1},
                         "admission": {"reserved_share": 0,
                                       "classes": {"low": {"queue_timeout": 0.5, "max_queue": 0}}}})
     held = open_stream(gw, "unused")  # open mode: served as the anonymous (low) tier

@@ -35,7 +35,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, up_a: Upstream) -> Iterator[Gat
         "tiers": {"budget": {"limits": {"tokens_per_day": 60}}},
         "upstreams": {"a": upstream_cfg(up_a)},
         "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]}},
-    }, start_timeout=60)  # the machine may be busy: a slow start is not what this tests
+    }, start_timeout=180)  # the machine may be busy: a slow start is not what this tests
     yield gateway
     gateway.stop()
 

@@ -115,11 +115,12 @@ def test_circuit_opens_then_half_open_probe_closes_it(start_gateway: Callable[..
 
 def test_first_byte_timeout_fails_streams_over_then_504(
         start_gateway: Callable[..., Gateway], up_a: Upstream, up_b: Upstream) -> None:
-    gw = start_gateway(two_backends(up_a, up_b, first_byte_timeout=0.5))
-    up_a.control(first_byte_ms=3000)
+    # (b's first byte must come within the timeout on a starved machine too)
+    gw = start_gateway(two_backends(up_a, up_b, first_byte_timeout=1.5))
+    up_a.control(first_byte_ms=4000)
     stream = sdk(gw).chat.completions.create(model="m", messages=HELLO, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream).startswith("b ")
-    up_b.control(first_byte_ms=3000)
+    up_b.control(first_byte_ms=4000)
     with pytest.raises(openai.APIStatusError) as info:
         sdk(gw).chat.completions.create(model="m", messages=HELLO, stream=True)
     assert info.value.status_code == 504 and info.value.code == "upstream_timeout"
@@ -129,11 +130,11 @@ def test_first_byte_timeout_fails_streams_over_then_504(
 def test_total_timeout_bounds_whole_answers(start_gateway: Callable[..., Gateway],
                                             up_a: Upstream, up_b: Upstream) -> None:
     """A non-streaming answer arrives only when done, so only the total timeout applies."""
-    gw = start_gateway(two_backends(up_a, up_b, first_byte_timeout=0.3, total_timeout=1.0))
-    up_a.control(first_byte_ms=600)  # slower than first_byte, within total: no failover
+    gw = start_gateway(two_backends(up_a, up_b, first_byte_timeout=0.3, total_timeout=3.0))
+    up_a.control(first_byte_ms=1000)  # slower than first_byte, within total: no failover
     content = sdk(gw).chat.completions.create(model="m", messages=HELLO).choices[0].message.content
     assert content and content.startswith("a ")
-    up_a.control(first_byte_ms=3000)
+    up_a.control(first_byte_ms=4000)
     content = sdk(gw).chat.completions.create(model="m", messages=HELLO).choices[0].message.content
     assert content and content.startswith("b ")
 

@@ -26,7 +26,7 @@ from tests.support.services import REDIS_URL
 pytestmark = pytest.mark.e2e
 
 O200K = load("o200k_base")
-START = 90  # seconds for a gateway to come up: the suite shares 2 cores with much else
+START = 180  # seconds for a gateway to come up: the suite shares 2 cores with much else
 QUESTION = "Count the words of this question, please."
 
 

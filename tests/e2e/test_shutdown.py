@@ -38,15 +38,21 @@ def stream_then_sigterm(gw: Gateway) -> Iterator[tuple[Iterator[str], float]]:
 
 
 def test_sigterm_lets_a_stream_in_flight_finish_then_exits(proc_dir: Path) -> None:
-    gw = slow_gateway(proc_dir, grace=20, tokens=30)  # a 3-s answer
+    gw = slow_gateway(proc_dir, grace=20, tokens=60)  # a 6-s answer
     try:
         with stream_then_sigterm(gw) as (lines, signalled):
-            time.sleep(0.5)
-            with pytest.raises(httpx.ConnectError):  # no new connections while it drains
-                httpx.get(gw.url + "/healthz", timeout=5)
+            # no new connections while it drains: refused once the signal is handled (at
+            # once on a quiet machine; a starved one may take a moment to get there)
+            while True:
+                try:
+                    httpx.get(gw.url + "/healthz", timeout=5)
+                except httpx.ConnectError:
+                    break
+                assert time.monotonic() - signalled < 4, "still taking connections"
+                time.sleep(0.1)
             rest = [line for line in lines if line.startswith("data:")]
         assert rest[-1] == "data: [DONE]", rest[-3:]  # the whole answer, not cut
-        assert len(rest) >= 25
+        assert len(rest) >= 55
         # then it exits: uvicorn re-raises the SIGTERM it caught once it is done, so the
         # process ends by that signal (what systemd and Kubernetes expect of a stop they sent)
         assert gw.proc.wait(timeout=15) in (0, -signal.SIGTERM)

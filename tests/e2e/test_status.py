@@ -109,7 +109,7 @@ def test_failures_open_and_recovery_resolves_an_automatic_incident(
         "upstreams": {"a": upstream_cfg(up_a, breaker_failures=100_000,
                                         breaker_failure_ratio=1.0)},
         "models": {"m": {"backends": [{"upstream": "a", "model": "test-model"}]}},
-    }, start_timeout=60)
+    }, start_timeout=180)
     admin = {"authorization": "Bearer "
              + cli(gw.config_path, "keys", "create", "--admin").strip()}
     calm = httpx.get(gw.url + "/api/v2/summary.json").json()
@@ -219,7 +219,7 @@ def test_the_page_is_served_while_the_store_is_down(start_gateway: Callable[...,
         gw = start_gateway({"telemetry": {"access_log": False},
                             "storage": {"database_url": url},
                             "status": {"snapshot_seconds": 1, "tick_seconds": 1}},
-                           start_timeout=60)
+                           start_timeout=180)
         before = {p: httpx.get(gw.url + p) for p in ("/api/v2/summary.json", "/status")}
         assert all(r.status_code == 200 for r in before.values())
         link.cut()
@@ -249,7 +249,7 @@ def test_web_failures_mark_web_not_api(start_gateway: Callable[..., Gateway],
     """Web pages failing (rows as another replica would write them to the shared store —
     503s of the web path) while the API answers: Web degrades, API stays operational."""
     gw = start_gateway({"telemetry": {"access_log": False}, "status": FAST_STATUS},
-                       start_timeout=60)
+                       start_timeout=180)
     with openai.OpenAI(base_url=gw.url + "/v1", api_key="none", max_retries=0) as sdk:
         for _ in range(20):
             sdk.chat.completions.create(model="demo", messages=[

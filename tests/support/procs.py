@@ -22,13 +22,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
         try:
-            httpx.get(url, timeout=0.5)
+            httpx.get(url, timeout=2)
             return
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -112,7 +112,7 @@ class Gateway:
     """``gatehouse serve`` in its own process, with its access log captured."""
 
     def __init__(self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None,
-                 workers: int = 1, start_timeout: float = 60) -> None:
+                 workers: int = 1, start_timeout: float = 180) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = tmp / f"gatehouse-{self.port}.toml"
@@ -146,7 +146,7 @@ class Gateway:
                 out.append(json.loads(line))
         return out
 
-    def record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    def record(self, request_id: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for rec in self.records():
