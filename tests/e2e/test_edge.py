@@ -40,21 +40,21 @@ def as_(who: str) -> dict[str, str]:
 
 def test_a_burst_is_banned_and_the_ban_expires(start_gateway: Callable[..., Gateway]) -> None:
     gw = start_gateway({"edge": edge(detector={"max_requests_per_address": 30,
-                                               "ban_seconds": 2})})
+                                               "ban_seconds": 6})})
     who, bystander = somebody(), somebody()
     with httpx.Client(base_url=gw.url, timeout=10) as c:
         codes = [c.get("/v1/models", headers=as_(who)).status_code for _ in range(40)]
         assert codes == [200] * 30 + [403] * 10
         r = c.get("/v1/models", headers=as_(who))
-        assert r.json()["error"]["code"] == "1020" and int(r.headers["retry-after"]) <= 2
+        assert r.json()["error"]["code"] == "1020" and int(r.headers["retry-after"]) <= 6
         assert c.get("/v1/models", headers=as_(bystander)).status_code == 200
-        time.sleep(2.3)
+        time.sleep(6.3)
         assert c.get("/v1/models", headers=as_(who)).status_code == 200
     assert gw.metric("gatehouse_edge_bans_total", cause="requests") == 1
     assert gw.metric("gatehouse_edge_blocks_total", rule="ban") == 11
     # the ban and its expiry are logged with the reason
     log = gw.log.read_text()
-    assert f"banned {who} for 2 s until" in log and "more than 30 requests in 10 s" in log
+    assert f"banned {who} for 6 s until" in log and "more than 30 requests in 10 s" in log
 
 
 def test_a_ban_made_by_one_process_is_enforced_by_another_over_redis(
@@ -69,7 +69,7 @@ def test_a_ban_made_by_one_process_is_enforced_by_another_over_redis(
             codes = [c.get(one.url + "/v1/models", headers=as_(who)).status_code
                      for _ in range(12)]
             assert codes[:10] == [200] * 10 and codes[10:] == [403, 403]
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 15
             while time.monotonic() < deadline:  # the broadcast takes a moment
                 r = c.get(two.url + "/v1/models", headers=as_(who))
                 if r.status_code == 403:
@@ -83,7 +83,7 @@ def test_a_ban_made_by_one_process_is_enforced_by_another_over_redis(
         subprocess.run([sys.executable, "-m", "gatehouse", "bans", "remove", who, "--config",
                         str(one.config_path)], capture_output=True, timeout=30)
     with httpx.Client(timeout=10) as c:
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 15
         while c.get(two.url + "/v1/models", headers=as_(who)).status_code != 200:
             assert time.monotonic() < deadline, "the CLI's unban did not reach the gateway"
             time.sleep(0.05)

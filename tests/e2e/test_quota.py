@@ -249,8 +249,12 @@ def test_minute_limits_are_exact_across_three_replicas(
         text, used = stream_with_sdk(gws[(i + 1) % 3], token_key, f"count to {i}", False)
         assert used is None and text == texts[i][0]
         total += texts[i][1]
-    time.sleep(0.2)  # other replicas' settles go out within 50 ms (docs/quotas.md)
-    tokens = usage(gws[2], token_key)["key:tokens_per_minute"]
+    # other replicas' settles go out within 50 ms (docs/quotas.md) — on a quiet machine;
+    # polled, so a starved one's late flush is waited for (and a wrong count still fails)
+    deadline = time.monotonic() + 5
+    while (tokens := usage(gws[2], token_key)["key:tokens_per_minute"])["used"] != total \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert tokens["used"] == total, (tokens, total)
     assert time.time() < window.end
 
@@ -277,9 +281,10 @@ def test_budget_spent_is_not_retried_but_rate_limits_are(
     budget_key, single_key = accounts(tmp_path, config, "budget", "single")
     gw = start_gateway(config)
 
-    spent = 0
+    spent = calls = 0
     with openai.OpenAI(base_url=gw.url + "/v1", api_key=budget_key, max_retries=0) as client:
         for _ in range(20):
+            calls += 1
             try:
                 done = client.chat.completions.create(model="demo", messages=HELLO, max_tokens=8)
             except openai.RateLimitError:
@@ -290,8 +295,9 @@ def test_budget_spent_is_not_retried_but_rate_limits_are(
             raise AssertionError("the day budget never ran out")
     assert 0 < spent <= 60
     key_id = chat_records(gw)[0]["key_id"]
-    time.sleep(0.3)  # let the access log catch up
-    sent = len(chat_records(gw, key_id))
+    # the access log is written after each answer: wait for the last call's record
+    sent = settle_log(gw, lambda: len(chat_records(gw, key_id)), calls, timeout=30)
+    assert sent == calls
 
     before = gw.metric("gatehouse_quota_decisions_total", result="insufficient_quota")
     with openai.OpenAI(base_url=gw.url + "/v1", api_key=budget_key) as client:  # max_retries=2
@@ -315,7 +321,7 @@ def test_budget_spent_is_not_retried_but_rate_limits_are(
     allowed = gw.metric("gatehouse_quota_decisions_total", result="allowed")
     limited = gw.metric("gatehouse_quota_decisions_total", result="rate_limited")
     with openai.OpenAI(base_url=gw.url + "/v1", api_key=single_key) as client:
-        holder = open_stream(gw, single_key, max_tokens=30)  # ~0.6 s of tokens
+        holder = open_stream(gw, single_key, max_tokens=10)  # ~0.2 s of tokens
         drain = threading.Thread(target=holder.drain)
         drain.start()
         started = time.monotonic()
@@ -326,7 +332,8 @@ def test_budget_spent_is_not_retried_but_rate_limits_are(
     assert answer.parse().choices[0].message.content
     retries = answer.retries_taken  # 1; 2 only if the machine is slow to finish the stream
     assert retries in (1, 2)
-    assert retries - 0.1 <= retried_in < retries + 1.5  # waited Retry-After (1 s) each time
+    # waited Retry-After (1 s) each time (and not minutes: a machine may be starved)
+    assert retries - 0.1 <= retried_in < retries + 10
     assert gw.metric("gatehouse_quota_decisions_total", result="rate_limited") \
         == limited + retries
     assert gw.metric("gatehouse_quota_decisions_total", result="allowed") == allowed + 2
@@ -472,7 +479,7 @@ def test_redis_outage_fails_open_at_the_local_share_and_recovers(
                                           "on_limiter_error": "fail_closed"}})
     key, strict = accounts(tmp_path, config, "shared", "strict")
     gw = start_gateway(config)
-    wait_for_window(12)  # the outage below must stay inside one window
+    wait_for_window(30)  # the outage below must stay inside one window, however slow
     for k in (key, key, strict):
         r = post(gw, k)
         assert r.status_code == 200, r.text
@@ -494,7 +501,7 @@ def test_redis_outage_fails_open_at_the_local_share_and_recovers(
     started = time.monotonic()
     still = [post(gw, key, timeout=5), post(gw, strict, timeout=5)]
     assert [r.status_code for r in still] == [429, 503], [r.text for r in still]
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0  # not waiting on a Redis that is gone
 
     own_redis.start()  # same port, empty
     back_at = time.monotonic()
@@ -503,7 +510,7 @@ def test_redis_outage_fails_open_at_the_local_share_and_recovers(
         assert r.status_code in (200, 429), r.text
         if r.headers["x-ratelimit-limit-requests"] == str(rpm):
             break
-        assert time.monotonic() - back_at < 5.0, "still on the local limiter"
+        assert time.monotonic() - back_at < 15.0, "still on the local limiter"
         time.sleep(0.1)
     recovered_in = time.monotonic() - back_at
     assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == str(rpm - 1)
@@ -531,7 +538,7 @@ def test_network_limit_covers_anonymous_and_keys_alike(
     gw = start_gateway(config)
     for known in (one, two):
         assert httpx.get(gw.url + "/v1/models", headers=auth(known)).status_code == 200
-    wait_for_window(8)
+    wait_for_window(15)
     order: list[str | None] = [None, one, two, None, one]
     remaining = []
     for k in order:

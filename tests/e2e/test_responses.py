@@ -237,7 +237,7 @@ def test_bad_bodies_are_400s_in_openais_shape(gw: Gateway, keys: dict[str, str])
 
 
 def test_quota_refuses_with_429_and_no_key_with_401(gw: Gateway, keys: dict[str, str]) -> None:
-    wait_for_window(3)
+    wait_for_window(15)
     one = openai.OpenAI(base_url=gw.url + "/v1", api_key=keys["one"], max_retries=0)
     one.responses.create(model="demo", input="first")
     with pytest.raises(openai.RateLimitError) as caught:

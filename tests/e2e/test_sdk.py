@@ -59,7 +59,7 @@ def test_stream_without_usage_is_still_metered_and_usage_chunk_not_forwarded(
 
 def test_stream_passes_chunks_before_upstream_finishes(shared_gateway: Gateway,
                                                        up_a: Upstream) -> None:
-    up_a.control(ms_per_token=150, reply_tokens=6)
+    up_a.control(ms_per_token=500, reply_tokens=6)  # 3 s: still generating, however slow we are
     for _ in range(100):  # an earlier test's stream still being answered would be counted
         if up_a.stats()["active"] == 0:
             break

@@ -18,7 +18,7 @@ from tests.support.procs import Gateway
 
 EMAIL = "grace@example.com"
 PASSWORD = "a long enough password"
-IDLE_SECONDS = 3
+IDLE_SECONDS = 10  # the sign-in and the first page fit inside it, on a slow machine
 EXPIRED = "Your session has expired — sign in again."
 
 

@@ -60,14 +60,26 @@ def fresh() -> str:
     return f"test:{secrets.token_hex(6)}"
 
 
+async def published_until_heard(state: State, channel: str, message: bytes,
+                                got: list[bytes | None], timeout: float = 10.0) -> None:
+    """Publish ``message`` every 0.1 s until a subscriber heard it: a subscription starts in
+    the background, and one not live yet when a message goes out never hears it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not got:
+        assert asyncio.get_running_loop().time() < deadline, "never heard"
+        await state.publish(channel, message)
+        await asyncio.sleep(0.1)
+
+
 async def test_values_expire(state: State) -> None:
     key = fresh()
     assert await state.get(key) is None
-    await state.put(key, b"v1", ttl=0.3)
+    # (2 s: read back well within it, even from a starved event loop)
+    await state.put(key, b"v1", ttl=2)
     assert await state.get(key) == b"v1"
-    await state.put(key, b"v2", ttl=0.3)
+    await state.put(key, b"v2", ttl=2)
     assert await state.get(key) == b"v2"
-    await asyncio.sleep(0.45)
+    await asyncio.sleep(2.2)
     assert await state.get(key) is None
     await state.put(key, b"v3", ttl=30)
     await state.delete(key, fresh())
@@ -76,10 +88,10 @@ async def test_values_expire(state: State) -> None:
 
 async def test_put_new_claims_a_key_once(state: State) -> None:
     key = fresh()
-    claims = await asyncio.gather(*(state.put_new(key, b"x", ttl=0.3) for _ in range(8)))
+    claims = await asyncio.gather(*(state.put_new(key, b"x", ttl=2) for _ in range(8)))
     assert sorted(claims) == [False] * 7 + [True]
     assert await state.get(key) == b"x"
-    await asyncio.sleep(0.45)  # once it has expired it may be claimed again
+    await asyncio.sleep(2.2)  # once it has expired it may be claimed again
     assert await state.put_new(key, b"y", ttl=30)
     assert await state.get(key) == b"y"
     await state.delete(key)
@@ -102,13 +114,8 @@ async def test_broadcast_reaches_subscribers(state: State) -> None:
     channel = fresh()
     got: list[bytes | None] = []
     state.subscribe(channel, got.append)
-    await asyncio.sleep(0.2)  # let a redis subscription settle
-    await state.publish(channel, b"hello")
-    for _ in range(50):
-        if got:
-            break
-        await asyncio.sleep(0.02)
-    assert got == [b"hello"]
+    await published_until_heard(state, channel, b"hello", got)
+    assert set(got) == {b"hello"}
     assert await state.ping()
 
 
@@ -182,13 +189,8 @@ async def test_two_redis_clients_see_each_other() -> None:
         assert await b.get(key) == b"x"
         got: list[bytes | None] = []
         b.subscribe(channel, got.append)
-        await asyncio.sleep(0.2)
-        await a.publish(channel, b"revoked")
-        for _ in range(50):
-            if got:
-                break
-            await asyncio.sleep(0.02)
-        assert got == [b"revoked"]
+        await published_until_heard(a, channel, b"revoked", got)
+        assert set(got) == {b"revoked"}
     finally:
         await a.aclose()
         await b.aclose()
