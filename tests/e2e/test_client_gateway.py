@@ -56,7 +56,7 @@ def sdk(gw: Gateway, key: str, sleep: Callable[[float], None]) -> openai.OpenAI:
 
 def logged(gw: Gateway, client_request_id: str, at_least: int) -> list[dict[str, Any]]:
     """The access-log records of one client request id, once ``at_least`` are written."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while True:
         found = [r for r in gw.records() if r.get("client_request_id") == client_request_id]
         if len(found) >= at_least or time.monotonic() > deadline:

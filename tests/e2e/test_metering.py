@@ -48,7 +48,7 @@ def acme_keys(gw: Gateway) -> tuple[dict[str, str], str]:
     return admin, cli(gw.config_path, "keys", "create", "acme/app").strip()
 
 
-def history(gw: Gateway, admin: dict[str, str], requests: int, timeout: float = 15,
+def history(gw: Gateway, admin: dict[str, str], requests: int, timeout: float = 30,
             model: str = "m") -> dict[str, Any]:
     """acme's usage of ``model`` once ``requests`` are written (the book flushes every 5 s)."""
     deadline = time.monotonic() + timeout
@@ -63,7 +63,7 @@ def history(gw: Gateway, admin: dict[str, str], requests: int, timeout: float = 
 
 
 def records(gw: Gateway, n: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while True:
         found = [r for r in gw.records() if r["path"] == "/v1/chat/completions"]
         if len(found) >= n or time.monotonic() > deadline:
