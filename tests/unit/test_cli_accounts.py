@@ -12,6 +12,7 @@ from gatehouse.cli.main import app
 from gatehouse.config import load_settings
 from gatehouse.identity.service import IdentityService
 from gatehouse.state.memory import MemoryState
+from gatehouse.store.db import head_revision
 
 runner = CliRunner()
 
@@ -106,7 +107,10 @@ def test_tiers_and_migrate(config: Path) -> None:
     listing = run(config, "tiers", "list")
     for name in ("free", "plus", "pro", "standard", "priority", "flex"):
         assert name in listing
-    assert "up to date" in run(config, "migrate")
+    # a fresh store is migrated and says so; a second run finds nothing to do
+    head = head_revision()
+    assert f"store migrated to revision {head}" in run(config, "migrate")
+    assert f"store is up to date (revision {head})" in run(config, "migrate")
 
 
 def test_bad_config_is_exit_2(tmp_path: Path) -> None:
