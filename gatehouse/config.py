@@ -67,12 +67,15 @@ class ServerSettings(_Section):
     # slow clients: the head must arrive within head_timeout of its first byte (a new
     # connection's too); a body may pause at most body_timeout between reads; an idle
     # keep-alive connection is closed after keepalive_timeout; an answer the client stops
-    # reading (the socket's buffers full) is cut after send_timeout without progress (nginx's
-    # send_timeout), freeing its admission slot and upstream connection
+    # reading (the socket's buffers full) is cut once it has waited send_timeout in all,
+    # less a second for each min_send_rate bytes the client took while it waited (so a client
+    # reading a few bytes now and then cannot hold it for ever), freeing its admission slot
+    # and upstream connection
     head_timeout: float = Field(10.0, gt=0, le=3600)
     body_timeout: float = Field(30.0, gt=0, le=3600)
     keepalive_timeout: float = Field(30.0, gt=0, le=3600)
     send_timeout: float = Field(60.0, gt=0, le=3600)
+    min_send_rate: int = Field(1024, ge=1, le=1 << 30)  # bytes a second
     # open connections per client address (peers in [edge] trusted_proxies are exempt) and in
     # all; 0 = automatic: min(16384, half the process's file-descriptor limit)
     max_connections_per_address: int = Field(256, ge=1)

@@ -87,6 +87,7 @@ class Connections:
         self.head_timeout = settings.head_timeout
         self.body_timeout = settings.body_timeout
         self.send_timeout = settings.send_timeout
+        self.min_send_rate = settings.min_send_rate
         self.tick = min(1.0, settings.head_timeout / 4, settings.body_timeout / 4,
                         settings.send_timeout / 4)
         self.per_address: dict[str, int] = {}

@@ -17,12 +17,13 @@ from typing import Any
 class CorkedTransport:
     """Wraps a transport: ``write`` gathers, the end of the loop's turn writes."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_loop", "_pending", "_transport", "written")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self.written = 0  # bytes handed to the transport, ever
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._pending:
@@ -40,9 +41,14 @@ class CorkedTransport:
         self._pending = []
         if not self._transport.is_closing():
             self._transport.write(data)
+            self.written += len(data)
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def sent(self) -> int:
+        """Bytes the transport has passed on to the kernel, ever."""
+        return self.written - self._transport.get_write_buffer_size()
 
     def close(self) -> None:
         self.flush()

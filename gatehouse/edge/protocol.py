@@ -8,9 +8,12 @@ connection that sends half a head, or half a body, is kept for ever. Here, per c
   (414 / 431, then close), counted as the bytes arrive — before the parser holds them;
 - deadlines for the head and between body reads (408, then close; the sweep lives in
   :mod:`gatehouse.edge.connections`), and a cap on connections per address and in all;
-- a deadline for an answer the client stops reading (``send_timeout`` while writing is
-  paused: the connection is cut and the app sees the client gone, so the request ends as
-  ``client_disconnected`` and frees its slot and its upstream connection).
+- a deadline for an answer the client stops reading: writing may stay paused (the client
+  taking nothing) ``send_timeout`` at a time, and ``send_timeout`` in all over the answer plus
+  a second for every ``min_send_rate`` bytes the client took while it was paused — so a client
+  that reads a few bytes now and then is cut too. The connection is cut and the app sees the
+  client gone, so the request ends as ``client_disconnected`` and frees its slot and its
+  upstream connection.
 
 Refusals are written straight to the socket in OpenAI's error shape with a request id; no
 stage runs for them, but each is recorded (``Connections.on_answer``: the telemetry stage) —
@@ -78,6 +81,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.line = 0        # request-line bytes seen by the parser
         self.head = 0        # head bytes seen by the parser
         self.count = 0       # headers seen
+        # how long writing has been paused (the client not taking what is sent) during the
+        # answer being sent, and since when it is paused now: send_timeout bounds the sum, so
+        # a client that takes a little now and then (a "trickle" reader) cannot hold an
+        # answer, its admission slot and its upstream connection for ever
+        self.paused_for = 0.0
+        self.paused_at = 0.0
+        self.sent_at_pause = 0  # bytes passed to the kernel when writing last paused
+        self.credit = 0.0  # seconds earned by bytes the client took while writing was paused
 
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -177,6 +188,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return  # closing, or the next request (pipelined) is already read
         self.phase = WAITING
         self.raw = 0
+        self.paused_for = self.credit = 0.0  # the next answer has its own send_timeout
         self.deadline = 0.0  # uvicorn's keep-alive timer governs the idle wait
         self.guard.to_waiting(self)
 
@@ -213,12 +225,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self.admitted:
-            self.deadline = self.loop.time() + self.guard.send_timeout
+            self.paused_at = now = self.loop.time()
+            self.sent_at_pause = cast(CorkedTransport, self.transport).sent()
+            # send_timeout for this wait, or what is left of the answer's (at once, when
+            # nothing is)
+            left = min(self.guard.send_timeout,
+                       self.guard.send_timeout + self.credit - self.paused_for)
+            self.deadline = now + max(left, 1e-6)
             self.guard.to_stuck(self)
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.admitted:
+            self.paused_for += self.loop.time() - self.paused_at
+            # what the client took meanwhile (the kernel's buffer was full: the bytes it
+            # accepted since are what the client read), at min_send_rate, earns time back
+            taken = cast(CorkedTransport, self.transport).sent() - self.sent_at_pause
+            self.credit += taken / self.guard.min_send_rate
             self.guard.unstuck(self)
             if self.phase == BUSY:
                 self.deadline = 0.0

@@ -326,34 +326,48 @@ def test_the_sdk_works_through_the_limits(gw: Gateway) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
-def test_a_client_that_stops_reading_a_stream_is_cut_and_frees_its_slot(
-        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
-    """A client that asks for a long stream and stops reading it (its receive window full)
-    holds the model's only slot and an upstream connection until ``send_timeout`` cuts it;
-    then the next caller gets the slot, and the gateway's memory did not take the stream."""
+def one_slot_gateway(start_gateway: Callable[..., Gateway], up_a: Upstream,
+                     **server: Any) -> Gateway:
+    """A model with one admission slot, served by ``up_a`` sending ~40 MB of events."""
     gw = start_gateway({
-        "server": {**FAST, "send_timeout": 3.0},
+        "server": {**FAST, "send_timeout": 3.0, **server},
         "upstreams": {"a": {"base_url": up_a.url + "/v1"}},
         "models": {"one": {"backends": [{"upstream": "a", "model": "m"}],
                            "max_concurrency": 1}},
         "admission": {"classes": {"normal": {"queue_timeout": 0.5, "max_queue": 10}}}})
     up_a.control(reply_tokens=400_000)  # ~40 MB of events, sent as fast as it can
+    return gw
+
+
+def long_stream(gw: Gateway) -> tuple[socket.socket, bytes]:
+    """That model's long stream asked for on a socket with a small receive buffer: the socket
+    and the first bytes of the answer (its head)."""
+    s = socket.socket()
+    _dialed.append(s)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind(("127.0.0.2", 0))
+    s.connect(("127.0.0.1", gw.port))
+    body = json.dumps({"model": "one", "stream": True, "max_tokens": 400_000,
+                       "messages": [{"role": "user", "content": "go"}]}).encode()
+    send_all(s, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    s.settimeout(10)
+    head = s.recv(1024)
+    assert status_of(head) == 200, head
+    return s, head
+
+
+def test_a_client_that_stops_reading_a_stream_is_cut_and_frees_its_slot(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """A client that asks for a long stream and stops reading it (its receive window full)
+    holds the model's only slot and an upstream connection until ``send_timeout`` cuts it;
+    then the next caller gets the slot, and the gateway's memory did not take the stream."""
+    gw = one_slot_gateway(start_gateway, up_a)
     try:
         rss_before = rss_of(gw.proc.pid)
         closed = Closed(gw)
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
-        s = socket.socket()
-        _dialed.append(s)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.bind(("127.0.0.2", 0))
-        s.connect(("127.0.0.1", gw.port))
-        body = json.dumps({"model": "one", "stream": True, "max_tokens": 400_000,
-                           "messages": [{"role": "user", "content": "go"}]}).encode()
-        send_all(s, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                    b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        s.settimeout(10)
-        head = s.recv(1024)  # the answer has started …
-        assert status_of(head) == 200, head
+        s, head = long_stream(gw)  # the answer has started …
         started = time.monotonic()  # … and from here on nothing is read
         with pytest.raises(openai.APIStatusError) as busy:  # the slot is held meanwhile
             client.chat.completions.create(
@@ -375,6 +389,44 @@ def test_a_client_that_stops_reading_a_stream_is_cut_and_frees_its_slot(
         assert rss_of(gw.proc.pid) - rss_before < 10 * 2**20
         record = record_of(gw, head)  # the cut request, as the access log has it
         assert (record["status"], record["outcome"]) == (499, "client_disconnected"), record
+    finally:
+        up_a.reset()
+
+
+def test_a_client_that_reads_a_little_now_and_then_is_cut_too(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """A "trickle" reader takes 1 MB every second (under the min_send_rate of 4 MB/s set
+    here): each wait for it is shorter than send_timeout (3 s: the gateway's buffers empty
+    after about 1.5 MB taken), which alone would let it hold the model's slot until the 40 MB
+    answer ended; the waits add up, less what it took, and it is cut within seconds."""
+    gw = one_slot_gateway(start_gateway, up_a, min_send_rate=4_000_000)
+    try:
+        closed = Closed(gw)
+        s, _ = long_stream(gw)
+        started = time.monotonic()
+        taken = bursts = 0
+        while closed["send_timeout"] < 1 and time.monotonic() - started < 30:
+            time.sleep(1.0)
+            burst = 0
+            try:
+                while burst < 1 << 20:
+                    chunk = s.recv((1 << 20) - burst)
+                    if not chunk:
+                        break
+                    burst += len(chunk)
+            except (TimeoutError, ConnectionResetError):
+                pass
+            taken += burst
+            bursts += burst > 0
+        cut_after = time.monotonic() - started
+        print(f"\ntrickle reader: {taken / 1024:.0f} KB in {bursts} bursts, cut after "
+              f"{cut_after:.1f} s")
+        assert closed["send_timeout"] == 1, (taken, bursts)
+        assert bursts >= 2  # it did read, more than once: each wait was shorter than 3 s
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(  # the slot is free again
+            model="one", max_tokens=5, messages=[{"role": "user", "content": "me"}])
+        assert reply.choices[0].message.content
     finally:
         up_a.reset()
 
