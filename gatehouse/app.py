@@ -194,12 +194,12 @@ def build_telemetry(settings: Settings, metrics: Metrics, store: Store,
     return telemetry, [w for w in (request_log, rollups, compactor) if w is not None]
 
 
-def open_limiter(url: str) -> Limiter:
+def open_limiter(url: str, timeout: float = 2.0) -> Limiter:
     if url.startswith("memory://"):
         return MemoryLimiter()
     from gatehouse.quota.redis import RedisLimiter
 
-    return RedisLimiter(url)
+    return RedisLimiter(url, socket_timeout=timeout)
 
 
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
@@ -231,7 +231,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     tokenizers = Tokenizers(
         {**{name: m.tokenizer or settings.quota.tokenizer for name, m in settings.models.items()},
          settings.demo.model: settings.demo.tokenizer}, settings.quota.tokenizer)
-    quota = QuotaStage(open_limiter(settings.storage.state_url), settings, metrics, clock,
+    quota = QuotaStage(open_limiter(settings.storage.state_url, settings.quota.limiter_timeout),
+                       settings, metrics, clock,
                        book=book, overrides=overrides, tokenizers=tokenizers)
     # which backend stores which response (and the responses kept for chat-only backends)
     keep = settings.storage.responses_keep_days * 86400

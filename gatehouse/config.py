@@ -393,6 +393,9 @@ class QuotaSettings(_Section):
     default_completion_tokens: int = Field(512, ge=1)
     # a reservation lapses after this long if never settled (a replica died mid-request)
     reservation_ttl: float = Field(900.0, ge=1)
+    # seconds a call to the shared limiter (Redis) may take before that Redis counts as
+    # unreachable (then on_limiter_error applies); also the wait for a free connection
+    limiter_timeout: float = Field(2.0, gt=0, le=60)
     # the tokenizer of models that name none ([models.X] tokenizer)
     tokenizer: str = "o200k_base"
 

@@ -66,7 +66,7 @@ async def _windows(ids: IdentityService, org_id: str, name: str, tier_name: str)
     if not plan:
         out.print(f"no org-wide limits for {name} (tier {tier_name})")
         return
-    limiter = open_limiter(ids.settings.storage.state_url)
+    limiter = open_limiter(ids.settings.storage.state_url, ids.settings.quota.limiter_timeout)
     try:
         used = await limiter.usage([c.ask for c in plan], now)
     except LimiterError as exc:

@@ -39,7 +39,7 @@ class RedisLimiter:
         # generous on purpose: a burst on a cold pool opens dozens of connections at once, and
         # on a busy replica the event loop may take a while to complete them. A false
         # "unreachable" sends the replica to its local limiter, which over-admits.
-        self._redis = bounded_client(url, socket_timeout)
+        self._redis = bounded_client(url, socket_timeout, pool_timeout=socket_timeout)
         # one script reserves and settles: a settle with nothing to reserve is the same call
         self._reserve = self._redis.register_script((_HERE / "reserve.lua").read_text())
         self.round_trips = {"reserve": 0, "settle": 0, "read": 0}

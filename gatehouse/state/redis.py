@@ -35,11 +35,13 @@ def client_name() -> str:
     return f"gatehouse:{socket.gethostname()}:{os.getpid()}"
 
 
-def bounded_client(url: str, socket_timeout: float) -> aioredis.Redis:
+def bounded_client(url: str, socket_timeout: float,
+                   pool_timeout: float = 2.0) -> aioredis.Redis:
     """A client on a bounded pool that makes callers wait for a free connection (rather than
-    fail) under bursts; close it with ``aclose(close_connection_pool=True)``."""
+    fail) under bursts, up to ``pool_timeout``; close it with
+    ``aclose(close_connection_pool=True)``."""
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=64, timeout=2.0, socket_timeout=socket_timeout,
+        url, max_connections=64, timeout=pool_timeout, socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout, health_check_interval=10,
         client_name=client_name())
     return aioredis.Redis(connection_pool=pool)

@@ -63,6 +63,9 @@ def cluster(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "tiers": {"metered": {"limits": {"requests_per_minute": LIMIT},
                                   "org_limits": {"requests_per_minute": ORG_LIMIT}}},
             "telemetry": {"access_log": False},
+            # exact counts: a replica starved for 2 s must not take Redis for gone and count
+            # on its local share (no test here stops Redis)
+            "quota": {"limiter_timeout": 10},
         }
         replicas: list[Gateway] = []
 

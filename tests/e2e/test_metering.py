@@ -191,6 +191,8 @@ def test_a_burst_of_adversarial_prompts_stays_within_the_stated_bound(
     its limit; with a wrong one (characters ÷ 4) at most the limit plus what the admitted
     requests used beyond their reservations — which the next window is charged."""
     config = config_for(pg_database, REDIS_URL if state == "redis" else "memory://",
+                        # exact bounds: a starved worker must not take Redis for gone
+                        quota={"limiter_timeout": 10},
                         demo={"tokenizer": tokenizer}, tiers={"t": {
                             "limits": {"tokens_per_minute": KEY_TPM},
                             "project_limits": {"tokens_per_minute": PROJECT_TPM}}})

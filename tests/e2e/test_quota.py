@@ -187,7 +187,9 @@ def test_minute_limits_are_exact_across_three_replicas(
         start_gateway: Callable[..., Gateway]) -> None:
     config = config_for(pg_database, tiers={
         "rpm": {"limits": {"requests_per_minute": RPM}},
-        "tpm": {"limits": {"tokens_per_minute": 100_000}}})
+        "tpm": {"limits": {"tokens_per_minute": 100_000}}},
+        # exact counts: a starved replica must not take Redis for gone after 2 s
+        quota={"limiter_timeout": 10})
     key, token_key = accounts(tmp_path, config, "rpm", "tpm")
     gws = start_many(start_gateway, config, 3)
     for gw in gws:  # verify the keys once per replica (no quota on /v1/models)

@@ -14,6 +14,7 @@ import pytest
 from gatehouse.app import create_app
 from gatehouse.identity.service import IdentityService
 from gatehouse.quota.redis import RedisLimiter
+from gatehouse.quota.stage import QuotaStage
 from tests.support.services import REDIS_URL
 from tests.support.tcpproxy import tcp_proxy
 from tests.unit.conftest import make_settings
@@ -290,3 +291,24 @@ async def test_refunds_prevent_false_budget_blocks(tmp_path: Path) -> None:
             spent += r.json()["usage"]["total_tokens"]
         assert spent < 600
         assert (await w.usage(key))["key:tokens_per_day"]["used"] == spent
+
+
+@pytest.mark.parametrize("timeout", [None, 0.7])
+async def test_the_limiter_timeout_reaches_the_redis_client(tmp_path: Path,
+                                                            timeout: float | None) -> None:
+    """``[quota] limiter_timeout`` bounds each call to Redis and the wait for a pooled
+    connection (2 s unless set)."""
+    quota = {} if timeout is None else {"limiter_timeout": timeout}
+    app = create_app(make_settings(tmp_path, storage={"state_url": REDIS_URL}, quota=quota))
+    stage = next(s for s in app.routes["/v1/chat/completions"].pipeline.stages
+                 if s.name == "quota")
+    assert isinstance(stage, QuotaStage)
+    try:
+        assert isinstance(stage.shared, RedisLimiter)
+        pool = stage.shared._redis.connection_pool
+        expected = 2.0 if timeout is None else timeout
+        assert pool.connection_kwargs["socket_timeout"] == expected
+        assert pool.connection_kwargs["socket_connect_timeout"] == expected
+        assert pool.timeout == expected
+    finally:
+        await stage.shared.aclose()
