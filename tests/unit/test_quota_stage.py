@@ -309,6 +309,6 @@ async def test_the_limiter_timeout_reaches_the_redis_client(tmp_path: Path,
         expected = 2.0 if timeout is None else timeout
         assert pool.connection_kwargs["socket_timeout"] == expected
         assert pool.connection_kwargs["socket_connect_timeout"] == expected
-        assert pool.timeout == expected
+        assert pool.timeout == expected  # type: ignore[attr-defined]  # (a BlockingConnectionPool)
     finally:
         await stage.shared.aclose()
