@@ -123,15 +123,19 @@ class RedisState:
     async def _listen(self) -> None:
         delay = 0.1
         missed = False
+        # a subscription goes live a round trip after subscribe() returns: what was published
+        # meanwhile never arrives (a ban made while a replica starts, between its load of the
+        # bans and this), so once live the handlers hear None — "reload" — as after an outage
+        resync = True
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(*self._handlers)
-                if missed:  # messages sent while we were away are gone: say so
+                if missed or resync:  # messages sent while we were away are gone: say so
                     for handlers in self._handlers.values():
                         for handler in handlers:
                             handler(None)
-                missed = False
+                missed = resync = False
                 delay = 0.1
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True,

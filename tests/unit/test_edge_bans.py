@@ -74,7 +74,8 @@ async def test_a_ban_reaches_every_replica_and_is_lifted_everywhere(
     one, two = Bans(states(), settings), Bans(states(), settings)
     await one.start()
     await two.start()
-    await asyncio.sleep(1.0)  # Redis: the subscriptions are live (a round trip; starved: more)
+    # no wait for the subscriptions to go live: a ban broadcast before they are is found by
+    # the reload each does once live
     net = fresh_net()
     addr = ip(f"{net}.7")
     try:
