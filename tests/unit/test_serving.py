@@ -25,14 +25,25 @@ def start(tmp: Path, store: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("GATEHOUSE_CONFIG", None)
     log = tmp / f"serve-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gatehouse", "serve", "--config",
-                                 str(config), "--port", str(port)], env=env, cwd=tmp,
+                                 str(config), "--port", str(port)], env=serve_env(), cwd=tmp,
                                 stdout=out, stderr=subprocess.STDOUT)
     return proc, log, port
+
+
+def serve_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("GATEHOUSE_CONFIG", None)
+    return env
+
+
+def serve_once(tmp: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gatehouse serve`` that is expected to stop by itself: its status and output."""
+    return subprocess.run([sys.executable, "-m", "gatehouse", "serve", "--config", str(config),
+                           *args], env=serve_env(), cwd=tmp, capture_output=True, text=True,
+                          timeout=180, check=False)
 
 
 def serving(proc: subprocess.Popen[bytes], log: Path, port: int) -> None:
@@ -76,3 +87,30 @@ def test_a_store_that_cannot_be_migrated_stops_the_start(tmp_path: Path) -> None
     assert "file is not a database" in said  # the child's reason, above that line
     assert " on http://" not in said  # no banner for a server that never started
     assert store.read_bytes().startswith(b"this is not a SQLite database")  # left as it was
+
+
+def test_a_bad_configuration_stops_the_start_with_every_problem(tmp_path: Path) -> None:
+    """Said by the serving process (after the exec) as the CLI says it: each problem on a
+    line of its own, exit status 2, no traceback, no banner."""
+    config = tmp_path / "gatehouse.toml"
+    config.write_text('[storage]\ndatabase_url = "mysql://x"\n[server]\nworkers = 0\n')
+    done = serve_once(tmp_path, config)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("configuration error")]
+    assert any("storage.database_url" in line for line in lines), done.stderr
+    assert any("server.workers" in line for line in lines), done.stderr
+    assert "Traceback" not in done.stderr and " on http://" not in done.stderr
+
+
+def test_a_port_in_use_is_said_before_anything_else(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "gatehouse.toml"
+        config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path}/gh.db"\n')
+        done = serve_once(tmp_path, config, "--port", str(port))
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Pick another port with --port" in done.stderr
+    assert not (tmp_path / "gh.db").exists()  # nothing was made for a server that cannot run
