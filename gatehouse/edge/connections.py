@@ -36,9 +36,14 @@ class Conn(Protocol):
 
     peer: str
     deadline: float  # loop time; 0 = none
+    send_deadline: float  # while the client takes nothing of what is sent; 0 = none
 
     def expire(self) -> None:
         """Its deadline passed: answer 408 where a request was under way, and close."""
+
+    def send_expire(self) -> None:
+        """Its send deadline passed: give more time if the client made progress (and has
+        time left), else cut it."""
 
     def evict(self) -> None:
         """Close it to make room for a new connection."""
@@ -167,11 +172,16 @@ class Connections:
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for group in (self.waiting, self.reading, self.stuck):
+        for group in (self.waiting, self.reading):
             expired = [c for c in group if 0 < c.deadline <= now]
             for conn in expired:
                 conn.deadline = 0.0
                 conn.expire()
+        # (a deadline of their own: a request read meanwhile on the connection, pipelined or
+        # kept alive, sets and clears the phase's deadline, not this one)
+        for conn in [c for c in self.stuck if 0 < c.send_deadline <= now]:
+            conn.send_deadline = 0.0
+            conn.send_expire()
         self._timer = loop.call_later(self.tick, self._sweep) if self.open > 0 else None
 
     def _evict_one(self) -> bool:

@@ -11,6 +11,11 @@ does with its own buffer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import socket
+import sys
+import termios
 from typing import Any
 
 
@@ -40,15 +45,29 @@ class CorkedTransport:
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending = []
         if not self._transport.is_closing():
-            self._transport.write(data)
+            # counted first: the transport calls the protocol's pause_writing from inside
+            # write(), which reads sent() — with these bytes already in the buffer
             self.written += len(data)
+            self._transport.write(data)
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
 
     def sent(self) -> int:
-        """Bytes the transport has passed on to the kernel, ever."""
-        return self.written - self._transport.get_write_buffer_size()
+        """Bytes the client's side has taken, ever: those passed on to the kernel, less those
+        still in the socket's send queue (Linux's TIOCOUTQ: not yet acknowledged by the
+        peer). The kernel's queue is megabytes on a fast link, and a socket is writable again
+        only once half of it is free, so the transport's buffer alone would show a client
+        reading steadily as one taking nothing for seconds. A system call: for flow-control
+        events only, never per write."""
+        n = self.written - self._transport.get_write_buffer_size()
+        sock = self._transport.get_extra_info("socket")
+        # (TCP only: a Unix socket's queue counts its buffers' overhead, not bytes)
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError, ValueError):
+                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                n -= int.from_bytes(queued, sys.byteorder, signed=True)
+        return n
 
     def close(self) -> None:
         self.flush()

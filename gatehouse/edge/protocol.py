@@ -89,6 +89,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.paused_at = 0.0
         self.sent_at_pause = 0  # bytes passed to the kernel when writing last paused
         self.credit = 0.0  # seconds earned by bytes the client took while writing was paused
+        self.send_deadline = 0.0  # while writing is paused (the sweep's "stuck" group)
+        # the answer being sent when a pipelined request's head arrived: uvicorn then points
+        # self.cycle at the new request, and tells only that one when the connection is lost
+        self.behind: Any = None
+        self.sent_seen = 0  # bytes passed on when the send deadline was last set
 
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -108,6 +113,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.admitted:
             self.admitted = False
             self.guard.release(self)
+        behind, self.behind = self.behind, None
+        if behind is not None and not behind.response_complete:
+            # the answer in flight hears that its client is gone (or it would go on relaying
+            # its upstream's answer into a closed connection, holding its slot, to the end)
+            behind.disconnected = True
+            behind.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -174,7 +185,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.phase = BODY
         self.deadline = self.loop.time() + self.guard.body_timeout
         self.guard.to_body(self)
+        running = self.cycle
         super().on_headers_complete()
+        if running is not None and not running.response_complete and running is not self.cycle:
+            self.behind = running
 
     def on_message_complete(self) -> None:
         self.phase = BUSY
@@ -193,15 +207,30 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.guard.to_waiting(self)
 
     # -- what the registry calls -----------------------------------------------------------
+    def send_expire(self) -> None:
+        """Writing has stayed paused until the send deadline: if the client took something
+        since that deadline was set and the answer's waits have time left, wait on (so a
+        client reading steadily faster than min_send_rate is never cut, however long one
+        wait for a large write lasts); else cut — nobody can be told. Also when the
+        connection is closing: a close waits for the buffer to drain, for ever."""
+        if not self.flow.write_paused:
+            return
+        now = self.loop.time()
+        sent = cast(CorkedTransport, self.transport).sent()
+        earned = self.credit + (sent - self.sent_at_pause) / self.guard.min_send_rate
+        left = self.guard.send_timeout + earned - self.paused_for - (now - self.paused_at)
+        if sent > self.sent_seen and left > 0:
+            self.sent_seen = sent
+            self.send_deadline = now + min(self.guard.send_timeout, left)
+            return
+        self.guard.unstuck(self)
+        self.guard.slow(self, "send_timeout")
+        self._close(abort=True)
+
     def expire(self) -> None:
         if self.transport.is_closing():
             return
-        if self.flow.write_paused:
-            # what was sent has not been read for send_timeout: nobody can be told; cut
-            self.guard.unstuck(self)
-            self.guard.slow(self, "send_timeout")
-            self._close(abort=True)
-        elif self.phase == BODY:
+        if self.phase == BODY:
             if self.flow.read_paused:  # the app is not reading: not the client's fault
                 self.deadline = self.loop.time() + self.guard.body_timeout
                 return
@@ -226,12 +255,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().pause_writing()
         if self.admitted:
             self.paused_at = now = self.loop.time()
-            self.sent_at_pause = cast(CorkedTransport, self.transport).sent()
+            self.sent_at_pause = self.sent_seen = cast(CorkedTransport, self.transport).sent()
             # send_timeout for this wait, or what is left of the answer's (at once, when
             # nothing is)
             left = min(self.guard.send_timeout,
                        self.guard.send_timeout + self.credit - self.paused_for)
-            self.deadline = now + max(left, 1e-6)
+            self.send_deadline = now + max(left, 1e-6)
             self.guard.to_stuck(self)
 
     def resume_writing(self) -> None:
@@ -242,9 +271,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # accepted since are what the client read), at min_send_rate, earns time back
             taken = cast(CorkedTransport, self.transport).sent() - self.sent_at_pause
             self.credit += taken / self.guard.min_send_rate
+            self.send_deadline = 0.0
             self.guard.unstuck(self)
-            if self.phase == BUSY:
-                self.deadline = 0.0
 
     # -- answers ---------------------------------------------------------------------------
     def _stop(self, error: GatehouseError) -> None:

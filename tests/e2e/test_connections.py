@@ -367,7 +367,7 @@ def test_a_client_that_stops_reading_a_stream_is_cut_and_frees_its_slot(
         rss_before = rss_of(gw.proc.pid)
         closed = Closed(gw)
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
-        s, head = long_stream(gw)  # the answer has started …
+        _, head = long_stream(gw)  # the answer has started …
         started = time.monotonic()  # … and from here on nothing is read
         with pytest.raises(openai.APIStatusError) as busy:  # the slot is held meanwhile
             client.chat.completions.create(
@@ -427,6 +427,79 @@ def test_a_client_that_reads_a_little_now_and_then_is_cut_too(
         reply = client.chat.completions.create(  # the slot is free again
             model="one", max_tokens=5, messages=[{"role": "user", "content": "me"}])
         assert reply.choices[0].message.content
+    finally:
+        up_a.reset()
+
+
+def test_a_slow_steady_reader_is_never_cut_however_long_one_wait_lasts(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """A client taking 64 KB every 0.25 s (~250 KB/s, well over the min_send_rate of 20 KB/s
+    set here) of a 40 MB stream: the gateway's buffers empty only after ~1.5 MB is taken, so
+    one wait lasts ~6 s, twice the send_timeout (3 s) — but the client is taking what it is
+    sent, so it is not cut."""
+    gw = one_slot_gateway(start_gateway, up_a, min_send_rate=20_000)
+    try:
+        closed = Closed(gw)
+        s, _ = long_stream(gw)
+        started = time.monotonic()
+        taken = 0
+        while time.monotonic() - started < 15:
+            time.sleep(0.25)
+            burst = 0
+            try:
+                while burst < 65_536:
+                    chunk = s.recv(65_536 - burst)
+                    if not chunk:
+                        raise AssertionError(f"cut after {taken + burst} bytes "
+                                             f"{ {r: closed[r] for r in REASONS} } "
+                                             f"{gw.log.read_text()[-1500:]}")
+                    burst += len(chunk)
+            except ConnectionResetError as exc:
+                raise AssertionError(f"cut after {taken + burst} bytes") from exc
+            taken += burst
+        print(f"\nslow steady reader: {taken / 1024:.0f} KB in 15 s, not cut")
+        assert closed["send_timeout"] == 0
+        assert taken > 1 << 20
+    finally:
+        up_a.reset()
+
+
+def test_a_request_sent_behind_an_unread_answer_does_not_lift_its_deadline(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """A second request on the connection (pipelined behind the long answer, never read):
+    reading its head must not clear the first answer's send deadline (it did: the
+    connection's one deadline was set for the new head, then cleared — the answer waited
+    for ever, holding the model's slot); and once cut, the first answer must hear that its
+    client is gone (uvicorn told only the pipelined request: the answer went on relaying its
+    upstream's into the closed connection, to the end, holding the slot meanwhile)."""
+    gw = one_slot_gateway(start_gateway, up_a)
+    try:
+        closed = Closed(gw)
+        before = up_a.stats()
+        s, _ = long_stream(gw)
+        started = time.monotonic()
+        send_all(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and nothing is read
+        while closed["send_timeout"] < 1 and time.monotonic() - started < 30:
+            time.sleep(0.2)
+        assert closed["send_timeout"] == 1, {r: closed[r] for r in REASONS}
+        cut_at = time.monotonic()
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+        while True:  # the slot is free again, once the cut request has ended
+            try:
+                reply = client.chat.completions.create(
+                    model="one", max_tokens=5, messages=[{"role": "user", "content": "me"}])
+                break
+            except openai.InternalServerError:
+                assert time.monotonic() - cut_at < 20, "the cut answer kept its slot"
+                time.sleep(0.2)
+        print(f"\nslot free {time.monotonic() - cut_at:.2f} s after the cut")
+        assert reply.choices[0].message.content
+        while up_a.stats()["streams_aborted"] == before["streams_aborted"] \
+                and time.monotonic() - cut_at < 10:
+            time.sleep(0.1)
+        after = up_a.stats()  # the upstream's answer was given up, not read to its end
+        assert after["streams_aborted"] == before["streams_aborted"] + 1, (before, after)
+        assert after["streams_completed"] == before["streams_completed"], (before, after)
     finally:
         up_a.reset()
 
