@@ -68,6 +68,10 @@ class Bans:
         # (version, prefix length, network number) → the subject it is banned under
         self._subjects: dict[tuple[int, int, int], str] = {}
         self._reloading: asyncio.Task[None] | None = None
+        self._again = False  # told to reload while a reload was running: once more after it
+        self._loads = 0  # each load's number: an older one finishing last is not applied
+        self._running = 0  # loads under way
+        self._during: list[bytes] = []  # broadcasts heard meanwhile: applied again after
 
     # -- the hot path ---------------------------------------------------------------------
     def banned(self, ip: IPAddress) -> Ban | None:
@@ -114,6 +118,11 @@ class Bans:
         if message is None:
             self._reload_soon()
             return
+        if self._running:  # the load under way may have read the bans before this
+            self._during.append(message)
+        self._apply(message)
+
+    def _apply(self, message: bytes) -> None:
         data = orjson.loads(message)
         if data.get("op") == "unban":
             self._forget(data["subject"])
@@ -123,21 +132,38 @@ class Bans:
     def _reload_soon(self) -> None:
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self._reload())
+        else:  # the one running may have read the bans before what prompted this
+            self._again = True
 
     async def _reload(self) -> None:
-        for delay in (0.0, 0.5, 1, 2, 4, 8):
-            await asyncio.sleep(delay)
-            try:
-                await self.load()
+        while True:
+            self._again = False
+            for delay in (0.0, 0.5, 1, 2, 4, 8):
+                await asyncio.sleep(delay)
+                try:
+                    await self.load()
+                    break
+                except StateError as exc:
+                    log.warning("could not reload bans (%s); keeping the ones known", exc)
+            if not self._again:
                 return
-            except StateError as exc:
-                log.warning("could not reload bans (%s); keeping the ones known", exc)
 
     async def load(self) -> list[Ban]:
         """Every live ban from the state layer; the mirror becomes exactly that."""
-        found = await self.list()
-        self.mirror = {ban.subject: ban for ban in found}
-        self._index()
+        self._loads += 1
+        mine = self._loads
+        self._running += 1
+        try:
+            found = await self.list()
+        finally:
+            self._running -= 1
+        if mine == self._loads:  # a load begun later read later: it wins, whichever ends last
+            self.mirror = {ban.subject: ban for ban in found}
+            self._index()
+            for message in self._during:  # in the order heard: what the read may have missed
+                self._apply(message)
+        if not self._running:
+            self._during = []
         return found
 
     async def start(self) -> None:

@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
@@ -131,6 +132,14 @@ class RedisState:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(*self._handlers)
+                # live once Redis has confirmed every channel (subscribe() only sends)
+                unconfirmed = set(self._handlers)
+                while unconfirmed:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is not None and message["type"] == "subscribe":
+                        unconfirmed.discard(_text(message["channel"]))
+                    elif message is not None:
+                        self._dispatch(message)
                 if missed or resync:  # messages sent while we were away are gone: say so
                     for handlers in self._handlers.values():
                         for handler in handlers:
@@ -140,12 +149,8 @@ class RedisState:
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                        timeout=5.0)
-                    if message is None or message["type"] != "message":
-                        continue
-                    channel = message["channel"]
-                    channel = channel.decode() if isinstance(channel, bytes) else channel
-                    for handler in self._handlers.get(channel, ()):
-                        handler(message["data"])
+                    if message is not None:
+                        self._dispatch(message)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -162,6 +167,12 @@ class RedisState:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message["type"] != "message":
+            return
+        for handler in self._handlers.get(_text(message["channel"]), ()):
+            handler(message["data"])
+
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
@@ -175,3 +186,7 @@ class RedisState:
                 await self._listener
             self._listener = None
         await self._redis.aclose(close_connection_pool=True)
+
+
+def _text(channel: str | bytes) -> str:
+    return channel.decode() if isinstance(channel, bytes) else channel

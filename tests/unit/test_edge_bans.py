@@ -8,11 +8,13 @@ import asyncio
 import ipaddress
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 
+import orjson
 import pytest
 
 from gatehouse.config import DetectorSettings
-from gatehouse.edge.bans import Bans
+from gatehouse.edge.bans import Ban, Bans
 from gatehouse.edge.client import network_of
 from gatehouse.edge.detector import Detector
 from gatehouse.edge.rules import RuleError
@@ -297,3 +299,41 @@ async def test_bans_cover_their_addresses_and_networks_in_both_families() -> Non
         assert bans.banned(ip(a)) is None, a
     await bans.aclose()
     await state.aclose()
+
+
+async def test_a_ban_heard_while_the_bans_are_loaded_is_kept() -> None:
+    """A load reads the bans, then replaces the mirror with what it read: a broadcast heard
+    between the read and the replacement was lost (it was not in what was read). Broadcasts
+    heard during a load are applied again after it; and of two loads, the one begun later
+    wins even when the earlier one ends last."""
+    state = open_state("memory://")
+    bans = Bans(state, DetectorSettings())
+    other = Bans(state, DetectorSettings())  # another replica: makes the bans and broadcasts
+    net = fresh_net()
+    first, second = f"{net}.1", f"{net}.2"
+    release = asyncio.Event()
+    real_list = bans.list
+
+    async def slow_list() -> list[Ban]:  # reads now, answers when released
+        found = await real_list()
+        await release.wait()
+        return found
+
+    bans.list = slow_list  # type: ignore[method-assign]
+    stale = asyncio.create_task(bans.load())  # reads: no bans yet
+    await asyncio.sleep(0)
+    made = await other.ban(first, "while the load was under way", 60)
+    bans.heard(orjson.dumps({"op": "ban", "ban": asdict(made)}))  # its broadcast, heard
+    release.set()
+    await stale
+    assert bans.banned(ip(first)) is not None  # applied again after the load
+
+    release.clear()
+    older = asyncio.create_task(bans.load())  # reads one ban, answers last
+    await asyncio.sleep(0)
+    await other.ban(second, "before the newer load", 60)  # not heard: only read
+    bans.list = real_list  # type: ignore[method-assign]
+    await bans.load()  # reads both, ends first
+    release.set()
+    await older
+    assert bans.banned(ip(second)) is not None  # the older load did not overwrite it

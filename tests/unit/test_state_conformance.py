@@ -241,14 +241,26 @@ async def test_a_redis_subscription_says_when_it_is_live() -> None:
     """A subscription goes live in the background: once it is, its handler hears None
     ("reload: you may have missed something"), as after a lost connection — so what was
     published before it was live is found by the reload, not lost."""
+    import redis
+
+    from gatehouse.state.redis import PREFIX
+
     state = RedisState(REDIS_URL)
+    channel = fresh()
+    watcher = redis.Redis.from_url(REDIS_URL)
     try:
-        got: list[bytes | None] = []
-        state.subscribe(fresh(), got.append)
+        got: list[tuple[bytes | None, int]] = []
+
+        def heard(message: bytes | None) -> None:  # and what Redis says at that moment
+            [(_, subscribers)] = watcher.pubsub_numsub(PREFIX + channel)
+            got.append((message, subscribers))
+
+        state.subscribe(channel, heard)
         deadline = asyncio.get_running_loop().time() + 10
         while not got:
             assert asyncio.get_running_loop().time() < deadline, "never said it was live"
             await asyncio.sleep(0.02)
-        assert got == [None]
+        assert got == [(None, 1)]  # said once Redis counts the subscription, not before
     finally:
+        watcher.close()
         await state.aclose()
