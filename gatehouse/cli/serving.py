@@ -88,27 +88,35 @@ def migrate_apart(settings: Settings) -> None:
 
     if not asyncio.run(behind()):
         return
-    if threading.active_count() > 1:
+    if threading.active_count() > 1:  # (the command says what it did)
         code = subprocess.run([sys.executable, "-m", "gatehouse", "migrate"],
                               check=False).returncode
-    else:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: migrate, and leave without running the parent's exit hooks
-            status = 1
+        if code:
+            say(f"migrating the store failed (exit status {code}); see the lines above")
+            raise SystemExit(code if code > 0 else 1)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: migrate, and leave without running the parent's exit hooks
+        status = 1
+        try:
             try:
                 asyncio.run(migrate())
                 status = 0
             except BaseException:  # noqa: BLE001  # said, and the parent stops on the status
                 traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(status)
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:  # whatever happened above (a closed stderr included), the child ends here
+            os._exit(status)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code < 0:
+        say(f"migrating the store failed: the migration was killed by signal {-code}")
+        raise SystemExit(1)
     if code:
         say(f"migrating the store failed (exit status {code}); see the lines above")
-        raise SystemExit(code if code > 0 else 1)
+        raise SystemExit(code)
     say(f"store migrated to revision {head_revision()}")
 
 

@@ -112,6 +112,8 @@ class Store:
             if not self.is_sqlite:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                                    {"k": _MIGRATION_LOCK})
+            if await self.at_head():  # another replica did it while this one waited
+                return False
             await conn.run_sync(_upgrade, self.schema)
         return True
 
