@@ -67,10 +67,10 @@ class ServerSettings(_Section):
     # slow clients: the head must arrive within head_timeout of its first byte (a new
     # connection's too); a body may pause at most body_timeout between reads; an idle
     # keep-alive connection is closed after keepalive_timeout; an answer the client stops
-    # reading (the socket's buffers full) is cut once it has waited send_timeout in all,
-    # less a second for each min_send_rate bytes the client took while it waited (so a client
-    # reading a few bytes now and then cannot hold it for ever), freeing its admission slot
-    # and upstream connection
+    # reading (the socket's buffers full) is cut after send_timeout without progress, or once
+    # its waits have emptied a bucket of send_timeout seconds refilled at min_send_rate (so a
+    # client reading a few bytes now and then cannot hold it for ever), freeing its admission
+    # slot and upstream connection
     head_timeout: float = Field(10.0, gt=0, le=3600)
     body_timeout: float = Field(30.0, gt=0, le=3600)
     keepalive_timeout: float = Field(30.0, gt=0, le=3600)

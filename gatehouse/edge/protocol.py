@@ -8,10 +8,11 @@ connection that sends half a head, or half a body, is kept for ever. Here, per c
   (414 / 431, then close), counted as the bytes arrive — before the parser holds them;
 - deadlines for the head and between body reads (408, then close; the sweep lives in
   :mod:`gatehouse.edge.connections`), and a cap on connections per address and in all;
-- a deadline for an answer the client stops reading: writing may stay paused (the client
-  taking nothing) ``send_timeout`` at a time, and ``send_timeout`` in all over the answer plus
-  a second for every ``min_send_rate`` bytes the client took while it was paused — so a client
-  that reads a few bytes now and then is cut too. The connection is cut and the app sees the
+- a deadline for an answer the client stops reading: an answer may wait on its client (writing
+  paused, the client taking nothing) from a bucket of ``send_timeout`` seconds, drained while
+  it waits and refilled by a second for every ``min_send_rate`` bytes the client takes, never
+  above ``send_timeout`` — so a client that reads a few bytes now and then is cut too, and one
+  reading steadily faster than that never is. The connection is cut and the app sees the
   client gone, so the request ends as ``client_disconnected`` and frees its slot and its
   upstream connection.
 
@@ -81,14 +82,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.line = 0        # request-line bytes seen by the parser
         self.head = 0        # head bytes seen by the parser
         self.count = 0       # headers seen
-        # how long writing has been paused (the client not taking what is sent) during the
-        # answer being sent, and since when it is paused now: send_timeout bounds the sum, so
-        # a client that takes a little now and then (a "trickle" reader) cannot hold an
-        # answer, its admission slot and its upstream connection for ever
-        self.paused_for = 0.0
+        # the seconds this answer may still wait on its client (the client not taking what
+        # is sent): a bucket of send_timeout, drained by waiting, refilled by a second for
+        # every min_send_rate bytes the client takes, never above send_timeout — so a client
+        # taking a little now and then (a "trickle" reader) cannot hold an answer, its
+        # admission slot and its upstream connection for ever, nor one that read fast first
+        self.budget = guard.send_timeout
         self.paused_at = 0.0
-        self.sent_at_pause = 0  # bytes passed to the kernel when writing last paused
-        self.credit = 0.0  # seconds earned by bytes the client took while writing was paused
+        self.sent_at_pause = 0  # what the client had taken when writing last paused
         self.send_deadline = 0.0  # while writing is paused (the sweep's "stuck" group)
         # the answer being sent when a pipelined request's head arrived: uvicorn then points
         # self.cycle at the new request, and tells only that one when the connection is lost
@@ -202,7 +203,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return  # closing, or the next request (pipelined) is already read
         self.phase = WAITING
         self.raw = 0
-        self.paused_for = self.credit = 0.0  # the next answer has its own send_timeout
+        self.budget = self.guard.send_timeout  # the next answer has its own
         self.deadline = 0.0  # uvicorn's keep-alive timer governs the idle wait
         self.guard.to_waiting(self)
 
@@ -217,8 +218,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         now = self.loop.time()
         sent = cast(CorkedTransport, self.transport).sent()
-        earned = self.credit + (sent - self.sent_at_pause) / self.guard.min_send_rate
-        left = self.guard.send_timeout + earned - self.paused_for - (now - self.paused_at)
+        left = self._budget_at(now, sent)
         if sent > self.sent_seen and left > 0:
             self.sent_seen = sent
             self.send_deadline = now + min(self.guard.send_timeout, left)
@@ -226,6 +226,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.guard.unstuck(self)
         self.guard.slow(self, "send_timeout")
         self._close(abort=True)
+
+    def _budget_at(self, now: float, sent: int) -> float:
+        """The bucket now: drained by this wait so far, refilled by what the client took
+        during it (acknowledged bytes, at min_send_rate), capped at send_timeout."""
+        refill = (sent - self.sent_at_pause) / self.guard.min_send_rate
+        return min(self.guard.send_timeout, self.budget - (now - self.paused_at) + refill)
 
     def expire(self) -> None:
         if self.transport.is_closing():
@@ -256,21 +262,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.admitted:
             self.paused_at = now = self.loop.time()
             self.sent_at_pause = self.sent_seen = cast(CorkedTransport, self.transport).sent()
-            # send_timeout for this wait, or what is left of the answer's (at once, when
-            # nothing is)
-            left = min(self.guard.send_timeout,
-                       self.guard.send_timeout + self.credit - self.paused_for)
-            self.send_deadline = now + max(left, 1e-6)
+            # what is left of the bucket (at once, when nothing is)
+            self.send_deadline = now + max(self.budget, 1e-6)
             self.guard.to_stuck(self)
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.admitted:
-            self.paused_for += self.loop.time() - self.paused_at
-            # what the client took meanwhile (the kernel's buffer was full: the bytes it
-            # accepted since are what the client read), at min_send_rate, earns time back
-            taken = cast(CorkedTransport, self.transport).sent() - self.sent_at_pause
-            self.credit += taken / self.guard.min_send_rate
+            self.budget = self._budget_at(self.loop.time(),
+                                          cast(CorkedTransport, self.transport).sent())
             self.send_deadline = 0.0
             self.guard.unstuck(self)
 
