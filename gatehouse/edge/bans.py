@@ -69,7 +69,8 @@ class Bans:
         self._subjects: dict[tuple[int, int, int], str] = {}
         self._reloading: asyncio.Task[None] | None = None
         self._again = False  # told to reload while a reload was running: once more after it
-        self._loads = 0  # each load's number: an older one finishing last is not applied
+        self._loads = 0  # each load's number, in the order begun
+        self._applied = 0  # the newest load applied: an older one finishing after it is not
         self._running = 0  # loads under way
         self._during: list[bytes] = []  # broadcasts heard meanwhile: applied again after
 
@@ -118,7 +119,12 @@ class Bans:
         if message is None:
             self._reload_soon()
             return
-        if self._running:  # the load under way may have read the bans before this
+        self._change(message)
+
+    def _change(self, message: bytes) -> None:
+        """Apply a change to the mirror — heard, or made here — and, while a load is under
+        way (it may have read the bans before the change), again once it is applied."""
+        if self._running:
             self._during.append(message)
         self._apply(message)
 
@@ -157,7 +163,8 @@ class Bans:
             found = await self.list()
         finally:
             self._running -= 1
-        if mine == self._loads:  # a load begun later read later: it wins, whichever ends last
+        if mine > self._applied:  # a load begun later read later: it wins, whichever ends last
+            self._applied = mine
             self.mirror = {ban.subject: ban for ban in found}
             self._index()
             for message in self._during:  # in the order heard: what the read may have missed
@@ -196,7 +203,7 @@ class Bans:
         the real length and tells the others — is on its way."""
         now = self.clock()
         # one strike at least: the detector's (a ban with none was made by hand)
-        self._remember(Ban(subject_of(subject), reason[:200], now + seconds, 1, now))
+        self._change(_banned(Ban(subject_of(subject), reason[:200], now + seconds, 1, now)))
 
     async def ban(self, subject: str, reason: str, seconds: float | None = None) -> Ban:
         """Ban ``subject`` for ``seconds`` — or, when None, for the detector's growing
@@ -218,19 +225,25 @@ class Bans:
         if seconds <= 0:
             raise RuleError("a ban lasts a positive number of seconds")
         ban = Ban(subject, reason[:200], now + seconds, strikes, now)
-        self._remember(ban)  # this replica enforces it at once, whatever the state layer does
+        self._change(_banned(ban))  # enforced here at once, whatever the state layer does
         log.warning("banned %s for %.0f s until %s: %s", subject, seconds,
                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ban.until)), ban.reason)
         await self.state.put(KEY + subject, ban.dump(), seconds)
         await self.state.set_add(INDEX, subject, seconds)
-        await self.state.publish(CHANNEL, orjson.dumps({"op": "ban", "ban": asdict(ban)}))
+        await self.state.publish(CHANNEL, _banned(ban))
         return ban
 
     async def unban(self, subject: str) -> bool:
         subject = subject_of(subject)
-        self._forget(subject)
+        unbanned = orjson.dumps({"op": "unban", "subject": subject})
+        self._change(unbanned)
         existed = await self.state.delete(KEY + subject, STRIKES + subject) > 0
         await self.state.set_remove(INDEX, subject)
-        await self.state.publish(CHANNEL, orjson.dumps({"op": "unban", "subject": subject}))
+        await self.state.publish(CHANNEL, unbanned)
         log.warning("unbanned %s", subject)
         return existed
+
+
+def _banned(ban: Ban) -> bytes:
+    """A ban as it is broadcast (and applied here)."""
+    return orjson.dumps({"op": "ban", "ban": asdict(ban)})
