@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import traceback
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -88,21 +89,34 @@ def migrate_apart(settings: Settings) -> None:
 
     if not asyncio.run(behind()):
         return
-    if threading.active_count() > 1:  # (the command says what it did)
+    # with a thread running a fork is unsafe: then the command (which says what it did)
+    fork = threading.active_count() == 1
+    if fork:
+        code = forked(migrate)
+    else:
         code = subprocess.run([sys.executable, "-m", "gatehouse", "migrate"],
                               check=False).returncode
-        if code:
-            say(f"migrating the store failed (exit status {code}); see the lines above")
-            raise SystemExit(code if code > 0 else 1)
-        return
+    if code < 0:
+        say(f"migrating the store failed: the migration was killed by signal {-code}")
+        raise SystemExit(1)
+    if code:
+        say(f"migrating the store failed (exit status {code}); see the lines above")
+        raise SystemExit(code)
+    if fork:
+        say(f"store migrated to revision {head_revision()}")
+
+
+def forked(work: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run ``work`` in a forked child and return its exit code (negative: the signal that
+    killed it). The child leaves by ``os._exit``, without the parent's exit hooks."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
-    if pid == 0:  # the child: migrate, and leave without running the parent's exit hooks
+    if pid == 0:
         status = 1
         try:
             try:
-                asyncio.run(migrate())
+                asyncio.run(work())
                 status = 0
             except BaseException:  # noqa: BLE001  # said, and the parent stops on the status
                 traceback.print_exc()
@@ -110,14 +124,7 @@ def migrate_apart(settings: Settings) -> None:
             sys.stderr.flush()
         finally:  # whatever happened above (a closed stderr included), the child ends here
             os._exit(status)
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if code < 0:
-        say(f"migrating the store failed: the migration was killed by signal {-code}")
-        raise SystemExit(1)
-    if code:
-        say(f"migrating the store failed (exit status {code}); see the lines above")
-        raise SystemExit(code)
-    say(f"store migrated to revision {head_revision()}")
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def main() -> None:

@@ -54,6 +54,10 @@ backends = ["vllm", { upstream = "vllm", model = "meta/llama", weight = 3 }]
     ("[telemetry]\nrollup_hour_days = 7", "telemetry",
      "rollup_minute_days ≤ rollup_hour_days ≤ rollup_day_days (got 14, 7, 400)"),
     ("[telemetry]\nrollup_day_days = 0", "telemetry.rollup_day_days", "greater than 0"),
+    ("[server]\nmin_send_rate = 0", "server.min_send_rate", "greater than or equal to 1"),
+    ("[server]\nmin_send_rate = 'fast'", "server.min_send_rate", "valid integer"),
+    ("[quota]\nlimiter_timeout = 0", "quota.limiter_timeout", "greater than 0"),
+    ("[quota]\nlimiter_timeout = 3600", "quota.limiter_timeout", "less than or equal to 60"),
 ])
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
                                               reason: str) -> None:
