@@ -70,6 +70,9 @@ def migrate_apart(settings: Settings) -> None:
     process, which has imported everything but Alembic already (a fresh ``gatehouse migrate``
     imported it all again: ~0.7 s of CPU every first start paid); with a thread running, where
     a fork is unsafe, it is that command."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gatehouse.config import hidden_password
     from gatehouse.identity.service import resolve_paths
     from gatehouse.store.db import Store, head_revision
 
@@ -84,6 +87,10 @@ def migrate_apart(settings: Settings) -> None:
         store = Store(resolve_paths(settings)[0])
         try:
             await store.migrate()
+        except (OSError, SQLAlchemyError) as exc:  # one line, not a driver's traceback
+            say(f"cannot migrate the store at {hidden_password(settings.storage.database_url)}: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise SystemExit(1) from None
         finally:
             await store.aclose()
 
@@ -118,6 +125,8 @@ def forked(work: Callable[[], Coroutine[Any, Any, None]]) -> int:
             try:
                 asyncio.run(work())
                 status = 0
+            except SystemExit as exc:  # the work said why
+                status = exc.code if isinstance(exc.code, int) else 1
             except BaseException:  # noqa: BLE001  # said, and the parent stops on the status
                 traceback.print_exc()
             sys.stdout.flush()

@@ -114,3 +114,24 @@ def test_a_port_in_use_is_said_before_anything_else(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Pick another port with --port" in done.stderr
     assert not (tmp_path / "gh.db").exists()  # nothing was made for a server that cannot run
+
+
+def test_an_unreachable_store_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    """PostgreSQL not answering at start: the reason in one line, its password hidden, no
+    driver traceback, status 1."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = tmp_path / "gatehouse.toml"
+    config.write_text(f'[storage]\ndatabase_url = '
+                      f'"postgresql+asyncpg://gh:s3cret-pw@127.0.0.1:{port}/test"\n'
+                      f'[identity]\nsecret_file = "{tmp_path / "secret"}"\n')
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        listen = probe.getsockname()[1]
+    done = serve_once(tmp_path, config, "--port", str(listen))
+    assert done.returncode == 1, done.stderr
+    assert f"cannot migrate the store at postgresql+asyncpg://gh:***@127.0.0.1:{port}/test" \
+        in done.stderr, done.stderr
+    assert "s3cret-pw" not in done.stderr and "Traceback" not in done.stderr
+    assert "migrating the store failed (exit status 1)" in done.stderr
