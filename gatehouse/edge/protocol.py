@@ -198,12 +198,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        # uvicorn starts a pipelined request here (popping it): whether one waited must be
+        # known before, or the connection running it would be taken for an idle one (and
+        # could be evicted to make room for a new connection)
+        pipelined = bool(self.pipeline)
         super().on_response_complete()
-        if self.transport.is_closing() or self.pipeline or self.phase != BUSY:
-            return  # closing, or the next request (pipelined) is already read
+        self.budget = self.guard.send_timeout  # the next answer has its own
+        if self.transport.is_closing() or pipelined or self.phase != BUSY:
+            return  # closing, or the next request (pipelined) is already read or reading
         self.phase = WAITING
         self.raw = 0
-        self.budget = self.guard.send_timeout  # the next answer has its own
         self.deadline = 0.0  # uvicorn's keep-alive timer governs the idle wait
         self.guard.to_waiting(self)
 

@@ -73,12 +73,19 @@ def read_http(s: socket.socket, timeout: float = 10.0) -> bytes:
     s.settimeout(timeout)
     data = b""
     while b"\r\n\r\n" not in data:
-        data += s.recv(65536)
+        data += recv_some(s)
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
     while len(body) < length:
-        body += s.recv(65536)
+        body += recv_some(s)
     return head + b"\r\n\r\n" + body
+
+
+def recv_some(s: socket.socket) -> bytes:
+    chunk = s.recv(65536)
+    if not chunk:
+        raise AssertionError("the server closed the connection mid-answer")
+    return chunk
 
 
 def status_of(answer: bytes) -> int:
@@ -500,6 +507,43 @@ def test_a_request_sent_behind_an_unread_answer_does_not_lift_its_deadline(
         after = up_a.stats()  # the upstream's answer was given up, not read to its end
         assert after["streams_aborted"] == before["streams_aborted"] + 1, (before, after)
         assert after["streams_completed"] == before["streams_completed"], (before, after)
+    finally:
+        up_a.reset()
+
+
+def test_a_pipelined_request_running_is_not_taken_for_an_idle_connection(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """Two requests sent in one write: when the first's answer is sent, the second starts on
+    the same connection. That connection must count as busy, not as one idle and waiting for
+    a head: when every connection is taken, the one idle longest is closed to make room —
+    and it was the one running the second request (its answer lost)."""
+    gw = start_gateway({
+        "server": {**FAST, "max_connections": 4},
+        "upstreams": {"a": {"base_url": up_a.url + "/v1"}},
+        "models": {"slow": {"backends": [{"upstream": "a", "model": "m"}]}}})
+    up_a.control(first_byte_ms=1500)
+    try:
+        body = json.dumps({"model": "slow", "max_tokens": 5,
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+        request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                   b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        s = dial(gw, "127.0.0.3")
+        send_all(s, request + request)
+        first = read_http(s, timeout=30)
+        assert status_of(first) == 200, first
+        # the second request runs now (its upstream answers after 1.5 s); four new
+        # connections, each idle: the last one needs a place, and an idle one makes it
+        evicted_before = gw.metric(CLOSED, reason="evicted")
+        fillers = [dial(gw, "127.0.0.4") for _ in range(4)]
+        made_room_by = time.monotonic() + 10
+        while gw.metric(CLOSED, reason="evicted") == evicted_before:
+            assert time.monotonic() < made_room_by, "no connection was closed to make room"
+            time.sleep(0.05)
+        second = read_http(s, timeout=30)
+        assert status_of(second) == 200, second
+        assert b'"content"' in second
+        # the one closed to make room was an idle one (the first of the four)
+        assert read_answer(fillers[0], timeout=5) == b""
     finally:
         up_a.reset()
 
