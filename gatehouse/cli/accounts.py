@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from gatehouse.cli.common import JsonOpt, Listing, load_for_cli
+from gatehouse.cli.common import JsonOpt, Listing, load_for_cli, store_errors
 from gatehouse.cli.options import ConfigOpt
 from gatehouse.config import Settings
 from gatehouse.identity.service import IdentityService, resolve_paths
@@ -89,7 +89,8 @@ def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]], *,
             await identity.aclose()
 
     try:
-        result = asyncio.run(go())
+        with store_errors(settings):
+            result = asyncio.run(go())
     except AccountError as exc:
         err.print(f"[bold red]error[/] {exc.message}")
         raise typer.Exit(1) from None

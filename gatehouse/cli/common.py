@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -25,6 +27,22 @@ def config_failed(exc: ConfigError) -> NoReturn:
     for line in str(exc).splitlines():
         err.print(Text.assemble(("configuration error ", "bold red"), line), soft_wrap=True)
     raise typer.Exit(2)
+
+
+@contextmanager
+def store_errors(settings: Settings) -> Iterator[None]:
+    """A store that cannot be reached or used (PostgreSQL down, a wrong password, a SQLite
+    file that is not a database) is said in one line and exit status 1, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gatehouse.store.db import unusable
+
+    try:
+        yield
+    except (OSError, SQLAlchemyError) as exc:
+        err.print(Text.assemble(("error ", "bold red"),
+                                unusable(settings.storage.database_url, exc)), soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def load_for_cli(config: Path | None) -> Settings:

@@ -72,9 +72,8 @@ def migrate_apart(settings: Settings) -> None:
     a fork is unsafe, it is that command."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gatehouse.config import hidden_password
     from gatehouse.identity.service import resolve_paths
-    from gatehouse.store.db import Store, head_revision
+    from gatehouse.store.db import Store, head_revision, unusable
 
     async def behind() -> bool:
         store = Store(resolve_paths(settings)[0])
@@ -88,8 +87,7 @@ def migrate_apart(settings: Settings) -> None:
         try:
             await store.migrate()
         except (OSError, SQLAlchemyError) as exc:  # one line, not a driver's traceback
-            say(f"cannot migrate the store at {hidden_password(settings.storage.database_url)}: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            say(unusable(settings.storage.database_url, exc))
             raise SystemExit(1) from None
         finally:
             await store.aclose()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gatehouse.cli.common import load_for_cli
+from gatehouse.cli.common import load_for_cli, store_errors
 from gatehouse.cli.firstrun import first_keys
 from gatehouse.cli.options import ConfigOpt
 from gatehouse.identity.service import IdentityService, resolve_paths
@@ -58,7 +58,8 @@ def init(config: Annotated[Path, typer.Option("--config", "-c", help="Where to w
         config.write_text(STARTER, encoding="utf-8")
         err.print(f"wrote {config}")
     settings = load_for_cli(config)
-    made = asyncio.run(first_keys(settings))
+    with store_errors(settings):
+        made = asyncio.run(first_keys(settings))
     url, secret = resolve_paths(settings)
     err.print(f"store: {url.split('@')[-1]}\nsecret: {secret}")
     if not made:
@@ -80,7 +81,9 @@ def migrate(config: ConfigOpt = None) -> None:
             await identity.aclose()
 
     head = head_revision()
-    if asyncio.run(go()):
+    with store_errors(settings):
+        migrated = asyncio.run(go())
+    if migrated:
         err.print(f"[green]store migrated to revision {head}[/]")
     else:
         err.print(f"[green]store is up to date (revision {head})[/]")

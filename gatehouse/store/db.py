@@ -161,6 +161,15 @@ _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:[\"']([^\
                        re.MULTILINE)
 
 
+def unusable(url: str, exc: BaseException) -> str:
+    """One line for a store that could not be reached or used (a CLI command, ``serve``'s
+    start): its URL with the password hidden and the driver's reason, not a traceback."""
+    from gatehouse.config import hidden_password
+
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"cannot use the store at {hidden_password(url)}: {type(exc).__name__}: {reason}"
+
+
 def head_revision() -> str | None:
     """The newest migration's revision, read from the files (not through Alembic); None when
     there is not exactly one head."""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gatehouse.store.db import head_revision
 
@@ -131,7 +132,35 @@ def test_an_unreachable_store_stops_the_start_in_one_line(tmp_path: Path) -> Non
         listen = probe.getsockname()[1]
     done = serve_once(tmp_path, config, "--port", str(listen))
     assert done.returncode == 1, done.stderr
-    assert f"cannot migrate the store at postgresql+asyncpg://gh:***@127.0.0.1:{port}/test" \
+    assert f"cannot use the store at postgresql+asyncpg://gh:***@127.0.0.1:{port}/test" \
         in done.stderr, done.stderr
     assert "s3cret-pw" not in done.stderr and "Traceback" not in done.stderr
     assert "migrating the store failed (exit status 1)" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["init"], ["keys", "list"],
+                                     ["limits", "list"], ["rules", "list"],
+                                     ["requests", "show", "req_x"]])
+def test_cli_commands_say_an_unusable_store_in_one_line(tmp_path: Path,
+                                                         command: list[str]) -> None:
+    """PostgreSQL not answering, or a SQLite file that is not a database: every command that
+    reads the store says so in one line with the password hidden, status 1, no traceback."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not a database" * 100)
+    for url, shown in [(f"postgresql+asyncpg://gh:s3cret-pw@127.0.0.1:{port}/test",
+                        f"postgresql+asyncpg://gh:***@127.0.0.1:{port}/test"),
+                       (f"sqlite+aiosqlite:///{corrupt}", f"sqlite+aiosqlite:///{corrupt}")]:
+        config = tmp_path / "gatehouse.toml"
+        config.write_text(f'[storage]\ndatabase_url = "{url}"\n'
+                          f'[identity]\nsecret_file = "{tmp_path / "secret"}"\n')
+        done = subprocess.run([sys.executable, "-m", "gatehouse", *command, "--config",
+                               str(config)], env=serve_env(), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        said = " ".join(done.stderr.split())  # Rich wraps long lines
+        assert f"cannot use the store at {shown}:" in said, done.stderr
+        assert "s3cret-pw" not in done.stderr + done.stdout
+        assert "Traceback" not in done.stderr
