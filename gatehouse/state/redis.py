@@ -10,12 +10,15 @@ import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gatehouse.state.base import Backoff, Handler, StateError
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
 
 log = logging.getLogger("gatehouse.state")
 PREFIX = "gatehouse:"
@@ -55,7 +58,12 @@ class RedisState:
         self.url = url
         self._redis = bounded_client(url, socket_timeout)
         self._handlers: dict[str, list[Handler]] = {}
+        # handlers not yet told that their subscription is live (they hear None then)
+        self._waiting: dict[str, list[Handler]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None  # the listener's, while it is subscribed
+        self._subscribing = asyncio.Lock()
+        self._adding: set[asyncio.Task[None]] = set()
         self._attempt = self._redis.register_script((_HERE / "attempt.lua").read_text())
         self._refund = self._redis.register_script((_HERE / "refund.lua").read_text())
 
@@ -116,22 +124,32 @@ class RedisState:
             await self._redis.publish(PREFIX + channel, message)
 
     def subscribe(self, channel: str, handler: Handler) -> None:
-        self._handlers.setdefault(PREFIX + channel, []).append(handler)
-        if self._listener is not None:
-            self._listener.cancel()  # restart with the new channel list
-        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        name = PREFIX + channel
+        self._handlers.setdefault(name, []).append(handler)
+        self._waiting.setdefault(name, []).append(handler)
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+        else:  # added to the live connection (a restart would lose what the others hear)
+            task = asyncio.get_running_loop().create_task(self._add(name))
+            self._adding.add(task)
+            task.add_done_callback(self._adding.discard)
+
+    async def _add(self, name: str) -> None:
+        async with self._subscribing:
+            if self._pubsub is None:
+                return  # (re)connecting: the listener subscribes every channel
+            with contextlib.suppress(RedisError, OSError):  # the listener sees it, reconnects
+                await self._pubsub.subscribe(name)
 
     async def _listen(self) -> None:
         delay = 0.1
         missed = False
-        # a subscription goes live a round trip after subscribe() returns: what was published
-        # meanwhile never arrives (a ban made while a replica starts, between its load of the
-        # bans and this), so once live the handlers hear None — "reload" — as after an outage
-        resync = True
         while True:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(*self._handlers)
+                async with self._subscribing:
+                    await pubsub.subscribe(*self._handlers)
+                    self._pubsub = pubsub
                 # live once Redis has confirmed every channel (subscribe() only sends)
                 unconfirmed = set(self._handlers)
                 while unconfirmed:
@@ -140,25 +158,36 @@ class RedisState:
                         unconfirmed.discard(_text(message["channel"]))
                     elif message is not None:
                         self._dispatch(message)
-                if missed or resync:  # messages sent while we were away are gone: say so
-                    for handlers in self._handlers.values():
-                        for handler in handlers:
-                            handler(None)
-                missed = resync = False
+                # messages sent while we were away, or before a subscription went live (a
+                # ban made while a replica starts, between its load of the bans and this),
+                # are gone: say so — "reload" — to every handler after an outage, and once
+                # to each new one
+                told = self._handlers if missed else self._waiting
+                self._waiting = {}
+                for handlers in list(told.values()):
+                    for handler in handlers:
+                        handler(None)
+                missed = False
                 delay = 0.1
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=5.0)
-                    if message is not None:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":  # a channel added meanwhile is live
+                        for handler in self._waiting.pop(_text(message["channel"]), ()):
+                            handler(None)
+                    else:
                         self._dispatch(message)
             except asyncio.CancelledError:
+                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             except (RedisError, OSError) as exc:
+                self._pubsub = None
                 if not missed:
                     log.warning("redis subscription lost (%s); retrying", type(exc).__name__)
-                    for handlers in self._handlers.values():
+                    for handlers in list(self._handlers.values()):
                         for handler in handlers:
                             handler(None)
                 missed = True
@@ -180,6 +209,8 @@ class RedisState:
             return False
 
     async def aclose(self) -> None:
+        for task in list(self._adding):
+            task.cancel()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -264,3 +264,46 @@ async def test_a_redis_subscription_says_when_it_is_live() -> None:
     finally:
         watcher.close()
         await state.aclose()
+
+
+async def test_a_redis_channel_added_later_does_not_restart_the_others() -> None:
+    """A worker subscribes its channels one by one as its parts start (keys, bans, rules,
+    overrides, stops). Each new channel joins the live connection: the channels already live
+    are not dropped and re-subscribed (what was published to them in between was lost, and
+    every handler heard "reload" again — ~5 rounds of reloads per worker start); each
+    handler hears None once, when its own channel is live."""
+    import redis
+
+    from gatehouse.state.redis import PREFIX
+
+    state = RedisState(REDIS_URL, socket_timeout=5.0)
+    publisher = RedisState(REDIS_URL, socket_timeout=5.0)
+    watcher = redis.Redis.from_url(REDIS_URL)
+    channels = [fresh() for _ in range(5)]
+    heard: dict[str, list[bytes | None]] = {c: [] for c in channels}
+    loop = asyncio.get_running_loop()
+
+    async def until(done: object, what: str) -> None:
+        deadline = loop.time() + 10
+        while not callable(done) or not done():
+            assert loop.time() < deadline, what
+            await asyncio.sleep(0.02)
+
+    try:
+        state.subscribe(channels[0], heard[channels[0]].append)
+        await until(lambda: heard[channels[0]] == [None], "the first channel never went live")
+        for n, channel in enumerate(channels[1:], 1):
+            # the first channel keeps hearing while the others are added
+            await publisher.publish(channels[0], b"%d" % n)
+            state.subscribe(channel, heard[channel].append)
+            await until(lambda c=channel: heard[c] == [None], f"{channel} never went live")
+        await until(lambda: len(heard[channels[0]]) == len(channels), "messages were lost")
+        assert heard[channels[0]] == [None, b"1", b"2", b"3", b"4"]
+        assert all(heard[c] == [None] for c in channels[1:]), heard
+        # one connection holds them all, not one per restart
+        counts = watcher.pubsub_numsub(*(PREFIX + c for c in channels))
+        assert [n for _, n in counts] == [1] * len(channels)
+    finally:
+        watcher.close()
+        await publisher.aclose()
+        await state.aclose()
