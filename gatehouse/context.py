@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +50,8 @@ class Reply:
     headers: dict[str, str]
     body: bytes = b""
     stream: ByteStream | None = None
+    # a whole answer's stage exits, left to run once it is sent (Pipeline.handle(defer=True))
+    after: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)

@@ -3,8 +3,10 @@
 A stage is any object with ``name``, ``async enter(ctx)`` and ``async exit(ctx, outcome)``.
 ``enter`` may raise a :class:`GatehouseError` to answer the request itself; the last stage
 (upstream, or a local handler such as the model list) sets ``ctx.reply``. Exits run for every
-stage whose ``enter`` returned — after the body is sent for whole answers, and when the stream
-ends, breaks, times out or the client goes away for streams.
+stage whose ``enter`` returned — for whole answers before ``handle`` returns, or with
+``defer=True`` after the server has sent the answer (``Reply.after``: the accounting — settling
+the quota, freeing the admission slot, the request's record — is then not in the caller's
+wait); for streams when the stream ends, breaks, times out or the client goes away.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Protocol
 
 from gatehouse.context import ByteStream, Outcome, Reply, RequestContext
@@ -54,9 +57,12 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = tuple(stages)
 
-    async def handle(self, ctx: RequestContext, refuse: GatehouseError | None = None) -> Reply:
+    async def handle(self, ctx: RequestContext, refuse: GatehouseError | None = None, *,
+                     defer: bool = False) -> Reply:
         """Run the request through the stages. With ``refuse``, every stage is entered (so the
-        edge may still block and telemetry still records) and then ``refuse`` is answered."""
+        edge may still block and telemetry still records) and then ``refuse`` is answered.
+        With ``defer``, a whole answer comes back with its exits in ``Reply.after``, for the
+        caller to await once the answer is sent (always: they free what the request holds)."""
         entered: list[Stage] = []
         try:
             for stage in self.stages:
@@ -65,34 +71,44 @@ class Pipeline:
             if refuse is not None:
                 raise refuse
         except GatehouseError as exc:
-            return await self._fail(ctx, entered, exc)
+            return await self._fail(ctx, entered, exc, defer)
         except Answered as done:
             ctx.reply = done.reply
-            await self._exits(ctx, entered, Outcome("ok" if done.reply.status < 400 else "error",
-                                                    done.reply.status))
-            return done.reply
+            return await self._whole(ctx, entered, done.reply, defer)
         except asyncio.CancelledError:
             await self._exits(ctx, entered, Outcome("client_disconnected", 499))
             raise
         except Exception as exc:  # a bug: answer honestly, keep the cause for the log
             log.exception("unhandled error in pipeline", extra={"request_id": ctx.request_id})
             return await self._fail(ctx, entered, InternalError(
-                "The gateway failed to handle this request.", cause=repr(exc)))
+                "The gateway failed to handle this request.", cause=repr(exc)), defer)
         reply = ctx.reply
         if reply is None:
             return await self._fail(ctx, entered, InternalError(
-                "The gateway produced no answer.", cause="no stage set ctx.reply"))
+                "The gateway produced no answer.", cause="no stage set ctx.reply"), defer)
         if reply.stream is None:
-            await self._exits(ctx, entered, Outcome("ok" if reply.status < 400 else "error",
-                                                    reply.status))
-            return reply
+            return await self._whole(ctx, entered, reply, defer)
         reply.stream = self._guard(ctx, entered, reply.stream, reply.status)
         return reply
 
-    async def _fail(self, ctx: RequestContext, entered: list[Stage], exc: GatehouseError) -> Reply:
+    async def _fail(self, ctx: RequestContext, entered: list[Stage], exc: GatehouseError,
+                    defer: bool = False) -> Reply:
         reply = error_reply(ctx, exc)
         ctx.reply = reply
-        await self._exits(ctx, entered, Outcome("error", exc.status, exc))
+        return await self._whole(ctx, entered, reply, defer, Outcome("error", exc.status, exc))
+
+    async def _whole(self, ctx: RequestContext, entered: list[Stage], reply: Reply,
+                     defer: bool, outcome: Outcome | None = None) -> Reply:
+        """A whole answer's exits: now, or (``defer``) in ``reply.after``."""
+        if outcome is None:
+            outcome = Outcome("ok" if reply.status < 400 else "error", reply.status)
+        if not defer:
+            await self._exits(ctx, entered, outcome)
+            return reply
+        # the answer is decided: a client leaving while it is sent cancels nothing now (its
+        # exits are owed all the same, and run after the send)
+        ctx.exiting = True
+        reply.after = partial(self._exits, ctx, entered, outcome)
         return reply
 
     def _guard(self, ctx: RequestContext, entered: list[Stage],

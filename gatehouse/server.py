@@ -174,7 +174,8 @@ class Gateway:
             refuse = exc
         if refuse is not None:
             # refused before the route's own stages: only the common ones (telemetry, …) run
-            return await self._respond(ctx, await self.fallback.handle(ctx, refuse=refuse), send)
+            return await self._respond(
+                ctx, await self.fallback.handle(ctx, refuse=refuse, defer=True), send)
         if local is not None:  # probes: answered directly and not access-logged
             return await self._respond(ctx, await local(ctx), send)
         assert route is not None
@@ -200,7 +201,7 @@ class Gateway:
         else:
             watcher = asyncio.ensure_future(self._watch(ctx, receive, me))
         try:
-            reply = await pipeline.handle(ctx)
+            reply = await pipeline.handle(ctx, defer=True)
             await self._respond(ctx, reply, send)
         except asyncio.CancelledError:
             if watcher is not None and watcher.done() and not watcher.cancelled() \
@@ -269,10 +270,22 @@ class Gateway:
         if stream is None:
             out = self._headers(ctx, reply)
             out.append((b"content-length", str(len(reply.body)).encode()))
-            await send({"type": "http.response.start", "status": reply.status, "headers": out})
-            # HEAD: the GET's headers (its length included), no body
-            await send({"type": "http.response.body",
-                        "body": b"" if ctx.method == "HEAD" else reply.body})
+            sent = False
+            try:
+                await send({"type": "http.response.start", "status": reply.status,
+                            "headers": out})
+                # HEAD: the GET's headers (its length included), no body
+                await send({"type": "http.response.body",
+                            "body": b"" if ctx.method == "HEAD" else reply.body})
+                sent = True
+            finally:
+                # the stages' exits, once the answer is on its way (Pipeline.handle's defer):
+                # the caller does not wait for the accounting
+                after, reply.after = reply.after, None
+                if after is not None:
+                    if sent:  # the connection writes what it was given at the end of this
+                        await asyncio.sleep(0)  # turn of the loop (edge/cork.py): let it
+                    await after()
             return
         try:
             await send({"type": "http.response.start", "status": reply.status,

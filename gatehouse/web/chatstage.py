@@ -271,7 +271,9 @@ class ChatPipeline(Pipeline):
         self.generations = generations
         self.resets = resets  # when the caller's exhausted limits reset (the account page's)
 
-    async def handle(self, ctx: RequestContext, refuse: GatehouseError | None = None) -> Reply:
+    async def handle(self, ctx: RequestContext, refuse: GatehouseError | None = None, *,
+                     defer: bool = False) -> Reply:
+        # never deferred: a refusal's page view is made by the chat stage's exit
         reply = await super().handle(ctx, refuse)
         turn: Turn | None = ctx.notes.get("chat")
         if reply.stream is None or turn is None:

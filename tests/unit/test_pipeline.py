@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gatehouse.app import create_app
 from gatehouse.context import Outcome, Reply, RequestContext
 from gatehouse.errors import InvalidRequest, UpstreamFailed
 from gatehouse.pipeline import Pipeline, StreamBroken
+from tests.unit.conftest import make_settings
 
 
 class Recorder:
@@ -155,3 +160,60 @@ async def test_exits_mark_the_request_as_exiting() -> None:
 
     await Pipeline([Look("a", []), Terminal("body")]).handle(c)
     assert seen == [True]
+
+
+async def test_deferred_exits_run_when_the_caller_says_once_the_answer_is_sent() -> None:
+    log: list[str] = []
+    c = ctx()
+    reply = await pipeline("body", log).handle(c, defer=True)
+    assert log == ["enter a", "enter b"] and reply.body == b"ok"  # nothing owed yet …
+    assert c.exiting  # … and a client leaving from now on cancels nothing
+    assert reply.after is not None
+    await reply.after()
+    assert log[2:] == ["exit b ok 200", "exit a ok 200"]
+    # an error answer too; a stream's exits stay with the stream
+    log.clear()
+    failed = await pipeline("raise", log).handle(ctx(), defer=True)
+    assert failed.status == 400 and log == ["enter a", "enter b"]
+    assert failed.after is not None
+    await failed.after()
+    assert log[2:] == ["exit b error 400", "exit a error 400"]
+    streamed = await pipeline("stream", log).handle(ctx(), defer=True)
+    assert streamed.after is None
+
+
+async def test_a_whole_answer_goes_out_before_the_accounting(tmp_path: Path) -> None:
+    """The gateway sends a whole answer, then runs the stages' exits (settling the quota,
+    freeing the admission slot, the record): the caller does not wait for them. Seen from
+    the server's side: the request is still in flight when its body is handed to the
+    connection, and no longer right after."""
+    app = create_app(make_settings(tmp_path))
+    await app.startup()
+    try:
+        inflight = app.metrics.inflight._value  # the gauge's own value
+        body = json.dumps({"model": "demo",
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+        given = False
+        at_body: list[float] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # the client stays
+            raise AssertionError
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                at_body.append(inflight.get())
+
+        scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "root_path": "", "query_string": b"", "client": ("10.0.0.1", 1234),
+                 "server": ("gw", 80), "headers": [(b"content-type", b"application/json")]}
+        await app(scope, receive, send)
+        assert at_body == [1.0]
+        assert inflight.get() == 0.0
+    finally:
+        await app.aclose()

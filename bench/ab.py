@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""This tree against another commit, side by side in one run: the full pipeline on one worker
+each, against the same upstream.
+
+For a change meant to make the gateway faster (issue 19's pass), a before/after measured in
+two runs on a shared machine says little; here both gateways run at once and are measured in
+turns (bench/overhead.py's ``paired_added``: interleaved, the order rotated each repeat):
+closed-loop maximum and server CPU per request, then the latency each adds over
+direct-to-upstream at fixed open-loop rates. Prints medians over the repeats and the
+this/base ratios, with the load average.
+
+    .venv/bin/python bench/ab.py --base HEAD~1               # ~3 minutes
+    .venv/bin/python bench/ab.py --base 50ab348 --repeats 9 --rates 500 1000
+
+The base tree is ``git archive`` of that commit into bench/.work/ab-<commit>/ (run with this
+tree's virtualenv). All traffic goes to 127.0.0.1; bounded in count and time; children are
+killed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import overhead
+from rich.console import Console
+from rich.table import Table
+
+
+def base_tree(rev: str) -> tuple[Path, str]:
+    """The commit's files, unpacked once under bench/.work/."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=overhead.ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    root = overhead.WORK / f"ab-{sha}"
+    if not (root / "gatehouse").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=overhead.ROOT, check=True,
+                                 capture_output=True).stdout
+        tar = root / "tree.tar"
+        tar.write_bytes(archive)
+        with tarfile.open(tar) as t:
+            t.extractall(root, filter="data")
+        tar.unlink()
+    return root, sha
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True, help="the commit to compare with (e.g. HEAD~1)")
+    ap.add_argument("--rates", type=float, nargs="+", default=[500.0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
+    args = ap.parse_args()
+    base_root, sha = base_tree(args.base)
+    here = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=overhead.ROOT,
+                          check=False, capture_output=True, text=True).stdout.strip()
+    py = overhead.repo_python()
+    kids = overhead.Children()
+    try:
+        upstream = overhead.start_upstream(kids, py)
+        base = overhead.start_full_gatehouse(kids, py, upstream, name="base", root=base_root)
+        this = overhead.start_full_gatehouse(kids, py, upstream, name="this")
+        for t in (base, this):
+            overhead.smoke(t)
+        load_before = os.getloadavg()
+        started = time.monotonic()
+        paired = overhead.paired_added([upstream, base, this], args.rates, args.repeats,
+                                       args.duration)
+        console = Console(width=120)
+        table = Table(title=f"Full pipeline, one worker each: base {sha} vs this tree "
+                            f"({here}); median of {args.repeats} repeats")
+        for col in ("figure", f"base {sha}", "this", "this ÷ base"):
+            table.add_column(col, justify="right")
+
+        def row(name: str, b: float, a: float, fmt: str) -> None:
+            table.add_row(name, format(b, fmt), format(a, fmt), f"{a / b:.3f}×" if b else "—")
+
+        row("max req/s (closed loop, 64 conns)", median(paired.maxima["base"]),
+            median(paired.maxima["this"]), ",.0f")
+        row("server CPU per request, µs", median(paired.cpu_us["base"]),
+            median(paired.cpu_us["this"]), ",.0f")
+        for rate in args.rates:
+            for i, what in ((0, "p50"), (1, "p99")):
+                row(f"added {what} at {rate:,.0f} req/s, ms",
+                    median([x[i] for x in paired.added[("base", rate)]]),
+                    median([x[i] for x in paired.added[("this", rate)]]), ".3f")
+        for rate in args.rates:
+            pairs = list(zip(paired.added[("base", rate)], paired.added[("this", rate)],
+                             strict=True))
+            fewer = sum(a[0] < b[0] for b, a in pairs)
+            table.add_row(f"added p50 at {rate:,.0f} req/s: this − base, per repeat", "",
+                          f"{median([a[0] - b[0] for b, a in pairs]):+.3f} ms",
+                          f"lower in {fewer} of {len(pairs)}")
+        console.print(table)
+        per = Table(title="Per repeat: added p50 ms, base / this (paired: same repeat)")
+        per.add_column("req/s", justify="right")
+        for rep in range(args.repeats):
+            per.add_column(f"#{rep + 1}", justify="right")
+        for rate in args.rates:
+            pairs = zip(paired.added[("base", rate)], paired.added[("this", rate)], strict=True)
+            per.add_row(f"{rate:,.0f}", *(f"{b[0]:.2f} / {a[0]:.2f}" for b, a in pairs))
+        console.print(per)
+        errors = {k: v for k, v in paired.errors.items() if v}
+        console.print(f"errors: {errors or 'none'}; load average "
+                      f"{' / '.join(f'{x:.2f}' for x in load_before)} before, "
+                      f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} after; "
+                      f"{time.monotonic() - started:.0f} s")
+        return 1 if errors else 0
+    finally:
+        kids.stop_all()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
