@@ -88,7 +88,7 @@ class Pipeline:
                 "The gateway produced no answer.", cause="no stage set ctx.reply"), defer)
         if reply.stream is None:
             return await self._whole(ctx, entered, reply, defer)
-        reply.stream = self._guard(ctx, entered, reply.stream, reply.status)
+        reply.stream = self._guard(ctx, entered, reply.stream, reply.status, defer)
         return reply
 
     async def _fail(self, ctx: RequestContext, entered: list[Stage], exc: GatehouseError,
@@ -112,8 +112,8 @@ class Pipeline:
         return reply
 
     def _guard(self, ctx: RequestContext, entered: list[Stage],
-               stream: ByteStream, status: int) -> GuardedStream:
-        return GuardedStream(self, ctx, entered, stream, status)
+               stream: ByteStream, status: int, defer: bool = False) -> GuardedStream:
+        return GuardedStream(self, ctx, entered, stream, status, defer)
 
     @staticmethod
     async def _exits(ctx: RequestContext, entered: list[Stage], outcome: Outcome) -> None:
@@ -157,11 +157,15 @@ class GuardedStream:
     exits (the client went away before the first chunk was sent)."""
 
     def __init__(self, pipeline: Pipeline, ctx: RequestContext, entered: list[Stage],
-                 stream: ByteStream, status: int) -> None:
+                 stream: ByteStream, status: int, defer: bool = False) -> None:
         self._pipeline, self._ctx, self._entered = pipeline, ctx, entered
         self._stream, self._status = stream, status
         self._iterating: AsyncIterator[bytes] | None = None
         self._done = False
+        # deferred: a stream that ended (not one the client left) runs its exits when the
+        # caller closes it, after it has sent the answer's end — not before that is sent
+        self._defer = defer
+        self._ended: Outcome | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._iterating = self._run()
@@ -176,11 +180,15 @@ class GuardedStream:
             outcome = Outcome("upstream_aborted", exc.error.status, exc.error)
         except (asyncio.CancelledError, GeneratorExit):
             outcome = Outcome("client_disconnected", 499)
+            await self._finish(outcome)
             raise
         except Exception as exc:
             log.exception("unhandled error in stream", extra={"request_id": self._ctx.request_id})
             outcome = Outcome("error", 500, InternalError("stream failed", cause=repr(exc)))
-        finally:
+        if self._defer:  # decided: a client leaving while the end is sent cancels nothing
+            self._ctx.exiting = True
+            self._ended = outcome
+        else:
             await self._finish(outcome)
 
     async def _finish(self, outcome: Outcome) -> None:
@@ -196,5 +204,5 @@ class GuardedStream:
     async def aclose(self) -> None:
         if self._iterating is not None:
             await self._iterating.aclose()  # type: ignore[attr-defined]
-        await self._finish(Outcome("client_disconnected", 499))
+        await self._finish(self._ended or Outcome("client_disconnected", 499))
 

@@ -293,8 +293,9 @@ class Gateway:
             async for chunk in stream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+            await asyncio.sleep(0)  # the end is written at the end of this turn (edge/cork.py)
         finally:
-            await stream.aclose()
+            await stream.aclose()  # a stream that ended runs its stages' exits here
 
     # -- local endpoints -------------------------------------------------------------------
     async def _healthz(self, ctx: RequestContext) -> Reply:

@@ -179,7 +179,29 @@ async def test_deferred_exits_run_when_the_caller_says_once_the_answer_is_sent()
     await failed.after()
     assert log[2:] == ["exit b error 400", "exit a error 400"]
     streamed = await pipeline("stream", log).handle(ctx(), defer=True)
-    assert streamed.after is None
+    assert streamed.after is None and streamed.stream is not None
+
+
+async def test_a_deferred_stream_runs_its_exits_when_closed_after_its_end() -> None:
+    """Deferred, a stream that ended leaves its exits to the caller's aclose() (sent after
+    the answer's end); one the client leaves runs them at once, as 499."""
+    log: list[str] = []
+    c = ctx()
+    reply = await pipeline("stream", log).handle(c, defer=True)
+    assert reply.stream is not None
+    assert [chunk async for chunk in reply.stream] == [b"one", b"two"]
+    assert log == ["enter a", "enter b"] and c.exiting
+    await reply.stream.aclose()
+    assert log[2:] == ["exit b ok 200", "exit a ok 200"]
+    await reply.stream.aclose()  # once only
+    assert len(log) == 4
+    log.clear()
+    left = await pipeline("slow", log).handle(ctx(), defer=True)
+    assert left.stream is not None
+    iterator = aiter(left.stream)
+    assert await anext(iterator) == b"one"
+    await left.stream.aclose()
+    assert log[2:] == ["exit b client_disconnected 499", "exit a client_disconnected 499"]
 
 
 async def test_a_whole_answer_goes_out_before_the_accounting(tmp_path: Path) -> None:
@@ -214,6 +236,14 @@ async def test_a_whole_answer_goes_out_before_the_accounting(tmp_path: Path) -> 
                  "server": ("gw", 80), "headers": [(b"content-type", b"application/json")]}
         await app(scope, receive, send)
         assert at_body == [1.0]
+        assert inflight.get() == 0.0
+        # a stream too: in flight until its end (the last, empty body message) is sent
+        body = json.dumps({"model": "demo", "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+        given = False
+        at_body.clear()
+        await app(scope, receive, send)
+        assert len(at_body) > 2 and set(at_body) == {1.0}
         assert inflight.get() == 0.0
     finally:
         await app.aclose()
