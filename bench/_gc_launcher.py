@@ -1,4 +1,4 @@
-"""Runs ``gatehouse serve`` with garbage-collector instrumentation (used by gc_check.py).
+"""Runs the gateway as ``gatehouse serve`` does (its serving module, in this process) with garbage-collector instrumentation (used by gc_check.py).
 
 Nothing in the gateway changes: this wrapper only adds, in the gateway's own process,
 
@@ -97,7 +97,17 @@ if __name__ == "__main__":
     gc.callbacks.append(_on_gc)
     signal.signal(signal.SIGUSR1, _start_saving)
     signal.signal(signal.SIGUSR2, _report)
-    from gatehouse.cli.main import main
+    # `gatehouse serve` reads its options into the environment and execs the serving module,
+    # which would lose these hooks: do the same here without the exec
+    args = sys.argv[1:]
+    if args and args[0] == "serve":
+        args = args[1:]
+    for flag, name in (("--config", "GATEHOUSE_CONFIG"), ("--host", "GATEHOUSE_SERVER__HOST"),
+                       ("--port", "GATEHOUSE_SERVER__PORT"),
+                       ("--workers", "GATEHOUSE_SERVER__WORKERS")):
+        if flag in args:
+            os.environ[name] = args[args.index(flag) + 1]
+    from gatehouse.cli.serving import main
 
-    sys.argv = ["gatehouse", *sys.argv[1:]]
+    sys.argv = [sys.argv[0]]
     main()

@@ -57,6 +57,12 @@ port = {port}
 [telemetry]
 access_log = false
 
+[identity]
+require_key = false
+
+[edge.detector]
+enabled = false
+
 [upstreams.bench]
 base_url = "http://{ov.HOST}:{up.port}/v1"
 
