@@ -108,6 +108,7 @@ class Pipeline:
         # the answer is decided: a client leaving while it is sent cancels nothing now (its
         # exits are owed all the same, and run after the send)
         ctx.exiting = True
+        ctx.finished_at = time.perf_counter()  # the record's latency: not the write's
         reply.after = partial(self._exits, ctx, entered, outcome)
         return reply
 
@@ -121,7 +122,8 @@ class Pipeline:
         cancel from here on (a settle must not be cut short because the client left); any
         other cancellation still lets the remaining exits run before it is raised."""
         ctx.exiting = True
-        ctx.finished_at = time.perf_counter()
+        if ctx.finished_at is None:  # (a deferred answer's: when it was decided)
+            ctx.finished_at = time.perf_counter()
         cancelled: BaseException | None = None
         for stage in reversed(entered):
             try:
@@ -187,6 +189,7 @@ class GuardedStream:
             outcome = Outcome("error", 500, InternalError("stream failed", cause=repr(exc)))
         if self._defer:  # decided: a client leaving while the end is sent cancels nothing
             self._ctx.exiting = True
+            self._ctx.finished_at = time.perf_counter()
             self._ended = outcome
         else:
             await self._finish(outcome)

@@ -268,23 +268,21 @@ class Gateway:
     async def _respond(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         stream = reply.stream
         if stream is None:
-            out = self._headers(ctx, reply)
-            out.append((b"content-length", str(len(reply.body)).encode()))
-            sent = False
             try:
+                out = self._headers(ctx, reply)
+                out.append((b"content-length", str(len(reply.body)).encode()))
                 await send({"type": "http.response.start", "status": reply.status,
                             "headers": out})
                 # HEAD: the GET's headers (its length included), no body
                 await send({"type": "http.response.body",
                             "body": b"" if ctx.method == "HEAD" else reply.body})
-                sent = True
             finally:
-                # the stages' exits, once the answer is on its way (Pipeline.handle's defer):
-                # the caller does not wait for the accounting
+                # the stages' exits, once the answer is written (Pipeline.handle's defer; the
+                # connection writes a complete answer at once, edge/protocol.py): the caller
+                # does not wait for the accounting. Before anything else runs — a request
+                # pipelined behind this one starts at the next turn of the loop, after them.
                 after, reply.after = reply.after, None
                 if after is not None:
-                    if sent:  # the connection writes what it was given at the end of this
-                        await asyncio.sleep(0)  # turn of the loop (edge/cork.py): let it
                     await after()
             return
         try:
@@ -293,7 +291,6 @@ class Gateway:
             async for chunk in stream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-            await asyncio.sleep(0)  # the end is written at the end of this turn (edge/cork.py)
         finally:
             await stream.aclose()  # a stream that ended runs its stages' exits here
 

@@ -40,6 +40,8 @@ def store_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except (OSError, SQLAlchemyError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            raise  # a file (the secret, a socket path): its own error names it
         err.print(Text.assemble(("error ", "bold red"),
                                 unusable(settings.storage.database_url, exc)), soft_wrap=True)
         raise typer.Exit(1) from None

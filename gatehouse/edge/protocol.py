@@ -91,9 +91,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.paused_at = 0.0
         self.sent_at_pause = 0  # what the client had taken when writing last paused
         self.send_deadline = 0.0  # while writing is paused (the sweep's "stuck" group)
-        # the answer being sent when a pipelined request's head arrived: uvicorn then points
-        # self.cycle at the new request, and tells only that one when the connection is lost
-        self.behind: Any = None
+        # the answers not yet complete when a pipelined request's head arrived (running or
+        # queued): uvicorn then points self.cycle at the new request, and tells only that one
+        # when the connection is lost
+        self.behind: list[Any] = []
         self.sent_seen = 0  # bytes passed on when the send deadline was last set
 
     # -- connection ------------------------------------------------------------------------
@@ -114,12 +115,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.admitted:
             self.admitted = False
             self.guard.release(self)
-        behind, self.behind = self.behind, None
-        if behind is not None and not behind.response_complete:
-            # the answer in flight hears that its client is gone (or it would go on relaying
-            # its upstream's answer into a closed connection, holding its slot, to the end)
-            behind.disconnected = True
-            behind.message_event.set()
+        behind, self.behind = self.behind, []
+        for cycle in behind:
+            if not cycle.response_complete:
+                # the answer in flight hears that its client is gone (or it would go on
+                # relaying its upstream's answer into a closed connection, holding its slot,
+                # to the end); one queued behind it is never started
+                cycle.disconnected = True
+                cycle.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -189,7 +192,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         running = self.cycle
         super().on_headers_complete()
         if running is not None and not running.response_complete and running is not self.cycle:
-            self.behind = running
+            self.behind = [c for c in self.behind if not c.response_complete]
+            self.behind.append(running)
 
     def on_message_complete(self) -> None:
         self.phase = BUSY
@@ -198,6 +202,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        # a complete answer goes to the socket now, not at the end of the loop's turn: the
+        # app runs its accounting (the stages' exits) right after, and the client should
+        # not wait for that (gatehouse/server.py)
+        cast(CorkedTransport, self.transport).flush()
         # uvicorn starts a pipelined request here (popping it): whether one waited must be
         # known before, or the connection running it would be taken for an idle one (and
         # could be evicted to make room for a new connection)

@@ -51,6 +51,16 @@ def bounded_client(url: str, socket_timeout: float,
     return aioredis.Redis(connection_pool=pool)
 
 
+def _tell(handlers: Sequence[Handler], message: bytes | None) -> None:
+    """Each handler hears ``message``; one that fails is logged, and neither stops the others
+    nor the listener (a listener that died would leave every subscription deaf)."""
+    for handler in list(handlers):
+        try:
+            handler(message)
+        except Exception:
+            log.exception("a subscription handler failed")
+
+
 class RedisState:
     name = "redis"
 
@@ -127,7 +137,7 @@ class RedisState:
         name = PREFIX + channel
         self._handlers.setdefault(name, []).append(handler)
         self._waiting.setdefault(name, []).append(handler)
-        if self._listener is None:
+        if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._listen())
         else:  # added to the live connection (a restart would lose what the others hear)
             task = asyncio.get_running_loop().create_task(self._add(name))
@@ -141,6 +151,10 @@ class RedisState:
             with contextlib.suppress(RedisError, OSError):  # the listener sees it, reconnects
                 await self._pubsub.subscribe(name)
 
+    def _live(self, name: str) -> None:
+        """``name``'s subscription is confirmed: its handlers not yet told hear None."""
+        _tell(self._waiting.pop(name, ()), None)
+
     async def _listen(self) -> None:
         delay = 0.1
         missed = False
@@ -148,25 +162,30 @@ class RedisState:
             pubsub = self._redis.pubsub()
             try:
                 async with self._subscribing:
-                    await pubsub.subscribe(*self._handlers)
+                    channels = list(self._handlers)
+                    await pubsub.subscribe(*channels)
                     self._pubsub = pubsub
                 # live once Redis has confirmed every channel (subscribe() only sends)
-                unconfirmed = set(self._handlers)
+                unconfirmed = set(channels)
                 while unconfirmed:
                     message = await pubsub.get_message(timeout=5.0)
-                    if message is not None and message["type"] == "subscribe":
-                        unconfirmed.discard(_text(message["channel"]))
-                    elif message is not None:
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        name = _text(message["channel"])
+                        if name in unconfirmed:
+                            unconfirmed.discard(name)
+                        else:  # one added meanwhile
+                            self._live(name)
+                    else:
                         self._dispatch(message)
                 # messages sent while we were away, or before a subscription went live (a
                 # ban made while a replica starts, between its load of the bans and this),
                 # are gone: say so — "reload" — to every handler after an outage, and once
-                # to each new one
-                told = self._handlers if missed else self._waiting
-                self._waiting = {}
-                for handlers in list(told.values()):
-                    for handler in handlers:
-                        handler(None)
+                # to each new one, when its channel is confirmed
+                for name in channels:
+                    waiting = self._waiting.pop(name, [])
+                    _tell(self._handlers[name] if missed else waiting, None)
                 missed = False
                 delay = 0.1
                 while True:
@@ -174,33 +193,30 @@ class RedisState:
                     if message is None:
                         continue
                     if message["type"] == "subscribe":  # a channel added meanwhile is live
-                        for handler in self._waiting.pop(_text(message["channel"]), ()):
-                            handler(None)
+                        self._live(_text(message["channel"]))
                     else:
                         self._dispatch(message)
             except asyncio.CancelledError:
-                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             except (RedisError, OSError) as exc:
-                self._pubsub = None
                 if not missed:
                     log.warning("redis subscription lost (%s); retrying", type(exc).__name__)
                     for handlers in list(self._handlers.values()):
-                        for handler in handlers:
-                            handler(None)
+                        _tell(handlers, None)
                 missed = True
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            finally:
+                self._pubsub = None
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if message["type"] != "message":
             return
-        for handler in self._handlers.get(_text(message["channel"]), ()):
-            handler(message["data"])
+        _tell(self._handlers.get(_text(message["channel"]), ()), message["data"])
 
     async def ping(self) -> bool:
         try:

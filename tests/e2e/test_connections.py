@@ -22,6 +22,7 @@ import httpx
 import openai
 import pytest
 
+from tests.e2e.test_identity import cli
 from tests.support.procs import Gateway, Upstream
 
 # short deadlines, but not so short that a starved test process cannot dial its 100 slowloris
@@ -546,6 +547,30 @@ def test_a_pipelined_request_running_is_not_taken_for_an_idle_connection(
         assert read_answer(fillers[0], timeout=5) == b""
     finally:
         up_a.reset()
+
+
+def test_pipelined_requests_each_find_the_one_before_accounted(
+        start_gateway: Callable[..., Gateway]) -> None:
+    """A key allowed one request at a time, three requests sent in one write: each starts when
+    the one before it is answered — and its accounting (the quota's settle, which frees the
+    one concurrent request) is done before the next begins, though it runs after the answer
+    is written. Run the other way round, the second would be refused 429 every time."""
+    gw = start_gateway({"server": FAST, "identity": {"require_key": True},
+                        "tiers": {"one": {"limits": {"concurrent_requests": 1}}}})
+    cli(gw.config_path, "orgs", "create", "org-one")
+    cli(gw.config_path, "projects", "create", "org-one/app")
+    key = cli(gw.config_path, "keys", "create", "org-one/app", "--tier", "one").strip()
+    body = json.dumps({"model": "demo", "max_tokens": 5,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+               + key.encode() + b"\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    for _ in range(5):
+        s = dial(gw, "127.0.0.3")
+        send_all(s, request * 3)
+        answers = [read_http(s, timeout=30) for _ in range(3)]
+        assert [status_of(a) for a in answers] == [200, 200, 200], answers
+        s.close()
 
 
 def rss_of(pid: int) -> int:

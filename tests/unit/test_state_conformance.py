@@ -307,3 +307,42 @@ async def test_a_redis_channel_added_later_does_not_restart_the_others() -> None
         watcher.close()
         await publisher.aclose()
         await state.aclose()
+
+
+async def test_a_failing_redis_handler_does_not_deafen_the_others() -> None:
+    """A handler that raises is logged; the listener goes on, for it and for every other
+    subscription (a dead listener left all of them deaf, and later subscriptions too)."""
+    state = RedisState(REDIS_URL, socket_timeout=5.0)
+    publisher = RedisState(REDIS_URL, socket_timeout=5.0)
+    bad, good = fresh(), fresh()
+    heard: list[bytes | None] = []
+
+    def fails(message: bytes | None) -> None:
+        if message is not None:
+            raise RuntimeError("a bug in a handler")
+
+    loop = asyncio.get_running_loop()
+    try:
+        state.subscribe(bad, fails)
+        state.subscribe(good, heard.append)
+        deadline = loop.time() + 10
+        while heard != [None]:
+            assert loop.time() < deadline, heard
+            await asyncio.sleep(0.02)
+        await publisher.publish(bad, b"boom")
+        await publisher.publish(good, b"still here")
+        while heard != [None, b"still here"]:
+            assert loop.time() < deadline, heard
+            await asyncio.sleep(0.02)
+        later, late = fresh(), []  # a channel added after the failure is heard too
+        state.subscribe(later, late.append)
+        while late != [None]:
+            assert loop.time() < deadline, late
+            await asyncio.sleep(0.02)
+        await publisher.publish(later, b"x")
+        while late != [None, b"x"]:
+            assert loop.time() < deadline, late
+            await asyncio.sleep(0.02)
+    finally:
+        await publisher.aclose()
+        await state.aclose()
