@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any, cast
 
 import httptools
@@ -94,7 +95,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # the answers not yet complete when a pipelined request's head arrived (running or
         # queued): uvicorn then points self.cycle at the new request, and tells only that one
         # when the connection is lost
-        self.behind: list[Any] = []
+        # (in the order they came: they complete in that order, so the oldest leave first)
+        self.behind: deque[Any] = deque()
         self.sent_seen = 0  # bytes passed on when the send deadline was last set
 
     # -- connection ------------------------------------------------------------------------
@@ -115,7 +117,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.admitted:
             self.admitted = False
             self.guard.release(self)
-        behind, self.behind = self.behind, []
+        behind, self.behind = self.behind, deque()
         for cycle in behind:
             if not cycle.response_complete:
                 # the answer in flight hears that its client is gone (or it would go on
@@ -192,8 +194,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         running = self.cycle
         super().on_headers_complete()
         if running is not None and not running.response_complete and running is not self.cycle:
-            self.behind = [c for c in self.behind if not c.response_complete]
-            self.behind.append(running)
+            behind = self.behind
+            while behind and behind[0].response_complete:  # not a scan per request: a flood
+                behind.popleft()  # of pipelined requests in one write made it quadratic
+            behind.append(running)
 
     def on_message_complete(self) -> None:
         self.phase = BUSY
