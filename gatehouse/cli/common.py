@@ -33,17 +33,15 @@ def config_failed(exc: ConfigError) -> NoReturn:
 def store_errors(settings: Settings) -> Iterator[None]:
     """A store that cannot be reached or used (PostgreSQL down, a wrong password, a SQLite
     file that is not a database) is said in one line and exit status 1, not a traceback."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from gatehouse.store.db import unusable
+    from gatehouse.store.db import STORE_ERRORS, unusable
 
     try:
         yield
-    except (OSError, SQLAlchemyError) as exc:
-        if isinstance(exc, OSError) and exc.filename is not None:
-            raise  # a file (the secret, a socket path): its own error names it
-        err.print(Text.assemble(("error ", "bold red"),
-                                unusable(settings.storage.database_url, exc)), soft_wrap=True)
+    except STORE_ERRORS as exc:
+        said = unusable(settings.storage.database_url, exc)
+        if said is None:
+            raise
+        err.print(Text.assemble(("error ", "bold red"), said), soft_wrap=True)
         raise typer.Exit(1) from None
 
 

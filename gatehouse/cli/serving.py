@@ -70,10 +70,8 @@ def migrate_apart(settings: Settings) -> None:
     process, which has imported everything but Alembic already (a fresh ``gatehouse migrate``
     imported it all again: ~0.7 s of CPU every first start paid); with a thread running, where
     a fork is unsafe, it is that command."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from gatehouse.identity.service import resolve_paths
-    from gatehouse.store.db import Store, head_revision, unusable
+    from gatehouse.store.db import STORE_ERRORS, Store, head_revision, unusable
 
     async def behind() -> bool:
         store = Store(resolve_paths(settings)[0])
@@ -86,8 +84,11 @@ def migrate_apart(settings: Settings) -> None:
         store = Store(resolve_paths(settings)[0])
         try:
             await store.migrate()
-        except (OSError, SQLAlchemyError) as exc:  # one line, not a driver's traceback
-            say(unusable(settings.storage.database_url, exc))
+        except STORE_ERRORS as exc:  # one line, not a driver's traceback
+            said = unusable(settings.storage.database_url, exc)
+            if said is None:
+                raise
+            say(said)
             raise SystemExit(1) from None
         finally:
             await store.aclose()

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -161,12 +162,21 @@ _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:[\"']([^\
                        re.MULTILINE)
 
 
-def unusable(url: str, exc: BaseException) -> str:
+# what a store that cannot be reached or used raises (PostgreSQL down, a wrong password, a
+# SQLite file that is not a database); see unusable()
+STORE_ERRORS = (OSError, SQLAlchemyError)
+
+
+def unusable(url: str, exc: BaseException) -> str | None:
     """One line for a store that could not be reached or used (a CLI command, ``serve``'s
-    start): its URL with the password hidden and the driver's reason, not a traceback."""
+    start): its URL with the password hidden and the driver's reason, not a traceback. None
+    for a file's error (the secret, a socket path): not the store's, and it names the file."""
     from gatehouse.config import hidden_password
 
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return None
+    lines = str(exc).strip().splitlines()
+    reason = lines[0] if lines else ""
     return f"cannot use the store at {hidden_password(url)}: {type(exc).__name__}: {reason}"
 
 
