@@ -39,6 +39,7 @@ def _close_sockets() -> Iterator[None]:
     yield
     while _dialed:
         _dialed.pop().close()
+    _unread.clear()
 
 
 def dial(gw: Gateway, source: str) -> socket.socket:
@@ -69,17 +70,24 @@ def send_all(s: socket.socket, data: bytes) -> None:
         pass
 
 
+# bytes read past an answer on a connection: the start of the next one (pipelined answers
+# arrive together)
+_unread: dict[socket.socket, bytes] = {}
+
+
 def read_http(s: socket.socket, timeout: float = 10.0) -> bytes:
     """One whole answer with a Content-Length from a kept-alive connection."""
     s.settimeout(timeout)
-    data = b""
+    data = _unread.pop(s, b"")
     while b"\r\n\r\n" not in data:
         data += recv_some(s)
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
     while len(body) < length:
         body += recv_some(s)
-    return head + b"\r\n\r\n" + body
+    if len(body) > length:
+        _unread[s] = body[length:]
+    return head + b"\r\n\r\n" + body[:length]
 
 
 def recv_some(s: socket.socket) -> bytes:
