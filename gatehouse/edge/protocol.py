@@ -119,12 +119,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.guard.release(self)
         behind, self.behind = self.behind, deque()
         for cycle in behind:
-            if not cycle.response_complete:
-                # the answer in flight hears that its client is gone (or it would go on
-                # relaying its upstream's answer into a closed connection, holding its slot,
-                # to the end); one queued behind it is never started
-                cycle.disconnected = True
-                cycle.message_event.set()
+            # the answer in flight hears that its client is gone (or it would go on relaying
+            # its upstream's answer into a closed connection, holding its slot, to the end);
+            # one queued behind it is never started
+            _gone(cycle)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -335,12 +333,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         return method, path
 
     def _close(self, *, abort: bool = False) -> None:
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            # the app, if it runs, reads a disconnect and its answer goes nowhere
-            cycle.disconnected = True
-            cycle.message_event.set()
+        if self.cycle is not None:
+            _gone(self.cycle)  # the app, if it runs, reads a disconnect; its answer goes nowhere
         if abort:  # drop what waits to be written (close would wait for it to drain)
             self.transport.abort()
         else:
             self.transport.close()
+
+
+def _gone(cycle: Any) -> None:
+    """An answer not yet complete learns that its client is gone (the app reads a
+    disconnect); a complete one needs nothing."""
+    if not cycle.response_complete:
+        cycle.disconnected = True
+        cycle.message_event.set()
