@@ -167,35 +167,29 @@ class RedisState:
                     self._pubsub = pubsub
                 # live once Redis has confirmed every channel (subscribe() only sends)
                 unconfirmed = set(channels)
-                while unconfirmed:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        name = _text(message["channel"])
-                        if name in unconfirmed:
-                            unconfirmed.discard(name)
-                        else:  # one added meanwhile
-                            self._live(name)
-                    else:
-                        self._dispatch(message)
-                # messages sent while we were away, or before a subscription went live (a
-                # ban made while a replica starts, between its load of the bans and this),
-                # are gone: say so — "reload" — to every handler after an outage, and once
-                # to each new one, when its channel is confirmed
-                for name in channels:
-                    waiting = self._waiting.pop(name, [])
-                    _tell(self._handlers[name] if missed else waiting, None)
-                missed = False
-                delay = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is None:
                         continue
-                    if message["type"] == "subscribe":  # a channel added meanwhile is live
-                        self._live(_text(message["channel"]))
-                    else:
+                    if message["type"] != "subscribe":
                         self._dispatch(message)
+                        continue
+                    name = _text(message["channel"])
+                    if name not in unconfirmed:  # a channel added meanwhile is live
+                        self._live(name)
+                        continue
+                    unconfirmed.discard(name)
+                    if unconfirmed:
+                        continue
+                    # messages sent while we were away, or before a subscription went live
+                    # (a ban made while a replica starts, between its load of the bans and
+                    # this), are gone: say so — "reload" — to every handler after an outage,
+                    # and once to each new one, when its channel is confirmed
+                    for name in channels:
+                        waiting = self._waiting.pop(name, [])
+                        _tell(self._handlers[name] if missed else waiting, None)
+                    missed = False
+                    delay = 0.1
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
