@@ -48,6 +48,19 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    # the outage tests bound a call at 10 s: the limiter's default timeout (2 s) stays
+    yield from started_pair(proc_dir, tmp_path_factory, {})
+
+
+@pytest.fixture(scope="module")
+def slow_pair(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    # Redis far away but up: a call through the slow forwarder on a loaded machine must not
+    # be taken for Redis gone (the fail-closed tier would answer 503)
+    yield from started_pair(proc_dir, tmp_path_factory, {"limiter_timeout": 10})
+
+
+def started_pair(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                 quota: dict[str, Any]) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("faults")
     redis = urlsplit(services.REDIS_URL)
     assert redis.hostname and redis.port
@@ -56,7 +69,7 @@ def pair(proc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
             "storage": {"database_url": database,
                         "state_url": f"redis://127.0.0.1:{proxy.port}/0"},
             "identity": {"require_key": True, "secret": "faults-secret-" + "w" * 30},
-            "quota": {"replicas": REPLICAS},
+            "quota": {"replicas": REPLICAS, **quota},
             "tiers": {
                 "open": {"limits": {"requests_per_minute": OPEN_LIMIT},
                          "on_limiter_error": "fail_open"},
@@ -141,13 +154,13 @@ def test_redis_gone_no_500s_limits_per_tier_and_recovery(pair: Pair, fault: str)
         time.sleep(0.2)
 
 
-def test_a_slow_network_to_redis_costs_one_round_trip_per_request(pair: Pair) -> None:
+def test_a_slow_network_to_redis_costs_one_round_trip_per_request(slow_pair: Pair) -> None:
     """Redis 100 ms away each way (the forwarder holds every chunk): a request with limits pays
     one round trip (+200 ms), not two — its settle rides along with a later reservation — and
     nothing fails or is over-admitted."""
-    key = pair.key("closed")  # limits checked in Redis, never reached here
+    key = slow_pair.key("closed")  # limits checked in Redis, never reached here
     for i in range(REPLICAS):  # keys verified and connections to Redis made
-        assert pair.call(key, i)[0] == 200
+        assert slow_pair.call(key, i)[0] == 200
 
     # pairs of calls to one replica, one without and one with the delay, back to back: a busy
     # machine slows both alike (two separate medians of 20 calls moved by tens of ms in CI,
@@ -157,12 +170,12 @@ def test_a_slow_network_to_redis_costs_one_round_trip_per_request(pair: Pair) ->
     try:
         for i in range(20):
             for delay, seconds in ((0.0, near), (0.1, far)):
-                pair.proxy.delay = delay
-                status, _, took = pair.call(key, i)
+                slow_pair.proxy.delay = delay
+                status, _, took = slow_pair.call(key, i)
                 assert status == 200
                 seconds.append(took)
     finally:
-        pair.proxy.delay = 0.0
+        slow_pair.proxy.delay = 0.0
     added = statistics.median(b - a for a, b in zip(near, far, strict=True))
     print(f"\nRedis +100 ms each way: median answer {statistics.median(near) * 1000:.0f} → "
           f"{statistics.median(far) * 1000:.0f} ms (paired: +{added * 1000:.0f} ms; one round "
