@@ -21,6 +21,7 @@ then fail, then stall, within one test::
     POST /_control {"status": 400, "raw_error": "..."} answer errors with this plain text
     POST /_control {"linger_after_done_ms": 3000}      streams stay open 3 s after [DONE]
     POST /_control {"usage_on_last_choice": true}      usage on the finish chunk, asked or not
+    POST /_control {"set_cookie": "sid=abc; Path=/"}     answers carry this Set-Cookie header
     POST /_control {"tool_call": {"name": "f", "arguments": "{}"}}
                                                        chat answers call that tool instead
     POST /_reset                                       back to healthy, counters kept
@@ -68,6 +69,7 @@ class Behaviour:
     usage_on_last_choice: bool = False  # usage on the finish chunk, even unasked (LiteLLM)
     raw_error: str | None = None  # error answers as this text/plain body instead of JSON
     tool_call: dict[str, str] | None = None  # chat answers call this tool (name, arguments)
+    set_cookie: str | None = None  # JSON answers carry this Set-Cookie header
 
 
 @dataclass
@@ -353,7 +355,9 @@ class UpstreamServer:
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
             (b"x-upstream-name", self.name.encode()),
-            (b"x-request-id", f"{self.name}-{self.stats.requests}".encode())]})
+            (b"x-request-id", f"{self.name}-{self.stats.requests}".encode()),
+            *([(b"set-cookie", self.behaviour.set_cookie.encode())]
+              if self.behaviour.set_cookie else [])]})
         await send({"type": "http.response.body", "body": data})
 
 

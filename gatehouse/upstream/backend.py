@@ -203,6 +203,10 @@ class HTTPBackend:
                 connector=aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=300,
                                                keepalive_timeout=30),
                 timeout=self._whole_timeout,
+                # one session calls the backend for every user: a cookie it sets in answer to
+                # one user's request (a load balancer's, a proxy's) must not ride along with
+                # everyone's next request, nor pile up here
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("user-agent",), auto_decompress=True)
         return self._session
 

@@ -77,3 +77,22 @@ def test_a_plain_text_refusal_keeps_its_words(start_gateway: Callable[..., Gatew
     assert caught.value.message.endswith("HTTP 422: model 'x' is not loaded.")
     body = caught.value.body
     assert isinstance(body, dict) and body["code"] == "upstream_422"
+
+
+def test_a_cookie_one_answer_sets_is_not_sent_with_the_next_users_request(
+        start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
+    """The gateway calls a backend for many users over one client session: a cookie the
+    backend sets in answer to one user's request (a load balancer's, a proxy's session) must
+    not travel with everyone's next request, nor pile up in the gateway's memory. By host
+    name: aiohttp's cookie jar refuses cookies from IP addresses, so 127.0.0.1 hides this."""
+    up_a.control(set_cookie="sid=user-a-session; Path=/")
+    gw = start_gateway({"upstreams": {"a": {"base_url": up_a.url.replace("127.0.0.1",
+                                                                         "localhost") + "/v1"}},
+                        "models": {"m": {"backends": [{"upstream": "a",
+                                                       "model": "test-model"}]}}})
+    client = sdk(gw)
+    before = up_a.stats()["requests"]
+    for _ in range(2):
+        client.chat.completions.create(model="m", messages=HELLO)
+    assert up_a.stats()["requests"] == before + 2
+    assert "cookie" not in up_a.stats()["last_headers"]
