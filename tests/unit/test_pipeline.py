@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +244,60 @@ async def test_a_whole_answer_goes_out_before_the_accounting(tmp_path: Path) -> 
         at_body.clear()
         await app(scope, receive, send)
         assert len(at_body) > 2 and set(at_body) == {1.0}
+        assert inflight.get() == 0.0
+    finally:
+        await app.aclose()
+
+
+async def test_the_accounting_runs_when_sending_a_whole_answer_fails_or_is_cancelled(
+        tmp_path: Path) -> None:
+    """The deferred exits run whatever becomes of the send: a client gone mid-write (the
+    send raises) or the request's task cancelled while it waits to write (the server shutting
+    down, the connection lost) still frees the admission slot and the in-flight count."""
+    app = create_app(make_settings(tmp_path))
+    await app.startup()
+    try:
+        inflight = app.metrics.inflight._value
+        body = json.dumps({"model": "demo",
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+        scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "root_path": "", "query_string": b"", "client": ("10.0.0.1", 1234),
+                 "server": ("gw", 80), "headers": [(b"content-type", b"application/json")]}
+
+        def receiver() -> Callable[[], Awaitable[dict[str, Any]]]:
+            given = False
+
+            async def receive() -> dict[str, Any]:
+                nonlocal given
+                if not given:
+                    given = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await asyncio.Event().wait()
+                raise AssertionError
+            return receive
+
+        async def gone(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                raise OSError("the client went away")
+
+        with pytest.raises(OSError):
+            await app(scope, receiver(), gone)
+        assert inflight.get() == 0.0
+
+        writing = asyncio.Event()
+
+        async def stuck(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                writing.set()
+                await asyncio.Event().wait()  # a client that never reads
+
+        task = asyncio.create_task(app(scope, receiver(), stuck))
+        await asyncio.wait_for(writing.wait(), 10)
+        assert inflight.get() == 1.0
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         assert inflight.get() == 0.0
     finally:
         await app.aclose()
