@@ -116,6 +116,13 @@ class RequestContext:
     def wants_html(self) -> bool:
         return prefers_html(self.headers.get("accept", ""))
 
+    def decided(self) -> None:
+        """The answer is decided: from now on a client leaving cancels nothing (the exits are
+        owed all the same), and the record's latency ends here, not when the write does."""
+        self.exiting = True
+        if self.finished_at is None:
+            self.finished_at = time.perf_counter()
+
 
 def prefers_html(accept: str) -> bool:
     """True when text/html is preferred over JSON (q-values honoured, ties go to JSON)."""

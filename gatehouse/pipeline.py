@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Protocol
@@ -105,10 +104,7 @@ class Pipeline:
         if not defer:
             await self._exits(ctx, entered, outcome)
             return reply
-        # the answer is decided: a client leaving while it is sent cancels nothing now (its
-        # exits are owed all the same, and run after the send)
-        ctx.exiting = True
-        ctx.finished_at = time.perf_counter()  # the record's latency: not the write's
+        ctx.decided()  # its exits run after the send
         reply.after = partial(self._exits, ctx, entered, outcome)
         return reply
 
@@ -121,9 +117,7 @@ class Pipeline:
         """Run every exit, in reverse. ``ctx.exiting`` tells the disconnect watcher not to
         cancel from here on (a settle must not be cut short because the client left); any
         other cancellation still lets the remaining exits run before it is raised."""
-        ctx.exiting = True
-        if ctx.finished_at is None:  # (a deferred answer's: when it was decided)
-            ctx.finished_at = time.perf_counter()
+        ctx.decided()  # (a deferred answer's was, when its reply was ready)
         cancelled: BaseException | None = None
         for stage in reversed(entered):
             try:
@@ -187,9 +181,8 @@ class GuardedStream:
         except Exception as exc:
             log.exception("unhandled error in stream", extra={"request_id": self._ctx.request_id})
             outcome = Outcome("error", 500, InternalError("stream failed", cause=repr(exc)))
-        if self._defer:  # decided: a client leaving while the end is sent cancels nothing
-            self._ctx.exiting = True
-            self._ctx.finished_at = time.perf_counter()
+        if self._defer:  # its exits run once the end is sent
+            self._ctx.decided()
             self._ended = outcome
         else:
             await self._finish(outcome)
