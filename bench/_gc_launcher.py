@@ -97,16 +97,9 @@ if __name__ == "__main__":
     gc.callbacks.append(_on_gc)
     signal.signal(signal.SIGUSR1, _start_saving)
     signal.signal(signal.SIGUSR2, _report)
-    # `gatehouse serve` reads its options into the environment and execs the serving module,
-    # which would lose these hooks: do the same here without the exec
-    args = sys.argv[1:]
-    if args and args[0] == "serve":
-        args = args[1:]
-    for flag, name in (("--config", "GATEHOUSE_CONFIG"), ("--host", "GATEHOUSE_SERVER__HOST"),
-                       ("--port", "GATEHOUSE_SERVER__PORT"),
-                       ("--workers", "GATEHOUSE_SERVER__WORKERS")):
-        if flag in args:
-            os.environ[name] = args[args.index(flag) + 1]
+    # `gatehouse serve` execs the serving module, which would lose these hooks: the options
+    # come in the environment (gc_check.py: serving.options_environment) and the serving
+    # module's main runs here, without the exec
     from gatehouse.cli.serving import main
 
     sys.argv = [sys.argv[0]]

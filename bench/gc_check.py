@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 import overhead as ov
 
+from gatehouse.cli.serving import options_environment
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,10 +72,9 @@ base_url = "http://{ov.HOST}:{up.port}/v1"
 backends = [{{ upstream = "bench", model = "{ov.MODEL}" }}]
 """)
         env = dict(os.environ, PYTHONPATH=str(ov.ROOT), GC_LOG=str(gc_log),
-                   GC_REPORT=str(gc_report))
-        proc = kids.start("gatehouse-gc", [py, str(ov.BENCH / "_gc_launcher.py"), "serve",
-                                           "--config", str(cfg), "--host", ov.HOST,
-                                           "--port", str(port), "--workers", "1"], env=env)
+                   GC_REPORT=str(gc_report),
+                   **options_environment(cfg, ov.HOST, port, workers=1))
+        proc = kids.start("gatehouse-gc", [py, str(ov.BENCH / "_gc_launcher.py")], env=env)
         ov.wait_healthy(proc, port, "/healthz", 60, "gatehouse-gc")
         import uvloop
 

@@ -33,11 +33,9 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
 ) -> None:
     """Run the gateway (uvicorn with uvloop and httptools)."""
-    if config is not None:
-        os.environ["GATEHOUSE_CONFIG"] = str(config)
-    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
-        if value is not None:
-            os.environ[f"GATEHOUSE_SERVER__{name}"] = str(value)
+    from gatehouse.cli.serving import options_environment
+
+    os.environ.update(options_environment(config, host, port, workers))
     # the options are in the environment: become the serving process, a fresh interpreter
     # without the CLI's modules (gatehouse/cli/serving.py); the process id stays the same
     sys.stdout.flush()
