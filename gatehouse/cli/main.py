@@ -8,6 +8,7 @@ commands'), and their ``--help`` flags need no pydantic validator (``FalseHelpFl
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import typer
@@ -119,4 +120,15 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:
+        # a configuration problem found while a command runs (the server secret's file, …):
+        # said like one found while loading, not as a traceback. Looked up, not imported:
+        # a command that never loaded the configuration cannot have raised it
+        config = sys.modules.get("gatehouse.config")
+        if config is None or not isinstance(exc, config.ConfigError):
+            raise
+        from gatehouse.cli.serving import config_failed
+
+        config_failed(exc)

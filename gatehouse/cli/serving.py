@@ -147,8 +147,11 @@ def forked(work: Callable[[], Coroutine[Any, Any, None]]) -> int:
 
 
 def main() -> None:
+    from gatehouse.identity.service import server_secret
+
     try:
         settings = checked_settings()
+        server_secret(settings)  # read, or made, before any worker needs it
     except ConfigError as exc:
         config_failed(exc)
     s = settings.server

@@ -79,16 +79,36 @@ def display(key: str) -> str:
     return f"{head}…{key[-4:]}"
 
 
+class SecretUnusable(Exception):
+    """The server secret's file cannot be read or made: what is wrong with it, for a person."""
+
+
 def load_server_secret(configured: str | None, secret_file: str) -> bytes:
     """The configured secret, else the secret file's, else a new one written to that file
-    (mode 0600). Losing it makes every stored key unusable: back the file up."""
+    (mode 0600). Losing it makes every stored key unusable: back the file up. Raises
+    SecretUnusable naming the file when it cannot be read or made."""
     if configured:
         return configured.encode()
     path = Path(secret_file)
     try:
+        return _read_or_make(path)
+    except UnicodeDecodeError:
+        raise SecretUnusable(f"the server secret file {path} is not UTF-8 text: it holds one "
+                             "line of at least 32 characters") from None
+    except IsADirectoryError:
+        raise SecretUnusable(f"the server secret file {path} is a directory: name a file "
+                             "(made, mode 0600, when it does not exist)") from None
+    except OSError as exc:
+        raise SecretUnusable(f"cannot read or make the server secret file {path}: "
+                             f"{exc.strerror or type(exc).__name__}") from None
+
+
+def _read_or_make(path: Path) -> bytes:
+    try:
         value = path.read_text(encoding="utf-8").strip()
         if len(value) < 32:
-            raise ValueError(f"{path}: the secret must be at least 32 characters")
+            raise SecretUnusable(f"the server secret in {path} is {len(value)} characters "
+                                 "long: it must be at least 32")
         return value.encode()
     except FileNotFoundError:
         pass
@@ -97,7 +117,7 @@ def load_server_secret(configured: str | None, secret_file: str) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
     except FileExistsError:  # another replica made it first: use theirs
-        return load_server_secret(None, secret_file)
+        return _read_or_make(path)
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
     return value.encode()

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gatehouse.config import Settings
-from gatehouse.identity.keys import KeyMaterial, load_server_secret
+from gatehouse.config import ConfigError, Settings
+from gatehouse.identity.keys import KeyMaterial, SecretUnusable, load_server_secret
 from gatehouse.identity.sessions import SessionManager
 from gatehouse.identity.throttle import SignInThrottle
 from gatehouse.identity.verifier import EVERYTHING, KeyVerifier, announce
@@ -34,15 +34,24 @@ def resolve_paths(settings: Settings) -> tuple[str, str]:
     return url, str(secret_file)
 
 
+def server_secret(settings: Settings) -> bytes:
+    """The server secret (made on first use); ConfigError when its file cannot be read or
+    made, naming the file."""
+    try:
+        return load_server_secret(settings.identity.secret, resolve_paths(settings)[1])
+    except SecretUnusable as exc:
+        raise ConfigError(str(settings.source), "identity.secret_file", str(exc)) from None
+
+
 class IdentityService:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
                  state: State | None = None, store: Store | None = None) -> None:
         ids = settings.identity
-        url, secret_file = resolve_paths(settings)
+        url = resolve_paths(settings)[0]
         self.settings = settings
         self.store = store or Store(url)
         self.state = state or open_state(settings.storage.state_url)
-        self.keys = KeyMaterial(load_server_secret(ids.secret, secret_file))
+        self.keys = KeyMaterial(server_secret(settings))
         self.accounts = Accounts(self.store, self.keys)
         self.verifier = KeyVerifier(self.keys, self.accounts, ttl=ids.key_cache_ttl,
                                     size=ids.key_cache_size, negative_ttl=ids.negative_cache_ttl,

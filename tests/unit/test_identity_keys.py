@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from gatehouse.identity.cache import MISS, TTLCache
-from gatehouse.identity.keys import KeyMaterial, display, hint_for, load_server_secret
+from gatehouse.identity.keys import (
+    KeyMaterial,
+    SecretUnusable,
+    display,
+    hint_for,
+    load_server_secret,
+)
 from gatehouse.identity.verifier import EVERYTHING, KeyVerifier, StoreUnavailable
 from gatehouse.store.accounts import Accounts
 from gatehouse.store.db import Store
@@ -56,8 +62,23 @@ def test_server_secret_file_is_made_once_and_private(tmp_path: Path) -> None:
     assert load_server_secret(None, str(path)) == first
     assert load_server_secret("x" * 40, str(path)) == b"x" * 40
     path.write_text("too short\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(SecretUnusable, match="is 9 characters long: it must be at least 32"):
         load_server_secret(None, str(path))
+
+
+def test_a_secret_file_that_cannot_be_used_is_said_naming_it(tmp_path: Path) -> None:
+    """Each way the file can be wrong gives one sentence naming it (the CLI and ``serve`` say
+    it as a configuration error: tests/unit/test_serving.py), never an OSError's traceback."""
+    binary = tmp_path / "binary.secret"
+    binary.write_bytes(b"\xff\xfe" * 20)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for path, said in [(tmp_path, "is a directory"), (binary, "is not UTF-8 text"),
+                       (blocker / "gatehouse.secret", "cannot read or make"),
+                       (Path("/proc/no-such-dir/gatehouse.secret"), "cannot read or make")]:
+        with pytest.raises(SecretUnusable) as caught:
+            load_server_secret(None, str(path))
+        assert said in str(caught.value) and str(path) in str(caught.value)
 
 
 def test_ttl_cache_bounds_and_expiry() -> None:

@@ -138,6 +138,26 @@ def test_an_unreachable_store_stops_the_start_in_one_line(tmp_path: Path) -> Non
     assert "migrating the store failed (exit status 1)" in done.stderr
 
 
+@pytest.mark.parametrize("command", [["serve"], ["migrate"], ["keys", "list"],
+                                     ["users", "list"], ["keys", "create", "default/x"]])
+def test_a_secret_file_that_cannot_be_read_is_a_configuration_error(
+        tmp_path: Path, command: list[str]) -> None:
+    """``[identity] secret_file`` naming a directory: the command (and ``serve`` before it
+    starts anything) says so in one line, naming the file, status 2 — it was a traceback."""
+    (tmp_path / "secrets").mkdir()
+    config = tmp_path / "gatehouse.toml"
+    config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "g.db"}"\n'
+                      f'[identity]\nsecret_file = "{tmp_path / "secrets"}"\n')
+    done = subprocess.run([sys.executable, "-m", "gatehouse", *command, "--config",
+                           str(config)], env=serve_env(), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    said = " ".join(done.stderr.split())
+    assert (f"configuration error {config}: identity.secret_file: the server secret file "
+            f"{tmp_path / 'secrets'} is a directory") in said, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("command", [["migrate"], ["init"], ["keys", "list"],
                                      ["limits", "list"], ["rules", "list"],
                                      ["requests", "show", "req_x"]])
