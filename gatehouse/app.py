@@ -139,19 +139,38 @@ def build_router(settings: Settings, metrics: Metrics,
     return Router(routes), everything
 
 
+def open_geo(settings: Settings) -> Geo | None:
+    """The edge's country / ASN databases, open; None when none is configured. ConfigError
+    when one cannot be opened or is not a MaxMind-format database."""
+    es = settings.edge
+    if not (es.geo_database or es.asn_database):
+        return None
+    paths = [str(settings.base_dir / p) if p else None
+             for p in (es.geo_database, es.asn_database)]
+    try:
+        return Geo(paths[0], paths[1])
+    except (OSError, ValueError, RuntimeError) as exc:  # maxminddb: InvalidDatabaseError
+        key = "edge.geo_database" if es.geo_database else "edge.asn_database"
+        raise ConfigError(settings.source, key, f"cannot open the database: {exc}") from None
+
+
+def check_edge_files(settings: Settings) -> None:
+    """What the edge reads from disk at start, read now: the geo databases and the list
+    files ``[[edge.rules]]`` name. ConfigError naming the file that cannot be used."""
+    geo = open_geo(settings)
+    if geo is not None:
+        geo.close()
+    try:
+        RuleBook(settings.edge, settings.base_dir, None).read_config_lists()
+    except ConfigError as exc:
+        raise ConfigError(settings.source, exc.key, exc.reason) from None
+
+
 def build_edge(settings: Settings, identity: IdentityService, metrics: Metrics,
                challenger: Challenge | None = None) -> Edge:
     es = settings.edge
     records = EdgeRecords(identity.store)
-    geo = None
-    if es.geo_database or es.asn_database:
-        paths = [str(settings.base_dir / p) if p else None
-                 for p in (es.geo_database, es.asn_database)]
-        try:
-            geo = Geo(paths[0], paths[1])
-        except (OSError, ValueError) as exc:
-            raise ConfigError(settings.source, "edge.geo_database",
-                              f"cannot open the database: {exc}") from None
+    geo = open_geo(settings)
     try:
         rules = RuleBook(es, settings.base_dir, records, on_compile=metrics.edge_rules.set)
     except ConfigError as exc:

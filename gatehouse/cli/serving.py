@@ -65,13 +65,15 @@ def cannot_listen(host: str, port: int) -> str | None:
 
 def checked_settings(config: Path | None = None) -> Settings:
     """The settings (``config``, else $GATEHOUSE_CONFIG, and GATEHOUSE_* variables), with
-    their backends resolvable and the API keys they name present in the environment; raises
-    ConfigError saying every problem."""
+    their backends resolvable, the API keys they name present in the environment and the
+    edge's files (geo databases, rule lists) readable; raises ConfigError saying the
+    problems."""
     settings = load_settings(config)
-    from gatehouse.app import build_router
+    from gatehouse.app import build_router, check_edge_files
     from gatehouse.telemetry.metrics import Metrics
 
     build_router(settings, Metrics())
+    check_edge_files(settings)
     return settings
 
 

@@ -117,8 +117,13 @@ class RuleBook:
         # compiled off the loop thread: 10,000s of networks take tens of milliseconds
         await asyncio.to_thread(self._compile)
 
+    def read_config_lists(self) -> None:
+        """Read the list files the configuration's rules name; ConfigError for one that
+        cannot be read (a config naming a missing file fails at start, not later)."""
+        self._read_lists(self.fixed, strict=True)
+
     async def start(self, state: State | None) -> None:
-        self._read_lists(self.fixed, strict=True)  # a config naming a missing file fails now
+        self.read_config_lists()
         try:
             await self.load_stored()
         except Exception as exc:  # the store is down: config rules still apply

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gatehouse import __version__
 from gatehouse.store.db import head_revision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +157,35 @@ def test_a_secret_file_that_cannot_be_read_is_a_configuration_error(
     assert (f"configuration error {config}: identity.secret_file: the server secret file "
             f"{tmp_path / 'secrets'} is a directory") in said, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("edge", [
+    ('[edge]\ngeo_database = "{dir}"\n', "edge.geo_database: cannot open the database"),
+    ('[edge]\nasn_database = "{junk}"\n', "edge.asn_database: cannot open the database"),
+    ('[[edge.rules]]\naction = "deny"\nlist = "{dir}"\n', "edge.rules: list file {dir}: Is a"),
+    ('[[edge.rules]]\naction = "deny"\nlist = "{missing}"\n', "edge.rules: list file {missing}:"),
+])
+def test_the_edge_files_are_read_by_check_and_before_serve_starts(
+        tmp_path: Path, edge: tuple[str, str]) -> None:
+    """A geo database that is not one, a rule's list file that is a directory or missing:
+    ``check`` said "ok", and ``serve`` printed its banner, then failed in the worker with a
+    traceback (the geo database) or uvicorn's "Application startup failed"."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "junk.mmdb").write_bytes(b"not a MaxMind database")
+    paths = {"dir": tmp_path / "dir", "junk": tmp_path / "junk.mmdb",
+             "missing": tmp_path / "missing.txt"}
+    toml, said = (part.format(**paths) for part in edge)
+    config = tmp_path / "gatehouse.toml"
+    config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "g.db"}"\n'
+                      + toml)
+    for command in (["check"], ["serve"]):
+        done = subprocess.run([sys.executable, "-m", "gatehouse", *command, "--config",
+                               str(config)], env=serve_env(), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert said in " ".join(done.stderr.split()), done.stderr
+        assert "Traceback" not in done.stderr and "gatehouse " + __version__ + " on" \
+            not in done.stderr  # refused before the banner
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["init"], ["keys", "list"],
