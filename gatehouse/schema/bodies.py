@@ -67,11 +67,38 @@ def _stream_options(body: dict[str, Any]) -> None:
 
 
 def _inputs(param: str, value: str | list[Any], limit: int) -> int:
-    """How many inputs ``value`` holds: a string or one array of token ids is one."""
-    if isinstance(value, str) or (value and not isinstance(value[0], str | list)):
+    """How many inputs ``value`` holds: a string, or one array of token ids, is one; an array
+    of strings, or of arrays of token ids, holds one per item. Any other mix is refused, and
+    every item is looked at: a leading token id once vouched for an array of thousands of
+    strings, which then passed the cap on inputs (and on embedding values)."""
+    if isinstance(value, str) or _token_ids(value):
         return 1
     max_length(param, value, limit)
+    kind = _kind(value[0])
+    if kind is None:
+        raise wrong_type(f"{param}[0]", "a string, a token id or an array of token ids",
+                         value[0])
+    expected = {"string": "a string", "token": "a token id (an integer)",
+                "tokens": "an array of token ids"}[kind]
+    for i, item in enumerate(value):
+        if _kind(item) != kind:
+            raise wrong_type(f"{param}[{i}]", f"{expected}, as the array's first item is", item)
     return len(value)
+
+
+def _kind(item: Any) -> str | None:
+    if isinstance(item, str):
+        return "string"
+    if type(item) is int:
+        return "token"
+    if isinstance(item, list) and _token_ids(item):
+        return "tokens"
+    return None
+
+
+def _token_ids(value: list[Any]) -> bool:
+    """True for a (non-empty) array of integers (booleans are not token ids)."""
+    return bool(value) and all(type(v) is int for v in value)
 
 
 def check_chat(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> None:

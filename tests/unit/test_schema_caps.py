@@ -118,6 +118,39 @@ def test_one_token_array_is_one_input() -> None:
     check_embedding({"model": "m", "input": list(range(5000)), "dimensions": 1024})
 
 
+async def test_a_leading_token_id_does_not_vouch_for_the_rest(demo: httpx.AsyncClient) -> None:
+    """``[1, "a", "a", …]`` was taken for one array of token ids by its first item: 5,001
+    inputs × 16,384 dimensions answered 200, and as a completions prompt, 5,001 generations."""
+    for path, field in (("/v1/embeddings", "input"), ("/v1/completions", "prompt")):
+        body = {"model": "demo", field: [1] + ["a"] * 5000, "dimensions": 16384}
+        if field == "prompt":
+            del body["dimensions"]
+        response = await demo.post(path, json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "array_above_max_length"
+        body[field] = [1] + ["a"] * 10  # under the cap: refused for the mix
+        response = await demo.post(path, json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == (f"{field}[1]", "invalid_type")
+
+
+@pytest.mark.parametrize(("value", "where"), [
+    (["a", 1], "input[1]"), (["a", ["b"]], "input[1]"), ([[1, 2], "a"], "input[1]"),
+    ([[1], [True]], "input[1]"), ([[1], []], "input[1]"), ([1, 2, 2.5], "input[2]"),
+    ([True], "input[0]"), ([[]], "input[0]"), ([{"a": 1}], "input[0]"), ([None], "input[0]"),
+])
+def test_an_input_array_is_one_form_throughout(value: list[Any], where: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        check_embedding({"model": "m", "input": value})
+    assert (caught.value.param, caught.value.code) == (where, "invalid_type")
+
+
+@pytest.mark.parametrize("value", ["a", ["a", "b"], [1, 2], [[1, 2], [3]], [0]])
+def test_the_four_input_forms_pass(value: Any) -> None:
+    check_embedding({"model": "m", "input": value})
+
+
 def test_inputs_times_dimensions() -> None:
     check_embedding({"model": "m", "input": ["x"] * 2048, "dimensions": 3072})
     with pytest.raises(InvalidRequest) as caught:
