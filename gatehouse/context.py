@@ -6,7 +6,7 @@ import ipaddress
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from gatehouse.errors import GatehouseError
 
@@ -28,10 +28,21 @@ class Usage:
             prompt, completion = data.get("input_tokens"), data.get("output_tokens") or 0
         else:
             prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens") or 0
-        if not isinstance(prompt, int) or not isinstance(completion, int):
-            return None
+        if not _count(prompt) or not _count(completion):
+            return None  # not a count (a negative, a boolean, a billion): the gateway counts
         total = data.get("total_tokens")
-        return cls(prompt, completion, total if isinstance(total, int) else prompt + completion)
+        # a total below its parts would charge less than was used
+        return cls(prompt, completion,
+                   max(total, prompt + completion) if _count(total) else prompt + completion)
+
+
+# a backend's token count is believed between these (a larger one would not fit the
+# store's columns, and no request holds it)
+MAX_TOKENS_REPORTED = 1_000_000_000
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value <= MAX_TOKENS_REPORTED
 
 
 class ByteStream(Protocol):

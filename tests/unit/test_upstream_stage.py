@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gatehouse.context import Outcome, RequestContext
+from gatehouse.context import Outcome, RequestContext, Usage
 from gatehouse.errors import GatehouseError
 from gatehouse.pipeline import Pipeline, StreamBroken
 from gatehouse.telemetry.metrics import Metrics
@@ -368,3 +368,28 @@ async def test_request_errors_count_for_nothing(status: int) -> None:
         await stage.enter(as_caller(ctx(), "key_one"))
     assert breakers[0].state == "closed" and breakers[0].counts() == (0, 0)
     assert breakers[0].allow("key_one")
+
+
+@pytest.mark.parametrize(("reported", "expected"), [
+    ({"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}, (5, 7, 12)),
+    ({"prompt_tokens": 5, "completion_tokens": 7}, (5, 7, 12)),
+    # a total below its parts charged less than was used: 0 tokens for 10,000
+    ({"prompt_tokens": 5000, "completion_tokens": 5000, "total_tokens": 0}, (5000, 5000, 10000)),
+    ({"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}, (3, 4, 7)),
+    # not counts: the gateway counts the prompt itself (None here)
+    ({"prompt_tokens": -5, "completion_tokens": 7}, None),
+    ({"prompt_tokens": 5, "completion_tokens": -1}, None),
+    ({"prompt_tokens": True, "completion_tokens": 7}, None),
+    ({"prompt_tokens": 5.5, "completion_tokens": 7}, None),
+    ({"prompt_tokens": 10 ** 12, "completion_tokens": 7}, None),
+    ({"completion_tokens": 7}, None),
+    ([1, 2], None),
+])
+def test_a_backends_usage_is_believed_only_as_counts(reported: Any,
+                                                      expected: tuple[int, ...] | None) -> None:
+    """A negative count once reached a Prometheus counter in the telemetry exit, which
+    raised: the request's record was lost (no access-log line, 404 in /v1/requests)."""
+    usage = Usage.from_openai(reported)
+    got = None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
+                                       usage.total_tokens)
+    assert got == expected
