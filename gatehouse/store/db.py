@@ -13,7 +13,13 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -75,6 +81,7 @@ class Store:
         batches of thousands of rows a second (Ray events, the request log), SQLAlchemy's
         per-row parameter handling would cost more than the inserts."""
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        rows = [tuple(map(_storable, row)) for row in rows]
         if not self.is_sqlite:  # asyncpg ($1 …) pipelines an executemany in one round trip
             marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
             async with self.engine.begin() as conn:
@@ -165,6 +172,31 @@ _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:[\"']([^\
 # what a store that cannot be reached or used raises (PostgreSQL down, a wrong password, a
 # SQLite file that is not a database); see unusable()
 STORE_ERRORS = (OSError, SQLAlchemyError)
+
+
+def _storable(value: Any) -> Any:
+    """A value as both stores can hold it: PostgreSQL's text cannot hold a NUL (a path of
+    ``/%00``, a model name of ``"a\\u0000"``), so one is written as U+FFFD, on SQLite too."""
+    if type(value) is str and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+# SQLSTATE classes of a statement the store received and refused: data (22), integrity (23),
+# syntax or access (42) — as opposed to a store that could not be reached (08, an OSError)
+_REFUSING_CLASSES = ("22", "23", "42")
+
+
+def refused(exc: BaseException) -> bool:
+    """True when the store answered and said no to the rows or the statement (a constraint,
+    bad data): writing the same again cannot help. False when it could not be reached."""
+    if isinstance(exc, IntegrityError | DataError | ProgrammingError):
+        return True
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    # asyncpg's errors reach SQLAlchemy as a plain DBAPIError: ask for the SQLSTATE
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(state, str) and state[:2] in _REFUSING_CLASSES
 
 
 def unusable(url: str, exc: BaseException) -> str | None:

@@ -6,10 +6,11 @@ is not written is counted, never silently lost:
 
 - ``buffer_full`` — the writer fell ``[telemetry] request_log_buffer`` records behind (a store
   that is slow or down); further records are dropped until it catches up;
-- ``store_error`` — a batch the store refused (it answered, and said no: a constraint, bad
-  data). A store that cannot be reached refuses nothing: the batch goes back to the front of
-  the buffer and is written once the store is back (meanwhile, past the buffer's size, new
-  records count as ``buffer_full``);
+- ``store_error`` — a record the store refused (it answered, and said no: a constraint, bad
+  data). A refused batch is written again one record at a time, so only the records the
+  store refuses are lost, not the others in their batch. A store that cannot be reached
+  refuses nothing: the batch goes back to the front of the buffer and is written once the
+  store is back (meanwhile, past the buffer's size, new records count as ``buffer_full``);
 - sampled — above ``request_log_sample_above`` records a second (per worker), successes are
   kept 1 in ``SAMPLE_EVERY``; errors (status ≥ 400) are always kept.
 
@@ -24,9 +25,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
-
 from gatehouse.errors import IdentityUnavailable
+from gatehouse.store.db import refused
 from gatehouse.store.flusher import Flusher
 from gatehouse.store.requests import RequestRows
 from gatehouse.telemetry.metrics import Metrics
@@ -37,8 +37,6 @@ FLUSH_SECONDS = 1.0
 PRUNE_SECONDS = 3600.0
 BATCH = 2000
 SAMPLE_EVERY = 10
-# errors by which the store refuses rows (as opposed to not being reached)
-REFUSED = (IntegrityError, DataError, ProgrammingError)
 
 
 class RequestLog:
@@ -87,9 +85,10 @@ class RequestLog:
                    and (org is None or r.org == org) and (user is None or r.user_id == user)]
         try:
             stored = await self.rows.find(any_id, org=org, user=user)
-        except REFUSED:
-            raise
-        except Exception:  # the store cannot be reached: what waits here is all there is
+        except Exception as exc:
+            if refused(exc):
+                raise
+            # the store cannot be reached: what waits here is all there is
             if waiting:
                 return waiting
             raise IdentityUnavailable("The store cannot be reached right now, so the request "
@@ -113,24 +112,21 @@ class RequestLog:
                 batch = waiting[start:start + BATCH]
                 try:
                     await self.rows.add(batch)
-                except REFUSED as exc:  # the store said no to these rows: retrying cannot help
-                    self.metrics.request_log_dropped.labels("store_error").inc(len(batch))
-                    log.warning("request log: the store refused %d records: %s", len(batch),
-                                type(exc).__name__)
-                    self.buffer[:0] = waiting[start + BATCH:]
-                    break
-                except Exception as exc:  # not reachable: keep them for the next flush
-                    self.buffer[:0] = waiting[start:]
-                    if not self._down:
-                        self._down = True
-                        log.warning("request log: the store cannot be reached (%s); %d "
-                                    "records wait for it", type(exc).__name__, len(self.buffer))
-                    break
+                    written = len(batch)
+                except Exception as exc:
+                    if not refused(exc):  # not reachable: keep them for the next flush
+                        self._wait(waiting[start:], exc)
+                        break
+                    # one record the store cannot take must not cost the others theirs
+                    written, unsent = await self._one_by_one(batch)
+                    if unsent:  # the store went away meanwhile
+                        self.buffer[:0] = [*unsent, *waiting[start + BATCH:]]
+                        break
                 if self._down:
                     self._down = False
                     log.warning("request log: the store is back; writing what waited")
-                self.written += len(batch)
-                self.metrics.request_log_written.inc(len(batch))
+                self.written += written
+                self.metrics.request_log_written.inc(written)
         finally:
             self._writing = []
         self._report()
@@ -138,6 +134,36 @@ class RequestLog:
             self._pruned = time.time()
             with contextlib.suppress(Exception):
                 await self.rows.prune(time.time() - self.keep_seconds)
+
+    def _wait(self, records: list[RequestRecord], exc: BaseException) -> None:
+        """The store could not be reached: these go back to the front of the buffer."""
+        self.buffer[:0] = records
+        if not self._down:
+            self._down = True
+            log.warning("request log: the store cannot be reached (%s); %d records wait for "
+                        "it", type(exc).__name__, len(self.buffer))
+
+    async def _one_by_one(self, batch: list[RequestRecord]) -> tuple[int, list[RequestRecord]]:
+        """A batch the store refused, written again a record at a time (at most ``BATCH``
+        statements, only after a refusal): the records it refuses again are dropped and
+        counted as ``store_error``. (How many were written, the records not sent because the
+        store went away meanwhile.)"""
+        written = bad = 0
+        unsent: list[RequestRecord] = []
+        for i, record in enumerate(batch):
+            try:
+                await self.rows.add([record])
+                written += 1
+            except Exception as exc:
+                if not refused(exc):
+                    unsent = batch[i:]
+                    break
+                bad += 1
+        if bad:
+            self.metrics.request_log_dropped.labels("store_error").inc(bad)
+            log.warning("request log: the store refused %d records; the %d others of their "
+                        "batch were written", bad, written)
+        return written, unsent
 
     def _report(self) -> None:
         sampled, dropped = self.sampled, self.dropped

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event
 
 from gatehouse.errors import IdentityUnavailable
-from gatehouse.store.db import Store
+from gatehouse.store.db import Store, refused
 from gatehouse.store.requests import RequestRows, row_of
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import FIELDS, RequestRecord
@@ -118,6 +118,56 @@ async def test_records_wait_for_a_store_that_is_down_and_refused_ones_are_counte
         await log.flush()
         assert metric(m, "gatehouse_request_log_dropped_total", reason="store_error") == 5
         assert not log.buffer
+
+
+async def test_a_nul_in_a_path_or_model_neither_stalls_nor_loses_the_log(store: Store) -> None:
+    """``GET /%00`` on PostgreSQL: its text cannot hold a NUL, asyncpg's refusal reached
+    SQLAlchemy as a plain DBAPIError, taken for "cannot be reached" — the batch went back to
+    the buffer, was refused again every second, and no record of anyone was written again.
+    Now the NUL is stored as U+FFFD (on SQLite too), and the record is found by its id."""
+    m = Metrics()
+    log = RequestLog(RequestRows(store), m, size=100, keep_days=30, sample_above=10_000)
+    odd = record(1, path="/\x00", model="a\x00b", client_request_id="job\x00")
+    for r in (odd, record(2), record(3)):
+        log.add(r)
+    await log.flush()
+    assert not log.buffer and metric(m, "gatehouse_request_log_written_total") == 3
+    (found,) = await RequestRows(store).find(odd.request_id)
+    assert (found.path, found.model) == ("/\ufffd", "a\ufffdb")
+    assert await RequestRows(store).find("job\x00") == []  # no stored id holds a NUL
+
+
+async def test_a_record_the_store_refuses_costs_only_itself(store: Store) -> None:
+    """A batch the store refuses is written again a record at a time: only the refused
+    record is lost (counted), not the others of its batch."""
+    m = Metrics()
+    rows = RequestRows(store)
+    await rows.add([record(5)])
+    log = RequestLog(rows, m, size=100, keep_days=30, sample_above=10_000)
+    for n in range(1, 10):  # record 5 is in the store already: a primary key refuses it
+        log.add(record(n))
+    await log.flush()
+    assert metric(m, "gatehouse_request_log_dropped_total", reason="store_error") == 1
+    assert metric(m, "gatehouse_request_log_written_total") == 8
+    for n in range(1, 10):
+        assert len(await rows.find(record(n).request_id)) == 1
+    assert not log.buffer
+
+
+def test_refused_tells_a_refusal_from_a_store_out_of_reach() -> None:
+    from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+    class PgError(Exception):
+        def __init__(self, state: str) -> None:
+            self.sqlstate = state
+
+    assert refused(IntegrityError("x", None, Exception()))
+    assert refused(DBAPIError("x", None, PgError("22021")))  # bad data: NUL in text
+    assert refused(DBAPIError("x", None, PgError("42P01")))
+    assert not refused(DBAPIError("x", None, PgError("08006")))  # connection failure
+    assert not refused(DBAPIError("x", None, PgError("22021"), connection_invalidated=True))
+    assert not refused(OperationalError("x", None, Exception()))
+    assert not refused(ConnectionRefusedError()) and not refused(TimeoutError())
 
 
 async def test_sampling_above_the_rate_keeps_every_error() -> None:
