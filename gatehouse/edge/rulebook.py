@@ -81,14 +81,14 @@ class RuleBook:
                 if self._seen.get(name) == mark and name in self.lists:
                     continue
                 self.lists[name] = read_list(path)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a path no system can open
                 if strict:
                     raise ConfigError("", "edge.rules", f"list file {path}: "
-                                      f"{exc.strerror or exc}") from None
+                                      f"{getattr(exc, 'strerror', None) or exc}") from None
                 if name not in self.lists:
                     self.lists[name] = []
                 log.warning("list file %s cannot be read (%s); keeping its last contents",
-                            path, exc.strerror or exc)
+                            path, getattr(exc, "strerror", None) or exc)
                 continue
             self._seen[name] = mark
             changed = True

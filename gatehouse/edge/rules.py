@@ -119,8 +119,10 @@ def parse_rule(spec: Mapping[str, Any], label: str) -> Rule:
     except ValueError:
         raise RuleError("asn: numbers such as 64500 or AS64500") from None
     list_file = spec.get("list")
-    if list_file is not None and (not isinstance(list_file, str) or not list_file):
-        raise RuleError("list: the path of a file of CIDRs")
+    if list_file is not None and (not isinstance(list_file, str) or not list_file
+                                  or any(ord(c) < 32 or c == "\x7f" for c in list_file)):
+        # a NUL is no path (every reload then failed, freezing the rules, and so did starts)
+        raise RuleError("list: the path of a file of CIDRs (no control characters)")
     name = spec.get("name")
     written = _strings(spec.get("cidr"), "cidr")
     try:

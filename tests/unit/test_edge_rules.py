@@ -19,7 +19,7 @@ from gatehouse.config import EdgeSettings
 from gatehouse.edge.client import network_of
 from gatehouse.edge.geo import Geo
 from gatehouse.edge.matcher import RuleSet, any_of
-from gatehouse.edge.rulebook import RuleBook
+from gatehouse.edge.rulebook import RuleBook, stored_rule
 from gatehouse.edge.rules import Rule, RuleError, parse_rule, read_list
 from gatehouse.edge.screen import is_api_path
 from gatehouse.edge.visitor import Visitor
@@ -47,6 +47,9 @@ def rules(*specs: dict[str, Any]) -> list[Rule]:
     ({"action": "deny", "asn": "ASx"}, "asn"),
     ({"action": "deny", "cidr": "1.2.3.4", "difficulty": 4}, "only challenge rules"),
     ({"action": "challenge", "cidr": "1.2.3.4", "difficulty": 99}, "1 to 32"),
+    # a NUL made every reload raise (the rules froze) and every start fail
+    ({"action": "deny", "cidr": "1.2.3.4", "list": "blocklist\x00.txt"}, "control characters"),
+    ({"action": "deny", "list": "a\nb.txt"}, "control characters"),
 ])
 def test_unusable_rules_are_refused_with_the_reason(spec: dict[str, Any], problem: str) -> None:
     with pytest.raises(RuleError, match=problem):
@@ -146,6 +149,13 @@ async def test_list_file_reloads_on_change_and_on_sighup(tmp_path: Path) -> None
         assert book.current.match(visitor("203.0.113.5")) is not None
     finally:
         await book.aclose()
+
+
+def test_a_stored_rule_naming_no_possible_path_is_skipped_not_fatal() -> None:
+    """A row an older version accepted (``"list": "x\\u0000"``) is skipped with a warning,
+    so the other rules still load and reload."""
+    assert stored_rule("rule_1", {"action": "deny", "list": "x\x00.txt"}) is None
+    assert stored_rule("rule_2", {"action": "deny", "list": "x.txt"}) is not None
 
 
 async def test_missing_list_file_at_start_is_a_config_error(tmp_path: Path) -> None:
