@@ -11,6 +11,9 @@ from typing import Any, Protocol, TypeGuard
 from gatehouse.errors import GatehouseError
 
 
+CANCELLED = "cancelled"
+
+
 @dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
@@ -106,6 +109,8 @@ class RequestContext:
     backend: str | None = None
     backend_model: str | None = None  # the name the answering backend knows the model by
     upstream_request_id: str | None = None  # the backend's own id for the call, if it sent one
+    # backends tried, in order: "name", or "name:why" ("a:503", "a:ConnectFailed",
+    # f"a:{CANCELLED}" for a call in flight when the client left)
     attempts: list[str] = field(default_factory=list)
     usage: Usage | None = None
     counted_prompt: int | None = None  # the prompt's tokens by the model's tokenizer (quota)

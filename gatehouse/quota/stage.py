@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from prometheus_client.core import CounterMetricFamily
 
 from gatehouse.config import Settings
-from gatehouse.context import Outcome, RequestContext
+from gatehouse.context import CANCELLED, Outcome, RequestContext
 from gatehouse.edge.client import network_of
 from gatehouse.errors import (
     GatehouseError,
@@ -262,13 +262,19 @@ def actual(unit: str, ctx: RequestContext, outcome: Outcome, est: Estimate) -> i
     started = ctx.first_byte_at is not None
     guess = est.completion if unit == "completion_tokens" else est.total
     if outcome.kind == "ok" and outcome.status < 400 or \
-            outcome.kind == "client_disconnected" and started:
-        # an answer without usage, or a client that left mid-answer: charge the estimate,
-        # so leaving early never dodges a limit
+            outcome.kind == "client_disconnected" and (started or left_waiting(ctx)):
+        # an answer without usage, or a client that left mid-answer or while a backend was
+        # working on its request (a whole answer is generated before its first byte): charge
+        # the estimate, so leaving early never dodges a limit
         return 1 if unit == "requests" else guess
     if not started or outcome.status >= 500 or outcome.kind == "upstream_aborted":
         return 0  # never reached a model, or the service failed: not the client's to pay
     return 1 if unit == "requests" else 0  # the backend refused the request itself (4xx)
+
+
+def left_waiting(ctx: RequestContext) -> bool:
+    """The client left while a backend had its request (the call cancelled in flight)."""
+    return bool(ctx.attempts) and ctx.attempts[-1].endswith(":" + CANCELLED)
 
 
 def _who(principal: Principal, charge: Charge) -> str:

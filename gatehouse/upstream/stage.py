@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from gatehouse.context import Outcome, Reply, RequestContext, Usage
+from gatehouse.context import CANCELLED, Outcome, Reply, RequestContext, Usage
 from gatehouse.errors import (
     AtCapacity,
     CallerHeldBack,
@@ -225,6 +225,7 @@ class UpstreamStage:
                 continue
             finally:
                 if not verdict:  # cancelled: the client went away while we waited
+                    ctx.attempts[-1] = f"{name}:{CANCELLED}"  # the call was in flight
                     self._called(ctx, target, started, span, "cancelled")
                     target.breaker.release(caller)
                     if slots is not None:

@@ -385,6 +385,33 @@ def test_client_disconnect_mid_stream_is_settled(
           f"charged the {charged} tokens counted so far")
 
 
+def test_leaving_before_the_first_byte_does_not_dodge_the_limits(
+        tmp_path: Path, start_gateway: Callable[..., Gateway]) -> None:
+    """A whole answer is generated before its first byte: a client that left while the
+    backend worked on its request was charged nothing (no first byte, "never reached a
+    model"), so a caller could have any number of answers generated for free. It is charged
+    the estimate, as one that leaves mid-stream is."""
+    config = config_for(f"sqlite+aiosqlite:///{tmp_path / 'leave.db'}", state_url="memory://",
+                        demo={"latency_ms": 5000}, tiers={
+                            "single": {"limits": {"requests_per_minute": 100,
+                                                  "tokens_per_minute": 100_000}}})
+    (key,) = accounts(tmp_path, config, "single")
+    gw = start_gateway(config)
+    wait_for_window(15)
+    for _ in range(2):
+        with pytest.raises(httpx.TimeoutException):
+            post(gw, key, timeout=1.0)
+    assert settle_log(gw, lambda: len(chat_records(gw)), 2, timeout=10) == 2
+    left = chat_records(gw)
+    assert [(r["status"], r["outcome"]) for r in left] == [(499, "client_disconnected")] * 2
+    assert all(r["attempts"] == ["demo:cancelled"] for r in left), \
+        [(r["attempts"], r["backend"]) for r in left]
+    tokens = usage(gw, key)
+    assert tokens["key:requests_per_minute"]["used"] == 2
+    # the estimate: the prompt ("hello": 1 + 4) and max_tokens (4), each time
+    assert tokens["key:tokens_per_minute"]["used"] == 2 * (5 + 4)
+
+
 # -- 4. a replica killed mid-request leaks nothing past reservation_ttl -----------------------
 
 
