@@ -10,7 +10,6 @@ from typing import Any, Protocol, TypeGuard
 
 from gatehouse.errors import GatehouseError
 
-
 CANCELLED = "cancelled"
 
 
