@@ -22,6 +22,10 @@ then fail, then stall, within one test::
     POST /_control {"linger_after_done_ms": 3000}      streams stay open 3 s after [DONE]
     POST /_control {"usage_on_last_choice": true}      usage on the finish chunk, asked or not
     POST /_control {"set_cookie": "sid=abc; Path=/"}     answers carry this Set-Cookie header
+    POST /_control {"raw_answer": {"status": 200, "content_type": "text/html", "body": "<p>"}}
+                                                       every model request, stream or not, is
+                                                       answered exactly this (a misconfigured
+                                                       proxy's page, a redirect, an empty 204)
     POST /_control {"tool_call": {"name": "f", "arguments": "{}"}}
                                                        chat answers call that tool instead
     POST /_reset                                       back to healthy, counters kept
@@ -70,6 +74,7 @@ class Behaviour:
     raw_error: str | None = None  # error answers as this text/plain body instead of JSON
     tool_call: dict[str, str] | None = None  # chat answers call this tool (name, arguments)
     set_cookie: str | None = None  # JSON answers carry this Set-Cookie header
+    raw_answer: dict[str, Any] | None = None  # {"status", "content_type", "body"}: sent as is
 
 
 @dataclass
@@ -186,6 +191,14 @@ class UpstreamServer:
                 {"error": {"message": f"upstream {self.name} failing on purpose",
                            "type": "server_error", "param": None, "code": None}},
             )
+        if b.raw_answer is not None and path != "/v1/models":
+            raw_body = str(b.raw_answer.get("body", "")).encode()
+            await send({"type": "http.response.start", "status": int(b.raw_answer["status"]),
+                        "headers": [(b"content-type", str(b.raw_answer.get(
+                            "content_type", "text/plain")).encode()),
+                            (b"content-length", str(len(raw_body)).encode())]})
+            await send({"type": "http.response.body", "body": raw_body})
+            return None
         if path == "/v1/models" and scope["method"] == "GET":
             return await self._json(send, 200, {"object": "list", "data": [
                 {"id": "test-model", "object": "model", "created": 0, "owned_by": self.name}]})

@@ -67,6 +67,12 @@ from gatehouse.upstream.responses_events import (
 )
 from gatehouse.upstream.responses_tap import ResponsesTap, texts_of_response
 from gatehouse.upstream.router import Router, Target
+from gatehouse.upstream.shape import (
+    Malformed,
+    check_status,
+    check_stream_start,
+    check_whole,
+)
 from gatehouse.upstream.sse import StreamTap, choice_texts
 
 # statuses below 500 that say "this backend, not this request": try the next one
@@ -77,6 +83,8 @@ REPLY_NOTE = "upstream.reply"
 SLOT_NOTE = "upstream.slot"
 CALL_NOTE = "upstream.call"  # the answering call: (target, started, span), ended in exit
 BROKEN_NOTE = "upstream.broken"  # why a started stream broke (the call's error.type)
+# what reading a backend's JSON of the wrong shape raises (a number where an object was due)
+UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 GENERATING = frozenset({"chat.completions", "completions", "embeddings", "responses"})
 
 
@@ -114,16 +122,19 @@ class _Failures:
     details: list[str] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     timeouts: int = 0
+    malformed: int = 0  # answers that were not answers (shape.py): failed like a 500
     others: int = 0
     retry_after: float = 0.0
 
     def add(self, detail: str, status: int | None = None, timeout: bool = False,
-            retry_after: str | None = None) -> None:
+            retry_after: str | None = None, malformed: bool = False) -> None:
         self.details.append(detail)
         if status is not None:
             self.statuses.append(status)
         elif timeout:
             self.timeouts += 1
+        elif malformed:
+            self.malformed += 1
         else:
             self.others += 1
         if retry_after:
@@ -221,7 +232,8 @@ class UpstreamStage:
                     slots.give()
                 self.metrics.attempts.labels(name, type(exc).__name__).inc()
                 ctx.attempts[-1] = f"{name}:{type(exc).__name__}"
-                failures.add(f"{name}: {exc.detail}", timeout=isinstance(exc, TimedOut))
+                failures.add(f"{name}: {exc.detail}", timeout=isinstance(exc, TimedOut),
+                             malformed=isinstance(exc, Malformed))
                 continue
             finally:
                 if not verdict:  # cancelled: the client went away while we waited
@@ -314,7 +326,10 @@ class UpstreamStage:
         if not ctx.stream:
             reply = await target.backend.open(call)
             try:
-                return reply, await reply.read(), None, None, bridge
+                check_status(reply.status)
+                whole = await reply.read()
+                check_whole(endpoint, reply.status, reply.content_type, whole)
+                return reply, whole, None, None, bridge
             except BaseException:
                 reply.close()
                 raise
@@ -322,20 +337,30 @@ class UpstreamStage:
         try:
             async with asyncio.timeout(target.backend.first_byte_timeout):
                 stream_reply = await target.backend.open(call)
+                check_status(stream_reply.status)
                 if stream_reply.status != 200:
                     return stream_reply, await stream_reply.read(), None, None, None
                 tap = ResponsesTap() if endpoint == "responses" else StreamTap(drop_usage)
                 chunks = stream_reply.chunks()
                 first = b""
+                raw = b""
                 while not first:
                     try:
-                        first = tap.feed(await anext(chunks))
+                        chunk = await anext(chunks)
+                        if not raw.strip():  # the answer's first bytes: an event stream?
+                            raw += chunk
+                            check_stream_start(raw)
+                        first = tap.feed(chunk)
                     except StopAsyncIteration:
                         first = tap.flush()
                         if not first:
                             raise Broken("stream ended before sending anything") from None
                 if bridge is not None:
-                    first = bridge.feed(first)
+                    try:
+                        first = bridge.feed(first)
+                    except UNREADABLE as exc:  # e.g. "choices": 5
+                        raise Malformed(f"answered a first event that is not a chat chunk "
+                                        f"({exc!r})") from None
                 return stream_reply, first, tap, chunks, bridge
         except TimeoutError:
             if stream_reply is not None:
@@ -476,7 +501,8 @@ class UpstreamStage:
                  ) -> GatehouseError:
         cause = "; ".join(failures.details) or "every backend's circuit is open"
         tried = len(failures.details)
-        if any(status >= 500 and status not in (503, 504) for status in failures.statuses):
+        if failures.malformed or \
+                any(status >= 500 and status not in (503, 504) for status in failures.statuses):
             return UpstreamFailed(
                 f"The model failed to answer ({tried} backend{'s' if tried != 1 else ''} "
                 "tried).", cause=cause)
@@ -548,7 +574,11 @@ def _bridged(bridge: ChatToResponses, chat: bytes, usage: Usage) -> bytes:
         raise UpstreamFailed("The model's backend answered with something that is not a chat "
                              "completion.", cause=f"not a JSON object: {chat[:200]!r}")
     counted = None if isinstance(data.get("usage"), dict) else usage_dict(usage)
-    return orjson.dumps(to_response(bridge.body, data, bridge.rid, counted, bridge.store))
+    try:
+        return orjson.dumps(to_response(bridge.body, data, bridge.rid, counted, bridge.store))
+    except UNREADABLE as exc:  # e.g. a choice whose "message" is 5
+        raise UpstreamFailed("The model's backend answered with something that is not a chat "
+                             "completion.", cause=f"untranslatable: {exc!r}") from None
 
 
 def _texts_of(body: bytes) -> tuple[list[str], int]:

@@ -357,3 +357,26 @@ def test_hostile_bodies_get_clear_4xx_and_others_are_served(sdk: openai.OpenAI, 
         assert error["message"] and r.json()["request_id"], r.text[:200]
         # a well-behaved caller is served between the hostile ones
         assert sdk.responses.create(model="chatonly", input="still there?").output_text
+
+
+@pytest.mark.parametrize(("answer", "stream"), [
+    ({"status": 200, "content_type": "application/json",
+      "body": '{"choices": [{"index": 0, "message": 5}]}'}, False),
+    ({"status": 200, "content_type": "application/json", "body": '{"id": "x"}'}, False),
+    ({"status": 200, "content_type": "application/json",
+      "body": '{"error": {"message": "overloaded"}}'}, False),
+    ({"status": 200, "content_type": "text/event-stream",
+      "body": 'data: {"choices": 5}\n\ndata: [DONE]\n\n'}, True),
+])
+def test_a_chat_answer_that_cannot_be_translated_is_upstream_error(
+        sdk: openai.OpenAI, up_a: Upstream, answer: dict[str, Any], stream: bool) -> None:
+    """Translated for a chat-only backend, an answer of the wrong shape was a 500
+    internal_error (the gateway's own fault: an AttributeError in the translation), or a
+    200 Response "completed" with no output; it is the backend's: upstream_error."""
+    up_a.control(raw_answer=answer)
+    with pytest.raises(openai.InternalServerError) as caught:
+        if stream:
+            list(sdk.responses.create(model="chatonly", input="hi", stream=True))
+        else:
+            sdk.responses.create(model="chatonly", input="hi")
+    assert caught.value.code == "upstream_error", caught.value.body
