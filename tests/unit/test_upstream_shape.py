@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from gatehouse.upstream.shape import Malformed, check_status, check_stream_start, check_whole
+from gatehouse.upstream.shape import (
+    Malformed,
+    check_status,
+    check_stream_start,
+    check_whole,
+)
 
 
 @pytest.mark.parametrize("status", [100, 101, 199, 301, 302, 304, 307, 308])
