@@ -19,6 +19,7 @@ from gatehouse.errors import Conflict, InvalidRequest, NotFound
 from gatehouse.status.components import STATES
 from gatehouse.status.incidents import IncidentError, maintenance_status
 from gatehouse.status.service import StatusService
+from gatehouse.status.statuspage import LATEST
 from gatehouse.store.status import Incident
 
 Status = Literal["investigating", "identified", "monitoring", "resolved"]
@@ -28,6 +29,7 @@ ComponentState = Literal["operational", "degraded_performance", "partial_outage"
                          "major_outage", "under_maintenance"]
 Id = Annotated[str, Path(pattern=r"^[0-9a-z]{12}$", description="12 letters and digits.")]
 TEXT = 4000
+WHEN = "Unix seconds, at the latest 9999-12-31T23:59:59Z"
 COMPONENTS = ("Components this changes: their key (GET /api/v2/components.json names "
               "them; `api`, `web`, `login`, a model) → new state, one of " +
               ", ".join(STATES) + ".")
@@ -63,8 +65,9 @@ class PostmortemIn(Body):
 class MaintenanceIn(Body):
     name: str = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=TEXT)
-    scheduled_for: int = Field(ge=0, description="Unix seconds")
-    scheduled_until: int = Field(ge=0, description="Unix seconds")
+    # bounded so the page can show them as ISO 8601 (a later one stopped its snapshots)
+    scheduled_for: int = Field(ge=0, le=LATEST, description=WHEN)
+    scheduled_until: int = Field(ge=0, le=LATEST, description=WHEN)
     components: list[str] = Field(min_length=1, max_length=100)
 
 

@@ -31,9 +31,18 @@ DOCUMENTS = ("summary.json", "status.json", "components.json", "incidents.json",
              "scheduled-maintenances/upcoming.json", "scheduled-maintenances/active.json")
 
 
+# 9999-12-31T23:59:59Z: the last second datetime (and ISO 8601's four-digit year) can show,
+# and the latest time the admin API takes
+LATEST = 253_402_300_799
+
+
 def iso(at: float | None) -> str | None:
     if at is None:
         return None
+    if not 0 <= at <= LATEST:
+        # a time the admin API took before it was bounded (year 10000, 10**30) would raise
+        # here and stop every snapshot: the page shows it as the nearest time it can
+        at = 0 if at < 0 else LATEST
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 

@@ -27,6 +27,7 @@ from gatehouse.app import create_app
 from gatehouse.edge.rules import DIFFICULTY
 from gatehouse.identity.passwords import MIN_LENGTH
 from gatehouse.identity.service import IdentityService
+from gatehouse.status.statuspage import LATEST
 from gatehouse.store.accounts import EMAIL_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 from tests.unit.conftest import make_settings
 from tests.unit.test_admin_api import A, Admin, admin, error, ok
@@ -170,6 +171,7 @@ async def test_the_document_states_the_constraints(admin: Admin) -> None:
     assert (prop("RuleIn", "difficulty")["minimum"],
             prop("RuleIn", "difficulty")["maximum"]) == DIFFICULTY
     assert prop("BanIn", "seconds")["exclusiveMinimum"] == 0
+    assert prop("MaintenanceIn", "scheduled_until")["maximum"] == LATEST
     assert param("/orgs/{org}", "get", "org")["pattern"] == NAME_PATTERN
     assert param("/orgs/{org}", "patch", "org")["pattern"] == NAME_PATTERN
     assert param("/projects", "get", "org")["pattern"] == NAME_PATTERN

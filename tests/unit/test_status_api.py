@@ -104,6 +104,11 @@ async def test_refusals(admin: Admin) -> None:
     error(await admin.post("/maintenances", {"name": "m", "body": "b", "scheduled_for": 10,
                                              "scheduled_until": 5, "components": ["api"]}),
           400, "invalid_value", "scheduled_until")
+    for field in ("scheduled_for", "scheduled_until"):  # past 9999: the page cannot show it
+        for far in (253_402_300_800, 10**30):
+            body = {"name": "m", "body": "b", "scheduled_for": 10, "scheduled_until": 20,
+                    "components": ["api"], field: far}
+            error(await admin.post("/maintenances", body), 400, "invalid_value", field)
     error(await admin.client.get("/admin/v1/incidents"), 401, "missing_api_key")
 
 

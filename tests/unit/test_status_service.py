@@ -302,3 +302,20 @@ async def test_the_daily_bars_reach_back_past_the_minute_rows(store: Store,
     assert bars(await service(store, clock, tmp_path).history.refresh(clock.now)) == expected
     await compactor.prune()  # the minute rows of 30 days ago are gone: the day rows remain
     assert bars(await service(store, clock, tmp_path).history.refresh(clock.now)) == expected
+
+
+async def test_a_far_future_time_in_the_store_does_not_stop_the_page(store: Store,
+                                                                     tmp_path: Path) -> None:
+    # as the admin API stored them before it bounded them: year 10000 and 10**30 raised in
+    # datetime, every snapshot failed, and a later incident never reached the page
+    clock = Clock()
+    svc = service(store, clock, tmp_path)
+    for end in (253_402_300_800, 10**30):
+        await svc.incidents.schedule("Forever", "Planned.", T0 + 60, end, ["api"])
+    later = await svc.incidents.open("Errors", "Looking.")
+    answers = (await svc.refresh()).answers
+    summary = orjson.loads(answers["/api/v2/summary.json"].body)
+    assert [i["id"] for i in summary["incidents"]] == [later.row.id]
+    assert {m["scheduled_until"] for m in summary["scheduled_maintenances"]} == {
+        "9999-12-31T23:59:59.000Z"}
+    assert {"/status", "/status/history.atom", "/status/history.rss"} <= set(answers)
