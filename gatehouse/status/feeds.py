@@ -5,6 +5,7 @@ JSON, so the three never disagree."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -12,6 +13,10 @@ from xml.sax.saxutils import escape
 
 PATHS = {"/status/history.atom": "application/atom+xml; charset=utf-8",
          "/status/history.rss": "application/rss+xml; charset=utf-8"}
+# what XML 1.0 cannot hold even escaped — the C0 controls but tab, newline and carriage return
+# (an update pasted from a terminal brings ESC), lone surrogates, U+FFFE and U+FFFF: one made
+# the whole feed "not well-formed" for every reader
+NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _entries(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,7 +52,11 @@ def atom(docs: dict[str, dict[str, Any]]) -> str:
                 f'<content type="html">{escape(_content(item))}</content>',
                 "</entry>"]
     out.append("</feed>")
-    return "\n".join(out) + "\n"
+    return _document(out)
+
+
+def _document(lines: list[str]) -> str:
+    return NOT_XML.sub("", "\n".join(lines) + "\n")
 
 
 def _rfc822(iso: str) -> str:
@@ -73,4 +82,4 @@ def rss(docs: dict[str, dict[str, Any]]) -> str:
                 (f'<guid isPermaLink="false">tag:gatehouse,2026:Incident/{escape(item["id"])}'
                  "</guid>"), "</item>"]
     out.append("</channel></rss>")
-    return "\n".join(out) + "\n"
+    return _document(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import orjson
 import pytest
@@ -319,3 +320,20 @@ async def test_a_far_future_time_in_the_store_does_not_stop_the_page(store: Stor
     assert {m["scheduled_until"] for m in summary["scheduled_maintenances"]} == {
         "9999-12-31T23:59:59.000Z"}
     assert {"/status", "/status/history.atom", "/status/history.rss"} <= set(answers)
+
+
+async def test_the_feeds_stay_xml_with_control_characters_in_the_text(store: Store,
+                                                                      tmp_path: Path) -> None:
+    # text pasted from a terminal (the CLI takes it; the admin API took it before it refused
+    # it): XML 1.0 cannot hold ESC even escaped, and one made both feeds unreadable
+    svc = service(store, Clock(), tmp_path)
+    await svc.incidents.open("Bell\u0007", "psql: \u001b[31mERROR\u001b[0m\ttab\u000bvt")
+    answers = (await svc.refresh()).answers
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    atom = ElementTree.fromstring(answers["/status/history.atom"].body)
+    [entry] = atom.findall("a:entry", ns)
+    assert entry.findtext("a:title", namespaces=ns) == "Bell"
+    assert "psql: [31mERROR[0m\ttabvt" in (entry.findtext("a:content", namespaces=ns) or "")
+    rss = ElementTree.fromstring(answers["/status/history.rss"].body)
+    [item] = rss.findall("channel/item")
+    assert "psql: [31mERROR[0m" in (item.findtext("description") or "")
