@@ -5,11 +5,13 @@ secret appears only in :class:`NewKey`, the answer to creating or rotating a key
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from gatehouse.identity.passwords import MAX_LENGTH as MAX_PASSWORD
 from gatehouse.identity.passwords import MIN_LENGTH as MIN_PASSWORD
@@ -30,6 +32,21 @@ TIER = ("A tier from gatehouse.toml (GET /admin/v1/tiers): an api tier for orgs 
         "tier for users.")
 
 
+# C0 control characters but tab, newline and carriage return: never meant in an admin's text,
+# refused by PostgreSQL (NUL: the store failed, a 500) and by XML 1.0 (the status feeds)
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _control(value: Any) -> str | None:
+    """The first control character in a string, or in the strings of a list or dict."""
+    if isinstance(value, str):
+        found = CONTROL.search(value)
+        return found.group() if found else None
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else \
+        value if isinstance(value, list) else []
+    return next((c for c in map(_control, items) if c is not None), None)
+
+
 def seconds(at: float | None) -> int | None:
     return None if at is None else int(at)
 
@@ -44,9 +61,21 @@ OrgName = Annotated[str, Path(pattern=NAME_PATTERN, description=f"{NAME_RULE}.")
 class Body(BaseModel):
     """Request bodies refuse fields they do not know, so a typo is a 400, not a no-op, and
     take each field as its own JSON type only: ``false`` is not 0 and ``"5"`` is not 5 (strict
-    mode still takes a whole number where a number is asked for)."""
+    mode still takes a whole number where a number is asked for). No text in them holds a
+    control character but tab, newline and carriage return (:data:`CONTROL`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        found = _control(value)
+        if found is not None:
+            raise PydanticCustomError(
+                "control_character", "it holds the control character U+{code} (text may hold "
+                "tabs and line breaks, no other control character)",
+                {"code": f"{ord(found):04X}"})
+        return value
 
 
 class Page(BaseModel, Generic[T]):

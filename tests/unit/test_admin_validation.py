@@ -131,6 +131,34 @@ async def test_a_wrong_type_is_a_400_naming_the_field(admin: Admin, model: str, 
           field)
 
 
+CONTROLS: list[tuple[str, str, Any]] = [
+    ("IncidentIn", "body", "psql: \u001b[31mERROR\u001b[0m"),   # pasted from a terminal
+    ("IncidentIn", "name", "Errors\u0000"),         # PostgreSQL refused it: a 500
+    ("UpdateIn", "body", "a\u0007"),
+    ("MaintenanceIn", "components", ["api\u0000"]),  # in a list
+    ("IncidentIn", "components", {"api\u0001": "major_outage"}),  # in an object's keys
+    ("KeyIn", "name", "ci\u0000"),
+    ("BanIn", "reason", "\u001f"),
+    ("RuleIn", "note", "\u000c"),
+]
+
+
+@pytest.mark.parametrize("model, field, value", CONTROLS,
+                         ids=[f"{m}.{f}" for m, f, _ in CONTROLS])
+async def test_a_control_character_is_a_400_naming_the_field(admin: Admin, model: str,
+                                                            field: str, value: Any) -> None:
+    method, path, body = ROUTES[model]
+    response = await admin.client.request(method, A + path, json={**body, field: value},
+                                          headers=admin.auth)
+    assert "control character" in error(response, 400, "invalid_value", field)["error"][
+        "message"]
+
+
+async def test_tabs_and_line_breaks_are_text(admin: Admin) -> None:
+    made = ok(await admin.post("/incidents", {"name": "Errors", "body": "a\tb\nc\r\nd"}), 201)
+    assert made["updates"][0]["body"] == "a\tb\nc\r\nd"
+
+
 async def test_numbers_still_take_whole_numbers(admin: Admin) -> None:
     # strict, but JSON has one number type: a whole number is a good number of seconds
     for seconds in (60, 1.5):
