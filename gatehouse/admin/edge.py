@@ -13,10 +13,19 @@ from gatehouse.admin.models import errors as responses
 from gatehouse.edge.bans import BAN_MAX, Ban, Bans
 from gatehouse.edge.rays import RAY_PATTERN, RayLog
 from gatehouse.edge.rulebook import RuleAdmin
-from gatehouse.edge.rules import DIFFICULTY, MAX_REGEX, Action, RuleError
+from gatehouse.edge.rules import (
+    ASN_MAX,
+    DIFFICULTY,
+    MAX_REGEX,
+    POSITION_MAX,
+    Action,
+    RuleError,
+)
 from gatehouse.errors import InvalidRequest, NotFound
 from gatehouse.identity.service import IdentityService
 from gatehouse.store.edge import EdgeRecords
+
+Asn = Annotated[int, Field(ge=0, le=ASN_MAX)]
 
 
 class RuleIn(Body):
@@ -30,12 +39,12 @@ class RuleIn(Body):
     path: str | None = Field(None, min_length=1, max_length=MAX_REGEX,
                              description="regex searched in the path")
     country: str | list[str] | None = Field(None, description="ISO codes (needs geo_database)")
-    asn: int | list[int] | None = None
+    asn: Asn | list[Asn] | None = None
     difficulty: int | None = Field(None, ge=DIFFICULTY[0], le=DIFFICULTY[1],
                                    description="challenge rules: leading zero bits")
     note: str = Field("", max_length=256)
-    position: int | None = Field(None, ge=0, description="where among the stored rules; "
-                                 "default: last")
+    position: int | None = Field(None, ge=0, le=POSITION_MAX, description="where among the "
+                                 "stored rules; default (or past the end): last")
 
 
 class RuleOut(BaseModel):

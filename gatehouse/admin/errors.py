@@ -87,8 +87,13 @@ def _location(errors: Sequence[Any]) -> list[Any]:
 def from_validation(errors: Sequence[Any]) -> InvalidRequest:
     """The first problem, named the way OpenAI names them (``param`` is the field)."""
     first = errors[0] if errors else {}
+    location = _location(errors)
+    # a union's members each fail (asn: int | list[int]): the member whose type the value
+    # has says what is wrong with it ([64500, 2**32]: too large, not "not an integer")
+    first = next((e for e in errors if list(e.get("loc", ()))[:len(location)] == location
+                  and not str(e.get("type", "")).endswith(_TYPE_ERRORS)), first)
     kind = str(first.get("type", ""))
-    where, *path = _location(errors) or ["body"]
+    where, *path = location or ["body"]
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") \
         or None
     if kind == "json_invalid":

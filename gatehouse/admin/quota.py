@@ -13,6 +13,7 @@ from gatehouse.admin.models import errors as responses
 from gatehouse.errors import InvalidRequest
 from gatehouse.identity.service import IdentityService
 from gatehouse.quota.overrides import Overrides, announce
+from gatehouse.quota.policy import LIMIT_MAX
 from gatehouse.store.accounts import NAME_PATTERN
 from gatehouse.store.usage import GROUPS, UsageBook
 
@@ -25,7 +26,7 @@ class LimitIn(Body):
     field: str = Field(description="requests_per_minute, tokens_per_minute, "
                                    "response_tokens_per_hour, tokens_per_day, "
                                    "tokens_per_month or concurrent_requests")
-    value: int | None = Field(ge=1, description="the limit; null for unlimited")
+    value: int | None = Field(ge=1, le=LIMIT_MAX, description="the limit; null for unlimited")
 
 
 class LimitOut(BaseModel):

@@ -22,6 +22,8 @@ ACTIONS: tuple[str, ...] = get_args(Action)
 DIFFICULTY = (1, 32)  # leading zero bits a challenge rule may ask for
 CONDITIONS = ("cidr", "list", "user_agent", "path", "country", "asn")
 MAX_REGEX = 512
+ASN_MAX = 4_294_967_295  # AS numbers are 32 bits (RFC 6793)
+POSITION_MAX = 1_000_000  # where a stored rule goes; any place past the last is the last
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 NONE: frozenset[Any] = frozenset()  # Python makes a new one each time
 
@@ -118,6 +120,8 @@ def parse_rule(spec: Mapping[str, Any], label: str) -> Rule:
                          for a in _strings(spec.get("asn"), "asn")) or NONE
     except ValueError:
         raise RuleError("asn: numbers such as 64500 or AS64500") from None
+    if any(not 0 <= a <= ASN_MAX for a in asns):  # a larger one could not even be stored
+        raise RuleError(f"asn: numbers from 0 to {ASN_MAX}")
     list_file = spec.get("list")
     if list_file is not None and (not isinstance(list_file, str) or not list_file
                                   or any(ord(c) < 32 or c == "\x7f" for c in list_file)):

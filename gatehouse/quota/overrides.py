@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gatehouse.quota.policy import LIMITS
+from gatehouse.quota.policy import LIMIT_MAX, LIMITS
 from gatehouse.state.base import State, StateError
 from gatehouse.store.db import Store
 from gatehouse.store.tables import LimitOverride
@@ -67,8 +67,9 @@ class Overrides:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         if field not in LIMITS:
             raise ValueError(f"unknown limit {field!r}; one of {', '.join(LIMITS)}")
-        if value is not None and value < 1:
-            raise ValueError("a limit is a whole number ≥ 1 (or unlimited)")
+        if value is not None and not 1 <= value <= LIMIT_MAX:
+            raise ValueError(f"a limit is a whole number from 1 to {LIMIT_MAX:,} (or "
+                             "unlimited)")
         insert = sqlite_insert if self.store.is_sqlite else pg_insert
         stmt = insert(LimitOverride).values(scope=scope, scope_id=scope_id, field=field,
                                             value=value, updated_at=time.time())

@@ -25,6 +25,9 @@ LIMITS: dict[str, tuple[str, str, str, bool]] = {
     "tokens_per_month": ("month", "tokens", "tokens per month", True),
     "concurrent_requests": ("", "concurrent", "concurrent requests", False),
 }
+# the largest limit an override may set: beyond any real one, stored in a 64-bit column and
+# counted exactly by the Redis limiter (its Lua numbers are doubles: exact to 2**53)
+LIMIT_MAX = 10**15
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,10 @@ import gatehouse.admin.incidents
 import gatehouse.admin.quota
 from gatehouse.admin.models import Body
 from gatehouse.app import create_app
-from gatehouse.edge.rules import DIFFICULTY
+from gatehouse.edge.rules import DIFFICULTY, POSITION_MAX
 from gatehouse.identity.passwords import MIN_LENGTH
 from gatehouse.identity.service import IdentityService
+from gatehouse.quota.policy import LIMIT_MAX
 from gatehouse.status.statuspage import LATEST
 from gatehouse.store.accounts import EMAIL_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 from tests.unit.conftest import make_settings
@@ -159,6 +160,28 @@ async def test_tabs_and_line_breaks_are_text(admin: Admin) -> None:
     assert made["updates"][0]["body"] == "a\tb\nc\r\nd"
 
 
+# whole numbers past what the gateway can store or use: each was a 500 (orjson and the
+# stores take at most 64 bits), and the keep-alive connection was reset after it
+TOO_BIG: list[tuple[str, str, Any]] = [
+    ("RuleIn", "asn", 100000000000000000000),
+    ("RuleIn", "asn", [64500, 2**32]),            # AS numbers are 32 bits
+    ("RuleIn", "position", 2**64),
+    ("LimitIn", "value", 9223372036854775808),
+    ("LimitIn", "value", LIMIT_MAX + 1),
+]
+
+
+@pytest.mark.parametrize("model, field, value", TOO_BIG,
+                         ids=[f"{m}.{f}={v!r}" for m, f, v in TOO_BIG])
+async def test_a_number_too_large_is_a_400_naming_the_field(admin: Admin, model: str,
+                                                           field: str, value: Any) -> None:
+    ok(await admin.post("/orgs", {"name": "acme"}), 201)  # the limit's scope
+    method, path, body = ROUTES[model]
+    response = await admin.client.request(method, A + path, json={**body, field: value},
+                                          headers=admin.auth)
+    error(response, 400, "invalid_value", field)
+
+
 async def test_numbers_still_take_whole_numbers(admin: Admin) -> None:
     # strict, but JSON has one number type: a whole number is a good number of seconds
     for seconds in (60, 1.5):
@@ -195,6 +218,9 @@ async def test_the_document_states_the_constraints(admin: Admin) -> None:
     assert prop("UserIn", "org")["pattern"] == NAME_PATTERN
     assert prop("UserPatch", "password")["minLength"] == MIN_LENGTH
     assert prop("LimitIn", "value")["minimum"] == 1
+    assert prop("LimitIn", "value")["maximum"] == LIMIT_MAX
+    assert prop("RuleIn", "asn")["maximum"] == 2**32 - 1
+    assert prop("RuleIn", "position")["maximum"] == POSITION_MAX
     assert prop("RuleIn", "action")["enum"] == ["allow", "deny", "challenge"]
     assert (prop("RuleIn", "difficulty")["minimum"],
             prop("RuleIn", "difficulty")["maximum"]) == DIFFICULTY

@@ -45,6 +45,9 @@ def rules(*specs: dict[str, Any]) -> list[Rule]:
     ({"action": "deny", "user_agent": "x" * 600}, "user_agent"),
     ({"action": "deny", "country": "Germany"}, "two-letter"),
     ({"action": "deny", "asn": "ASx"}, "asn"),
+    ({"action": "deny", "asn": [64500, 10**20]}, "asn: numbers from 0 to 4294967295"),
+    ({"action": "deny", "asn": "AS4294967296"}, "asn: numbers from 0 to"),  # 32 bits
+    ({"action": "deny", "asn": -1}, "asn: numbers from 0 to"),
     ({"action": "deny", "cidr": "1.2.3.4", "difficulty": 4}, "only challenge rules"),
     ({"action": "challenge", "cidr": "1.2.3.4", "difficulty": 99}, "1 to 32"),
     # a NUL made every reload raise (the rules froze) and every start fail
