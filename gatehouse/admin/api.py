@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gatehouse.admin import errors
 from gatehouse.admin.auth import AdminAuth, bearer
+from gatehouse.admin.bodylimit import BodyLimit
 from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
 from gatehouse.admin.health import health_router
@@ -148,7 +149,7 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None,
                     status: StatusService | None = None) -> FastAPI:
     app = AdminApp(title="gatehouse admin API", description=DESCRIPTION, version="1",
                   docs_url=None, openapi_url=OPENAPI, redoc_url=None, redirect_slashes=False,
-                  swagger_ui_oauth2_redirect_url=None, max_body_size=MAX_BODY_BYTES,
+                  swagger_ui_oauth2_redirect_url=None,
                   dependencies=[Security(bearer)],
                   responses=responses(400, 401, 403, 503))
     api = APIRouter(prefix=PREFIX)
@@ -169,6 +170,8 @@ def build_admin_app(identity: IdentityService, edge: Edge | None = None,
     serve_docs(app)
     errors.install(app)
     assets = [f"{ASSETS}/{name}" for name in DOC_ASSETS]
+    # inside AdminAuth (added later: outer), so a stranger is told 401 whatever the body
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(AdminAuth, identity=identity,
                        public=frozenset({DOCS, OPENAPI, *assets}))
     return app

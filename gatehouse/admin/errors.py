@@ -131,8 +131,8 @@ def from_http(request: Request, exc: HTTPException) -> GatehouseError:
         allow = ", ".join(_allowed(request))
         return MethodNotAllowed(f"{method} is not allowed on {path}; use {allow}.",
                                 headers={"allow": allow})
-    if exc.status_code == 413:
-        return RequestTooLarge("The request body is too large for the admin API.")
+    if exc.status_code == 413:  # bodylimit.BodyLimit's, raised while a route reads the body
+        return RequestTooLarge(str(exc.detail))
     if 400 <= exc.status_code < 500:
         return InvalidRequest(str(exc.detail))
     return InternalError("The admin API failed unexpectedly.", cause=str(exc.detail))

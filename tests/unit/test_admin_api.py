@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from gatehouse.admin.api import MAX_BODY_BYTES
 from gatehouse.app import create_app
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.verifier import StoreUnavailable
@@ -157,6 +158,28 @@ async def test_unknown_path_and_wrong_method(admin: Admin) -> None:
     response = await admin.client.delete(f"{A}/orgs", headers=admin.auth)
     error(response, 405, "method_not_allowed")
     assert "GET" in response.headers["allow"] and "POST" in response.headers["allow"]
+
+
+async def test_a_body_over_64_kib_is_413_in_the_error_shape(admin: Admin) -> None:
+    # Starlette's own limit answered a plain-text "Content Too Large" without the request id
+    big = {"name": "acme", "tier": "x" * MAX_BODY_BYTES}
+    error(await admin.post("/orgs", big), 413, "request_too_large")
+    error(await admin.patch("/orgs/acme", big), 413, "request_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        yield b'{"name": "acme", "tier": "'
+        for _ in range(MAX_BODY_BYTES // 1024):
+            yield b"x" * 1024
+        yield b'"}'
+
+    error(await admin.client.post(f"{A}/orgs", content=chunks(), headers={
+        **admin.auth, "content-type": "application/json"}), 413, "request_too_large")
+    # exactly the limit is read and judged; a stranger is told about the key, not the body
+    at_limit = b'{"name": "' + b"a" * (MAX_BODY_BYTES - 12) + b'"}'
+    assert len(at_limit) == MAX_BODY_BYTES
+    error(await admin.client.post(f"{A}/orgs", content=at_limit, headers={
+        **admin.auth, "content-type": "application/json"}), 400, "invalid_value", "name")
+    error(await admin.client.post(f"{A}/orgs", json=big), 401, "missing_api_key")
 
 
 # -- orgs and projects --------------------------------------------------------------------
