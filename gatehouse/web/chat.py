@@ -39,7 +39,7 @@ from gatehouse.store.conversations import TITLE_MAX, Conversations
 from gatehouse.store.tables import ChatMessage, Conversation, User
 from gatehouse.web.chatstage import allowed_models
 from gatehouse.web.chatwords import view
-from gatehouse.web.cookies import clear_cookie, wants_secure
+from gatehouse.web.cookies import clear_cookie, login_url, this_page, wants_secure
 from gatehouse.web.generation import Generations, follow_stored
 from gatehouse.web.render import request_id
 
@@ -104,14 +104,12 @@ class ChatApp:
 
     async def _page(self, request: Request, cid: str | None) -> Response:
         found = await self._signed_in(request)
-        here = request.url.path
         if found is None:
+            here = this_page(request)
             presented = request.cookies.get(self.identity.session_cookie)
-            to = f"/login?next={here}"
-            response = Response(status_code=303, headers={"location": to})
+            response = Response(status_code=303, headers={"location": login_url(next=here)})
             if presented:
-                to = f"/login?reason=session_expired&next={here}"
-                response.headers["location"] = to
+                response.headers["location"] = login_url(reason="session_expired", next=here)
                 clear_cookie(response, self.identity.session_cookie, path="/",
                              secure=wants_secure(request, self.identity.cookie_secure))
             return response

@@ -3,6 +3,8 @@ and the one rule for where a sign-in may send the browser next."""
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlencode
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,6 +32,17 @@ def set_cookie(response: Response, name: str, value: str, *, path: str,
 
 def clear_cookie(response: Response, name: str, *, path: str, secure: bool) -> None:
     set_cookie(response, name, "", path=path, max_age=0, secure=secure)
+
+
+def login_url(**query: str) -> str:
+    return "/login?" + urlencode(query, safe="/") if query else "/login"
+
+
+def this_page(request: Request) -> str:
+    """The path asked for, as a ``next``: the server hands it over decoded (``/c/€``), and a
+    header holds only Latin-1 — so it is encoded again, ``%`` included (``/c/100%25``), and
+    the redirect after sign-in sends the browser back to the same page."""
+    return quote(request.url.path)
 
 
 def safe_next(value: str | None, default: str = DEFAULT_NEXT) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -41,7 +40,14 @@ from gatehouse.store.accounts import EMAIL_MAX
 from gatehouse.store.tables import User
 from gatehouse.web import csrf
 from gatehouse.web.chat import ChatApp, chat_routes, json_error
-from gatehouse.web.cookies import clear_cookie, safe_next, set_cookie, wants_secure
+from gatehouse.web.cookies import (
+    clear_cookie,
+    login_url,
+    safe_next,
+    set_cookie,
+    this_page,
+    wants_secure,
+)
 from gatehouse.web.forms import read_form
 from gatehouse.web.render import PageHeaders, problem, render
 from gatehouse.web.signup import PATH as SIGNUP_PATH
@@ -58,10 +64,6 @@ WRONG = "Email or password is wrong."
 # the account exists)
 LOCKED = ("Too many failed sign-ins for this email address or from your network. You can try "
           "again in {wait}, at {at} UTC.")
-
-
-def login_url(**query: str) -> str:
-    return "/login?" + urlencode(query, safe="/") if query else "/login"
 
 
 def when(ts: float) -> datetime:
@@ -208,7 +210,7 @@ class WebPages:
         return user if ok and user is not None and not user.disabled else None
 
     async def account(self, request: Request) -> Response:
-        here = request.url.path
+        here = this_page(request)
         presented = request.cookies.get(self.cookie)
         if not presented:
             return self._redirect(request, login_url(next=here))

@@ -327,6 +327,30 @@ async def test_local_next_is_kept(site: Site) -> None:
     assert done.headers["location"] == "/account?tab=usage"
 
 
+@pytest.mark.parametrize("path, encoded", [
+    ("/c/%E2%82%AC", "/c/%25E2%2582%25AC"),  # not Latin-1: a header cannot hold it decoded
+    ("/c/%C3%A9", "/c/%25C3%25A9"),  # Latin-1, but not ASCII
+    ("/c/100%25", "/c/100%2525")])  # a "%" of its own
+async def test_a_signed_out_page_with_an_encoded_path_comes_back_to_it(
+        site: Site, path: str, encoded: str) -> None:
+    c = site.client()
+    out = await c.get(path)
+    assert out.status_code == 303 and out.headers["location"] == f"/login?next={encoded}"
+    stale = await c.get(path, headers=jar("no-such-session"))
+    assert stale.status_code == 303
+    assert stale.headers["location"] == f"/login?reason=session_expired&next={encoded}"
+    form = await c.get(out.headers["location"])
+    assert csrf_next(form.text) == path
+    done = await c.post("/login", data={"csrf": csrf_field(form.text), "email": EMAIL,
+                                        "password": PASSWORD, "next": csrf_next(form.text)})
+    assert done.status_code == 303 and done.headers["location"] == path
+
+
+async def test_a_next_typed_undecoded_is_encoded_for_the_header(site: Site) -> None:
+    done = await sign_in(site.client(), next_path="/c/€")
+    assert done.headers["location"] == "/c/%E2%82%AC"
+
+
 async def test_wrong_password_and_unknown_user_look_the_same(site: Site) -> None:
     await site.identity.accounts.create_user("off@example.com", hash_password(PASSWORD), None,
                                              "free")
