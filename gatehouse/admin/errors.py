@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -29,6 +29,7 @@ from gatehouse.errors import (
 )
 from gatehouse.state.base import StateError
 from gatehouse.store.accounts import AccountError
+from gatehouse.store.db import refused_value
 
 log = logging.getLogger("gatehouse.admin")
 OUTAGES = (OperationalError, InterfaceError, StateError, ConnectionError, TimeoutError)
@@ -162,6 +163,13 @@ def install(app: FastAPI) -> None:
         return render(IdentityUnavailable("The account store cannot be reached right now.",
                                           retry_after=5), request.scope)
 
+    async def driver_error(request: Request, exc: Exception) -> Response:
+        if refused_value(exc):  # a value the store cannot hold (a NUL in a name): the caller's
+            return render(InvalidRequest("The request holds a value that cannot be stored, "
+                                         "such as a NUL character.", cause=repr(exc)),
+                          request.scope)
+        raise exc  # on to ``bug`` (the server error handler), which logs it
+
     async def bug(request: Request, exc: Exception) -> Response:
         # Starlette logs and re-raises after this answer: a 500 made here is a bug to fix
         return render(InternalError("The admin API failed unexpectedly; this is a bug.",
@@ -171,6 +179,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AccountError, account_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)
-    for kind in OUTAGES:
+    for kind in OUTAGES:  # DBAPIError, their base, has its own: the nearest class is used
         app.add_exception_handler(kind, outage)
+    app.add_exception_handler(DBAPIError, driver_error)
     app.add_exception_handler(Exception, bug)

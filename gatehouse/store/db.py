@@ -187,6 +187,14 @@ def _storable(value: Any) -> Any:
 _REFUSING_CLASSES = ("22", "23", "42")
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver's error: asyncpg's errors reach SQLAlchemy as a plain
+    DBAPIError, so the exception's class alone does not tell what the store said."""
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None) \
+        or getattr(getattr(exc, "orig", None), "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
 def refused(exc: BaseException) -> bool:
     """True when the store answered and said no to the rows or the statement (a constraint,
     bad data): writing the same again cannot help. False when it could not be reached."""
@@ -194,9 +202,18 @@ def refused(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
-    # asyncpg's errors reach SQLAlchemy as a plain DBAPIError: ask for the SQLSTATE
-    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(state, str) and state[:2] in _REFUSING_CLASSES
+    state = _sqlstate(exc)
+    return state is not None and state[:2] in _REFUSING_CLASSES
+
+
+def refused_value(exc: BaseException) -> bool:
+    """Whether a store error is about a value the statement carried (SQLSTATE class 22, "data
+    exception": a NUL in text, a number out of range) rather than about reaching the store:
+    the request's fault, not the service's."""
+    if isinstance(exc, DataError):
+        return True
+    state = _sqlstate(exc)
+    return state is not None and state.startswith("22")
 
 
 def unusable(url: str, exc: BaseException) -> str | None:

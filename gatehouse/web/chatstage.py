@@ -39,6 +39,7 @@ from gatehouse.errors import (
 from gatehouse.pipeline import Pipeline, Stage
 from gatehouse.schema.stage import parse_json, read_body
 from gatehouse.store.conversations import Conversations, title_from
+from gatehouse.store.db import refused_value
 from gatehouse.store.tables import ChatMessage, Conversation
 from gatehouse.web.chatwords import view
 from gatehouse.web.generation import (
@@ -109,6 +110,9 @@ class ChatStage:
             raise Conflict("Another message was sent to this conversation at the same time; "
                            "reload it and send again.", param="conversation") from None
         except (SQLAlchemyError, OSError) as exc:
+            if refused_value(exc):  # what was sent, not the store being down
+                raise InvalidRequest("The request holds a value that cannot be stored, such "
+                                     "as a NUL character.", cause=repr(exc)) from None
             raise IdentityUnavailable("The chat cannot reach its store right now.",
                                       retry_after=5, cause=repr(exc)) from None
 

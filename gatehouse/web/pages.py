@@ -24,6 +24,7 @@ from gatehouse.errors import (
     GatehouseError,
     IdentityUnavailable,
     InternalError,
+    InvalidRequest,
     MethodNotAllowed,
     PermissionDenied,
     RouteNotFound,
@@ -37,6 +38,7 @@ from gatehouse.identity.stage import ENDED
 from gatehouse.identity.throttle import Attempt
 from gatehouse.state.base import StateError
 from gatehouse.store.accounts import EMAIL_MAX
+from gatehouse.store.db import refused_value
 from gatehouse.store.tables import User
 from gatehouse.web import csrf
 from gatehouse.web.chat import ChatApp, chat_routes, json_error
@@ -60,6 +62,7 @@ REASONS = {
     "signed_out_everywhere": "You have signed out on every device.",
 }
 WRONG = "Email or password is wrong."
+REFUSED_VALUE = "The request holds a value that cannot be stored, such as a NUL character."
 # one wording for a locked account and a locked address: it must not tell which (or whether
 # the account exists)
 LOCKED = ("Too many failed sign-ins for this email address or from your network. You can try "
@@ -276,13 +279,19 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
         "Sign-in cannot reach the account store right now.", retry_after=5))
 
 
+async def _store_failed(request: Request, exc: Exception) -> Response:
+    if refused_value(exc):  # about what was sent (a NUL PostgreSQL cannot hold), not an outage
+        return await _gatehouse_error(request, InvalidRequest(REFUSED_VALUE, cause=repr(exc)))
+    return await _unavailable(request, exc)
+
+
 async def _bug(request: Request, exc: Exception) -> Response:
     return problem(request, InternalError("The page failed because of a bug on our side."))
 
 
 # how the web path's Starlette apps answer what their routes raise: as pages (or JSON)
 ERROR_HANDLERS = {HTTPException: _http_error, GatehouseError: _gatehouse_error,
-                  StateError: _unavailable, SQLAlchemyError: _unavailable,
+                  StateError: _unavailable, SQLAlchemyError: _store_failed,
                   OSError: _unavailable, Exception: _bug}
 
 

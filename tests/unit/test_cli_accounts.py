@@ -117,3 +117,12 @@ def test_bad_config_is_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[storage]\ndatabase_url = "mysql://x"\n')
     assert "storage.database_url" in run(bad, "orgs", "list", code=2)
+
+
+def test_users_create_refuses_a_control_character_in_the_email(config: Path) -> None:
+    # a NUL reached the store (PostgreSQL refuses it in text: a driver error, not a clear one)
+    for email in ("ada\x00@example.com", "ada\x1b[2J@example.com"):
+        said = run(config, "users", "create", email, "--password-stdin",
+                   stdin="a long password\n", code=1)
+        assert "is not an email address" in said and "Traceback" not in said
+    assert "ada" not in run(config, "users", "list")
