@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from http.cookies import CookieError, SimpleCookie
+
+from starlette.requests import cookie_parser
 
 from gatehouse.config import IdentitySettings, TierSettings
 from gatehouse.context import Outcome, RequestContext
@@ -49,15 +50,11 @@ def mask(token: str) -> str:
 
 
 def session_cookie(header: str | None, name: str) -> str | None:
-    if not header:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel is not None else None
+    """The session cookie in a Cookie header, read as the web routes read it (Starlette's
+    ``request.cookies``): another cookie of the site that is not RFC 6265's (``x=a b``, a
+    stray quote or backslash) is skipped — SimpleCookie dropped the whole header, and the
+    signed-in page's API calls then had no session."""
+    return cookie_parser(header).get(name) if header else None
 
 
 def invalid_key(token: str) -> InvalidApiKey:

@@ -403,6 +403,25 @@ async def test_cookie_api_calls_need_the_csrf_header(site: Site) -> None:
     assert ok.status_code == 200 and ok.json()["object"] == "chat.completion"
 
 
+@pytest.mark.parametrize("other", ["x=a b", 'x="a', "x=a\\b", "x=\"a\\\"b\"; y=c d"])
+async def test_another_cookie_out_of_the_rfc_does_not_lose_the_session(
+        make_site: SiteFactory, other: str) -> None:
+    # sites set such cookies (analytics, other apps on the host); browsers send them as set
+    site = await make_site(require_key=True)
+    c = site.client(accept="application/json")
+    await sign_in(c)
+    session = await site.identity.sessions.load(session_of(c))
+    assert session is not None
+    for header in (f"{other}; {COOKIE}={session_of(c)}", f"{COOKIE}={session_of(c)}; {other}"):
+        cookie = {"cookie": header}
+        assert (await c.get("/chat/conversations", headers=cookie)).status_code == 200
+        models = await c.get("/v1/models", headers=cookie)
+        assert models.status_code == 200, models.text
+        sent = await c.post("/chat/send", headers={**cookie, "x-csrf-token": session.csrf},
+                            json={"model": "demo", "content": "hi"})
+        assert sent.status_code == 200, sent.text
+
+
 async def test_unknown_page_and_method_carry_the_request_id(site: Site) -> None:
     c = site.client()
     missing = await c.get("/accountx")
