@@ -2,6 +2,8 @@
 
 A request is identified by, in order: an ``Authorization: Bearer`` API key; a web session
 cookie; or — only when ``[identity] require_key = false`` — nobody (the anonymous tier).
+Nobody where a key is required is 401 ``missing_api_key`` under ``/v1``, and
+``session_expired`` on the web chat's route.
 The service tier a request asks for (``service_tier``) is settled after the body is read, by
 :class:`ServiceTierStage`.
 """
@@ -34,6 +36,7 @@ from gatehouse.telemetry.metrics import Metrics
 MISSING_KEY = ("You didn't provide an API key. You need to provide your API key in an "
                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
 EXPIRED = "Your session has expired — sign in again."
+SIGNED_OUT = "You are not signed in: sign in to chat."
 # sessions an administrator ended (gatehouse/identity/sessions.py end_all's ``why``)
 ENDED = {"signed_out_by_admin": "An administrator signed you out — sign in again.",
          "account_disabled": "Your account has been disabled. Ask your administrator."}
@@ -121,6 +124,10 @@ class IdentityStage:
             return await self._session_principal(ctx, cookie)
         if not self.settings.require_key:
             return self.anonymous
+        if not ctx.path.startswith("/v1"):
+            # the web chat's own route (/chat/send; "web" in telemetry by the same rule): a
+            # page whose session cookie is gone, which must offer "sign in", not API-key advice
+            raise SessionExpired(SIGNED_OUT)
         raise MissingApiKey(MISSING_KEY)
 
     def _key_principal(self, record: KeyRecord) -> Principal:

@@ -36,6 +36,7 @@ from gatehouse.errors import (
     RequestTooLarge,
     SessionExpired,
 )
+from gatehouse.identity.stage import SIGNED_OUT
 from gatehouse.pipeline import Pipeline, Stage
 from gatehouse.schema.stage import parse_json, read_body
 from gatehouse.store.conversations import Conversations, title_from
@@ -120,7 +121,7 @@ class ChatStage:
         principal = ctx.principal
         user_id = getattr(principal, "user_id", None)
         if principal is None or principal.kind == "anonymous":
-            raise SessionExpired("You are not signed in: sign in to chat.")
+            raise SessionExpired(SIGNED_OUT)
         if principal.kind != "session" or not user_id:
             raise PermissionDenied("The chat is for people signed in on this site; programs "
                                    "call POST /v1/chat/completions with an API key.")

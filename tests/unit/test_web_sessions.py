@@ -422,6 +422,24 @@ async def test_another_cookie_out_of_the_rfc_does_not_lose_the_session(
         assert sent.status_code == 200, sent.text
 
 
+async def test_sending_in_the_chat_with_no_session_says_sign_in_not_api_key(
+        make_site: SiteFactory) -> None:
+    site = await make_site(require_key=True)
+    c = site.client(accept="application/json")
+    sent = await c.post("/chat/send", json={"model": "demo", "content": "hi"})
+    assert sent.status_code == 401, sent.text
+    body = sent.json()
+    assert body["error"]["code"] == "session_expired"
+    assert body["error"]["message"] == "You are not signed in: sign in to chat."
+    assert body["view"]["action"] == "sign_in" and body["request_id"] == sent.headers[
+        "x-request-id"]
+    # a program without any credential is still told about keys (docs/errors.md)
+    for api in (await c.get("/v1/models"),
+                await c.post("/v1/chat/completions", json={"model": "demo", "messages": [
+                    {"role": "user", "content": "hi"}]})):
+        assert api.status_code == 401 and api.json()["error"]["code"] == "missing_api_key"
+
+
 async def test_unknown_page_and_method_carry_the_request_id(site: Site) -> None:
     c = site.client()
     missing = await c.get("/accountx")
