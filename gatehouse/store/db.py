@@ -60,6 +60,8 @@ class Store:
         self.queries = 0
         self.on_query: Callable[[], None] | None = None
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _without_nul,
+                     retval=True)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
@@ -81,7 +83,6 @@ class Store:
         batches of thousands of rows a second (Ray events, the request log), SQLAlchemy's
         per-row parameter handling would cost more than the inserts."""
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        rows = [tuple(map(_storable, row)) for row in rows]
         if not self.is_sqlite:  # asyncpg ($1 …) pipelines an executemany in one round trip
             marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
             async with self.engine.begin() as conn:
@@ -174,12 +175,30 @@ _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:[\"']([^\
 STORE_ERRORS = (OSError, SQLAlchemyError)
 
 
-def _storable(value: Any) -> Any:
-    """A value as both stores can hold it: PostgreSQL's text cannot hold a NUL (a path of
-    ``/%00``, a model name of ``"a\\u0000"``), so one is written as U+FFFD, on SQLite too."""
-    if type(value) is str and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
+def _without_nul(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                 executemany: bool) -> tuple[str, Any]:
+    """Every text a statement carries, as both stores can hold it: PostgreSQL's text cannot
+    hold a NUL (a path of ``/%00``, a model's name, a chat message, an answer), and refused
+    the whole statement — a request log's batch of everyone's records, a conversation's save.
+    A NUL is written (and looked up) as U+FFFD, on SQLite too, so both stores agree."""
+    if executemany:
+        return statement, [_cleaned(p) for p in parameters] \
+            if any(_has_nul(p) for p in parameters) else parameters
+    return statement, _cleaned(parameters) if _has_nul(parameters) else parameters
+
+
+def _has_nul(parameters: Any) -> bool:
+    values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+    return any(type(v) is str and "\x00" in v for v in values)
+
+
+def _cleaned(parameters: Any) -> Any:
+    def clean(v: Any) -> Any:
+        return v.replace("\x00", "\ufffd") if type(v) is str else v
+    if isinstance(parameters, dict):
+        return {k: clean(v) for k, v in parameters.items()}
+    return type(parameters)(map(clean, parameters)) if isinstance(parameters, tuple | list) \
+        else parameters
 
 
 # SQLSTATE classes of a statement the store received and refused: data (22), integrity (23),

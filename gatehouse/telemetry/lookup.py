@@ -9,7 +9,6 @@ address. Another org's id and an unknown id get the same 404, word for word."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 
@@ -58,7 +57,7 @@ class RequestLookupStage:
         self.log = log
 
     async def enter(self, ctx: RequestContext) -> None:
-        any_id = check_id(unquote(ctx.path[len(PREFIX):]))
+        any_id = check_id(ctx.path[len(PREFIX):])  # decoded once already, by the server
         who: Principal | None = ctx.principal
         if who is None or who.kind == "anonymous":
             raise MissingApiKey("Looking up a request needs the API key (or session) of its "

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from gatehouse.errors import IdentityUnavailable
 from gatehouse.store.db import Store, refused
@@ -135,6 +135,17 @@ async def test_a_nul_in_a_path_or_model_neither_stalls_nor_loses_the_log(store: 
     (found,) = await RequestRows(store).find(odd.request_id)
     assert (found.path, found.model) == ("/\ufffd", "a\ufffdb")
     assert await RequestRows(store).find("job\x00") == []  # no stored id holds a NUL
+
+
+async def test_any_statement_stores_a_nul_as_u_fffd(store: Store) -> None:
+    """Not only the batches: an ORM or Core statement's text (a chat message, a model's
+    answer with a NUL in it) was refused whole by PostgreSQL, and the conversation's save
+    failed."""
+    async with store.engine.begin() as conn:
+        got = (await conn.execute(text("SELECT :v"), {"v": "a\x00b"})).scalar_one()
+        many = (await conn.exec_driver_sql("SELECT " + ("$1" if not store.is_sqlite else "?"),
+                                           ("c\x00",))).scalar_one()
+    assert (got, many) == ("a\ufffdb", "c\ufffd")
 
 
 async def test_a_record_the_store_refuses_costs_only_itself(store: Store) -> None:

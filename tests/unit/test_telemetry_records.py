@@ -164,6 +164,18 @@ async def test_errors_denials_and_mounted_apps_are_recorded(site: Site) -> None:
         "admin", "admin", "auth", "missing_api_key")
 
 
+async def test_a_client_id_with_a_percent_sign_is_found_by_its_customer(site: Site) -> None:
+    """The path arrives decoded: decoding it again made ``job%41x`` unfindable (both
+    ``/v1/requests/job%41x`` and ``…/job%2541x`` searched for ``jobAx``)."""
+    a = await org_key(site, "org-a")
+    sent = await site.client.post(CHAT, json=HELLO, headers={
+        "authorization": f"Bearer {a}", "x-client-request-id": "job%41x"})
+    await site.log.flush()
+    r = await site.client.get("/v1/requests/job%2541x", headers={"authorization": f"Bearer {a}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["request_id"] == sent.headers["x-request-id"]
+
+
 async def test_customers_see_their_own_requests_only(site: Site) -> None:
     a, b = await org_key(site, "org-a"), await org_key(site, "org-b")
     mine = await site.client.post(CHAT, json=HELLO, headers={
