@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gatehouse.config import LimitSettings, QuotaSettings, TierSettings
 from gatehouse.identity.principal import Principal
 from gatehouse.quota.limiter import Ask, Settle
@@ -84,15 +86,31 @@ def estimate(body: dict[str, Any] | None, default_completion: int,
     n = body.get("n")
     if isinstance(n, int) and n > 1:
         completion *= n
+    prompts = body.get("prompt")
+    if isinstance(prompts, list) and len(prompts) > 1 and \
+            not isinstance(prompts[0], int):  # completions: an answer per prompt
+        completion *= len(prompts)
     if prompt_tokens is None:
         prompt_tokens = math.ceil(sum(map(len, texts)) / 4)
-    return Estimate(prompt_tokens + 4 * len(texts), completion)
+    return Estimate(prompt_tokens + token_ids(body) + 4 * len(texts), completion)
+
+
+# what a message, a content part, a tool call or a Responses input item holds that reaches the
+# model as text — every one present: a message's "content": null beside its "tool_calls" hid
+# them, as a first found field ended the look
+TEXT_FIELDS = ("content", "text", "refusal", "output", "arguments", "tool_calls", "function")
 
 
 def prompt_texts(body: dict[str, Any]) -> list[str]:
-    """The pieces of text a request sends: strings, in arrays, in a message's ``content`` or a
-    part's ``text``. A loop over a stack, not recursion: the body's depth is the caller's."""
+    """The pieces of text a request sends: strings, in arrays, in a message's ``content`` or
+    ``tool_calls``, a part's ``text``; and the tool definitions, which the model reads too
+    (as one piece of JSON). A loop over a stack, not recursion: the body's depth is the
+    caller's."""
     texts: list[str] = []
+    for field in ("tools", "functions"):
+        given = body.get(field)
+        if isinstance(given, list) and given:
+            texts.append(orjson.dumps(given).decode())
     stack = [body.get(field) for field in ("messages", "prompt", "input", "instructions")]
     while stack:
         item = stack.pop()
@@ -100,12 +118,25 @@ def prompt_texts(body: dict[str, Any]) -> list[str]:
             texts.append(item)
         elif isinstance(item, list):
             stack += item
-        elif isinstance(item, dict):  # a message, a content part, a Responses input item
-            for field in ("content", "text", "output", "arguments"):
-                if field in item:
-                    stack.append(item[field])
-                    break
+        elif isinstance(item, dict):
+            stack += [item[field] for field in TEXT_FIELDS if item.get(field) is not None]
     return texts
+
+
+def token_ids(body: dict[str, Any]) -> int:
+    """Tokens sent as ids rather than text (a completions ``prompt`` or an embeddings
+    ``input`` of integers, or of arrays of them): one token each, counted by no tokenizer."""
+    count = 0
+    for field in ("prompt", "input"):
+        given = body.get(field)
+        if not isinstance(given, list):
+            continue
+        for item in given:
+            if type(item) is int:
+                count += 1
+            elif isinstance(item, list):
+                count += sum(type(v) is int for v in item)
+    return count
 
 
 def amount_for(unit: str, est: Estimate) -> int:

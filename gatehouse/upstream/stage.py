@@ -32,7 +32,7 @@ from gatehouse.errors import (
     UpstreamUnavailable,
 )
 from gatehouse.pipeline import StreamBroken
-from gatehouse.quota.policy import prompt_texts
+from gatehouse.quota.policy import prompt_texts, token_ids
 from gatehouse.quota.tokenizer import Tokenizers
 from gatehouse.schema.multipart import with_model
 from gatehouse.schema.stage import UPLOAD_NOTE
@@ -489,8 +489,10 @@ class UpstreamStage:
         the completion from the text the backend sent."""
         prompt = ctx.counted_prompt
         if prompt is None:
-            parts = prompt_texts(ctx.body or {})
-            prompt = self.tokenizers.count_now(ctx.model, parts) + 4 * len(parts)
+            body = ctx.body or {}
+            parts = prompt_texts(body)
+            prompt = self.tokenizers.count_now(ctx.model, parts) + token_ids(body) \
+                + 4 * len(parts)
         completion = self.tokenizers.count_now(ctx.model, texts)
         if more_chars:
             kept = sum(map(len, texts))
