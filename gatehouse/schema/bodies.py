@@ -74,6 +74,8 @@ def _inputs(param: str, value: str | list[Any], limit: int) -> int:
     if isinstance(value, str) or _token_ids(value):
         return 1
     max_length(param, value, limit)
+    if not value:
+        return 0
     kind = _kind(value[0])
     if kind is None:
         raise wrong_type(f"{param}[0]", "a string, a token id or an array of token ids",

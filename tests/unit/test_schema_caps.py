@@ -135,6 +135,12 @@ async def test_a_leading_token_id_does_not_vouch_for_the_rest(demo: httpx.AsyncC
         assert (error["param"], error["code"]) == (f"{field}[1]", "invalid_type")
 
 
+async def test_an_empty_prompt_array_is_no_server_error(demo: httpx.AsyncClient) -> None:
+    """``"prompt": []`` once reached ``value[0]``: a 500 (found by schemathesis)."""
+    response = await demo.post("/v1/completions", json={"model": "demo", "prompt": []})
+    assert response.status_code < 500, response.text
+
+
 @pytest.mark.parametrize(("value", "where"), [
     (["a", 1], "input[1]"), (["a", ["b"]], "input[1]"), ([[1, 2], "a"], "input[1]"),
     ([[1], [True]], "input[1]"), ([[1], []], "input[1]"), ([1, 2, 2.5], "input[2]"),
