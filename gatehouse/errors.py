@@ -133,6 +133,17 @@ class RequestTooLarge(GatehouseError):
     advice = "Shorten the input (fewer or smaller messages) and send it again."
 
 
+class NotHttp(InvalidRequest):
+    """Bytes the HTTP parser refuses (a Content-Length twice or negative, Transfer-Encoding
+    beside Content-Length, a NUL or a bare CR in a header, an unknown method): answered by the
+    connection layer (gatehouse/edge/protocol.py), which then closes the connection."""
+
+    code = "invalid_http"
+    title = "The request is not valid HTTP"
+    advice = ("The client sent bytes that are not a valid HTTP/1.1 request. Use an HTTP "
+              "library instead of hand-made requests; check any proxy in between.")
+
+
 class HeadTooLarge(GatehouseError):
     """Answered by the connection layer (gatehouse/edge/protocol.py) before any stage runs."""
 

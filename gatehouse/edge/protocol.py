@@ -36,7 +36,13 @@ from uvicorn.server import ServerState
 from gatehouse.config import ServerSettings
 from gatehouse.edge.connections import BODY, BUSY, WAITING, Connections
 from gatehouse.edge.cork import CorkedTransport
-from gatehouse.errors import GatehouseError, HeadTooLarge, RequestTimeout, UriTooLong
+from gatehouse.errors import (
+    GatehouseError,
+    HeadTooLarge,
+    NotHttp,
+    RequestTimeout,
+    UriTooLong,
+)
 from gatehouse.telemetry.ids import new_request_id
 
 log = logging.getLogger("gatehouse.edge")
@@ -146,9 +152,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if self.refusal is not None:
                 self._refuse(self.refusal)
                 return
-            msg = "Invalid HTTP request received."
-            log.debug("%s from %s", msg, self.peer)
-            self.send_400_response(msg)
+            # answered in the error shape with a request id, and recorded like a 414 or 431
+            # (uvicorn's own answer was plain text, with neither)
+            log.debug("invalid HTTP from %s", self.peer)
+            self._refuse(NotHttp("The request is not valid HTTP/1.1, so it was not read.",
+                                 cause="invalid_http"))
             return
         if self.phase == WAITING and self.raw > self.max_head:
             # a head still incomplete past the limit: refuse before the parser keeps more

@@ -92,8 +92,8 @@ class Metrics:
         self.connections_closed = Counter(
             "gatehouse_edge_connections_closed",
             "Client connections refused or cut by the connection layer, by reason "
-            "(per_address, server_full, evicted, head_too_large, uri_too_long, head_timeout, "
-            "body_timeout, idle_timeout, send_timeout).", ["reason"], registry=r)
+            "(per_address, server_full, evicted, head_too_large, uri_too_long, invalid_http, "
+            "head_timeout, body_timeout, idle_timeout, send_timeout).", ["reason"], registry=r)
 
         self.request_log_written = Counter("gatehouse_request_log_written",
                                            "Request records written to the request log.",

@@ -153,7 +153,7 @@ class Closed:
 
 
 CLOSED = "gatehouse_edge_connections_closed_total"
-REASONS = ("head_too_large", "uri_too_long", "head_timeout", "body_timeout", "idle_timeout",
+REASONS = ("head_too_large", "uri_too_long", "invalid_http", "head_timeout", "body_timeout", "idle_timeout",
            "per_address", "server_full", "evicted", "send_timeout")
 
 
@@ -241,6 +241,29 @@ def test_each_head_limit(gw: Gateway, head: bytes, status: int, code: bytes) -> 
     # just under the limits still works
     ok = httpx.get(gw.url + "/healthz", headers={f"x-{i}": "v" * 3000 for i in range(9)})
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("head", [
+    (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+     b"Content-Length: 3\r\n\r\n{}"),
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+     b"Content-Length: 2\r\n\r\n{}"),
+    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    b"BREW /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+def test_bytes_that_are_not_http_get_an_answer_with_a_request_id(gw: Gateway,
+                                                                head: bytes) -> None:
+    """uvicorn's own answer was a plain-text 400 'Invalid HTTP request received.', with no
+    request id and no record."""
+    s = dial(gw, "127.0.0.2")
+    send_all(s, head)
+    answer = read_answer(s)
+    assert status_of(answer) == 400 and b'"code":"invalid_http"' in answer, answer[:300]
+    assert b"content-type: application/json" in answer
+    record = record_of(gw, answer)
+    assert record["endpoint"] == "connection" and record["status"] == 400
+    assert record["error_code"] == "invalid_http" and record["client"] == "127.0.0.2"
 
 
 def test_slowloris_heads_are_cut_and_capped_while_others_are_served(gw: Gateway) -> None:
