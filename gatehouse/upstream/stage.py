@@ -493,6 +493,10 @@ class UpstreamStage:
             parts = prompt_texts(body)
             prompt = self.tokenizers.count_now(ctx.model, parts) + token_ids(body) \
                 + 4 * len(parts)
+        history = ctx.notes.get(HISTORY_NOTE)
+        if history:  # a follow-up: the kept conversation went to the model before the input
+            earlier = prompt_texts({"input": history})
+            prompt += self.tokenizers.count_now(ctx.model, earlier) + 4 * len(earlier)
         completion = self.tokenizers.count_now(ctx.model, texts)
         if more_chars:
             kept = sum(map(len, texts))

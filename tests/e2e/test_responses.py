@@ -380,3 +380,19 @@ def test_a_chat_answer_that_cannot_be_translated_is_upstream_error(
         else:
             sdk.responses.create(model="chatonly", input="hi")
     assert caught.value.code == "upstream_error", caught.value.body
+
+
+def test_a_follow_up_is_charged_for_the_conversation_it_sends(
+        sdk: openai.OpenAI, up_a: Upstream, gw: Gateway) -> None:
+    """A backend that reports no usage: the gateway counts the prompt, and a follow-up's is
+    the kept conversation put before its input too — it was the new input alone (250 KB
+    sent, 15 tokens charged, ``input_tokens: 6`` shown)."""
+    words = " ".join(["word"] * 5000)
+    first = sdk.responses.create(model="chatonly", input=words)
+    up_a.control(omit_usage=True)
+    raw = sdk.responses.with_raw_response.create(model="chatonly", input="and?",
+                                                 previous_response_id=first.id)
+    follow = checked(raw)
+    assert follow.usage is not None and follow.usage.input_tokens > 5000
+    record = gw.record(raw.headers["x-request-id"])
+    assert record["usage_counted_by"] == "gateway" and record["prompt_tokens"] > 5000
