@@ -19,8 +19,8 @@ from gatehouse.errors import Conflict, InvalidRequest, NotFound
 from gatehouse.status.components import STATES
 from gatehouse.status.incidents import IncidentError, maintenance_status
 from gatehouse.status.service import StatusService
-from gatehouse.status.statuspage import LATEST
 from gatehouse.store.status import Incident
+from gatehouse.timestamps import LATEST
 
 Status = Literal["investigating", "identified", "monitoring", "resolved"]
 OpenStatus = Literal["investigating", "identified", "monitoring"]

@@ -11,7 +11,6 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -24,6 +23,7 @@ from gatehouse.identity.service import IdentityService, resolve_paths
 from gatehouse.state import State, StateError
 from gatehouse.state.local import SocketState, UnsharedState, socket_path
 from gatehouse.store.accounts import GRACE_MAX, KEY_LIFETIME_MAX, AccountError
+from gatehouse.timestamps import minute
 
 out = Console()
 err = Console(stderr=True)
@@ -59,7 +59,7 @@ def parse_duration(text: str, maximum: float = KEY_LIFETIME_MAX) -> float:
 def when(ts: float | None) -> str:
     if ts is None:
         return "—"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return minute(ts)
 
 
 def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]], *,

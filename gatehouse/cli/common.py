@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -16,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gatehouse.config import ConfigError, Settings, load_settings
+from gatehouse.timestamps import minute, utc
 
 err = Console(stderr=True)
 
@@ -92,14 +92,14 @@ class Listing:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _cell(value: Any, is_time: bool, blank: str) -> str:
     if value is None:
         return escape(blank)
     if is_time:
-        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return minute(value)
     if isinstance(value, list | tuple):
         return escape(", ".join(map(str, value))) or "—"
     return escape(str(value))

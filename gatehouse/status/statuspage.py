@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from gatehouse.status.components import (
 )
 from gatehouse.status.incidents import DONE, Incidents, maintenance_status
 from gatehouse.store.status import ALPHABET, Incident
+from gatehouse.timestamps import utc
 
 LISTED = 50  # incidents and maintenances in incidents.json and scheduled-maintenances.json
 PREFIX = "/api/v2/"
@@ -31,20 +31,10 @@ DOCUMENTS = ("summary.json", "status.json", "components.json", "incidents.json",
              "scheduled-maintenances/upcoming.json", "scheduled-maintenances/active.json")
 
 
-# 9999-12-31T23:59:59Z: the last second datetime (and ISO 8601's four-digit year) can show,
-# and the latest time the admin API takes
-LATEST = 253_402_300_799
-
-
 def iso(at: float | None) -> str | None:
     if at is None:
         return None
-    if not 0 <= at <= LATEST:
-        # a time the admin API took before it was bounded (year 10000, 10**30) would raise
-        # here and stop every snapshot: the page shows it as the nearest time it can
-        at = 0 if at < 0 else LATEST
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return utc(at).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def stable_id(*parts: str) -> str:

@@ -28,8 +28,8 @@ from gatehouse.edge.rules import DIFFICULTY, POSITION_MAX
 from gatehouse.identity.passwords import MIN_LENGTH
 from gatehouse.identity.service import IdentityService
 from gatehouse.quota.policy import LIMIT_MAX
-from gatehouse.status.statuspage import LATEST
 from gatehouse.store.accounts import EMAIL_PATTERN, NAME_PATTERN, PROJECT_PATTERN
+from gatehouse.timestamps import LATEST
 from tests.unit.conftest import make_settings
 from tests.unit.test_admin_api import A, Admin, admin, error, ok
 
