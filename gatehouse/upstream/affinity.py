@@ -157,10 +157,12 @@ class StoredResponseStage:
                                  "'_.:-' (e.g. resp_…).", param="response_id")
         held = await self.affinity.find(response_id)
         if held is None or held.org != org_of(ctx):
+            # (translated responses are kept too: the message once said they were not)
             raise NotFound(f"No response with id '{response_id}' is stored through this "
-                           "gateway. Responses translated for chat-only backends, and those "
-                           "made with store: false, are not stored.", param="response_id",
-                           code="response_not_found")
+                           "gateway for your organization: one made with store: false or "
+                           "by the demo model is not kept, and a kept one is gone once "
+                           "deleted or expired.",
+                           param="response_id", code="response_not_found")
         if held.backend is None:
             raise Answered(await self._kept(ctx, response_id, held, tail))
         route = self.router.routes.get(held.model)
