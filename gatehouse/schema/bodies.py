@@ -202,6 +202,10 @@ def check_responses(body: dict[str, Any], limits: RequestLimits = DEFAULTS) -> N
         _typed_items("input", given, limits.max_messages, required_type=False)
     string(body, "instructions")
     string(body, "previous_response_id")
+    truncation = string(body, "truncation")
+    if truncation is not None and truncation not in ("auto", "disabled"):
+        raise InvalidRequest(f"Invalid value: '{truncation}'. Supported values are: 'auto' "
+                             "and 'disabled'.", param="truncation")
     if body.get("tools") is not None:
         _typed_items("tools", body["tools"], limits.max_tools, required_type=True)
     number(body, "temperature", minimum=0, maximum=2)

@@ -195,3 +195,15 @@ async def test_the_limits_section_reaches_the_gateway(
     assert response.json()["error"]["code"] == "json_too_deep"
     response = await client.post("/v1/chat/completions", json=chat(metadata={"a": nested(6)}))
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("truncation", "said"), [(5, "expected a string"),
+                                                  ("sometimes", "'auto' and 'disabled'")])
+def test_truncation_is_auto_or_disabled(truncation: Any, said: str) -> None:
+    """``truncation: 5`` reached the chat translation, which called it "truncation 'auto'"."""
+    from gatehouse.schema.bodies import check_responses
+
+    with pytest.raises(InvalidRequest, match=said) as caught:
+        check_responses({"model": "m", "input": "hi", "truncation": truncation})
+    assert caught.value.param == "truncation"
+    check_responses({"model": "m", "input": "hi", "truncation": "disabled"})
