@@ -54,7 +54,7 @@ def _too_large(size: int, limit: int) -> str:
 
 
 def parse_json(raw: bytes, content_type: str, max_depth: int = DEFAULTS.max_json_depth,
-               ) -> dict[str, Any]:
+               content_encoding: str = "") -> dict[str, Any]:
     """The body as a JSON object no deeper than ``max_depth``, or a 400."""
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.",
@@ -64,7 +64,11 @@ def parse_json(raw: bytes, content_type: str, max_depth: int = DEFAULTS.max_json
     except orjson.JSONDecodeError as exc:
         if exc.msg.startswith("depth limit"):  # orjson stops at 1024 levels
             raise too_deep(None, max_depth) from None
-        hint = "" if "json" in content_type else " (send it with Content-Type: application/json)"
+        encoding = content_encoding.strip().lower()
+        hint = (f" (its Content-Encoding is {encoding}: this gateway reads request bodies "
+                "uncompressed; send the JSON as it is)" if encoding not in ("", "identity")
+                else "" if "json" in content_type
+                else " (send it with Content-Type: application/json)")
         raise InvalidRequest(f"We could not parse the JSON body of your request{hint}: {exc}.",
                              code="invalid_json") from None
     if not isinstance(body, dict):
@@ -87,7 +91,8 @@ class SchemaStage:
         if ctx.endpoint in UPLOADS:
             return await self._upload(ctx)
         raw = await read_body(ctx, self.max_body_bytes)
-        body = parse_json(raw, ctx.headers.get("content-type", ""), self.limits.max_json_depth)
+        body = parse_json(raw, ctx.headers.get("content-type", ""), self.limits.max_json_depth,
+                          ctx.headers.get("content-encoding", ""))
         CHECKERS[ctx.endpoint](body, self.limits)
         model: str = body["model"]
         self._served(model)

@@ -207,3 +207,16 @@ def test_truncation_is_auto_or_disabled(truncation: Any, said: str) -> None:
         check_responses({"model": "m", "input": "hi", "truncation": truncation})
     assert caught.value.param == "truncation"
     check_responses({"model": "m", "input": "hi", "truncation": "disabled"})
+
+
+async def test_a_compressed_body_is_told_to_come_uncompressed(demo: httpx.AsyncClient) -> None:
+    """A gzip body was told "surrogates not allowed" by the JSON parser."""
+    import gzip
+
+    raw = gzip.compress(orjson.dumps({"model": "demo", "messages": [{"role": "user",
+                                                                      "content": "hi"}]}))
+    response = await demo.post("/v1/chat/completions", content=raw, headers={
+        "content-type": "application/json", "content-encoding": "gzip"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_json" and "Content-Encoding is gzip" in error["message"]
