@@ -115,3 +115,18 @@ async def test_a_nul_in_the_chat_is_never_a_store_outage(site: tuple[
         assert r.status_code < 500, (r.request.url, r.text)
         if r.status_code == 400:
             assert "cannot be stored" in r.text and r.headers["x-request-id"] in r.text
+
+
+async def test_a_nul_in_an_admin_path_or_query_is_not_found_not_a_500(site: tuple[
+        httpx.AsyncClient, IdentityService]) -> None:
+    """PostgreSQL refused the lookup's parameter: a 500 (found by attacking the admin API).
+    The store's NUL guard looks it up as U+FFFD (no name holds one); a data error left is the
+    request's 4xx."""
+    c, identity = site
+    admin, _ = await identity.accounts.create_key(None, scope="admin")
+    auth = {"authorization": f"Bearer {admin}"}
+    for r in (await c.delete("/admin/v1/limits", headers=auth,
+                             params={"scope": "org", "name": "a\x00"}),
+              await c.delete("/admin/v1/edge/rules/a%00", headers=auth),
+              await c.get("/admin/v1/requests/a%00", headers=auth)):
+        assert 400 <= r.status_code < 500, (r.request.url, r.text)
