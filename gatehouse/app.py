@@ -66,7 +66,12 @@ from gatehouse.telemetry.tracing import Tracing
 from gatehouse.telemetry.usage_api import PATH as USAGE_API_PATH
 from gatehouse.telemetry.usage_api import CompletionsUsageStage
 from gatehouse.upstream.affinity import PREFIX as STORED_PREFIX
-from gatehouse.upstream.affinity import Affinity, StoredResponseStage, stored_methods
+from gatehouse.upstream.affinity import (
+    Affinity,
+    FollowUpStage,
+    StoredResponseStage,
+    stored_methods,
+)
 from gatehouse.upstream.backend import Backend, HTTPBackend
 from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gatehouse.upstream.demo import DemoBackend
@@ -266,6 +271,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         *api_stages,
         SchemaStage(settings.server.max_body_bytes, router.exists, settings.limits),
         ServiceTierStage(settings.tiers),
+        # a follow-up's kept conversation, found before the quota stage reserves for it
+        *([FollowUpStage(affinity, router)] if affinity else []),
         quota,
         AdmissionStage(settings, metrics),
         UpstreamStage(router, metrics, tokenizers, tracing, affinity),
@@ -274,7 +281,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     # GET/DELETE /v1/responses/{id}, …/input_items: to the backend holding it, counted as
     # requests (no tokens) by the same quota, admission and upstream stages
     stored = Pipeline([*api_stages, StoredResponseStage(affinity, router),
-                       *proxy_stages[len(api_stages) + 2:]]) if affinity else None
+                       *proxy_stages[proxy_stages.index(quota):]]) if affinity else None
     probes = Probes(router, backends, {
         "store": ("sqlite" if identity.store.is_sqlite else "postgresql", identity.store.ping),
         "state": (identity.state.name, identity.state.ping)})

@@ -49,6 +49,7 @@ from gatehouse.quota.windows import format_reset
 from gatehouse.store.flusher import stop_task
 from gatehouse.store.usage import UsageBook
 from gatehouse.telemetry.metrics import Metrics
+from gatehouse.upstream.affinity import continued
 
 log = logging.getLogger("gatehouse.quota")
 RETRY_SHARED_AFTER = 2.0
@@ -104,7 +105,8 @@ class QuotaStage:
         if not self.quota.enabled or ctx.principal is None:
             return
         # moderations, images, speech, stored responses: counted as requests, no tokens
-        body = ctx.body if ctx.endpoint in METERED else None
+        # a Responses follow-up with the conversation kept here, as the model will read it
+        body = continued(ctx) if ctx.endpoint in METERED else None
         limits = self.limits(ctx)
         prompt = None
         if body and meters_tokens(limits):

@@ -24,6 +24,7 @@ from gatehouse.context import Outcome, Reply, RequestContext
 from gatehouse.errors import InvalidRequest, NotFound, UpstreamUnavailable
 from gatehouse.pipeline import Answered
 from gatehouse.state.base import State, StateError
+from gatehouse.upstream.responses_bridge import input_items
 from gatehouse.upstream.router import Router
 
 log = logging.getLogger("gatehouse.upstream")
@@ -133,6 +134,36 @@ async def pin_follow_up(ctx: RequestContext, affinity: Affinity, router: Router)
     if not any(t.backend.name == held.backend for t in targets):
         raise gone(previous, held, "previous_response_id")
     ctx.notes[PIN_NOTE] = held.backend
+
+
+def continued(ctx: RequestContext) -> dict[str, Any]:
+    """The request as the model reads it: with the conversation the gateway kept put before
+    its input when it follows up on a response kept here (``pin_follow_up``)."""
+    body = ctx.body or {}
+    history = ctx.notes.get(HISTORY_NOTE)
+    if history is None:
+        return body
+    return {**body, "input": history + input_items(body), "previous_response_id": None}
+
+
+class FollowUpStage:
+    """``POST /v1/responses`` with a ``previous_response_id``: the response it continues is
+    found before the quota stage — so the reservation counts the kept conversation the model
+    will read, not only the new input (a 5,000-word history reserved 15 tokens) — and the
+    upstream stage sends it there (``pin_follow_up``)."""
+
+    name = "follow_up"
+
+    def __init__(self, affinity: Affinity, router: Router) -> None:
+        self.affinity = affinity
+        self.router = router
+
+    async def enter(self, ctx: RequestContext) -> None:
+        if ctx.endpoint == "responses":
+            await pin_follow_up(ctx, self.affinity, self.router)
+
+    async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
+        return None
 
 
 class StoredResponseStage:

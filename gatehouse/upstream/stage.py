@@ -43,7 +43,7 @@ from gatehouse.upstream.affinity import (
     PATH_NOTE,
     PIN_NOTE,
     Affinity,
-    pin_follow_up,
+    continued,
 )
 from gatehouse.upstream.backend import (
     BackendFailure,
@@ -187,8 +187,6 @@ class UpstreamStage:
         full = 0
         caller = caller_of(ctx)
         bridged: dict[str, Any] | InvalidRequest | None = None  # the body as chat, or why not
-        if self.affinity is not None and ctx.endpoint == "responses":
-            await pin_follow_up(ctx, self.affinity, self.router)
         targets = self.router.order(ctx.model)
         pin = ctx.notes.get(PIN_NOTE)
         if pin is not None:  # only the backend holding the response has it: no failover
@@ -198,7 +196,7 @@ class UpstreamStage:
             if ctx.endpoint == "responses" and target.api == "chat":
                 if bridged is None:
                     try:
-                        bridged = to_chat(_continued(ctx), target.model)
+                        bridged = to_chat(continued(ctx), target.model)
                     except InvalidRequest as exc:
                         bridged = exc
                 if isinstance(bridged, InvalidRequest):  # a Responses backend may take it
@@ -488,15 +486,11 @@ class UpstreamStage:
         """Usage counted by the gateway: the prompt as the quota stage counted it (or now),
         the completion from the text the backend sent."""
         prompt = ctx.counted_prompt
-        if prompt is None:
-            body = ctx.body or {}
+        if prompt is None:  # (a follow-up's: with the kept conversation, as the quota's is)
+            body = continued(ctx)
             parts = prompt_texts(body)
             prompt = self.tokenizers.count_now(ctx.model, parts) + token_ids(body) \
                 + 4 * len(parts)
-        history = ctx.notes.get(HISTORY_NOTE)
-        if history:  # a follow-up: the kept conversation went to the model before the input
-            earlier = prompt_texts({"input": history})
-            prompt += self.tokenizers.count_now(ctx.model, earlier) + 4 * len(earlier)
         completion = self.tokenizers.count_now(ctx.model, texts)
         if more_chars:
             kept = sum(map(len, texts))
@@ -558,16 +552,6 @@ def _broken(ctx: RequestContext, error: GatehouseError, tap: StreamTap,
                                             "in_progress")
         return failure_events(error, response, tap.sequence, ctx.request_id)
     return b"data: " + error.body(ctx.request_id) + b"\n\n"
-
-
-def _continued(ctx: RequestContext) -> dict[str, Any]:
-    """The request, with the conversation the gateway kept put before its input when it
-    follows up on a translated response."""
-    body = ctx.body or {}
-    history = ctx.notes.get(HISTORY_NOTE)
-    if history is None:
-        return body
-    return {**body, "input": history + input_items(body), "previous_response_id": None}
 
 
 def _bridged(bridge: ChatToResponses, chat: bytes, usage: Usage) -> bytes:

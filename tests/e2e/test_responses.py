@@ -34,7 +34,8 @@ def gw(proc_dir: Path, up_a: Upstream) -> Iterator[Gateway]:
     gateway = Gateway(proc_dir, {
         "identity": {"require_key": True},
         "tiers": {"default": {"limits": {"requests_per_minute": 10_000}},
-                  "one": {"limits": {"requests_per_minute": 1}}},
+                  "one": {"limits": {"requests_per_minute": 1}},
+                  "tokens": {"limits": {"tokens_per_minute": 3000}}},
         "upstreams": {"a": upstream_cfg(up_a),
                       "gone": {"base_url": f"http://127.0.0.1:{free_port()}/v1",
                                "connect_timeout": 0.5}},
@@ -50,7 +51,7 @@ def keys(gw: Gateway) -> dict[str, str]:
     cli(gw.config_path, "orgs", "create", "acme")
     cli(gw.config_path, "projects", "create", "acme/app")
     return {tier: cli(gw.config_path, "keys", "create", "acme/app", "--tier", tier).strip()
-            for tier in ("default", "one")}
+            for tier in ("default", "one", "tokens")}
 
 
 @pytest.fixture
@@ -396,3 +397,21 @@ def test_a_follow_up_is_charged_for_the_conversation_it_sends(
     assert follow.usage is not None and follow.usage.input_tokens > 5000
     record = gw.record(raw.headers["x-request-id"])
     assert record["usage_counted_by"] == "gateway" and record["prompt_tokens"] > 5000
+
+
+def test_a_follow_up_reserves_for_the_conversation_it_sends(
+        sdk: openai.OpenAI, up_a: Upstream, gw: Gateway, keys: dict[str, str]) -> None:
+    """The reservation before the call counts the kept conversation too: a follow-up whose
+    history alone is over a 3,000 tokens-a-minute limit is refused as too large, before any
+    backend works on it — it reserved the new input's few tokens and was sent."""
+    first = sdk.responses.create(model="chatonly", input=" ".join(["word"] * 4000))
+    small = openai.OpenAI(base_url=gw.url + "/v1", api_key=keys["tokens"], max_retries=0)
+    sent = up_a.stats()["requests"]
+    with pytest.raises(openai.RateLimitError) as caught:
+        small.responses.create(model="chatonly", input="and?", previous_response_id=first.id)
+    assert "Request too large" in caught.value.message
+    assert up_a.stats()["requests"] == sent  # refused before the backend
+    # a short conversation continues within the limit
+    short = small.responses.create(model="chatonly", input="hi")
+    assert small.responses.create(model="chatonly", input="and?",
+                                  previous_response_id=short.id).status == "completed"
