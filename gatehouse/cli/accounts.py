@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from gatehouse.cli.common import JsonOpt, Listing, load_for_cli, store_errors
 from gatehouse.cli.options import ConfigOpt
@@ -91,11 +92,12 @@ def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]], *,
     try:
         with store_errors(settings):
             result = asyncio.run(go())
-    except AccountError as exc:
-        err.print(f"[bold red]error[/] {exc.message}")
+    except AccountError as exc:  # the words as written: "[/x]" is a name, not Rich markup
+        err.print(Text.assemble(("error ", "bold red"), exc.message), soft_wrap=True)
         raise typer.Exit(1) from None
     except StateError as exc:
-        err.print(f"[bold red]error[/] the state layer failed: {exc}", markup=False)
+        err.print(Text.assemble(("error ", "bold red"), f"the state layer failed: {exc}"),
+                  soft_wrap=True)
         raise typer.Exit(1) from None
     if unshared is not None and unshared.changed:
         not_reached(unshared.path, live)
@@ -271,7 +273,7 @@ def users_create(
     try:
         hashed = hash_password(password)
     except ValueError as exc:
-        err.print(f"[bold red]error[/] {exc}")
+        err.print(Text.assemble(("error ", "bold red"), str(exc)), soft_wrap=True)
         raise typer.Exit(1) from None
 
     async def act(ids: IdentityService) -> None:

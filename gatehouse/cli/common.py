@@ -32,15 +32,17 @@ def config_failed(exc: ConfigError) -> NoReturn:
 @contextmanager
 def store_errors(settings: Settings) -> Iterator[None]:
     """A store that cannot be reached or used (PostgreSQL down, a wrong password, a SQLite
-    file that is not a database) is said in one line and exit status 1, not a traceback."""
+    file that is not a database, a store in a read-only directory) is said in one line and
+    exit status 1, not a traceback."""
     from gatehouse.store.db import STORE_ERRORS, unusable
 
     try:
         yield
     except STORE_ERRORS as exc:
         said = unusable(settings.storage.database_url, exc)
-        if said is None:
-            raise
+        if said is None:  # a file's error (a read-only directory, the secret): it names it
+            assert isinstance(exc, OSError)
+            said = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
         err.print(Text.assemble(("error ", "bold red"), said), soft_wrap=True)
         raise typer.Exit(1) from None
 

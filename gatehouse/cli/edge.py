@@ -82,7 +82,7 @@ def rules_add(
         except RuleError as exc:
             raise AccountError("invalid", str(exc)) from None
         out.print(f"added rule {row['id']} at position {row['position']}: {action} "
-                  f"{_spec(row['rule'])}")
+                  f"{_spec(row['rule'])}", markup=False)  # a regex's brackets are no markup
     _run(config, act)
 
 
@@ -92,7 +92,7 @@ def rules_remove(rule_id: str, config: ConfigOpt = None) -> None:
     async def act(ids: IdentityService) -> None:
         if not await _admin(ids).remove(rule_id):
             raise AccountError("not_found", f"no stored rule {rule_id!r}")
-        out.print(f"removed rule {rule_id}")
+        out.print(f"removed rule {rule_id}", markup=False)
     _run(config, act)
 
 
@@ -125,7 +125,7 @@ def bans_add(subject: Annotated[str, typer.Argument(help="Address or CIDR.")],
             ban = await Bans(ids.state, ids.settings.edge.detector).ban(subject, reason, seconds)
         except RuleError as exc:
             raise AccountError("invalid", str(exc)) from None
-        out.print(f"banned {ban.subject} until {when(ban.until)}: {ban.reason}")
+        out.print(f"banned {ban.subject} until {when(ban.until)}: {ban.reason}", markup=False)
     _run(config, act, live=True)
 
 
@@ -139,7 +139,7 @@ def bans_remove(subject: str, config: ConfigOpt = None) -> None:
             raise AccountError("invalid", str(exc)) from None
         if not lifted:
             raise AccountError("not_found", f"{subject} is not banned")
-        out.print(f"lifted the ban of {subject}")
+        out.print(f"lifted the ban of {subject}", markup=False)
     _run(config, act, live=True)
 
 

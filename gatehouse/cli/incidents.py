@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from gatehouse.cli.accounts import _run, parse_duration, when
 from gatehouse.cli.common import JsonOpt, Listing
@@ -61,7 +62,7 @@ def _do(config: Path | None, action: Any) -> Any:
         try:
             return await action(_book(ids))
         except IncidentError as exc:
-            err.print(f"[red]error[/] {exc.message}", markup=True, highlight=False)
+            err.print(Text.assemble(("error ", "red"), exc.message), highlight=False)
             raise typer.Exit(1) from None
     return _run(config, act)
 

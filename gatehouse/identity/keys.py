@@ -103,7 +103,7 @@ def load_server_secret(configured: str | None, secret_file: str) -> bytes:
                              f"{exc.strerror or type(exc).__name__}") from None
 
 
-def _read_or_make(path: Path) -> bytes:
+def _read_or_make(path: Path, again: bool = True) -> bytes:
     try:
         value = path.read_text(encoding="utf-8").strip()
         if len(value) < 32:
@@ -117,7 +117,11 @@ def _read_or_make(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
     except FileExistsError:  # another replica made it first: use theirs
-        return _read_or_make(path)
+        if again:
+            return _read_or_make(path, again=False)
+        # it exists yet cannot be read: a link to nothing (a secret mount that is missing)
+        raise SecretUnusable(f"the server secret file {path} is a link to a file that does "
+                             "not exist") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
     return value.encode()

@@ -73,9 +73,13 @@ def test_a_secret_file_that_cannot_be_used_is_said_naming_it(tmp_path: Path) -> 
     binary.write_bytes(b"\xff\xfe" * 20)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
+    dangling = tmp_path / "dangling.secret"  # a secret mount that is missing
+    dangling.symlink_to(tmp_path / "nowhere" / "secret")
     for path, said in [(tmp_path, "is a directory"), (binary, "is not UTF-8 text"),
                        (blocker / "gatehouse.secret", "cannot read or make"),
-                       (Path("/proc/no-such-dir/gatehouse.secret"), "cannot read or make")]:
+                       (Path("/proc/no-such-dir/gatehouse.secret"), "cannot read or make"),
+                       # read: not found; made: exists — it recursed until RecursionError
+                       (dangling, "a link to a file that does not exist")]:
         with pytest.raises(SecretUnusable) as caught:
             load_server_secret(None, str(path))
         assert said in str(caught.value) and str(path) in str(caught.value)

@@ -139,6 +139,17 @@ def test_an_unreachable_store_stops_the_start_in_one_line(tmp_path: Path) -> Non
     assert "migrating the store failed (exit status 1)" in done.stderr
 
 
+def on_sqlite(tmp: Path, command: list[str], secret_file: Path
+              ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``gatehouse COMMAND`` on a SQLite store in ``tmp``: its config and how it ended."""
+    config = tmp / "gatehouse.toml"
+    config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{tmp / "g.db"}"\n'
+                      f'[identity]\nsecret_file = "{secret_file}"\n')
+    return config, subprocess.run([sys.executable, "-m", "gatehouse", *command, "--config",
+                                   str(config)], env=serve_env(), cwd=tmp, capture_output=True,
+                                  text=True, timeout=120, check=False)
+
+
 @pytest.mark.parametrize("command", [["serve"], ["migrate"], ["keys", "list"],
                                      ["users", "list"], ["keys", "create", "default/x"]])
 def test_a_secret_file_that_cannot_be_read_is_a_configuration_error(
@@ -146,12 +157,7 @@ def test_a_secret_file_that_cannot_be_read_is_a_configuration_error(
     """``[identity] secret_file`` naming a directory: the command (and ``serve`` before it
     starts anything) says so in one line, naming the file, status 2 — it was a traceback."""
     (tmp_path / "secrets").mkdir()
-    config = tmp_path / "gatehouse.toml"
-    config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "g.db"}"\n'
-                      f'[identity]\nsecret_file = "{tmp_path / "secrets"}"\n')
-    done = subprocess.run([sys.executable, "-m", "gatehouse", *command, "--config",
-                           str(config)], env=serve_env(), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, check=False)
+    config, done = on_sqlite(tmp_path, command, tmp_path / "secrets")
     assert done.returncode == 2, (done.stdout, done.stderr)
     said = " ".join(done.stderr.split())
     assert (f"configuration error {config}: identity.secret_file: the server secret file "
@@ -214,3 +220,38 @@ def test_cli_commands_say_an_unusable_store_in_one_line(tmp_path: Path,
         assert f"cannot use the store at {shown}:" in said, done.stderr
         assert "s3cret-pw" not in done.stderr + done.stdout
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["keys", "revoke", "[/x]"], ["rules", "remove", "[/]"],
+                                     ["orgs", "set-tier", "[/x]", "standard"],
+                                     ["incidents", "show", "[/foo]"]])
+def test_brackets_in_an_argument_are_words_not_markup(tmp_path: Path,
+                                                      command: list[str]) -> None:
+    """Rich read ``[/x]`` in an error message as a closing tag: MarkupError, a traceback."""
+    _, done = on_sqlite(tmp_path, command, tmp_path / "secret")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and command[2] in done.stderr, done.stderr
+
+
+def test_a_file_the_store_cannot_write_is_one_line() -> None:
+    """A store in a read-only directory: its lock file cannot be made (errno 30), which was
+    re-raised as a traceback by every command that reads the store."""
+    import io
+
+    import typer
+    from rich.console import Console
+
+    from gatehouse.cli import common
+    from tests.unit.conftest import make_settings
+
+    settings = make_settings(Path("/tmp"))
+    said = io.StringIO()
+    console, common.err = common.err, Console(file=said, width=200)
+    try:
+        with pytest.raises(typer.Exit) as caught, common.store_errors(settings):
+            raise OSError(30, "Read-only file system", "/srv/gatehouse.db.migrate-lock")
+    finally:
+        common.err = console
+    assert caught.value.exit_code == 1
+    assert said.getvalue().strip() == \
+        "error Read-only file system: /srv/gatehouse.db.migrate-lock"
