@@ -63,9 +63,18 @@ class ApiResult:
 
 
 def show_key(key: str | None) -> str | None:
+    """The key as reports show it: its first 6 and last 4 characters (a short one, 2)."""
     if not key:
         return None
-    return key if len(key) <= 12 else f"{key[:6]}…{key[-4:]}"
+    return f"{key[:2]}…" if len(key) <= 12 else f"{key[:6]}…{key[-4:]}"
+
+
+def without_key(text: str | None, key: str | None) -> str | None:
+    """``text`` with the key masked wherever it appears: an HTTP library's error quotes the
+    header it refused (a key pasted with a trailing CR), a server may echo it in its error."""
+    if not text or not key:
+        return text
+    return text.replace(key.strip(), show_key(key.strip()) or "")
 
 
 def failed_call(endpoint: str, exc: httpx.HTTPError, seconds: float) -> Call:
@@ -96,14 +105,16 @@ async def call(client: httpx.AsyncClient, method: str, url: str, path: str,
     try:
         response, content = await asyncio.wait_for(send(), deadline)
     except httpx.HTTPError as exc:
-        return failed_call(endpoint, exc, time.perf_counter() - start), None
+        failed = failed_call(endpoint, exc, time.perf_counter() - start)
+        failed.message = without_key(failed.message, key)
+        return failed, None
     except TimeoutError:
         return Call(endpoint, TIMEOUT, None, round(time.perf_counter() - start, 3),
                     message=f"no complete answer within {deadline:g} s"), None
     seconds = time.perf_counter() - start
     answer = Answer.read(response.status_code, response.headers, content)
     return Call(endpoint, answer.outcome.value, answer.status, round(seconds, 3),
-                code=answer.code, type=answer.type, message=answer.message,
+                code=answer.code, type=answer.type, message=without_key(answer.message, key),
                 request_id=answer.request_id, ray_id=answer.ray_id,
                 retry_after=answer.retry_after), content
 

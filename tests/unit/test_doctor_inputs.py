@@ -78,3 +78,36 @@ def test_a_degraded_component_without_an_incident_counts() -> None:
 def test_an_incident_naming_no_component_may_be_ours() -> None:
     s = read_summary("u", summary(incident("Something", [])), ("API",))
     assert s.ours and s.ours[0].affects_us is None
+
+
+async def test_the_key_never_reaches_a_report_whole() -> None:
+    """A key pasted with a trailing CR: httpx refuses the header and its error quotes it, so
+    the whole key went into the message (terminal, Markdown and JSON reports); a server that
+    echoes the key in its error did the same; a key of 12 characters or fewer was shown whole."""
+    import asyncio
+
+    import httpx
+
+    from gatehouse.doctor.api import call, show_key
+
+    key = "gh-demo-" + "k" * 40
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, httpx.AsyncClient() as client:
+        made, _ = await call(client, "GET", f"http://127.0.0.1:{port}/v1/models",
+                             "/v1/models", key + "\r")
+    assert made.message is not None and key not in made.message
+    assert show_key(key) in made.message  # the header httpx refused, masked
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": {
+            "message": f"bad key {request.headers['authorization']}", "type": "x"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(echo)) as client:
+        made, _ = await call(client, "GET", "http://gw/v1/models", "/v1/models", key)
+    assert made.message and key not in made.message
+    assert show_key("sk-SHORTKEY1") == "sk…"
