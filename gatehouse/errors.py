@@ -125,6 +125,14 @@ class InvalidClientRequestId(InvalidRequest):
     code = "invalid_client_request_id"
 
 
+def unstorable(exc: BaseException) -> InvalidRequest:
+    """A value the store refused for what it is (``store.db.refused_value``): the request's
+    fault, never the store being down — the one answer of the admin API, the pages and the
+    chat."""
+    return InvalidRequest("The request holds a value that cannot be stored, such as a NUL "
+                          "character.", cause=repr(exc))
+
+
 class RequestTooLarge(GatehouseError):
     status = 413
     type = "invalid_request_error"

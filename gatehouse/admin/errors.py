@@ -26,6 +26,7 @@ from gatehouse.errors import (
     NotFound,
     RequestTooLarge,
     RouteNotFound,
+    unstorable,
 )
 from gatehouse.state.base import StateError
 from gatehouse.store.accounts import AccountError
@@ -165,9 +166,7 @@ def install(app: FastAPI) -> None:
 
     async def driver_error(request: Request, exc: Exception) -> Response:
         if refused_value(exc):  # a value the store cannot hold (a NUL in a name): the caller's
-            return render(InvalidRequest("The request holds a value that cannot be stored, "
-                                         "such as a NUL character.", cause=repr(exc)),
-                          request.scope)
+            return render(unstorable(exc), request.scope)
         raise exc  # on to ``bug`` (the server error handler), which logs it
 
     async def bug(request: Request, exc: Exception) -> Response:

@@ -35,6 +35,7 @@ from gatehouse.errors import (
     PermissionDenied,
     RequestTooLarge,
     SessionExpired,
+    unstorable,
 )
 from gatehouse.identity.stage import SIGNED_OUT
 from gatehouse.pipeline import Pipeline, Stage
@@ -112,8 +113,7 @@ class ChatStage:
                            "reload it and send again.", param="conversation") from None
         except (SQLAlchemyError, OSError) as exc:
             if refused_value(exc):  # what was sent, not the store being down
-                raise InvalidRequest("The request holds a value that cannot be stored, such "
-                                     "as a NUL character.", cause=repr(exc)) from None
+                raise unstorable(exc) from None
             raise IdentityUnavailable("The chat cannot reach its store right now.",
                                       retry_after=5, cause=repr(exc)) from None
 

@@ -24,12 +24,12 @@ from gatehouse.errors import (
     GatehouseError,
     IdentityUnavailable,
     InternalError,
-    InvalidRequest,
     MethodNotAllowed,
     PermissionDenied,
     RouteNotFound,
     SignInThrottled,
     WrongCredentials,
+    unstorable,
 )
 from gatehouse.identity.passwords import MAX_LENGTH as MAX_PASSWORD
 from gatehouse.identity.passwords import verify_password
@@ -62,7 +62,6 @@ REASONS = {
     "signed_out_everywhere": "You have signed out on every device.",
 }
 WRONG = "Email or password is wrong."
-REFUSED_VALUE = "The request holds a value that cannot be stored, such as a NUL character."
 # one wording for a locked account and a locked address: it must not tell which (or whether
 # the account exists)
 LOCKED = ("Too many failed sign-ins for this email address or from your network. You can try "
@@ -281,7 +280,7 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 async def _store_failed(request: Request, exc: Exception) -> Response:
     if refused_value(exc):  # about what was sent (a NUL PostgreSQL cannot hold), not an outage
-        return await _gatehouse_error(request, InvalidRequest(REFUSED_VALUE, cause=repr(exc)))
+        return await _gatehouse_error(request, unstorable(exc))
     return await _unavailable(request, exc)
 
 
