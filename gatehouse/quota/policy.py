@@ -66,17 +66,20 @@ class Estimate:
 
 
 def estimate(body: dict[str, Any] | None, default_completion: int,
-             prompt_tokens: int | None = None, generates: bool | None = None) -> Estimate:
+             prompt_tokens: int | None = None, generates: bool | None = None,
+             texts: list[str] | None = None) -> Estimate:
     """Prompt tokens as counted by the model's tokenizer (``prompt_tokens``, from
     :func:`prompt_texts`) plus a few per message for roles and separators — or, without a
     count, from the text's length (≈ 4 characters a token); completion from
     ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` (times ``n``) or the
     configured default when the endpoint ``generates`` (by default: a body with messages or a
     prompt).
+    ``texts``: :func:`prompt_texts` of the body, when the caller has them already.
     Settling with the upstream's real usage corrects both."""
     if not body:
         return Estimate(0, 0)
-    texts = prompt_texts(body)
+    if texts is None:
+        texts = prompt_texts(body)
     completion = body.get("max_completion_tokens") or body.get("max_tokens") \
         or body.get("max_output_tokens")
     if not isinstance(completion, int) or completion < 1:
@@ -92,7 +95,14 @@ def estimate(body: dict[str, Any] | None, default_completion: int,
         completion *= len(prompts)
     if prompt_tokens is None:
         prompt_tokens = math.ceil(sum(map(len, texts)) / 4)
-    return Estimate(prompt_tokens + token_ids(body) + 4 * len(texts), completion)
+    return Estimate(prompt_of(body, texts, prompt_tokens), completion)
+
+
+def prompt_of(body: dict[str, Any], texts: list[str], counted: int) -> int:
+    """A prompt's tokens: ``counted`` for its ``texts`` (by the model's tokenizer, or from
+    their length), one a token id, and 4 a piece for roles and separators — as the quota
+    reserves it and as the gateway charges it when a backend reports no usage."""
+    return counted + token_ids(body) + 4 * len(texts)
 
 
 # what a message, a content part, a tool call or a Responses input item holds that reaches the

@@ -109,14 +109,15 @@ class QuotaStage:
         body = continued(ctx) if ctx.endpoint in METERED else None
         limits = self.limits(ctx)
         prompt = None
+        texts = prompt_texts(body) if body else []  # once: estimate() reads them too
         if body and meters_tokens(limits):
             # a limit meters tokens: the prompt as the model's tokenizer counts it. Only then
             # (else ≈ 4 characters a token): the tokenizer is loaded on first need, and o200k
             # alone is 55-64 MB per worker
             tokenizer = await self.tokenizers.get(ctx.model)
-            prompt = await tokenizer.count_async(prompt_texts(body))
+            prompt = await tokenizer.count_async(texts)
         est = estimate(body, self.quota.default_completion_tokens, prompt,
-                       generates=ctx.endpoint in GENERATES)
+                       generates=ctx.endpoint in GENERATES, texts=texts)
         if prompt is not None:
             ctx.counted_prompt = est.prompt
         now = self.clock()

@@ -32,7 +32,7 @@ from gatehouse.errors import (
     UpstreamUnavailable,
 )
 from gatehouse.pipeline import StreamBroken
-from gatehouse.quota.policy import prompt_texts, token_ids
+from gatehouse.quota.policy import prompt_of, prompt_texts
 from gatehouse.quota.tokenizer import Tokenizers
 from gatehouse.schema.multipart import with_model
 from gatehouse.schema.stage import UPLOAD_NOTE
@@ -489,8 +489,7 @@ class UpstreamStage:
         if prompt is None:  # (a follow-up's: with the kept conversation, as the quota's is)
             body = continued(ctx)
             parts = prompt_texts(body)
-            prompt = self.tokenizers.count_now(ctx.model, parts) + token_ids(body) \
-                + 4 * len(parts)
+            prompt = prompt_of(body, parts, self.tokenizers.count_now(ctx.model, parts))
         completion = self.tokenizers.count_now(ctx.model, texts)
         if more_chars:
             kept = sum(map(len, texts))
