@@ -302,9 +302,7 @@ class Accounts:
 
     async def user_by_email(self, email: str) -> User | None:
         if CONTROL.search(email):
-            # nobody's (create_user refuses them), and PostgreSQL would refuse a NUL in the
-            # query, which must not read as the store being down
-            return None
+            return None  # nobody's: create_user refuses them (no query needed)
         async with self.store.session() as s:
             user: User | None = await s.scalar(
                 select(User).where(User.email == email.strip().lower()))

@@ -52,8 +52,8 @@ class RequestRows:
                    user: str | None = None) -> list[RequestRecord]:
         """Records whose request id, client request id or Ray ID is ``any_id``, newest
         first; with ``org`` (or ``user``) only that org's (user's) own."""
-        if "\x00" in any_id:  # no stored id holds one (insert_many), and PostgreSQL refuses it
-            return []
+        if "\x00" in any_id:  # no id was stored with one (a NUL is written as U+FFFD): not
+            return []          # the U+FFFD record of another id, found by the store's guard
         e = RequestLogEntry
         # one search per id column, each on its own index (one OR, or the org's condition,
         # lets a planner without statistics choose to scan the org's rows instead)
