@@ -13,6 +13,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -30,6 +31,7 @@ from gatehouse.telemetry.otlp_settings import (  # stdlib only
     check_endpoint,
     check_headers,
 )
+from gatehouse.upstream.heads import check_header  # stdlib only
 
 ENV_PREFIX = "GATEHOUSE_"
 DEFAULT_PATH = "gatehouse.toml"
@@ -207,6 +209,25 @@ class UpstreamSettings(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("base_url")
+    @classmethod
+    def _has_host(cls, value: str) -> str:
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018  (raises for a port that is not a number, or past 65535)
+        except ValueError:
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
+        if not parts.hostname:
+            raise ValueError("names no host")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            check_header(name, text)
+        return value
 
 
 class BackendRef(_Section):

@@ -1,47 +1,28 @@
 """Backends: where a model's requests go. An HTTP backend speaks OpenAI's API over pooled
-keep-alive connections; the demo backend (demo.py) answers in-process.
+keep-alive connections (h1.py); the demo backend (demo.py) answers in-process.
 
-Lower-library exceptions are translated here, at one boundary, into three kinds the stage acts
-on: :class:`ConnectFailed`, :class:`TimedOut` and :class:`Broken`."""
+Failures are raised as three kinds the stage acts on (failures.py): :class:`ConnectFailed`,
+:class:`TimedOut` and :class:`Broken`."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import aiohttp
-from multidict import CIMultiDict
+from typing import Protocol
 
 from gatehouse.config import UpstreamSettings
 from gatehouse.telemetry.ids import request_id_as_uuid
+from gatehouse.upstream import h1
+from gatehouse.upstream.failures import BackendFailure, Broken, ConnectFailed, TimedOut
+
+__all__ = ["PATHS", "Backend", "BackendFailure", "Broken", "ConnectFailed", "HTTPBackend",
+           "TimedOut", "UpstreamCall", "UpstreamReply"]
 
 PATHS = {"chat.completions": "/chat/completions", "completions": "/completions",
          "embeddings": "/embeddings", "responses": "/responses",
          "moderations": "/moderations", "images.generations": "/images/generations",
          "audio.speech": "/audio/speech", "audio.transcriptions": "/audio/transcriptions",
          "audio.translations": "/audio/translations"}
-
-
-class BackendFailure(Exception):
-    """A backend did not answer usefully; ``detail`` goes to the log, never to the client."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class ConnectFailed(BackendFailure):
-    pass
-
-
-class TimedOut(BackendFailure):
-    pass
-
-
-class Broken(BackendFailure):
-    """The connection dropped or the answer was cut off."""
 
 
 @dataclass(slots=True)
@@ -84,34 +65,14 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def translate(exc: BaseException, when: str) -> BackendFailure:
-    """The one boundary where aiohttp's exceptions become ours. The detail names the kind of
-    failure and never repeats the request (aiohttp's reprs carry its headers: the API key)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectFailed(f"cannot connect to {exc.host}:{exc.port}: "
-                             f"{exc.os_error.strerror or type(exc.os_error).__name__}")
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ConnectFailed("connect timed out")
-    if isinstance(exc, TimeoutError):
-        return TimedOut(f"timed out {when}")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return Broken(f"{type(exc).__name__} {when}: {exc.status} {exc.message}")
-    if isinstance(exc, OSError) and exc.strerror:
-        return Broken(f"{type(exc).__name__} {when}: {exc.strerror}")
-    return Broken(f"{type(exc).__name__} {when}")
-
-
-# streams whose backend connection is being handed back after [DONE] (kept from the collector)
-_SETTLING: set[asyncio.Task[None]] = set()
-SETTLE_SECONDS = 2.0
+SETTLE_SECONDS = 2.0  # a stream's backend may take this long to end its body after [DONE]
 
 
 class _HTTPReply:
-    __slots__ = ("_resp", "_settling", "content_type", "request_id", "retry_after", "status")
+    __slots__ = ("_resp", "content_type", "request_id", "retry_after", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: h1.Response) -> None:
         self._resp = resp
-        self._settling = False
         self.status = resp.status
         headers = resp.headers
         self.content_type = headers.get("content-type", "application/json")
@@ -122,50 +83,24 @@ class _HTTPReply:
             or headers.get("x-litellm-call-id")
 
     async def read(self) -> bytes:
-        try:
-            return await self._resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise translate(exc, "reading the body") from exc
+        return await self._resp.read()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise translate(exc, "mid-stream") from exc
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._resp.chunks()
 
     def close(self) -> None:
-        # closing (not releasing) drops the connection, so the backend sees the client leave
-        # and stops generating; a fully read reply goes back to the pool either way
-        if self._settling:
-            return  # finish() has it: the connection goes back to the pool, or is closed
-        if self._resp.content.at_eof():
-            self._resp.release()
+        # a reply read to its end goes back to the pool; otherwise its connection is closed,
+        # so the backend sees the client leave and stops generating
+        if self._resp.at_eof():
+            h1.done(self._resp)
         else:
-            self._resp.close()
+            h1.abandon(self._resp)
 
     def finish(self) -> None:
         """The answer is complete (a stream's [DONE] went on to the client): give the
         connection back to the pool once the backend ends its body — most send the end with
         [DONE], some linger — without making the client wait; closed if that takes long."""
-        if self._resp.content.at_eof():
-            self._resp.release()
-            return
-        self._settling = True
-        task = asyncio.get_running_loop().create_task(self._settle())
-        _SETTLING.add(task)
-        task.add_done_callback(_SETTLING.discard)
-
-    async def _settle(self) -> None:
-        try:
-            async with asyncio.timeout(SETTLE_SECONDS):
-                for _ in range(64):  # what follows [DONE] is the chunked end, not text
-                    if not await self._resp.content.readany():
-                        self._resp.release()
-                        return
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            pass
-        self._resp.close()
+        h1.settle(self._resp, SETTLE_SECONDS)
 
 
 class HTTPBackend:
@@ -174,85 +109,83 @@ class HTTPBackend:
         self.settings = settings
         self.first_byte_timeout = settings.first_byte_timeout
         self.base_url = settings.base_url
-        self.headers = CIMultiDict({"content-type": "application/json",
-                                    "user-agent": "gatehouse", **settings.headers})
+        self.origin = h1.Origin(settings.base_url)
+        # later names win, whatever their case: a configured Content-Type replaces ours
+        headers = {"host": self.origin.host_header, "content-type": "application/json",
+                   "user-agent": "gatehouse", "accept-encoding": "gzip, deflate"}
+        headers.update({k.lower(): v for k, v in settings.headers.items()})
         # the id goes in the configured header, unless the configured headers set it already
-        self._id_header = settings.request_id_header if settings.request_id_header \
-            and settings.request_id_header not in self.headers else None
+        self._id_header = settings.request_id_header.lower() if settings.request_id_header \
+            and settings.request_id_header.lower() not in headers else None
         self._id_as_uuid = settings.request_id_format == "uuid"
         if api_key:
-            self.headers["authorization"] = f"Bearer {api_key}"
-        # built once: aiohttp takes a ready CIMultiDict without converting it per request
-        self._json_headers = self.headers.copy()
-        self._json_headers["accept"] = "application/json"
-        self._sse_headers = self.headers.copy()
-        self._sse_headers["accept"] = "text/event-stream"
-        self._session: aiohttp.ClientSession | None = None
-        # a whole answer arrives only when it is done: bounded by the total timeout; a stream
-        # may also not fall silent for longer than the first-byte timeout between chunks
-        self._whole_timeout = aiohttp.ClientTimeout(total=settings.total_timeout,
-                                                    sock_connect=settings.connect_timeout)
-        self._stream_timeout = aiohttp.ClientTimeout(total=settings.total_timeout,
-                                                     sock_connect=settings.connect_timeout,
-                                                     sock_read=settings.first_byte_timeout)
+            headers["authorization"] = f"Bearer {api_key}"
+        for k, v in headers.items():
+            h1.check_header(k, v)
+        self.headers = headers
+        # the head's header lines built once; a call adds its request line, its id, its trace
+        # context and its length
+        self._json_lines = h1.head_lines({**headers, "accept": "application/json"})
+        self._sse_lines = h1.head_lines({**headers, "accept": "text/event-stream"})
+        self._pool: h1.Pool | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _client(self) -> h1.Pool:
+        if self._pool is None:
             s = self.settings
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=300,
-                                               keepalive_timeout=30),
-                timeout=self._whole_timeout,
-                # one session calls the backend for every user: a cookie it sets in answer to
-                # one user's request (a load balancer's, a proxy's) must not ride along with
-                # everyone's next request, nor pile up here
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("user-agent",), auto_decompress=True)
-        return self._session
+            self._pool = h1.Pool(self.origin, s.max_connections, s.connect_timeout)
+        return self._pool
 
-    async def open(self, call: UpstreamCall) -> UpstreamReply:
-        headers = (self._sse_headers if call.stream else self._json_headers).copy()
+    def _head(self, call: UpstreamCall) -> bytes:
+        method = call.method
+        if call.content_type is not None or \
+                (call.traceparent is not None and "traceparent" in self.headers):
+            extra = dict(self.headers)
+            extra["accept"] = "text/event-stream" if call.stream else "application/json"
+            lines = b""
+        else:
+            extra = {}
+            lines = self._sse_lines if call.stream else self._json_lines
         if self._id_header is not None:
-            headers[self._id_header] = request_id_as_uuid(call.request_id) \
+            extra[self._id_header] = request_id_as_uuid(call.request_id) \
                 if self._id_as_uuid else call.request_id
         if call.traceparent is not None:
-            headers["traceparent"] = call.traceparent
+            extra["traceparent"] = call.traceparent
         if call.content_type is not None:
-            headers["content-type"] = call.content_type
-        url = self.base_url + (call.path or PATHS[call.endpoint])
-        data = call.body if call.method == "POST" else None
-        # the session's own timeout is the whole-answer one; streams bring their own
-        extra: dict[str, Any] = {"timeout": self._stream_timeout} if call.stream else {}
-        # a pooled connection the backend closed while idle fails at once; try a fresh one
-        for attempt in (1, 2):
-            try:
-                resp = await self._client().request(call.method, url, data=data,
-                                                    headers=headers, allow_redirects=False,
-                                                    **extra)
-                return _HTTPReply(resp)
-            except aiohttp.ServerDisconnectedError as exc:
-                if attempt == 2:
-                    raise translate(exc, "before answering") from exc
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                raise translate(exc, "before answering") from exc
-        raise AssertionError("unreachable")
+            extra["content-type"] = call.content_type
+        if method == "POST":
+            extra["content-length"] = str(len(call.body))
+        for k, v in extra.items():
+            h1.check_header(k, v)
+        target = self.origin.target(call.path or PATHS[call.endpoint])
+        return b"".join((f"{method} {target} HTTP/1.1\r\n".encode("ascii"), lines,
+                         h1.head_lines(extra), b"\r\n"))
+
+    async def open(self, call: UpstreamCall) -> UpstreamReply:
+        try:
+            head = self._head(call)
+        except ValueError as exc:  # a client's value that cannot go in a head
+            raise Broken(f"the request cannot be sent: {exc}") from None
+        s = self.settings
+        # a whole answer arrives only when it is done: bounded by the total timeout; a stream
+        # may also not fall silent for longer than the first-byte timeout between chunks
+        resp = await self._client().request(
+            head, call.body if call.method == "POST" else b"", total=s.total_timeout,
+            silence=s.first_byte_timeout if call.stream else None)
+        return _HTTPReply(resp)
 
     async def probe(self) -> str | None:
         """None when the backend answers HTTP at all (any status), else why not."""
+        head = b"".join((f"GET {self.origin.target('/models')} HTTP/1.1\r\n".encode("ascii"),
+                         self._json_lines, b"\r\n"))
         try:
-            async with asyncio.timeout(2.0):
-                async with self._client().get(self.base_url + "/models",
-                                              headers=self.headers) as resp:
-                    await resp.read()
-                    return None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return translate(exc, "probing").detail
+            resp = await self._client().request(head, b"", total=2.0, silence=None)
+            await resp.read()
+            h1.done(resp)
+            return None
+        except BackendFailure as exc:
+            return exc.detail
 
     async def aclose(self) -> None:
-        if _SETTLING:  # connections still being handed back: shutting down, just close them
-            for task in list(_SETTLING):
-                task.cancel()
-            await asyncio.gather(*_SETTLING, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

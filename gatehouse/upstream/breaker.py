@@ -82,7 +82,7 @@ class BreakerPolicy:
 
 
 class _Bucket:
-    __slots__ = ("slot", "ok", "failed", "callers")
+    __slots__ = ("callers", "failed", "ok", "slot")
 
     def __init__(self) -> None:
         self.callers: set[str] = set()
