@@ -35,6 +35,11 @@ from gatehouse.upstream.heads import check_header  # stdlib only
 
 ENV_PREFIX = "GATEHOUSE_"
 DEFAULT_PATH = "gatehouse.toml"
+# levels of tables and arrays a configuration may have: the deepest real key has 4
+# ([[edge.rules]] cidr = [...]). Deeper is refused before anything walks it recursively:
+# tomllib, the merge and pydantic each ran out of Python's stack on ~1,000 levels
+MAX_DEPTH = 32
+TOO_DEEP = f"nested more than {MAX_DEPTH} levels of tables and arrays deep"
 
 
 class ConfigError(Exception):
@@ -714,14 +719,77 @@ class Settings(_Section):
         return self
 
 
+def _too_deep(value: Any, path: list[str]) -> str | None:
+    """The key (its first levels) where ``value``, found at ``path``, goes deeper than
+    MAX_DEPTH levels; None when it does not. Walked with a list, not recursion."""
+    todo: list[tuple[Any, list[str]]] = [(value, path)]
+    while todo:
+        node, where = todo.pop()
+        if len(where) > MAX_DEPTH:
+            shown = ".".join(where[:4])
+            return shown + ".…" if len(where) > 4 else shown
+        if isinstance(node, dict):
+            todo.extend((v, [*where, str(k)]) for k, v in node.items())
+        elif isinstance(node, list):
+            todo.extend((v, [*where, str(i)]) for i, v in enumerate(node))
+    return None
+
+
+def _shallow(value: Any, source: str, path: list[str]) -> Any:
+    """``value`` (found at ``path``) when it is at most MAX_DEPTH levels deep in all, else
+    ConfigError naming ``source`` and where."""
+    where = _too_deep(value, path)
+    if where is not None:
+        raise ConfigError(source, where, TOO_DEEP)
+    return value
+
+
+def _parse_toml(text: str, source: str, key: str = "") -> dict[str, Any]:
+    """tomllib's reading, with a value nested too deep for its recursion a ConfigError
+    (TOMLDecodeError is the caller's)."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:  # tomllib reads arrays and inline tables recursively
+        line = _deep_line(text)
+        where = f" (line {line})" if line and not key else ""
+        raise ConfigError(source, key, f"a value{where} is {TOO_DEEP}") from None
+
+
+def _deep_line(text: str) -> int | None:
+    """The line where brackets and braces open past MAX_DEPTH — a rough reading (quotes
+    toggle, ``#`` ends a line outside them) to say where tomllib gave up."""
+    depth, quote = 0, ""
+    for number, line in enumerate(text.splitlines(), 1):
+        escaped = False
+        for char in line:
+            if quote:
+                if char == quote and not escaped:
+                    quote = ""
+                escaped = not escaped and char == "\\" and quote == '"'
+            elif char in "\"'":
+                quote = char
+            elif char == "#":
+                break
+            elif char in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return number
+            elif char in "]}":
+                depth = max(0, depth - 1)
+    return None
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if len(path) > MAX_DEPTH:
+            raise ConfigError(name[:60] + "…", "", TOO_DEEP)
         try:
-            value: Any = tomllib.loads(f"v = {raw}")["v"]
+            value: Any = _shallow(_parse_toml(f"v = {raw}", name, ".".join(path))["v"],
+                                  name, path)
         except tomllib.TOMLDecodeError:
             value = raw
         node = tree
@@ -765,7 +833,7 @@ def load_settings(path: str | os.PathLike[str] | None = None,
     if explicit or file.exists():
         source = str(file)
         try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
+            data = _shallow(_parse_toml(file.read_text(encoding="utf-8"), source), source, [])
         except FileNotFoundError:
             raise ConfigError(source, "", "file not found") from None
         except OSError as exc:

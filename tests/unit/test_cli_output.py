@@ -113,3 +113,11 @@ def test_check_never_prints_a_secret(tmp_path: Path) -> None:
     assert shown["storage"]["state_url"] == "redis://:***@cache:6379/0"
     assert shown["identity"]["secret"] == "(hidden)"
     assert shown["upstreams"]["vllm"]["headers"] == {"authorization": "(hidden)"}
+
+
+def test_a_deeply_nested_config_is_one_line_and_status_2(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 2000 + "]" * 2000 + "\n")
+    said = run("check", "--config", str(deep), code=2, columns=200)
+    assert said.strip() == (f"configuration error {deep}: a value (line 1) is nested more "
+                            "than 32 levels of tables and arrays deep")

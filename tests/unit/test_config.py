@@ -93,3 +93,26 @@ def test_env_values_are_typed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, ""), environ={"GATEHOUSE_SERVER__PORT": "99999"})
     assert info.value.key == "server.port" and "environment" in info.value.source
+
+
+def test_deeply_nested_values_are_a_configuration_error(tmp_path: Path) -> None:
+    # found by a review: ~2,000 levels were a RecursionError traceback from every command
+    # (tomllib reading the file or a variable's value, then the merge of the two)
+    deep = "[" * 2000 + "]" * 2000
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, f"# [\ns = '[[['\na = {deep}\n"), environ={})
+    assert "nested more than 32 levels" in info.value.reason and "(line 3)" in info.value.reason
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, ""), environ={"GATEHOUSE_SERVER__HOST": deep})
+    assert info.value.source == "GATEHOUSE_SERVER__HOST" and info.value.key == "server.host"
+    dotted = ".".join(["a"] * 3000)
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, f"{dotted} = 1\n"),
+                      environ={"GATEHOUSE_" + dotted.replace(".", "__").upper(): "2"})
+    assert "nested more than 32 levels" in info.value.reason
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, f"{dotted} = 1\n"), environ={})
+    assert info.value.key == "a.a.a.a.…"
+    with pytest.raises(ConfigError) as info:  # under the bound: pydantic's word, as before
+        load_settings(write(tmp_path, "[server]\nhost = " + "[" * 30 + "]" * 30), environ={})
+    assert info.value.key == "server.host" and "valid string" in info.value.reason
