@@ -126,7 +126,7 @@ class TelemetrySettings(_Section):
     @field_validator("otlp_endpoint")
     @classmethod
     def _otlp_endpoint(cls, value: str | None) -> str | None:
-        return None if value is None else check_endpoint(value)
+        return None if value is None else check_endpoint(one_line_url(value.strip()))
 
     @field_validator("otlp_headers")
     @classmethod
@@ -153,6 +153,16 @@ class RequestLimits(_Section):
     max_embedding_values: int = Field(2048 * 3072, ge=1)
     # an audio upload (transcriptions, translations), the whole multipart body: OpenAI's limit
     max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+
+
+def one_line_url(value: str) -> str:
+    """``value`` when it has no control character; ValueError naming the first otherwise (a
+    newline or a NUL in a URL made every request to it fail, or split a request's head)."""
+    for i, char in enumerate(value):
+        if ord(char) < 32 or char == "\x7f":
+            raise ValueError(f"has a control character (U+{ord(char):04X} at position {i}): "
+                             "a URL is one line of printable characters")
+    return value
 
 
 def hidden_password(url: str) -> str:
@@ -213,7 +223,7 @@ class UpstreamSettings(_Section):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return one_line_url(value).rstrip("/")
 
     @field_validator("base_url")
     @classmethod
@@ -627,6 +637,10 @@ class StatusSettings(_Section):
         for url in value:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} must start with http:// or https://")
+            try:
+                one_line_url(url)
+            except ValueError as exc:
+                raise ValueError(f"{url!r} {exc}") from None
         return value
 
     @model_validator(mode="after")

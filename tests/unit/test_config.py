@@ -47,6 +47,13 @@ backends = ["vllm", { upstream = "vllm", model = "meta/llama", weight = 3 }]
     ("[server]\nprot = 1", "server.prot", "unknown key"),
     ("[server\nport = 1", "", "not valid TOML"),
     ("[upstreams.a]\nbase_url = 'ftp://x'", "upstreams.a.base_url", "http://"),
+    # found by a review: a newline in a backend's URL passed `gatehouse check`
+    ('[upstreams.a]\nbase_url = "http://a\\nb/"', "upstreams.a.base_url",
+     "control character (U+000A at position 8)"),
+    ('[telemetry]\notlp_endpoint = "http://c\\td:4318"', "telemetry.otlp_endpoint",
+     "control character (U+0009"),
+    ('[status]\nslack_webhook_urls = ["http://x\\u0000y"]', "status.slack_webhook_urls",
+     "control character (U+0000"),
     ("[upstreams.a]\nconnect_timeout = 1", "upstreams.a.base_url", "required key is missing"),
     ("[models.m]\nbackends = ['ghost']", "", "no [upstreams.ghost]"),
     ("[models.demo]\nbackends = ['a']\n[upstreams.a]\nbase_url = 'http://x'", "",
