@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import errno
 import os
 import shutil
 import socket
@@ -49,18 +50,31 @@ def config_failed(exc: ConfigError) -> NoReturn:
 
 
 def cannot_listen(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be bound (as uvicorn binds it), or None."""
+    """Why ``host:port`` cannot be bound (as uvicorn binds it) and what to do about it, or
+    None. Only an address in use can mean another gatehouse."""
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
-        return f"cannot resolve {host} ({exc.strerror})"
+        return (f"cannot resolve {host} ({exc.strerror}). Check the host: --host or [server] "
+                "host, a name this machine resolves or an address such as 127.0.0.1")
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as exc:
-            return (exc.strerror or str(exc)).lower()
+            return (exc.strerror or str(exc)).lower() + LISTEN_HINTS.get(
+                exc.errno or 0, ". Pick another address (--host) or port (--port).")
     return None
+
+
+LISTEN_HINTS = {
+    errno.EADDRINUSE: ". Is another gatehouse (or another server) running on it? Pick another "
+                      "port with --port.",
+    errno.EACCES: ". Ports below 1024 need privileges: pick a port of 1024 or above with "
+                  "--port (and a reverse proxy in front), or grant CAP_NET_BIND_SERVICE.",
+    errno.EADDRNOTAVAIL: ". The address is not one of this machine's: pick one with --host "
+                         "(0.0.0.0 or :: listens on all of them).",
+}
 
 
 def checked_settings(config: Path | None = None) -> Settings:
@@ -159,8 +173,7 @@ def main() -> None:
     s = settings.server
     busy = cannot_listen(s.host, s.port)
     if busy is not None:  # said before anything else, instead of after a banner
-        say(f"cannot listen on {s.host}:{s.port}: {busy}. Is another gatehouse running? "
-            "Pick another port with --port.")
+        say(f"cannot listen on {s.host}:{s.port}: {busy}")
         raise SystemExit(1)
     shown_key = None
     if settings.storage.migrate_on_start:

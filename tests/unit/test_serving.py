@@ -4,6 +4,7 @@ stops the start with the reason and a non-zero status, before any banner."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -114,8 +115,30 @@ def test_a_port_in_use_is_said_before_anything_else(tmp_path: Path) -> None:
         done = serve_once(tmp_path, config, "--port", str(port))
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
-    assert "Pick another port with --port" in done.stderr
+    assert "Is another gatehouse" in done.stderr and "Pick another port with --port" in done.stderr
     assert not (tmp_path / "gh.db").exists()  # nothing was made for a server that cannot run
+
+
+def test_only_an_address_in_use_asks_about_another_gatehouse(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # found by a review: the hint came with every listen error, an unknown host's included
+    from gatehouse.cli import serving
+
+    unresolved = serving.cannot_listen("no-such-host.invalid", 8787)
+    assert unresolved is not None and "cannot resolve no-such-host.invalid" in unresolved
+    not_here = serving.cannot_listen("192.0.2.1", 8787)  # TEST-NET-1: no machine's own
+    assert not_here is not None and "not one of this machine's" in not_here
+    for said in (unresolved, not_here):
+        assert "another gatehouse" not in said
+
+    class Refused(socket.socket):
+        def bind(self, address: object) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(serving.socket, "socket", Refused)
+    low = serving.cannot_listen("127.0.0.1", 80)
+    assert low is not None and low.startswith("permission denied. Ports below 1024")
+    assert "another gatehouse" not in low
 
 
 def test_an_unreachable_store_stops_the_start_in_one_line(tmp_path: Path) -> None:
