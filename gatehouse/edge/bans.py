@@ -226,21 +226,28 @@ class Bans:
             raise RuleError("a ban lasts a positive number of seconds")
         ban = Ban(subject, reason[:200], now + seconds, strikes, now)
         self._change(_banned(ban))  # enforced here at once, whatever the state layer does
-        log.warning("banned %s for %.0f s until %s: %s", subject, seconds,
-                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ban.until)), ban.reason)
         await self.state.put(KEY + subject, ban.dump(), seconds)
         await self.state.set_add(INDEX, subject, seconds)
+        # said once stored: a state layer that failed has its own error (the CLI printed
+        # "banned … until …" and then that Redis could not be reached)
+        log.warning("banned %s for %.0f s until %s: %s", subject, seconds,
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ban.until)), ban.reason)
         await self.state.publish(CHANNEL, _banned(ban))
         return ban
 
     async def unban(self, subject: str) -> bool:
+        """Lift the ban of ``subject`` and forget its earlier ones; False when it was not
+        banned (its earlier bans are forgotten all the same)."""
         subject = subject_of(subject)
         unbanned = orjson.dumps({"op": "unban", "subject": subject})
         self._change(unbanned)
-        existed = await self.state.delete(KEY + subject, STRIKES + subject) > 0
+        # the ban alone says whether there was one: remembered strikes are no ban
+        existed = await self.state.delete(KEY + subject) > 0
+        await self.state.delete(STRIKES + subject)
         await self.state.set_remove(INDEX, subject)
         await self.state.publish(CHANNEL, unbanned)
-        log.warning("unbanned %s", subject)
+        if existed:  # nothing to say of a subject that was not banned: the caller says that
+            log.warning("unbanned %s", subject)
         return existed
 
 

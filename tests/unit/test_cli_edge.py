@@ -4,6 +4,10 @@ running gateway's memory state over its socket (``live_state``)."""
 from __future__ import annotations
 
 import asyncio
+import secrets
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from gatehouse.config import load_settings
@@ -11,7 +15,9 @@ from gatehouse.edge.rays import new_ray
 from gatehouse.identity.service import IdentityService
 from gatehouse.state.memory import MemoryState
 from gatehouse.store.edge import EdgeRecords
+from tests.support.services import REDIS_URL
 from tests.unit.test_cli_accounts import config, run  # noqa: F401  (the fixture)
+from tests.unit.test_serving import serve_env
 
 
 def test_rules(config: Path) -> None:  # noqa: F811
@@ -69,3 +75,29 @@ def test_rays_show(config: Path) -> None:  # noqa: F811
         assert text in out
     assert "no Ray ID" in run(config, "rays", "show", "0" * 16, code=1)
     assert "16 hexadecimal" in run(config, "rays", "show", "xyz", code=2)
+
+
+def test_bans_say_only_what_happened(tmp_path: Path) -> None:
+    """Found by a review, run as a person runs it (a process: the edge's log lines reach the
+    terminal): ``bans remove`` of an address not banned said "unbanned …" before the error,
+    and ``bans add`` with Redis down "banned … until …" before the state layer's error."""
+    with socket.socket() as closed:  # a port nothing listens on: Redis down
+        closed.bind(("127.0.0.1", 0))
+        down = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+    subject = f"198.51.100.{secrets.randbelow(250) + 1}"
+
+    def bans(state_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+        toml = tmp_path / "gatehouse.toml"
+        toml.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///gh.db"\n'
+                        f'state_url = "{state_url}"\n[identity]\nsecret_file = "secret"\n')
+        return subprocess.run([sys.executable, "-m", "gatehouse", "bans", *args, "--config",
+                               str(toml)], env=serve_env(), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    done = bans(REDIS_URL, "remove", subject)
+    assert (done.returncode, done.stdout, done.stderr.strip()) == (
+        1, "", f"error {subject} is not banned")
+    done = bans(down, "add", subject)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error the state layer failed"), done.stderr
+    assert "banned" not in done.stderr
