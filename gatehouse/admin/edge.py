@@ -33,7 +33,9 @@ class RuleIn(Body):
     name: str | None = Field(None, max_length=64, description="names it in metrics and rays")
     cidr: str | list[str] | None = None
     list_file: str | None = Field(None, alias="list",
-                                  description="a file of CIDRs on the gateway's disk")
+                                  description="a text file of CIDRs on the gateway's disk, "
+                                  "one a line (relative: to the config file's folder); it "
+                                  "must exist and be readable")
     user_agent: str | None = Field(None, min_length=1, max_length=MAX_REGEX,
                                    description="regex searched in User-Agent")
     path: str | None = Field(None, min_length=1, max_length=MAX_REGEX,
@@ -98,7 +100,7 @@ def edge_router(identity: IdentityService, bans: Bans | None = None,
     router = APIRouter(prefix="/edge", tags=["edge"])
     settings = identity.settings.edge
     records = EdgeRecords(identity.store)
-    rules = RuleAdmin(settings, records, identity.state)
+    rules = RuleAdmin(settings, records, identity.state, identity.settings.base_dir)
     bans = bans or Bans(identity.state, settings.detector)
 
     @router.get("/rules", summary="List firewall rules")

@@ -36,7 +36,7 @@ Opt = typer.Option
 
 
 def _admin(ids: IdentityService) -> RuleAdmin:
-    return RuleAdmin(ids.settings.edge, EdgeRecords(ids.store), ids.state)
+    return RuleAdmin(ids.settings.edge, EdgeRecords(ids.store), ids.state, ids.settings.base_dir)
 
 
 def _spec(rule: dict[str, Any]) -> str:

@@ -21,7 +21,15 @@ import orjson
 
 from gatehouse.config import ConfigError, EdgeSettings
 from gatehouse.edge.matcher import RuleSet
-from gatehouse.edge.rules import Network, Rule, RuleError, parse_rule, read_list
+from gatehouse.edge.rules import (
+    Network,
+    Rule,
+    RuleError,
+    check_list,
+    list_path,
+    parse_rule,
+    read_list,
+)
 from gatehouse.state.base import State, StateError
 from gatehouse.store.edge import EdgeRecords
 
@@ -67,8 +75,7 @@ class RuleBook:
         self.on_compile = on_compile
 
     def path_of(self, name: str) -> Path:
-        path = Path(name)
-        return path if path.is_absolute() else self.base_dir / path
+        return list_path(self.base_dir, name)
 
     def _read_lists(self, rules: Sequence[Rule], *, strict: bool) -> bool:
         """Read list files that changed; True when any did."""
@@ -171,8 +178,10 @@ class RuleBook:
 class RuleAdmin:
     """Listing and changing rules, for the admin API and the CLI alike."""
 
-    def __init__(self, settings: EdgeSettings, records: EdgeRecords, state: State) -> None:
+    def __init__(self, settings: EdgeSettings, records: EdgeRecords, state: State,
+                 base_dir: Path) -> None:
         self.settings = settings
+        self.base_dir = base_dir  # where relative list files are (the config file's folder)
         self.fixed = config_rules(settings)
         self.records = records
         self.state = state
@@ -194,6 +203,8 @@ class RuleAdmin:
         """Check and store a rule, then tell every replica (RuleError when it is unusable)."""
         clean = {k: v for k, v in spec.items() if v is not None}
         parse_rule(clean, "new")
+        if clean.get("list"):  # read off the loop: a list may be megabytes
+            await asyncio.to_thread(check_list, list_path(self.base_dir, clean["list"]))
         row = await self.records.add_rule(clean, note, position)
         await announce(self.state)
         return {"id": row.id, "source": "store", "position": row.position, "note": row.note,

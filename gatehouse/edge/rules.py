@@ -138,6 +138,37 @@ def parse_rule(spec: Mapping[str, Any], label: str) -> Rule:
                 _regex(spec.get("path"), "path"), countries, asns, difficulty)
 
 
+def list_path(base_dir: Path, name: str) -> Path:
+    """Where a rule's list file is: a relative name is taken from the config file's folder."""
+    path = Path(name)
+    return path if path.is_absolute() else base_dir / path
+
+
+def check_list(path: Path) -> None:
+    """RuleError unless ``path`` is a text file a rule's list can be read from: a missing
+    file, a directory (or a FIFO, which would block the reader) or a binary file was stored,
+    and every replica then logged that it cannot be read, on every look."""
+    try:
+        if not path.is_file():
+            raise RuleError(
+                f"list: {path} is a directory" if path.is_dir() else
+                f"list: {path} is not a regular file" if path.exists() else
+                f"list: {path} does not exist (a relative path is taken from the config "
+                "file's folder)")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RuleError(f"list: cannot read {path}: {exc.strerror or type(exc).__name__}") \
+            from None
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1,
+                                     "NUL")
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RuleError(f"list: {path} is not a text file (byte {exc.start}): a list holds "
+                        "one address or CIDR a line") from None
+
+
 def read_list(path: str | Path) -> list[Network]:
     """The CIDRs of a list file; bad lines are skipped and counted in a warning."""
     nets: list[Network] = []

@@ -35,7 +35,18 @@ def test_rules(config: Path) -> None:  # noqa: F811
         and "not a valid regular expression" in run(config, "rules", "add", "deny", "--path",
                                                     "((", code=1)
     assert "at least one condition" in run(config, "rules", "add", "deny", code=1)
-    rule_id = next(w for w in lines[2].split() if w.startswith("rule_"))
+    # found by a review: these were stored, and the gateway then logged "cannot be read"
+    # on every look at its lists
+    (config.parent / "folder").mkdir()
+    (config.parent / "binary.dat").write_bytes(b"\x7fELF\x02\x01\x01\x00\xff")
+    (config.parent / "spammers.txt").write_text("192.0.2.0/24\n")
+    for name, said in [("missing.txt", "does not exist"), ("folder", "is a directory"),
+                       ("binary.dat", "is not a text file (byte 7)")]:
+        assert f"list: {config.parent / name} {said}" in run(
+            config, "rules", "add", "deny", "--list", name, code=1)
+    assert "list=spammers.txt" in run(config, "rules", "add", "deny", "--list", "spammers.txt")
+    lines = [line for line in run(config, "rules", "list").splitlines() if "deny" in line]
+    rule_id = next(w for w in lines[0].split() if w.startswith("rule_"))
     assert f"removed rule {rule_id}" in run(config, "rules", "remove", rule_id)
     assert "no stored rule" in run(config, "rules", "remove", rule_id, code=1)
 

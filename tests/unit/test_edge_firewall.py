@@ -254,7 +254,11 @@ async def test_admin_rules_apply_at_once_and_refuse_bad_input(site: Any) -> None
     for body, param in [({"action": "deny"}, None), ({"action": "nope", "cidr": "1.2.3.4"},
                                                       "action"),
                         ({"action": "deny", "path": "(("}, "path"),
-                        ({"action": "deny", "cidr": "1.2.3.4", "bogus": 1}, "bogus")]:
+                        ({"action": "deny", "cidr": "1.2.3.4", "bogus": 1}, "bogus"),
+                        # a list file that is not there, or not a file: it was stored, and
+                        # every replica logged "cannot be read" on every look
+                        ({"action": "deny", "list": "missing.txt"}, "list"),
+                        ({"action": "deny", "list": "."}, "list")]:
         r = await admin.post("/admin/v1/edge/rules", headers=s.admin, json=body)
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == param, r.text
