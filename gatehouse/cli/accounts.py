@@ -11,6 +11,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -64,12 +65,19 @@ def when(ts: float | None) -> str:
 
 
 def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]], *,
-         live: bool = False) -> T:
+         live: bool = False, reads: bool = False) -> T:
     """Run ``action`` on the store and the state layer. On ``memory://`` the state is the
     running gateway's, reached through its socket (gatehouse/state/local.py); when none is
     running, say so — and fail when the change (``live``: a ban, a sign-out) exists only in
-    a running gateway."""
+    a running gateway. A command that only ``reads`` makes nothing: on a store that does not
+    exist yet it says so (it made the SQLite file, its folders and the secret file)."""
     settings = load_for_cli(config)
+    if reads and (absent := absent_store(settings)) is not None:
+        err.print(Text.assemble(("error ", "bold red"), f"there is no store at {absent} yet: "
+                                "`gatehouse init` makes it (and the first keys; an existing "
+                                "gatehouse.toml is kept), `gatehouse migrate` makes the store "
+                                "alone"), soft_wrap=True)
+        raise typer.Exit(1)
     unshared: UnsharedState | None = None
 
     async def go() -> T:
@@ -102,6 +110,17 @@ def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]], *,
     if unshared is not None and unshared.changed:
         not_reached(unshared.path, live)
     return result
+
+
+def absent_store(settings: Settings) -> str | None:
+    """The SQLite file the settings name when it does not exist (None: it does, or the store
+    is PostgreSQL, whose database is made by its administrator)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(resolve_paths(settings)[0])
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return None if Path(url.database).exists() else url.database
 
 
 def not_reached(path: str, live: bool) -> None:
@@ -141,7 +160,7 @@ def orgs_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         for org in await ids.accounts.orgs():
             listing.add(org.name, org.id, org.tier, org.created_at)
         listing.print(as_json)
-    _run(config, act)
+    _run(config, act, reads=True)
 
 
 @orgs.command("set-tier")
@@ -175,7 +194,7 @@ def projects_list(org: Annotated[str | None, typer.Argument()] = None,
         for org_name, project in await ids.accounts.projects(org):
             listing.add(f"{org_name}/{project.name}", project.id, project.created_at)
         listing.print(as_json)
-    _run(config, act)
+    _run(config, act, reads=True)
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -224,7 +243,7 @@ def keys_list(
             listing.add(k.id, k.display, k.project, k.tier, k.name, k.created_at,
                         k.last_used_at, k.expires_at, status)
         listing.print(as_json)
-    _run(config, act)
+    _run(config, act, reads=True)
 
 
 @keys.command("revoke")
@@ -293,7 +312,7 @@ def users_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             listing.add(user.email, user.id, org, user.tier, user.created_at,
                         "disabled" if user.disabled else "active")
         listing.print(as_json)
-    _run(config, act)
+    _run(config, act, reads=True)
 
 
 @users.command("set-tier")

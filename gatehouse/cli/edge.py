@@ -52,7 +52,7 @@ def rules_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             listing.add(i, row["id"], row["source"], row["rule"]["action"],
                         _spec(row["rule"]), row["note"])
         listing.print(as_json)
-    _run(config, act)
+    _run(config, act, reads=True)
 
 
 @rules.command("add")
@@ -108,7 +108,7 @@ def bans_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         if isinstance(ids.state, UnsharedState):
             err.print(f"(no running gatehouse answered at {ids.state.path}: with state_url = "
                       "memory:// the bans live inside it)", markup=False)
-    _run(config, act)
+    _run(config, act, reads=True)
 
 
 @bans.command("add")
@@ -160,4 +160,4 @@ def rays_show(ray: str, config: ConfigOpt = None) -> None:
         for key, value in found.items():
             table.add_row(key, when(value) if key == "at" else str(value))
         out.print(table)
-    _run(config, act)
+    _run(config, act, reads=True)

@@ -114,4 +114,4 @@ def health(
             print(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
         else:
             out.print(render(view))
-    _run(config, act)
+    _run(config, act, reads=True)

@@ -56,15 +56,16 @@ def _as_json(i: Incident) -> dict[str, Any]:
                          "affected_components": json.loads(u.affected)} for u in i.updates]}
 
 
-def _do(config: Path | None, action: Any) -> Any:
-    """Run ``action(book)``; an IncidentError is printed and exits 1."""
+def _do(config: Path | None, action: Any, *, reads: bool = False) -> Any:
+    """Run ``action(book)``; an IncidentError is printed and exits 1. ``reads``: only reads
+    (makes no store where there is none)."""
     async def act(ids: IdentityService) -> Any:
         try:
             return await action(_book(ids))
         except IncidentError as exc:
             err.print(Text.assemble(("error ", "red"), exc.message), highlight=False)
             raise typer.Exit(1) from None
-    return _run(config, act)
+    return _run(config, act, reads=reads)
 
 
 def _said(i: Incident, what: str) -> None:
@@ -96,7 +97,7 @@ def list_incidents(
                 "detector (acknowledged)" if r.acknowledged_at else "detector (NOT ACKED)"
             listing.add(r.id, r.name, status, r.impact, by, r.started_at, r.resolved_at)
         listing.print(False)
-    _do(config, act)
+    _do(config, act, reads=True)
 
 
 @incidents.command("show")
@@ -117,7 +118,7 @@ def show(incident_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -
         if r.postmortem:
             title = "Postmortem" if r.postmortem_at else "Postmortem (draft, not published)"
             out.print(f"\n{title}\n{r.postmortem}", markup=False, highlight=False)
-    _do(config, act)
+    _do(config, act, reads=True)
 
 
 @incidents.command("open")

@@ -51,7 +51,7 @@ def usage(
         out.print(table)
         await _windows(ids, the_org.id, the_org.name, the_org.tier)
 
-    _run(config, act)
+    _run(config, act, reads=True)
 
 
 async def _windows(ids: IdentityService, org_id: str, name: str, tier_name: str) -> None:
@@ -132,4 +132,4 @@ def limits_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             for field, value in sorted(values.items()):
                 listing.add(scope, scope_id, field, value)
         listing.print(as_json)
-    _run(config, act)
+    _run(config, act, reads=True)

@@ -81,4 +81,4 @@ def requests_show(
             print(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
         else:
             out.print(panel(view))
-    _run(config, act)
+    _run(config, act, reads=True)

@@ -126,3 +126,20 @@ def test_users_create_refuses_a_control_character_in_the_email(config: Path) -> 
                    stdin="a long password\n", code=1)
         assert "is not an email address" in said and "Traceback" not in said
     assert "ada" not in run(config, "users", "list")
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["orgs", "list"], ["rules", "list"],
+                                     ["bans", "list"], ["incidents", "list"], ["health"],
+                                     ["usage", "acme"], ["requests", "show", "req_x"]])
+def test_commands_that_read_make_no_store(tmp_path: Path, command: list[str]) -> None:
+    """Found by a review: ``keys list`` on a store in a folder that does not exist made the
+    folders, the SQLite file and the secret file, and listed nothing."""
+    config = tmp_path / "gatehouse.toml"
+    config.write_text('[storage]\ndatabase_url = "sqlite+aiosqlite:///missing/dir/g.db"\n')
+    said = " ".join(run(config, *command, code=1).split())
+    assert said == (f"error there is no store at {tmp_path}/missing/dir/g.db yet: `gatehouse "
+                    "init` makes it (and the first keys; an existing gatehouse.toml is kept), "
+                    "`gatehouse migrate` makes the store alone")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gatehouse.toml"]
+    run(config, "migrate")
+    assert (tmp_path / "missing" / "dir" / "g.db").exists()

@@ -165,6 +165,7 @@ def test_an_unreachable_store_stops_the_start_in_one_line(tmp_path: Path) -> Non
 def on_sqlite(tmp: Path, command: list[str], secret_file: Path
               ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """``gatehouse COMMAND`` on a SQLite store in ``tmp``: its config and how it ended."""
+    (tmp / "g.db").touch()  # an empty store: commands that only read refuse a missing one
     config = tmp / "gatehouse.toml"
     config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{tmp / "g.db"}"\n'
                       f'[identity]\nsecret_file = "{secret_file}"\n')
