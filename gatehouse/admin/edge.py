@@ -10,14 +10,16 @@ from pydantic import BaseModel, Field
 
 from gatehouse.admin.models import Body, Page, seconds
 from gatehouse.admin.models import errors as responses
-from gatehouse.edge.bans import BAN_MAX, Ban, Bans
+from gatehouse.edge.bans import BAN_MAX, REASON_MAX, Ban, Bans
 from gatehouse.edge.rays import RAY_PATTERN, RayLog
 from gatehouse.edge.rulebook import RuleAdmin
 from gatehouse.edge.rules import (
     ASN_MAX,
     DIFFICULTY,
     MAX_REGEX,
+    NOTE_MAX,
     POSITION_MAX,
+    RULE_NAME_MAX,
     Action,
     RuleError,
 )
@@ -30,7 +32,8 @@ Asn = Annotated[int, Field(ge=0, le=ASN_MAX)]
 
 class RuleIn(Body):
     action: Action
-    name: str | None = Field(None, max_length=64, description="names it in metrics and rays")
+    name: str | None = Field(None, max_length=RULE_NAME_MAX,
+                             description="names it in metrics and rays")
     cidr: str | list[str] | None = None
     list_file: str | None = Field(None, alias="list",
                                   description="a text file of CIDRs on the gateway's disk, "
@@ -44,7 +47,7 @@ class RuleIn(Body):
     asn: Asn | list[Asn] | None = None
     difficulty: int | None = Field(None, ge=DIFFICULTY[0], le=DIFFICULTY[1],
                                    description="challenge rules: leading zero bits")
-    note: str = Field("", max_length=256)
+    note: str = Field("", max_length=NOTE_MAX)
     position: int | None = Field(None, ge=0, le=POSITION_MAX, description="where among the "
                                  "stored rules; default (or past the end): last")
 
@@ -65,7 +68,7 @@ class RuleOut(BaseModel):
 class BanIn(Body):
     subject: str = Field(description="an address (203.0.113.7) or a network (203.0.113.0/24)")
     seconds: float = Field(3600, gt=0, le=BAN_MAX)
-    reason: str = Field("banned by an administrator", max_length=200)
+    reason: str = Field("banned by an administrator", max_length=REASON_MAX)
 
 
 class BanOut(BaseModel):

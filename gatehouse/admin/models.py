@@ -20,6 +20,7 @@ from gatehouse.store.accounts import (
     EMAIL_PATTERN,
     GRACE_MAX,
     KEY_LIFETIME_MAX,
+    KEY_NAME_MAX,
     NAME_PATTERN,
     NAME_RULE,
     PROJECT_PATTERN,
@@ -145,7 +146,7 @@ class KeyIn(Body):
                                 examples=["acme/web"])
     tier: str | None = Field(None, description="Overrides the org's tier (an api tier); "
                              "null follows the org.")
-    name: str = Field("", max_length=128, description="A label to tell keys apart.",
+    name: str = Field("", max_length=KEY_NAME_MAX, description="A label to tell keys apart.",
                       examples=["ci"])
     expires_in_seconds: int | None = Field(None, gt=0, le=KEY_LIFETIME_MAX,
                                            description="Lifetime; null never expires.")

@@ -18,18 +18,32 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from gatehouse.cli.common import JsonOpt, Listing, load_for_cli, store_errors
+from gatehouse.cli.common import JsonOpt, Listing, at_most, load_for_cli, store_errors
 from gatehouse.cli.options import ConfigOpt
 from gatehouse.config import Settings
 from gatehouse.identity.service import IdentityService, resolve_paths
 from gatehouse.state import State, StateError
 from gatehouse.state.local import SocketState, UnsharedState, socket_path
-from gatehouse.store.accounts import GRACE_MAX, KEY_LIFETIME_MAX, AccountError
+from gatehouse.store.accounts import (
+    EMAIL_MAX,
+    GRACE_MAX,
+    ID_MAX,
+    KEY_LIFETIME_MAX,
+    KEY_NAME_MAX,
+    NAME_MAX,
+    AccountError,
+)
 from gatehouse.timestamps import minute
 
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
+# arguments bounded as the store and the admin API bound them (never echoed whole)
+OrgName = Annotated[str, typer.Argument(callback=at_most(NAME_MAX, "an org name"))]
+ProjectRef = Annotated[str, typer.Argument(metavar="ORG/PROJECT", callback=at_most(
+    2 * NAME_MAX + 1, "ORG/PROJECT"))]
+KeyId = Annotated[str, typer.Argument(callback=at_most(ID_MAX, "a key id"))]
+Email = Annotated[str, typer.Argument(callback=at_most(EMAIL_MAX, "an email address"))]
 
 orgs = typer.Typer(help="Organisations: the top of the account tree; each has a tier.",
                    no_args_is_help=True)
@@ -143,7 +157,7 @@ def _tier(settings: Settings, tier: str | None, kind: str) -> str | None:
 
 # -- orgs ---------------------------------------------------------------------------------
 @orgs.command("create")
-def orgs_create(name: str, tier: Annotated[str, typer.Option(help="API tier.")] = "standard",
+def orgs_create(name: OrgName, tier: Annotated[str, typer.Option(help="API tier.")] = "standard",
                 config: ConfigOpt = None) -> None:
     """Create an org."""
     async def act(ids: IdentityService) -> None:
@@ -164,7 +178,7 @@ def orgs_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @orgs.command("set-tier")
-def orgs_set_tier(name: str, tier: str, config: ConfigOpt = None) -> None:
+def orgs_set_tier(name: OrgName, tier: str, config: ConfigOpt = None) -> None:
     """Change an org's tier (keys without their own tier follow it)."""
     async def act(ids: IdentityService) -> None:
         await ids.accounts.set_org_tier(name, _tier(ids.settings, tier, "api") or tier)
@@ -175,7 +189,7 @@ def orgs_set_tier(name: str, tier: str, config: ConfigOpt = None) -> None:
 
 # -- projects -----------------------------------------------------------------------------
 @projects.command("create")
-def projects_create(ref: Annotated[str, typer.Argument(metavar="ORG/PROJECT")],
+def projects_create(ref: ProjectRef,
                     config: ConfigOpt = None) -> None:
     """Create a project in an org."""
     async def act(ids: IdentityService) -> None:
@@ -200,9 +214,11 @@ def projects_list(org: Annotated[str | None, typer.Argument()] = None,
 # -- keys ---------------------------------------------------------------------------------
 @keys.command("create")
 def keys_create(
-    ref: Annotated[str | None, typer.Argument(metavar="ORG/PROJECT")] = None,
+    ref: Annotated[str | None, typer.Argument(metavar="ORG/PROJECT", callback=at_most(
+        2 * NAME_MAX + 1, "ORG/PROJECT"))] = None,
     tier: Annotated[str | None, typer.Option(help="Override the org's tier.")] = None,
-    name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
+    name: Annotated[str, typer.Option(help="A label to tell keys apart.", callback=at_most(
+        KEY_NAME_MAX, "a key's name"))] = "",
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="An admin-API key (no project).")] = False,
     config: ConfigOpt = None,
@@ -247,7 +263,7 @@ def keys_list(
 
 
 @keys.command("revoke")
-def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
+def keys_revoke(key_id: KeyId, config: ConfigOpt = None) -> None:
     """Revoke a key on every replica (within a second when the state layer is shared)."""
     async def act(ids: IdentityService) -> None:
         row = await ids.accounts.revoke_key(key_id)
@@ -257,7 +273,7 @@ def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
 
 
 @keys.command("rotate")
-def keys_rotate(key_id: str,
+def keys_rotate(key_id: KeyId,
                 grace: Annotated[str | None, typer.Option(
                     help="Keep the old key working this long, e.g. 1h.")] = None,
                 config: ConfigOpt = None) -> None:
@@ -276,8 +292,9 @@ def keys_rotate(key_id: str,
 # -- users --------------------------------------------------------------------------------
 @users.command("create")
 def users_create(
-    email: str,
-    org: Annotated[str | None, typer.Option(help="The user's org.")] = None,
+    email: Email,
+    org: Annotated[str | None, typer.Option(help="The user's org.", callback=at_most(
+        NAME_MAX, "an org name"))] = None,
     tier: Annotated[str, typer.Option(help="Web tier.")] = "free",
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the password from standard input.")] = False,
@@ -316,7 +333,7 @@ def users_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @users.command("set-tier")
-def users_set_tier(email: str, tier: str, config: ConfigOpt = None) -> None:
+def users_set_tier(email: Email, tier: str, config: ConfigOpt = None) -> None:
     """Change a user's web tier."""
     async def act(ids: IdentityService) -> None:
         await ids.accounts.update_user(email, tier=_tier(ids.settings, tier, "web"))
@@ -325,7 +342,7 @@ def users_set_tier(email: str, tier: str, config: ConfigOpt = None) -> None:
 
 
 @users.command("disable")
-def users_disable(email: str, config: ConfigOpt = None) -> None:
+def users_disable(email: Email, config: ConfigOpt = None) -> None:
     """Stop a user signing in, and end their sessions."""
     async def act(ids: IdentityService) -> None:
         user = await ids.accounts.update_user(email, disabled=True)
@@ -336,7 +353,7 @@ def users_disable(email: str, config: ConfigOpt = None) -> None:
 
 @users.command("unlock")
 def users_unlock(
-        email: str,
+        email: Email,
         address: Annotated[str | None, typer.Option(
             help="Also forget the failed sign-ins from this IP address (IPv6: its /64).")] = None,
         config: ConfigOpt = None) -> None:
@@ -357,7 +374,7 @@ def users_unlock(
 
 
 @users.command("logout")
-def users_logout(email: str, config: ConfigOpt = None) -> None:
+def users_logout(email: Email, config: ConfigOpt = None) -> None:
     """Sign a user out everywhere."""
     async def act(ids: IdentityService) -> None:
         user = await ids.accounts.user_by_email(email)

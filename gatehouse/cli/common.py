@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -45,6 +45,19 @@ def store_errors(settings: Settings) -> Iterator[None]:
             said = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
         err.print(Text.assemble(("error ", "bold red"), said), soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def at_most(limit: int, what: str) -> Callable[[Any], Any]:
+    """A parameter's callback refusing a value (or a repeated option's value) longer than
+    ``limit`` characters — the bound the store and the admin API set — by its length: a
+    5,000-character name was echoed whole in the answer."""
+    def check(value: Any) -> Any:
+        for one in value if isinstance(value, list) else [value]:
+            if isinstance(one, str) and len(one) > limit:
+                raise typer.BadParameter(f"{what} is at most {limit} characters; this one "
+                                         f"has {len(one)}")
+        return value
+    return check
 
 
 def load_for_cli(config: Path | None) -> Settings:

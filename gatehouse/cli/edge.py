@@ -13,15 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from gatehouse.cli.accounts import _run, parse_duration, when
-from gatehouse.cli.common import JsonOpt, Listing
+from gatehouse.cli.common import JsonOpt, Listing, at_most
 from gatehouse.cli.options import ConfigOpt
-from gatehouse.edge.bans import BAN_MAX, Bans
+from gatehouse.edge.bans import BAN_MAX, REASON_MAX, Bans
 from gatehouse.edge.rays import RAY_PATTERN
 from gatehouse.edge.rulebook import RuleAdmin
-from gatehouse.edge.rules import RuleError
+from gatehouse.edge.rules import NOTE_MAX, RULE_NAME_MAX, RuleError
 from gatehouse.identity.service import IdentityService
 from gatehouse.state.local import UnsharedState
-from gatehouse.store.accounts import AccountError
+from gatehouse.store.accounts import ID_MAX, AccountError
 from gatehouse.store.edge import EdgeRecords
 
 out = Console()
@@ -65,8 +65,10 @@ def rules_add(
     country: Annotated[list[str] | None, Opt(help="ISO country code (repeatable).")] = None,
     asn: Annotated[list[int] | None, Opt(help="AS number (repeatable).")] = None,
     difficulty: Annotated[int | None, Opt(help="Challenge rules: leading zero bits.")] = None,
-    name: Annotated[str | None, Opt(help="Name for metrics and Ray events.")] = None,
-    note: Annotated[str, Opt(help="Why (shown in lists).")] = "",
+    name: Annotated[str | None, Opt(help="Name for metrics and Ray events.",
+                                    callback=at_most(RULE_NAME_MAX, "a rule's name"))] = None,
+    note: Annotated[str, Opt(help="Why (shown in lists).",
+                             callback=at_most(NOTE_MAX, "a rule's note"))] = "",
     position: Annotated[int | None, Opt(help="Place among the stored rules (0: first).")]
     = None,
     config: ConfigOpt = None,
@@ -87,7 +89,7 @@ def rules_add(
 
 
 @rules.command("remove")
-def rules_remove(rule_id: str, config: ConfigOpt = None) -> None:
+def rules_remove(rule_id: Annotated[str, typer.Argument(callback=at_most(ID_MAX, "a rule id"))], config: ConfigOpt = None) -> None:
     """Remove a stored rule (rules in gatehouse.toml are changed there)."""
     async def act(ids: IdentityService) -> None:
         if not await _admin(ids).remove(rule_id):
@@ -114,8 +116,8 @@ def bans_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 @bans.command("add")
 def bans_add(subject: Annotated[str, typer.Argument(help="Address or CIDR.")],
              duration: Annotated[str, Opt("--for", help="How long: 90s, 15m, 12h, 7d.")] = "1h",
-             reason: Annotated[str, Opt(help="Why (logged, listed).")] = "banned by an "
-             "administrator",
+             reason: Annotated[str, Opt(help="Why (logged, listed).", callback=at_most(
+                 REASON_MAX, "a ban's reason"))] = "banned by an administrator",
              config: ConfigOpt = None) -> None:
     """Ban an address or a network on every replica."""
     seconds = parse_duration(duration, BAN_MAX)

@@ -32,6 +32,7 @@ INDEX = "edge:bans"
 KEY = "edge:ban:"
 STRIKES = "edge:strikes:"
 BAN_MAX = 366 * 86400  # the longest ban an administrator may set (API and CLI)
+REASON_MAX = 200  # a ban's reason (longer ones the detector makes are cut)
 
 
 @dataclass(slots=True)
@@ -203,7 +204,7 @@ class Bans:
         the real length and tells the others — is on its way."""
         now = self.clock()
         # one strike at least: the detector's (a ban with none was made by hand)
-        self._change(_banned(Ban(subject_of(subject), reason[:200], now + seconds, 1, now)))
+        self._change(_banned(Ban(subject_of(subject), reason[:REASON_MAX], now + seconds, 1, now)))
 
     async def ban(self, subject: str, reason: str, seconds: float | None = None) -> Ban:
         """Ban ``subject`` for ``seconds`` — or, when None, for the detector's growing
@@ -224,7 +225,7 @@ class Bans:
                           self.settings.max_ban_seconds)
         if seconds <= 0:
             raise RuleError("a ban lasts a positive number of seconds")
-        ban = Ban(subject, reason[:200], now + seconds, strikes, now)
+        ban = Ban(subject, reason[:REASON_MAX], now + seconds, strikes, now)
         self._change(_banned(ban))  # enforced here at once, whatever the state layer does
         await self.state.put(KEY + subject, ban.dump(), seconds)
         await self.state.set_add(INDEX, subject, seconds)

@@ -26,6 +26,9 @@ PROJECT_PATTERN = rf"^{_NAME}/{_NAME}$"
 # control character: PostgreSQL's text cannot hold a NUL, and none belongs in an address
 EMAIL_PATTERN = r"^[^@\s/\x00-\x1f\x7f]+@[^@\s/\x00-\x1f\x7f]+$"
 EMAIL_MAX = 254
+NAME_MAX = 64  # an org's or a project's name (the pattern above)
+KEY_NAME_MAX = 128  # a key's label
+ID_MAX = 64  # longer than any id made here (key_…, rule_…): a lookup of more finds nothing
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 KEY_LIFETIME_MAX = 10 * 366 * 86400  # the longest a key may be made to live (API and CLI)
 GRACE_MAX = 30 * 86400  # the longest a rotated key keeps working

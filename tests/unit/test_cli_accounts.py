@@ -143,3 +143,29 @@ def test_commands_that_read_make_no_store(tmp_path: Path, command: list[str]) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gatehouse.toml"]
     run(config, "migrate")
     assert (tmp_path / "missing" / "dir" / "g.db").exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["orgs", "create", "a" * 5000], "an org name is at most 64 characters; this one has 5000"),
+    (["orgs", "set-tier", "a" * 65, "free"], "an org name is at most 64 characters"),
+    (["projects", "create", "a" * 5000], "ORG/PROJECT is at most 129 characters"),
+    (["keys", "create", "acme/bot", "--name", "n" * 5000],
+     "a key's name is at most 128 characters"),
+    (["keys", "revoke", "k" * 5000], "a key id is at most 64 characters"),
+    (["users", "logout", "u" * 5000], "an email address is at most 254 characters"),
+    (["rules", "add", "deny", "--cidr", "192.0.2.1", "--note", "n" * 5000],
+     "a rule's note is at most 256 characters"),
+    (["rules", "add", "deny", "--cidr", "192.0.2.1", "--name", "n" * 65],
+     "a rule's name is at most 64 characters"),
+    (["rules", "remove", "r" * 5000], "a rule id is at most 64 characters"),
+    (["bans", "add", "192.0.2.1", "--reason", "r" * 5000],
+     "a ban's reason is at most 200 characters"),
+])
+def test_over_long_names_are_refused_with_the_limit_not_echoed(
+        config: Path, args: list[str], said: str) -> None:
+    """Found by a review: a 5,000-character name was echoed whole (and a key's name, a rule's
+    note were stored) — the admin API's bounds, applied before anything is done."""
+    output = run(config, *args, code=2)
+    assert said in " ".join(output.replace("│", " ").split())
+    assert "a" * 100 not in output and "n" * 300 not in output and "r" * 300 not in output
+    assert not (config.parent / "gh.db").exists()  # refused before the store was opened
