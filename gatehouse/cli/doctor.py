@@ -157,7 +157,7 @@ def doctor(
         with progress.bar:
             _, verdict, result = asyncio.run(diagnose(checkup, progress))
     except HarError as exc:
-        out.print(f"[bold red]HAR[/] {exc}")
+        out.print(f"[bold red]HAR[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     print_me_or_them(out, result["me_or_them"])
     colour = "green" if verdict.exit_code == 0 else "yellow" if verdict.exit_code == 10 else "red"

@@ -5,14 +5,18 @@ requests, status codes, request ids and Ray IDs, timings, and the share that fai
 
 from __future__ import annotations
 
-import json
+import codecs
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gatehouse.client import Answer, Outcome
+from gatehouse.doctor.statuspage import MAX_TEXT, text
 
 
 class HarError(ValueError):
@@ -55,31 +59,81 @@ class HarSummary:
         return round(100 * len(self.failing) / self.total, 1) if self.total else 0.0
 
 
-def _headers(raw: Any) -> dict[str, str]:
+def _headers(raw: Any, where: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise HarError(f"{where}: headers are not a list")
     return {str(h.get("name", "")).lower(): str(h.get("value", ""))
-            for h in raw or [] if isinstance(h, dict)}
+            for h in raw if isinstance(h, dict)}
 
 
-def entry(raw: dict[str, Any]) -> HarRequest:
-    request, response = raw.get("request") or {}, raw.get("response") or {}
-    status = int(response.get("status") or 0)
-    text = str((response.get("content") or {}).get("text") or "")
-    answer = Answer.read(status, _headers(response.get("headers")), text or None)
+def _object(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise HarError(f"{where}: not an object")
+    return raw
+
+
+def _status(raw: Any, where: str) -> int:
+    """An HTTP status (0: no answer); a HAR writer's float (``200.0``) is read as its integer."""
+    if raw is None:
+        return 0
+    if isinstance(raw, str) and raw.isdecimal() and len(raw) <= 3:
+        raw = int(raw)
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 999:
+        raise HarError(f"{where}: status {str(raw)[:20]} is not an HTTP status")
+    return raw
+
+
+def _ms(raw: Any, where: str) -> float:
+    try:
+        ms = 0.0 if raw is None or isinstance(raw, bool) else float(raw)
+    except (TypeError, ValueError):
+        ms = math.nan
+    if not math.isfinite(ms):
+        raise HarError(f"{where}: time {str(raw)[:20]} is not a number of milliseconds")
+    return max(0.0, ms)
+
+
+def _text(value: Any, limit: int = MAX_TEXT) -> str:
+    """A string from the file as the report may show it: bounded, no control sequences."""
+    return text(value if isinstance(value, str) else str(value), limit) or ""
+
+
+def entry(raw: Any, where: str = "entry") -> HarRequest:
+    raw = _object(raw, where)
+    request = _object(raw.get("request"), f"{where}.request")
+    response = _object(raw.get("response"), f"{where}.response")
+    status = _status(response.get("status"), f"{where}.response")
+    content = _object(response.get("content"), f"{where}.response.content")
+    body = content.get("text")
+    answer = Answer.read(status, _headers(response.get("headers"), f"{where}.response"),
+                         body if isinstance(body, str) and body else None)
+    error = response.get("_error") or (response.get("statusText") if status == 0 else None)
     return HarRequest(
-        started=str(raw.get("startedDateTime", "")), method=str(request.get("method", "GET")),
-        url=str(request.get("url", "")), status=status,
-        ms=max(0.0, float(raw.get("time") or 0)),
-        request_id=answer.request_id, ray_id=answer.ray_id,
+        started=_text(raw.get("startedDateTime", "")),
+        method=_text(request.get("method", "GET"), 20),
+        url=_text(request.get("url", "")), status=status, ms=_ms(raw.get("time"), where),
+        request_id=text(answer.request_id), ray_id=text(answer.ray_id),
         challenge=status != 0 and answer.outcome is Outcome.CHALLENGE,
         blocked=status != 0 and answer.outcome is Outcome.ACCESS_DENIED,
-        error=response.get("_error") or (response.get("statusText") if status == 0 else None))
+        error=None if error is None else _text(error))
 
 
-def summarize(path: str | Path, har: dict[str, Any]) -> HarSummary:
+def summarize(path: str | Path, har: Any) -> HarSummary:
+    log = har.get("log") if isinstance(har, dict) else None
+    raw = log.get("entries") if isinstance(log, dict) else None
+    if not isinstance(raw, list):
+        raise HarError(f"{path}: this HAR file cannot be read: not a HAR 1.2 file (no "
+                       "log.entries list)")
     try:
-        entries = [entry(e) for e in har["log"]["entries"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HarError(f"{path}: not a HAR 1.2 file ({exc})") from None
+        entries = [entry(e, f"entry {n}") for n, e in enumerate(raw, 1)]
+    except HarError as exc:
+        raise HarError(f"{path}: this HAR file cannot be read: {exc}") from None
     summary = HarSummary(str(path), len(entries))
     summary.failing = [e for e in entries if e.failed]
     summary.statuses = dict(sorted(Counter(str(e.status) for e in entries).items()))
@@ -95,8 +149,14 @@ def summarize(path: str | Path, har: dict[str, Any]) -> HarSummary:
 
 
 def read_har(path: str | Path) -> HarSummary:
+    """The file's summary; :class:`HarError` says why a file cannot be read (it is not read
+    with Python's json, whose recursion a 100,000-deep array exhausts)."""
     try:
-        har = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError) as exc:
-        raise HarError(f"{path}: {exc}") from None
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise HarError(f"{path}: this HAR file cannot be read: {exc.strerror or exc}") from None
+    try:
+        har = orjson.loads(raw.removeprefix(codecs.BOM_UTF8))
+    except orjson.JSONDecodeError as exc:
+        raise HarError(f"{path}: this HAR file cannot be read: not JSON ({exc})") from None
     return summarize(path, har)

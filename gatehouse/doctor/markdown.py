@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatehouse.doctor.statuspage import CONTROL
+
 BRANCHES = {"wait_for_incident": "wait for the incident",
             "clean_browser_state": "clean browser state",
             "network_policy": "network policy", "api_side": "API-side issue",
@@ -11,11 +13,13 @@ BRANCHES = {"wait_for_incident": "wait for the incident",
 
 
 def cell(value: Any) -> str:
+    """A value as one line of Markdown: no control sequence (a HAR's or a server's text may
+    carry ESC) reaches a terminal that shows the report."""
     if value is None or value == "" or value == []:
         return "—"
     if isinstance(value, list):
-        return ", ".join(f"`{v}`" for v in value)
-    return str(value).replace("|", "\\|").replace("\n", " ")
+        return ", ".join(f"`{cell(v)}`" for v in value)
+    return CONTROL.sub(" ", str(value)).replace("|", "\\|")
 
 
 def table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -33,10 +37,10 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         "# gatehouse doctor report", "",
         *me_or_them(report["me_or_them"]),
-        f"**{v['headline']}**", "",
+        f"**{cell(v['headline'])}**", "",
         f"- Branch: **{BRANCHES[v['branch']]}** (exit code {v['exit_code']}, `{v['outcome']}`)",
-        f"- Next step: {v['next_step']}",
-        f"- Stop when: {v['stop_when']}", "",
+        f"- Next step: {cell(v['next_step'])}",
+        f"- Stop when: {cell(v['stop_when'])}", "",
         "## Ticket", "",
         *table(["field", "value"], [
             ["Time", f"{t['time']} ({t['time_zone']})"], ["Org", t["org"]],
@@ -135,7 +139,7 @@ def har_section(h: dict[str, Any] | None) -> list[str]:
     out = ["### 5. HAR", ""]
     if h is None:
         return out + ["No HAR given (`--har file.har`).", ""]
-    out += [(f"{h['path']}: {h['total']} requests, {len(h['failing'])} failing "
+    out += [(f"{cell(h['path'])}: {h['total']} requests, {len(h['failing'])} failing "
             f"({h['failing_pct']}%), {h['challenges']} challenges, {h['blocked']} blocked (1020); "
             f"median {h['median_ms']} ms."), ""]
     if h["failing"]:

@@ -111,3 +111,63 @@ async def test_the_key_never_reaches_a_report_whole() -> None:
         made, _ = await call(client, "GET", "http://gw/v1/models", "/v1/models", key)
     assert made.message and key not in made.message
     assert show_key("sk-SHORTKEY1") == "sk…"
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b'{"log": {"entries": [[1, 2]]}}', "entry 1: not an object"),
+    (b'{"log": {"entries": [{"response": {"status": 1e400}}]}}', "not JSON"),
+    (b'{"log": {"entries": [{"response": {"status": 200.5}}]}}', "200.5 is not an HTTP status"),
+    (b'{"log": {"entries": [{"response": {"status": "abc"}}]}}', "abc is not an HTTP status"),
+    (b'{"log": {"entries": [{"response": {"status": 200}, "time": "nan"}]}}',
+     "nan is not a number of milliseconds"),
+    (b'{"log": {"entries": [{}, {"response": []}]}}', "entry 2.response: not an object"),
+    (b'{"log": {"entries": [{"response": {"headers": {"a": 1}}}]}}', "headers are not a list"),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    (b"<html>not a HAR</html>", "not JSON"),
+    (b'{"log": {"entries": [{"request": {"url": "\xe9"}}]}}', "not JSON"),
+    (b'{"log": {}}', "no log.entries list"),
+    (b'{"log": {"entries": {"0": {}}}}', "no log.entries list"),
+    (b"[]", "no log.entries list"),
+])
+def test_a_malformed_har_is_a_clear_error(tmp_path: Path, content: bytes, why: str) -> None:
+    """Each of these raised AttributeError, OverflowError, RecursionError or TypeError (a
+    traceback) instead of saying the file cannot be read."""
+    path = tmp_path / "bad.har"
+    path.write_bytes(content)
+    with pytest.raises(HarError, match="this HAR file cannot be read") as caught:
+        read_har(path)
+    assert why in str(caught.value)
+
+
+def test_a_bom_and_numbers_written_as_strings_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "ok.har"
+    path.write_bytes(b'\xef\xbb\xbf{"log": {"entries": [{"response": {"status": "503"}, '
+                     b'"time": "12.5"}, {"response": {"status": 200.0}}]}}')
+    har = read_har(path)
+    assert har.statuses == {"200": 1, "503": 1} and har.slowest and har.slowest.ms == 12.5
+
+
+def test_control_sequences_from_a_har_reach_no_report(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from gatehouse.doctor import Answers, Findings, decide
+    from gatehouse.doctor.markdown import render
+    from gatehouse.doctor.network import Environment
+    from gatehouse.doctor.profiles import gatehouse_profile
+    from gatehouse.doctor.report import build
+
+    esc = {"log": {"entries": [{
+        "startedDateTime": "\x1b[31mred", "time": 5,
+        "request": {"method": "GET\x1b]0;pwned\x07", "url": "http://x/\x1b[2J\x9b"},
+        "response": {"status": 500, "_error": "\x1b[5mblink",
+                     "headers": [{"name": "x-request-id", "value": "req\x1b[1m"}]}}]}}
+    path = tmp_path / "esc\x1b[1m.har"
+    path.write_text(__import__("json").dumps(esc))
+    har = read_har(path)
+    f = Findings(gatehouse_profile("http://127.0.0.1:9"), "http://127.0.0.1:9",
+                 Environment({}, []), Answers(), har=har)
+    report = build(f, decide(f), datetime.now(UTC))
+    markdown = render(report)
+    for text in (markdown, __import__("json").dumps(report, ensure_ascii=False)):
+        assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert "req" in markdown and "http://x/" in markdown
