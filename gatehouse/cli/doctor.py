@@ -4,11 +4,14 @@ support-ready report. Exit codes by outcome (docs/doctor.md)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import ssl
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import orjson
 import typer
@@ -17,6 +20,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from gatehouse.doctor import Answers, Checkup, diagnose
+from gatehouse.doctor.certs import load_pem
 from gatehouse.doctor.har import HarError
 from gatehouse.doctor.lookup import MAX_LOOKUPS, valid_id
 from gatehouse.doctor.markdown import BRANCHES, render
@@ -73,6 +77,77 @@ def request_ids(given: list[str]) -> tuple[str, ...]:
             raise typer.BadParameter(f"{value[:40]!r}: 1 to 512 printable ASCII characters",
                                      param_hint="--request-id")
     return tuple(given)
+
+
+MAX_TIMEOUT = 3600.0  # seconds; a socket's timeout overflows near 1e10
+
+
+def service_url(value: str, hint: str) -> str:
+    """An http(s) URL with a host and a valid port — or a usage error, before anything runs
+    (a port over 65535 or a control character raised a traceback; ``ftp://`` was blamed on
+    the network)."""
+    def bad(why: str) -> typer.BadParameter:
+        return typer.BadParameter(f"{value[:80]!r}: {why}", param_hint=hint)
+
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise bad("a URL has no spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 — raises ValueError for a port out of 0-65535
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if parts.scheme not in ("http", "https"):
+        raise bad("the doctor speaks http:// and https:// only")
+    if not parts.hostname:
+        raise bad("no host")
+    if parts.port == 0:
+        raise bad("port 0 cannot be connected to")
+    return value
+
+
+def endpoint(value: str) -> Endpoint:
+    try:
+        parsed = Endpoint.parse(service_url(value, "--host") if "://" in value else value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value[:80]!r}: {exc}", param_hint="--host") from None
+    if not parsed.host or not 0 < parsed.port <= 65535 or not value.isprintable():
+        raise typer.BadParameter(f"{value[:80]!r}: host, host:port (1-65535) or URL",
+                                 param_hint="--host")
+    return parsed
+
+
+def seconds(value: float) -> float:
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
+        raise typer.BadParameter(f"{value}: seconds above 0, at most {MAX_TIMEOUT:g}",
+                                 param_hint="--timeout")
+    return value
+
+
+def trust_file(path: Path) -> Path:
+    """PEM roots that both readers take: the chain judge (cryptography) and ssl's verifier."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+        found = load_pem(path.read_bytes())
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise typer.BadParameter(f"{path}: {why}", param_hint="--trust-store") from None
+    if not found:
+        raise typer.BadParameter(f"{path}: no PEM certificate in it", param_hint="--trust-store")
+    return path
+
+
+def writable(path: Path, hint: str) -> Path:
+    """A file the report can be written to, checked before the run (it failed only after
+    the whole run): created, or opened for appending, then left as it was."""
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise typer.BadParameter(f"{path}: {exc.strerror or exc}", param_hint=hint) from None
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
 
 
 def print_me_or_them(out: Console, who: dict[str, str | list[str]]) -> None:
@@ -133,6 +208,18 @@ def doctor(
     out = Console(stderr=json_out == "-")
     asked = request_ids(request_id or [])
     base = url or (os.environ.get("GATEHOUSE_URL") if profile is ProfileName.gatehouse else None)
+    if base is not None:
+        service_url(base, "URL" if url else "$GATEHOUSE_URL")
+    if status_url is not None:
+        service_url(status_url, "--status-url")
+    endpoints = [endpoint(h) for h in host] if host else None
+    seconds(timeout)
+    if trust_store is not None:
+        trust_file(trust_store)
+    if report is not None:
+        writable(report, "--report")
+    if json_out is not None and json_out != "-":
+        writable(Path(json_out), "--json")
     chosen = profile_for(profile.value, base)
     answers = Answers(
         private_window=None if tried_private_window is None else tried_private_window is YesNo.yes,
@@ -149,7 +236,7 @@ def doctor(
                                      else chosen.api_base),
         status_url=status_url or chosen.status_url, components=tuple(component or ()),
         api_key=key, model=model,
-        endpoints=[Endpoint.parse(h) for h in host] if host else list(chosen.endpoints),
+        endpoints=endpoints or list(chosen.endpoints),
         har=har, answers=answers, trust_file=trust_store, timeout=timeout,
         skip=frozenset(s.value for s in skip or ()), request_ids=asked)
     progress = RichProgress(out)
