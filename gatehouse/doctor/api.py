@@ -19,6 +19,7 @@ from gatehouse.doctor.fetch import MAX_BYTES, read_capped
 
 # what a call ends in when no HTTP answer came back (beside the client's Outcome values)
 UNREACHABLE, TIMEOUT, TLS_ERROR, SKIPPED = "unreachable", "timeout", "tls_error", "skipped"
+MALFORMED_KEY = "malformed_key"  # the key cannot go in a header: nothing was sent
 ANSWER_DEADLINE = 60.0  # the whole answer (a stream of 1 token); each read has --timeout too
 
 
@@ -63,10 +64,40 @@ class ApiResult:
 
 
 def show_key(key: str | None) -> str | None:
-    """The key as reports show it: its first 6 and last 4 characters (a short one, 2)."""
+    """The key as reports show it: its first 6 and last 4 characters (a short one, 2), without
+    the whitespace around it, a character that is not printable shown as ``?``."""
+    key = (key or "").strip()
     if not key:
         return None
-    return f"{key[:2]}…" if len(key) <= 12 else f"{key[:6]}…{key[-4:]}"
+    shown = f"{key[:2]}…" if len(key) <= 12 else f"{key[:6]}…{key[-4:]}"
+    return "".join(c if c.isprintable() else "?" for c in shown)
+
+
+NAMES = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\t": "a tab",
+         " ": "a space", "\u00a0": "a no-break space", "\ufeff": "a byte order mark",
+         "\u200b": "a zero-width space"}
+
+
+def key_problem(key: str | None) -> str | None:
+    """Why the key cannot be sent as it is, or None. A key is printable ASCII without spaces:
+    httpx refuses a header with a CR or LF (a key read from a file keeps its line break) and
+    cannot encode a non-ASCII one (a key pasted with typographic quotes) — neither is the
+    service's doing."""
+    if not key:
+        return None
+    for at, c in enumerate(key):
+        if "!" <= c <= "~":
+            continue
+        name = NAMES.get(c) or (f"the character {c!r} (U+{ord(c):04X})" if c.isprintable()
+                                else f"a control character (U+{ord(c):04X})")
+        if at == len(key.rstrip()) or at == len(key) - 1:
+            said = f"ends in {name}"
+        elif at == 0:
+            said = f"starts with {name}"
+        else:
+            said = f"has {name} at character {at + 1}"
+        return f"the key {show_key(key)} {said}"
+    return None
 
 
 def without_key(text: str | None, key: str | None) -> str | None:
@@ -134,6 +165,12 @@ def path_of(base: str, tail: str) -> str:
 async def check_api(client: httpx.AsyncClient, base: str, key: str | None,
                     model: str | None, deadline: float = ANSWER_DEADLINE) -> ApiResult:
     result = ApiResult(base, show_key(key), model)
+    malformed = key_problem(key)
+    if malformed is not None:  # sending it would only show the HTTP library refusing it
+        result.calls.append(Call(f"GET {path_of(base, '/models')}", MALFORMED_KEY, None, 0.0,
+                                 code="malformed_api_key",
+                                 message=f"not sent: {malformed}"))
+        return result
     listed, content = await call(client, "GET", base + "/models", path_of(base, "/models"), key,
                                  deadline=deadline)
     result.calls.append(listed)

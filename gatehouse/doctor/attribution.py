@@ -10,6 +10,7 @@ own requests:
 
 First match wins (docs/doctor.md lists every line)::
 
+    the key cannot be sent (a line break, a non-ASCII character)   → you (the key)
     no HTTP answer at all, the service not known to be in trouble → you (never reached it),
                                                 or unclear when nothing else could be read
     a request refused at a stage that is the caller's              → you (that stage)
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from gatehouse.doctor.api import TLS_ERROR, UNREACHABLE, Call
+from gatehouse.doctor.api import MALFORMED_KEY, TLS_ERROR, UNREACHABLE, Call
 from gatehouse.doctor.evidence import (
     breakdown,
     evidence,
@@ -187,6 +188,14 @@ def sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def unsendable_key(k: Facts, f: Findings) -> Said | None:
+    main = f.api.main if f.api else None
+    if main is None or main.outcome != MALFORMED_KEY:
+        return None
+    line = f"Your API key cannot be sent ({main.message}) — this is yours to fix: copy the key again"
+    return Side.YOU, line, None
+
+
 def never_reached(k: Facts, f: Findings) -> Said | None:
     if k.lost is None or k.incident or k.trend:
         return None
@@ -257,7 +266,7 @@ def nothing_wrong(k: Facts, f: Findings) -> Said | None:
     return Side.NONE, f"No problem found: the service is healthy and {ours}", None
 
 
-RULES = (never_reached, callers_stage, services_side, callers_traffic, browser, nothing_wrong)
+RULES = (unsendable_key, never_reached, callers_stage, services_side, callers_traffic, browser, nothing_wrong)
 
 
 def decide(f: Findings, now: datetime) -> Said:

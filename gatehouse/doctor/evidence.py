@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from gatehouse.doctor.api import MALFORMED_KEY
 from gatehouse.doctor.findings import Findings
 from gatehouse.doctor.health import SERVICE_CLASSES, HealthResult
 from gatehouse.doctor.lookup import Lookup
@@ -93,6 +94,7 @@ def evidence(f: Findings, now: datetime) -> tuple[list[str], list[str]]:
     main = f.api.main if f.api else None
     if main is not None:
         answer = (f"{main.status} {main.code or main.outcome}" if main.status is not None
+                  else (main.message or "") if main.outcome == MALFORMED_KEY
                   else f"no answer ({main.outcome}: {(main.message or '')[:120]})")
         seen.append(f"The doctor's {main.endpoint}: {answer}"
                     + (f" (request id {main.request_id})" if main.request_id else ""))

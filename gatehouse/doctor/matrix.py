@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gatehouse.doctor.api import TIMEOUT, TLS_ERROR, UNREACHABLE, Call
+from gatehouse.doctor.api import MALFORMED_KEY, TIMEOUT, TLS_ERROR, UNREACHABLE, Call
 from gatehouse.doctor.findings import Findings
 
 
@@ -39,7 +39,7 @@ EXIT_CODES: dict[str, tuple[int, Branch, str]] = {
     "incident": (10, Branch.WAIT_FOR_INCIDENT, "a live incident on the component that matters"),
     "network": (20, Branch.NETWORK_POLICY, "DNS, TCP or TLS fails for a host"),
     "tls_interception": (21, Branch.NETWORK_POLICY, "TLS interception (SSL inspection, a private root)"),
-    "unauthorized": (30, Branch.API_SIDE, "401: no key, a wrong, revoked or expired key, or a 403 permission error"),
+    "unauthorized": (30, Branch.API_SIDE, "401: no key, a wrong, revoked or expired key, a key that cannot be sent (a line break, a non-ASCII character), or a 403 permission error"),
     "blocked": (31, Branch.NETWORK_POLICY, "403 1020 access denied, or the API path is challenged"),
     "browser": (32, Branch.CLEAN_BROWSER_STATE, "the browser fails where the doctor's own requests pass"),
     "request_rejected": (33, Branch.API_SIDE, "another 4xx: the request itself (e.g. model_not_found)"),
@@ -50,7 +50,7 @@ EXIT_CODES: dict[str, tuple[int, Branch, str]] = {
 }
 # the API's answers an incident does not explain: they are the user's to fix
 USERS_OWN = {"unauthorized", "permission_denied", "quota_exceeded", "access_denied",
-             "client_error"}
+             "client_error", MALFORMED_KEY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +177,13 @@ def api_side(f: Findings) -> Verdict | None:
     if main is None or main.ok:
         return None
     o, where = main.outcome, f"{main.endpoint} — {ids(main)}"
+    if o == MALFORMED_KEY:
+        return Verdict("unauthorized", f"Your API key cannot be sent: {main.message}",
+                       "Copy the key again without the character named (a key read from a "
+                       "file or pasted from a document often keeps a line break, spaces or "
+                       "typographic quotes) wherever it is set: --api-key, $GATEHOUSE_API_KEY "
+                       "or $OPENAI_API_KEY.",
+                       "the doctor sends the key and the API answers 200")
     if o in ("unauthorized", "permission_denied"):
         advice = {"missing_api_key": "No key was sent: pass --api-key or set OPENAI_API_KEY "
                                      "/ GATEHOUSE_API_KEY.",

@@ -14,7 +14,13 @@ from typing import Protocol, TypeVar
 import httpx
 
 from gatehouse import __version__
-from gatehouse.doctor.api import TLS_ERROR, UNREACHABLE, ApiResult, check_api
+from gatehouse.doctor.api import (
+    MALFORMED_KEY,
+    TLS_ERROR,
+    UNREACHABLE,
+    ApiResult,
+    check_api,
+)
 from gatehouse.doctor.certs import TrustStore
 from gatehouse.doctor.findings import Answers, Findings
 from gatehouse.doctor.har import HarSummary, read_har
@@ -165,6 +171,9 @@ async def read_traffic(client: httpx.AsyncClient, c: Checkup, f: Findings) -> No
     main = f.api.main if f.api else None
     if main is not None and main.outcome in (UNREACHABLE, TLS_ERROR):
         f.traffic_unread = "the service did not answer the doctor's requests"
+        return
+    if main is not None and main.outcome == MALFORMED_KEY:
+        f.traffic_unread = "they are read with your key, which cannot be sent as it is"
         return
     model = f.api.model if f.api else c.model
     ids = [(call.request_id, "doctor") for call in (f.api.calls if f.api else [])

@@ -1,6 +1,7 @@
-"""What the doctor's tests serve on 127.0.0.1: a Statuspage v2 summary, TLS servers with
-certificates from CAs made on the spot (a private "inspection" CA, or a "public" one the test
-trusts), and ``gatehouse doctor`` run in its own process."""
+"""What the doctor's tests serve on 127.0.0.1: hostile answers (any status, headers and body;
+too large, too slow), a Statuspage v2 summary, TLS servers with certificates from CAs made on
+the spot (a private "inspection" CA, or a "public" one the test trusts), and ``gatehouse
+doctor`` run in its own process."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +27,76 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.procs import free_port
+
+# -- hostile servers: any status, headers and body, too large, too slow --------------------------
+
+Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
+
+
+def answer(body: bytes, status: int = 200, headers: dict[str, str] | None = None,
+           length: bool = True) -> Handler:
+    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        if length:
+            h.send_header("content-length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+    return handle
+
+
+def chunked(piece: bytes, times: int) -> Handler:
+    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("transfer-encoding", "chunked")
+        h.end_headers()
+        try:
+            for _ in range(times):
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            h.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the reader stopped early, as it should
+    return handle
+
+
+def drip(h: http.server.BaseHTTPRequestHandler) -> None:
+    h.send_response(200)
+    h.send_header("content-length", "100")
+    h.end_headers()
+    try:
+        for _ in range(40):  # at most ~8 s, whatever the client does
+            h.wfile.write(b" ")
+            h.wfile.flush()
+            time.sleep(0.2)
+    except OSError:
+        pass
+
+
+@contextmanager
+def hostile(routes: dict[str, Handler]) -> Iterator[str]:
+    class Server(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            routes[self.path](self)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            routes[self.path](self)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
 
 # -- a Statuspage v2 summary.json ------------------------------------------------------------
 

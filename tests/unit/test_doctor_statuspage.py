@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import http.server
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -25,6 +20,7 @@ from gatehouse.doctor.health import HealthResult, read_view
 from gatehouse.doctor.lookup import Lookup, read_record
 from gatehouse.doctor.statuspage import check_status, matches, read_summary, text
 from gatehouse.doctor.web import check_web
+from tests.support.doctor import answer, chunked, drip, hostile
 from tests.support.statuspage import fixture, recorded
 
 WANTED = ("API", "llama-3-8b")
@@ -154,74 +150,6 @@ def test_a_huge_component_list_is_read_up_to_its_cap() -> None:
 
 
 # -- hostile servers -------------------------------------------------------------------------------
-
-Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
-
-
-def answer(body: bytes, status: int = 200, headers: dict[str, str] | None = None,
-           length: bool = True) -> Handler:
-    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        if length:
-            h.send_header("content-length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-    return handle
-
-
-def chunked(piece: bytes, times: int) -> Handler:
-    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("transfer-encoding", "chunked")
-        h.end_headers()
-        try:
-            for _ in range(times):
-                h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            h.wfile.write(b"0\r\n\r\n")
-        except OSError:
-            pass  # the reader stopped early, as it should
-    return handle
-
-
-def drip(h: http.server.BaseHTTPRequestHandler) -> None:
-    h.send_response(200)
-    h.send_header("content-length", "100")
-    h.end_headers()
-    try:
-        for _ in range(40):  # at most ~8 s, whatever the client does
-            h.wfile.write(b" ")
-            h.wfile.flush()
-            time.sleep(0.2)
-    except OSError:
-        pass
-
-
-@contextmanager
-def hostile(routes: dict[str, Handler]) -> Iterator[str]:
-    class Server(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            routes[self.path](self)
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", "0")))
-            routes[self.path](self)
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
 
 MiB = 1024 * 1024
 NESTED = b"[" * 100_000 + b"]" * 100_000
