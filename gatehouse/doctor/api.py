@@ -16,10 +16,14 @@ import orjson
 
 from gatehouse.client import Answer
 from gatehouse.doctor.fetch import MAX_BYTES, read_capped
+from gatehouse.doctor.statuspage import text
+from gatehouse.upstream.shape import judge
 
 # what a call ends in when no HTTP answer came back (beside the client's Outcome values)
 UNREACHABLE, TIMEOUT, TLS_ERROR, SKIPPED = "unreachable", "timeout", "tls_error", "skipped"
 MALFORMED_KEY = "malformed_key"  # the key cannot go in a header: nothing was sent
+NOT_API = "not_api"  # an answer below 400 that is not what the endpoint returns (a proxy's page)
+PEEK = 65536  # bytes of an answer declared larger than MAX_BYTES read to say what it is
 ANSWER_DEADLINE = 60.0  # the whole answer (a stream of 1 token); each read has --timeout too
 
 
@@ -121,20 +125,23 @@ def failed_call(endpoint: str, exc: httpx.HTTPError, seconds: float) -> Call:
 
 async def call(client: httpx.AsyncClient, method: str, url: str, path: str,
                key: str | None, body: dict[str, Any] | None = None,
-               deadline: float = ANSWER_DEADLINE) -> tuple[Call, bytes | None]:
+               deadline: float = ANSWER_DEADLINE, shape: str | None = None
+               ) -> tuple[Call, bytes | None]:
     """One call and its body: at most ``MAX_BYTES`` of it are read (enough for any error and
-    the model list), the whole answer within ``deadline`` seconds."""
+    the model list), the whole answer within ``deadline`` seconds. ``shape``: the endpoint
+    (upstream/shape.py's name) whose answer a status below 400 must be — else it is
+    ``not_api``, whatever answered (a proxy's sign-in page, a redirect, a blank body)."""
     endpoint = f"{method} {path}"
     headers = {"authorization": f"Bearer {key}"} if key else {}
     start = time.perf_counter()
 
-    async def send() -> tuple[httpx.Response, bytes]:
+    async def send() -> tuple[httpx.Response, bytes, bool]:
         async with client.stream(method, url, headers=headers, json=body) as response:
-            content, _ = await read_capped(response, MAX_BYTES)
-            return response, content
+            content, more = await read_capped(response, MAX_BYTES, PEEK)
+            return response, content, more
 
     try:
-        response, content = await asyncio.wait_for(send(), deadline)
+        response, content, more = await asyncio.wait_for(send(), deadline)
     except httpx.HTTPError as exc:
         failed = failed_call(endpoint, exc, time.perf_counter() - start)
         failed.message = without_key(failed.message, key)
@@ -144,9 +151,12 @@ async def call(client: httpx.AsyncClient, method: str, url: str, path: str,
                     message=f"no complete answer within {deadline:g} s"), None
     seconds = time.perf_counter() - start
     answer = Answer.read(response.status_code, response.headers, content)
-    return Call(endpoint, answer.outcome.value, answer.status, round(seconds, 3),
-                code=answer.code, type=answer.type, message=without_key(answer.message, key),
-                request_id=answer.request_id, ray_id=answer.ray_id,
+    wrong = (judge(shape, answer.status, response.headers, content, more)
+             if shape is not None and answer.status < 400 else None)
+    return Call(endpoint, answer.outcome.value if wrong is None else NOT_API, answer.status,
+                round(seconds, 3), code=answer.code, type=answer.type,
+                message=without_key(text(wrong or answer.message), key),
+                request_id=text(answer.request_id), ray_id=text(answer.ray_id),
                 retry_after=answer.retry_after), content
 
 
@@ -172,23 +182,24 @@ async def check_api(client: httpx.AsyncClient, base: str, key: str | None,
                                  message=f"not sent: {malformed}"))
         return result
     listed, content = await call(client, "GET", base + "/models", path_of(base, "/models"), key,
-                                 deadline=deadline)
+                                 deadline=deadline, shape="models")
     result.calls.append(listed)
     if listed.ok:
         data = json_object(content).get("data")
         result.models = [str(m["id"])[:200] for m in (data if isinstance(data, list) else [])
                          if isinstance(m, dict) and "id" in m]
-    if listed.outcome in (UNREACHABLE, TLS_ERROR):
-        return result  # nothing more to learn on this path
+    if listed.outcome in (UNREACHABLE, TLS_ERROR, NOT_API):
+        return result  # nothing more to learn on this path: the API is not what answers
     result.model = model or (result.models[0] if result.models else None)
     if result.model is not None:
         chat, _ = await call(
             client, "POST", base + "/chat/completions", path_of(base, "/chat/completions"), key,
             {"model": result.model, "max_tokens": 1,
-             "messages": [{"role": "user", "content": "ping (gatehouse doctor)"}]}, deadline)
+             "messages": [{"role": "user", "content": "ping (gatehouse doctor)"}]}, deadline,
+            shape="chat.completions")
         result.calls.append(chat)
     usage, content = await call(client, "GET", base + "/usage", path_of(base, "/usage"), key,
-                                deadline=deadline)
+                                deadline=deadline, shape="usage")
     if usage.ok:
         body = json_object(content)
         result.account = Account(body.get("org"), body.get("project"), body.get("tier"))

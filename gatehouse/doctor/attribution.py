@@ -11,6 +11,7 @@ own requests:
 First match wins (docs/doctor.md lists every line)::
 
     the key cannot be sent (a line break, a non-ASCII character)   → you (the key)
+    an answer below 400 that is not the API's (a proxy's page)     → you (network or URL)
     no HTTP answer at all, the service not known to be in trouble → you (never reached it),
                                                 or unclear when nothing else could be read
     a request refused at a stage that is the caller's              → you (that stage)
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from gatehouse.doctor.api import MALFORMED_KEY, TLS_ERROR, UNREACHABLE, Call
+from gatehouse.doctor.api import MALFORMED_KEY, NOT_API, TLS_ERROR, UNREACHABLE, Call
 from gatehouse.doctor.evidence import (
     breakdown,
     evidence,
@@ -196,6 +197,19 @@ def unsendable_key(k: Facts, f: Findings) -> Said | None:
     return Side.YOU, line, None
 
 
+def not_the_api(k: Facts, f: Findings) -> Said | None:
+    main = f.api.main if f.api else None
+    if main is None or main.outcome != NOT_API:
+        return None
+    line = (f"Your requests were not answered by the API ({main.endpoint}: HTTP {main.status}, "
+            "not the API's answer) — a proxy, captive portal or sign-in page between you and "
+            "the service, or a URL that is not the API's: check the URL, then try another "
+            "network")
+    if k.incident:
+        line += f" (the service also reports {k.incident})"
+    return Side.YOU, line, "network"
+
+
 def never_reached(k: Facts, f: Findings) -> Said | None:
     if k.lost is None or k.incident or k.trend:
         return None
@@ -266,7 +280,7 @@ def nothing_wrong(k: Facts, f: Findings) -> Said | None:
     return Side.NONE, f"No problem found: the service is healthy and {ours}", None
 
 
-RULES = (unsendable_key, never_reached, callers_stage, services_side, callers_traffic, browser, nothing_wrong)
+RULES = (unsendable_key, not_the_api, never_reached, callers_stage, services_side, callers_traffic, browser, nothing_wrong)
 
 
 def decide(f: Findings, now: datetime) -> Said:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gatehouse.doctor.api import MALFORMED_KEY
+from gatehouse.doctor.api import MALFORMED_KEY, NOT_API
 from gatehouse.doctor.findings import Findings
 from gatehouse.doctor.health import SERVICE_CLASSES, HealthResult
 from gatehouse.doctor.lookup import Lookup
@@ -93,7 +93,8 @@ def evidence(f: Findings, now: datetime) -> tuple[list[str], list[str]]:
         (seen if x.found or x.http_status == 404 else unread).append(seen_or_not)
     main = f.api.main if f.api else None
     if main is not None:
-        answer = (f"{main.status} {main.code or main.outcome}" if main.status is not None
+        answer = (f"not the API's answer: {main.message}" if main.outcome == NOT_API
+                  else f"{main.status} {main.code or main.outcome}" if main.status is not None
                   else (main.message or "") if main.outcome == MALFORMED_KEY
                   else f"no answer ({main.outcome}: {(main.message or '')[:120]})")
         seen.append(f"The doctor's {main.endpoint}: {answer}"

@@ -48,11 +48,16 @@ def error_code(data: Any) -> str | None:
     return str(code)[:80] if isinstance(code, str | int) else None
 
 
-async def read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """The body up to ``limit`` bytes, and whether there was more (the rest is not read)."""
+async def read_capped(response: httpx.Response, limit: int, peek: int = 0
+                      ) -> tuple[bytes, bool]:
+    """The body up to ``limit`` bytes, and whether there was more (the rest is not read). An
+    answer that declares more than ``limit`` is not read, but for its first ``peek`` bytes
+    (enough to tell an HTML page or blank space from JSON)."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        return b"", True
+        if not peek:
+            return b"", True
+        limit = min(limit, peek)
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk

@@ -7,6 +7,8 @@ The rules, first match wins::
       (unless the API's own answer is the user's: a bad key, a spent quota, a block)
     a host fails DNS / TCP / TLS                          → network policy             20
     TLS interception (a private root re-signs the chain)  → network policy             21
+    something else answers for the API (a proxy's sign-in
+      page, a redirect, a blank or broken body)           → network policy             22
     403 1020 (API, page or HAR) / the API is challenged   → network policy             31
     401 / 403 permission / 4xx on the API                 → API-side: auth / request   30, 33
     429 rate limit · 429 insufficient_quota               → API-side: rate · quota     40, 41
@@ -21,7 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gatehouse.doctor.api import MALFORMED_KEY, TIMEOUT, TLS_ERROR, UNREACHABLE, Call
+from gatehouse.doctor.api import (
+    MALFORMED_KEY,
+    NOT_API,
+    TIMEOUT,
+    TLS_ERROR,
+    UNREACHABLE,
+    Call,
+)
 from gatehouse.doctor.findings import Findings
 
 
@@ -39,6 +48,7 @@ EXIT_CODES: dict[str, tuple[int, Branch, str]] = {
     "incident": (10, Branch.WAIT_FOR_INCIDENT, "a live incident on the component that matters"),
     "network": (20, Branch.NETWORK_POLICY, "DNS, TCP or TLS fails for a host"),
     "tls_interception": (21, Branch.NETWORK_POLICY, "TLS interception (SSL inspection, a private root)"),
+    "not_api": (22, Branch.NETWORK_POLICY, "not the API answering: a proxy's or portal's page, a redirect, a blank or broken body with a status below 400"),
     "unauthorized": (30, Branch.API_SIDE, "401: no key, a wrong, revoked or expired key, a key that cannot be sent (a line break, a non-ASCII character), or a 403 permission error"),
     "blocked": (31, Branch.NETWORK_POLICY, "403 1020 access denied, or the API path is challenged"),
     "browser": (32, Branch.CLEAN_BROWSER_STATE, "the browser fails where the doctor's own requests pass"),
@@ -50,7 +60,7 @@ EXIT_CODES: dict[str, tuple[int, Branch, str]] = {
 }
 # the API's answers an incident does not explain: they are the user's to fix
 USERS_OWN = {"unauthorized", "permission_denied", "quota_exceeded", "access_denied",
-             "client_error", MALFORMED_KEY}
+             "client_error", MALFORMED_KEY, NOT_API}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,7 @@ def escalate(f: Findings, usual: str) -> str:
 
 
 def decide(f: Findings) -> Verdict:
-    for rule in (incident, network, interception, blocked, api_side, browser):
+    for rule in (incident, network, interception, not_the_api, blocked, api_side, browser):
         verdict = rule(f)
         if verdict is not None:
             return verdict
@@ -147,6 +157,22 @@ def interception(f: Findings) -> Verdict | None:
                     "an antivirus web shield). Try another network (e.g. a phone hotspot), or "
                     "ask IT to exempt these hosts from inspection."),
         "every host's chain is issued by a public CA (the doctor reports no interception)")
+
+
+def not_the_api(f: Findings) -> Verdict | None:
+    main = f.api.main if f.api else None
+    if main is None or main.outcome != NOT_API:
+        return None
+    proxies = (f" Proxies in the environment: {', '.join(f.environment.proxies)}: try without "
+               "them." if f.environment.proxies else "")
+    return Verdict(
+        "not_api", f"Not the API answering {main.endpoint}: {main.message}",
+        escalate(f, "Something other than the API answered: a proxy, captive portal or "
+                    "firewall between you and the service (a sign-in page, a redirect to one), "
+                    "or a URL that is not the API's base (it usually ends in /v1). Check the "
+                    "URL, sign in to the network's portal if it has one, or try another "
+                    "network (a phone hotspot)." + proxies),
+        "GET /v1/models answers the API's model list and the completion a completion")
 
 
 def blocked(f: Findings) -> Verdict | None:

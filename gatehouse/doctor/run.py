@@ -16,6 +16,7 @@ import httpx
 from gatehouse import __version__
 from gatehouse.doctor.api import (
     MALFORMED_KEY,
+    NOT_API,
     TLS_ERROR,
     UNREACHABLE,
     ApiResult,
@@ -174,6 +175,9 @@ async def read_traffic(client: httpx.AsyncClient, c: Checkup, f: Findings) -> No
         return
     if main is not None and main.outcome == MALFORMED_KEY:
         f.traffic_unread = "they are read with your key, which cannot be sent as it is"
+        return
+    if main is not None and main.outcome == NOT_API:
+        f.traffic_unread = "something other than the API answered the doctor's requests"
         return
     model = f.api.model if f.api else c.model
     ids = [(call.request_id, "doctor") for call in (f.api.calls if f.api else [])

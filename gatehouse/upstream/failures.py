@@ -1,4 +1,7 @@
-"""How a backend failed to answer usefully: the three kinds the upstream stage acts on."""
+"""What a backend call can end in instead of a usable answer: the three kinds the upstream
+stage acts on. Kept apart from backend.py (the connection pool, the settings) so that shape.py
+— the rules for what counts as an answer, which the doctor and the client SDK apply too —
+imports nothing heavy."""
 
 from __future__ import annotations
 

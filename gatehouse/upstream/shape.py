@@ -10,22 +10,33 @@ instead: the next backend is tried, and with none left the client gets the docum
 
 Only the shape is checked — an object holding the endpoint's list (``choices``, ``data``,
 ``output``, ``results``) — never the contents: the client's SDK reads those.
+
+The same rules judge the gateway's own answers where a proxy may stand in between: ``gatehouse
+doctor`` (a captive portal's page is not the API answering) and the client SDK (its error says
+what came back instead of ``JSONDecodeError``). This module imports nothing heavy for them.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from gatehouse.upstream.backend import BackendFailure
+from gatehouse.upstream.failures import BackendFailure
 
 # the list a whole answer of each JSON endpoint holds (the others — speech, transcriptions in
-# text formats — are passed on as the backend sent them)
-WHOLE_ANSWER = {"chat.completions": "choices", "completions": "choices", "embeddings": "data",
-                "responses": "output", "moderations": "results", "images.generations": "data"}
+# text formats — are passed on as the backend sent them); None: an object, no list in it
+WHOLE_ANSWER: dict[str, str | None] = {
+    "chat.completions": "choices", "completions": "choices", "embeddings": "data",
+    "responses": "output", "moderations": "results", "images.generations": "data",
+    "models": "data", "usage": None}
 # the first byte of an event stream: a field name (data, event, id, retry) or a comment
 _SSE_START = frozenset(b"deir:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+GLIMPSE = 120  # characters of a body shown to people
 
 
 class Malformed(BackendFailure):
@@ -42,9 +53,9 @@ def check_status(status: int) -> None:
 def check_whole(endpoint: str, status: int, content_type: str, body: bytes) -> None:
     """A successful whole answer (status 2xx) to a JSON endpoint is a JSON object holding the
     endpoint's list."""
-    key = WHOLE_ANSWER.get(endpoint)
-    if key is None or status >= 300:
+    if endpoint not in WHOLE_ANSWER or status >= 300:
         return
+    key = WHOLE_ANSWER[endpoint]
     if not body.strip():
         raise Malformed(f"answered HTTP {status} with no body")
     try:
@@ -53,12 +64,13 @@ def check_whole(endpoint: str, status: int, content_type: str, body: bytes) -> N
         raise Malformed(f"answered HTTP {status} with {_kind(content_type)}, not JSON") from None
     if not isinstance(data, dict):
         raise Malformed(f"answered HTTP {status} with JSON that is not an object")
-    if not isinstance(data.get(key), list):
+    if key is None or not isinstance(data.get(key), list):
         error = data.get("error")
         if error is not None:
             said = error.get("message") if isinstance(error, dict) else error
             raise Malformed(f"answered HTTP {status} with an error: {str(said)[:200]}")
-        raise Malformed(f"answered HTTP {status} with an object without '{key}'")
+        if key is not None:
+            raise Malformed(f"answered HTTP {status} with an object without '{key}'")
 
 
 def check_stream_start(chunk: bytes) -> None:
@@ -72,3 +84,48 @@ def check_stream_start(chunk: bytes) -> None:
 
 def _kind(content_type: str) -> str:
     return content_type.split(";")[0].strip() or "no content type"
+
+
+def judge(endpoint: str, status: int, headers: Mapping[str, str], body: bytes,
+          more: bool = False) -> str | None:
+    """For a client (the doctor, the SDK): ``None`` when an answer below 400 is what
+    ``endpoint`` returns, else what came back, for a person — the rule it broke, its content
+    type, where a redirect leads and a short excerpt. ``more``: ``body`` is only the start of
+    the answer (a client reads a bounded amount); a JSON object is then given the benefit of
+    the doubt (a long model list), anything else is not an answer."""
+    h = {k.lower(): v for k, v in headers.items()}
+    try:
+        check_status(status)
+        if more and body.lstrip()[:1] != b"{":
+            what = "blank space" if not body.strip() else "something that is not a JSON object"
+            raise Malformed(f"answered HTTP {status} with more than {len(body):,} bytes of "
+                            f"{what}")
+        if not more:
+            check_whole(endpoint, status, h.get("content-type", ""), body)
+    except Malformed as exc:
+        said, kind = [exc.detail], _kind(h.get("content-type", ""))
+        if kind not in exc.detail:
+            said.append(kind if kind == "no content type" else f"content-type {kind}")
+        if 300 <= status < 400 and h.get("location"):
+            said.append(f"a redirect to {_clean(h['location'], 200)}")
+        look = glimpse(body)
+        if look:
+            said.append(look)
+        return "; ".join(said)
+    return None
+
+
+def glimpse(body: bytes) -> str | None:
+    """A short look at a body that is no answer, safe to print: an HTML page's title, else its
+    first characters — control characters (an ESC sequence) dropped, whitespace collapsed."""
+    text = body[:8192].decode("utf-8", "replace")
+    title = _TITLE.search(text)
+    if title and _clean(title.group(1), GLIMPSE):
+        return f"page title \u201c{_clean(title.group(1), GLIMPSE)}\u201d"
+    start = _clean(text, GLIMPSE)
+    return f"it begins \u201c{start}\u201d" if start else None
+
+
+def _clean(text: str, limit: int) -> str:
+    cleaned = " ".join(_CONTROL.sub(" ", text[:limit * 4]).split())
+    return cleaned[:limit] + ("…" if len(cleaned) > limit else "")

@@ -45,14 +45,8 @@ from gatehouse.upstream.affinity import (
     Affinity,
     continued,
 )
-from gatehouse.upstream.backend import (
-    BackendFailure,
-    Broken,
-    ConnectFailed,
-    TimedOut,
-    UpstreamCall,
-    UpstreamReply,
-)
+from gatehouse.upstream.backend import UpstreamCall, UpstreamReply
+from gatehouse.upstream.failures import BackendFailure, Broken, ConnectFailed, TimedOut
 from gatehouse.upstream.responses_bridge import (
     input_items,
     response_id,

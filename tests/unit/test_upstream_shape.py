@@ -10,6 +10,7 @@ from gatehouse.upstream.shape import (
     check_status,
     check_stream_start,
     check_whole,
+    judge,
 )
 
 
@@ -69,3 +70,47 @@ def test_an_event_stream_starts_with_a_field_or_a_comment(start: bytes) -> None:
 def test_anything_else_is_not_a_stream(start: bytes, what: str) -> None:
     with pytest.raises(Malformed, match=f"with {what}, not an event stream"):
         check_stream_start(start)
+
+
+def test_the_model_list_and_usage_have_their_shapes_too() -> None:
+    check_whole("models", 200, "application/json", b'{"object": "list", "data": []}')
+    check_whole("usage", 200, "application/json", b'{"org": "acme"}')
+    with pytest.raises(Malformed, match="without 'data'"):
+        check_whole("models", 200, "application/json", b"{}")
+    with pytest.raises(Malformed, match="not an object"):
+        check_whole("usage", 200, "application/json", b"[]")
+    with pytest.raises(Malformed, match="an error: no"):
+        check_whole("usage", 200, "application/json", b'{"error": "no"}')
+
+
+@pytest.mark.parametrize(("status", "headers", "body", "more", "said"), [
+    (200, {"Content-Type": "text/html"}, b"<html><title>\n Sign\x1b[2J in </title></html>", False,
+     "answered HTTP 200 with text/html, not JSON; page title \u201cSign [2J in\u201d"),
+    (302, {"Location": "https://sso.example/\x07login"}, b"", False,
+     ("answered HTTP 302, which is not an answer; no content type; a redirect to "
+      "https://sso.example/ login")),
+    (200, {}, b" " * 100, True, "with more than 100 bytes of blank space"),
+    (200, {}, b"<p>" + b"x" * 500, True, "not a JSON object; no content type; it begins "
+                                          "\u201c<p>" + "x" * 117 + "…\u201d"),
+])
+def test_judge_says_what_came_back_safely(status: int, headers: dict[str, str], body: bytes,
+                                          more: bool, said: str) -> None:
+    assert said in str(judge("models", status, headers, body, more))
+
+
+def test_judge_passes_answers_and_gives_a_long_object_the_benefit_of_the_doubt() -> None:
+    assert judge("models", 200, {}, b'{"data": []}') is None
+    assert judge("models", 200, {}, b'  {"data": [' + b" " * 100, more=True) is None
+    assert judge("models", 404, {}, b"<html>") is None  # an error is classify()'s to read
+
+
+def test_the_rules_import_nothing_heavy() -> None:
+    """The doctor and the client SDK judge answers with them: no aiohttp, no settings."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gatehouse.upstream.shape; "
+            "print([m for m in ('aiohttp', 'pydantic', 'gatehouse.config') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
+from gatehouse.config import UpstreamSettings
 from gatehouse.context import Outcome, RequestContext, Usage
 from gatehouse.errors import GatehouseError
 from gatehouse.pipeline import Pipeline, StreamBroken
 from gatehouse.telemetry.metrics import Metrics
-from gatehouse.upstream.backend import Broken, ConnectFailed, TimedOut, UpstreamCall
-from gatehouse.config import UpstreamSettings
+from gatehouse.upstream.backend import UpstreamCall
 from gatehouse.upstream.breaker import BreakerPolicy, CircuitBreaker
+from gatehouse.upstream.failures import Broken, ConnectFailed, TimedOut
 from gatehouse.upstream.router import ModelRoute, Router, Target
 from gatehouse.upstream.stage import UpstreamStage, caller_of
 
