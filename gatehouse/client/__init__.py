@@ -15,6 +15,7 @@ from gatehouse.client.errors import (
     ChallengeRequired,
     ConnectionFailed,
     InvalidRequest,
+    MalformedAnswer,
     PermissionDenied,
     QuotaExceeded,
     RateLimited,
@@ -33,8 +34,8 @@ from gatehouse.client.transport import AsyncRetryTransport, RetryTransport, atte
 __all__ = [
     "APIError", "AccessDenied", "Answer", "AsyncClient", "AsyncRetryTransport", "AtCapacity",
     "AuthenticationError", "ChallengeRequired", "Client", "ConnectionFailed", "Decision",
-    "InvalidRequest", "Outcome", "PermissionDenied", "QuotaExceeded", "RateLimited",
-    "RetryBudget", "RetryPolicy", "RetryTransport", "ServerError", "SessionExpired", "Timeout",
+    "InvalidRequest", "MalformedAnswer", "Outcome", "PermissionDenied", "QuotaExceeded",
+    "RateLimited", "RetryBudget", "RetryPolicy", "RetryTransport", "ServerError", "SessionExpired", "Timeout",
     "UpstreamTimeout", "UpstreamUnavailable", "attempts_of", "classify", "new_client_request_id",
     "retry_after",
 ]

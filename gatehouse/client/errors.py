@@ -16,6 +16,8 @@ The tree::
     │   ├── AtCapacity          503 · overloaded · at_capacity (retry_after)
     │   ├── UpstreamUnavailable 503 · anything else
     │   └── UpstreamTimeout     504
+    ├── MalformedAnswer         below 400, but not the endpoint's answer: a proxy's HTML page,
+    │                           a redirect, a blank or broken body (the message says what came)
     └── ConnectionFailed        no answer: refused, reset, DNS, TLS
         └── Timeout             no answer in time
 """
@@ -106,6 +108,11 @@ class UpstreamTimeout(ServerError):
     outcome = Outcome.TIMEOUT
 
 
+class MalformedAnswer(APIError):
+    """A status below 400 with a body that is not what the endpoint returns — never retried
+    (the request may have been carried out)."""
+
+
 class ConnectionFailed(APIError):
     pass
 
@@ -134,6 +141,15 @@ def from_response(response: httpx.Response) -> APIError:
                client_request_id=response.request.headers.get(HEADER),
                ray_id=answer.ray_id, retry_after=answer.retry_after,
                attempts=attempts_of(response))
+
+
+def from_malformed(response: httpx.Response, what: str) -> MalformedAnswer:
+    """The error for an answer below 400 that is not the endpoint's (``what`` came instead)."""
+    answer = Answer.read(response.status_code, response.headers, response.content)
+    return MalformedAnswer(what, status=answer.status, code="malformed_answer",
+                           request_id=answer.request_id,
+                           client_request_id=response.request.headers.get(HEADER),
+                           ray_id=answer.ray_id, attempts=attempts_of(response))
 
 
 def from_transport_error(error: httpx.TransportError, request: httpx.Request) -> ConnectionFailed:

@@ -7,7 +7,7 @@ either. The retry policy and ``gatehouse doctor`` both decide on its result.
 
 ``ok`` is the status only: whether a body below 400 is the endpoint's answer (not a proxy's
 login page, a redirect or a blank body) depends on the endpoint, and is judged by
-:func:`gatehouse.upstream.shape.judge` — the doctor's API path does.
+:func:`gatehouse.upstream.shape.judge` — the doctor's API path and the SDK do.
 
 =====  ==========================================================  ========================
 status what the answer says                                          outcome

@@ -8,7 +8,8 @@
         reply = client.chat("demo", [{"role": "user", "content": "hi"}])
 
 Answers come back as the service's JSON (dicts); failures raise one :mod:`errors` class per
-outcome, after the transport has retried what the policy allows.
+outcome, after the transport has retried what the policy allows — and an answer below 400
+that is not the endpoint's (upstream/shape.py's rules) raises ``MalformedAnswer``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Any, Self
 import httpx
 
 from gatehouse.client.budget import RetryBudget
-from gatehouse.client.errors import from_response, from_transport_error
+from gatehouse.client.errors import from_malformed, from_response, from_transport_error
 from gatehouse.client.ids import HEADER
 from gatehouse.client.policy import RetryPolicy
 from gatehouse.client.transport import AsyncRetryTransport, RetryTransport
+from gatehouse.upstream.shape import judge
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8787/v1"
 Message = dict[str, Any]
@@ -42,9 +44,15 @@ def _request(http: httpx.Client | httpx.AsyncClient, method: str, path: str,
     return http.build_request(method, path, json=body, headers=headers)
 
 
-def _result(response: httpx.Response) -> Any:
+def _result(response: httpx.Response, shape: str) -> Any:
+    """The answer's JSON — when it is what ``shape`` (upstream/shape.py's endpoint name)
+    returns: else :class:`MalformedAnswer` saying what came (a proxy's sign-in page, a
+    redirect, a blank body), never a bare ``JSONDecodeError`` or ``KeyError``."""
     if response.status_code >= 400:
         raise from_response(response)
+    wrong = judge(shape, response.status_code, response.headers, response.content)
+    if wrong is not None:
+        raise from_malformed(response, wrong)
     return response.json()
 
 
@@ -72,26 +80,27 @@ class Client:
              client_request_id: str | None = None, **params: Any) -> dict[str, Any]:
         """``POST /chat/completions``; ``params`` go into the body (``max_tokens``, …)."""
         result: dict[str, Any] = self._call("POST", "chat/completions",
-                                            _chat_body(model, messages, params), client_request_id)
+                                            _chat_body(model, messages, params), client_request_id,
+                                            shape="chat.completions")
         return result
 
     def models(self) -> list[dict[str, Any]]:
-        data: list[dict[str, Any]] = self._call("GET", "models")["data"]
+        data: list[dict[str, Any]] = self._call("GET", "models", shape="models")["data"]
         return data
 
     def usage(self) -> dict[str, Any]:
         """``GET /usage``: this key's limits, what is used and when each resets."""
-        result: dict[str, Any] = self._call("GET", "usage")
+        result: dict[str, Any] = self._call("GET", "usage", shape="usage")
         return result
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
-              client_request_id: str | None = None) -> Any:
+              client_request_id: str | None = None, *, shape: str) -> Any:
         request = _request(self._http, method, path, body, client_request_id)
         try:
             response = self._http.send(request)
         except httpx.TransportError as error:
             raise from_transport_error(error, request) from error
-        return _result(response)
+        return _result(response, shape)
 
     def close(self) -> None:
         self._http.close()
@@ -121,25 +130,26 @@ class AsyncClient:
     async def chat(self, model: str, messages: Sequence[Message], *,
                    client_request_id: str | None = None, **params: Any) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
-            "POST", "chat/completions", _chat_body(model, messages, params), client_request_id)
+            "POST", "chat/completions", _chat_body(model, messages, params), client_request_id,
+            shape="chat.completions")
         return result
 
     async def models(self) -> list[dict[str, Any]]:
-        data: list[dict[str, Any]] = (await self._call("GET", "models"))["data"]
+        data: list[dict[str, Any]] = (await self._call("GET", "models", shape="models"))["data"]
         return data
 
     async def usage(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "usage")
+        result: dict[str, Any] = await self._call("GET", "usage", shape="usage")
         return result
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
-                    client_request_id: str | None = None) -> Any:
+                    client_request_id: str | None = None, *, shape: str) -> Any:
         request = _request(self._http, method, path, body, client_request_id)
         try:
             response = await self._http.send(request)
         except httpx.TransportError as error:
             raise from_transport_error(error, request) from error
-        return _result(response)
+        return _result(response, shape)
 
     async def aclose(self) -> None:
         await self._http.aclose()
