@@ -10,6 +10,7 @@ that sets one does not strip the other, so reading both would let a client choos
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -101,6 +102,7 @@ class ClientResolver:
         return ip
 
 
+@functools.lru_cache(maxsize=CACHE_SIZE)  # the edge and the quota stage ask per request
 def network_of(ip: IPAddress, prefix_v4: int, prefix_v6: int) -> str:
     """The network ``ip`` is grouped into, e.g. ``203.0.113.0/24`` or ``2001:db8::/64``."""
     prefix = prefix_v4 if ip.version == 4 else prefix_v6

@@ -26,7 +26,7 @@ from typing import Any
 from gatehouse.config import EdgeSettings
 from gatehouse.context import Reply, header_dict, prefers_html
 from gatehouse.edge.bans import Ban, Bans
-from gatehouse.edge.client import CACHE_SIZE, ClientResolver, network_of, parse_ip
+from gatehouse.edge.client import ClientResolver, network_of, parse_ip
 from gatehouse.edge.detector import Detector
 from gatehouse.edge.geo import Geo
 from gatehouse.edge.rays import RayLog, new_ray
@@ -83,7 +83,6 @@ class Edge:
         self.geo = geo
         self.resolver = ClientResolver(settings.trusted_proxies, settings.forwarded_header)
         self._v4, self._v6 = settings.network_prefix_v4, settings.network_prefix_v6
-        self._networks: dict[IPAddress, str] = {}
         self._blocks: dict[tuple[str, str], Any] = {}
 
     # -- who is asking --------------------------------------------------------------------
@@ -93,11 +92,7 @@ class Edge:
     def visitor(self, method: str, path: str, headers: dict[str, str],
                 peer: str | None) -> Visitor:
         ip = self.resolver.resolve(peer, headers)
-        network = self._networks.get(ip)
-        if network is None:
-            if len(self._networks) >= CACHE_SIZE:
-                self._networks.clear()
-            network = self._networks[ip] = network_of(ip, self._v4, self._v6)
+        network = network_of(ip, self._v4, self._v6)
         return Visitor(ip, network, method, path, headers,
                        is_api_path(path), prefers_html(headers.get("accept", "")))
 

@@ -150,12 +150,12 @@ class HTTPBackend:
                 if self._id_as_uuid else call.request_id
         if call.traceparent is not None:
             extra["traceparent"] = call.traceparent
-        if call.content_type is not None:
+        if call.content_type is not None:  # the client's (a multipart upload's)
+            h1.check_header("content-type", call.content_type)
             extra["content-type"] = call.content_type
         if method == "POST":
             extra["content-length"] = str(len(call.body))
-        for k, v in extra.items():
-            h1.check_header(k, v)
+        # the rest is the gateway's own: its request id, a traceparent formatted from numbers
         target = self.origin.target(call.path or PATHS[call.endpoint])
         return b"".join((f"{method} {target} HTTP/1.1\r\n".encode("ascii"), lines,
                          h1.head_lines(extra), b"\r\n"))

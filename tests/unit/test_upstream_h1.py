@@ -505,8 +505,8 @@ async def test_a_value_that_cannot_go_in_a_head_is_refused_not_sent() -> None:
     async with Server(keep_answering) as srv:
         backend = HTTPBackend("b", UpstreamSettings(base_url=srv.url), None)
         with pytest.raises(Broken, match="cannot be sent"):
-            await backend.open(UpstreamCall("chat.completions", b"{}", False, "req_1",
-                                            traceparent="00-a\r\nx-evil: 1"))
+            await backend.open(UpstreamCall("audio.transcriptions", b"{}", False, "req_1",
+                                            content_type="multipart/form-data\r\nx-evil: 1"))
         await backend.aclose()
     with pytest.raises(ValueError, match="line break"):  # refused with the configuration
         UpstreamSettings(base_url="http://127.0.0.1:1/v1", headers={"x-a": "1\r\nx-b: 2"})
