@@ -439,6 +439,7 @@ class Pool:
         o = self.origin
         loop = asyncio.get_running_loop()
         self._connecting += 1
+        conn: Connection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
@@ -453,7 +454,7 @@ class Pool:
             raise ConnectFailed(f"cannot connect to {o.host}:{o.port}: {_why(exc)}") from None
         finally:
             self._connecting -= 1
-            if len(self._open) + self._connecting < self.limit:
+            if conn is None:  # failed or cancelled: the slot it held is free again
                 self._wake_one()
         self.connects += 1
         self._open.add(conn)
@@ -472,8 +473,7 @@ class Pool:
         resp = conn.response
         conn.response = None
         if conn.closed or resp is None or not resp.complete or not resp.keep_alive:
-            conn.close()
-            self._wake_one()
+            conn.close()  # (its slot's waiter is woken as the pool forgets it)
             return
         conn.answered += 1
         conn.idle_since = time.monotonic()

@@ -513,3 +513,24 @@ async def test_a_value_that_cannot_go_in_a_head_is_refused_not_sent() -> None:
     for url, why in (("http:///v1", "names no host"), ("http://h:99999/v1", "port")):
         with pytest.raises(ValueError, match=why):
             UpstreamSettings(base_url=url)
+
+
+async def test_a_connect_given_up_frees_its_slot_for_the_next_caller() -> None:
+    async def no_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts the connection, never does the TLS handshake
+
+    async with Server(no_tls) as srv:
+        origin = h1.Origin(srv.url.replace("http://", "https://"))
+        pool = h1.Pool(origin, 1, connect_timeout=1.0)
+        first = asyncio.create_task(call(pool))
+        await asyncio.sleep(0.1)  # connecting, holding the one slot
+        second = asyncio.create_task(call(pool, total=10.0))
+        await asyncio.sleep(0.1)
+        first.cancel()  # e.g. its client left
+        # the waiter gets the slot and tries its own connect (which times out the same way),
+        # instead of waiting for its whole total
+        with pytest.raises(ConnectFailed, match="connect timed out"):
+            await asyncio.wait_for(second, 5)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        pool.close()
