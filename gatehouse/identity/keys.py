@@ -23,6 +23,7 @@ from pathlib import Path
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SECRET_CHARS = 40
 CHECK_CHARS = 6
+MAX_KEY_CHARS = 80  # longer is never a key of ours (and is not hashed)
 _FORM = re.compile(rf"^gh-([a-z0-9]{{1,10}})-([0-9A-Za-z]{{{SECRET_CHARS + CHECK_CHARS}}})$")
 
 
@@ -59,7 +60,7 @@ class KeyMaterial:
 
     def well_formed(self, key: str) -> bool:
         """True when ``key`` could have been minted here (constant-time in the check)."""
-        if len(key) > 80 or _FORM.match(key) is None:
+        if len(key) > MAX_KEY_CHARS or _FORM.match(key) is None:
             return False
         head, check = key[:-CHECK_CHARS], key[-CHECK_CHARS:]
         return hmac.compare_digest(self._check(head), check)

@@ -61,6 +61,9 @@ class Tokenizer:
         """Exactly (up to a token per piece boundary), yielding to the loop between pieces."""
         total = 0
         for text in texts:
+            if len(text) < PIECE // 2:  # most prompts' parts: one count, no pause
+                total += self.count_one(text)
+                continue
             for piece in pieces(text):
                 total += self.count_one(piece)
                 if len(piece) >= PIECE // 2:
