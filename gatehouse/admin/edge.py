@@ -40,9 +40,9 @@ class RuleIn(Body):
                                   "one a line (relative: to the config file's folder); it "
                                   "must exist and be readable")
     user_agent: str | None = Field(None, min_length=1, max_length=MAX_REGEX,
-                                   description="regex searched in User-Agent")
+                                   description="regex (RE2 syntax) searched in User-Agent")
     path: str | None = Field(None, min_length=1, max_length=MAX_REGEX,
-                             description="regex searched in the path")
+                             description="regex (RE2 syntax) searched in the path")
     country: str | list[str] | None = Field(None, description="ISO codes (needs geo_database)")
     asn: Asn | list[Asn] | None = None
     difficulty: int | None = Field(None, ge=DIFFICULTY[0], le=DIFFICULTY[1],

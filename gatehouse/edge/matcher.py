@@ -9,32 +9,14 @@ but only those ranked before the best address match, which is where first-match 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Iterable, Sequence
 
+from gatehouse.edge.regex import any_of, utf8
 from gatehouse.edge.rules import Network, Rule
 from gatehouse.edge.visitor import IPAddress, Visitor
 
 # (country, asn) of an address; either may be unknown
 GeoLookup = Callable[[IPAddress], tuple[str | None, int | None]]
-_LEADING_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
-
-
-def any_of(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
-    """One regex that finds something wherever any of ``patterns`` would (their union), or
-    None when they cannot be joined (then every rule's own regex is tried, as before)."""
-    parts = []
-    for pattern in patterns:
-        if pattern.flags & ~(re.UNICODE | re.IGNORECASE | re.MULTILINE | re.DOTALL):
-            return None
-        # a leading "(?i)" is global; in a union it must become a scoped "(?i:…)"
-        source = _LEADING_FLAGS.sub(lambda m: "", pattern.pattern, count=1)
-        flags = _LEADING_FLAGS.match(pattern.pattern)
-        parts.append(f"(?{flags.group(1)}:{source})" if flags else f"(?:{source})")
-    try:
-        return re.compile("|".join(parts)) if parts else None
-    except re.error:
-        return None
 
 
 class PrefixIndex:
@@ -110,9 +92,9 @@ class RuleSet:
         api = visitor.api_client
         best = (self.api if api else self.web).lookup(visitor.ip)
         if self.scan:
-            path_hit = self.path_any is None or self.path_any.search(visitor.path) is not None
-            ua_hit = self.ua_any is None or self.ua_any.search(
-                visitor.headers.get("user-agent", "")) is not None
+            path, ua = utf8(visitor.path), utf8(visitor.headers.get("user-agent", ""))
+            path_hit = self.path_any is None or self.path_any.found(path)
+            ua_hit = self.ua_any is None or self.ua_any.found(ua)
             located: tuple[str | None, int | None] | None = None
             for position, rule, own in self.scans[(path_hit, ua_hit)]:
                 if best is not None and position >= best:
@@ -121,10 +103,9 @@ class RuleSet:
                     continue
                 if own is not None and own.lookup(visitor.ip) is None:
                     continue
-                if rule.path is not None and rule.path.search(visitor.path) is None:
+                if rule.path is not None and not rule.path.found(path):
                     continue
-                if rule.user_agent is not None and rule.user_agent.search(
-                        visitor.headers.get("user-agent", "")) is None:
+                if rule.user_agent is not None and not rule.user_agent.found(ua):
                     continue
                 if rule.needs_geo:
                     if located is None:

@@ -1,7 +1,8 @@
 """Firewall rules: an action (allow, deny, challenge) and conditions that must all hold.
 
 Conditions: ``cidr`` (one or several), ``list`` (a file of CIDRs, one a line, ``#``
-comments), ``user_agent`` / ``path`` (regexes, searched), ``country`` / ``asn`` (looked up in
+comments), ``user_agent`` / ``path`` (regexes, searched in linear time by RE2: see
+:mod:`gatehouse.edge.regex`), ``country`` / ``asn`` (looked up in
 a local MaxMind-format database). Rules come from ``[[edge.rules]]`` and from the store
 (``gatehouse rules add``); :mod:`gatehouse.edge.matcher` compiles them into one ordered set.
 """
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from gatehouse.edge.regex import Regex, RegexError
 
 log = logging.getLogger("gatehouse.edge")
 Action = Literal["allow", "deny", "challenge"]
@@ -46,8 +49,8 @@ class Rule:
     label: str                       # names it in metrics, logs and Ray events
     cidrs: tuple[Network, ...] = ()
     list_file: str | None = None
-    user_agent: re.Pattern[str] | None = None
-    path: re.Pattern[str] | None = None
+    user_agent: Regex | None = None
+    path: Regex | None = None
     countries: frozenset[str] = NONE
     asns: frozenset[int] = NONE
     difficulty: int | None = None
@@ -75,15 +78,15 @@ def _strings(value: Any, what: str) -> list[str]:
     return out
 
 
-def _regex(value: Any, what: str) -> re.Pattern[str] | None:
+def _regex(value: Any, what: str) -> Regex | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_REGEX:
         raise RuleError(f"{what}: a regular expression of 1 to {MAX_REGEX} characters")
     try:
-        return re.compile(value)
-    except re.error as exc:
-        raise RuleError(f"{what}: not a valid regular expression ({exc})") from None
+        return Regex.parse(value)
+    except RegexError as exc:
+        raise RuleError(f"{what}: {exc}") from None
 
 
 def parse_network(text: str) -> Network:

@@ -18,7 +18,8 @@ import pytest
 from gatehouse.config import EdgeSettings
 from gatehouse.edge.client import network_of
 from gatehouse.edge.geo import Geo
-from gatehouse.edge.matcher import RuleSet, any_of
+from gatehouse.edge.matcher import RuleSet
+from gatehouse.edge.regex import Regex, any_of
 from gatehouse.edge.rulebook import RuleBook, stored_rule
 from gatehouse.edge.rules import Rule, RuleError, parse_rule, read_list
 from gatehouse.edge.screen import is_api_path
@@ -261,14 +262,15 @@ def test_ten_thousand_rules_match_like_a_linear_scan() -> None:
 def test_the_regex_unions_find_what_any_rule_would() -> None:
     """The scan skips regex rules whose kind's union found nothing: the union must find
     whatever any member finds, with each member's own flags (a leading (?i) stays its own)."""
-    members = [re.compile(p) for p in ("(?i)Scanner-1", "^/wp-2/", "bot$", "(?s)a.b")]
+    sources = ("(?i)Scanner-1", "^/wp-2/", "bot$", "(?s)a.b", r"end\Z")
+    members = [Regex.parse(p) for p in sources]
     union = any_of(members)
     assert union is not None
     for text in ("x SCANNER-1 y", "/wp-2/login", "goodbot", "a\nb", "scanner-2", "/x/wp-2/",
-                 "bots", "Bot", "ab"):
-        assert (union.search(text) is not None) == any(m.search(text) for m in members), text
+                 "bots", "Bot", "ab", "goodbot\n", "the end", "the end\n"):
+        assert union.search(text) == any(m.search(text) for m in members) \
+            == any(re.search(p, text) for p in sources), text
     assert any_of([]) is None
-    assert any_of([re.compile("x", re.VERBOSE)]) is None  # not joinable: rules tried one by one
     # end to end: a case-insensitive UA rule still wins over a later address rule
     parsed = rules({"action": "deny", "user_agent": "(?i)evilbot"},
                    {"action": "allow", "cidr": "192.0.2.0/24"})
