@@ -36,6 +36,23 @@ _MIGRATION_LOCK = 0x6761746568
 SQLITE_VARIABLES = 8192
 
 
+def chunks_of(total: int, most: int) -> list[tuple[int, int]]:
+    """(start, count) pieces of ``total`` rows: ``most`` at a time, then the rest in
+    decreasing powers of two — so every piece has one of a few sizes."""
+    pieces = []
+    start = 0
+    while total - start >= most:
+        pieces.append((start, most))
+        start += most
+    size = 1 << max(0, (most - 1).bit_length() - 1)
+    while start < total:
+        while size > total - start:
+            size >>= 1
+        pieces.append((start, size))
+        start += size
+    return pieces
+
+
 class StoreError(Exception):
     """The store could not be reached or refused an operation (the cause is logged only)."""
 
@@ -92,13 +109,15 @@ class Store:
         # own, letting go of the GIL and taking it back every row, so its thread and the
         # event loop's traded the GIL hundreds of times a second under load; one statement of
         # many rows trades it once.
-        per = max(1, SQLITE_VARIABLES // len(columns))
+        # Statements come in a few sizes only — as many rows as fit, then the rest in powers
+        # of two: the driver keeps each distinct statement it prepares (128 per connection),
+        # and with one size per batch length that cache filled with statements of hundreds of
+        # placeholders each, tens of MB that grew with the traffic.
         one = "(" + ", ".join("?" * len(columns)) + ")"
         async with self.engine.begin() as conn:
-            for start in range(0, len(rows), per):
-                chunk = rows[start:start + per]
-                flat = tuple(v for row in chunk for v in row)
-                await conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), flat)
+            for start, count in chunks_of(len(rows), max(1, SQLITE_VARIABLES // len(columns))):
+                flat = tuple(v for row in rows[start:start + count] for v in row)
+                await conn.exec_driver_sql(head + ", ".join([one] * count), flat)
 
     async def ping(self) -> bool:
         try:
