@@ -354,7 +354,8 @@ class IdentitySettings(_Section):
     # gatehouse keys that are presented are still checked
     require_key: bool = True
     anonymous_tier: str = "free"
-    # server secret keying the stored key hashes; or a file holding it (created if missing)
+    # server secret keying the stored key hashes; or a file holding it (made when missing only
+    # for a store without API keys: docs/identity.md#the-server-secret)
     secret: str | None = Field(None, min_length=32, repr=False)
     secret_file: str = "gatehouse.secret"
     key_cache_ttl: float = Field(10.0, gt=0, le=3600)

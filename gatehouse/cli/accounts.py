@@ -11,7 +11,6 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -21,7 +20,11 @@ from rich.text import Text
 from gatehouse.cli.common import JsonOpt, Listing, at_most, load_for_cli, store_errors
 from gatehouse.cli.options import ConfigOpt
 from gatehouse.config import Settings
-from gatehouse.identity.service import IdentityService, resolve_paths
+from gatehouse.identity.service import (
+    IdentityService,
+    missing_sqlite_file,
+    resolve_paths,
+)
 from gatehouse.state import State, StateError
 from gatehouse.state.local import SocketState, UnsharedState, socket_path
 from gatehouse.store.accounts import (
@@ -129,12 +132,7 @@ def _run(config: Any, action: Callable[[IdentityService], Awaitable[T]], *,
 def absent_store(settings: Settings) -> str | None:
     """The SQLite file the settings name when it does not exist (None: it does, or the store
     is PostgreSQL, whose database is made by its administrator)."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(resolve_paths(settings)[0])
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return None if Path(url.database).exists() else url.database
+    return missing_sqlite_file(resolve_paths(settings)[0])
 
 
 def not_reached(path: str, live: bool) -> None:

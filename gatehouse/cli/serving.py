@@ -4,7 +4,8 @@ its options into the environment — ``python -m gatehouse.cli.serving``.
 A fresh interpreter, so a worker holds none of the CLI (Typer, Click, Rich: ~5 MB of RSS a
 one-worker server kept for its life) and nothing the command line loaded on the way. It
 checks the configuration, refuses a port it cannot bind, migrates the store (in a child
-process) and makes the first keys, prints the banner, then runs uvicorn: in this process with one worker, as its
+process), reads the server secret (made only for a store without keys) and makes the first
+keys, prints the banner, then runs uvicorn: in this process with one worker, as its
 supervisor with several (each worker spawned, building its app from the environment)."""
 
 from __future__ import annotations
@@ -162,12 +163,29 @@ def forked(work: Callable[[], Coroutine[Any, Any, None]]) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-def main() -> None:
+def read_secret(settings: Settings) -> None:
+    """The server secret read — or made, on a store without API keys — before any worker
+    needs it; a secret that cannot be read, or made (its file lost while the store holds
+    keys), or a store that cannot say whether it holds keys, stops the start in one line."""
     from gatehouse.identity.service import server_secret
+    from gatehouse.store.db import STORE_ERRORS, unusable
 
     try:
+        server_secret(settings)
+    except ConfigError as exc:
+        config_failed(exc)
+    except STORE_ERRORS as exc:
+        said = unusable(settings.storage.database_url, exc)
+        if said is None:
+            raise
+        say(f"{said} (the server secret file is missing, and a new one is made only once the "
+            "store shows it holds no API keys)")
+        raise SystemExit(1) from None
+
+
+def main() -> None:
+    try:
         settings = checked_settings()
-        server_secret(settings)  # read, or made, before any worker needs it
     except ConfigError as exc:
         config_failed(exc)
     s = settings.server
@@ -177,10 +195,13 @@ def main() -> None:
         raise SystemExit(1)
     shown_key = None
     if settings.storage.migrate_on_start:
+        # before any worker starts: the schema, the secret, and on an empty store the first
+        # keys (the secret after the schema: whether it may be made is the store's to say)
+        migrate_apart(settings)
+    read_secret(settings)
+    if settings.storage.migrate_on_start:
         from gatehouse.cli.firstrun import first_keys, hand_over
 
-        # before any worker starts: the schema, and on an empty store the first keys
-        migrate_apart(settings)
         shown_key = hand_over(asyncio.run(first_keys(settings)), settings)
     if s.workers > 1 and settings.storage.state_url.startswith("memory://"):
         say("warning: several workers with state_url = \"memory://\": each worker keeps its "

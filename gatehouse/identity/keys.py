@@ -18,6 +18,9 @@ import os
 import re
 import secrets
 import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -84,15 +87,31 @@ class SecretUnusable(Exception):
     """The server secret's file cannot be read or made: what is wrong with it, for a person."""
 
 
-def load_server_secret(configured: str | None, secret_file: str) -> bytes:
+def load_server_secret(configured: str | None, secret_file: str,
+                       may_make: Callable[[Path], None]) -> bytes:
     """The configured secret, else the secret file's, else a new one written to that file
-    (mode 0600). Losing it makes every stored key unusable: back the file up. Raises
-    SecretUnusable naming the file when it cannot be read or made."""
+    (mode 0600) — once ``may_make(path)`` has not refused (by raising SecretUnusable: a store
+    holding keys made with the lost secret; what else it raises passes through). Losing it
+    makes every stored key unusable: back the file up. Raises SecretUnusable naming the file
+    when it cannot be read or made."""
     if configured:
         return configured.encode()
     path = Path(secret_file)
+    with _said(path):
+        try:
+            return _read(path)
+        except FileNotFoundError:
+            pass
+    may_make(path)
+    with _said(path):
+        return _make(path)
+
+
+@contextmanager
+def _said(path: Path) -> Iterator[None]:
+    """A file's error as one sentence naming it."""
     try:
-        return _read_or_make(path)
+        yield
     except UnicodeDecodeError:
         raise SecretUnusable(f"the server secret file {path} is not UTF-8 text: it holds one "
                              "line of at least 32 characters") from None
@@ -104,25 +123,31 @@ def load_server_secret(configured: str | None, secret_file: str) -> bytes:
                              f"{exc.strerror or type(exc).__name__}") from None
 
 
-def _read_or_make(path: Path, again: bool = True) -> bytes:
-    try:
+def _read(path: Path) -> bytes:
+    # empty: another replica's file between its creation and its one write (wait a little)
+    for _ in range(20):
         value = path.read_text(encoding="utf-8").strip()
-        if len(value) < 32:
-            raise SecretUnusable(f"the server secret in {path} is {len(value)} characters "
-                                 "long: it must be at least 32")
-        return value.encode()
-    except FileNotFoundError:
-        pass
+        if value:
+            break
+        time.sleep(0.05)
+    if len(value) < 32:
+        raise SecretUnusable(f"the server secret in {path} is {len(value)} characters "
+                             "long: it must be at least 32")
+    return value.encode()
+
+
+def _make(path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    except FileExistsError:  # another replica made it first: use theirs
-        if again:
-            return _read_or_make(path, again=False)
-        # it exists yet cannot be read: a link to nothing (a secret mount that is missing)
-        raise SecretUnusable(f"the server secret file {path} is a link to a file that does "
-                             "not exist") from None
+    except FileExistsError:  # another replica made it while this one looked: use theirs
+        try:
+            return _read(path)
+        except FileNotFoundError:
+            # it exists yet cannot be read: a link to nothing (a secret mount that is missing)
+            raise SecretUnusable(f"the server secret file {path} is a link to a file that "
+                                 "does not exist") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
     return value.encode()

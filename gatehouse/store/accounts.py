@@ -8,7 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gatehouse.identity.keys import KeyMaterial, display
@@ -93,6 +93,15 @@ def split_project(ref: str) -> tuple[str, str]:
     if not sep or not org or not project:
         raise AccountError("invalid", f"name the project as ORG/PROJECT, not {ref!r}")
     return org, project
+
+
+async def stored_keys(store: Store) -> int:
+    """How many API keys the store holds, revoked and expired ones included (each was made
+    with the server secret of its day); 0 for a store without the table yet."""
+    async with store.engine.connect() as conn:
+        if not await conn.run_sync(lambda c: inspect(c).has_table(ApiKey.__tablename__)):
+            return 0
+        return (await conn.execute(select(func.count()).select_from(ApiKey))).scalar_one()
 
 
 class Accounts:

@@ -55,15 +55,19 @@ def test_derived_keys_differ_by_purpose_and_secret() -> None:
     assert len(km.derive("x")) == 32 and SECRET not in km.derive("x")
 
 
+def anyway(path: Path) -> None:
+    """A new secret may be made (the store holds no keys: tests/unit/test_identity_secret.py)."""
+
+
 def test_server_secret_file_is_made_once_and_private(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "gatehouse.secret"
-    first = load_server_secret(None, str(path))
+    first = load_server_secret(None, str(path), anyway)
     assert len(first) >= 32 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert load_server_secret(None, str(path)) == first
-    assert load_server_secret("x" * 40, str(path)) == b"x" * 40
+    assert load_server_secret(None, str(path), anyway) == first
+    assert load_server_secret("x" * 40, str(path), anyway) == b"x" * 40
     path.write_text("too short\n")
     with pytest.raises(SecretUnusable, match="is 9 characters long: it must be at least 32"):
-        load_server_secret(None, str(path))
+        load_server_secret(None, str(path), anyway)
 
 
 def test_a_secret_file_that_cannot_be_used_is_said_naming_it(tmp_path: Path) -> None:
@@ -81,7 +85,7 @@ def test_a_secret_file_that_cannot_be_used_is_said_naming_it(tmp_path: Path) -> 
                        # read: not found; made: exists — it recursed until RecursionError
                        (dangling, "a link to a file that does not exist")]:
         with pytest.raises(SecretUnusable) as caught:
-            load_server_secret(None, str(path))
+            load_server_secret(None, str(path), anyway)
         assert said in str(caught.value) and str(path) in str(caught.value)
 
 
