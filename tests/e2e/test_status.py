@@ -256,7 +256,7 @@ def test_web_failures_mark_web_not_api(start_gateway: Callable[..., Gateway],
                 {"role": "user", "content": "hello"}])
     hist = '{"20": 1}'
     minute = int(time.time() // 60)
-    db = sqlite3.connect(proc_dir / f"gh-{gw.port}.db")
+    db = sqlite3.connect(gw.db_path)
     with db:
         db.executemany(
             "INSERT INTO rollup_minute (minute, component, model, tier, org, project, "

@@ -58,8 +58,7 @@ def create_users(gw: Gateway, database_url: str | None = None) -> None:
     password hash per user."""
 
     async def create() -> None:
-        store = Store(database_url
-                      or f"sqlite+aiosqlite:///{gw.config_path.parent}/gh-{gw.port}.db")
+        store = Store(database_url or f"sqlite+aiosqlite:///{gw.db_path}")
         accounts = Accounts(store, KeyMaterial(b"users are not keys: any secret will do"))
         digest = hash_password(PASSWORD)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -108,6 +109,9 @@ def write_toml(path: Path, config: dict[str, Any]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+_GATEWAYS = itertools.count()  # this process's gateways, numbered
+
+
 class Gateway:
     """``gatehouse serve`` in its own process, with its access log captured."""
 
@@ -115,14 +119,19 @@ class Gateway:
                  workers: int = 1, start_timeout: float = 180) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config_path = tmp / f"gatehouse-{self.port}.toml"
+        # a port comes back once the system's ephemeral range wraps (tens of thousands of
+        # connections in a long run): the files are named for this gateway alone, or a later
+        # one on the same port would find an earlier one's store (its orgs, its keys)
+        name = f"{self.port}-{next(_GATEWAYS)}"
+        self.config_path = tmp / f"gatehouse-{name}.toml"
         # each gateway gets its own store and secret unless the test shares them; keys are
         # optional unless the test asks for them (the core tests are not about identity)
         config = dict(config)
-        config["storage"] = {"database_url": f"sqlite+aiosqlite:///{tmp}/gh-{self.port}.db",
+        self.db_path = tmp / f"gh-{name}.db"  # the store's file, unless the test names another
+        config["storage"] = {"database_url": f"sqlite+aiosqlite:///{self.db_path}",
                              **config.get("storage", {})}
         config["identity"] = {"require_key": False,
-                              "secret_file": str(tmp / f"secret-{self.port}"),
+                              "secret_file": str(tmp / f"secret-{name}"),
                               **config.get("identity", {})}
         # every test connects from 127.0.0.1, and with a shared Redis one test's 401s would
         # get it banned in all the others: the abuse detector runs only where a test sets it
@@ -131,7 +140,7 @@ class Gateway:
         # more: the gateway counts words too, unless a test names a tokenizer
         config["quota"] = {"tokenizer": "words", **config.get("quota", {})}
         write_toml(self.config_path, config)
-        self.log = tmp / f"gateway-{self.port}.log"
+        self.log = tmp / f"gateway-{name}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gatehouse", "serve", "--config", str(self.config_path),
