@@ -285,6 +285,7 @@ class Connection(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool:
+        self.closed = True  # not to be handed out again while the close goes through
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -336,12 +337,21 @@ class Connection(asyncio.Protocol):
     # -- used by the pool and the reply --
 
     async def send(self, data: bytes, body: bytes) -> None:
-        assert self.transport is not None
-        if len(body) <= 65536:
-            self.transport.write(data + body)
-        else:
-            self.transport.write(data)
-            self.transport.write(body)
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():  # closed by the backend, its connection_lost not yet run
+            self.closed = True
+            raise _Disconnected("connection closed before sending")
+        try:
+            if len(body) <= 65536:
+                transport.write(data + body)
+            else:
+                transport.write(data)
+                transport.write(body)
+        except (OSError, RuntimeError) as exc:  # uvloop: "unable to perform operation"
+            self.close()
+            raise _Disconnected(f"connection closed while sending ({type(exc).__name__})") \
+                from None
         if self._drain is not None and not self._drain.done():
             await self._drain
         if self.closed and self.response is not None and not self.response.complete:
@@ -411,6 +421,9 @@ class Pool:
                 conn = self._idle.pop()
                 if conn.closed:
                     continue
+                if conn.transport is None or conn.transport.is_closing():
+                    conn.close()
+                    continue
                 if now - conn.idle_since > self.keepalive:
                     conn.close()
                     continue
@@ -477,6 +490,7 @@ class Pool:
             return
         conn.answered += 1
         conn.idle_since = time.monotonic()
+        conn.resume()  # (paused if its answer's end came with a full buffer) to see a close
         if self._waiters:
             self._idle.append(conn)
             self._wake_one()

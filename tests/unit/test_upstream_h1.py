@@ -534,3 +534,27 @@ async def test_a_connect_given_up_frees_its_slot_for_the_next_caller() -> None:
         with pytest.raises(asyncio.CancelledError):
             await first
         pool.close()
+
+
+def test_a_connection_closing_under_it_is_retried_not_an_error() -> None:
+    """Under uvloop (what the server runs), writing to a transport that is closing raises
+    RuntimeError: a pooled connection the backend has just closed — its connection_lost not
+    run yet — must be passed over (or its send fail as a disconnect, which is retried), never
+    surface as an error of ours."""
+    import uvloop
+
+    async def scenario() -> None:
+        async with Server(keep_answering) as srv:
+            pool = pool_for(srv)
+            assert await call(pool) == JSON
+            idle = pool._idle[-1]
+            assert idle.transport is not None
+            idle.transport.close()  # closing, and nothing has run since
+            assert await call(pool) == JSON
+            assert pool.connects == 2
+            with pytest.raises(Broken, match="connection closed before sending"):
+                await idle.send(b"GET / HTTP/1.1\r\n\r\n", b"")
+            pool.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
