@@ -223,19 +223,14 @@ class UpstreamSettings(_Section):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return one_line_url(value).rstrip("/")
-
-    @field_validator("base_url")
-    @classmethod
-    def _has_host(cls, value: str) -> str:
-        parts = urlsplit(value)
+        parts = urlsplit(one_line_url(value))
         try:
             parts.port  # noqa: B018  (raises for a port that is not a number, or past 65535)
         except ValueError:
             raise ValueError("has a port that is not a number from 0 to 65535") from None
         if not parts.hostname:
             raise ValueError("names no host")
-        return value
+        return value.rstrip("/")
 
     @field_validator("headers")
     @classmethod

@@ -145,20 +145,25 @@ class HTTPBackend:
         else:
             extra = {}
             lines = self._sse_lines if call.stream else self._json_lines
+        # the gateway's own values (its request id, a traceparent formatted from numbers)
+        # need no check; the client's content type does
         if self._id_header is not None:
             extra[self._id_header] = request_id_as_uuid(call.request_id) \
                 if self._id_as_uuid else call.request_id
         if call.traceparent is not None:
             extra["traceparent"] = call.traceparent
-        if call.content_type is not None:  # the client's (a multipart upload's)
+        if call.content_type is not None:  # a multipart upload's
             h1.check_header("content-type", call.content_type)
             extra["content-type"] = call.content_type
         if method == "POST":
             extra["content-length"] = str(len(call.body))
-        # the rest is the gateway's own: its request id, a traceparent formatted from numbers
-        target = self.origin.target(call.path or PATHS[call.endpoint])
-        return b"".join((f"{method} {target} HTTP/1.1\r\n".encode("ascii"), lines,
-                         h1.head_lines(extra), b"\r\n"))
+        return self._request(method, call.path or PATHS[call.endpoint],
+                             lines + h1.head_lines(extra))
+
+    def _request(self, method: str, path: str, lines: bytes) -> bytes:
+        """A request head: its line (the path under the backend's root) and header lines."""
+        return b"".join((f"{method} {self.origin.target(path)} HTTP/1.1\r\n".encode("ascii"),
+                         lines, b"\r\n"))
 
     async def open(self, call: UpstreamCall) -> UpstreamReply:
         try:
@@ -175,12 +180,13 @@ class HTTPBackend:
 
     async def probe(self) -> str | None:
         """None when the backend answers HTTP at all (any status), else why not."""
-        head = b"".join((f"GET {self.origin.target('/models')} HTTP/1.1\r\n".encode("ascii"),
-                         self._json_lines, b"\r\n"))
+        head = self._request("GET", "/models", self._json_lines)
         try:
-            resp = await self._client().request(head, b"", total=2.0, silence=None)
-            await resp.read()
-            h1.done(resp)
+            reply = _HTTPReply(await self._client().request(head, b"", total=2.0, silence=None))
+            try:
+                await reply.read()
+            finally:
+                reply.close()  # back to the pool when read; closed when the read failed
             return None
         except BackendFailure as exc:
             return exc.detail

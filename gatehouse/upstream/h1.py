@@ -599,7 +599,5 @@ def settle(resp: Response, seconds: float) -> None:
 
 
 def _settle_expired(resp: Response) -> None:
-    conn = resp._conn
-    if conn.response is resp and not resp.complete:
-        conn.close()
-        conn.pool.release(conn)
+    if not resp.complete:  # the backend did not end it in time: closed, as any left answer
+        abandon(resp)
