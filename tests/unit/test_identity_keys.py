@@ -139,6 +139,23 @@ async def test_valid_key_is_checked_once_then_cached(
     assert store.queries - before == 1
 
 
+async def test_a_cached_key_vouches_for_itself_alone(
+        setup: tuple[Store, Accounts, KeyVerifier]) -> None:
+    """A known key skips the form check (its digest finds it first): its near misses — a
+    character changed, added or cut, the key inside a huge header — are refused as before,
+    none of them hashed whole past 80 characters, none of them asking the store."""
+    store, accounts, verifier = setup
+    plain, _ = await accounts.create_key("acme/bot")
+    assert await verifier.verify(plain) is not None  # now cached
+    before = store.queries
+    flipped = plain[:-1] + ("a" if plain[-1] != "a" else "b")
+    for near in (flipped, plain + "x", plain[:-1], " " + plain, plain.upper(),
+                 plain + "x" * 100_000, ("x" * 100_000) + plain):
+        assert await verifier.verify(near) is None, near[:40]
+    assert store.queries == before
+    assert await verifier.verify(plain) is not None
+
+
 async def test_revoked_key_stops_on_invalidation_and_is_negatively_cached(
         setup: tuple[Store, Accounts, KeyVerifier]) -> None:
     store, accounts, verifier = setup

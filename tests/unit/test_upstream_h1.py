@@ -558,3 +558,22 @@ def test_a_connection_closing_under_it_is_retried_not_an_error() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+async def test_a_probe_says_why_and_keeps_no_connection_it_could_not_read() -> None:
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"{}", status="404 Not Found"))  # any status: it answers HTTP
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with Server(answers) as srv:
+        backend = HTTPBackend("b", UpstreamSettings(base_url=srv.url), None)
+        assert await backend.probe() is None
+        assert (await backend.probe() or "").startswith("answered malformed HTTP")
+        assert backend._pool is not None and not backend._pool._open
+        await backend.aclose()
+    assert await backend.probe() is not None  # the server is gone: why, not an exception
+    await backend.aclose()
