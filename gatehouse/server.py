@@ -19,7 +19,7 @@ import orjson
 from gatehouse.config import Settings
 from gatehouse.context import Reply, RequestContext, header_dict
 from gatehouse.edge.connections import Connections
-from gatehouse.edge.protocol import REFUSED, REQUEST_ID
+from gatehouse.edge.protocol import ON_GONE, REFUSED, REQUEST_ID
 from gatehouse.errors import (
     GatehouseError,
     MethodNotAllowed,
@@ -183,37 +183,53 @@ class Gateway:
 
         me = asyncio.current_task()
         assert me is not None
-        watcher: asyncio.Task[bool] | None = None
+        watcher: asyncio.Task[None] | None = None
+        watching = left = False
+
+        def gone() -> None:
+            """The client went before the answer was complete: the request is cancelled
+            (unless its answer is written and only its exits run)."""
+            nonlocal left
+            if not ctx.exiting:
+                left = True
+                me.cancel()
+
+        def watch() -> None:
+            nonlocal watcher, watching
+            watching = True
+            if REQUEST_ID in scope:  # the edge protocol tells us (edge/protocol.py ON_GONE)
+                scope[ON_GONE] = gone
+            else:  # another ASGI server: a task waits on receive() for the disconnect
+                watcher = asyncio.ensure_future(self._watch(receive, gone))
 
         async def receive_then_watch() -> dict[str, Any]:
-            nonlocal watcher
             message = await receive()
             if message["type"] == "http.disconnect" and REFUSED in scope:
                 # the connection layer answered (the body stopped arriving: 408) and closed
                 raise scope[REFUSED]
-            if not message.get("more_body") and watcher is None:
-                watcher = asyncio.ensure_future(self._watch(ctx, receive, me))
+            if not message.get("more_body") and not watching:
+                watch()
             return message
 
         if ctx.method == "POST":
             # the body is the schema stage's to read; watching for a disconnect starts after
             ctx.receive = receive_then_watch
         else:
-            watcher = asyncio.ensure_future(self._watch(ctx, receive, me))
+            watch()
         try:
             reply = await pipeline.handle(ctx, defer=True)
             await self._respond(ctx, reply, send)
         except asyncio.CancelledError:
-            if watcher is not None and watcher.done() and not watcher.cancelled() \
-                    and watcher.result():
+            if left:
                 me.uncancel()  # our own doing: the client left; the exits have run
                 return
             raise
         finally:
             if watcher is not None:
                 watcher.cancel()
-            # the cancelled watcher's traceback holds ctx; ctx must not hold the watcher back
-            # (through this closure), or every request would leave a cycle for the GC
+            # nothing may hold this request once it ends: the scope (kept by the connection)
+            # the hook, ctx (the cancelled watcher's traceback keeps it) this closure
+            scope.pop(ON_GONE, None)
             ctx.receive = None
             watcher = None
 
@@ -242,15 +258,13 @@ class Gateway:
         return route
 
     @staticmethod
-    async def _watch(ctx: RequestContext, receive: Receive, task: asyncio.Task[Any]) -> bool:
-        """Cancel ``task`` when the client goes away (True when it did)."""
+    async def _watch(receive: Receive, gone: Callable[[], None]) -> None:
+        """Wait for the client to go away, then call ``gone``."""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                if ctx.exiting:
-                    return False
-                task.cancel()
-                return True
+                gone()
+                return
 
     @staticmethod
     def _headers(ctx: RequestContext, reply: Reply) -> list[tuple[bytes, bytes]]:

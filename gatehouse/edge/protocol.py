@@ -67,6 +67,10 @@ def connections_of(app: Any, config: Config) -> Connections:
 # keys this layer adds to a request's ASGI scope (read by gatehouse/server.py)
 REQUEST_ID = "gatehouse.request_id"
 REFUSED = "gatehouse.refused"  # the error this layer answered while the app ran
+# set by the app: called once, from the protocol, when the client goes before the answer is
+# complete — instead of a task per request blocked on receive() for the disconnect. A scope
+# that carries REQUEST_ID came through this protocol, which calls it.
+ON_GONE = "gatehouse.on_gone"
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -129,6 +133,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # its upstream's answer into a closed connection, holding its slot, to the end);
             # one queued behind it is never started
             _gone(cycle)
+        if self.cycle is not None:
+            _gone(self.cycle)  # (uvicorn marks it too, but does not call the app's hook)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -355,3 +361,6 @@ def _gone(cycle: Any) -> None:
     if not cycle.response_complete:
         cycle.disconnected = True
         cycle.message_event.set()
+        hook = cycle.scope.pop(ON_GONE, None)
+        if hook is not None:
+            hook()

@@ -1,0 +1,71 @@
+"""A client that leaves mid-answer is heard from the connection itself: the edge protocol calls
+the request's hook (edge/protocol.py ON_GONE), so no task per request waits on receive() for
+the disconnect — the request is still cancelled at once, and its slot freed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+
+from gatehouse.app import create_app
+from gatehouse.edge.protocol import GuardedHttpProtocol
+from tests.unit.conftest import make_settings
+
+
+def request_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks()
+            if t.get_coro().__qualname__ == "RequestResponseCycle.run_asgi"]  # type: ignore[union-attr]
+
+
+def watchers() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks()
+            if t.get_coro().__qualname__ == "Gateway._watch"]  # type: ignore[union-attr]
+
+
+async def test_leaving_mid_stream_cancels_the_request_without_a_watcher_task(
+        tmp_path: Path) -> None:
+    # a 20-s answer (400 tokens, 50 ms each) and one request at a time for everyone
+    app = create_app(make_settings(tmp_path, demo={"ms_per_token": 50, "reply_tokens": 400,
+                                                   "max_concurrency": 1}))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on",
+                                           http=GuardedHttpProtocol, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        body = orjson.dumps({"model": "demo", "stream": True, "max_tokens": 300,
+                             "messages": [{"role": "user", "content": "hello"}]})
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + body)
+        answer = await asyncio.wait_for(reader.readuntil(b"data: "), 10)
+        assert answer.startswith(b"HTTP/1.1 200")
+        (running,) = request_tasks()
+        assert watchers() == []  # the protocol tells the request; nothing waits on receive()
+
+        writer.close()  # the client leaves 19 s before the answer's end
+        left = time.monotonic()
+        await asyncio.wait_for(asyncio.shield(running), 5)
+        assert not running.cancelled()  # the gateway's own cancel, absorbed: exits ran
+        gone_in = time.monotonic() - left
+
+        # its admission slot is free: the next request is answered, not queued behind it
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        short = orjson.dumps({"model": "demo", "max_tokens": 2,
+                              "messages": [{"role": "user", "content": "hi"}]})
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: "
+                     b"application/json\r\ncontent-length: %d\r\n\r\n" % len(short) + short)
+        status = await asyncio.wait_for(reader.readline(), 10)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        writer.close()
+        assert gone_in < 5
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
