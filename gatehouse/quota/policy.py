@@ -150,8 +150,9 @@ def token_ids(body: dict[str, Any]) -> int:
 
 
 def amount_for(unit: str, est: Estimate) -> int:
-    return {"requests": 1, "concurrent": 1, "tokens": est.total,
-            "completion_tokens": est.completion}[unit]
+    if unit == "requests" or unit == "concurrent":
+        return 1
+    return est.completion if unit == "completion_tokens" else est.total
 
 
 # one limit that applies: (scope, scope id, field of LIMITS, value)
@@ -205,21 +206,53 @@ def meters_tokens(limits: list[Applicable]) -> bool:
     return any(counts_tokens(field) for _, _, field, _ in limits)
 
 
-def charges_of(limits: list[Applicable], quota: QuotaSettings, est: Estimate,
-               now: float) -> list[Charge]:
-    out: list[Charge] = []
+# one applicable limit's counter in the windows current at a time: (scope, scope id, field,
+# limit, unit, key, the previous window's key, the window's end); a concurrency limit has no
+# window (its key is fixed, its end is the request's reservation's)
+_Counter = tuple[str, str, str, int, str, str, str | None, float | None]
+# per limits list (by identity: QuotaStage.limits hands out the same list for a principal
+# until its tier, overrides or settings change): [valid from, valid until) and its counters
+_PLANS: dict[int, tuple[list[Applicable], float, float, list[_Counter]]] = {}
+PLANS_KEPT = 4096
+
+
+def _counters(limits: list[Applicable], now: float) -> tuple[float, float, list[_Counter]]:
+    """The counters of ``limits`` at ``now``, and the span in which they stay the same."""
+    out: list[_Counter] = []
+    start, end = float("-inf"), float("inf")
     for scope, scope_id, field, value in limits:
         window, unit, _, _ = LIMITS[field]
-        previous = None
         if window:
             s = span(window, now)
-            key, end = counter_key(scope, scope_id, unit, s.tag), s.end
+            start, end = max(start, s.start), min(end, s.end)
             # what the window before overshot is owed by this one
-            previous = counter_key(scope, scope_id, unit, span(window, s.start - 1).tag)
+            out.append((scope, scope_id, field, value, unit,
+                        counter_key(scope, scope_id, unit, s.tag),
+                        counter_key(scope, scope_id, unit, span(window, s.start - 1).tag),
+                        s.end))
         else:  # concurrency: no window, only reservations (released at the end)
-            key, end = f"q:{scope}:{scope_id}:concurrent", now + quota.reservation_ttl
-        out.append(Charge(scope, scope_id, field,
-                          Ask(key, value, amount_for(unit, est), end, previous), end))
+            out.append((scope, scope_id, field, value, unit,
+                        f"q:{scope}:{scope_id}:concurrent", None, None))
+    return start, end, out
+
+
+def charges_of(limits: list[Applicable], quota: QuotaSettings, est: Estimate,
+               now: float) -> list[Charge]:
+    """What a request of ``est`` reserves against each of ``limits`` at ``now``. The counters'
+    keys are made once per window (not per request) for a limits list handed out again."""
+    found = _PLANS.get(id(limits))
+    if found is not None and found[0] is limits and found[1] <= now < found[2]:
+        counters = found[3]
+    else:
+        start, end, counters = _counters(limits, now)
+        if len(_PLANS) >= PLANS_KEPT:
+            _PLANS.clear()
+        _PLANS[id(limits)] = (limits, start, end, counters)
+    out: list[Charge] = []
+    for scope, scope_id, field, value, unit, key, previous, window_end in counters:
+        amount = amount_for(unit, est)
+        ends = now + quota.reservation_ttl if window_end is None else window_end
+        out.append(Charge(scope, scope_id, field, Ask(key, value, amount, ends, previous), ends))
     return out
 
 

@@ -33,6 +33,7 @@ from gatehouse.quota.limiter import Decision, Limiter, LimiterError
 from gatehouse.quota.memory import MemoryLimiter
 from gatehouse.quota.overrides import Overrides
 from gatehouse.quota.policy import (
+    PLANS_KEPT,
     Applicable,
     Charge,
     Estimate,
@@ -89,14 +90,29 @@ class QuotaStage:
             "allowed", "unavailable", "local", "too_large", "insufficient_quota",
             "rate_limited")}
         metrics.registry.register(RoundTrips(self))
+        # the limits that apply, per principal and network, with the tier, overrides and
+        # quota settings they were made from: made again when one of those is replaced (the
+        # overrides every few seconds); the same list is handed out meanwhile, which lets
+        # charges_of keep its counters' keys for the window
+        self._applicable: dict[tuple[Principal, str | None],
+                               tuple[object, object, object, list[Applicable]]] = {}
 
     def limits(self, ctx: RequestContext) -> list[Applicable]:
+        """The limits that apply to the request (not to be changed: the list is shared)."""
         principal: Principal = ctx.principal
         tier = self.settings.tiers.get(principal.tier)
         ip, q = ctx.client_ip, self.quota  # the edge's resolved address (trusted proxies)
         network = network_of(ip, q.network_prefix_v4, q.network_prefix_v6) if ip else None
         found = self.overrides.snapshot if self.overrides else None
-        return applicable(principal, tier, network, self.quota, found)
+        key = (principal, network)
+        hit = self._applicable.get(key)
+        if hit is not None and hit[0] is tier and hit[1] is found and hit[2] is q:
+            return hit[3]
+        made = applicable(principal, tier, network, q, found)
+        if len(self._applicable) >= PLANS_KEPT:
+            self._applicable.clear()
+        self._applicable[key] = (tier, found, q, made)
+        return made
 
     def plan(self, ctx: RequestContext, est: Estimate, now: float) -> list[Charge]:
         return charges_of(self.limits(ctx), self.quota, est, now)
