@@ -174,6 +174,8 @@ class UpstreamStage:
         self.metrics = metrics
         self.tokenizers = tokenizers or Tokenizers({}, "chars")
         self.tracing = tracing
+        # attempts{backend, result="ok"}: looked up once per backend (labels() costs µs)
+        self._ok: dict[str, Any] = {}
 
     async def enter(self, ctx: RequestContext) -> None:
         assert ctx.body is not None and ctx.model is not None
@@ -249,7 +251,10 @@ class UpstreamStage:
                 target.breaker.success(caller)
             else:  # a 4xx about the request: passed on, proves the backend alive, no more
                 target.breaker.answered(caller)
-            self.metrics.attempts.labels(name, "ok").inc()
+            ok = self._ok.get(name)
+            if ok is None:
+                ok = self._ok[name] = self.metrics.attempts.labels(name, "ok")
+            ok.inc()
             ctx.backend = name
             ctx.backend_model = target.model
             ctx.notes[CALL_NOTE] = (target, started, span)
