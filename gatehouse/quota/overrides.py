@@ -12,8 +12,6 @@ import logging
 import time
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gatehouse.quota.policy import LIMIT_MAX, LIMITS
 from gatehouse.state.base import State, StateError
@@ -70,9 +68,8 @@ class Overrides:
         if value is not None and not 1 <= value <= LIMIT_MAX:
             raise ValueError(f"a limit is a whole number from 1 to {LIMIT_MAX:,} (or "
                              "unlimited)")
-        insert = sqlite_insert if self.store.is_sqlite else pg_insert
-        stmt = insert(LimitOverride).values(scope=scope, scope_id=scope_id, field=field,
-                                            value=value, updated_at=time.time())
+        stmt = self.store.insert(LimitOverride).values(
+            scope=scope, scope_id=scope_id, field=field, value=value, updated_at=time.time())
         async with self.store.session() as s:
             await s.execute(stmt.on_conflict_do_update(
                 index_elements=["scope", "scope_id", "field"],

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gatehouse.store.db import Store
 from gatehouse.store.flusher import Flusher
@@ -65,11 +63,10 @@ class UsageBook:
         batch, self._pending = self._pending, defaultdict(Totals)
         if not batch:
             return
-        insert = sqlite_insert if self.store.is_sqlite else pg_insert
         try:
             async with self.store.session() as s:
                 for (day, org, project, key, user, model), t in batch.items():
-                    stmt = insert(UsageDaily).values(
+                    stmt = self.store.insert(UsageDaily).values(
                         day=day, org_id=org, project_id=project, key_id=key, user_id=user,
                         model=model, requests=t.requests, prompt_tokens=t.prompt_tokens,
                         completion_tokens=t.completion_tokens,
