@@ -41,7 +41,7 @@ def config_rules(settings: EdgeSettings) -> list[Rule]:
     out = []
     for i, spec in enumerate(settings.rules):
         try:
-            out.append(parse_rule(spec.model_dump(exclude_none=True, by_alias=True), f"config#{i}"))
+            out.append(parse_rule(spec.written(), f"config#{i}"))
         except RuleError as exc:
             raise ConfigError("", f"edge.rules.{i}", str(exc)) from None
     return out
@@ -190,7 +190,7 @@ class RuleAdmin:
         """Every rule in the order they are tried: the config file's, then the store's."""
         out: list[dict[str, Any]] = [
             {"id": rule.label, "source": "config", "position": i, "note": "",
-             "created_at": None, "rule": spec.model_dump(exclude_none=True, by_alias=True)}
+             "created_at": None, "rule": spec.written()}
             for i, (rule, spec) in enumerate(zip(self.fixed, self.settings.rules, strict=True))]
         for row in await self.records.rules():
             out.append({"id": row.id, "source": "store", "position": row.position,

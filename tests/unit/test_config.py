@@ -45,6 +45,14 @@ backends = ["vllm", { upstream = "vllm", model = "meta/llama", weight = 3 }]
 @pytest.mark.parametrize("text, key, reason", [
     ("[server]\nport = 'x'", "server.port", "valid integer"),
     ("[server]\nprot = 1", "server.prot", "unknown key"),
+    # a rule is a dataclass, not a model: its misspellings are refused all the same
+    ("[[edge.rules]]\naction = 'deny'\ncidrs = '192.0.2.1'", "edge.rules.0.cidrs", "unknown key"),
+    ("[[edge.rules]]\naction = 'deny'\nlist_file = 'a.txt'", "edge.rules.0.list_file",
+     "unknown key"),
+    ("[[edge.rules]]\naction = 'deny'\ncidr = 'x'", "edge.rules.0", "cidr: 'x' is not"),
+    ("[[edge.rules]]\ncidr = '192.0.2.1'", "edge.rules.0.action", "required key is missing"),
+    ("[[edge.rules]]\naction = 'deny'\nname = 'ok'\ndifficulty = 40", "edge.rules.0.difficulty",
+     "less than or equal to 32"),
     ("[server\nport = 1", "", "not valid TOML"),
     ("[upstreams.a]\nbase_url = 'ftp://x'", "upstreams.a.base_url", "http://"),
     # found by a review: a newline in a backend's URL passed `gatehouse check`
@@ -123,3 +131,29 @@ def test_deeply_nested_values_are_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:  # under the bound: pydantic's word, as before
         load_settings(write(tmp_path, "[server]\nhost = " + "[" * 30 + "]" * 30), environ={})
     assert info.value.key == "server.host" and "valid string" in info.value.reason
+
+
+def test_edge_rules_are_listed_as_written(tmp_path: Path) -> None:
+    """The admin listing and the compiled rules read a rule's written form: its keys in the
+    order they are declared, ``list`` by its TOML name, the keys not given left out."""
+    path = write(tmp_path, """
+[[edge.rules]]
+action = "challenge"
+difficulty = 20
+path = "^/login"
+name = "login"
+
+[[edge.rules]]
+list = "bad.txt"
+action = "deny"
+country = ["NL", "be"]
+asn = 64500
+""")
+    rules = load_settings(path, environ={}).edge.rules
+    written = [rule.written() for rule in rules]
+    assert written == [{"action": "challenge", "name": "login", "path": "^/login",
+                        "difficulty": 20},
+                       {"action": "deny", "list": "bad.txt", "country": ["NL", "be"],
+                        "asn": 64500}]
+    assert [list(w) for w in written] == [["action", "name", "path", "difficulty"],
+                                          ["action", "list", "country", "asn"]]
