@@ -24,6 +24,7 @@ except a body that stops arriving while the app reads it, which the app records 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from collections import deque
 from typing import Any, cast
@@ -46,6 +47,23 @@ from gatehouse.errors import (
 from gatehouse.telemetry.ids import new_request_id
 
 log = logging.getLogger("gatehouse.edge")
+
+
+def websockets() -> type[asyncio.Protocol] | str:
+    """uvicorn's ``ws`` setting: its own choice ("auto": websockets, else wsproto, else none),
+    imported at the first upgrade request rather than at start — the websockets package was
+    ~2.5 MB of RSS in every worker, and the gateway serves no WebSocket (an upgrade is answered
+    as uvicorn answers an app that does not accept it)."""
+    if not any(importlib.util.find_spec(name) for name in ("websockets", "wsproto")):
+        return "none"
+    return cast("type[asyncio.Protocol]", _upgraded)
+
+
+def _upgraded(**kwargs: Any) -> asyncio.Protocol:
+    from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+    assert AutoWebSocketsProtocol is not None  # one of them was found at start
+    return AutoWebSocketsProtocol(**kwargs)
 
 
 class _Refused(Exception):

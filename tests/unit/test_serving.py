@@ -21,7 +21,7 @@ from gatehouse.store.db import head_revision
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(tmp: Path, store: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+def start(tmp: Path, store: Path, **env: str) -> tuple[subprocess.Popen[bytes], Path, int]:
     config = tmp / "gatehouse.toml"
     config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{store}"\n'
                       f'[identity]\nrequire_key = false\nsecret_file = "{tmp / "secret"}"\n')
@@ -31,7 +31,8 @@ def start(tmp: Path, store: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
     log = tmp / f"serve-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gatehouse", "serve", "--config",
-                                 str(config), "--port", str(port)], env=serve_env(), cwd=tmp,
+                                 str(config), "--port", str(port)], env={**serve_env(), **env},
+                                cwd=tmp,
                                 stdout=out, stderr=subprocess.STDOUT)
     return proc, log, port
 
@@ -279,3 +280,29 @@ def test_a_file_the_store_cannot_write_is_one_line() -> None:
     assert caught.value.exit_code == 1
     assert said.getvalue().strip() == \
         "error Read-only file system: /srv/gatehouse.db.migrate-lock"
+
+
+def test_websockets_are_imported_at_the_first_upgrade_not_at_start(tmp_path: Path) -> None:
+    """uvicorn's WebSocket protocol (the websockets package, ~2.5 MB of RSS per worker) is
+    imported when an upgrade request comes, not at start, and answers as it did: the gateway
+    accepts no WebSocket, which uvicorn answers with a 500. Each import the server makes is
+    said in its log (PYTHONPROFILEIMPORTTIME), in order."""
+    proc, log, port = start(tmp_path, tmp_path / "gh.db", PYTHONPROFILEIMPORTTIME="1")
+
+    def imported() -> set[str]:
+        return {line.rsplit("|", 1)[1].strip() for line in log.read_text().splitlines()
+                if line.startswith("import time:")}
+
+    try:
+        serving(proc, log, port)
+        assert "uvicorn.protocols.http.httptools_impl" in imported()
+        assert "websockets" not in imported()
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+                conn.sendall(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                assert conn.recv(4096).startswith(b"HTTP/1.1 500 ")
+        assert "websockets" in imported()
+    finally:
+        stop(proc)
