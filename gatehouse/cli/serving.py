@@ -228,13 +228,12 @@ def main() -> None:
     import uvicorn
 
     from gatehouse.edge.connections import raise_fd_limit
-    from gatehouse.edge.protocol import websockets
 
     raise_fd_limit()  # before the workers start: they inherit it
     # httptools with the head limits, deadlines and connection caps (gatehouse/edge/protocol.py)
     common: dict[str, Any] = {
         "host": s.host, "port": s.port, "loop": "uvloop",
-        "http": "gatehouse.edge.protocol:GuardedHttpProtocol", "ws": websockets(),
+        "http": "gatehouse.edge.protocol:GuardedHttpProtocol", "ws": "none",
         "lifespan": "on",
         "access_log": False, "log_level": "warning", "proxy_headers": False,
         "server_header": False, "timeout_graceful_shutdown": int(s.shutdown_grace_seconds),

@@ -24,7 +24,6 @@ except a body that stops arriving while the app reads it, which the app records 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 from collections import deque
 from typing import Any, cast
@@ -47,23 +46,6 @@ from gatehouse.errors import (
 from gatehouse.telemetry.ids import new_request_id
 
 log = logging.getLogger("gatehouse.edge")
-
-
-def websockets() -> type[asyncio.Protocol] | str:
-    """uvicorn's ``ws`` setting: its own choice ("auto": websockets, else wsproto, else none),
-    imported at the first upgrade request rather than at start — the websockets package was
-    ~2.5 MB of RSS in every worker, and the gateway serves no WebSocket (an upgrade is answered
-    as uvicorn answers an app that does not accept it)."""
-    if not any(importlib.util.find_spec(name) for name in ("websockets", "wsproto")):
-        return "none"
-    return cast("type[asyncio.Protocol]", _upgraded)
-
-
-def _upgraded(**kwargs: Any) -> asyncio.Protocol:
-    from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
-
-    assert AutoWebSocketsProtocol is not None  # one of them was found at start
-    return AutoWebSocketsProtocol(**kwargs)
 
 
 class _Refused(Exception):
@@ -167,10 +149,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+            # the gateway serves no WebSocket nor any other upgrade (uvicorn runs with ws
+            # "none"): the request is answered as the plain HTTP request it also is — through
+            # the pipeline, so the edge's rules, bans and limits apply and it gets an id and a
+            # record (an app that accepted no WebSocket was uvicorn's 500 and an ERROR line
+            # per request, with no stage run) — and the connection closes after the answer:
+            # what follows an upgrade's head is not HTTP
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
             return
         except httptools.HttpParserError:
             if self.refusal is not None:

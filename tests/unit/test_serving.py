@@ -21,10 +21,12 @@ from gatehouse.store.db import head_revision
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(tmp: Path, store: Path, **env: str) -> tuple[subprocess.Popen[bytes], Path, int]:
+def start(tmp: Path, store: Path, extra: str = "",
+          **env: str) -> tuple[subprocess.Popen[bytes], Path, int]:
     config = tmp / "gatehouse.toml"
     config.write_text(f'[storage]\ndatabase_url = "sqlite+aiosqlite:///{store}"\n'
-                      f'[identity]\nrequire_key = false\nsecret_file = "{tmp / "secret"}"\n')
+                      f'[identity]\nrequire_key = false\nsecret_file = "{tmp / "secret"}"\n'
+                      + extra)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -282,27 +284,40 @@ def test_a_file_the_store_cannot_write_is_one_line() -> None:
         "error Read-only file system: /srv/gatehouse.db.migrate-lock"
 
 
-def test_websockets_are_imported_at_the_first_upgrade_not_at_start(tmp_path: Path) -> None:
-    """uvicorn's WebSocket protocol (the websockets package, ~2.5 MB of RSS per worker) is
-    imported when an upgrade request comes, not at start, and answers as it did: the gateway
-    accepts no WebSocket, which uvicorn answers with a 500. Each import the server makes is
-    said in its log (PYTHONPROFILEIMPORTTIME), in order."""
-    proc, log, port = start(tmp_path, tmp_path / "gh.db", PYTHONPROFILEIMPORTTIME="1")
+def test_an_upgrade_request_is_answered_as_http_through_the_pipeline(tmp_path: Path) -> None:
+    """The gateway serves no WebSocket (uvicorn runs with ws "none", so the websockets
+    package is never imported): an upgrade request is the plain HTTP request it also is —
+    answered by the pipeline with a request id, the edge's rules applied — and the connection
+    closes after it. It was uvicorn's 500 and an ERROR line in the log for every such request,
+    with no stage run (deny rules and bans did not apply)."""
+    extra = '[[edge.rules]]\naction = "deny"\nname = "no-realtime"\npath = "^/v1/realtime"\n'
+    proc, log, port = start(tmp_path, tmp_path / "gh.db", PYTHONPROFILEIMPORTTIME="1",
+                            extra=extra)
+    upgrade = (b"Host: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 
-    def imported() -> set[str]:
-        return {line.rsplit("|", 1)[1].strip() for line in log.read_text().splitlines()
-                if line.startswith("import time:")}
+    def ask(path: bytes) -> tuple[bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"GET " + path + b" HTTP/1.1\r\n" + upgrade + b"GET /healthz HTTP/1.1\r\n\r\n")
+            answer = b""
+            while chunk := conn.recv(65536):  # until the gateway closes the connection
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return head.lower(), body
 
     try:
         serving(proc, log, port)
-        assert "uvicorn.protocols.http.httptools_impl" in imported()
-        assert "websockets" not in imported()
-        for _ in range(2):
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-                conn.sendall(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n"
-                             b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-                assert conn.recv(4096).startswith(b"HTTP/1.1 500 ")
-        assert "websockets" in imported()
+        head, body = ask(b"/v1/models")
+        assert head.startswith(b"http/1.1 200 ") and b"x-request-id: req_" in head
+        assert b"connection: close" in head and b'"object":"list"' in body
+        assert b"/healthz" not in body and body.count(b"HTTP/1.1") == 0  # nothing after it
+        head, body = ask(b"/v1/realtime")
+        assert head.startswith(b"http/1.1 403 ") and b"x-request-id: req_" in head
+        assert b"1020" in body  # the deny rule's answer (Error 1020), not a 500
+        lines = log.read_text()
+        imported = {line.rsplit("|", 1)[1].strip() for line in lines.splitlines()
+                    if line.startswith("import time:")}
+        assert "websockets" not in imported and "wsproto" not in imported
+        assert "ERROR" not in lines and "Unsupported upgrade" not in lines
     finally:
         stop(proc)
