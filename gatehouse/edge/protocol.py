@@ -108,6 +108,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # (in the order they came: they complete in that order, so the oldest leave first)
         self.behind: deque[Any] = deque()
         self.sent_seen = 0  # bytes passed on when the send deadline was last set
+        self.upgraded = False  # an upgrade's head was read: nothing after it is HTTP
 
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -138,6 +139,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded:  # (its connection closes after the answer; until then, dropped)
+            return
         self._unset_keepalive_if_required()
         phase = self.phase
         if phase == WAITING:
@@ -154,7 +157,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # the pipeline, so the edge's rules, bans and limits apply and it gets an id and a
             # record (an app that accepted no WebSocket was uvicorn's 500 and an ERROR line
             # per request, with no stage run) — and the connection closes after the answer:
-            # what follows an upgrade's head is not HTTP
+            # what follows an upgrade's head is not HTTP: not read as HTTP, in this segment
+            # or a later one (fed to the parser, it was a 400 written in the answer's place)
+            self.upgraded = True
             if self.cycle is not None:
                 self.cycle.keep_alive = False
             return

@@ -1,0 +1,72 @@
+"""An upgrade request (WebSocket, h2c) is answered as plain HTTP and its connection closed after
+(gatehouse/edge/protocol.py): what the client sends after the head is not HTTP, and is not
+read as HTTP — whether it came in the head's segment or in a later one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from gatehouse.edge.protocol import GuardedHttpProtocol
+
+UPGRADE = b"Host: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+H2C = b"Host: gw\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n" \
+      b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+
+
+async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers 200 "ok" a moment after the request came (as an answer that waits on a store or
+    on a backend would)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await asyncio.sleep(0.3)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    server = uvicorn.Server(uvicorn.Config(slow_app, host="127.0.0.1", port=0, lifespan="on",
+                                           ws="none", http=GuardedHttpProtocol,
+                                           log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+
+
+@pytest.mark.parametrize(("head", "after"), [
+    (b"GET /x HTTP/1.1\r\n" + UPGRADE + b"\r\n", b"\x81\x85abcdhello"),  # a WebSocket frame
+    (b"GET /x HTTP/1.1\r\n" + UPGRADE + b"\r\n", b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n"),
+    # h2c: a request's body is sent whole before HTTP/2 (RFC 7540 3.2), here in two pieces
+    (b"POST /x HTTP/1.1\r\n" + H2C + b"Content-Length: 5\r\n\r\nhel", b"lo"),
+], ids=["frame", "pipelined", "h2c-body"])
+async def test_what_follows_an_upgrade_head_later_is_not_read_as_http(
+        port: int, head: bytes, after: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the rest in a later segment, while the answer is made
+        writer.write(after)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+    finally:
+        writer.close()
+    # the request's own answer, then the connection closed — not a 400 "not valid HTTP" for
+    # the bytes after the head, written in its place
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"connection: close" in answer.lower() and answer.endswith(b"\r\n\r\nok")
