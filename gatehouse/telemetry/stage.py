@@ -28,16 +28,18 @@ class TelemetryStage:
         self._on = access_log.enabled or request_log is not None or rollups is not None
         # labelled children, looked up once per label set (labels() costs µs on the hot path);
         # every label comes from a bounded set: endpoints, configured models, statuses, outcomes
-        self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any, Any]] = {}
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        # the token counters' (prompt, completion), per model: made at its first usage, as a
+        # child is a series /metrics shows (at 0) from then on
+        self._tokens: dict[str, tuple[Any, Any]] = {}
 
-    def _series(self, ctx: RequestContext, outcome: Outcome) -> tuple[Any, Any, Any, Any, Any]:
+    def _series(self, ctx: RequestContext, outcome: Outcome) -> tuple[Any, Any, Any]:
         key = (ctx.endpoint, ctx.model or "", str(outcome.status), outcome.kind)
         series = self._children.get(key)
         if series is None:
             m, model = self.metrics, key[1]
             series = (m.requests.labels(*key), m.latency.labels(key[0], model),
-                      m.ttfb.labels(model), m.tokens.labels(model, "prompt"),
-                      m.tokens.labels(model, "completion"))
+                      m.ttfb.labels(model))
             self._children[key] = series
         return series
 
@@ -49,7 +51,7 @@ class TelemetryStage:
     async def exit(self, ctx: RequestContext, outcome: Outcome) -> None:
         m = self.metrics
         m.inflight.dec()
-        requests, latency, ttfb, prompt, completion = self._series(ctx, outcome)
+        requests, latency, ttfb = self._series(ctx, outcome)
         requests.inc()
         end = ctx.finished_at or ctx.started
         latency.observe(end - ctx.started)
@@ -57,6 +59,12 @@ class TelemetryStage:
             ttfb.observe(ctx.first_byte_at - ctx.started)
         usage = ctx.usage
         if usage is not None:
+            model = ctx.model or ""
+            tokens = self._tokens.get(model)
+            if tokens is None:
+                tokens = self._tokens[model] = (m.tokens.labels(model, "prompt"),
+                                                m.tokens.labels(model, "completion"))
+            prompt, completion = tokens
             prompt.inc(usage.prompt_tokens)
             completion.inc(usage.completion_tokens)
         self.genai.observe(ctx, outcome)

@@ -117,3 +117,16 @@ async def test_client_leaving_mid_stream_runs_exits_in_process() -> None:
     assert app.metrics.inflight._value.get() == 0
     metrics = app.metrics.render().decode()
     assert 'outcome="client_disconnected",status="499"} 1.0' in metrics
+
+
+async def test_token_series_appear_only_for_metered_usage(demo: httpx.AsyncClient) -> None:
+    """``gatehouse_tokens_total`` says the tokens metered from upstream usage: a request that
+    metered none (a model list, a 404, an unknown model) adds no series, not even at 0 — no
+    model="" and no model that has not answered."""
+    await demo.get("/v1/models")
+    await demo.get("/nope")
+    await demo.post("/v1/chat/completions", json={"model": "zzz", "messages": HELLO})
+    metrics = (await demo.get("/metrics")).text
+    assert "gatehouse_requests_total{" in metrics
+    assert [line for line in metrics.splitlines()
+            if line.startswith("gatehouse_tokens_total{")] == []
