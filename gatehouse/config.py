@@ -840,6 +840,8 @@ def _problem(error: Any) -> tuple[str, str]:
         reason = "unknown key (check the spelling against docs/configuration.md)"
     elif error["type"] == "missing":
         reason = "required key is missing"
+    elif error["type"] == "dataclass_type":  # (a rule): worded as a model's, as before
+        reason = f"Input should be a valid dictionary or instance of {error['ctx']['class_name']}"
     return key, reason.removeprefix("Value error, ")
 
 

@@ -53,6 +53,11 @@ backends = ["vllm", { upstream = "vllm", model = "meta/llama", weight = 3 }]
     ("[[edge.rules]]\ncidr = '192.0.2.1'", "edge.rules.0.action", "required key is missing"),
     ("[[edge.rules]]\naction = 'deny'\nname = 'ok'\ndifficulty = 40", "edge.rules.0.difficulty",
      "less than or equal to 32"),
+    # a rule that is not a table: worded as any section's (a model's), as before
+    ("[edge]\nrules = ['x']", "edge.rules.0",
+     "Input should be a valid dictionary or instance of EdgeRuleSettings"),
+    ("[edge]\ndetector = 'x'", "edge.detector",
+     "Input should be a valid dictionary or instance of DetectorSettings"),
     ("[server\nport = 1", "", "not valid TOML"),
     ("[upstreams.a]\nbase_url = 'ftp://x'", "upstreams.a.base_url", "http://"),
     # found by a review: a newline in a backend's URL passed `gatehouse check`
