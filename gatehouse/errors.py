@@ -152,6 +152,18 @@ class NotHttp(InvalidRequest):
               "library instead of hand-made requests; check any proxy in between.")
 
 
+class UpgradeNotServed(InvalidRequest):
+    """A request asking to switch protocols (``Upgrade: h2c``, ``websocket``) that carries a
+    body: the parser stops at an upgrade's head, so the body cannot be read as HTTP. Answered
+    by the connection layer, which then closes the connection. (Without a body, an upgrade
+    request is answered as the plain HTTP request it also is.)"""
+
+    code = "upgrade_not_supported"
+    title = "Protocol upgrades are not served"
+    advice = ("Send the request without the Upgrade and Connection: upgrade headers (this "
+              "gateway speaks HTTP/1.1; for HTTP/2 use TLS with ALPN through a proxy in front).")
+
+
 class HeadTooLarge(GatehouseError):
     """Answered by the connection layer (gatehouse/edge/protocol.py) before any stage runs."""
 

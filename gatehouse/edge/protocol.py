@@ -41,6 +41,7 @@ from gatehouse.errors import (
     HeadTooLarge,
     NotHttp,
     RequestTimeout,
+    UpgradeNotServed,
     UriTooLong,
 )
 from gatehouse.telemetry.ids import new_request_id
@@ -160,6 +161,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # what follows an upgrade's head is not HTTP: not read as HTTP, in this segment
             # or a later one (fed to the parser, it was a 400 written in the answer's place)
             self.upgraded = True
+            if self._has_body():  # stopped at the head: its body would be read as empty
+                self._refuse(UpgradeNotServed(
+                    "This gateway does not switch protocols, and a request that asks to "
+                    "(Upgrade: h2c or websocket) cannot have its body read. Send it without "
+                    "the Upgrade header.", cause="upgrade_with_body"))
+                return
             if self.cycle is not None:
                 self.cycle.keep_alive = False
             return
@@ -343,6 +350,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if record is not None and (cycle is None or cycle.response_complete):
                 record(error, request_id, self.peer, *self._request_line())
         self._close()
+
+    def _has_body(self) -> bool:
+        """Whether the request being read declares a body (a non-zero Content-Length, or
+        Transfer-Encoding)."""
+        for name, value in self.headers:
+            if name == b"transfer-encoding" or name == b"content-length" and value.strip() != b"0":
+                return True
+        return False
 
     def _request_line(self) -> tuple[str, str]:
         """The method and path of the request being read, as far as they arrived."""

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 
@@ -51,9 +52,8 @@ async def port() -> AsyncIterator[int]:
 @pytest.mark.parametrize(("head", "after"), [
     (b"GET /x HTTP/1.1\r\n" + UPGRADE + b"\r\n", b"\x81\x85abcdhello"),  # a WebSocket frame
     (b"GET /x HTTP/1.1\r\n" + UPGRADE + b"\r\n", b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n"),
-    # h2c: a request's body is sent whole before HTTP/2 (RFC 7540 3.2), here in two pieces
-    (b"POST /x HTTP/1.1\r\n" + H2C + b"Content-Length: 5\r\n\r\nhel", b"lo"),
-], ids=["frame", "pipelined", "h2c-body"])
+    (b"GET /x HTTP/1.1\r\n" + H2C + b"\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+], ids=["frame", "pipelined", "h2c-preface"])
 async def test_what_follows_an_upgrade_head_later_is_not_read_as_http(
         port: int, head: bytes, after: bytes) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -70,3 +70,26 @@ async def test_what_follows_an_upgrade_head_later_is_not_read_as_http(
     # the bytes after the head, written in its place
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert b"connection: close" in answer.lower() and answer.endswith(b"\r\n\r\nok")
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 5\r\n\r\nhel",
+                                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhel"],
+                         ids=["content-length", "chunked"])
+async def test_an_upgrade_with_a_body_is_refused_saying_why(port: int, framing: bytes) -> None:
+    """h2c sends a request's body whole before HTTP/2 (RFC 7540 3.2), but the parser stops at an
+    upgrade's head: the body cannot be read, so the request is refused with a reason (it reached
+    the app with an empty body: "The request body is empty", which was not the problem)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /x HTTP/1.1\r\n" + H2C + framing)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"lo\r\n0\r\n\r\n" if b"chunked" in framing else b"lo")
+        answer = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert b"connection: close" in head.lower() and b"x-request-id: req_" in head.lower()
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "upgrade_not_supported" and "Upgrade header" in error["message"]

@@ -314,6 +314,15 @@ def test_an_upgrade_request_is_answered_as_http_through_the_pipeline(tmp_path: P
         head, body = ask(b"/v1/realtime")
         assert head.startswith(b"http/1.1 403 ") and b"x-request-id: req_" in head
         assert b"1020" in body  # the deny rule's answer (Error 1020), not a 500
+        # with a body (h2c sends it before switching): cannot be read after an upgrade's head
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nUpgrade: h2c\r\n"
+                         b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQ\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"upgrade_not_supported" in answer
         lines = log.read_text()
         imported = {line.rsplit("|", 1)[1].strip() for line in lines.splitlines()
                     if line.startswith("import time:")}
