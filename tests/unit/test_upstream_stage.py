@@ -83,8 +83,11 @@ def stage_for(*backends: Scripted, failures: int = 5, policy: BreakerPolicy | No
                                      min_requests=failures, failure_ratio=0.5, min_callers=1,
                                      cooldown=60)
     breakers = [CircuitBreaker(policy) for _ in backends]
-    # descending weights: tried in the given order
-    targets = [Target(b, br, "up-model", 10.0 ** (9 - 3 * i))
+    # tried in the given order, always: the router's key for weight w is r ** (1/w), which is
+    # 1.0 for w = 1e300, r itself for w = 1 and 0.0 for w = 1e-300 (10 ** 9, 10 ** 6 … let
+    # the second backend come first once in a thousand draws, and CI met it)
+    assert len(backends) <= 3
+    targets = [Target(b, br, "up-model", (1e300, 1.0, 1e-300)[i])
                for i, (b, br) in enumerate(zip(backends, breakers, strict=True))]
     router = Router({"m": ModelRoute("m", targets, "x", 0)})
     return UpstreamStage(router, Metrics()), breakers
