@@ -76,8 +76,10 @@ def test_sign_in_expire_and_sign_out(browser: Browser,
     page.close()
 
 
+# the date is shown too when the lock ends on another (UTC) day: a run just before midnight
 LOCKED = re.compile(r"Too many failed sign-ins for this email address or from your network\. "
-                    r"You can try again in (\d+) seconds, at (\d\d:\d\d:\d\d) UTC\.")
+                    r"You can try again in (\d+) seconds, at "
+                    r"((?:\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d) UTC\.")
 
 
 def test_the_lockout_page_says_when_to_try_again(browser: Browser,
