@@ -114,10 +114,17 @@
     const done = () => { const was = button.textContent; button.textContent = "Copied"; setTimeout(() => { button.textContent = was; }, 1500); };
     if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(text).then(done, () => {});
   }
+  // "17:00", or "Tue, Dec 1, 17:00" when that is not today here (a monthly budget, an hour
+  // that ends after midnight): a time alone would read as today's
   function localTime(ts, withZone) {
-    const d = new Date(ts * 1000);
+    const d = new Date(ts * 1000), now = new Date();
     const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
-    const t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    let t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (d.toDateString() !== now.toDateString()) {
+      const day = { weekday: "short", month: "short", day: "numeric" };
+      if (d.getFullYear() !== now.getFullYear()) day.year = "numeric";
+      t = d.toLocaleDateString([], day) + ", " + t;
+    }
     return withZone && zone ? t + " (" + zone + ")" : t;
   }
   function supportDetails(view) {

@@ -7,6 +7,7 @@ Screenshots of every state are kept in the test run's tmp dir (``chat-screens*``
 from __future__ import annotations
 
 import re
+import time
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -308,6 +309,19 @@ def test_at_capacity_and_copy_support_details(browser: Browser, gw: Gateway, sho
     s.close()
 
 
+# the next full UTC hour as the page should show it: the time, and the day when not today
+LOCAL_RESET = """(real) => {
+    const d = new Date(real), now = new Date();
+    d.setUTCMinutes(0, 0, 0); d.setUTCHours(d.getUTCHours() + 1);
+    let t = d.toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'});
+    if (d.toDateString() !== now.toDateString()) {
+        const day = {weekday: 'short', month: 'short', day: 'numeric'};
+        if (d.getFullYear() !== now.getFullYear()) day.year = 'numeric';
+        t = d.toLocaleDateString([], day) + ', ' + t;
+    }
+    return t; }"""
+
+
 def test_limit_reached_says_when_in_the_browsers_time_zone(browser: Browser, gw: Gateway,
                                                            shots: Path) -> None:
     s = Session(browser, gw, "tiny@example.com", shots, timezone_id="America/Denver")
@@ -318,16 +332,25 @@ def test_limit_reached_says_when_in_the_browsers_time_zone(browser: Browser, gw:
     s.send("two")
     box = view_of(page, "rate_limit_exceeded")
     expect(box.locator("h2")).to_have_text("You've reached your limit")
-    expect(box.locator(".next")).to_have_text(re.compile(
-        r"^It resets at \d\d:\d\d( [AP]M)? \(America/Denver\)\. Your account page shows "
-        r"each limit\.$"))
-    shown = re.search(r"\d\d:\d\d( [AP]M)?", box.locator(".next").inner_text())
-    assert shown is not None
-    expected = page.evaluate("""() => {
-        const d = new Date(); d.setUTCMinutes(0, 0, 0); d.setUTCHours(d.getUTCHours() + 1);
-        return d.toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'}); }""")
-    assert shown.group(0) == expected  # the hour's window ends at the next full hour
+    resets = re.compile(r"^It resets at ((?:\w+, \w+ \d+, (?:\d{4}, )?)?\d\d:\d\d(?: [AP]M)?) "
+                        r"\(America/Denver\)\. Your account page shows each limit\.$")
+    expect(box.locator(".next")).to_have_text(resets)
+    # the hour's window ends at the next full hour: the time, and the day when it is not today
+    # here (a run just before midnight in Denver)
+    expected = page.evaluate(LOCAL_RESET, time.time() * 1000)
+    shown = resets.search(box.locator(".next").inner_text())
+    assert shown is not None and shown.group(1) == expected
     s.shot("6-limit-reached")
+    # a person whose clock reads two days earlier: the reset is not today, so its day is shown
+    page.clock.set_fixed_time(time.time() - 2 * 86_400)
+    s.send("three")
+    expect(page.locator(".msg.user").last).to_have_text("three")
+    limited = page.locator('.view[data-code="rate_limit_exceeded"] .next').last
+    expect(limited).to_have_text(re.compile(r"^It resets at \w+, "))  # the new answer's view
+    expect(limited).to_have_text(resets)
+    shown = resets.search(limited.inner_text())
+    assert shown is not None and ", " in shown.group(1)
+    assert shown.group(1) == page.evaluate(LOCAL_RESET, time.time() * 1000)
     page.click("#account-link")
     expect(page.locator('#limits tr[data-limit="response_tokens_per_hour"]')).to_be_visible()
     expect(page.locator("#sign-out")).to_have_count(1)
