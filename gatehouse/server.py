@@ -51,6 +51,11 @@ SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings,
           "GET /v1/models")
 
 
+def has_body(headers: dict[str, str]) -> bool:
+    """Whether a request's head announces a body (RFC 9112 §6.3)."""
+    return "transfer-encoding" in headers or headers.get("content-length", "0").strip() != "0"
+
+
 def unserved(method: str, path: str) -> UnsupportedEndpoint | None:
     if not path.startswith(UNSERVED):
         return None
@@ -197,9 +202,12 @@ class Gateway:
         def watch() -> None:
             nonlocal watcher, watching
             watching = True
-            if REQUEST_ID in scope:  # the edge protocol tells us (edge/protocol.py ON_GONE)
-                scope[ON_GONE] = gone
-            else:  # another ASGI server: a task waits on receive() for the disconnect
+            if REQUEST_ID in scope and (ctx.method == "POST" or not has_body(headers)):
+                scope[ON_GONE] = gone  # the edge protocol tells us (edge/protocol.py ON_GONE)
+            else:
+                # another ASGI server; or a body no stage reads (a GET's), which must be read
+                # away: past 64 KiB unread, uvicorn stops reading the socket, and the client's
+                # leaving went unheard. A task waits on receive() for the disconnect.
                 watcher = asyncio.ensure_future(self._watch(receive, gone))
 
         async def receive_then_watch() -> dict[str, Any]:

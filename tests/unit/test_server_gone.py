@@ -5,7 +5,9 @@ the disconnect — the request is still cancelled at once, and its slot freed.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +29,27 @@ def watchers() -> list[asyncio.Task[Any]]:
             if t.get_coro().__qualname__ == "Gateway._watch"]  # type: ignore[union-attr]
 
 
-async def test_leaving_mid_stream_cancels_the_request_without_a_watcher_task(
-        tmp_path: Path) -> None:
-    # a 20-s answer (400 tokens, 50 ms each) and one request at a time for everyone
-    app = create_app(make_settings(tmp_path, demo={"ms_per_token": 50, "reply_tokens": 400,
-                                                   "max_concurrency": 1}))
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[int]:
+    """``app`` served by uvicorn with the edge protocol on 127.0.0.1; yields the port."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on",
                                            http=GuardedHttpProtocol, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:
             await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+
+
+async def test_leaving_mid_stream_cancels_the_request_without_a_watcher_task(
+        tmp_path: Path) -> None:
+    # a 20-s answer (400 tokens, 50 ms each) and one request at a time for everyone
+    app = create_app(make_settings(tmp_path, demo={"ms_per_token": 50, "reply_tokens": 400,
+                                                   "max_concurrency": 1}))
+    async with served(app) as port:
         body = orjson.dumps({"model": "demo", "stream": True, "max_tokens": 300,
                              "messages": [{"role": "user", "content": "hello"}]})
         head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
@@ -66,6 +77,51 @@ async def test_leaving_mid_stream_cancels_the_request_without_a_watcher_task(
         assert status.startswith(b"HTTP/1.1 200"), status
         writer.close()
         assert gone_in < 5
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 30)
+
+
+class Slow:
+    """A GET route's stage that takes a minute: the request is cancelled only if the gateway
+    hears the client leave."""
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.left = asyncio.Event()
+
+    async def enter(self, ctx: Any) -> None:
+        self.entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.left.set()
+            raise
+
+    async def exit(self, ctx: Any, outcome: Any) -> None:
+        pass
+
+
+async def test_leaving_a_get_whose_body_nobody_reads_is_heard(tmp_path: Path) -> None:
+    """A body on a GET is read by no stage. Beyond 64 KiB uvicorn stops reading the socket
+    until the app reads it — so the client's leaving was never heard and the request (a
+    stored response's stream, say) ran on to its end. The body is read away instead."""
+    from gatehouse.pipeline import Pipeline
+    from gatehouse.server import Route
+
+    app = create_app(make_settings(tmp_path))
+    slow = Slow()
+    app.routes["/v1/slow"] = Route("GET", Pipeline([slow]), "slow")  # type: ignore[list-item]
+    async with served(app) as port:
+        for head in (b"content-length: %d\r\n" % (256 * 1024),
+                     b"transfer-encoding: chunked\r\n"):
+            chunked = head.startswith(b"transfer")
+            body = b"x" * (256 * 1024)
+            if chunked:
+                body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+            slow.entered.clear()
+            slow.left.clear()
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /v1/slow HTTP/1.1\r\nhost: gw\r\n" + head + b"\r\n" + body)
+            await asyncio.wait_for(slow.entered.wait(), 10)
+            await asyncio.sleep(0.2)  # the body is in, as far as the server reads it
+            writer.close()
+            await asyncio.wait_for(slow.left.wait(), 5)  # heard: the stage was cancelled
