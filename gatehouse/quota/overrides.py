@@ -39,8 +39,12 @@ class Overrides:
         table: Table = {}
         for row in rows:
             table.setdefault((row.scope, row.scope_id), {})[row.field] = row.value
-        self.snapshot = table
-        return table
+        # the same object while nothing changed: the quota stage keeps each principal's limits
+        # for as long as the snapshot it made them from (a new one every few seconds made it
+        # work them out again, for every principal, after each reload)
+        if table != self.snapshot:
+            self.snapshot = table
+        return self.snapshot
 
     async def start(self, state: State) -> None:
         await self.load()

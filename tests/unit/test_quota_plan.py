@@ -73,3 +73,24 @@ async def test_an_override_set_while_serving_applies_to_the_next_request(
         await stage.overrides.load()
         r = await w.chat(key)
         assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "100"
+
+
+async def test_a_reload_that_finds_nothing_new_keeps_the_limits_worked_out(
+        tmp_path: Path) -> None:
+    async for w in world_for(tmp_path, **tiers(requests_per_minute=100)):
+        key = await w.key()
+        assert (await w.chat(key)).status_code == 200
+        stage = next(s for s in w.app.routes["/v1/chat/completions"].pipeline.stages
+                     if s.name == "quota")
+        (entry,) = stage._applicable.values()
+        before = stage.overrides.snapshot
+        await stage.overrides.load()  # the reload every few seconds: nothing changed
+        assert stage.overrides.snapshot is before
+        assert (await w.chat(key)).status_code == 200
+        assert next(iter(stage._applicable.values()))[3] is entry[3]  # not worked out again
+        key_id = next(iter(stage._applicable))[0].key_id
+        await stage.overrides.set("key", key_id, "requests_per_minute", 50)
+        await stage.overrides.load()  # a change: a new snapshot, the limits made again
+        assert stage.overrides.snapshot is not before
+        r = await w.chat(key)
+        assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "50"
