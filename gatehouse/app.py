@@ -341,7 +341,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     guarded_web = EdgeGuard(build_web_app(identity, offenses=edge, chat=chat), edge)
     login = Recorded(guarded_web, telemetry, "login")
     connections = Connections(settings.server, metrics, is_proxy=edge.is_proxy,
-                              on_slow=edge.slow_client)
+                              on_slow=edge.slow_client, max_body=max(
+                                  settings.server.max_body_bytes,
+                                  settings.limits.max_audio_bytes))
     connections.on_answer = telemetry.connection_answer
     starts: list[Callable[[], Awaitable[None]]] = [
         identity.start, edge.start, start_quota, *(w.start for w in writers), status.start,

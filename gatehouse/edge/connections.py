@@ -79,7 +79,7 @@ class Connections:
     def __init__(self, settings: ServerSettings, metrics: Metrics | None = None, *,
                  is_proxy: Callable[[str], bool] = lambda peer: False,
                  on_slow: Callable[[str], None] = lambda peer: None,
-                 fds: int | None = None) -> None:
+                 fds: int | None = None, max_body: int | None = None) -> None:
         # told of each answer made here, without the app: (error, request id, peer, method,
         # path) — the telemetry stage records it (set by the app)
         self.on_answer: Callable[[GatehouseError, str, str, str, str], None] | None = None
@@ -93,6 +93,10 @@ class Connections:
         self.body_timeout = settings.body_timeout
         self.send_timeout = settings.send_timeout
         self.min_send_rate = settings.min_send_rate
+        # the most body bytes one request may send: the largest body any route reads (the
+        # app's limits answer first where they are lower); past it, 413 or a close — so a
+        # body nobody reads (a GET's, or one sent on after its answer) is not read for ever
+        self.max_body = settings.max_body_bytes if max_body is None else max_body
         self.tick = min(1.0, settings.head_timeout / 4, settings.body_timeout / 4,
                         settings.send_timeout / 4)
         self.per_address: dict[str, int] = {}

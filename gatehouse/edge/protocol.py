@@ -41,6 +41,7 @@ from gatehouse.errors import (
     HeadTooLarge,
     NotHttp,
     RequestTimeout,
+    RequestTooLarge,
     UpgradeNotServed,
     UriTooLong,
 )
@@ -94,6 +95,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.line = 0        # request-line bytes seen by the parser
         self.head = 0        # head bytes seen by the parser
         self.count = 0       # headers seen
+        self.body_bytes = 0  # body bytes of the request being read (its app reads them or not)
         # the seconds this answer may still wait on its client (the client not taking what
         # is sent): a bucket of send_timeout, drained by waiting, refilled by a second for
         # every min_send_rate bytes the client takes, never above send_timeout — so a client
@@ -187,7 +189,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.line = self.head = self.count = 0
+        self.line = self.head = self.count = self.body_bytes = 0
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -226,6 +228,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             while behind and behind[0].response_complete:  # not a scan per request: a flood
                 behind.popleft()  # of pipelined requests in one write made it quadratic
             behind.append(running)
+
+    def on_body(self, body: bytes) -> None:
+        # bounded whether or not the app reads it: uvicorn drops a body that arrives after
+        # its answer, and a GET's is read away (gatehouse/server.py) — either was read for as
+        # long as the client sent, gigabytes a minute of one worker's loop
+        self.body_bytes += len(body)
+        if self.body_bytes > self.guard.max_body:
+            self._stop(RequestTooLarge(
+                f"The request body is over {self.guard.max_body:,} bytes, more than this "
+                "gateway accepts.", cause="body_too_large"))
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.phase = BUSY

@@ -93,7 +93,8 @@ class Metrics:
             "gatehouse_edge_connections_closed",
             "Client connections refused or cut by the connection layer, by reason "
             "(per_address, server_full, evicted, head_too_large, uri_too_long, invalid_http, "
-            "upgrade_with_body, head_timeout, body_timeout, idle_timeout, send_timeout).",
+            "upgrade_with_body, body_too_large, head_timeout, body_timeout, idle_timeout, "
+            "send_timeout).",
             ["reason"], registry=r)
 
         self.request_log_written = Counter("gatehouse_request_log_written",

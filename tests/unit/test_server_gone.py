@@ -32,8 +32,11 @@ def watchers() -> list[asyncio.Task[Any]]:
 @contextlib.asynccontextmanager
 async def served(app: Any) -> AsyncIterator[int]:
     """``app`` served by uvicorn with the edge protocol on 127.0.0.1; yields the port."""
+    # as `gatehouse serve` runs it (no proxy-headers middleware: the protocol finds the app's
+    # connection registry, and with it its limits and metrics)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on",
-                                           http=GuardedHttpProtocol, log_level="warning"))
+                                           http=GuardedHttpProtocol, log_level="warning",
+                                           proxy_headers=False))
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -109,7 +112,7 @@ async def test_leaving_a_get_whose_body_nobody_reads_is_heard(tmp_path: Path) ->
 
     app = create_app(make_settings(tmp_path))
     slow = Slow()
-    app.routes["/v1/slow"] = Route("GET", Pipeline([slow]), "slow")  # type: ignore[list-item]
+    app.routes["/v1/slow"] = Route("GET", Pipeline([slow]), "slow")
     async with served(app) as port:
         for head in (b"content-length: %d\r\n" % (256 * 1024),
                      b"transfer-encoding: chunked\r\n"):

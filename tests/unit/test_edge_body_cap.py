@@ -1,0 +1,115 @@
+"""A request's body is bounded at the connection whether or not the app reads it.
+
+uvicorn drops a body that arrives after its answer but goes on reading it, and a body no stage
+reads (a GET's) is read away so a client that leaves is heard (gatehouse/server.py): either
+was read for as long as the client sent — gigabytes a minute of one worker's loop for one
+client. Past the largest body any route reads (the larger of ``server.max_body_bytes`` and
+``limits.max_audio_bytes``) the connection layer answers 413 or, once answered, closes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from gatehouse.app import create_app
+from tests.unit.conftest import make_settings
+from tests.unit.test_server_gone import Slow, served
+
+MAX_BODY, MAX_AUDIO = 64 * 1024, 128 * 1024  # the cap: 128 KiB
+ENDLESS = b"content-length: 100000000000\r\n"
+CHUNK = b"x" * 65536
+SENT_AT_MOST = 64 * 1024 * 1024
+
+
+def settings(tmp: Path, **sections: Any) -> Any:
+    return make_settings(tmp, server={"max_body_bytes": MAX_BODY},
+                         limits={"max_audio_bytes": MAX_AUDIO}, **sections)
+
+
+async def send_until_closed(port: int, head: bytes) -> tuple[bytes, int]:
+    """Send ``head`` and then body bytes until the server closes (or SENT_AT_MOST), reading
+    what comes back meanwhile (as curl does): the answer, and how many body bytes went."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = bytearray()
+
+    async def read() -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                answer.extend(data)
+
+    reading = asyncio.create_task(read())
+    writer.write(head + b"\r\n")
+    sent = 0
+    try:
+        while sent < SENT_AT_MOST:
+            writer.write(CHUNK)
+            await asyncio.wait_for(writer.drain(), 10)
+            sent += len(CHUNK)
+    except (ConnectionError, TimeoutError):
+        pass
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reading, 5)
+    writer.close()
+    return bytes(answer), sent
+
+
+def closed_by_reason(app: Any, reason: str) -> float:
+    for metric in app.metrics.connections_closed.collect():
+        for sample in metric.samples:
+            if sample.labels.get("reason") == reason and sample.name.endswith("_total"):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_a_body_sent_on_after_its_answer_is_not_read_for_ever(tmp_path: Path) -> None:
+    app = create_app(settings(tmp_path, identity={"require_key": True}))
+    async with served(app) as port:
+        # answered at once (the model list; a 401 before the body is read), the body goes on
+        for head in (b"GET /v1/models HTTP/1.1\r\nhost: gw\r\n" + ENDLESS,
+                     b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+                     b"content-type: application/json\r\n" + ENDLESS):
+            answer, sent = await send_until_closed(port, head)
+            assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
+            # closed a little past the cap (what the sockets' buffers held), not 64 MiB later
+            assert sent < SENT_AT_MOST // 4, sent
+        assert closed_by_reason(app, "body_too_large") == 2
+
+
+async def test_a_get_body_past_the_cap_is_413_and_its_route_is_cancelled(
+        tmp_path: Path) -> None:
+    from gatehouse.pipeline import Pipeline
+    from gatehouse.server import Route
+
+    app = create_app(settings(tmp_path))
+    slow = Slow()
+    app.routes["/v1/slow"] = Route("GET", Pipeline([slow]), "slow")
+    async with served(app) as port:
+        answer, sent = await send_until_closed(
+            port, b"GET /v1/slow HTTP/1.1\r\nhost: gw\r\n" + ENDLESS)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+        assert b'"code":"request_too_large"' in answer and b"x-request-id: req_" in answer
+        assert sent < SENT_AT_MOST // 4, sent
+        await asyncio.wait_for(slow.left.wait(), 5)
+
+
+async def test_an_upload_between_the_two_limits_is_still_read_whole(tmp_path: Path) -> None:
+    """The cap is the largest body a route reads: an audio file over max_body_bytes but under
+    max_audio_bytes reaches the upload check (here: a model that takes no audio), not 413."""
+    app = create_app(settings(tmp_path))
+    async with served(app) as port:
+        audio = b"\0" * (100 * 1024)
+        boundary = b"b0undary"
+        body = (b"--" + boundary + b"\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\n"
+                b"demo\r\n--" + boundary + b"\r\ncontent-disposition: form-data; name=\"file\"; "
+                b"filename=\"a.wav\"\r\ncontent-type: audio/wav\r\n\r\n" + audio + b"\r\n--" +
+                boundary + b"--\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: gw\r\n"
+                     b"content-type: multipart/form-data; boundary=" + boundary + b"\r\n"
+                     b"content-length: %d\r\n\r\n" % len(body) + body)
+        status = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        assert status.startswith(b"HTTP/1.1 ") and b" 413 " not in status, status
+        assert closed_by_reason(app, "body_too_large") == 0
