@@ -120,6 +120,9 @@ class RequestContext:
     reply: Reply | None = None
     # set once the exits have begun: from then on a client leaving cancels nothing
     exiting: bool = False
+    # an answer the connection layer gave while the app ran and read no body (a 408 or 413
+    # on a GET's body): the request ends with it, not as a client that left
+    refused: Any = None
     # what the stages decided, for the RequestRecord (telemetry)
     ray_id: str | None = None
     edge_verdict: str | None = None  # pass | deny | challenge

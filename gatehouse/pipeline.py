@@ -75,7 +75,9 @@ class Pipeline:
             ctx.reply = done.reply
             return await self._whole(ctx, entered, done.reply, defer)
         except asyncio.CancelledError:
-            await self._exits(ctx, entered, Outcome("client_disconnected", 499))
+            refused = ctx.refused  # the connection layer answered (gatehouse/server.py)
+            await self._exits(ctx, entered, Outcome("client_disconnected", 499) if refused is None
+                              else Outcome("error", refused.status, refused))
             raise
         except Exception as exc:  # a bug: answer honestly, keep the cause for the log
             log.exception("unhandled error in pipeline", extra={"request_id": ctx.request_id})

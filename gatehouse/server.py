@@ -197,6 +197,7 @@ class Gateway:
             nonlocal left
             if not ctx.exiting:
                 left = True
+                ctx.refused = scope.get(REFUSED)
                 me.cancel()
 
         def watch() -> None:

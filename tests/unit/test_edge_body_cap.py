@@ -55,6 +55,13 @@ async def send_until_closed(port: int, head: bytes) -> tuple[bytes, int]:
     return bytes(answer), sent
 
 
+def answered(app: Any, endpoint: str) -> dict[tuple[str, str], float]:
+    """gatehouse_requests_total of an endpoint: (status, outcome) → count."""
+    return {(x.labels["status"], x.labels["outcome"]): x.value
+            for metric in app.metrics.requests.collect() for x in metric.samples
+            if x.name.endswith("_total") and x.labels.get("endpoint") == endpoint}
+
+
 def closed_by_reason(app: Any, reason: str) -> float:
     for metric in app.metrics.connections_closed.collect():
         for sample in metric.samples:
@@ -84,7 +91,9 @@ async def test_a_get_body_past_the_cap_is_413_and_its_route_is_cancelled(
 
     app = create_app(settings(tmp_path))
     slow = Slow()
-    app.routes["/v1/slow"] = Route("GET", Pipeline([slow]), "slow")
+    telemetry = next(s for s in app.routes["/v1/models"].pipeline.stages
+                     if s.name == "telemetry")
+    app.routes["/v1/slow"] = Route("GET", Pipeline([telemetry, slow]), "slow")
     async with served(app) as port:
         answer, sent = await send_until_closed(
             port, b"GET /v1/slow HTTP/1.1\r\nhost: gw\r\n" + ENDLESS)
@@ -92,6 +101,9 @@ async def test_a_get_body_past_the_cap_is_413_and_its_route_is_cancelled(
         assert b'"code":"request_too_large"' in answer and b"x-request-id: req_" in answer
         assert sent < SENT_AT_MOST // 4, sent
         await asyncio.wait_for(slow.left.wait(), 5)
+        await asyncio.sleep(0.1)  # its exits
+        # recorded as what the client was answered, not as a client that left (499)
+        assert answered(app, "slow") == {("413", "error"): 1.0}
 
 
 async def test_an_upload_between_the_two_limits_is_still_read_whole(tmp_path: Path) -> None:
