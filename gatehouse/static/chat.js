@@ -119,11 +119,13 @@
   function localTime(ts, withZone) {
     const d = new Date(ts * 1000), now = new Date();
     const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
-    let t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    if (d.toDateString() !== now.toDateString()) {
-      const day = { weekday: "short", month: "short", day: "numeric" };
-      if (d.getFullYear() !== now.getFullYear()) day.year = "numeric";
-      t = d.toLocaleDateString([], day) + ", " + t;
+    const shown = { hour: "2-digit", minute: "2-digit" };
+    let t;
+    if (d.toDateString() === now.toDateString()) t = d.toLocaleTimeString([], shown);
+    else {  // one call: the locale joins day and time its own way
+      Object.assign(shown, { weekday: "short", month: "short", day: "numeric" });
+      if (d.getFullYear() !== now.getFullYear()) shown.year = "numeric";
+      t = d.toLocaleString([], shown);
     }
     return withZone && zone ? t + " (" + zone + ")" : t;
   }

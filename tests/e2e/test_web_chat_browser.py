@@ -313,13 +313,11 @@ def test_at_capacity_and_copy_support_details(browser: Browser, gw: Gateway, sho
 LOCAL_RESET = """(real) => {
     const d = new Date(real), now = new Date();
     d.setUTCMinutes(0, 0, 0); d.setUTCHours(d.getUTCHours() + 1);
-    let t = d.toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'});
-    if (d.toDateString() !== now.toDateString()) {
-        const day = {weekday: 'short', month: 'short', day: 'numeric'};
-        if (d.getFullYear() !== now.getFullYear()) day.year = 'numeric';
-        t = d.toLocaleDateString([], day) + ', ' + t;
-    }
-    return t; }"""
+    const shown = {hour: '2-digit', minute: '2-digit'};
+    if (d.toDateString() === now.toDateString()) return d.toLocaleTimeString([], shown);
+    Object.assign(shown, {weekday: 'short', month: 'short', day: 'numeric'});
+    if (d.getFullYear() !== now.getFullYear()) shown.year = 'numeric';
+    return d.toLocaleString([], shown); }"""
 
 
 def test_limit_reached_says_when_in_the_browsers_time_zone(browser: Browser, gw: Gateway,
