@@ -95,7 +95,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.line = 0        # request-line bytes seen by the parser
         self.head = 0        # head bytes seen by the parser
         self.count = 0       # headers seen
-        self.body_bytes = 0  # body bytes of the request being read (its app reads them or not)
+        self.body_bytes = 0  # bytes received for the body being read (read by the app or not)
         # the seconds this answer may still wait on its client (the client not taking what
         # is sent): a bucket of send_timeout, drained by waiting, refilled by a second for
         # every min_send_rate bytes the client takes, never above send_timeout — so a client
@@ -152,6 +152,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.raw += len(data)
         elif phase == BODY:
             self.deadline = self.loop.time() + self.guard.body_timeout
+            # a body is bounded whether or not the app reads it: uvicorn drops one that comes
+            # after its answer, and a GET's is read away (gatehouse/server.py) — either was
+            # read for as long as the client sent, gigabytes a minute of one worker's loop.
+            # Counted as it arrives, framing included (endless chunk extensions carry almost
+            # no payload); a head's tail in the same segment is the slack
+            self.body_bytes += len(data)
+            if self.body_bytes > self.guard.max_body + self.max_head:
+                self._refuse(RequestTooLarge(
+                    f"The request body is over {self.guard.max_body:,} bytes, more than this "
+                    "gateway accepts.", cause="body_too_large"))
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -228,17 +239,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             while behind and behind[0].response_complete:  # not a scan per request: a flood
                 behind.popleft()  # of pipelined requests in one write made it quadratic
             behind.append(running)
-
-    def on_body(self, body: bytes) -> None:
-        # bounded whether or not the app reads it: uvicorn drops a body that arrives after
-        # its answer, and a GET's is read away (gatehouse/server.py) — either was read for as
-        # long as the client sent, gigabytes a minute of one worker's loop
-        self.body_bytes += len(body)
-        if self.body_bytes > self.guard.max_body:
-            self._stop(RequestTooLarge(
-                f"The request body is over {self.guard.max_body:,} bytes, more than this "
-                "gateway accepts.", cause="body_too_large"))
-        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.phase = BUSY

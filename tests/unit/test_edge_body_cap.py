@@ -28,7 +28,7 @@ def settings(tmp: Path, **sections: Any) -> Any:
                          limits={"max_audio_bytes": MAX_AUDIO}, **sections)
 
 
-async def send_until_closed(port: int, head: bytes) -> tuple[bytes, int]:
+async def send_until_closed(port: int, head: bytes, piece: bytes = CHUNK) -> tuple[bytes, int]:
     """Send ``head`` and then body bytes until the server closes (or SENT_AT_MOST), reading
     what comes back meanwhile (as curl does): the answer, and how many body bytes went."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -44,9 +44,9 @@ async def send_until_closed(port: int, head: bytes) -> tuple[bytes, int]:
     sent = 0
     try:
         while sent < SENT_AT_MOST:
-            writer.write(CHUNK)
+            writer.write(piece)
             await asyncio.wait_for(writer.drain(), 10)
-            sent += len(CHUNK)
+            sent += len(piece)
     except (ConnectionError, TimeoutError):
         pass
     with contextlib.suppress(TimeoutError):
@@ -81,7 +81,13 @@ async def test_a_body_sent_on_after_its_answer_is_not_read_for_ever(tmp_path: Pa
             assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
             # closed a little past the cap (what the sockets' buffers held), not 64 MiB later
             assert sent < SENT_AT_MOST // 4, sent
-        assert closed_by_reason(app, "body_too_large") == 2
+        # a chunked body of endless chunk extensions: 60 KB of framing per byte of payload
+        answer, sent = await send_until_closed(
+            port, b"GET /v1/models HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n",
+            b"1;" + b"a" * 60_000 + b"\r\nx\r\n")
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
+        assert sent < SENT_AT_MOST // 4, sent
+        assert closed_by_reason(app, "body_too_large") == 3
 
 
 async def test_a_get_body_past_the_cap_is_413_and_its_route_is_cancelled(
