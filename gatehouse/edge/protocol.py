@@ -95,6 +95,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.line = 0        # request-line bytes seen by the parser
         self.head = 0        # head bytes seen by the parser
         self.count = 0       # headers seen
+        self.payload = 0     # of that body, the payload (what a route would read)
+        self.chunks = 0      # its chunks (framing: ~8 bytes each, extensions bounded by max_head)
         self.body_bytes = 0  # bytes received for the body being read (read by the app or not)
         # the seconds this answer may still wait on its client (the client not taking what
         # is sent): a bucket of send_timeout, drained by waiting, refilled by a second for
@@ -155,14 +157,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # a body is bounded whether or not the app reads it: uvicorn drops one that comes
             # after its answer, and a GET's is read away (gatehouse/server.py) — either was
             # read for as long as the client sent, gigabytes a minute of one worker's loop.
-            # Counted as it arrives, framing included (endless chunk extensions carry almost
-            # no payload); a head's tail in the same segment is the slack
+            # Counted as it arrives: the payload against the largest body a route reads, the
+            # framing beyond ~16 bytes a chunk against the head limit (endless chunk extensions
+            # carry almost no payload) — checked after parsing, so a pipelined request that
+            # follows in the same segment is not counted as this one's
             self.body_bytes += len(data)
-            if self.body_bytes > self.guard.max_body + self.max_head:
-                self._refuse(RequestTooLarge(
-                    f"The request body is over {self.guard.max_body:,} bytes, more than this "
-                    "gateway accepts.", cause="body_too_large"))
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -193,6 +192,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(NotHttp("The request is not valid HTTP/1.1, so it was not read.",
                                  cause="invalid_http"))
             return
+        if self.phase == BODY and (self.payload > self.guard.max_body or
+                                   self.body_bytes - self.payload > self.max_head + 16 * self.chunks):
+            self._refuse(RequestTooLarge(
+                f"The request body is over {self.guard.max_body:,} bytes, more than this "
+                "gateway accepts.", cause="body_too_large"))
+            return
         if self.phase == WAITING and self.raw > self.max_head:
             # a head still incomplete past the limit: refuse before the parser keeps more
             self._refuse(HeadTooLarge(f"The request head is larger than {self.max_head} "
@@ -200,7 +205,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.line = self.head = self.count = self.body_bytes = 0
+        self.line = self.head = self.count = self.body_bytes = self.payload = self.chunks = 0
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -240,7 +245,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 behind.popleft()  # of pipelined requests in one write made it quadratic
             behind.append(running)
 
+    def on_body(self, body: bytes) -> None:
+        self.payload += len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self.chunks += 1
+
     def on_message_complete(self) -> None:
+        self.body_bytes = self.payload = self.chunks = 0
         self.phase = BUSY
         self.deadline = 0.0
         self.guard.to_busy(self)

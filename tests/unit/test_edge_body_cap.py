@@ -131,3 +131,29 @@ async def test_an_upload_between_the_two_limits_is_still_read_whole(tmp_path: Pa
         writer.close()
         assert status.startswith(b"HTTP/1.1 ") and b" 413 " not in status, status
         assert closed_by_reason(app, "body_too_large") == 0
+
+
+async def test_a_chunked_upload_under_the_limit_in_small_chunks_is_not_cut(
+        tmp_path: Path) -> None:
+    """Framing is not payload: 127 KiB (under the 128 KiB cap) in 4-byte chunks carries ~220 KB
+    of chunk framing, far more than the head limit's slack — and was a 413 before."""
+    app = create_app(settings(tmp_path))
+    async with served(app) as port:
+        boundary = b"b0undary"
+        body = (b"--" + boundary + b"\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\n"
+                b"demo\r\n--" + boundary + b"\r\ncontent-disposition: form-data; name=\"file\"; "
+                b"filename=\"a.wav\"\r\ncontent-type: audio/wav\r\n\r\n" + b"\0" * (127 * 1024) +
+                b"\r\n--" + boundary + b"--\r\n")
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4]), body[i:i + 4])
+                          for i in range(0, len(body), 4)) + b"0\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: gw\r\n"
+                     b"content-type: multipart/form-data; boundary=" + boundary + b"\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the head alone first: all of the framing counts as body
+        writer.write(framed)
+        status = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        assert status.startswith(b"HTTP/1.1 ") and b" 413 " not in status, status
+        assert closed_by_reason(app, "body_too_large") == 0
