@@ -258,6 +258,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.deadline = 0.0
         self.guard.to_busy(self)
         super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and not self.pipeline and \
+                not self.transport.is_closing():
+            # answered before its body had all come (a 401 before the body is read): its
+            # on_response_complete found the body still arriving and left the phase alone —
+            # the connection waits for the next head now, with the head's limits and deadline
+            # (from now: the next head may have come in the same segment as the body's end)
+            self.phase = WAITING
+            self.raw = 0
+            self.deadline = self.loop.time() + self.guard.head_timeout
+            self.guard.to_waiting(self)
 
     def on_response_complete(self) -> None:
         # a complete answer goes to the socket now, not at the end of the loop's turn: the

@@ -46,7 +46,9 @@ def test_sigterm_lets_a_stream_in_flight_finish_then_exits(proc_dir: Path) -> No
             while True:
                 try:
                     httpx.get(gw.url + "/healthz", timeout=5)
-                except httpx.ConnectError:
+                except (httpx.ConnectError, httpx.RemoteProtocolError):
+                    # refused; or, on a starved machine, accepted just before the listener
+                    # closed and then closed unanswered — not taken either way
                     break
                 assert time.monotonic() - signalled < 4, "still taking connections"
                 time.sleep(0.1)

@@ -24,8 +24,8 @@ SENT_AT_MOST = 64 * 1024 * 1024
 
 
 def settings(tmp: Path, **sections: Any) -> Any:
-    return make_settings(tmp, server={"max_body_bytes": MAX_BODY},
-                         limits={"max_audio_bytes": MAX_AUDIO}, **sections)
+    server = {"max_body_bytes": MAX_BODY, **sections.pop("server", {})}
+    return make_settings(tmp, server=server, limits={"max_audio_bytes": MAX_AUDIO}, **sections)
 
 
 async def send_until_closed(port: int, head: bytes, piece: bytes = CHUNK) -> tuple[bytes, int]:
@@ -157,3 +157,28 @@ async def test_a_chunked_upload_under_the_limit_in_small_chunks_is_not_cut(
         writer.close()
         assert status.startswith(b"HTTP/1.1 ") and b" 413 " not in status, status
         assert closed_by_reason(app, "body_too_large") == 0
+
+
+async def test_after_an_early_answer_the_next_head_is_bounded_again(tmp_path: Path) -> None:
+    """A request answered before its body had all come (a 401): once the body ends the
+    connection waits for a head — bounded in size and in time again (it stayed 'busy': a
+    64 MiB header was taken, half a head held for ever)."""
+    app = create_app(settings(tmp_path, identity={"require_key": True},
+                              server={"head_timeout": 2.0}))
+    async with served(app) as port:
+        first = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: "
+                 b"application/json\r\ncontent-length: 10\r\n\r\n")
+        answer, sent = await send_until_closed(
+            port, first[:-2], b"0123456789GET /v1/models HTTP/1.1\r\nhost: gw\r\nx-a: " +
+            b"a" * 65526)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
+        assert sent < SENT_AT_MOST // 4, sent  # the head limits cut it (64 MiB went before)
+        # half a head after the early answer: cut at head_timeout, not held for ever
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(first)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"0123456789GET /v1/models HTTP/1.1\r\nhost: gw\r\n")
+        got = await asyncio.wait_for(reader.read(), 10)  # until closed (timed out before)
+        writer.close()
+        assert got.startswith(b"HTTP/1.1 401"), got[:100]
