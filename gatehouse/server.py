@@ -19,7 +19,7 @@ import orjson
 from gatehouse.config import Settings
 from gatehouse.context import Reply, RequestContext, header_dict
 from gatehouse.edge.connections import Connections
-from gatehouse.edge.protocol import ON_GONE, REFUSED, REQUEST_ID
+from gatehouse.edge.protocol import ON_GONE, REFUSED, REQUEST_ID, declares_body
 from gatehouse.errors import (
     GatehouseError,
     MethodNotAllowed,
@@ -49,11 +49,6 @@ SERVED = ("POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings,
           "POST /v1/responses, POST /v1/moderations, POST /v1/images/generations, "
           "POST /v1/audio/speech, POST /v1/audio/transcriptions, POST /v1/audio/translations, "
           "GET /v1/models")
-
-
-def has_body(headers: dict[str, str]) -> bool:
-    """Whether a request's head announces a body (RFC 9112 §6.3)."""
-    return "transfer-encoding" in headers or headers.get("content-length", "0").strip() != "0"
 
 
 def unserved(method: str, path: str) -> UnsupportedEndpoint | None:
@@ -203,7 +198,8 @@ class Gateway:
         def watch() -> None:
             nonlocal watcher, watching
             watching = True
-            if REQUEST_ID in scope and (ctx.method == "POST" or not has_body(headers)):
+            if REQUEST_ID in scope and (ctx.method == "POST" or
+                                        not declares_body(scope["headers"])):
                 scope[ON_GONE] = gone  # the edge protocol tells us (edge/protocol.py ON_GONE)
             else:
                 # another ASGI server; or a body no stage reads (a GET's), which must be read

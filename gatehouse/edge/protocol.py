@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, cast
 
 import httptools
@@ -173,7 +174,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # what follows an upgrade's head is not HTTP: not read as HTTP, in this segment
             # or a later one (fed to the parser, it was a 400 written in the answer's place)
             self.upgraded = True
-            if self._has_body():  # stopped at the head: its body would be read as empty
+            if declares_body(self.headers):  # stopped at the head: its body reads as empty
                 self._refuse(UpgradeNotServed(
                     "This gateway does not switch protocols, and a request that asks to "
                     "(Upgrade: h2c or websocket) cannot have its body read. Send it without "
@@ -205,7 +206,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.line = self.head = self.count = self.body_bytes = self.payload = self.chunks = 0
+        self.line = self.head = self.count = 0
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -265,10 +266,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # on_response_complete found the body still arriving and left the phase alone —
             # the connection waits for the next head now, with the head's limits and deadline
             # (from now: the next head may have come in the same segment as the body's end)
-            self.phase = WAITING
-            self.raw = 0
-            self.deadline = self.loop.time() + self.guard.head_timeout
-            self.guard.to_waiting(self)
+            self._wait_for_head(self.loop.time() + self.guard.head_timeout)
 
     def on_response_complete(self) -> None:
         # a complete answer goes to the socket now, not at the end of the loop's turn: the
@@ -283,9 +281,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.budget = self.guard.send_timeout  # the next answer has its own
         if self.transport.is_closing() or pipelined or self.phase != BUSY:
             return  # closing, or the next request (pipelined) is already read or reading
+        self._wait_for_head(0.0)  # uvicorn's keep-alive timer governs the idle wait
+
+    def _wait_for_head(self, deadline: float) -> None:
+        """The request is over: the connection waits for the next head (its limits, and
+        ``deadline`` — 0: none until its first byte)."""
         self.phase = WAITING
         self.raw = 0
-        self.deadline = 0.0  # uvicorn's keep-alive timer governs the idle wait
+        self.deadline = deadline
         self.guard.to_waiting(self)
 
     # -- what the registry calls -----------------------------------------------------------
@@ -388,14 +391,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 record(error, request_id, self.peer, *self._request_line())
         self._close()
 
-    def _has_body(self) -> bool:
-        """Whether the request being read declares a body (a non-zero Content-Length, or
-        Transfer-Encoding)."""
-        for name, value in self.headers:
-            if name == b"transfer-encoding" or name == b"content-length" and value.strip() != b"0":
-                return True
-        return False
-
     def _request_line(self) -> tuple[str, str]:
         """The method and path of the request being read, as far as they arrived."""
         if self.phase != WAITING or self.line == 0:
@@ -414,6 +409,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.abort()
         else:
             self.transport.close()
+
+
+def declares_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's head declares a body (a non-zero Content-Length, or
+    Transfer-Encoding; RFC 9112 §6.3) — ASGI's header list, or the parser's."""
+    for name, value in headers:
+        name = name.lower()
+        if name == b"transfer-encoding" or name == b"content-length" and value.strip() != b"0":
+            return True
+    return False
 
 
 def _gone(cycle: Any) -> None:
