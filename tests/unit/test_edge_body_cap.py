@@ -23,6 +23,18 @@ CHUNK = b"x" * 65536
 SENT_AT_MOST = 64 * 1024 * 1024
 
 
+BOUNDARY = b"b0undary"
+UPLOAD_TYPE = b"content-type: multipart/form-data; boundary=" + BOUNDARY + b"\r\n"
+
+
+def upload(audio_bytes: int) -> bytes:
+    """A transcription upload of the demo model with ``audio_bytes`` of audio."""
+    return (b"--" + BOUNDARY + b"\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\n"
+            b"demo\r\n--" + BOUNDARY + b"\r\ncontent-disposition: form-data; name=\"file\"; "
+            b"filename=\"a.wav\"\r\ncontent-type: audio/wav\r\n\r\n" + b"\0" * audio_bytes +
+            b"\r\n--" + BOUNDARY + b"--\r\n")
+
+
 def settings(tmp: Path, **sections: Any) -> Any:
     server = {"max_body_bytes": MAX_BODY, **sections.pop("server", {})}
     return make_settings(tmp, server=server, limits={"max_audio_bytes": MAX_AUDIO}, **sections)
@@ -117,15 +129,9 @@ async def test_an_upload_between_the_two_limits_is_still_read_whole(tmp_path: Pa
     max_audio_bytes reaches the upload check (here: a model that takes no audio), not 413."""
     app = create_app(settings(tmp_path))
     async with served(app) as port:
-        audio = b"\0" * (100 * 1024)
-        boundary = b"b0undary"
-        body = (b"--" + boundary + b"\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\n"
-                b"demo\r\n--" + boundary + b"\r\ncontent-disposition: form-data; name=\"file\"; "
-                b"filename=\"a.wav\"\r\ncontent-type: audio/wav\r\n\r\n" + audio + b"\r\n--" +
-                boundary + b"--\r\n")
+        body = upload(100 * 1024)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: gw\r\n"
-                     b"content-type: multipart/form-data; boundary=" + boundary + b"\r\n"
+        writer.write(b"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: gw\r\n" + UPLOAD_TYPE +
                      b"content-length: %d\r\n\r\n" % len(body) + body)
         status = await asyncio.wait_for(reader.readline(), 10)
         writer.close()
@@ -139,16 +145,11 @@ async def test_a_chunked_upload_under_the_limit_in_small_chunks_is_not_cut(
     of chunk framing, far more than the head limit's slack — and was a 413 before."""
     app = create_app(settings(tmp_path))
     async with served(app) as port:
-        boundary = b"b0undary"
-        body = (b"--" + boundary + b"\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\n"
-                b"demo\r\n--" + boundary + b"\r\ncontent-disposition: form-data; name=\"file\"; "
-                b"filename=\"a.wav\"\r\ncontent-type: audio/wav\r\n\r\n" + b"\0" * (127 * 1024) +
-                b"\r\n--" + boundary + b"--\r\n")
+        body = upload(127 * 1024)
         framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4]), body[i:i + 4])
                           for i in range(0, len(body), 4)) + b"0\r\n\r\n"
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: gw\r\n"
-                     b"content-type: multipart/form-data; boundary=" + boundary + b"\r\n"
+        writer.write(b"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: gw\r\n" + UPLOAD_TYPE +
                      b"transfer-encoding: chunked\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(0.1)  # the head alone first: all of the framing counts as body
@@ -182,3 +183,39 @@ async def test_after_an_early_answer_the_next_head_is_bounded_again(tmp_path: Pa
         got = await asyncio.wait_for(reader.read(), 10)  # until closed (timed out before)
         writer.close()
         assert got.startswith(b"HTTP/1.1 401"), got[:100]
+
+
+async def test_a_pipelined_request_is_not_counted_in_the_body_before_it(tmp_path: Path) -> None:
+    """An upload just under the cap whose last bytes share a segment with the next request
+    (60 KiB of chat, pipelined): each is answered as itself — the next one's bytes were
+    counted as the upload's, a 413 for both."""
+    app = create_app(settings(tmp_path))
+    async with served(app) as port:
+        body = upload(127 * 1024)
+        chat = (b'{"model":"demo","max_tokens":2,"messages":[{"role":"user","content":"' +
+                b"x" * (60 * 1024) + b'"}]}')
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: gw\r\n" + UPLOAD_TYPE +
+                     b"content-length: %d\r\n\r\n" % len(body))
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the head alone: the whole body is counted as body
+        writer.write(body[:-100])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(body[-100:] + b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+                     b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(chat)
+                     + chat)
+        statuses = []
+        for _ in range(2):
+            statuses.append(await asyncio.wait_for(reader.readline(), 10))
+            length = 0
+            while (line := await asyncio.wait_for(reader.readline(), 10)) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if not line:  # closed
+                break
+            await reader.readexactly(length)
+        writer.close()
+        assert len(statuses) == 2 and b" 413 " not in statuses[0], statuses
+        assert statuses[1].startswith(b"HTTP/1.1 200"), statuses
+        assert closed_by_reason(app, "body_too_large") == 0
