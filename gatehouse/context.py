@@ -122,7 +122,7 @@ class RequestContext:
     exiting: bool = False
     # an answer the connection layer gave while the app ran and read no body (a 408 or 413
     # on a GET's body): the request ends with it, not as a client that left
-    refused: Any = None
+    refused: GatehouseError | None = None
     # what the stages decided, for the RequestRecord (telemetry)
     ray_id: str | None = None
     edge_verdict: str | None = None  # pass | deny | challenge
