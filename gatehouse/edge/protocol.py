@@ -115,6 +115,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.behind: deque[Any] = deque()
         self.sent_seen = 0  # bytes passed on when the send deadline was last set
         self.upgraded = False  # an upgrade's head was read: nothing after it is HTTP
+        # a refusal of a request pipelined behind answers still to complete: written after
+        # them (answers go in order), with the refused request (None: only its head came)
+        # and its method and path for the record; what the client sends meanwhile is dropped
+        self.held: tuple[GatehouseError, Any, tuple[str, str]] | None = None
+        self.dropped = 0
 
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -145,7 +150,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.upgraded:  # (its connection closes after the answer; until then, dropped)
+        if self.upgraded or self.held is not None:
+            # nothing after an upgrade's head or a refused request is read as HTTP (the
+            # connection closes after the answers due): dropped — and not for ever: past the
+            # head limit, the connection is cut
+            self.dropped += len(data)
+            if self.dropped > self.max_head:
+                self._close()
             return
         self._unset_keepalive_if_required()
         phase = self.phase
@@ -178,7 +189,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self._refuse(UpgradeNotServed(
                     "This gateway does not switch protocols, and a request that asks to "
                     "(Upgrade: h2c or websocket) cannot have its body read. Send it without "
-                    "the Upgrade header.", cause="upgrade_with_body"))
+                    "the Upgrade header.", cause="upgrade_with_body"), of_last=True)
                 return
             if self.cycle is not None:
                 self.cycle.keep_alive = False
@@ -254,7 +265,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.chunks += 1
 
     def on_message_complete(self) -> None:
-        self.body_bytes = self.payload = self.chunks = 0
+        self.body_bytes = self.payload = self.chunks = self.line = 0
         self.phase = BUSY
         self.deadline = 0.0
         self.guard.to_busy(self)
@@ -273,6 +284,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # app runs its accounting (the stages' exits) right after, and the client should
         # not wait for that (gatehouse/server.py)
         cast(CorkedTransport, self.transport).flush()
+        held = self.held
+        if held is not None:
+            if not self._answers_due(held[1]):  # the last answer before the refusal's
+                self._answer(*held)
+                self._close()
+            super().on_response_complete()  # (closing: starts nothing; else the next)
+            return
         # uvicorn starts a pipelined request here (popping it): whether one waited must be
         # known before, or the connection running it would be taken for an idle one (and
         # could be evicted to make room for a new connection)
@@ -318,7 +336,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         return min(self.guard.send_timeout, self.budget - (now - self.paused_at) + refill)
 
     def expire(self) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.held is not None:
             return
         if self.phase == BODY:
             if self.flow.read_paused:  # the app is not reading: not the client's fault
@@ -363,37 +381,72 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.refusal = error
         raise _Refused
 
-    def _refuse(self, error: GatehouseError, *, counted: bool = False) -> None:
-        """Answer ``error`` without the app and close (nothing is read after this)."""
+    def _refuse(self, error: GatehouseError, *, counted: bool = False,
+                of_last: bool = False) -> None:
+        """Answer ``error`` without the app and close (nothing is read after this) — after
+        the answers to earlier requests on the connection, when some are still to come.
+        ``of_last``: it refuses the request whose head was read last, its body read or not."""
         if not counted and error.cause:
             self.guard.refused(error.cause)
         if self.transport.is_closing():
             return
-        cycle = self.cycle
-        if cycle is None or not cycle.response_started:
-            if cycle is not None and not cycle.response_complete:
-                # the app is running (reading the body): it records this answer, not 499
-                scope = cast(dict[str, Any], cycle.scope)
-                scope[REFUSED] = error
-                request_id = str(scope.get(REQUEST_ID) or new_request_id())
-            else:
-                request_id = new_request_id()
-            body = error.body(request_id)
-            lines = [STATUS_LINE[error.status], b"content-type: application/json\r\n",
-                     b"content-length: %d\r\n" % len(body),
-                     b"x-request-id: " + request_id.encode() + b"\r\n"]
-            for name, value in error.response_headers().items():
-                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-            lines += [b"connection: close\r\n\r\n", body]
-            self.transport.write(b"".join(lines))
-            record = self.guard.on_answer
-            if record is not None and (cycle is None or cycle.response_complete):
-                record(error, request_id, self.peer, *self._request_line())
+        # the request refused: the one whose body is read; None when only its head came
+        # (self.cycle is then an earlier request's, if any)
+        of = self.cycle if self.phase == BODY or of_last else None
+        line = self._request_line(of)
+        if self._answers_due(of):
+            # pipelined behind answers still running or queued: a client reads answers in
+            # order, so this one written now would be taken for theirs (and they were cut)
+            # (out of the head and body sweeps: the wait is bounded by those answers' own
+            # limits, what the client sends meanwhile by data_received)
+            self.held = (error, of, line)
+            self.phase = BUSY
+            self.deadline = 0.0
+            self.guard.to_busy(self)
+            return
+        self._answer(error, of, line)
         self._close()
 
-    def _request_line(self) -> tuple[str, str]:
-        """The method and path of the request being read, as far as they arrived."""
-        if self.phase != WAITING or self.line == 0:
+    def _answers_due(self, of: Any) -> bool:
+        """Whether an answer to a request before ``of`` (or before a head being read, for
+        None) is still to complete on this connection."""
+        cycle = self.cycle
+        if cycle is not None and cycle is not of and not cycle.response_complete:
+            return True
+        return any(not c.response_complete for c in self.behind if c is not of)
+
+    def _answer(self, error: GatehouseError, of: Any, line: tuple[str, str]) -> None:
+        """Write the refusal of request ``of`` (None: a head) and record it, unless that
+        request's own app records it — or was answered already (a 401 before its body had
+        all come): then nothing is written."""
+        if of is not None and of.response_started:
+            return
+        if of is None:
+            request_id, in_app = new_request_id(), False
+        else:
+            scope = cast(dict[str, Any], of.scope)
+            request_id = str(scope.get(REQUEST_ID) or new_request_id())
+            # its app is running (reading the body): it records this answer, not 499
+            in_app = not any(queued is of for queued, _ in self.pipeline)
+            if in_app:
+                scope[REFUSED] = error
+        body = error.body(request_id)
+        lines = [STATUS_LINE[error.status], b"content-type: application/json\r\n",
+                 b"content-length: %d\r\n" % len(body),
+                 b"x-request-id: " + request_id.encode() + b"\r\n"]
+        for name, value in error.response_headers().items():
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        lines += [b"connection: close\r\n\r\n", body]
+        self.transport.write(b"".join(lines))
+        record = self.guard.on_answer
+        if record is not None and not in_app:
+            record(error, request_id, self.peer, *line)
+
+    def _request_line(self, of: Any) -> tuple[str, str]:
+        """The method and path of the request refused, as far as they arrived."""
+        if of is not None:
+            return str(of.scope.get("method", "")), str(of.scope.get("path", ""))[:512]
+        if self.line == 0:
             return "", ""
         try:
             method = self.parser.get_method().decode("ascii", "replace")

@@ -93,3 +93,23 @@ async def test_an_upgrade_with_a_body_is_refused_saying_why(port: int, framing: 
     assert b"connection: close" in head.lower() and b"x-request-id: req_" in head.lower()
     error = orjson.loads(body)["error"]
     assert error["code"] == "upgrade_not_supported" and "Upgrade header" in error["message"]
+
+
+async def test_what_follows_an_upgrade_head_is_dropped_only_up_to_a_bound(port: int) -> None:
+    """While the upgrade's answer is made, what the client sends is dropped, not read — and
+    not for ever: past the head limit the connection is cut (it was read away without end,
+    as fast as the client sent, for as long as the answer took)."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = 0
+    try:
+        writer.write(b"GET /x HTTP/1.1\r\n" + UPGRADE + b"\r\n")
+        async with asyncio.timeout(5):
+            while sent < 64 * 1024 * 1024:
+                writer.write(b"\x82\x7f" + b"\0" * 65534)  # binary frames, without a 101
+                await writer.drain()
+                sent += 65536
+    except (ConnectionError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+    assert sent < 16 * 1024 * 1024, sent
