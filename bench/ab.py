@@ -11,6 +11,8 @@ this/base ratios, with the load average.
 
     .venv/bin/python bench/ab.py --base HEAD~1               # ~3 minutes
     .venv/bin/python bench/ab.py --base 50ab348 --repeats 9 --rates 500 1000
+    .venv/bin/python bench/ab.py --base HEAD~1 --redis      # both with Redis as the state
+                                                            # layer (limits counted there)
 
 The base tree is ``git archive`` of that commit into bench/.work/ab-<commit>/ (run with this
 tree's virtualenv). All traffic goes to 127.0.0.1; bounded in count and time; children are
@@ -31,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import overhead
+import workers
 from rich.console import Console
 from rich.table import Table
 
@@ -62,7 +65,11 @@ def main() -> int:
     ap.add_argument("--rates", type=float, nargs="+", default=[500.0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
+    ap.add_argument("--redis", nargs="?", const=workers.REDIS, metavar="URL",
+                    help="Redis as both gateways' state layer, as a multi-worker deployment "
+                         f"runs (default URL: {workers.REDIS})")
     args = ap.parse_args()
+    env = {"GATEHOUSE_STORAGE__STATE_URL": args.redis} if args.redis else None
     base_root, sha = base_tree(args.base)
     here = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=overhead.ROOT,
                           check=False, capture_output=True, text=True).stdout.strip()
@@ -70,8 +77,9 @@ def main() -> int:
     kids = overhead.Children()
     try:
         upstream = overhead.start_upstream(kids, py)
-        base = overhead.start_full_gatehouse(kids, py, upstream, name="base", root=base_root)
-        this = overhead.start_full_gatehouse(kids, py, upstream, name="this")
+        base = overhead.start_full_gatehouse(kids, py, upstream, name="base", root=base_root,
+                                             env=env)
+        this = overhead.start_full_gatehouse(kids, py, upstream, name="this", env=env)
         for t in (base, this):
             overhead.smoke(t)
         load_before = os.getloadavg()
@@ -79,8 +87,9 @@ def main() -> int:
         paired = overhead.paired_added([upstream, base, this], args.rates, args.repeats,
                                        args.duration)
         console = Console(width=120)
-        table = Table(title=f"Full pipeline, one worker each: base {sha} vs this tree "
-                            f"({here}); median of {args.repeats} repeats")
+        state = "Redis state" if args.redis else "in-process state"
+        table = Table(title=f"Full pipeline ({state}), one worker each: base {sha} vs this "
+                            f"tree ({here}); median of {args.repeats} repeats")
         for col in ("figure", f"base {sha}", "this", "this ÷ base"):
             table.add_column(col, justify="right")
 

@@ -1,11 +1,15 @@
-"""The Redis limiter: exact across replicas, one round trip per request.
+"""The Redis limiter: exact across replicas, at most one round trip per request.
 
-A reservation is one Lua script call over every counter the request touches. Its settle does
-not need an answer, so it is queued and rides along with the next reservation this process
-sends (the same script applies it first); when no reservation comes within
-``SETTLE_DELAY`` seconds, the queue is flushed on its own. Under load a request therefore
-costs one round trip; a settle is at most ``SETTLE_DELAY`` late (its reservation is held that
-much longer — conservative, never over-admitting)."""
+A reservation is one Lua script call over every counter the request touches — and the
+reservations this process asks for in one turn of its event loop go together in one call
+(up to ``MAX_BATCH``), decided one after the other by the script exactly as separate calls
+would be: under load many requests share a round trip, and redis-py's cost per call (most of
+a request's Redis cost on the gateway's side) is paid once for all of them. A request alone
+waits for nothing: its call leaves at the end of the loop's turn. Its settle does not need an
+answer, so it is queued and rides along with the next reservation this process sends (the
+same script applies it first); when no reservation comes within ``SETTLE_DELAY`` seconds, the
+queue is flushed on its own. A settle is therefore at most ``SETTLE_DELAY`` late (its
+reservation is held that much longer — conservative, never over-admitting)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from gatehouse.state.redis import bounded_client
 
 PREFIX = "gatehouse:"
 SETTLE_DELAY = 0.05
-MAX_RIDING = 256  # settle entries carried by one reservation at most
+MAX_RIDING = 256  # settle entries carried by one call at most
+MAX_BATCH = 16  # reservations in one call at most (it holds Redis: ~2 ms for 16 of 6 counters)
 _HERE = Path(__file__).parent
 log = logging.getLogger("gatehouse.quota")
 
@@ -29,6 +34,8 @@ log = logging.getLogger("gatehouse.quota")
 # fine on a single Redis (or Sentinel); a Redis Cluster would need hash tags.
 
 Entry = tuple[str, str, str, int, int]  # key, commit key, rid, actual, commit expires_ms
+# a reservation waiting for its call: rid, asks, now, until, kind, its decision
+Waiting = tuple[str, list[Ask], float, float, str, "asyncio.Future[Decision]"]
 
 
 class RedisLimiter:
@@ -46,6 +53,8 @@ class RedisLimiter:
         self._pending: list[Entry] = []
         self._flusher: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+        self._waiting: list[Waiting] = []  # reservations for the call at the end of this turn
+        self._calls: set[asyncio.Task[None]] = set()
 
     async def _call(self, script: object, keys: list[str], args: list[object],
                     kind: str) -> list[int]:
@@ -63,31 +72,64 @@ class RedisLimiter:
         riding, self._pending = self._pending[:MAX_RIDING], self._pending[MAX_RIDING:]
         return riding
 
-    async def _send(self, rid: str, asks: list[Ask], now: float, ttl: float,
-                    riding: list[Entry], kind: str = "reserve") -> list[int]:
+    async def _send(self, waiting: list[Waiting], riding: list[Entry],
+                    kind: str) -> list[int]:
         keys: list[str] = []
-        for ask in asks:
-            keys += (PREFIX + ask.key, PREFIX + (ask.previous or ask.key))
         for e in riding:
             keys += (PREFIX + e[0], PREFIX + e[1])
-        spec = " ".join(f"{a.limit} {a.amount} {int(a.expires * 1000)} {int(bool(a.previous))}"
-                        for a in asks)
-        args: list[object] = [repr(now), rid, repr(now + ttl), spec]
-        if riding:
-            args.append(" ".join(f"{e[2]} {e[3]} {e[4]}" for e in riding))
+        args: list[object] = [" ".join(f"{e[2]} {e[3]} {e[4]}" for e in riding)]
+        for rid, asks, now, until, _, _ in waiting:
+            for ask in asks:
+                keys += (PREFIX + ask.key, PREFIX + (ask.previous or ask.key))
+            args += (repr(now), rid, repr(until),
+                     " ".join(f"{a.limit} {a.amount} {int(a.expires * 1000)} "
+                              f"{int(bool(a.previous))}" for a in asks))
         return await self._call(self._reserve, keys, args, kind)
 
     async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float,
                       kind: str = "reserve") -> Decision:
+        loop = asyncio.get_running_loop()
+        decided: asyncio.Future[Decision] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._start_calls)
+        self._waiting.append((rid, asks, now, now + ttl, kind, decided))
+        return await decided
+
+    def _start_calls(self) -> None:
+        """The reservations asked for in this turn, in calls of at most MAX_BATCH."""
+        waiting = [w for w in self._waiting if not w[5].done()]  # (a caller gone meanwhile)
+        self._waiting = []
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(waiting), MAX_BATCH):
+            task = loop.create_task(self._decide(waiting[start:start + MAX_BATCH]))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _decide(self, waiting: list[Waiting]) -> None:
         riding = self._take()
+        kind = "reserve" if any(w[4] == "reserve" for w in waiting) else waiting[0][4]
         try:
-            out = await self._send(rid, asks, now, ttl, riding, kind)
-        except BaseException:
-            self._pending[:0] = riding  # not applied: they go with the next call
+            out = await self._send(waiting, riding, kind)
+        except asyncio.CancelledError:  # (the limiter is closing)
+            self._pending[:0] = riding
+            for w in waiting:
+                w[5].cancel()
             raise
-        refused = int(out[1])
-        return Decision(bool(out[0]), tuple(int(v) for v in out[2:]),
-                        refused - 1 if refused else None)
+        except Exception as exc:  # each caller raises it (LimiterError: Redis unreachable)
+            self._pending[:0] = riding  # not applied: they go with the next call
+            for w in waiting:
+                if not w[5].done():
+                    w[5].set_exception(exc)
+            return
+        at = 0
+        for w in waiting:
+            n = len(w[1])
+            refused = int(out[at + 1])
+            if not w[5].done():
+                w[5].set_result(Decision(bool(out[at]), tuple(int(v) for v in
+                                                              out[at + 2:at + 2 + n]),
+                                         refused - 1 if refused else None))
+            at += 2 + n
 
     async def settle(self, rid: str, settles: list[Settle], now: float) -> None:
         self._pending += [(s.key, s.commit_key or s.key, rid, s.actual,
@@ -108,7 +150,7 @@ class RedisLimiter:
         while self._pending:
             batch = self._take()
             try:
-                await self._send("settle", [], 0.0, 0.0, batch, "settle")
+                await self._send([], batch, "settle")
             except LimiterError as exc:
                 self._pending[:0] = batch
                 log.warning("could not settle %d counters (%s); retrying", len(batch), exc)
@@ -139,6 +181,9 @@ class RedisLimiter:
         return list((await self.reserve("usage-read", reads, now, 0, "read")).used)
 
     async def aclose(self) -> None:
+        for call in list(self._calls):  # the reservations under way get their answers
+            with contextlib.suppress(BaseException):
+                await call
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None

@@ -180,14 +180,14 @@ async def burst(url: str, keys: list[str], count: int, clients: int) -> list[Ans
     return answers
 
 
-def test_200_clients_on_three_replicas_get_exactly_the_limit_one_round_trip_each(
+def test_200_clients_on_three_replicas_get_exactly_the_limit_at_most_one_round_trip_each(
         cluster: Cluster) -> None:
     """Two keys of one org, each limited to LIMIT a minute, the org to ORG_LIMIT: 200
     concurrent clients send 3 × ORG_LIMIT calls through nginx to the 3 replicas within one
     minute, alternating the keys. Exactly ORG_LIMIT are admitted (not one over, every one of
     the limit used), the first key at most LIMIT of them, and
-    Redis — the cluster's own, so its counters are the cluster's alone — ran one quota
-    script per call."""
+    Redis — the cluster's own, so its counters are the cluster's alone — ran at most one quota
+    script per call (the reservations a replica asks for in one turn of its loop share one)."""
     keys = [cluster.metered_key() for _ in range(2)]
     count = 3 * ORG_LIMIT
     # calendar-minute windows: the burst starts early enough in a minute to end in it (a
@@ -232,11 +232,12 @@ def test_200_clients_on_three_replicas_get_exactly_the_limit_one_round_trip_each
           f"{dict(counts)}; per key {dict(per_key)}; Redis ran {scripts} quota scripts "
           f"({scripts / count:.3f} per call): {sent['reserve']} reservations, "
           f"{sent['settle']} settles on their own, {sent['read']} reads; connections opened and pings {connects}")
-    # On the request path one round trip per call: its reservation. A settle rides along
+    # On the request path at most one round trip per call: its reservation, alone or with
+    # the others its replica asked for in the same turn of its loop. A settle rides along
     # with a later reservation, or — when none comes within 50 ms — goes out on its own, off
     # the request path; only admitted calls have anything to settle. What the replicas say
     # they sent is what Redis ran.
-    assert count - len(busy) <= sent["reserve"] <= count, sent
+    assert 0 < sent["reserve"] <= count, sent
     assert sent["settle"] <= ORG_LIMIT, sent
     assert scripts == sent["reserve"] + sent["settle"], (scripts, sent)  # (reads: no script)
 

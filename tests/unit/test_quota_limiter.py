@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gatehouse.quota.limiter import Ask, Limiter, Settle
+from gatehouse.quota.limiter import Ask, Limiter, LimiterError, Settle
 from gatehouse.quota.memory import MemoryLimiter
-from gatehouse.quota.redis import RedisLimiter
+from gatehouse.quota.redis import MAX_BATCH, RedisLimiter
 from gatehouse.quota.windows import format_reset, span
 from tests.support.services import REDIS_URL
 
@@ -108,6 +108,67 @@ async def test_redis_is_one_round_trip_per_request() -> None:
             assert await other.usage([asks[0]], NOW) == [6]  # 5 settled + "warm" held
         finally:
             await other.aclose()
+    finally:
+        await lim.aclose()
+
+
+async def test_redis_reservations_of_one_turn_share_a_call_decided_in_order() -> None:
+    """Reservations asked for in one turn of the loop go in one script call (MAX_BATCH at
+    most), each decided as its own call would be, in the order asked: on a limit of 3, of
+    five requests for one each the first three fit; a request of several counters that one
+    of them refuses takes nothing from the others; a read sees what those before it took."""
+    lim = RedisLimiter(REDIS_URL)
+    try:
+        await lim.reserve("warm", [Ask(key(), 10, 1, NOW + 60)], NOW, 30)
+        k, other = key(), key()
+        before = lim.round_trips["reserve"]
+        asked = [lim.reserve(f"r{i}", [Ask(k, 3, 1, NOW + 60)], NOW, 30) for i in range(5)]
+        asked.append(lim.reserve("both", [Ask(other, 9, 2, NOW + 60), Ask(k, 3, 1, NOW + 60)],
+                                 NOW, 30))
+        asked.append(lim.reserve("peek", [Ask(other, 9, 0, NOW + 60), Ask(k, 3, 0, NOW + 60)],
+                                 NOW, 30))
+        got = await asyncio.gather(*asked)
+        assert lim.round_trips["reserve"] - before == 1
+        assert [d.allowed for d in got[:5]] == [True, True, True, False, False]
+        assert [d.used for d in got[:5]] == [(0,), (1,), (2,), (3,), (3,)]
+        assert got[3].refused == 0
+        assert not got[5].allowed and got[5].refused == 1 and got[5].used == (0, 3)
+        assert got[6].allowed and got[6].used == (0, 3)  # "both" took nothing from `other`
+
+        # more than MAX_BATCH in one turn: several calls, the same decisions
+        k = key()
+        before = lim.round_trips["reserve"]
+        got = await asyncio.gather(*(lim.reserve(f"s{i}", [Ask(k, 20, 1, NOW + 60)], NOW, 30)
+                                     for i in range(2 * MAX_BATCH + 1)))
+        assert lim.round_trips["reserve"] - before == 3
+        assert sum(d.allowed for d in got) == 20
+        assert sorted(d.used[0] for d in got)[:21] == list(range(21))
+    finally:
+        await lim.aclose()
+
+
+async def test_redis_a_caller_gone_before_its_call_reserves_nothing() -> None:
+    lim = RedisLimiter(REDIS_URL)
+    try:
+        k = key()
+        stays = asyncio.ensure_future(lim.reserve("stays", [Ask(k, 5, 1, NOW + 60)], NOW, 30))
+        goes = asyncio.ensure_future(lim.reserve("goes", [Ask(k, 5, 4, NOW + 60)], NOW, 30))
+        await asyncio.sleep(0)  # both asked; the call leaves at the end of the turn
+        goes.cancel()
+        assert (await stays).allowed
+        assert await lim.usage([Ask(k, 5, 0, NOW + 60)], NOW) == [1]
+    finally:
+        await lim.aclose()
+
+
+async def test_redis_unreachable_fails_every_caller_of_a_shared_call() -> None:
+    lim = RedisLimiter("redis://127.0.0.1:1/0", socket_timeout=0.5)  # nobody listens
+    try:
+        got = await asyncio.gather(*(lim.reserve(f"r{i}", [Ask(key(), 5, 1, NOW + 60)], NOW,
+                                                 30) for i in range(4)),
+                                   return_exceptions=True)
+        assert all(isinstance(e, LimiterError) for e in got), got
+        assert lim.round_trips["reserve"] == 1
     finally:
         await lim.aclose()
 
