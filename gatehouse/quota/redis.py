@@ -1,11 +1,11 @@
 """The Redis limiter: exact across replicas, at most one round trip per request.
 
-A reservation is one Lua script call over every counter the request touches — and the
-reservations this process asks for in one turn of its event loop go together in one call
-(up to ``MAX_BATCH``), decided one after the other by the script exactly as separate calls
-would be: under load many requests share a round trip, and redis-py's cost per call (most of
-a request's Redis cost on the gateway's side) is paid once for all of them. A request alone
-waits for nothing: its call leaves at the end of the loop's turn. Its settle does not need an
+A reservation is one Lua script call over every counter the request touches. With no call
+under way it leaves at once; those asked for while calls are under way (under load) wait for
+the end of the event loop's turn and go together in one call (up to ``MAX_BATCH``), decided
+one after the other by the script exactly as separate calls would be — so many requests share
+a round trip, and redis-py's cost per call (most of a request's Redis cost on the gateway's
+side) is paid once for all of them. Its settle does not need an
 answer, so it is queued and rides along with the next reservation this process sends (the
 same script applies it first); when no reservation comes within ``SETTLE_DELAY`` seconds, the
 queue is flushed on its own. A settle is therefore at most ``SETTLE_DELAY`` late (its
@@ -34,8 +34,7 @@ log = logging.getLogger("gatehouse.quota")
 # fine on a single Redis (or Sentinel); a Redis Cluster would need hash tags.
 
 Entry = tuple[str, str, str, int, int]  # key, commit key, rid, actual, commit expires_ms
-# a reservation waiting for its call: rid, asks, now, until, kind, its decision
-Waiting = tuple[str, list[Ask], float, float, str, "asyncio.Future[Decision]"]
+Reservation = tuple[str, list[Ask], float, float, str]  # rid, asks, now, until, kind
 
 
 class RedisLimiter:
@@ -53,7 +52,10 @@ class RedisLimiter:
         self._pending: list[Entry] = []
         self._flusher: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
-        self._waiting: list[Waiting] = []  # reservations for the call at the end of this turn
+        # reservations asked for while a call was under way, for the call at the end of the
+        # turn; and the calls under way
+        self._waiting: list[tuple[Reservation, asyncio.Future[Decision]]] = []
+        self._busy = 0
         self._calls: set[asyncio.Task[None]] = set()
 
     async def _call(self, script: object, keys: list[str], args: list[object],
@@ -72,13 +74,13 @@ class RedisLimiter:
         riding, self._pending = self._pending[:MAX_RIDING], self._pending[MAX_RIDING:]
         return riding
 
-    async def _send(self, waiting: list[Waiting], riding: list[Entry],
+    async def _send(self, reservations: list[Reservation], riding: list[Entry],
                     kind: str) -> list[int]:
         keys: list[str] = []
         for e in riding:
             keys += (PREFIX + e[0], PREFIX + e[1])
         args: list[object] = [" ".join(f"{e[2]} {e[3]} {e[4]}" for e in riding)]
-        for rid, asks, now, until, _, _ in waiting:
+        for rid, asks, now, until, _ in reservations:
             for ask in asks:
                 keys += (PREFIX + ask.key, PREFIX + (ask.previous or ask.key))
             args += (repr(now), rid, repr(until),
@@ -86,50 +88,68 @@ class RedisLimiter:
                               f"{int(bool(a.previous))}" for a in asks))
         return await self._call(self._reserve, keys, args, kind)
 
+    async def _decided(self, reservations: list[Reservation]) -> list[Decision]:
+        """One call for ``reservations``, the queued settles riding along: their decisions."""
+        riding = self._take()
+        kind = "reserve" if any(r[4] == "reserve" for r in reservations) else reservations[0][4]
+        self._busy += 1
+        try:
+            out = await self._send(reservations, riding, kind)
+        except BaseException:
+            self._pending[:0] = riding  # not applied: they go with the next call
+            raise
+        finally:
+            self._busy -= 1
+        decisions, at = [], 0
+        for r in reservations:
+            n, refused = len(r[1]), int(out[at + 1])
+            decisions.append(Decision(bool(out[at]), tuple(int(v) for v in out[at + 2:at + 2 + n]),
+                                      refused - 1 if refused else None))
+            at += 2 + n
+        return decisions
+
     async def reserve(self, rid: str, asks: list[Ask], now: float, ttl: float,
                       kind: str = "reserve") -> Decision:
+        reservation = (rid, asks, now, now + ttl, kind)
+        if not self._busy and not self._waiting:  # nothing under way: at once, its own call
+            return (await self._decided([reservation]))[0]
         loop = asyncio.get_running_loop()
         decided: asyncio.Future[Decision] = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._start_calls)
-        self._waiting.append((rid, asks, now, now + ttl, kind, decided))
-        return await decided
-
-    def _start_calls(self) -> None:
-        """The reservations asked for in this turn, in calls of at most MAX_BATCH."""
-        waiting = [w for w in self._waiting if not w[5].done()]  # (a caller gone meanwhile)
-        self._waiting = []
-        loop = asyncio.get_running_loop()
-        for start in range(0, len(waiting), MAX_BATCH):
-            task = loop.create_task(self._decide(waiting[start:start + MAX_BATCH]))
+        if not self._waiting:  # its call leaves next turn, with those asked for meanwhile
+            task = loop.create_task(self._decide_waiting())
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
+        self._waiting.append((reservation, decided))
+        return await decided
 
-    async def _decide(self, waiting: list[Waiting]) -> None:
-        riding = self._take()
-        kind = "reserve" if any(w[4] == "reserve" for w in waiting) else waiting[0][4]
+    async def _decide_waiting(self) -> None:
+        waiting = [w for w in self._waiting if not w[1].done()]  # (a caller gone meanwhile)
+        self._waiting = []
+        loop = asyncio.get_running_loop()
+        for start in range(MAX_BATCH, len(waiting), MAX_BATCH):  # more than one call holds
+            task = loop.create_task(self._answer(waiting[start:start + MAX_BATCH]))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+        await self._answer(waiting[:MAX_BATCH])
+
+    async def _answer(self, waiting: list[tuple[Reservation, asyncio.Future[Decision]]]
+                      ) -> None:
+        if not waiting:
+            return
         try:
-            out = await self._send(waiting, riding, kind)
+            decisions = await self._decided([r for r, _ in waiting])
         except asyncio.CancelledError:  # (the limiter is closing)
-            self._pending[:0] = riding
-            for w in waiting:
-                w[5].cancel()
+            for _, decided in waiting:
+                decided.cancel()
             raise
         except Exception as exc:  # each caller raises it (LimiterError: Redis unreachable)
-            self._pending[:0] = riding  # not applied: they go with the next call
-            for w in waiting:
-                if not w[5].done():
-                    w[5].set_exception(exc)
+            for _, decided in waiting:
+                if not decided.done():
+                    decided.set_exception(exc)
             return
-        at = 0
-        for w in waiting:
-            n = len(w[1])
-            refused = int(out[at + 1])
-            if not w[5].done():
-                w[5].set_result(Decision(bool(out[at]), tuple(int(v) for v in
-                                                              out[at + 2:at + 2 + n]),
-                                         refused - 1 if refused else None))
-            at += 2 + n
+        for (_, decided), decision in zip(waiting, decisions, strict=True):
+            if not decided.done():
+                decided.set_result(decision)
 
     async def settle(self, rid: str, settles: list[Settle], now: float) -> None:
         self._pending += [(s.key, s.commit_key or s.key, rid, s.actual,
