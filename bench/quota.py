@@ -177,14 +177,15 @@ def part1(runner: asyncio.Runner, run: str, repeats: int, duration: float,
     for lim in limiters:
         runner.run(decisions(lim, run, 64, 0.2))
     cells: list[LimCell] = []
-    combos = [(lim, conc) for conc in (1, 64) for lim in limiters]
+    combos = [(lim, conc) for conc in (1, 8, 64) for lim in limiters]
     for rep in range(repeats):
         k = rep % len(combos)
         for lim, conc in combos[k:] + combos[:k]:
-            trips0, cpu0, own0 = red.round_trips, proc_cpu(rpid), time.process_time()
+            trips0 = sum(red.round_trips.values())
+            cpu0, own0 = proc_cpu(rpid), time.process_time()
             n, took = runner.run(decisions(lim, run, conc, duration))
             own = time.process_time() - own0
-            trips = red.round_trips - trips0
+            trips = sum(red.round_trips.values()) - trips0  # (by kind since 2026-11-23)
             cpu = proc_cpu(rpid) - cpu0
             cells.append(LimCell(
                 lim.name, conc, n / took,
@@ -438,7 +439,7 @@ def main() -> int:
                 "caller CPU µs/pair", "Redis CPU µs/pair"):
         t1.add_column(col, justify="right" if col != "limiter" else "left")
     med: dict[tuple[str, int], float] = {}
-    for conc in (1, 64):
+    for conc in (1, 8, 64):
         for name in ("memory", "redis", "2×PING"):
             cs = [c for c in cells if c.limiter == name and c.conc == conc]
             rate = statistics.median(c.pairs_per_s for c in cs)
