@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault(str(n), []).append(cell)
                 log(f"rep {rep + 1} {n} replica(s): {top.throughput:,.0f}/s max, added p50 "
                     f"{cell['p50'] * 1000:.2f} ms p99 {cell['p99'] * 1000:.2f} ms at "
-                    f"{args.rate:g}/s; {cell['reserve_per_request']:.3f} reservations and "
+                    f"{args.rate:g}/s; {cell['reserve_per_request']:.3f} reservation calls and "
                     f"{cell['scripts_per_request']:.3f} Redis scripts per request; "
                     f"errors {cell['errors']}")
         # exactness under load: a burst on one key through all replicas, within one minute
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
           "the replicas, Redis, PostgreSQL and the upstream. Throughput stops growing when "
           "the cores are full — that ceiling is the machine's, not the design's.\n")
     print(f"| replicas | max req/s (ratio to 1) | added p50 / p99 at {args.rate:g}/s "
-          "| Redis reservations per request | Redis scripts per request | errors |")
+          "| Redis reservation calls per request (shared within a turn of the loop) | Redis scripts per request | errors |")
     print("|---|---|---|---|---|---|")
     for n, m in med.items():
         print(f"| {n} | {m['rps']:,.0f} ({m['rps'] / base:.2f}×) | "
