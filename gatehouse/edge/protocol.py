@@ -92,7 +92,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.phase = WAITING
         self.admitted = False
         self.refusal: GatehouseError | None = None
-        self.raw = 0         # bytes received since this connection began waiting for a head
+        self.raw = 0         # bytes of the next head: received since the last message ended
+        self.begun = False   # the parser has begun a message (its head, at least a byte)
         self.line = 0        # request-line bytes seen by the parser
         self.head = 0        # head bytes seen by the parser
         self.count = 0       # headers seen
@@ -164,6 +165,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if self.deadline == 0.0:  # the first byte of a head after a keep-alive pause
                 self.deadline = self.loop.time() + self.guard.head_timeout
             self.raw += len(data)
+        elif phase == BUSY:  # the next head, pipelined while an answer is made: bounded too
+            self.raw += len(data)  # (one endless header was kept by the parser meanwhile)
         elif phase == BODY:
             self.deadline = self.loop.time() + self.guard.body_timeout
             # a body is bounded whether or not the app reads it: uvicorn drops one that comes
@@ -210,7 +213,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 f"The request body is over {self.guard.max_body:,} bytes, more than this "
                 "gateway accepts.", cause="body_too_large"))
             return
-        if self.phase == WAITING and self.raw > self.max_head:
+        if self.phase != BODY and self.raw > self.max_head:
             # a head still incomplete past the limit: refuse before the parser keeps more
             self._refuse(HeadTooLarge(f"The request head is larger than {self.max_head} "
                                       "bytes.", cause="head_too_large"))
@@ -218,6 +221,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.line = self.head = self.count = 0
+        self.begun = True
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -265,7 +269,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.chunks += 1
 
     def on_message_complete(self) -> None:
-        self.body_bytes = self.payload = self.chunks = self.line = 0
+        self.body_bytes = self.payload = self.chunks = self.line = self.raw = 0
+        self.begun = False
         self.phase = BUSY
         self.deadline = 0.0
         self.guard.to_busy(self)
@@ -284,10 +289,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # app runs its accounting (the stages' exits) right after, and the client should
         # not wait for that (gatehouse/server.py)
         cast(CorkedTransport, self.transport).flush()
+        self.budget = self.guard.send_timeout  # the next answer has its own
         held = self.held
         if held is not None:
             if not self._answers_due(held[1]):  # the last answer before the refusal's
-                self._answer(*held)
+                if not self.transport.is_closing():  # (that answer closed: it cannot be)
+                    self._answer(*held)
                 self._close()
             super().on_response_complete()  # (closing: starts nothing; else the next)
             return
@@ -296,16 +303,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # could be evicted to make room for a new connection)
         pipelined = bool(self.pipeline)
         super().on_response_complete()
-        self.budget = self.guard.send_timeout  # the next answer has its own
         if self.transport.is_closing() or pipelined or self.phase != BUSY:
             return  # closing, or the next request (pipelined) is already read or reading
-        self._wait_for_head(0.0)  # uvicorn's keep-alive timer governs the idle wait
+        if self.raw or self.begun:  # a head begun while the answer was made: due from now
+            self._unset_keepalive_if_required()  # (not an idle connection)
+            self._wait_for_head(self.loop.time() + self.guard.head_timeout)
+        else:
+            self._wait_for_head(0.0)  # uvicorn's keep-alive timer governs the idle wait
 
     def _wait_for_head(self, deadline: float) -> None:
         """The request is over: the connection waits for the next head (its limits, and
-        ``deadline`` — 0: none until its first byte)."""
+        ``deadline`` — 0: none until its first byte). ``raw`` counts from the message's end."""
         self.phase = WAITING
-        self.raw = 0
         self.deadline = deadline
         self.guard.to_waiting(self)
 
@@ -346,7 +355,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(RequestTimeout(f"The request body stopped arriving for "
                                         f"{self.guard.body_timeout:g} s.",
                                         cause="body_timeout"), counted=True)
-        elif self.raw > 0:
+        elif self.raw > 0 or self.begun:
             self.guard.slow(self, "head_timeout")
             self._refuse(RequestTimeout(f"The request head did not arrive within "
                                         f"{self.guard.head_timeout:g} s.",

@@ -170,3 +170,63 @@ async def test_bytes_sent_on_behind_a_refused_head_are_bounded(tmp_path: Path) -
         writer.close()
         assert sent < 16 * 1024 * 1024, sent
         assert b"data: [DONE]" not in raw  # cut: the client's own connection, its own doing
+
+
+async def test_a_head_sent_while_an_answer_is_made_is_bounded(tmp_path: Path) -> None:
+    """The next request's head, pipelined while the answer before it is made, is counted as
+    it arrives: one endless header was kept by the parser for as long as the answer ran
+    (48 MiB in 2.6 s, +80 MB of the worker's memory). Past the head limit it is refused —
+    after the answer, which is not cut."""
+    app = create_app(settings(tmp_path, demo={"ms_per_token": 100, "reply_tokens": 10}))
+    async with served(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(stream_request(10))
+        await asyncio.wait_for(reader.readuntil(b"data: "), 10)  # the 1-s answer runs
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: gw\r\nx-big: ")
+        sent = 0
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(5):
+                while sent < 48 * 1024 * 1024:
+                    writer.write(b"a" * 4096)
+                    await writer.drain()
+                    sent += 4096
+        raw = b""
+        with contextlib.suppress(ConnectionError):
+            raw = await read_all(reader)
+        writer.close()
+        assert sent < 8 * 1024 * 1024, sent
+        assert b"HTTP/1.1 431 " in raw or raw.count(b"HTTP/1.1 ") <= 1, raw[-300:]
+
+
+async def test_half_a_head_sent_while_an_answer_is_made_gets_its_408(tmp_path: Path) -> None:
+    """Half a head pipelined while the first answer is made, then nothing: 408 from the
+    answer's end (as for half a head after it) — it was a bare close at the keep-alive
+    timeout."""
+    app = create_app(settings(tmp_path, demo={"ms_per_token": 50, "reply_tokens": 10},
+                              server={"keepalive_timeout": 30.0}))
+    async with served(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(stream_request(10) + b"GET /healthz HTTP/1.1\r\nhost: g")
+        raw = await read_all(reader, timeout=10)
+        writer.close()
+        got = answers(raw)
+        assert [a[0] for a in got] == [200, 408], raw[-300:]
+        assert orjson.loads(got[1][2])["error"]["code"] == "request_timeout"
+
+
+async def test_a_refusal_held_behind_an_answer_that_closes_is_not_recorded(
+        tmp_path: Path) -> None:
+    """The answer before it closes the connection (an HTTP/1.0 one, even kept alive; a
+    shutdown): the held refusal cannot be written, so it is not recorded as answered."""
+    app = create_app(settings(tmp_path, demo={"ms_per_token": 50, "reply_tokens": 10}))
+    async with served(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        closing = stream_request(10).replace(b"HTTP/1.1\r\nhost: gw\r\n",
+                                             b"HTTP/1.0\r\nhost: gw\r\nconnection: keep-alive\r\n")
+        writer.write(closing + BIG_HEADER)
+        raw = await read_all(reader)
+        writer.close()
+        assert raw.startswith(b"HTTP/1.1 200 ") and b"data: [DONE]" in raw, raw[-200:]
+        assert b"HTTP/1.1 431" not in raw
+        await asyncio.sleep(0.2)
+        assert answered(app, "connection") == {}  # (it was recorded as a 431 given)
