@@ -46,6 +46,7 @@ class RedisLimiter:
         # on a busy replica the event loop may take a while to complete them. A false
         # "unreachable" sends the replica to its local limiter, which over-admits.
         self._redis = bounded_client(url, socket_timeout, pool_timeout=socket_timeout)
+        self._timeout = socket_timeout
         # one script reserves and settles: a settle with nothing to reserve is the same call
         self._reserve = self._redis.register_script((_HERE / "reserve.lua").read_text())
         self.round_trips = {"reserve": 0, "settle": 0, "read": 0}
@@ -88,8 +89,10 @@ class RedisLimiter:
                               f"{int(bool(a.previous))}" for a in asks))
         return await self._call(self._reserve, keys, args, kind)
 
-    async def _decided(self, reservations: list[Reservation]) -> list[Decision]:
-        """One call for ``reservations``, the queued settles riding along: their decisions."""
+    async def _decided(self, reservations: list[Reservation]) -> list[Decision | LimiterError]:
+        """One call for ``reservations``, the queued settles riding along: their decisions
+        (a reservation whose counters Redis refused — a key of ours holding another type —
+        fails alone, as a LimiterError: the others in the call are decided)."""
         riding = self._take()
         kind = "reserve" if any(r[4] == "reserve" for r in reservations) else reservations[0][4]
         self._busy += 1
@@ -100,11 +103,21 @@ class RedisLimiter:
             raise
         finally:
             self._busy -= 1
-        decisions, at = [], 0
+        if int(out[0]):  # dropped, or they would be retried with every call for ever
+            log.warning("quota: %d settle(s) could not be applied in Redis (a key holding "
+                        "another type?); dropped", int(out[0]))
+        decisions: list[Decision | LimiterError] = []
+        at = 1
         for r in reservations:
-            n, refused = len(r[1]), int(out[at + 1])
-            decisions.append(Decision(bool(out[at]), tuple(int(v) for v in out[at + 2:at + 2 + n]),
-                                      refused - 1 if refused else None))
+            n, allowed, refused = len(r[1]), int(out[at]), out[at + 1]
+            if allowed < 0:
+                why = refused.decode("utf-8", "replace") if isinstance(refused, bytes) \
+                    else str(refused)
+                decisions.append(LimiterError(f"redis: {why}"))
+            else:
+                decisions.append(Decision(bool(allowed), tuple(int(v) for v in
+                                                               out[at + 2:at + 2 + n]),
+                                          int(refused) - 1 if int(refused) else None))
             at += 2 + n
         return decisions
 
@@ -112,7 +125,10 @@ class RedisLimiter:
                       kind: str = "reserve") -> Decision:
         reservation = (rid, asks, now, now + ttl, kind)
         if not self._busy and not self._waiting:  # nothing under way: at once, its own call
-            return (await self._decided([reservation]))[0]
+            (decided_now,) = await self._decided([reservation])
+            if isinstance(decided_now, LimiterError):
+                raise decided_now
+            return decided_now
         loop = asyncio.get_running_loop()
         decided: asyncio.Future[Decision] = loop.create_future()
         if not self._waiting:  # its call leaves next turn, with those asked for meanwhile
@@ -148,7 +164,11 @@ class RedisLimiter:
                     decided.set_exception(exc)
             return
         for (_, decided), decision in zip(waiting, decisions, strict=True):
-            if not decided.done():
+            if decided.done():
+                continue
+            if isinstance(decision, LimiterError):
+                decided.set_exception(decision)
+            else:
                 decided.set_result(decision)
 
     async def settle(self, rid: str, settles: list[Settle], now: float) -> None:
@@ -201,9 +221,17 @@ class RedisLimiter:
         return list((await self.reserve("usage-read", reads, now, 0, "read")).used)
 
     async def aclose(self) -> None:
-        for call in list(self._calls):  # the reservations under way get their answers
-            with contextlib.suppress(BaseException):
-                await call
+        # every reservation under way gets its answer — the calls of a turn (made while the
+        # first waited), and those sent at once by their callers — before the last settles
+        # go (their riding settles are queued again if a call fails); bounded by the socket
+        # timeout each call has
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2 * self._timeout + 1
+        while (self._calls or self._busy) and loop.time() < until:
+            if self._calls:
+                await asyncio.wait(set(self._calls), timeout=until - loop.time())
+            else:
+                await asyncio.sleep(0.01)
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None

@@ -13,81 +13,99 @@
 -- KEYS: for each settle, the reservation's key and the key to commit to (the window current
 -- when the request ended); then for each reservation, for each of its counters, its key and
 -- the key of the window before (the same key when nothing carries over).
--- Returns, for each reservation in turn: allowed (1/0), refused index (1-based, 0 if none),
--- used_1, ..., used_N.
+-- Returns the number of settles that could not be applied (a key that is not one of ours:
+-- dropped, not retried for ever), then for each reservation in turn: allowed (1/0), refused
+-- index (1-based, 0 if none), used_1, ..., used_N — or, for one that failed the same way,
+-- -1, the error, and N zeros. One bad key fails its own settle or reservation, not the
+-- others sharing the call (their effects are kept: a script does not roll back).
+local function why(err)
+  return type(err) == "table" and (err.err or "error") or tostring(err)
+end
 local k = 0  -- KEYS read so far
 local s = {}
 for v in string.gmatch(ARGV[1], "%S+") do s[#s + 1] = v end
+local out = {0}
 for j = 1, #s / 3 do
   local h, target = KEYS[k + 1], KEYS[k + 2]
   k = k + 2
-  local old, actual = s[3*j-2], tonumber(s[3*j-1])
-  local amount = redis.call('HGET', h, old)
-  if amount then
-    redis.call('HDEL', h, old)
-    redis.call('HINCRBY', h, 'r', -tonumber(amount))
-    redis.call('ZREM', h .. ':e', old)
-  end
-  if actual > 0 then
-    redis.call('HINCRBY', target, 'c', actual)
-    redis.call('PEXPIREAT', target, tonumber(s[3*j]) + 60000)
-  end
+  local ok = pcall(function()
+    local old, actual = s[3*j-2], tonumber(s[3*j-1])
+    local amount = redis.call('HGET', h, old)
+    if amount then
+      redis.call('HDEL', h, old)
+      redis.call('HINCRBY', h, 'r', -tonumber(amount))
+      redis.call('ZREM', h .. ':e', old)
+    end
+    if actual > 0 then
+      redis.call('HINCRBY', target, 'c', actual)
+      redis.call('PEXPIREAT', target, tonumber(s[3*j]) + 60000)
+    end
+  end)
+  if not ok then out[1] = out[1] + 1 end
 end
-local out = {}
 for a = 2, #ARGV, 4 do  -- each reservation
-  local now, rid, until_ = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
   local spec = {}
   for v in string.gmatch(ARGV[a + 3], "%S+") do spec[#spec + 1] = tonumber(v) end
   local n = #spec / 4
-  local used = {}
-  local refused = 0
-  for i = 1, n do
-    local h, before = KEYS[k + 2*i - 1], KEYS[k + 2*i]
-    local e = h .. ":e"
-    local limit, amount, expires, carry = spec[4*i-3], spec[4*i-2], spec[4*i-1], spec[4*i]
-    -- reservations of requests whose replica died (or that ran past the ttl) lapse here
-    local stale = redis.call('ZRANGEBYSCORE', e, '-inf', now)
-    for _, old in ipairs(stale) do
-      local amount_ = redis.call('HGET', h, old)
-      if amount_ then
-        redis.call('HDEL', h, old)
-        redis.call('HINCRBY', h, 'r', -tonumber(amount_))
-      end
-      redis.call('ZREM', e, old)
-    end
-    local cdr = redis.call('HMGET', h, 'c', 'd', 'r')
-    local debt = cdr[2]
-    if not debt then  -- first use of this window: take over what the one before overshot
-      debt = 0
-      if carry == 1 then
-        local p = redis.call('HMGET', before, 'c', 'd')
-        debt = math.max(0, tonumber(p[1] or '0') + tonumber(p[2] or '0') - limit)
-      end
-      redis.call('HSET', h, 'd', debt)
-      redis.call('PEXPIREAT', h, expires + 60000)
-    end
-    local total = tonumber(cdr[1] or '0') + tonumber(debt) + tonumber(cdr[3] or '0')
-    used[i] = total
-    if refused == 0 and amount > 0 and total + amount > limit then refused = i end
-  end
-  if refused == 0 then
+  local ok, refused, used = pcall(function()
+    local now, rid, until_ = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+    local used = {}
+    local refused = 0
     for i = 1, n do
-      local amount = spec[4*i-2]
-      if amount > 0 then
-        local h = KEYS[k + 2*i - 1]
-        local e = h .. ":e"
-        local expires = spec[4*i-1] + 60000
-        redis.call('HSET', h, rid, amount)
-        redis.call('HINCRBY', h, 'r', amount)
-        redis.call('ZADD', e, until_, rid)
-        redis.call('PEXPIREAT', h, expires)
-        redis.call('PEXPIREAT', e, expires)
+      local h, before = KEYS[k + 2*i - 1], KEYS[k + 2*i]
+      local e = h .. ":e"
+      local limit, amount, expires, carry = spec[4*i-3], spec[4*i-2], spec[4*i-1], spec[4*i]
+      -- reservations of requests whose replica died (or that ran past the ttl) lapse here
+      local stale = redis.call('ZRANGEBYSCORE', e, '-inf', now)
+      for _, old in ipairs(stale) do
+        local amount_ = redis.call('HGET', h, old)
+        if amount_ then
+          redis.call('HDEL', h, old)
+          redis.call('HINCRBY', h, 'r', -tonumber(amount_))
+        end
+        redis.call('ZREM', e, old)
+      end
+      local cdr = redis.call('HMGET', h, 'c', 'd', 'r')
+      local debt = cdr[2]
+      if not debt then  -- first use of this window: take over what the one before overshot
+        debt = 0
+        if carry == 1 then
+          local p = redis.call('HMGET', before, 'c', 'd')
+          debt = math.max(0, tonumber(p[1] or '0') + tonumber(p[2] or '0') - limit)
+        end
+        redis.call('HSET', h, 'd', debt)
+        redis.call('PEXPIREAT', h, expires + 60000)
+      end
+      local total = tonumber(cdr[1] or '0') + tonumber(debt) + tonumber(cdr[3] or '0')
+      used[i] = total
+      if refused == 0 and amount > 0 and total + amount > limit then refused = i end
+    end
+    if refused == 0 then
+      for i = 1, n do
+        local amount = spec[4*i-2]
+        if amount > 0 then
+          local h = KEYS[k + 2*i - 1]
+          local e = h .. ":e"
+          local expires = spec[4*i-1] + 60000
+          redis.call('HSET', h, rid, amount)
+          redis.call('HINCRBY', h, 'r', amount)
+          redis.call('ZADD', e, until_, rid)
+          redis.call('PEXPIREAT', h, expires)
+          redis.call('PEXPIREAT', e, expires)
+        end
       end
     end
+    return refused, used
+  end)
+  if ok then
+    out[#out + 1] = refused == 0 and 1 or 0
+    out[#out + 1] = refused
+    for i = 1, n do out[#out + 1] = used[i] end
+  else  -- (refused holds the error)
+    out[#out + 1] = -1
+    out[#out + 1] = why(refused)
+    for _ = 1, n do out[#out + 1] = 0 end
   end
-  out[#out + 1] = refused == 0 and 1 or 0
-  out[#out + 1] = refused
-  for i = 1, n do out[#out + 1] = used[i] end
   k = k + 2 * n
 end
 return out

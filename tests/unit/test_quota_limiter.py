@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+import redis.asyncio
 
 from gatehouse.quota.limiter import Ask, Limiter, LimiterError, Settle
 from gatehouse.quota.memory import MemoryLimiter
-from gatehouse.quota.redis import MAX_BATCH, RedisLimiter
+from gatehouse.quota.redis import MAX_BATCH, PREFIX, RedisLimiter
 from gatehouse.quota.windows import format_reset, span
 from tests.support.services import REDIS_URL
 
@@ -172,6 +174,61 @@ async def test_redis_unreachable_fails_every_caller_of_a_shared_call() -> None:
         assert lim.round_trips["reserve"] == 2  # the first; the three others
     finally:
         await lim.aclose()
+
+
+async def test_redis_a_bad_key_fails_its_own_reservation_and_settle_only() -> None:
+    """A counter's key holding another type (written by something else) fails the one
+    reservation that uses it, not the others sharing its call (they were failed, though
+    reserved in Redis: a script does not roll back); a settle on such a key is dropped, not
+    queued again and applied again with every later call."""
+    lim = RedisLimiter(REDIS_URL)
+    r = redis.asyncio.from_url(REDIS_URL)
+    bad, good, settled = key(), key(), key()
+    try:
+        await r.set(PREFIX + bad, "x", ex=60)
+        assert (await lim.reserve("s", [Ask(settled, 100, 5, NOW + 60)], NOW, 30)).allowed
+        await lim.settle("s", [Settle(settled, 5, NOW + 60), Settle(bad, 1, NOW + 60)], NOW)
+        hold = asyncio.ensure_future(lim.reserve("hold", [], NOW, 30))
+        await asyncio.sleep(0)  # a call under way: the three below share the next one
+        got = await asyncio.gather(
+            lim.reserve("g1", [Ask(good, 10, 1, NOW + 60)], NOW, 30),
+            lim.reserve("bad", [Ask(bad, 10, 1, NOW + 60)], NOW, 30),
+            lim.reserve("g2", [Ask(good, 10, 1, NOW + 60)], NOW, 30),
+            return_exceptions=True)
+        await hold
+        assert isinstance(got[1], LimiterError) and "WRONGTYPE" in str(got[1]), got[1]
+        assert [d.allowed for d in (got[0], got[2])] == [True, True], got  # type: ignore[union-attr]
+        assert got[2].used == (1,)  # type: ignore[union-attr]
+        await lim.reserve("later", [Ask(key(), 10, 1, NOW + 60)], NOW, 30)
+        await lim.flush()
+        # the good settle applied once, the bad one dropped (not retried with each call)
+        assert await r.hget(PREFIX + settled, "c") == b"5"
+        assert lim._pending == []
+    finally:
+        await lim.aclose()
+        await r.aclose()
+
+
+async def test_redis_aclose_waits_for_every_reservation_under_way() -> None:
+    """The calls of a turn beyond the first and those sent at once by their callers are
+    answered before aclose returns (it awaited only the calls it saw first, and the client
+    was then reopened under the later ones)."""
+    lim = RedisLimiter(REDIS_URL)
+    await lim.reserve("warm", [Ask(key(), 10, 1, NOW + 60)], NOW, 30)
+    sent = lim._send
+
+    async def slow(reservations: Any, riding: Any, kind: str) -> list[int]:
+        await asyncio.sleep(0.2)  # a slow network: each call takes a while
+        return await sent(reservations, riding, kind)
+
+    lim._send = slow  # type: ignore[method-assign]
+    k = key()
+    callers = [asyncio.ensure_future(lim.reserve(f"r{i}", [Ask(k, 100, 1, NOW + 60)], NOW, 30))
+               for i in range(1 + 3 * MAX_BATCH)]
+    await asyncio.sleep(0)
+    await lim.aclose()
+    assert all(c.done() for c in callers)
+    assert all(c.result().allowed for c in callers)
 
 
 async def test_redis_settles_are_not_lost_at_shutdown() -> None:
