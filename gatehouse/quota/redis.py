@@ -61,15 +61,17 @@ class RedisLimiter:
 
     async def _call(self, script: object, keys: list[str], args: list[object],
                     kind: str) -> list[int]:
-        self.round_trips[kind] += 1
-        try:
-            result: list[int] = await script(keys=keys, args=args)  # type: ignore[operator]
-            return result
-        except NoScriptError:  # redis restarted and lost its script cache: load and retry
+        for attempt in range(2):
             self.round_trips[kind] += 1
-            return await script(keys=keys, args=args)  # type: ignore[operator,no-any-return]
-        except (RedisError, OSError) as exc:
-            raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
+            try:
+                result: list[int] = await script(keys=keys, args=args)  # type: ignore[operator]
+                return result
+            except NoScriptError as exc:  # redis restarted and lost its script cache: the
+                if attempt:  # script object loads it and retries; a second miss is a failure
+                    raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
+            except (RedisError, OSError) as exc:  # (the retry's too: never a bare RedisError)
+                raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _take(self) -> list[Entry]:
         riding, self._pending = self._pending[:MAX_RIDING], self._pending[MAX_RIDING:]

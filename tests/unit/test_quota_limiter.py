@@ -231,6 +231,30 @@ async def test_redis_aclose_waits_for_every_reservation_under_way() -> None:
     assert all(c.result().allowed for c in callers)
 
 
+async def test_redis_a_failure_after_a_lost_script_is_a_limiter_error() -> None:
+    """Redis lost its script cache and then the connection: the quota stage's failure
+    policy applies (LimiterError) — the retry's error went out bare, which the stage does
+    not catch (a 500)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import NoScriptError
+
+    lim = RedisLimiter(REDIS_URL)
+    errors = [NoScriptError("NOSCRIPT"), RedisConnectionError("reset by peer")]
+
+    async def failing(**_: Any) -> list[int]:
+        raise errors.pop(0)
+
+    try:
+        lim._reserve = failing  # type: ignore[assignment]
+        with pytest.raises(LimiterError, match="reset by peer"):
+            await lim.reserve("r", [Ask(key(), 5, 1, NOW + 60)], NOW, 30)
+        errors[:] = [NoScriptError("NOSCRIPT"), NoScriptError("NOSCRIPT")]
+        with pytest.raises(LimiterError, match="NOSCRIPT"):
+            await lim.reserve("r2", [Ask(key(), 5, 1, NOW + 60)], NOW, 30)
+    finally:
+        await lim.aclose()
+
+
 async def test_redis_settles_are_not_lost_at_shutdown() -> None:
     lim, other = RedisLimiter(REDIS_URL), RedisLimiter(REDIS_URL)
     try:
