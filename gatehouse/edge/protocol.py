@@ -305,7 +305,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self.transport.is_closing() or pipelined or self.phase != BUSY:
             return  # closing, or the next request (pipelined) is already read or reading
-        if self.raw or self.begun:  # a head begun while the answer was made: due from now
+        if self.begun:  # a head begun while the answer was made: due from now (a blank
+            # line between requests begins none: RFC 9112 §2.2 — ignored, not a slow head)
             self._unset_keepalive_if_required()  # (not an idle connection)
             self._wait_for_head(self.loop.time() + self.guard.head_timeout)
         else:
@@ -355,7 +356,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(RequestTimeout(f"The request body stopped arriving for "
                                         f"{self.guard.body_timeout:g} s.",
                                         cause="body_timeout"), counted=True)
-        elif self.raw > 0 or self.begun:
+        elif self.begun:  # (blank lines alone begin no head: closed as idle, not a 408)
             self.guard.slow(self, "head_timeout")
             self._refuse(RequestTimeout(f"The request head did not arrive within "
                                         f"{self.guard.head_timeout:g} s.",

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
@@ -37,6 +38,14 @@ Entry = tuple[str, str, str, int, int]  # key, commit key, rid, actual, commit e
 Reservation = tuple[str, list[Ask], float, float, str]  # rid, asks, now, until, kind
 
 
+def _dropped(out: list[Any]) -> None:
+    """A script's count of settles that could not be applied (a key of ours holding another
+    type, or a field that is not a number): dropped there, or they would fail every call."""
+    if int(out[0]):
+        log.warning("quota: %d settle(s) could not be applied in Redis (a counter's key holds "
+                    "another type or a field is not a number); dropped", int(out[0]))
+
+
 class RedisLimiter:
     name = "redis"
 
@@ -47,6 +56,7 @@ class RedisLimiter:
         # "unreachable" sends the replica to its local limiter, which over-admits.
         self._redis = bounded_client(url, socket_timeout, pool_timeout=socket_timeout)
         self._timeout = socket_timeout
+        self._closed = False
         # one script reserves and settles: a settle with nothing to reserve is the same call
         self._reserve = self._redis.register_script((_HERE / "reserve.lua").read_text())
         self.round_trips = {"reserve": 0, "settle": 0, "read": 0}
@@ -105,9 +115,7 @@ class RedisLimiter:
             raise
         finally:
             self._busy -= 1
-        if int(out[0]):  # dropped, or they would be retried with every call for ever
-            log.warning("quota: %d settle(s) could not be applied in Redis (a key holding "
-                        "another type?); dropped", int(out[0]))
+        _dropped(out)
         decisions: list[Decision | LimiterError] = []
         at = 1
         for r in reservations:
@@ -192,9 +200,13 @@ class RedisLimiter:
         while self._pending:
             batch = self._take()
             try:
-                await self._send([], batch, "settle")
+                _dropped(await self._send([], batch, "settle"))
             except LimiterError as exc:
                 self._pending[:0] = batch
+                if self._closed:  # (the last flush: nobody retries)
+                    log.warning("could not settle %d counters at shutdown (%s); their "
+                                "reservations lapse", len(batch), exc)
+                    return
                 log.warning("could not settle %d counters (%s); retrying", len(batch), exc)
                 if self._flusher is None:
                     self._flusher = asyncio.get_running_loop().call_later(
@@ -234,6 +246,7 @@ class RedisLimiter:
                 await asyncio.wait(set(self._calls), timeout=until - loop.time())
             else:
                 await asyncio.sleep(0.01)
+        self._closed = True
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None

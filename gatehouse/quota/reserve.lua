@@ -17,9 +17,22 @@
 -- dropped, not retried for ever), then for each reservation in turn: allowed (1/0), refused
 -- index (1-based, 0 if none), used_1, ..., used_N — or, for one that failed the same way,
 -- -1, the error, and N zeros. One bad key fails its own settle or reservation, not the
--- others sharing the call (their effects are kept: a script does not roll back).
+-- others sharing the call (their effects are kept: a script does not roll back). Any other
+-- error (READONLY after a failover, OOM, ...) fails the whole call, as before: nothing was
+-- written, and the client sends the settles again.
 local function why(err)
   return type(err) == "table" and (err.err or "error") or tostring(err)
+end
+-- true for an error of one key's contents: another type (WRONGTYPE), a field that is not a
+-- number (ERR ..., or a Lua error on the value read: "user_script:N: attempt to ...");
+-- any other error is the server's (READONLY, OOM, ...): raised again, failing the call
+local function of_key(err)
+  local msg = why(err)
+  if msg:sub(1, 9) == "WRONGTYPE" or msg:sub(1, 4) == "ERR " or
+      msg:find("^user_script:%d+: ") then
+    return true
+  end
+  error(err)
 end
 local k = 0  -- KEYS read so far
 local s = {}
@@ -28,7 +41,7 @@ local out = {0}
 for j = 1, #s / 3 do
   local h, target = KEYS[k + 1], KEYS[k + 2]
   k = k + 2
-  local ok = pcall(function()
+  local ok, err = pcall(function()
     local old, actual = s[3*j-2], tonumber(s[3*j-1])
     local amount = redis.call('HGET', h, old)
     if amount then
@@ -41,7 +54,7 @@ for j = 1, #s / 3 do
       redis.call('PEXPIREAT', target, tonumber(s[3*j]) + 60000)
     end
   end)
-  if not ok then out[1] = out[1] + 1 end
+  if not ok and of_key(err) then out[1] = out[1] + 1 end
 end
 for a = 2, #ARGV, 4 do  -- each reservation
   local spec = {}
@@ -101,7 +114,7 @@ for a = 2, #ARGV, 4 do  -- each reservation
     out[#out + 1] = refused == 0 and 1 or 0
     out[#out + 1] = refused
     for i = 1, n do out[#out + 1] = used[i] end
-  else  -- (refused holds the error)
+  elseif of_key(refused) then  -- (refused holds the error)
     out[#out + 1] = -1
     out[#out + 1] = why(refused)
     for _ = 1, n do out[#out + 1] = 0 end

@@ -230,3 +230,23 @@ async def test_a_refusal_held_behind_an_answer_that_closes_is_not_recorded(
         assert b"HTTP/1.1 431" not in raw
         await asyncio.sleep(0.2)
         assert answered(app, "connection") == {}  # (it was recorded as a 431 given)
+
+
+async def test_a_blank_line_between_requests_is_ignored_not_a_slow_head(
+        tmp_path: Path) -> None:
+    """A CRLF sent while an answer is made (some clients end a POST's body with one more)
+    begins no request (RFC 9112 §2.2): the connection closes quietly when idle — no 408, no
+    slow-client offence towards a ban."""
+    from tests.unit.test_edge_body_cap import closed_by_reason
+
+    app = create_app(settings(tmp_path, demo={"ms_per_token": 50, "reply_tokens": 10}))
+    async with served(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(stream_request(10))
+        first = await asyncio.wait_for(reader.readuntil(b"data: "), 10)
+        writer.write(b"\r\n")
+        raw = first + await read_all(reader, timeout=15)  # (uvicorn's keep-alive: 5 s)
+        writer.close()
+        assert [a[0] for a in answers(raw)] == [200], raw[-300:]
+        assert closed_by_reason(app, "head_timeout") == 0
+        assert answered(app, "connection") == {}

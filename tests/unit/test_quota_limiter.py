@@ -14,7 +14,8 @@ from gatehouse.quota.limiter import Ask, Limiter, LimiterError, Settle
 from gatehouse.quota.memory import MemoryLimiter
 from gatehouse.quota.redis import MAX_BATCH, PREFIX, RedisLimiter
 from gatehouse.quota.windows import format_reset, span
-from tests.support.services import REDIS_URL
+from tests.support.procs import free_port
+from tests.support.services import REDIS_URL, private_redis
 
 NOW = 1_800_000_000.0
 
@@ -209,6 +210,47 @@ async def test_redis_a_bad_key_fails_its_own_reservation_and_settle_only() -> No
         await r.aclose()
 
 
+async def test_redis_refusing_writes_fails_the_call_and_keeps_the_settles() -> None:
+    """An error of the server, not of one key — READONLY: the limiter still connected to a
+    primary demoted by a failover — fails the whole call, and the riding settles are sent
+    again later, not dropped as a bad key's are (usage lost, the window over-admitted)."""
+    with private_redis(free_port()) as url, private_redis(free_port()) as other:
+        lim = RedisLimiter(url)
+        admin = redis.asyncio.from_url(url)
+        k = key()
+        try:
+            assert (await lim.reserve("r1", [Ask(k, 100, 5, NOW + 60)], NOW, 30)).allowed
+            await lim.settle("r1", [Settle(k, 5, NOW + 60)], NOW)
+            port = int(other.rsplit(":", 1)[1].split("/")[0])
+            await admin.replicaof("127.0.0.1", port)  # demoted: read-only from now
+            with pytest.raises(LimiterError, match="READONLY"):
+                await lim.reserve("r2", [Ask(k, 100, 1, NOW + 60)], NOW, 30)
+            assert len(lim._pending) == 1  # the settle waits for the next call
+            await admin.replicaof("NO", "ONE")  # writable again
+            await lim.flush()
+            assert await admin.hget(PREFIX + k, "c") == b"5"
+        finally:
+            await lim.aclose()
+            await admin.aclose()
+
+
+async def test_redis_a_bad_settle_sent_alone_is_dropped_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    lim = RedisLimiter(REDIS_URL)
+    r = redis.asyncio.from_url(REDIS_URL)
+    bad = key()
+    try:
+        await r.set(PREFIX + bad, "x", ex=60)
+        await lim.settle("s", [Settle(bad, 1, NOW + 60)], NOW)
+        with caplog.at_level("WARNING", logger="gatehouse.quota"):
+            await lim.flush()
+        assert lim._pending == []
+        assert "1 settle(s) could not be applied" in caplog.text
+    finally:
+        await lim.aclose()
+        await r.aclose()
+
+
 async def test_redis_aclose_waits_for_every_reservation_under_way() -> None:
     """The calls of a turn beyond the first and those sent at once by their callers are
     answered before aclose returns (it awaited only the calls it saw first, and the client
@@ -253,6 +295,15 @@ async def test_redis_a_failure_after_a_lost_script_is_a_limiter_error() -> None:
             await lim.reserve("r2", [Ask(key(), 5, 1, NOW + 60)], NOW, 30)
     finally:
         await lim.aclose()
+
+
+async def test_redis_aclose_with_redis_gone_leaves_nothing_running() -> None:
+    """The last flush fails (Redis gone): it is said in the log, not retried a second later
+    on the closed client."""
+    lim = RedisLimiter("redis://127.0.0.1:1/0", socket_timeout=0.5)  # nobody listens
+    await lim.settle("s", [Settle(key(), 1, NOW + 60)], NOW)
+    await lim.aclose()
+    assert lim._flusher is None and not lim._flushing
 
 
 async def test_redis_settles_are_not_lost_at_shutdown() -> None:
