@@ -271,9 +271,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self.body_bytes = self.payload = self.chunks = self.line = self.raw = 0
         self.begun = False
-        self.phase = BUSY
-        self.deadline = 0.0
-        self.guard.to_busy(self)
+        self._be_busy()
         super().on_message_complete()
         cycle = self.cycle
         if cycle is not None and cycle.response_complete and not self.pipeline and \
@@ -311,6 +309,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._wait_for_head(self.loop.time() + self.guard.head_timeout)
         else:
             self._wait_for_head(0.0)  # uvicorn's keep-alive timer governs the idle wait
+
+    def _be_busy(self) -> None:
+        """No head nor body to read on time: an answer is being made."""
+        self.phase = BUSY
+        self.deadline = 0.0
+        self.guard.to_busy(self)
 
     def _wait_for_head(self, deadline: float) -> None:
         """The request is over: the connection waits for the next head (its limits, and
@@ -410,9 +414,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # (out of the head and body sweeps: the wait is bounded by those answers' own
             # limits, what the client sends meanwhile by data_received)
             self.held = (error, of, line)
-            self.phase = BUSY
-            self.deadline = 0.0
-            self.guard.to_busy(self)
+            self._be_busy()
             return
         self._answer(error, of, line)
         self._close()

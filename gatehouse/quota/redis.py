@@ -5,10 +5,9 @@ under way it leaves at once; those asked for while calls are under way (under lo
 the end of the event loop's turn and go together in one call (up to ``MAX_BATCH``), decided
 one after the other by the script exactly as separate calls would be — so many requests share
 a round trip, and redis-py's cost per call (most of a request's Redis cost on the gateway's
-side) is paid once for all of them. Its settle does not need an
-answer, so it is queued and rides along with the next reservation this process sends (the
-same script applies it first); when no reservation comes within ``SETTLE_DELAY`` seconds, the
-queue is flushed on its own. A settle is therefore at most ``SETTLE_DELAY`` late (its
+side) is paid once for all of them. Its settle does not need an answer, so it is queued and
+rides along with the next reservation this process sends (the same script applies it first);
+when no reservation comes within ``SETTLE_DELAY`` seconds, the queue is flushed on its own. A settle is therefore at most ``SETTLE_DELAY`` late (its
 reservation is held that much longer — conservative, never over-admitting)."""
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,14 @@ def _dropped(out: list[Any]) -> None:
                     "another type or a field is not a number); dropped", int(out[0]))
 
 
+def _run_kept(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` as a task held in ``tasks`` until it ends (the loop keeps only a weak
+    reference to a task; ``aclose`` waits for what is there)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
 class RedisLimiter:
     name = "redis"
 
@@ -71,17 +79,16 @@ class RedisLimiter:
 
     async def _call(self, script: object, keys: list[str], args: list[object],
                     kind: str) -> list[int]:
-        for attempt in range(2):
-            self.round_trips[kind] += 1
+        self.round_trips[kind] += 1
+        try:
             try:
                 result: list[int] = await script(keys=keys, args=args)  # type: ignore[operator]
-                return result
-            except NoScriptError as exc:  # redis restarted and lost its script cache: the
-                if attempt:  # script object loads it and retries; a second miss is a failure
-                    raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
-            except (RedisError, OSError) as exc:  # (the retry's too: never a bare RedisError)
-                raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")
+            except NoScriptError:  # redis restarted and lost its script cache: load and retry
+                self.round_trips[kind] += 1
+                result = await script(keys=keys, args=args)  # type: ignore[operator]
+        except (RedisError, OSError) as exc:  # the retry's too (a second NOSCRIPT included)
+            raise LimiterError(f"redis: {type(exc).__name__}: {exc}") from exc
+        return result
 
     def _take(self) -> list[Entry]:
         riding, self._pending = self._pending[:MAX_RIDING], self._pending[MAX_RIDING:]
@@ -139,23 +146,17 @@ class RedisLimiter:
             if isinstance(decided_now, LimiterError):
                 raise decided_now
             return decided_now
-        loop = asyncio.get_running_loop()
-        decided: asyncio.Future[Decision] = loop.create_future()
+        decided: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         if not self._waiting:  # its call leaves next turn, with those asked for meanwhile
-            task = loop.create_task(self._decide_waiting())
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
+            _run_kept(self._calls, self._decide_waiting())
         self._waiting.append((reservation, decided))
         return await decided
 
     async def _decide_waiting(self) -> None:
         waiting = [w for w in self._waiting if not w[1].done()]  # (a caller gone meanwhile)
         self._waiting = []
-        loop = asyncio.get_running_loop()
         for start in range(MAX_BATCH, len(waiting), MAX_BATCH):  # more than one call holds
-            task = loop.create_task(self._answer(waiting[start:start + MAX_BATCH]))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
+            _run_kept(self._calls, self._answer(waiting[start:start + MAX_BATCH]))
         await self._answer(waiting[:MAX_BATCH])
 
     async def _answer(self, waiting: list[tuple[Reservation, asyncio.Future[Decision]]]
@@ -191,9 +192,7 @@ class RedisLimiter:
 
     def _start_flush(self) -> None:
         self._flusher = None
-        task = asyncio.get_running_loop().create_task(self.flush())
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
+        _run_kept(self._flushing, self.flush())
 
     async def flush(self) -> None:
         """Send queued settles that no reservation has carried."""
