@@ -190,6 +190,12 @@ async def test_a_head_sent_while_an_answer_is_made_is_bounded(tmp_path: Path) ->
                     writer.write(b"a" * 4096)
                     await writer.drain()
                     sent += 4096
+        # another client is served meanwhile, and at once
+        other_reader, other = await asyncio.open_connection("127.0.0.1", port)
+        other.write(HEALTH)
+        assert (await asyncio.wait_for(other_reader.readuntil(b'{"status":"ok"}'), 2)
+                ).startswith(b"HTTP/1.1 200")
+        other.close()
         raw = b""
         with contextlib.suppress(ConnectionError):
             raw = await read_all(reader)
