@@ -40,7 +40,8 @@ def make(n: int, rng: random.Random, start: float) -> RequestRecord:
         "POST", "/v1/chat/completions", "chat.completions", "m", False,
         403 if ray else 200, "error" if ray else "ok", "blocked" if ray else "ok", None, None,
         None, f"org_{rng.randrange(ORGS):04d}", "proj", "key", None, "standard", "10.0.0.1",
-        "deny" if ray else "pass", "allowed", 0.1, ["a"], "a", 200, 10, 20, 30, 12.0, 3.0)
+        "deny" if ray else "pass", "allowed", 0.1, ["a"], "a", 200, f"up-{n}", 10, 20, 30,
+        "upstream", 12.0, 3.0)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -9,7 +9,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
@@ -32,12 +32,18 @@ if TYPE_CHECKING:
     from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 
 log = logging.getLogger("gatehouse.store")
+T = TypeVar("T")
 
 # any 64-bit number, the same in every replica: the lock that serialises migrations
 _MIGRATION_LOCK = 0x6761746568
-# bound parameters per SQLite statement in insert_many: a quarter of SQLite's default limit
-# (SQLITE_MAX_VARIABLE_NUMBER, 32,766 since 3.32; Debian 12 ships 3.40)
-SQLITE_VARIABLES = 8192
+# values per statement in insert_many (per executemany on PostgreSQL). SQLite's driver holds
+# the GIL while it binds a statement, and asyncpg encodes a batch in the event loop: either way
+# the worker's requests wait. A statement of 8,192 values (234 request-log rows) held the loop
+# ~2.3 ms (PostgreSQL: one executemany of a flush's 500 rows, ~1.7 ms), once a second at 500
+# req/s (bench/flush_stall.py): ~1 % of requests waited for it.
+# 1,024 values hold it ~0.4 ms (both stores), with the loop free between statements; the cost
+# is more statements: ~+8 µs of CPU a record on SQLite, ~+5 on PostgreSQL.
+VALUES_PER_STATEMENT = 1024
 
 
 def chunks_of(total: int, most: int) -> list[tuple[int, int]]:
@@ -110,17 +116,15 @@ class Store:
 
         return pg_insert(table)
 
-    async def insert_many(self, table: str, columns: Sequence[str],
-                          rows: Sequence[Sequence[Any]]) -> None:
-        """Insert rows (each in ``columns`` order) with the driver's own executemany: for
-        batches of thousands of rows a second (Ray events, the request log), SQLAlchemy's
-        per-row parameter handling would cost more than the inserts."""
+    async def insert_many(self, table: str, columns: Sequence[str], items: Sequence[T],
+                          row: Callable[[T], Sequence[Any]] | None = None) -> None:
+        """Insert ``items`` in one transaction, each a row in ``columns`` order (or made one by
+        ``row``), with the driver's own batching: for thousands of rows a second (Ray events,
+        the request log), SQLAlchemy's per-row parameter handling would cost more than the
+        inserts. A statement's worth of rows (``VALUES_PER_STATEMENT``) is made and written at
+        a time, so the event loop runs between them (never held for a whole batch)."""
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        if not self.is_sqlite:  # asyncpg ($1 …) pipelines an executemany in one round trip
-            marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-            async with self.engine.begin() as conn:
-                await conn.exec_driver_sql(f"{head}({marks})", list(rows))
-            return
+        most = max(1, VALUES_PER_STATEMENT // len(columns))
         # SQLite: many rows per statement. The driver's executemany steps each row on its
         # own, letting go of the GIL and taking it back every row, so its thread and the
         # event loop's traded the GIL hundreds of times a second under load; one statement of
@@ -129,11 +133,19 @@ class Store:
         # of two: the driver keeps each distinct statement it prepares (128 per connection),
         # and with one size per batch length that cache filled with statements of hundreds of
         # placeholders each, tens of MB that grew with the traffic.
+        # PostgreSQL: asyncpg ($1 …) pipelines an executemany in one round trip.
         one = "(" + ", ".join("?" * len(columns)) + ")"
+        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         async with self.engine.begin() as conn:
-            for start, count in chunks_of(len(rows), max(1, SQLITE_VARIABLES // len(columns))):
-                flat = tuple(v for row in rows[start:start + count] for v in row)
-                await conn.exec_driver_sql(head + ", ".join([one] * count), flat)
+            for start, count in chunks_of(len(items), most):
+                piece = items[start:start + count]
+                rows: Sequence[Sequence[Any]] = piece if row is None else \
+                    [row(item) for item in piece]  # type: ignore[assignment]
+                if self.is_sqlite:
+                    await conn.exec_driver_sql(head + ", ".join([one] * count),
+                                               tuple(v for r in rows for v in r))
+                else:
+                    await conn.exec_driver_sql(f"{head}({marks})", list(rows))
 
     async def ping(self) -> bool:
         try:

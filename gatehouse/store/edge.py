@@ -62,9 +62,11 @@ class EdgeRecords:
         if not events:
             return
         cut = [_LIMITS.get(name) for name in RAY_FIELDS]
-        rows = [tuple(str(v)[:n] if n else v for v, n in zip(e, cut, strict=True))
-                for e in events]
-        await self.store.insert_many(RayEvent.__tablename__, RAY_FIELDS, rows)
+
+        def row(e: Sequence[Any]) -> tuple[Any, ...]:
+            return tuple(str(v)[:n] if n else v for v, n in zip(e, cut, strict=True))
+
+        await self.store.insert_many(RayEvent.__tablename__, RAY_FIELDS, events, row)
 
     async def ray(self, ray: str) -> dict[str, Any] | None:
         async with self.store.session() as s:

@@ -45,8 +45,9 @@ class RequestRows:
 
     async def add(self, records: Sequence[RequestRecord]) -> None:
         if records:
-            await self.store.insert_many(RequestLogEntry.__tablename__, FIELDS,
-                                         [row_of(r) for r in records])
+            # (made rows a statement's worth at a time, between which the loop runs)
+            await self.store.insert_many(RequestLogEntry.__tablename__, FIELDS, records,
+                                         row_of)
 
     async def find(self, any_id: str, *, org: str | None = None,
                    user: str | None = None) -> list[RequestRecord]:
