@@ -169,7 +169,7 @@ class StatusService:
         docs = documents(view)
         answers = {f"/api/v2/{path}": answer(orjson.dumps(doc), "application/json")
                    for path, doc in docs.items()}
-        html = render_page(view, docs["summary.json"], days, self.settings.history_days,
+        html = await render_page(view, docs["summary.json"], days, self.settings.history_days,
                            self.keep_days)
         answers["/status"] = answer(html.encode(), "text/html; charset=utf-8")
         for path, text in (("/status/history.atom", atom(docs)),
