@@ -91,6 +91,10 @@ class StatusService:
         self.snapshot: Snapshot | None = None
         self.started = clock()
         self._tasks: list[asyncio.Task[None]] = []
+        # one snapshot made at a time: an operator's change refreshes at once beside the
+        # periodic refresh, and the one that read the store first, finishing last, put the
+        # older page back (and announced its incidents to the webhooks as changes again)
+        self._refreshing = asyncio.Lock()
         self.webhooks = Webhooks(
             [*(Target(u) for u in self.settings.webhook_urls),
              *(Target(u, slack=True) for u in self.settings.slack_webhook_urls)],
@@ -160,6 +164,10 @@ class StatusService:
 
     # -- the snapshot -------------------------------------------------------------------
     async def refresh(self) -> Snapshot:
+        async with self._refreshing:
+            return await self._refresh()
+
+    async def _refresh(self) -> Snapshot:
         now = self.clock()
         detected = await self.records.component_states()
         incidents = await self.records.listing()

@@ -377,3 +377,38 @@ async def test_the_page_is_made_in_turns_and_the_same_as_at_once(
     assert turns > 1000
     monkeypatch.setattr(htmlpage, "TURN_SECONDS", 3600.0)  # all at once
     assert await render_page(*args) == html
+
+
+async def test_refreshes_at_once_give_the_newest_page(store: Store, tmp_path: Path) -> None:
+    """An operator's change refreshes the page at once (admin API), beside the periodic
+    refresh: the one that read the store first must not finish last and put the older page
+    back (nor announce its incidents to the webhooks as changes again)."""
+    clock = Clock()
+    svc = service(store, clock, tmp_path)
+    await svc.refresh()
+    gate = asyncio.Event()
+    history = svc.history.refresh
+    calls = 0
+
+    async def slow_history(now: float) -> Any:  # the first refresh waits after its reads
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await gate.wait()
+        return await history(now)
+
+    svc.history.refresh = slow_history  # type: ignore[method-assign]
+    periodic = asyncio.create_task(svc.refresh())
+    while calls < 1:
+        await asyncio.sleep(0)
+    opened = await svc.incidents.open("Elevated errors", "We are looking into it.",
+                                      components={"api": "partial_outage"})
+    operator = asyncio.create_task(svc.refresh())
+    # (unserialised, the operator's refresh ends here, before the periodic one; serialised, it
+    # waits for it: the wait runs out)
+    await asyncio.wait({operator}, timeout=1.0)
+    gate.set()
+    await asyncio.gather(periodic, operator)
+    assert svc.snapshot is not None
+    summary = orjson.loads(svc.snapshot.answers["/api/v2/summary.json"].body)
+    assert [i["id"] for i in summary["incidents"]] == [opened.row.id]
