@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -92,10 +93,14 @@ class RequestLogEntry(Base):
     __tablename__ = "request_log"
     __table_args__ = (Index("ix_request_log_at", "at"),
                       # with the org and time, so a customer's lookup is one index search
-                      # (a planner would otherwise scan the org's rows by time)
+                      # (a planner would otherwise scan the org's rows by time); only the
+                      # rows that have the id (most have neither: migration 0010)
                       Index("ix_request_log_client_request_id", "client_request_id", "org",
-                            "at"),
-                      Index("ix_request_log_ray_id", "ray_id", "org", "at"),
+                            "at", sqlite_where=text("client_request_id IS NOT NULL"),
+                            postgresql_where=text("client_request_id IS NOT NULL")),
+                      Index("ix_request_log_ray_id", "ray_id", "org", "at",
+                            sqlite_where=text("ray_id IS NOT NULL"),
+                            postgresql_where=text("ray_id IS NOT NULL")),
                       Index("ix_request_log_org_at", "org", "at"))
 
     request_id: Mapped[str] = mapped_column(String(30), primary_key=True)

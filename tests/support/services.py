@@ -11,11 +11,12 @@ import secrets
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gatehouse.store.db import Store
+from gatehouse.store.db import Store, alembic_config
 from tests.support.procs import stop
 
 PG_URL = os.environ.get("GATEHOUSE_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -33,6 +34,31 @@ async def pg_schema() -> AsyncIterator[str]:
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
+
+
+async def bare_store(kind: str, tmp: str) -> AsyncIterator[Store]:
+    """An empty store of ``kind``, not migrated: for a test that takes it from one revision
+    to another (:func:`migrate_to`). Closed afterwards."""
+    if kind == "sqlite":
+        store = Store(f"sqlite+aiosqlite:///{tmp}/old.db")
+        yield store
+        await store.aclose()
+        return
+    async for schema in pg_schema():
+        store = Store(PG_URL, schema=schema)
+        yield store
+        await store.aclose()
+
+
+async def migrate_to(store: Store, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or, ``down``, downgrade) ``store`` to an Alembic ``revision``."""
+    from alembic import command
+
+    def go(conn: Any) -> None:
+        (command.downgrade if down else command.upgrade)(alembic_config(conn, store.schema),
+                                                         revision)
+    async with store.engine.begin() as conn:
+        await conn.run_sync(go)
 
 
 async def migrated_store(kind: str, tmp: str) -> AsyncIterator[Store]:

@@ -10,18 +10,16 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from alembic import command
 from sqlalchemy import func, select
 
-from gatehouse.store.db import Store, alembic_config
+from gatehouse.store.db import Store
 from gatehouse.store.rollups import GRAINS, WIDTH, RollupRows, plan
 from gatehouse.store.tables import RollupDay, RollupHour, RollupMinute
 from gatehouse.telemetry.compaction import Compactor, Retention
 from gatehouse.telemetry.health import WINDOWS, HealthQuery, health, read_health, span
-from tests.support.services import PG_URL, pg_schema
+from tests.support.services import bare_store, migrate_to
 from tests.unit.test_health import as_tuple, row
 from tests.unit.test_request_log import store  # noqa: F401  (the fixture)
 
@@ -160,15 +158,8 @@ async def test_a_store_that_is_down_only_delays_compaction(
 async def test_migration_keeps_existing_minute_rows_foldable(kind: str, tmp_path: Path) -> None:
     """A store at 0005 with minute rows upgrades: the rows are "not compacted yet", get folded
     by the next run; and the migration goes back down."""
-    async def at(db: Store, schema: str | None, revision: str, down: bool = False) -> None:
-        def go(conn: Any) -> None:
-            cfg = alembic_config(conn, schema)
-            (command.downgrade if down else command.upgrade)(cfg, revision)
-        async with db.engine.begin() as conn:
-            await conn.run_sync(go)
-
-    async def check(db: Store, schema: str | None) -> None:
-        await at(db, schema, "0005_rollups")
+    async for db in bare_store(kind, str(tmp_path)):
+        await migrate_to(db, "0005_rollups")
         now = time.time()
         minutes = minute_rows(now - 86400, 30, seed=11, days=0.5)
         async with db.engine.begin() as conn:  # as 0005 wrote them: no compacted column
@@ -177,15 +168,8 @@ async def test_migration_keeps_existing_minute_rows_foldable(kind: str, tmp_path
                 "error_class, requests, prompt_tokens, completion_tokens, admission_wait_ms, "
                 "latency, ttfb) VALUES " + ", ".join(
                     "(" + ", ".join(repr(v) for v in as_tuple(r)) + ")" for r in minutes))
-        await at(db, schema, "head")
-        folded = await Compactor(RollupRows(db), KEPT, clock=lambda: now).compact()
+        await migrate_to(db, "head")
+        folded = await Compactor(RollupRows(db), KEPT, clock=lambda t=now: t).compact()
         assert folded["minute"] == len(minutes)
         await same_as_minutes(db, minutes, now)
-        await at(db, schema, "0005_rollups", down=True)
-        await db.aclose()
-
-    if kind == "sqlite":
-        await check(Store(f"sqlite+aiosqlite:///{tmp_path}/old.db"), None)
-        return
-    async for schema in pg_schema():
-        await check(Store(PG_URL, schema=schema), schema)
+        await migrate_to(db, "0005_rollups", down=True)
