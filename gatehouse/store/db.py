@@ -36,14 +36,16 @@ T = TypeVar("T")
 
 # any 64-bit number, the same in every replica: the lock that serialises migrations
 _MIGRATION_LOCK = 0x6761746568
-# values per statement in insert_many (per executemany on PostgreSQL). SQLite's driver holds
-# the GIL while it binds a statement, and asyncpg encodes a batch in the event loop: either way
-# the worker's requests wait. A statement of 8,192 values (234 request-log rows) held the loop
-# ~2.3 ms (PostgreSQL: one executemany of a flush's 500 rows, ~1.7 ms), once a second at 500
-# req/s (bench/flush_stall.py): ~1 % of requests waited for it.
-# 1,024 values hold it ~0.4 ms (both stores), with the loop free between statements; the cost
-# is more statements: ~+8 µs of CPU a record on SQLite, ~+5 on PostgreSQL.
-VALUES_PER_STATEMENT = 1024
+# values per statement in insert_many (per executemany on PostgreSQL), by store. SQLite's driver
+# holds the GIL while it binds a statement, and asyncpg encodes a batch in the event loop:
+# either way the worker's requests wait. A statement of 8,192 values (234 request-log rows)
+# held the loop ~2.3 ms (PostgreSQL: one executemany of a flush's 500 rows, ~1.7 ms), once a
+# second at 500 req/s (bench/flush_stall.py): ~1 % of requests waited for it. Smaller pieces
+# cost more statements, each waiting for a turn of the loop: SQLite's write lock is held that
+# much longer (other workers' writes wait), and on PostgreSQL each is a round trip. SQLite
+# 2,048: ~0.6 ms a statement; PostgreSQL 4,096 in equal slices: ~1.1 ms, 5 round trips for
+# 500 rows.
+VALUES_PER_STATEMENT = {"sqlite": 2048, "postgresql": 4096}
 
 
 def chunks_of(total: int, most: int) -> list[tuple[int, int]]:
@@ -124,20 +126,24 @@ class Store:
         inserts. A statement's worth of rows (``VALUES_PER_STATEMENT``) is made and written at
         a time, so the event loop runs between them (never held for a whole batch)."""
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        most = max(1, VALUES_PER_STATEMENT // len(columns))
-        # SQLite: many rows per statement. The driver's executemany steps each row on its
-        # own, letting go of the GIL and taking it back every row, so its thread and the
-        # event loop's traded the GIL hundreds of times a second under load; one statement of
-        # many rows trades it once.
-        # Statements come in a few sizes only — as many rows as fit, then the rest in powers
-        # of two: the driver keeps each distinct statement it prepares (128 per connection),
-        # and with one size per batch length that cache filled with statements of hundreds of
-        # placeholders each, tens of MB that grew with the traffic.
-        # PostgreSQL: asyncpg ($1 …) pipelines an executemany in one round trip.
-        one = "(" + ", ".join("?" * len(columns)) + ")"
-        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        most = max(1, VALUES_PER_STATEMENT[self.url.get_backend_name()] // len(columns))
+        if self.is_sqlite:
+            # many rows per statement. The driver's executemany steps each row on its own,
+            # letting go of the GIL and taking it back every row, so its thread and the event
+            # loop's traded the GIL hundreds of times a second under load; one statement of
+            # many rows trades it once. Statements come in a few sizes only — as many rows as
+            # fit, then the rest in powers of two: the driver keeps each distinct statement it
+            # prepares (128 per connection), and with one size per batch length that cache
+            # filled with statements of hundreds of placeholders each, tens of MB that grew
+            # with the traffic.
+            pieces = chunks_of(len(items), most)
+            one = "(" + ", ".join("?" * len(columns)) + ")"
+        else:  # asyncpg ($1 …) pipelines an executemany in one round trip: equal slices
+            pieces = [(start, min(most, len(items) - start))
+                      for start in range(0, len(items), most)]
+            marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         async with self.engine.begin() as conn:
-            for start, count in chunks_of(len(items), most):
+            for start, count in pieces:
                 piece = items[start:start + count]
                 rows: Sequence[Sequence[Any]] = piece if row is None else \
                     [row(item) for item in piece]  # type: ignore[assignment]
