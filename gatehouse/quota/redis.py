@@ -7,8 +7,9 @@ one after the other by the script exactly as separate calls would be — so many
 a round trip, and redis-py's cost per call (most of a request's Redis cost on the gateway's
 side) is paid once for all of them. Its settle does not need an answer, so it is queued and
 rides along with the next reservation this process sends (the same script applies it first);
-when no reservation comes within ``SETTLE_DELAY`` seconds, the queue is flushed on its own. A settle is therefore at most ``SETTLE_DELAY`` late (its
-reservation is held that much longer — conservative, never over-admitting)."""
+when no reservation comes within ``SETTLE_DELAY`` seconds, the queue is flushed on its own. A
+settle is therefore at most ``SETTLE_DELAY`` late (its reservation is held that much longer —
+conservative, never over-admitting)."""
 
 from __future__ import annotations
 

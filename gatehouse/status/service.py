@@ -178,7 +178,7 @@ class StatusService:
         answers = {f"/api/v2/{path}": answer(orjson.dumps(doc), "application/json")
                    for path, doc in docs.items()}
         html = await render_page(view, docs["summary.json"], days, self.settings.history_days,
-                           self.keep_days)
+                                 self.keep_days)
         answers["/status"] = answer(html.encode(), "text/html; charset=utf-8")
         for path, text in (("/status/history.atom", atom(docs)),
                            ("/status/history.rss", rss(docs))):

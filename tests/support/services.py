@@ -40,7 +40,7 @@ async def bare_store(kind: str, tmp: str) -> AsyncIterator[Store]:
     """An empty store of ``kind``, not migrated: for a test that takes it from one revision
     to another (:func:`migrate_to`). Closed afterwards."""
     if kind == "sqlite":
-        store = Store(f"sqlite+aiosqlite:///{tmp}/old.db")
+        store = Store(f"sqlite+aiosqlite:///{tmp}/store.db")
         yield store
         await store.aclose()
         return
@@ -62,17 +62,9 @@ async def migrate_to(store: Store, revision: str, *, down: bool = False) -> None
 
 
 async def migrated_store(kind: str, tmp: str) -> AsyncIterator[Store]:
-    if kind == "sqlite":
-        store = Store(f"sqlite+aiosqlite:///{tmp}/store.db")
+    async for store in bare_store(kind, tmp):
         await store.migrate()
         yield store
-        await store.aclose()
-        return
-    async for schema in pg_schema():
-        store = Store(PG_URL, schema=schema)
-        await store.migrate()
-        yield store
-        await store.aclose()
 
 
 def psql(sql: str) -> None:

@@ -19,6 +19,7 @@ from gatehouse.store.requests import RequestRows, row_of
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import FIELDS, RequestRecord
 from gatehouse.telemetry.requestlog import SAMPLE_EVERY, RequestLog
+from tests.support.loops import counted_turns
 from tests.support.services import bare_store, migrate_to, migrated_store
 
 
@@ -321,18 +322,9 @@ async def test_a_big_batch_is_written_a_bounded_statement_at_a_time(store: Store
         made.append(len(statements))
         return row_of(r)
 
-    turns = 0
-
-    async def loop_turns() -> None:  # counts the loop's turns while the batch is written
-        nonlocal turns
-        while True:
-            await asyncio.sleep(0)
-            turns += 1
-
-    counting = asyncio.create_task(loop_turns())
     records = [record(n) for n in range(500)]
-    await store.insert_many("request_log", FIELDS, records, row)
-    counting.cancel()
+    async with counted_turns() as turns:  # the loop's turns while the batch is written
+        await store.insert_many("request_log", FIELDS, records, row)
     bound = VALUES_PER_STATEMENT["sqlite" if store.is_sqlite else "postgresql"]
     most = bound // len(FIELDS)
     assert sum(statements) == 500 * len(FIELDS)
@@ -344,7 +336,7 @@ async def test_a_big_batch_is_written_a_bounded_statement_at_a_time(store: Store
     assert len(set(inserts)) == 1  # one transaction
     # each statement's rows were made just before it, not all 500 first
     assert max(made.count(i) for i in set(made)) <= most
-    assert turns >= len(statements)  # the loop ran between the statements
+    assert turns.count >= len(statements)  # the loop ran between the statements
     async with store.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM request_log"))).scalar() == 500
 

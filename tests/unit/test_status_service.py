@@ -23,6 +23,7 @@ from gatehouse.status.service import StatusService
 from gatehouse.status.statuspage import View, documents
 from gatehouse.store.db import Store
 from gatehouse.store.rollups import RollupRows
+from tests.support.loops import counted_turns
 from tests.support.services import migrated_store
 from tests.unit.conftest import make_settings
 
@@ -361,20 +362,11 @@ async def test_the_page_is_made_in_turns_and_the_same_as_at_once(
     days = await svc.history.refresh(now)
     args = (view, summary, days, svc.settings.history_days, svc.keep_days)
     monkeypatch.setattr(htmlpage, "TURN_SECONDS", 0.0)  # a turn after every piece
-    turns = 0
-
-    async def count() -> None:
-        nonlocal turns
-        while True:
-            await asyncio.sleep(0)
-            turns += 1
-
-    counting = asyncio.create_task(count())
-    html = await render_page(*args)
-    counting.cancel()
+    async with counted_turns() as turns:
+        html = await render_page(*args)
     assert b"Elevated errors on" in html.encode() and html.count('class="bar down"') == 3
     # (1,928 here: the page's pieces — 90 bars and their titles per component …)
-    assert turns > 1000
+    assert turns.count > 1000
     monkeypatch.setattr(htmlpage, "TURN_SECONDS", 3600.0)  # all at once
     assert await render_page(*args) == html
 
