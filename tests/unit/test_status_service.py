@@ -198,6 +198,11 @@ async def test_the_snapshot_is_served_while_the_store_is_down(store: Store,
         await svc.refresh()
     assert svc.snapshot is first
     await broken.aclose()
+    # the failed refresh let go of the lock that serialises refreshes: back, the next one runs
+    svc.records.store = store
+    clock.now += 5
+    again = await asyncio.wait_for(svc.refresh(), 30)
+    assert again is svc.snapshot and again is not first
 
 
 async def test_before_any_snapshot_the_answer_is_a_503(tmp_path: Path) -> None:
