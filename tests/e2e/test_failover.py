@@ -15,7 +15,7 @@ from openai import OpenAI
 
 from tests.e2e.conftest import upstream_cfg
 from tests.e2e.test_identity import cli
-from tests.support.procs import Gateway, Upstream, free_port
+from tests.support.procs import Gateway, Upstream
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -24,10 +24,23 @@ def sdk(gw: Gateway) -> OpenAI:
     return OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
 
 
+# ports bound and never listened on, held for the session: connecting is refused, and no
+# other test's process can take the port (a port merely free when the config was written was
+# taken by a parallel test's upstream, which then answered as the "dead" backend)
+_DEAD: list[socket.socket] = []
+
+
+def dead_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _DEAD.append(sock)
+    return int(sock.getsockname()[1])
+
+
 def two_backends(up_a: Upstream, up_b: Upstream | None = None, *, dead_first: bool = False,
                  **upstream: Any) -> dict[str, Any]:
     """Model ``m`` on backend a (tried first: overwhelming weight), then b."""
-    first = {"base_url": f"http://127.0.0.1:{free_port()}/v1", **upstream} if dead_first \
+    first = {"base_url": f"http://127.0.0.1:{dead_port()}/v1", **upstream} if dead_first \
         else upstream_cfg(up_a, **upstream)
     ups = {"a": first}
     backends: list[dict[str, Any]] = [{"upstream": "a", "model": "test-model", "weight": 1e9}]
