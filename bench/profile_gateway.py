@@ -94,6 +94,11 @@ def main() -> int:
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--sample-rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--native", action="store_true", help="include C frames (py-spy --native)")
+    p.add_argument("--blocking", action="store_true",
+                   help="pause the worker for each sample (exact stacks; without it py-spy "
+                        "reads a running process and some stacks come out torn)")
+    p.add_argument("--gil", action="store_true",
+                   help="only samples of the thread holding the GIL (py-spy --gil)")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--full-paths", action="store_true")
     p.add_argument("--out", type=Path, default=ov.WORK / "gateway-profile.txt")
@@ -129,9 +134,13 @@ def main() -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             cmd = [pyspy, "record", "--pid", str(gh.pid), "--format", "raw", "--output",
                    str(args.out), "--rate", str(args.sample_rate), "--duration",
-                   str(int(args.seconds)), "--nonblocking"]
+                   str(int(args.seconds))]
+            if not args.blocking:
+                cmd.append("--nonblocking")
             if args.native:
                 cmd.append("--native")
+            if args.gil:
+                cmd.append("--gil")
             spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.5)
             cpu0 = ov.cpu_seconds(gh.pid)

@@ -4,8 +4,9 @@ and the store's rows (one conformance suite over SQLite and a real PostgreSQL)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -428,3 +429,92 @@ async def test_the_id_indexes_hold_only_rows_with_an_id(kind: str, tmp_path: Pat
         await migrate_to(db, "0009_usage_counted_by", down=True)
         assert "WHERE" not in await definition(db, "ix_request_log_ray_id")
         assert await rows.find("mine-2") == [later]
+
+
+def _prebuild_statements() -> list[str]:
+    """docs/deployment.md's statements that build 0010's indexes beforehand, one by one."""
+    doc = (Path(__file__).parents[2] / "docs" / "deployment.md").read_text()
+    section = doc.split("### Upgrading a big PostgreSQL request log", 1)[1]
+    block = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    return [s.strip() for s in block.split(";") if s.strip()]
+
+
+@contextlib.contextmanager
+def _index_statements(db: Store) -> Iterator[list[str]]:
+    """The CREATE / DROP INDEX statements run on ``db`` meanwhile (a migration's rebuilds)."""
+    seen: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "INDEX" in statement.upper():
+            seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", note)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_id_indexes_built_beforehand_are_kept_by_the_migration(kind: str,
+                                                                      tmp_path: Path) -> None:
+    """On a big PostgreSQL request log, migration 0010's rebuild holds the table while it runs;
+    docs/deployment.md has the operator build the indexes beforehand (CONCURRENTLY, the table
+    writable meanwhile). The migration then finds them built and leaves them — the same
+    indexes, not rebuilt — and the store is at the newest revision, lookups by id working."""
+    async for db in bare_store(kind, str(tmp_path)):
+        await migrate_to(db, "0009_usage_counted_by")
+        rows = RequestRows(db)
+        mine = record(1, client_request_id="mine-1", ray_id="0123456789abcdef")
+        await rows.add([mine, record(2)])
+        async with db.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for statement in _prebuild_statements():
+                if db.is_sqlite:  # no CONCURRENTLY, no renaming an index: in place
+                    if not statement.startswith("CREATE"):
+                        continue
+                    statement = statement.replace(" CONCURRENTLY", "").replace("_partial", "")
+                    await conn.exec_driver_sql("DROP INDEX " + statement.split()[2])
+                await conn.exec_driver_sql(statement)
+        with _index_statements(db) as rebuilt:
+            await migrate_to(db, "head")
+        assert [s for s in rebuilt if s.startswith(("CREATE", "DROP"))] == []
+        assert await db.at_head()
+        assert await rows.find("mine-1") == [mine]
+        assert await rows.find("0123456789abcdef") == [mine]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_an_id_index_of_another_shape_is_rebuilt(kind: str, tmp_path: Path) -> None:
+    """The migration reads an index's definition, not its name alone: one under the name with
+    another condition (or, on PostgreSQL, an invalid one a failed CONCURRENTLY left) is
+    rebuilt as the migration would have."""
+    async for db in bare_store(kind, str(tmp_path)):
+        await migrate_to(db, "0009_usage_counted_by")
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql("DROP INDEX ix_request_log_ray_id")
+            await conn.exec_driver_sql(
+                "CREATE INDEX ix_request_log_ray_id ON request_log (ray_id, org, at) "
+                "WHERE org IS NOT NULL")
+            if not db.is_sqlite:  # the right shape, but marked invalid
+                await conn.exec_driver_sql("DROP INDEX ix_request_log_client_request_id")
+                await conn.exec_driver_sql(
+                    "CREATE INDEX ix_request_log_client_request_id ON request_log "
+                    "(client_request_id, org, at) WHERE client_request_id IS NOT NULL")
+                await conn.exec_driver_sql(
+                    "UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
+                    "'ix_request_log_client_request_id'::regclass")
+        with _index_statements(db) as rebuilt:
+            await migrate_to(db, "head")
+        dropped = {s.split()[2] for s in rebuilt if s.startswith("DROP INDEX")}
+        # (on SQLite the client request id's is 0009's, not partial: rebuilt as ever)
+        assert dropped == {"ix_request_log_ray_id", "ix_request_log_client_request_id"}
+        async with db.engine.connect() as conn:
+            if db.is_sqlite:
+                said = (await conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = 'ix_request_log_ray_id'")).scalar()
+            else:
+                said = (await conn.exec_driver_sql(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_request_log_ray_id' "
+                    "AND schemaname = current_schema()")).scalar()
+        assert "ray_id IS NOT NULL" in str(said).replace("(", "").replace(")", "")
