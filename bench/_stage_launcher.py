@@ -82,9 +82,12 @@ def _install() -> None:
 
     def timed_init(self: Any, stages: Any) -> None:
         init(self, stages)
-        for stage in self.stages:
+        for stage in self.stages:  # once each: pipelines (one per route kind) share stages
+            if getattr(stage, "_stage_timed", False):
+                continue
             stage.enter = _timed(f"{stage.name}.enter", stage.enter)
             stage.exit = _timed(f"{stage.name}.exit", stage.exit)
+            stage._stage_timed = True
 
     pipeline.Pipeline.__init__ = timed_init  # type: ignore[method-assign]
     handle = pipeline.Pipeline.handle

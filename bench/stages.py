@@ -116,13 +116,16 @@ def main() -> int:
     for n in names:
         table.add_column(f"{n} p50", justify="right")
         table.add_column(f"{n} p90", justify="right")
+    table.add_column("calls a request", justify="right")
     if len(names) == 2:
         table.add_column("p50 this − base", justify="right")
+    requests = len(got[names[-1]].get("gateway.call", [])) or 1
     for k in keys:
         cells = []
         for n in names:
             v = got[n].get(k, [])
             cells += [f"{statistics.median(v):.1f}" if v else "—", f"{pct(v, 90):.1f}"]
+        cells.append(f"{len(got[names[-1]].get(k, [])) / requests:.2f}")
         if len(names) == 2:
             a, b = got[names[0]].get(k), got[names[1]].get(k)
             cells.append(f"{statistics.median(b) - statistics.median(a):+.1f}" if a and b
@@ -131,6 +134,7 @@ def main() -> int:
     row = []
     for n in names:
         row += [f"{pct(lat[n], 50) * 1e6:.0f}", f"{pct(lat[n], 90) * 1e6:.0f}"]
+    row.append("")
     if len(names) == 2:
         row.append(f"{(pct(lat[names[1]], 50) - pct(lat[names[0]], 50)) * 1e6:+.0f}")
     table.add_row("client's latency (whole, with the upstream)", *row)
