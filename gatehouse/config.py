@@ -188,6 +188,11 @@ class UpstreamSettings(_Section):
     first_byte_timeout: float = Field(120.0, gt=0)
     total_timeout: float = Field(600.0, gt=0)
     max_connections: int = Field(512, ge=1)
+    # the most bytes of a whole (non-streamed) answer, as received and as decoded: a backend
+    # answering more is failed over (its connection closed), so one answer cannot take a
+    # worker's memory. Above the largest answer OpenAI's API gives (2,048 embeddings of 3,072
+    # floats as JSON, ~135 MB); streams are relayed as they come and have no such bound
+    max_response_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     # calls in flight to this backend at once (all its models, per replica); a full backend
     # is skipped for the next one, and 503 at_capacity when all are full
     max_concurrency: int | None = Field(None, ge=1)

@@ -69,10 +69,11 @@ SETTLE_SECONDS = 2.0  # a stream's backend may take this long to end its body af
 
 
 class _HTTPReply:
-    __slots__ = ("_resp", "content_type", "request_id", "retry_after", "status")
+    __slots__ = ("_limit", "_resp", "content_type", "request_id", "retry_after", "status")
 
-    def __init__(self, resp: h1.Response) -> None:
+    def __init__(self, resp: h1.Response, limit: int) -> None:
         self._resp = resp
+        self._limit = limit  # of a whole answer's bytes ([upstream] max_response_bytes)
         self.status = resp.status
         headers = resp.headers
         self.content_type = headers.get("content-type", "application/json")
@@ -83,7 +84,7 @@ class _HTTPReply:
             or headers.get("x-litellm-call-id")
 
     async def read(self) -> bytes:
-        return await self._resp.read()
+        return await self._resp.read(self._limit)
 
     def chunks(self) -> AsyncIterator[bytes]:
         return self._resp.chunks()
@@ -176,13 +177,14 @@ class HTTPBackend:
         resp = await self._client().request(
             head, call.body if call.method == "POST" else b"", total=s.total_timeout,
             silence=s.first_byte_timeout if call.stream else None)
-        return _HTTPReply(resp)
+        return _HTTPReply(resp, s.max_response_bytes)
 
     async def probe(self) -> str | None:
         """None when the backend answers HTTP at all (any status), else why not."""
         head = self._request("GET", "/models", self._json_lines)
         try:
-            reply = _HTTPReply(await self._client().request(head, b"", total=2.0, silence=None))
+            reply = _HTTPReply(await self._client().request(head, b"", total=2.0, silence=None),
+                               self.settings.max_response_bytes)
             try:
                 await reply.read()
             finally:

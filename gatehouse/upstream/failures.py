@@ -24,3 +24,8 @@ class TimedOut(BackendFailure):
 
 class Broken(BackendFailure):
     """The connection dropped or the answer was cut off."""
+
+
+class TooLarge(Broken):
+    """A whole answer past ``[upstream] max_response_bytes`` (its connection closed): failed
+    like an answer that is not one — retrying the same request would get the same answer."""

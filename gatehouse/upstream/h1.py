@@ -9,8 +9,11 @@ objects, tracing hooks, cookie jars) was a fifth of the gateway's CPU (docs/benc
 "The upstream client"). What a general client does that matters here is kept: connection
 limits with waiting, keep-alive with idle expiry, a stale pooled connection retried once on a
 fresh one, TLS with the system's trust store, gzip/deflate decoding, the connect, total and
-read-silence timeouts, bounded heads, flow control on bodies, and the connection closed (not
-reused) whenever an answer was not read to its end, so a backend sees a caller leave.
+read-silence timeouts, bounded heads, a bounded whole answer (received and decoded: a backend
+answering without end, or a small gzip body that decodes to gigabytes, costs at most the
+bound), decoding a stream a bounded piece at a time, flow control on bodies, and the
+connection closed (not reused) whenever an answer was not read to its end, so a backend sees a
+caller leave.
 
 Failures are raised as the backend module's three kinds (``ConnectFailed``, ``TimedOut``,
 ``Broken``), whose details never repeat the request (its headers carry the backend's key).
@@ -30,7 +33,7 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
-from gatehouse.upstream.failures import Broken, ConnectFailed, TimedOut
+from gatehouse.upstream.failures import Broken, ConnectFailed, TimedOut, TooLarge
 from gatehouse.upstream.heads import check_header, head_lines
 
 __all__ = ["Origin", "Pool", "Response", "abandon", "check_header", "done", "head_lines", "settle"]
@@ -38,6 +41,7 @@ __all__ = ["Origin", "Pool", "Response", "abandon", "check_header", "done", "hea
 MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may have
 MAX_HEADERS = 128
 HIGH_WATER = 1 << 17  # a stream's unread bytes past which the backend's socket is not read
+DECODED_PIECE = 1 << 20  # a compressed stream is decoded at most this many bytes at a time
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~?"
 
 
@@ -74,16 +78,26 @@ class _Decoder:
         self._z = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
         self._raw_tried = encoding == "gzip"
 
-    def feed(self, data: bytes) -> bytes:
+    @property
+    def pending(self) -> bool:
+        """Input that did not fit the last call's ``most``: the next ``feed`` decodes it."""
+        return bool(self._z.unconsumed_tail)
+
+    def feed(self, data: bytes, most: int = 0) -> bytes:
+        """``data`` decoded — all of it, or at most ``most`` bytes (then what is left waits in
+        :attr:`pending` for the next call, which may pass ``b""``)."""
+        tail = self._z.unconsumed_tail
+        if tail:
+            data = tail + data
         try:
-            return self._z.decompress(data)
+            return self._z.decompress(data, most)
         except zlib.error:
             if self._raw_tried:
                 raise Broken("the answer's compressed body is corrupt") from None
             self._raw_tried = True  # deflate without its zlib header
             self._z = zlib.decompressobj(-zlib.MAX_WBITS)
             try:
-                return self._z.decompress(data)
+                return self._z.decompress(data, most)
             except zlib.error:
                 raise Broken("the answer's compressed body is corrupt") from None
 
@@ -212,30 +226,58 @@ class Response:
             await self._wait("before answering")
 
     def _take(self) -> bytes:
+        """The body received and not yet taken, as it came (still encoded)."""
         data = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
         self._chunks.clear()
         self._buffered = 0
-        if self._decoder is not None:
-            data = self._decoder.feed(data)
         return data
 
-    async def read(self) -> bytes:
-        while not self.complete:
+    def _too_large(self, limit: int) -> TooLarge:
+        self._conn.close()  # what else the backend sends is not read
+        return TooLarge(f"answered more than {limit:,} bytes (max_response_bytes)")
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body, decoded. With ``limit``, at most that many bytes, received or
+        decoded: past it the connection is closed and :class:`TooLarge` raised — a backend
+        answering without end, or a small compressed body that decodes to gigabytes, never
+        takes more memory than the bound."""
+        decoder = self._decoder
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            if self._chunks or decoder is not None and decoder.pending:
+                data = self._take()
+                if decoder is not None:
+                    data = decoder.feed(data, 0 if limit is None else limit - size + 1)
+                size += len(data)
+                parts.append(data)
+                if limit is not None and size > limit:
+                    raise self._too_large(limit)
+                continue
+            if self.complete:
+                break
             await self._wait("reading the body")
-        data = self._take()
-        if self._decoder is not None:
-            data += self._decoder.flush()
-        return data
+        if decoder is not None:
+            tail = decoder.flush()
+            if limit is not None and size + len(tail) > limit:
+                raise self._too_large(limit)
+            parts.append(tail)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, decoded; a compressed body at most ``DECODED_PIECE`` bytes
+        at a time, whatever a piece of it decodes to."""
+        decoder = self._decoder
         while True:
-            if self._chunks:
+            if self._chunks or decoder is not None and decoder.pending:
                 data = self._take()
+                if decoder is not None:
+                    data = decoder.feed(data, DECODED_PIECE)
                 if data:
                     yield data
                 continue
             if self.complete:
-                if self._decoder is not None and (tail := self._decoder.flush()):
+                if decoder is not None and (tail := decoder.flush()):
                     yield tail
                 return
             await self._wait("mid-stream")

@@ -46,7 +46,13 @@ from gatehouse.upstream.affinity import (
     continued,
 )
 from gatehouse.upstream.backend import UpstreamCall, UpstreamReply
-from gatehouse.upstream.failures import BackendFailure, Broken, ConnectFailed, TimedOut
+from gatehouse.upstream.failures import (
+    BackendFailure,
+    Broken,
+    ConnectFailed,
+    TimedOut,
+    TooLarge,
+)
 from gatehouse.upstream.responses_bridge import (
     input_items,
     response_id,
@@ -227,7 +233,7 @@ class UpstreamStage:
                 self.metrics.attempts.labels(name, type(exc).__name__).inc()
                 ctx.attempts[-1] = f"{name}:{type(exc).__name__}"
                 failures.add(f"{name}: {exc.detail}", timeout=isinstance(exc, TimedOut),
-                             malformed=isinstance(exc, Malformed))
+                             malformed=isinstance(exc, Malformed | TooLarge))
                 continue
             finally:
                 if not verdict:  # cancelled: the client went away while we waited

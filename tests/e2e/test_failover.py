@@ -75,6 +75,28 @@ def test_failover_on_5xx_then_500_when_all_fail(start_gateway: Callable[..., Gat
     assert record["attempts"] == ["a:502", "b:500"] and "answered 502" in record["error_cause"]
 
 
+def test_an_answer_past_max_response_bytes_fails_over_then_is_500(
+        start_gateway: Callable[..., Gateway], up_a: Upstream, up_b: Upstream) -> None:
+    """A backend answering more than ``max_response_bytes`` (64 KiB of JSON against a 1 KiB
+    bound here) is an answer the gateway does not take: the call fails over to the next
+    backend; with none left the client gets 500 upstream_error (retrying would get the same
+    answer, so not 503), the record naming the bound — never a worker's memory taken by one
+    answer."""
+    gw = start_gateway(two_backends(up_a, up_b, max_response_bytes=1024))
+    big = '{"id": "x", "object": "chat.completion", "pad": "' + "z" * 65536 + '"}'
+    up_a.control(raw_answer={"status": 200, "content_type": "application/json", "body": big})
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=HELLO)
+    assert raw.parse().choices[0].message.content.startswith("b ")  # type: ignore[union-attr]
+    assert gw.record(raw.headers["x-request-id"])["attempts"] == ["a:TooLarge", "b"]
+    up_b.control(raw_answer={"status": 200, "content_type": "application/json", "body": big})
+    with pytest.raises(openai.InternalServerError) as info:
+        sdk(gw).chat.completions.create(model="m", messages=HELLO)
+    assert info.value.status_code == 500 and info.value.code == "upstream_error"
+    record = gw.record(info.value.request_id or "")
+    assert record["attempts"] == ["a:TooLarge", "b:TooLarge"]
+    assert "max_response_bytes" in record["error_cause"]
+
+
 def test_all_backends_unreachable_is_503_with_retry_after(
         start_gateway: Callable[..., Gateway], up_a: Upstream) -> None:
     gw = start_gateway(two_backends(up_a, dead_first=True))

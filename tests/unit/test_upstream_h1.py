@@ -577,3 +577,138 @@ async def test_a_probe_says_why_and_keeps_no_connection_it_could_not_read() -> N
         await backend.aclose()
     assert await backend.probe() is not None  # the server is gone: why, not an exception
     await backend.aclose()
+
+
+LIMIT = 1 << 20  # 1 MiB: a whole answer's bound in the tests below
+
+
+def _endless(framing: str) -> Handler:
+    """A backend answering a whole answer of 64 MiB (or without end), framed as ``framing``;
+    it records how much it managed to send before the gateway closed the connection."""
+    async def answer_much(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        sent = 0
+        head = {"length": f"content-length: {64 << 20}\r\n",
+                "chunked": "transfer-encoding: chunked\r\n",
+                "close": "connection: close\r\n"}[framing]
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{head}\r\n".encode())
+        part = b"x" * 65536
+        try:
+            for _ in range(64 * 16):
+                writer.write(b"10000\r\n" + part + b"\r\n" if framing == "chunked" else part)
+                await writer.drain()
+                sent += len(part)
+        finally:
+            SENT.append(sent)
+    return answer_much
+
+
+SENT: list[int] = []
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_a_whole_answer_past_the_bound_is_broken_and_not_read_on(framing: str) -> None:
+    """A backend answering without end (64 MiB here, with a length, chunked or until the
+    close) costs a whole answer's reader at most the bound: past it the call is Broken,
+    naming the setting, and the connection is closed — the backend stops being read, so it
+    could send only what the sockets' buffers hold beyond the bound."""
+    SENT.clear()
+    async with Server(_endless(framing)) as srv:
+        pool = pool_for(srv)
+        resp = await pool.request(head(), b"{}", total=30.0, silence=None)
+        with pytest.raises(Broken, match=r"more than 1,048,576 bytes \(max_response_bytes\)"):
+            await resp.read(LIMIT)
+        h1.abandon(resp)
+        for _ in range(100):
+            if SENT:
+                break
+            await asyncio.sleep(0.05)
+        assert SENT and SENT[0] < 16 << 20  # the backend was cut off, not read to its end
+        assert pool._idle == []  # the connection was not kept for another call
+        pool.close()
+
+
+async def test_an_answer_at_the_bound_is_read_whole() -> None:
+    body = b"y" * LIMIT
+
+    async def exact(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(body))
+        await writer.drain()
+        await reader.read()
+
+    async with Server(exact) as srv:
+        pool = pool_for(srv)
+        resp = await pool.request(head(), b"{}", total=5.0, silence=None)
+        assert await resp.read(LIMIT) == body
+        h1.done(resp)
+        pool.close()
+
+
+def _bomb(stream: bool) -> Handler:
+    packed = gzip.compress(b"\0" * (256 << 20), 9)  # 256 MiB of zeros in ~250 KB
+
+    async def bomb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        kind = "text/event-stream" if stream else "application/json"
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-encoding: gzip\r\n"
+                     f"content-length: {len(packed)}\r\n\r\n".encode() + packed)
+        await writer.drain()
+        await reader.read()
+    return bomb
+
+
+async def test_a_compressed_answer_that_decodes_past_the_bound_is_broken() -> None:
+    """A ~250 KB gzip body that decodes to 256 MiB: the whole answer's reader decodes it a
+    bound at a time and stops past the bound — the memory it took stays near the bound,
+    not the 256 MiB (measured with tracemalloc's peak)."""
+    import tracemalloc
+
+    async with Server(_bomb(stream=False)) as srv:
+        pool = pool_for(srv)
+        resp = await pool.request(head(), b"{}", total=30.0, silence=None)
+        await asyncio.sleep(0.2)  # all of it received
+        tracemalloc.start()
+        try:
+            with pytest.raises(Broken, match="max_response_bytes"):
+                await resp.read(LIMIT)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        h1.abandon(resp)
+        assert peak < 8 * LIMIT, peak
+        pool.close()
+
+
+async def test_a_compressed_stream_is_decoded_a_bounded_piece_at_a_time() -> None:
+    """Streams are not bounded in total (they are relayed as they come), but a piece of a
+    compressed one is never decoded into more than DECODED_PIECE bytes at once."""
+    async with Server(_bomb(stream=True)) as srv:
+        pool = pool_for(srv)
+        resp = await pool.request(head(), b"{}", total=60.0, silence=10.0)
+        total = biggest = 0
+        async for chunk in resp.chunks():
+            total += len(chunk)
+            biggest = max(biggest, len(chunk))
+        assert total == 256 << 20
+        assert biggest <= h1.DECODED_PIECE
+        h1.done(resp)
+        pool.close()
+
+
+async def test_the_backend_bounds_a_whole_answer_by_its_setting() -> None:
+    """``[upstream] max_response_bytes`` reaches the reader: a backend configured with a
+    1 MiB bound fails a 64 MiB answer as Broken; the probe (GET /models) is bounded too."""
+    SENT.clear()
+    async with Server(_endless("length")) as srv:
+        backend = HTTPBackend("b", UpstreamSettings(base_url=srv.url, max_response_bytes=LIMIT),
+                              None)
+        reply = await backend.open(UpstreamCall("chat.completions", b"{}", False, "req_1",
+                                                None))
+        try:
+            with pytest.raises(Broken, match="max_response_bytes"):
+                await reply.read()
+        finally:
+            reply.close()
+        assert "max_response_bytes" in (await backend.probe() or "")
+        await backend.aclose()
