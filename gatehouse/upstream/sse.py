@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from gatehouse.context import Usage
+from gatehouse.upstream.failures import Broken
 
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
@@ -31,11 +32,14 @@ _TEXT = re.compile(rb'"(?:content|text|arguments|reasoning_content)"\s*:\s*"')
 
 
 RAW_LIMIT = 4 << 20  # bytes of events held unread before their text is taken out
+# the largest one event may be (a streamed image's partial picture is a few MB); a backend
+# sending an event without end is cut off there, not held until memory runs out
+MAX_EVENT = 16 << 20
 
 
 class StreamTap:
-    __slots__ = ("_more_chars", "_pending", "_raw", "_raw_size", "_texts", "done",
-                 "drop_usage_chunk", "finished", "kept", "usage")
+    __slots__ = ("_cr", "_more_chars", "_pending", "_pending_size", "_raw", "_raw_size",
+                 "_texts", "done", "drop_usage_chunk", "finished", "kept", "usage")
 
     def __init__(self, drop_usage_chunk: bool) -> None:
         self.drop_usage_chunk = drop_usage_chunk
@@ -48,7 +52,9 @@ class StreamTap:
         # usage, and reading every chunk's JSON cost ~4 % of a streamed request's CPU
         self._raw: list[bytes] = []
         self._raw_size = 0
-        self._pending = b""
+        self._pending: list[bytes] = []  # the start of an event still to be completed
+        self._pending_size = 0
+        self._cr = False  # the last piece ended in "\r", held back: its "\n" may come next
         self.done = False  # the data: [DONE] sentinel was seen
         self.finished = False  # some choice reported a finish_reason
 
@@ -75,17 +81,40 @@ class StreamTap:
             self._keep_text(complete)
 
     def complete_events(self, data: bytes) -> bytes:
-        """The complete events so far (``data`` after what was pending); the rest is kept."""
-        if self._pending:
-            data = self._pending + data
+        """The complete events so far (``data`` after what was pending); the rest is kept.
+        Each piece is searched once, and what is pending is joined only when its event ends:
+        an event arriving in many pieces costs linear time, not a copy of all of it per
+        piece. One event past ``MAX_EVENT`` bytes is :class:`Broken`."""
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
+        if data.endswith(b"\r"):  # a "\r\n" may be cut between two pieces
+            data = data[:-1]
+            self._cr = True
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
+        pending = self._pending
         end = data.rfind(b"\n\n")
-        if end < 0:
-            self._pending = data
+        if end >= 0:
+            cut = end + 2
+        elif data[:1] == b"\n" and pending and pending[-1][-1:] == b"\n":
+            cut = 1  # the blank line falls between the pending part and this piece
+        else:
+            if data:
+                pending.append(data)
+                self._pending_size += len(data)
+                self._check_size()
             return b""
-        self._pending = data[end + 2:]
-        return data[:end + 2]
+        done = b"".join([*pending, data[:cut]]) if pending else data[:cut]
+        rest = data[cut:]
+        self._pending = [rest] if rest else []
+        self._pending_size = len(rest)
+        self._check_size()
+        return done
+
+    def _check_size(self) -> None:
+        if self._pending_size > MAX_EVENT:
+            raise Broken(f"sent an event of more than {MAX_EVENT:,} bytes")
 
     def feed(self, data: bytes) -> bytes:
         complete = self.complete_events(data)
@@ -122,7 +151,8 @@ class StreamTap:
 
     def flush(self) -> bytes:
         """The stream ended: pass on a last event that lacked its blank line, completed."""
-        rest, self._pending = self._pending, b""
+        rest = b"".join(self._pending) + (b"\r" if self._cr else b"")
+        self._pending, self._pending_size, self._cr = [], 0, False
         if not rest.strip():
             return b""
         return self.feed(rest.rstrip(b"\n") + b"\n\n")

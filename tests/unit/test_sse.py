@@ -97,3 +97,55 @@ def test_the_text_passed_on_is_kept_read_only_when_asked_and_held_bounded() -> N
         tiny.feed(b'data: {"choices":[{"delta":{"content":"%03d"}}]}\n\n' % (i % 1000))
     assert len(tiny.texts) == sse.KEEP_PIECES and tiny.kept == 3 * sse.KEEP_PIECES
     assert tiny.more_chars == 3 * (100_000 - sse.KEEP_PIECES)
+
+
+def test_an_event_without_end_is_broken_at_the_bound() -> None:
+    """A backend sending one event that never ends (no blank line) was held whole, and joined
+    again with every piece — 50 MB of it cost ~27 s of the event loop. It is now kept as
+    pieces (joined once, when it ends) and cut off past MAX_EVENT."""
+    import pytest
+
+    from gatehouse.upstream.failures import Broken
+    from gatehouse.upstream.sse import MAX_EVENT
+
+    tap = StreamTap(False)
+    piece = b"data: " + b"a" * 65530
+    fed = 0
+    with pytest.raises(Broken, match="an event of more than"):
+        while fed <= MAX_EVENT + len(piece):
+            fed += len(piece)
+            tap.feed(piece)
+    assert MAX_EVENT < fed <= MAX_EVENT + len(piece)
+
+
+def test_a_large_event_under_the_bound_passes_whole() -> None:
+    tap = StreamTap(False)
+    text = "b" * (4 << 20)
+    event = b'data: {"choices":[{"delta":{"content":"' + text.encode() + b'"}}]}\n\n'
+    out = b"".join(tap.feed(event[i:i + 65536]) for i in range(0, len(event), 65536))
+    assert out == event
+    kept = "".join(tap.texts)  # (up to KEEP_CHARS kept for counting, the rest as a length)
+    assert text.startswith(kept) and len(kept) + tap.more_chars == len(text)
+
+
+def test_any_split_of_a_stream_gives_the_same_events() -> None:
+    """Events cut anywhere — inside "\\r\\n", between the two newlines of a blank line, one
+    byte at a time — come out as the whole stream does."""
+    import random
+
+    stream = (b'data: {"choices":[{"delta":{"content":"a\\r\\nb"}}]}\r\n\r\n'
+              b": keep-alive\r\n\r\n"
+              b'data: {"choices":[{"delta":{"content":"c"},"finish_reason":"stop"}]}\n\n'
+              b"data: [DONE]\r\n\r\n")
+    whole = StreamTap(False)
+    expected = whole.feed(stream) + whole.flush()
+    rng = random.Random(19)
+    for _ in range(300):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 40)))
+        tap = StreamTap(False)
+        out = b"".join(tap.feed(stream[a:b]) for a, b in zip([0, *cuts], [*cuts, len(stream)],
+                                                               strict=True))
+        assert out + tap.flush() == expected
+        assert tap.done and tap.finished
+    tap = StreamTap(False)
+    assert b"".join(tap.feed(stream[i:i + 1]) for i in range(len(stream))) == expected

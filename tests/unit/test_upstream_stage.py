@@ -397,3 +397,31 @@ def test_a_backends_usage_is_believed_only_as_counts(reported: Any,
     got = None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
                                        usage.total_tokens)
     assert got == expected
+
+
+async def test_an_endless_event_breaks_the_stream_or_fails_over() -> None:
+    """A backend whose event never ends: before its first event, the next backend answers;
+    after its first event, the client is told the stream broke (not held while the backend
+    fills the worker's memory)."""
+    from gatehouse.upstream.sse import MAX_EVENT
+
+    endless = [b"data: " + b"x" * 65536] * (MAX_EVENT // 65536 + 2)
+    first = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+    good = Scripted("b", events=[first, b"data: [DONE]\n\n"])
+    stage, _ = stage_for(Scripted("a", events=endless), good)
+    c = ctx(stream=True)
+    await stage.enter(c)
+    out = b"".join([chunk async for chunk in c.reply.stream])  # type: ignore[union-attr]
+    assert out == first + b"data: [DONE]\n\n"
+    assert c.attempts == ["a:Broken", "b"]
+    await stage.exit(c, Outcome("ok", 200))
+
+    stage, _ = stage_for(Scripted("a", events=[first, *endless]))
+    c = ctx(stream=True)
+    await stage.enter(c)
+    got = b""
+    with pytest.raises(StreamBroken, match="broke off mid-stream"):
+        async for chunk in c.reply.stream:  # type: ignore[union-attr]
+            got += chunk
+    assert got.startswith(first) and b'"code":"upstream_error"' in got
+    await stage.exit(c, Outcome("ok", 200))
