@@ -346,13 +346,13 @@ class UpstreamStage:
                 tap = ResponsesTap() if endpoint == "responses" else StreamTap(drop_usage)
                 chunks = stream_reply.chunks()
                 first = b""
-                raw = b""
+                started = False  # a byte other than blank space came
                 while not first:
                     try:
                         chunk = await anext(chunks)
-                        if not raw.strip():  # the answer's first bytes: an event stream?
-                            raw += chunk
-                            check_stream_start(raw)
+                        if not started and chunk.strip():  # its first bytes: an event stream?
+                            check_stream_start(chunk)  # (what came before was blank space)
+                            started = True
                         first = tap.feed(chunk)
                     except StopAsyncIteration:
                         first = tap.flush()

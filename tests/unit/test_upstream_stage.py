@@ -425,3 +425,28 @@ async def test_an_endless_event_breaks_the_stream_or_fails_over() -> None:
             got += chunk
     assert got.startswith(first) and b'"code":"upstream_error"' in got
     await stage.exit(c, Outcome("ok", 200))
+
+
+@pytest.mark.parametrize("after_blank, ok", [
+    (b'{"id": "x", "choices": []}', False),            # JSON to a stream request
+    (b"<html><body>busy</body></html>", False),         # a proxy's page
+    (b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n', True),
+])
+async def test_a_stream_is_judged_by_its_first_bytes_after_blank_space(after_blank: bytes,
+                                                                       ok: bool) -> None:
+    """Blank space in many pieces before the first bytes (looked at a piece at a time, not
+    gathered): what follows still decides — JSON or HTML is no event stream (failed over,
+    here 500), events pass."""
+    blanks = [b"  ", b"\n", b" \t ", b"\r\n"] * 50
+    a = Scripted("a", events=[*blanks, after_blank])
+    stage, _ = stage_for(a)
+    c = ctx(stream=True)
+    if ok:
+        await stage.enter(c)
+        out = b"".join([chunk async for chunk in c.reply.stream])  # type: ignore[union-attr]
+        assert out.endswith(b"data: [DONE]\n\n")
+    else:
+        with pytest.raises(GatehouseError) as info:
+            await stage.enter(c)
+        assert info.value.code == "upstream_error" and c.attempts == ["a:Malformed"]
+    await stage.exit(c, Outcome("ok", 200))
