@@ -262,7 +262,7 @@ class Response:
             if limit is not None and size + len(tail) > limit:
                 raise self._too_large(limit)
             parts.append(tail)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)  # (one part: that part itself, not a copy)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, decoded; a compressed body at most ``DECODED_PIECE`` bytes
