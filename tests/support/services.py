@@ -67,6 +67,23 @@ async def migrated_store(kind: str, tmp: str) -> AsyncIterator[Store]:
         yield store
 
 
+@contextlib.contextmanager
+def statements_run(store: Store) -> Iterator[list[str]]:
+    """Every SQL statement ``store`` sends while the block runs, as sent."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", note)
+
+
 def psql(sql: str) -> None:
     """One statement through ``psql``, as the PostgreSQL superuser of ``PG_URL``."""
     url = PG_URL.replace("+asyncpg", "").replace("postgresql://", "")

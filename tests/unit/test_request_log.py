@@ -4,9 +4,8 @@ and the store's rows (one conformance suite over SQLite and a real PostgreSQL)."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,12 @@ from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import FIELDS, RequestRecord
 from gatehouse.telemetry.requestlog import SAMPLE_EVERY, RequestLog
 from tests.support.loops import counted_turns
-from tests.support.services import bare_store, migrate_to, migrated_store
+from tests.support.services import (
+    bare_store,
+    migrate_to,
+    migrated_store,
+    statements_run,
+)
 
 
 def record(n: int = 0, **fields: Any) -> RequestRecord:
@@ -353,18 +357,13 @@ async def test_batches_of_any_length_make_few_distinct_statements(tmp_path: Path
 
 
 async def _few_statements(store: Store) -> None:
-    statements: set[str] = set()
-
-    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("INSERT INTO request_log"):
-            statements.add(statement)
-
-    event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
     rows = RequestRows(store)
     n = 0
-    for length in range(1, 301, 7):
-        await rows.add([record(n + i) for i in range(length)])
-        n += length
+    with statements_run(store) as sent:
+        for length in range(1, 301, 7):
+            await rows.add([record(n + i) for i in range(length)])
+            n += length
+    statements = {s for s in sent if s.startswith("INSERT INTO request_log")}
     async with store.engine.connect() as conn:
         stored = (await conn.execute(text("SELECT count(*) FROM request_log"))).scalar()
     assert stored == n
@@ -439,20 +438,10 @@ def _prebuild_statements() -> list[str]:
     return [s.strip() for s in block.split(";") if s.strip()]
 
 
-@contextlib.contextmanager
-def _index_statements(db: Store) -> Iterator[list[str]]:
-    """The CREATE / DROP INDEX statements run on ``db`` meanwhile (a migration's rebuilds)."""
-    seen: list[str] = []
-
-    def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if "INDEX" in statement.upper():
-            seen.append(" ".join(statement.split()))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", note)
+def _index_statements(sent: list[str]) -> list[str]:
+    """The CREATE / DROP INDEX statements among ``sent`` (a migration's rebuilds)."""
+    return [" ".join(s.split()) for s in sent if s.split()[:1] in (["CREATE"], ["DROP"])
+            and "INDEX" in s.upper()]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
@@ -476,9 +465,9 @@ async def test_id_indexes_built_beforehand_are_kept_by_the_migration(kind: str,
                     statement = statement.replace(" CONCURRENTLY", "").replace("_partial", "")
                     await conn.exec_driver_sql("DROP INDEX " + statement.split()[2])
                 await conn.exec_driver_sql(statement)
-        with _index_statements(db) as rebuilt:
+        with statements_run(db) as sent:
             await migrate_to(db, "head")
-        assert [s for s in rebuilt if s.startswith(("CREATE", "DROP"))] == []
+        assert _index_statements(sent) == []
         assert await db.at_head()
         assert await rows.find("mine-1") == [mine]
         assert await rows.find("0123456789abcdef") == [mine]
@@ -504,9 +493,9 @@ async def test_an_id_index_of_another_shape_is_rebuilt(kind: str, tmp_path: Path
                 await conn.exec_driver_sql(
                     "UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
                     "'ix_request_log_client_request_id'::regclass")
-        with _index_statements(db) as rebuilt:
+        with statements_run(db) as sent:
             await migrate_to(db, "head")
-        dropped = {s.split()[2] for s in rebuilt if s.startswith("DROP INDEX")}
+        dropped = {s.split()[2] for s in _index_statements(sent) if s.startswith("DROP INDEX")}
         # (on SQLite the client request id's is 0009's, not partial: rebuilt as ever)
         assert dropped == {"ix_request_log_ray_id", "ix_request_log_client_request_id"}
         async with db.engine.connect() as conn:
