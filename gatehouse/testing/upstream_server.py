@@ -36,13 +36,18 @@ With ``--responses`` it speaks the Responses API too, storing what it answers
 
 Replies are deterministic: ``reply_tokens`` words (default 8, capped by ``max_tokens``), the
 first one naming the server (``--name``) so a test can see which backend answered.
+Embeddings are 8 numbers per input, or ``dimensions`` (up to 3,072) full-precision ones, so a
+test or benchmark can ask for an answer as large as OpenAI's largest (2,048 inputs × 3,072:
+~125 MB).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -54,6 +59,7 @@ from gatehouse.schema.multipart import form_value
 from gatehouse.testing.responses_upstream import StoredResponses
 
 Scope = dict[str, Any]
+MAX_DIMENSIONS = 3072  # text-embedding-3-large's
 OTHER = ("/v1/moderations", "/v1/images/generations", "/v1/audio/speech")
 
 
@@ -334,11 +340,13 @@ class UpstreamServer:
     async def _embeddings(self, send: Any, body: dict[str, Any]) -> None:
         items = body.get("input")
         inputs = items if isinstance(items, list) else [items]
+        dimensions = body.get("dimensions")
+        wide = dimensions if isinstance(dimensions, int) and 0 < dimensions <= MAX_DIMENSIONS \
+            else None
         data = []
         for i, item in enumerate(inputs):
-            digest = hashlib.sha256(str(item).encode()).digest()
             data.append({"object": "embedding", "index": i,
-                         "embedding": [round((byte - 128) / 128, 4) for byte in digest[:8]]})
+                         "embedding": _vector(str(item), wide)})
         tokens = sum(count_tokens(str(item)) for item in inputs)
         await self._json(send, 200, {"object": "list", "data": data,
                                      "model": body.get("model", "test-model"),
@@ -372,6 +380,18 @@ class UpstreamServer:
             *([(b"set-cookie", self.behaviour.set_cookie.encode())]
               if self.behaviour.set_cookie else [])]})
         await send({"type": "http.response.body", "body": data})
+
+
+@functools.lru_cache(maxsize=64)
+def _vector(text: str, dimensions: int | None) -> list[float]:
+    """An input's embedding: 8 short numbers, or (asked ``dimensions``, as OpenAI's
+    text-embedding-3 models take) that many full-precision ones, as large on the wire as a
+    real model's (~20 characters each)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    if dimensions is None:
+        return [round((byte - 128) / 128, 4) for byte in digest[:8]]
+    rng = random.Random(digest)
+    return [rng.uniform(-0.1, 0.1) for _ in range(dimensions)]
 
 
 def main(argv: list[str] | None = None) -> None:

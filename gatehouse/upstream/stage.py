@@ -69,6 +69,7 @@ from gatehouse.upstream.responses_tap import ResponsesTap, texts_of_response
 from gatehouse.upstream.router import Router, Target
 from gatehouse.upstream.shape import (
     Malformed,
+    Whole,
     check_status,
     check_stream_start,
     check_whole,
@@ -88,8 +89,10 @@ UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 GENERATING = frozenset({"chat.completions", "completions", "embeddings", "responses"})
 
 
-_Opened = tuple[UpstreamReply, bytes, StreamTap | None, AsyncIterator[bytes] | None,
-                ChatToResponses | None]
+# the reply; a whole answer's body (and what was read of it) or a stream's first events, its
+# tap and the rest; the Responses bridge of a chat-only backend
+_Opened = tuple[UpstreamReply, bytes, Whole | None, StreamTap | None,
+                AsyncIterator[bytes] | None, ChatToResponses | None]
 
 
 def fails_over(status: int) -> bool:
@@ -220,7 +223,7 @@ class UpstreamStage:
             started = time.perf_counter()
             span = self.tracing.call(ctx, name, target.model) if self.tracing else None
             try:
-                reply, first, tap, rest, bridge = await self._start(
+                reply, first, whole, tap, rest, bridge = await self._start(
                     ctx, target, span.traceparent if span is not None else None,
                     bridged if isinstance(bridged, dict) and target.api == "chat" else None)
                 verdict = True
@@ -269,9 +272,9 @@ class UpstreamStage:
             ctx.notes[REPLY_NOTE] = reply
             if slots is not None:
                 ctx.notes[SLOT_NOTE] = slots  # held until the answer or stream ends
-            await self._answer(ctx, target, reply, first, tap, rest, bridge)
+            await self._answer(ctx, target, reply, first, whole, tap, rest, bridge)
             if tap is None and reply.status == 200 and self._stores(ctx, target):
-                found = _stored_id(first)
+                found = _stored_id(whole)
                 if found is not None:
                     await self._remember(ctx, target, found)
             elif tap is None and reply.status == 200 and bridge is not None and bridge.store \
@@ -330,9 +333,9 @@ class UpstreamStage:
             reply = await target.backend.open(call)
             try:
                 check_status(reply.status)
-                whole = await reply.read()
-                check_whole(endpoint, reply.status, reply.content_type, whole)
-                return reply, whole, None, None, bridge
+                body_read = await reply.read()
+                whole = check_whole(endpoint, reply.status, reply.content_type, body_read)
+                return reply, body_read, whole, None, None, bridge
             except BaseException:
                 reply.close()
                 raise
@@ -342,7 +345,7 @@ class UpstreamStage:
                 stream_reply = await target.backend.open(call)
                 check_status(stream_reply.status)
                 if stream_reply.status != 200:
-                    return stream_reply, await stream_reply.read(), None, None, None
+                    return stream_reply, await stream_reply.read(), None, None, None, None
                 tap = ResponsesTap() if endpoint == "responses" else StreamTap(drop_usage)
                 chunks = stream_reply.chunks()
                 first = b""
@@ -364,7 +367,7 @@ class UpstreamStage:
                     except UNREADABLE as exc:  # e.g. "choices": 5
                         raise Malformed(f"answered a first event that is not a chat chunk "
                                         f"({exc!r})") from None
-                return stream_reply, first, tap, chunks, bridge
+                return stream_reply, first, None, tap, chunks, bridge
         except TimeoutError:
             if stream_reply is not None:
                 stream_reply.close()
@@ -376,12 +379,12 @@ class UpstreamStage:
             raise
 
     async def _answer(self, ctx: RequestContext, target: Target, reply: UpstreamReply,
-                      first: bytes, tap: StreamTap | None, rest: AsyncIterator[bytes] | None,
-                      bridge: ChatToResponses | None) -> None:
+                      first: bytes, whole: Whole | None, tap: StreamTap | None,
+                      rest: AsyncIterator[bytes] | None, bridge: ChatToResponses | None) -> None:
         ctx.upstream_request_id = reply.request_id
         if tap is None or rest is None:
             if reply.status == 200 and ctx.endpoint in GENERATING:
-                ctx.usage = _usage_of(first)
+                ctx.usage = Usage.from_openai(whole.usage) if whole is not None else None
                 if ctx.usage is None:
                     await self.tokenizers.get(ctx.model)  # see _relay
                     ctx.usage = self._count(ctx, *_texts_of(first))
@@ -592,23 +595,8 @@ def _texts_of(body: bytes) -> tuple[list[str], int]:
     return texts, 0
 
 
-def _stored_id(body: bytes) -> str | None:
+def _stored_id(whole: Whole | None) -> str | None:
     """The id of a Response its backend says it stored (``store`` not false)."""
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    if whole is None or whole.store is False:
         return None
-    if not isinstance(data, dict) or data.get("store") is False:
-        return None
-    found = data.get("id")
-    return found if isinstance(found, str) else None
-
-
-def _usage_of(body: bytes) -> Usage | None:
-    if b'"usage"' not in body:
-        return None
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return Usage.from_openai(data.get("usage")) if isinstance(data, dict) else None
+    return whole.id if isinstance(whole.id, str) else None

@@ -98,6 +98,24 @@ def test_embeddings_and_models(shared_gateway: Gateway) -> None:
     assert info.value.code == "model_not_found"
 
 
+def test_a_large_embeddings_answer_passes_whole_and_is_metered(shared_gateway: Gateway,
+                                                               up_a: Upstream) -> None:
+    """128 inputs × 3,072 full-precision numbers (~8 MB): read once by the gateway for its
+    shape and usage, passed on byte for byte as the backend sent it."""
+    inputs = [f"passage {i}" for i in range(128)]
+    raw = client(shared_gateway).embeddings.with_raw_response.create(
+        model="m", input=inputs, dimensions=3072, encoding_format="float")
+    result = raw.parse()
+    direct = OpenAI(base_url=up_a.url + "/v1", api_key="x", max_retries=0).embeddings.create(
+        model="test-model", input=inputs, dimensions=3072, encoding_format="float")
+    assert len(raw.content) > 7_000_000
+    assert [d.embedding for d in result.data] == [d.embedding for d in direct.data]
+    assert len(result.data[5].embedding) == 3072
+    record = shared_gateway.record(result._request_id or "")
+    assert record["status"] == 200 and record["backend"] == "a"
+    assert record["prompt_tokens"] == result.usage.prompt_tokens == direct.usage.prompt_tokens > 0
+
+
 def test_demo_model_answers_with_no_upstream(shared_gateway: Gateway) -> None:
     c = client(shared_gateway)
     completion = c.chat.completions.create(model="demo", messages=HELLO)

@@ -54,6 +54,56 @@ def test_a_chat_success_that_is_not_a_completion_is_malformed(body: bytes, said:
         check_whole("chat.completions", 200, "text/html; charset=utf-8", body)
 
 
+@pytest.mark.parametrize(("body", "said"), [
+    (b'{"choices": [{"text": "\xff"}]}', "not JSON"),  # not UTF-8, inside the list too
+    (b'{"choices": [1,}', "not JSON"),
+    (b'{"choices": [NaN]}', "not JSON"),
+    (b'{"choices": []} trailing', "not JSON"),
+    (b'{"choices": ["\\ud800"]}', "not JSON"),  # a lone surrogate
+    (b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not JSON"),  # nesting
+    (b'{"usage": ' + b"{\"a\": " * 100_000 + b"1" + b"}" * 100_001, "not JSON"),
+    (b"  \n [1, 2]", "not an object"),
+    (b'"text"', "not an object"),
+])
+def test_what_is_not_json_is_malformed_wherever_it_is(body: bytes, said: str) -> None:
+    with pytest.raises(Malformed, match=said):
+        check_whole("chat.completions", 200, "application/json", body)
+
+
+def test_what_the_gateway_uses_is_read_with_the_check() -> None:
+    whole = check_whole("responses", 200, "application/json",
+                        '{"id": "resp_1", "store": true, "output": [{"text": "é"}], '
+                        '"usage": {"input_tokens": 3, "output_tokens": 4}}'.encode())
+    assert whole is not None and whole.holds_list("output")
+    assert (whole.id, whole.store, whole.usage) == ("resp_1", True,
+                                                    {"input_tokens": 3, "output_tokens": 4})
+    assert check_whole("audio.speech", 200, "audio/mpeg", b"ID3") is None
+    assert check_whole("chat.completions", 400, "application/json", b"{}") is None
+
+
+def test_a_large_answer_is_checked_without_building_its_list() -> None:
+    """An embeddings answer of 512 × 3,072 numbers (~29 MB): parsed into Python floats it
+    takes ~3× its size, and the event loop stalls for it; its list is only validated."""
+    import tracemalloc
+
+    import orjson
+
+    vector = [0.0123456789012345 * (i % 17 - 8) for i in range(3072)]
+    body = orjson.dumps({"object": "list", "model": "m",
+                         "data": [{"object": "embedding", "index": i, "embedding": vector}
+                                  for i in range(512)],
+                         "usage": {"prompt_tokens": 512, "total_tokens": 512}})
+    assert len(body) > 25_000_000
+    tracemalloc.start()
+    try:
+        whole = check_whole("embeddings", 200, "application/json", body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert whole is not None and whole.usage == {"prompt_tokens": 512, "total_tokens": 512}
+    assert peak < 1_000_000, peak
+
+
 def test_refusals_are_not_judged_here() -> None:
     check_whole("chat.completions", 400, "text/html", b"<html>bad request</html>")
 
