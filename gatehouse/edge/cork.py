@@ -5,7 +5,8 @@ uvicorn writes an answer's head when the app sends ``http.response.start`` and i
 the app sends ``http.response.body`` — two ``send`` system calls (and two TCP segments) for
 every plain answer, though the gateway sends both in the same turn. Corked, they are one.
 A stream's chunks, which come in turns of their own, are written as they come (each one turn
-later at most). Closing writes what is pending first; aborting drops it, as the transport
+later at most). A large body is not joined to its head (that would copy it): the pieces go in
+one ``writelines`` (one ``writev`` on uvloop). Closing writes what is pending first; aborting drops it, as the transport
 does with its own buffer."""
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import socket
 import sys
 import termios
 from typing import Any
+
+
+# what a turn wrote is joined into one buffer up to this size; above, the pieces are handed
+# over as they are (joining would copy a large answer whole: ~100 ms for 131 MB)
+JOIN_UP_TO = 64 * 1024
 
 
 class CorkedTransport:
@@ -40,15 +46,22 @@ class CorkedTransport:
             self.write(data)
 
     def flush(self) -> None:
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending = []
-        if not self._transport.is_closing():
-            # counted first: the transport calls the protocol's pause_writing from inside
-            # write(), which reads sent() — with these bytes already in the buffer
-            self.written += len(data)
-            self._transport.write(data)
+        if self._transport.is_closing():
+            return
+        # counted first: the transport calls the protocol's pause_writing from inside
+        # write(), which reads sent() — with these bytes already in the buffer
+        size = sum(map(len, pending)) if len(pending) > 1 else len(pending[0])
+        self.written += size
+        if len(pending) == 1:
+            self._transport.write(pending[0])
+        elif size <= JOIN_UP_TO:
+            self._transport.write(b"".join(pending))
+        else:  # a large body is not copied to be joined to its head: one writev for all
+            self._transport.writelines(pending)
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(map(len, self._pending))

@@ -86,3 +86,38 @@ async def test_the_kernels_send_queue_is_not_taken_yet() -> None:
     finally:
         for s in (listener, peer, ours):
             s.close()
+
+
+class RecordingTransport(BufferingTransport):
+    """Keeps each buffer it is handed, as it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[bytes]] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append([data])
+        self.buffered += len(data)
+
+    def writelines(self, lines: list[bytes]) -> None:
+        self.writes.append(list(lines))
+        self.buffered += sum(map(len, lines))
+
+
+async def test_a_turns_small_writes_are_joined_and_a_large_body_is_not_copied() -> None:
+    transport = RecordingTransport()
+    cork = CorkedTransport(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    head, small = b"HTTP/1.1 200 OK\r\n\r\n", b'{"choices": []}'
+    cork.write(head)
+    cork.write(small)
+    cork.flush()
+    assert transport.writes == [[head + small]]  # one buffer, one system call
+    large = b"7" * (1 << 20)
+    cork.write(head)
+    cork.write(large)
+    cork.flush()
+    assert transport.writes[1] == [head, large] and transport.writes[1][1] is large
+    assert cork.written == 2 * len(head) + len(small) + len(large) == transport.buffered
+    cork.write(large)  # alone: as it is
+    cork.flush()
+    assert transport.writes[2][0] is large
