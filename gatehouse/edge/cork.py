@@ -19,7 +19,6 @@ import sys
 import termios
 from typing import Any
 
-
 # what a turn wrote is joined into one buffer up to this size; above, the pieces are handed
 # over as they are (joining would copy a large answer whole: ~100 ms for 131 MB)
 JOIN_UP_TO = 64 * 1024
