@@ -11,6 +11,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -18,6 +20,7 @@ from gatehouse.config import ConfigError, Settings, load_settings
 from gatehouse.timestamps import minute, utc
 
 err = Console(stderr=True)
+WIDEST = 10_000  # a table's own width is measured as if the screen were this wide
 
 
 
@@ -72,8 +75,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON array of obj
 
 
 class Listing:
-    """What a ``list`` command prints: a table whose ids are never cut (they are what other
-    commands take), or with ``--json`` one JSON array (times as ISO 8601, UTC)."""
+    """What a ``list`` command prints: a table, or with ``--json`` one JSON array (times as
+    ISO 8601, UTC). A value is never cut or broken across lines (ids and keys are what other
+    commands take, and what people copy): a table wider than the terminal is printed as one
+    block of ``column  value`` lines per row instead (as ``psql``'s expanded display), and
+    into a pipe or a file the table keeps its own width, one line per row, for grep."""
 
     def __init__(self, *columns: str, ids: tuple[str, ...] = ("id",),
                  times: tuple[str, ...] = (), blanks: dict[str, str] | None = None) -> None:
@@ -91,17 +97,35 @@ class Listing:
                  for c, v in zip(self.columns, row, strict=True)} for row in self.rows],
                 indent=2, ensure_ascii=False))
             return
+        cells = [[_cell(v, c in self.times, self.blanks.get(c, "—"))
+                  for c, v in zip(self.columns, row, strict=True)] for row in self.rows]
         table = Table()
         for column in self.columns:
-            if column in self.ids:
-                table.add_column(column, no_wrap=True, min_width=1, overflow="fold")
-            else:
-                table.add_column(column, overflow="fold")
-        for row in self.rows:
-            table.add_row(*(_cell(v, c in self.times, self.blanks.get(c, "—"))
-                            for c, v in zip(self.columns, row, strict=True)))
+            table.add_column(column, no_wrap=True)
+        for row in cells:
+            table.add_row(*row)
         # a console made now reads the terminal's width now (COLUMNS included), not at import
-        Console().print(table)
+        console = Console()
+        width = Measurement.get(console, console.options.update_width(WIDEST), table).maximum
+        if width <= console.width:
+            console.print(table)
+        elif not console.is_terminal:
+            Console(width=width).print(table)
+        else:
+            self._expanded(console, cells)
+
+    def _expanded(self, console: Console, cells: list[list[str]]) -> None:
+        label = max(map(len, self.columns))
+        for n, row in enumerate(cells):
+            if n:
+                console.print()
+            console.print(f"[bold]{row[0]}[/]", overflow="fold")
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(width=label, no_wrap=True, style="dim")
+            grid.add_column(overflow="fold")
+            for column, value in zip(self.columns[1:], row[1:], strict=True):
+                grid.add_row(escape(column), value)
+            console.print(Padding(grid, (0, 0, 0, 2), expand=False))
 
 
 def _iso(ts: float | None) -> str | None:
