@@ -13,6 +13,11 @@ this/base ratios, with the load average.
     .venv/bin/python bench/ab.py --base 50ab348 --repeats 9 --rates 500 1000
     .venv/bin/python bench/ab.py --base HEAD~1 --redis      # both with Redis as the state
                                                             # layer (limits counted there)
+    .venv/bin/python bench/ab.py --base HEAD~1 --this-first # this tree's gateway started first
+
+The gateway started second has shown a higher p99 with the same code on both sides (A/A: 1.86×
+started second, 0.83× started first; docs/benchmarks.md): read a p99 ratio from a pair of
+runs, one each way round.
 
 The base tree is ``git archive`` of that commit into bench/.work/ab-<commit>/ (run with this
 tree's virtualenv). All traffic goes to 127.0.0.1; bounded in count and time; children are
@@ -68,6 +73,9 @@ def main() -> int:
     ap.add_argument("--redis", nargs="?", const=workers.REDIS, metavar="URL",
                     help="Redis as both gateways' state layer, as a multi-worker deployment "
                          f"runs (default URL: {workers.REDIS})")
+    ap.add_argument("--this-first", action="store_true",
+                    help="start this tree's gateway before the base's (to read a bias of the "
+                         "order they start in)")
     args = ap.parse_args()
     env = {"GATEHOUSE_STORAGE__STATE_URL": args.redis} if args.redis else None
     base_root, sha = base_tree(args.base)
@@ -77,9 +85,12 @@ def main() -> int:
     kids = overhead.Children()
     try:
         upstream = overhead.start_upstream(kids, py)
-        base = overhead.start_full_gatehouse(kids, py, upstream, name="base", root=base_root,
-                                             env=env)
-        this = overhead.start_full_gatehouse(kids, py, upstream, name="this", env=env)
+        started_first = {}
+        for name in ("this", "base") if args.this_first else ("base", "this"):
+            started_first[name] = overhead.start_full_gatehouse(
+                kids, py, upstream, name=name, env=env,
+                root=base_root if name == "base" else overhead.ROOT)
+        base, this = started_first["base"], started_first["this"]
         for t in (base, this):
             overhead.smoke(t)
         load_before = os.getloadavg()
