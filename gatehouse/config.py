@@ -146,6 +146,9 @@ class RequestLimits(_Section):
 
     # levels of arrays and objects in a body; orjson writes at most 255, OpenAI schemas need ~20
     max_json_depth: int = Field(64, ge=8, le=128)
+    # arrays and objects in a body, all levels: every stage that walks a body (checks, the
+    # texts a quota counts) walks them; real requests hold tens of thousands at most
+    max_json_containers: int = Field(100_000, ge=1_000)
     max_messages: int = Field(4096, ge=1)
     max_tools: int = Field(128, ge=1)            # OpenAI's own limit
     max_stop: int = Field(16, ge=1)              # OpenAI takes 4; vLLM and llama.cpp more

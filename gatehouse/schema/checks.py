@@ -102,21 +102,36 @@ def too_deep(param: str | None, limit: int) -> InvalidRequest:
         param=param, code="json_too_deep")
 
 
-def nesting(body: dict[str, Any], limit: int) -> None:
-    """Raise when arrays and objects nest more than ``limit`` levels deep, naming the top-level
-    field. Walked a level at a time, never by recursion, and ``set(map(type, …))`` keeps the
-    per-item cost in C, so it runs first on every body and later code may recurse safely."""
+def too_many(param: str, limit: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"The body holds more than {limit:,} arrays and objects (the last counted in "
+        f"'{param}'); this gateway accepts at most that. Send fewer, larger pieces — one text "
+        "part rather than thousands of small ones.", param=param, code="json_too_complex")
+
+
+def nesting(body: dict[str, Any], limit: int, most: int | None = None) -> None:
+    """Raise when arrays and objects nest more than ``limit`` levels deep, or when there are
+    more than ``most`` of them, naming the top-level field. Walked a level at a time, never by
+    recursion, and ``set(map(type, …))`` keeps the per-item cost in C, so it runs first on
+    every body and later code may recurse safely; it stops as soon as ``most`` is passed, so
+    its own cost is bounded too (and with it, every later walk of the body)."""
+    seen = 0
     for param, value in body.items():
         level = [value] if type(value) is dict or type(value) is list else []
         depth = 2
         while level:
             if depth > limit:
                 raise too_deep(param, limit)
+            seen += len(level)
+            if most is not None and seen > most:
+                raise too_many(param, most)
             below: list[Any] = []
             for node in level:
                 items = node.values() if type(node) is dict else node
                 kinds = set(map(type, items))
                 if dict in kinds or list in kinds:
                     below += [i for i in items if type(i) is dict or type(i) is list]
+                    if most is not None and seen + len(below) > most:
+                        raise too_many(param, most)
             level = below
             depth += 1

@@ -54,8 +54,10 @@ def _too_large(size: int, limit: int) -> str:
 
 
 def parse_json(raw: bytes, content_type: str, max_depth: int = DEFAULTS.max_json_depth,
-               content_encoding: str = "") -> dict[str, Any]:
-    """The body as a JSON object no deeper than ``max_depth``, or a 400."""
+               content_encoding: str = "",
+               max_containers: int = DEFAULTS.max_json_containers) -> dict[str, Any]:
+    """The body as a JSON object no deeper than ``max_depth``, of at most ``max_containers``
+    arrays and objects, or a 400."""
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.",
                              code="invalid_json")
@@ -73,8 +75,8 @@ def parse_json(raw: bytes, content_type: str, max_depth: int = DEFAULTS.max_json
                              code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    if raw.count(b"[") + raw.count(b"{") > max_depth:  # else it cannot nest that deep
-        nesting(body, max_depth)
+    if raw.count(b"[") + raw.count(b"{") > max_depth:  # else it cannot nest that deep (nor
+        nesting(body, max_depth, max_containers)       # hold more: max_depth < max_containers)
     return body
 
 
@@ -92,7 +94,8 @@ class SchemaStage:
             return await self._upload(ctx)
         raw = await read_body(ctx, self.max_body_bytes)
         body = parse_json(raw, ctx.headers.get("content-type", ""), self.limits.max_json_depth,
-                          ctx.headers.get("content-encoding", ""))
+                          ctx.headers.get("content-encoding", ""),
+                          self.limits.max_json_containers)
         CHECKERS[ctx.endpoint](body, self.limits)
         model: str = body["model"]
         self._served(model)

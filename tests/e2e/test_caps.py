@@ -111,6 +111,17 @@ def test_the_embeddings_bomb_leaves_memory_flat_and_others_served(gw: Gateway) -
     assert grown < 50 * 1024, f"RSS grew by {grown} KiB"
 
 
+def test_a_body_of_many_tiny_parts_is_a_400_and_others_are_served(gw: Gateway) -> None:
+    """10 MB of 368,640 one-letter content parts, through the official SDK: refused before
+    any stage walks it, with the field named."""
+    part = {"type": "text", "text": "a"}
+    messages = [{"role": "user", "content": [part] * 90} for _ in range(4096)]
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(gw).chat.completions.create(model="demo", messages=messages, max_tokens=1)
+    assert (caught.value.code, caught.value.param) == ("json_too_complex", "messages")
+    assert httpx.get(gw.url + "/healthz").status_code == 200
+
+
 def test_the_largest_accepted_requests_still_work(gw: Gateway) -> None:
     client = sdk(gw)
     before = rss_kib(gw.proc.pid)

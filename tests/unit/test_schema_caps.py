@@ -94,6 +94,44 @@ def test_depth_counts_the_body_as_level_one() -> None:
         parse_json(orjson.dumps({"a": deep_object}), "application/json", max_depth=10)
 
 
+def parts_body(parts: int) -> bytes:
+    """4,096 messages of ``parts`` tiny text parts each: 4,096 × (2 + ``parts``) containers
+    (the messages array's a level of its own: 1 more)."""
+    part = {"type": "text", "text": "a"}
+    return orjson.dumps({"model": "m", "messages": [{"role": "user", "content": [part] * parts}
+                                                    for _ in range(4096)]})
+
+
+def test_a_body_of_too_many_arrays_and_objects_is_refused_naming_the_field() -> None:
+    """A 10 MB body of 368,640 one-letter parts cost every walk of a body (the checks, the
+    quota's texts and counts) hundreds of thousands of steps, each a stall for everyone on the
+    worker. Counted with the depth; the count stops where the cap is passed."""
+    assert len(parts_body(90)) < 10 * 2**20  # [server] max_body_bytes
+    with pytest.raises(InvalidRequest) as caught:
+        parse_json(parts_body(90), "application/json")
+    assert (caught.value.code, caught.value.param) == ("json_too_complex", "messages")
+    assert "more than 100,000 arrays and objects" in caught.value.message
+    # the cap itself, and a field named by where it is passed
+    limit = 1 + 4096 * (2 + 22)
+    assert parse_json(parts_body(22), "application/json", max_containers=limit)
+    with pytest.raises(InvalidRequest):
+        parse_json(parts_body(22), "application/json", max_containers=limit - 1)
+    body = {"model": "m", "a": [[1]] * 600, "b": [{"x": 1}] * 600}
+    assert parse_json(orjson.dumps(body), "application/json", max_containers=1_202)
+    with pytest.raises(InvalidRequest) as caught:
+        parse_json(orjson.dumps(body), "application/json", max_containers=1_201)
+    assert caught.value.param == "b"
+
+
+def test_real_requests_hold_far_fewer() -> None:
+    """The largest request every other cap allows, with two parts a message and 128 tools:
+    ~25,000 containers, a quarter of the default."""
+    message = {"role": "user", "content": [{"type": "text", "text": "hi"},
+                                           {"type": "image_url", "image_url": {"url": "u"}}]}
+    body = {"model": "m", "messages": [message] * 4096, "tools": [TOOL] * 128}
+    assert parse_json(orjson.dumps(body), "application/json", max_containers=30_000)
+
+
 def test_wide_bodies_with_shallow_nesting_pass() -> None:
     body = {"model": "m", "input": [[1, 2]] * 2048, "x": [{"a": [1]}] * 1000}
     assert parse_json(orjson.dumps(body), "application/json")["input"][0] == [1, 2]

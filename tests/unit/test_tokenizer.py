@@ -15,7 +15,7 @@ from tokenizers.pre_tokenizers import Whitespace
 
 from gatehouse.config import Settings
 from gatehouse.quota.policy import estimate, prompt_texts
-from gatehouse.quota.tokenizer import PIECE, Tokenizers, check, load, pieces
+from gatehouse.quota.tokenizer import MANY, PIECE, Tokenizers, check, load, pieces
 
 # (text, o200k_base, cl100k_base): counts of tiktoken's reference encoder
 ADVERSARIAL = [
@@ -101,6 +101,31 @@ async def test_counting_a_huge_prompt_yields_to_the_event_loop() -> None:
     await tok.count_async(["lorem ipsum dolor sit amet " * 100_000])  # 2.7 M characters
     task.cancel()
     assert ticks >= 2_700_000 // PIECE // 2
+
+
+async def test_many_short_texts_are_counted_in_steps_too() -> None:
+    """90,112 one-letter parts (a body just under [limits] max_json_containers) were counted
+    in one go, holding the loop for all of them."""
+    tok = load("o200k_base")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    assert await tok.count_async(["a"] * 90_112) == 90_112
+    task.cancel()
+    assert ticks >= 90_112 // MANY - 2  # (a tick or two either side of the first)
+    ticks = 0
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await tok.count_async(["lorem ipsum dolor " * 100] * 1_000)  # 1.8 M characters, in short texts
+    task.cancel()
+    assert ticks >= 1_800_000 // PIECE - 2
 
 
 async def test_each_tokenizer_loads_once_and_models_fall_back_to_the_default() -> None:
