@@ -168,7 +168,7 @@ def orgs_create(name: OrgName, tier: Annotated[str, typer.Option(help="API tier.
 def orgs_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List orgs."""
     async def act(ids: IdentityService) -> None:
-        listing = Listing("name", "id", "tier", "created", ids=("name", "id"), times=("created",))
+        listing = Listing("name", "id", "tier", "created", times=("created",))
         for org in await ids.accounts.orgs():
             listing.add(org.name, org.id, org.tier, org.created_at)
         listing.print(as_json)
@@ -201,8 +201,7 @@ def projects_list(org: Annotated[str | None, typer.Argument()] = None,
                   config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List projects (of one org, or all)."""
     async def act(ids: IdentityService) -> None:
-        listing = Listing("project", "id", "created", ids=("project", "id"),
-                          times=("created",))
+        listing = Listing("project", "id", "created", times=("created",))
         for org_name, project in await ids.accounts.projects(org):
             listing.add(f"{org_name}/{project.name}", project.id, project.created_at)
         listing.print(as_json)
@@ -322,7 +321,7 @@ def users_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List users."""
     async def act(ids: IdentityService) -> None:
         listing = Listing("email", "id", "org", "tier", "created", "status",
-                          ids=("email", "id"), times=("created",))
+                          times=("created",))
         for user, org in await ids.accounts.users():
             listing.add(user.email, user.id, org, user.tier, user.created_at,
                         "disabled" if user.disabled else "active")
@@ -388,7 +387,7 @@ def users_logout(email: Email, config: ConfigOpt = None) -> None:
 def tiers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List tiers: their kind, what they may request with service_tier, description."""
     settings = load_for_cli(config)
-    listing = Listing("tier", "kind", "may request", "description", ids=("tier",))
+    listing = Listing("tier", "kind", "may request", "description")
     for name, tier in settings.tiers.items():
         listing.add(name, tier.kind, list(tier.may_request), tier.description)
     listing.print(as_json)

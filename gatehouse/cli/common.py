@@ -21,6 +21,7 @@ from gatehouse.timestamps import minute, utc
 
 err = Console(stderr=True)
 WIDEST = 10_000  # a table's own width is measured as if the screen were this wide
+NARROWEST = 16  # columns a value needs beside its name; fewer, and it goes on the next line
 
 
 
@@ -81,9 +82,9 @@ class Listing:
     block of ``column  value`` lines per row instead (as ``psql``'s expanded display), and
     into a pipe or a file the table keeps its own width, one line per row, for grep."""
 
-    def __init__(self, *columns: str, ids: tuple[str, ...] = ("id",),
-                 times: tuple[str, ...] = (), blanks: dict[str, str] | None = None) -> None:
-        self.columns, self.ids, self.times = columns, ids, times
+    def __init__(self, *columns: str, times: tuple[str, ...] = (),
+                 blanks: dict[str, str] | None = None) -> None:
+        self.columns, self.times = columns, times
         self.blanks = blanks or {}  # what the table shows for a column's None (JSON: null)
         self.rows: list[tuple[Any, ...]] = []
 
@@ -116,10 +117,17 @@ class Listing:
 
     def _expanded(self, console: Console, cells: list[list[str]]) -> None:
         label = max(map(len, self.columns))
+        beside = console.width >= 2 + label + 2 + NARROWEST  # else each value below its name
         for n, row in enumerate(cells):
             if n:
                 console.print()
             console.print(f"[bold]{row[0]}[/]", overflow="fold")
+            if not beside:
+                for column, value in zip(self.columns[1:], row[1:], strict=True):
+                    console.print(f"  [dim]{escape(column)}[/]", overflow="fold")
+                    console.print(Padding(Text.from_markup(value, overflow="fold"),
+                                          (0, 0, 0, 4), expand=False))
+                continue
             grid = Table.grid(padding=(0, 2))
             grid.add_column(width=label, no_wrap=True, style="dim")
             grid.add_column(overflow="fold")

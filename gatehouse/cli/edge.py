@@ -102,8 +102,7 @@ def rules_remove(rule_id: Annotated[str, typer.Argument(callback=at_most(ID_MAX,
 def bans_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Bans in force."""
     async def act(ids: IdentityService) -> None:
-        listing = Listing("subject", "until", "reason", "strikes", ids=("subject",),
-                          times=("until",))
+        listing = Listing("subject", "until", "reason", "strikes", times=("until",))
         for ban in await Bans(ids.state, ids.settings.edge.detector).list():
             listing.add(ban.subject, ban.until, ban.reason, ban.strikes)
         listing.print(as_json)

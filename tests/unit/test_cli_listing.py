@@ -77,6 +77,17 @@ def test_on_a_narrow_terminal_each_key_is_a_block_and_nothing_is_cut(
     assert "nightly evaluation runs" in " ".join(out.split()), out
 
 
+def test_on_a_very_narrow_terminal_no_value_is_lost(keys: tuple[Path, list[str]]) -> None:
+    """12 columns: too few for a value beside its name, so each goes below it (a name as
+    wide as the terminal once swallowed its value whole)."""
+    config, shown = keys
+    out = gatehouse(config, "keys", "list", columns=12, terminal=True)
+    assert max(map(len, out.splitlines())) <= 12, out
+    joined = "".join(out.split())  # (a value folded across lines is whole again)
+    assert len(KEY_ID.findall(joined)) == 3 and all(k in joined for k in shown), out
+    assert joined.count("acme/support-bot") == 3, out
+
+
 def test_on_a_wide_terminal_it_is_a_table_one_row_a_line(keys: tuple[Path, list[str]]) -> None:
     config, shown = keys
     out = gatehouse(config, "keys", "list", columns=220, terminal=True)
