@@ -6,8 +6,8 @@ the app sends ``http.response.body`` — two ``send`` system calls (and two TCP 
 every plain answer, though the gateway sends both in the same turn. Corked, they are one.
 A stream's chunks, which come in turns of their own, are written as they come (each one turn
 later at most). A large body is not joined to its head (that would copy it): the pieces go in
-one ``writelines`` (one ``writev`` on uvloop). Closing writes what is pending first; aborting drops it, as the transport
-does with its own buffer."""
+one ``writelines`` (one ``writev`` on uvloop). Closing writes what is pending first; aborting
+drops it, as the transport does with its own buffer."""
 
 from __future__ import annotations
 

@@ -86,7 +86,8 @@ def test_long_texts_are_cut_at_whitespace_and_counted_almost_exactly() -> None:
     assert [len(p) for p in pieces(no_space)] == [PIECE, PIECE, PIECE]
 
 
-async def test_counting_a_huge_prompt_yields_to_the_event_loop() -> None:
+async def counted_with_ticks(texts: list[str]) -> tuple[int, int]:
+    """``texts`` counted with o200k, and how many times another task ran meanwhile."""
     tok = load("o200k_base")
     ticks = 0
 
@@ -98,33 +99,23 @@ async def test_counting_a_huge_prompt_yields_to_the_event_loop() -> None:
 
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
-    await tok.count_async(["lorem ipsum dolor sit amet " * 100_000])  # 2.7 M characters
+    counted = await tok.count_async(texts)
     task.cancel()
+    return counted, ticks
+
+
+async def test_counting_a_huge_prompt_yields_to_the_event_loop() -> None:
+    _, ticks = await counted_with_ticks(["lorem ipsum dolor sit amet " * 100_000])  # 2.7 M chars
     assert ticks >= 2_700_000 // PIECE // 2
 
 
 async def test_many_short_texts_are_counted_in_steps_too() -> None:
     """90,112 one-letter parts (a body just under [limits] max_json_containers) were counted
     in one go, holding the loop for all of them."""
-    tok = load("o200k_base")
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    assert await tok.count_async(["a"] * 90_112) == 90_112
-    task.cancel()
+    counted, ticks = await counted_with_ticks(["a"] * 90_112)
+    assert counted == 90_112
     assert ticks >= 90_112 // MANY - 2  # (a tick or two either side of the first)
-    ticks = 0
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    await tok.count_async(["lorem ipsum dolor " * 100] * 1_000)  # 1.8 M characters, in short texts
-    task.cancel()
+    _, ticks = await counted_with_ticks(["lorem ipsum dolor " * 100] * 1_000)  # 1.8 M, short
     assert ticks >= 1_800_000 // PIECE - 2
 
 
