@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = 3 if args.quick else args.runs
     py = overhead.repo_python()
     env = dict(os.environ, PYTHONPATH=str(args.root), COLUMNS="100")
+    # an installed gatehouse runs from bytecode (pip compiles it); with this set (some shells
+    # and containers set it) every run compiled gatehouse's own ~100 modules again: +55 ms
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="gatehouse-cli-bench-") as tmp:
