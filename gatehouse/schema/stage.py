@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,10 @@ from gatehouse.schema.multipart import upload_model
 
 UPLOADS = frozenset({"audio.transcriptions", "audio.translations"})
 UPLOAD_NOTE = "schema.upload"  # (the multipart body, its content type)
+# a body this large takes a millisecond or more to parse (~17 ms a MB of small objects), as
+# much again to count its containers and to check its fields: the loop serves others between
+# the three, so one large body holds it for the longest of them, not for their sum
+PAUSE_ABOVE = 256 * 1024
 
 
 async def read_body(ctx: RequestContext, limit: int) -> bytes:
@@ -58,6 +63,14 @@ def parse_json(raw: bytes, content_type: str, max_depth: int = DEFAULTS.max_json
                max_containers: int = DEFAULTS.max_json_containers) -> dict[str, Any]:
     """The body as a JSON object no deeper than ``max_depth``, of at most ``max_containers``
     arrays and objects, or a 400."""
+    body = load_json(raw, content_type, max_depth, content_encoding)
+    check_nesting(raw, body, max_depth, max_containers)
+    return body
+
+
+def load_json(raw: bytes, content_type: str, max_depth: int = DEFAULTS.max_json_depth,
+              content_encoding: str = "") -> dict[str, Any]:
+    """The body as a JSON object, or a 400 (its nesting not checked yet)."""
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.",
                              code="invalid_json")
@@ -75,9 +88,15 @@ def parse_json(raw: bytes, content_type: str, max_depth: int = DEFAULTS.max_json
                              code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def check_nesting(raw: bytes, body: dict[str, Any], max_depth: int,
+                  max_containers: int) -> None:
+    """A 400 when ``body`` (parsed from ``raw``) nests deeper than ``max_depth`` or holds more
+    than ``max_containers`` arrays and objects."""
     if raw.count(b"[") + raw.count(b"{") > max_depth:  # else it cannot nest that deep (nor
         nesting(body, max_depth, max_containers)       # hold more: max_depth < max_containers)
-    return body
 
 
 class SchemaStage:
@@ -93,10 +112,15 @@ class SchemaStage:
         if ctx.endpoint in UPLOADS:
             return await self._upload(ctx)
         raw = await read_body(ctx, self.max_body_bytes)
-        body = parse_json(raw, ctx.headers.get("content-type", ""), self.limits.max_json_depth,
-                          ctx.headers.get("content-encoding", ""),
-                          self.limits.max_json_containers)
-        CHECKERS[ctx.endpoint](body, self.limits)
+        limits, large = self.limits, len(raw) > PAUSE_ABOVE
+        body = load_json(raw, ctx.headers.get("content-type", ""), limits.max_json_depth,
+                         ctx.headers.get("content-encoding", ""))
+        if large:
+            await asyncio.sleep(0)
+        check_nesting(raw, body, limits.max_json_depth, limits.max_json_containers)
+        if large:
+            await asyncio.sleep(0)
+        CHECKERS[ctx.endpoint](body, limits)
         model: str = body["model"]
         self._served(model)
         ctx.body = body
