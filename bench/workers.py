@@ -12,11 +12,15 @@ client and the upstream leave them:
 
 and the scaling's share of what that ceiling allows over one worker.
 
-Closed loop (64 keep-alive connections), plain requests, repeats interleaved, medians.
+Closed loop (64 keep-alive connections, opened at once), plain requests, repeats
+interleaved, medians. ``--shared`` adds two workers sharing one listening socket (``[server]
+reuse_port = false``, as before gatehouse/edge/listeners.py) beside the default (a socket per
+worker in one SO_REUSEPORT group), with how the connections were split between the workers.
 Traffic to 127.0.0.1 only; every child process is stopped at the end.
 
     .venv/bin/python bench/workers.py              # 5 repeats of 4 s (~2 minutes)
     .venv/bin/python bench/workers.py --quick      # 1 repeat
+    .venv/bin/python bench/workers.py --shared     # + 2 workers on one shared socket
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--conns", type=int, default=64)
+    p.add_argument("--shared", action="store_true",
+                   help="also 2 workers sharing one socket ([server] reuse_port = false)")
     p.add_argument("--json", type=Path, default=overhead.BENCH / "results" / "workers.json")
     args = p.parse_args(argv)
     if args.quick:
@@ -53,23 +59,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def start(kids: Children, py: str, up: Target) -> dict[int, Target]:
-    env = {"GATEHOUSE_STORAGE__STATE_URL": REDIS}
-    servers = {n: overhead.start_full_gatehouse(kids, py, up, name=f"workers-{n}", env=env,
-                                                workers=n) for n in (1, 2)}
-    for t in servers.values():
-        overhead.smoke(t)
-    return servers
+SHARED = "2 shared"  # two workers on one listening socket ([server] reuse_port = false)
+
+
+def starter(shared: bool) -> Any:
+    def start(kids: Children, py: str, up: Target) -> dict[str, Target]:
+        env = {"GATEHOUSE_STORAGE__STATE_URL": REDIS}
+        kinds = ["1", "2", *([SHARED] if shared else [])]
+        servers = {kind: overhead.start_full_gatehouse(
+            kids, py, up, name=f"workers-{kind.replace(' ', '-')}", workers=int(kind[0]),
+            env={**env, "GATEHOUSE_SERVER__REUSE_PORT": str(kind != SHARED).lower()})
+            for kind in kinds}
+        for t in servers.values():
+            overhead.smoke(t)
+        time.sleep(3)  # every worker listening (each listens once its start-up is done)
+        return servers
+    return start
 
 
 def main(argv: list[str] | None = None) -> int:
-    return overhead.run_bench(parse_args(argv), start, run, render)
+    args = parse_args(argv)
+    return overhead.run_bench(args, starter(args.shared), run, render)
+
+
+def split(t: Target, port: int) -> list[int]:
+    """Connections on ``port`` held by each worker of ``t`` (from /proc), most first."""
+    per: dict[int, int] = {}
+    established: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "01":
+                established.add(f[9])
+    for pid in overhead.tree(t.pid):
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        held = sum(1 for link in links if link[8:-1] in established)
+        if held:
+            per[pid] = held
+    return sorted(per.values(), reverse=True)
 
 
 def run(args: argparse.Namespace, up: Target, servers: dict[int, Target]) -> dict[str, Any]:
     import uvloop
 
-    out: dict[str, Any] = {"cores": os.cpu_count(), "cells": {1: [], 2: []}}
+    out: dict[str, Any] = {"cores": os.cpu_count(), "cells": {n: [] for n in servers}}
     pids = [up.pid, *(t.pid for t in servers.values())]
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         for t in servers.values():  # warm up (and load each worker's caches)
@@ -77,50 +113,66 @@ def run(args: argparse.Namespace, up: Target, servers: dict[int, Target]) -> dic
             runner.run(loadgen.closed_loop(HOST, t.port, req, conns=args.conns, duration=2,
                                            warmup=0))
         for rep in range(args.repeats):
-            order = [1, 2] if rep % 2 == 0 else [2, 1]
+            order = list(servers) if rep % 2 == 0 else list(reversed(servers))
             for n in order:
                 t = servers[n]
                 quiesce(pids)
                 req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False)
                 g0, u0, c0 = cpu_seconds(t.pid), cpu_seconds(up.pid), time.process_time()
-                res = runner.run(loadgen.closed_loop(HOST, t.port, req, conns=args.conns,
-                                                     duration=args.duration, warmup=1.0))
+                seen: list[list[int]] = []
+
+                async def measured(t: Target = t, req: bytes = req,
+                                   seen: list[list[int]] = seen) -> loadgen.Result:
+                    task = asyncio.ensure_future(loadgen.closed_loop(
+                        HOST, t.port, req, conns=args.conns, duration=args.duration,
+                        warmup=1.0))
+                    await asyncio.sleep(1.0 + args.duration / 2)
+                    seen.append(split(t, t.port))
+                    return await task
+
+                res = runner.run(measured())
                 g, u, c = (cpu_seconds(t.pid) - g0, cpu_seconds(up.pid) - u0,
                            time.process_time() - c0)
                 sent = max(1, res.total)  # CPU covers the warm-up too: per request sent
                 cell = {"rps": res.throughput, "errors": res.errors + res.timeouts,
                         "gateway_us": g / sent * 1e6, "upstream_us": u / sent * 1e6,
-                        "client_us": c / sent * 1e6}
+                        "client_us": c / sent * 1e6, "split": seen[0]}
                 out["cells"][n].append(cell)
                 log(f"rep {rep + 1} {n} worker(s): {cell['rps']:,.0f} req/s, CPU per request "
                     f"gateway {cell['gateway_us']:.0f} µs, upstream {cell['upstream_us']:.0f}, "
-                    f"client {cell['client_us']:.0f}; errors {cell['errors']}")
+                    f"client {cell['client_us']:.0f}; connections per worker "
+                    f"{'/'.join(map(str, cell['split']))}; errors {cell['errors']}")
     return out
 
 
 def render(r: dict[str, Any], args: argparse.Namespace) -> None:
     med = statistics.median
     cores = r["cores"]
-    m = {n: {k: med(c[k] for c in cells) for k in cells[0]}
-         for n, cells in ((int(n), cells) for n, cells in r["cells"].items())}
+    m = {n: {k: med(c[k] for c in cells) for k in cells[0] if k != "split"}
+         for n, cells in r["cells"].items()}
+    splits = {n: ", ".join("/".join(map(str, c["split"])) for c in cells)
+              for n, cells in r["cells"].items()}
     print(f"\n## One worker vs two, full pipeline on Redis ({r['when']}, {r['machine']}; "
           f"{args.repeats} repeat(s) of {args.duration:g} s, medians)\n")
     print("| workers | max req/s | gateway CPU per request | upstream | client | "
-          "machine's ceiling (all cores busy) |")
-    print("|---|---|---|---|---|---|")
+          "machine's ceiling (all cores busy) | connections per worker, each repeat |")
+    print("|---|---|---|---|---|---|---|")
     ceiling = {}
     for n, v in m.items():
         per_request = (v["gateway_us"] + v["upstream_us"] + v["client_us"]) / 1e6
         ceiling[n] = cores / per_request
         print(f"| {n} | {v['rps']:,.0f} | {v['gateway_us']:.0f} µs | {v['upstream_us']:.0f} µs "
-              f"| {v['client_us']:.0f} µs | {ceiling[n]:,.0f} req/s |")
-    scaling = m[2]["rps"] / m[1]["rps"]
-    allowed = min(2.0, ceiling[2] / m[1]["rps"])
+              f"| {v['client_us']:.0f} µs | {ceiling[n]:,.0f} req/s | {splits[n]} |")
+    scaling = m["2"]["rps"] / m["1"]["rps"]
+    allowed = min(2.0, ceiling["2"] / m["1"]["rps"])
     print(f"\n2 workers ÷ 1: **{scaling:.2f}×** (issue 19's goal: ≥ 1.7×). On this machine "
           f"({cores} cores shared with the client and the upstream) the most a second worker "
           f"could add is {allowed:.2f}× (the ceiling with 2 workers ÷ 1 worker's throughput, "
           f"capped at 2×): the scaling reached {(scaling - 1) / max(1e-9, allowed - 1):.0%} of "
           f"what the cores left allow.\n")
+    if SHARED in m:
+        print(f"Two workers sharing one socket: {m[SHARED]['rps']:,.0f} req/s "
+              f"({m[SHARED]['rps'] / m['1']['rps']:.2f}× one worker).\n")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,10 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=256)
+    # with several workers (on Linux): a listening socket per worker in one SO_REUSEPORT
+    # group, the kernel spreading connections over them (gatehouse/edge/listeners.py); false:
+    # one socket shared by the workers, each taking what is waiting when it wakes
+    reuse_port: bool = True
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     # how long a graceful shutdown waits for open streams before closing them
     shutdown_grace_seconds: float = Field(30.0, ge=0)

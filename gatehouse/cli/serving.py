@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from gatehouse import __version__
-from gatehouse.config import ConfigError, Settings, load_settings
+from gatehouse.config import ConfigError, ServerSettings, Settings, load_settings
 
 
 def options_environment(config: Path | None = None, host: str | None = None,
@@ -239,11 +239,40 @@ def main() -> None:
         "server_header": False, "timeout_graceful_shutdown": int(s.shutdown_grace_seconds),
         "timeout_keep_alive": s.keepalive_timeout}
     if s.workers > 1:
-        uvicorn.run("gatehouse.app:app_from_env", factory=True, workers=s.workers, **common)
+        serve_workers(s, common)
     else:
         from gatehouse.app import create_app
 
         uvicorn.run(create_app(settings, share_state=True), **common)
+
+
+def serve_workers(s: ServerSettings, common: dict[str, Any]) -> None:
+    """``--workers N``: uvicorn's supervisor and workers, each worker on a listening socket
+    of its own in one SO_REUSEPORT group (``[server] reuse_port``, on Linux), else on one
+    socket they share (gatehouse/edge/listeners.py)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from gatehouse.edge.listeners import AVAILABLE, WorkerListener, bind_reuse_port
+
+    config = uvicorn.Config("gatehouse.app:app_from_env", factory=True, workers=s.workers,
+                            **common)
+    if s.reuse_port and AVAILABLE:
+        try:  # held, never listening: the address stays the group's while workers restart
+            held = bind_reuse_port(s.host, s.port)
+        except OSError as exc:
+            say(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}")
+            raise SystemExit(1) from None
+        sockets: list[Any] = [WorkerListener(s.host, s.port)]
+    else:
+        held = config.bind_socket()
+        sockets = [held]
+    try:
+        Multiprocess(config, sockets=sockets).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        held.close()
 
 
 if __name__ == "__main__":
