@@ -24,6 +24,11 @@ def _inodes(port: int, state: str) -> set[str]:
     return found
 
 
+def listening(port: int) -> set[str]:
+    """Inodes of the sockets listening on ``port``, whoever holds them."""
+    return _inodes(port, LISTEN)
+
+
 def holders(pids: list[int], port: int, state: str) -> dict[int, set[str]]:
     """For each of ``pids``, the inodes of its sockets on ``port`` in ``state``."""
     wanted = _inodes(port, state)
