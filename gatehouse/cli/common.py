@@ -10,7 +10,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.padding import Padding
 from rich.table import Table
@@ -102,7 +101,7 @@ class Listing:
                   for c, v in zip(self.columns, row, strict=True)] for row in self.rows]
         table = Table()
         for column in self.columns:
-            table.add_column(column, no_wrap=True)
+            table.add_column(Text(column), no_wrap=True)
         for row in cells:
             table.add_row(*row)
         # a console made now reads the terminal's width now (COLUMNS included), not at import
@@ -115,24 +114,24 @@ class Listing:
         else:
             self._expanded(console, cells)
 
-    def _expanded(self, console: Console, cells: list[list[str]]) -> None:
+    def _expanded(self, console: Console, cells: list[list[Text]]) -> None:
         label = max(map(len, self.columns))
         beside = console.width >= 2 + label + 2 + NARROWEST  # else each value below its name
         for n, row in enumerate(cells):
             if n:
                 console.print()
-            console.print(f"[bold]{row[0]}[/]", overflow="fold")
+            console.print(Text(row[0].plain, style="bold", overflow="fold"))
             if not beside:
                 for column, value in zip(self.columns[1:], row[1:], strict=True):
-                    console.print(f"  [dim]{escape(column)}[/]", overflow="fold")
-                    console.print(Padding(Text.from_markup(value, overflow="fold"),
+                    console.print(Text("  " + column, style="dim", overflow="fold"))
+                    console.print(Padding(Text(value.plain, overflow="fold"),
                                           (0, 0, 0, 4), expand=False))
                 continue
             grid = Table.grid(padding=(0, 2))
             grid.add_column(width=label, no_wrap=True, style="dim")
             grid.add_column(overflow="fold")
             for column, value in zip(self.columns[1:], row[1:], strict=True):
-                grid.add_row(escape(column), value)
+                grid.add_row(Text(column), value)
             console.print(Padding(grid, (0, 0, 0, 2), expand=False))
 
 
@@ -142,11 +141,13 @@ def _iso(ts: float | None) -> str | None:
     return utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _cell(value: Any, is_time: bool, blank: str) -> str:
+def _cell(value: Any, is_time: bool, blank: str) -> Text:
+    """A value as the table shows it: plain text, never read as Rich markup (``[red]`` and a
+    trailing backslash are a name's own characters; markup escaping doubled the backslash)."""
     if value is None:
-        return escape(blank)
+        return Text(blank)
     if is_time:
-        return minute(value)
+        return Text(minute(value))
     if isinstance(value, list | tuple):
-        return escape(", ".join(map(str, value))) or "—"
-    return escape(str(value))
+        return Text(", ".join(map(str, value)) or "—")
+    return Text(str(value))

@@ -104,3 +104,23 @@ def test_into_a_pipe_each_row_is_one_line_whatever_the_width(
     assert len(rows) == 3, out
     for row in rows:  # grep finds a key's whole row
         assert "acme/support-bot" in row and "active" in row and any(k in row for k in shown)
+
+
+@pytest.mark.parametrize(("columns", "terminal"), [(220, True), (80, True), (12, True),
+                                                   (80, False)])
+def test_a_name_is_shown_as_written_never_as_markup(tmp_path: Path, columns: int,
+                                                    terminal: bool) -> None:
+    """A key named ``[bold red]boom[/] \\`` was shown with its trailing backslash doubled (Rich's
+    markup escaping adds one so that the text cannot escape a tag after it; in a cell alone,
+    both were printed). Cells are plain text now, in the table, the blocks and the pipe."""
+    config = tmp_path / "gatehouse.toml"
+    config.write_text('[storage]\ndatabase_url = "sqlite+aiosqlite:///gh.db"\n'
+                      '[identity]\nsecret_file = "secret"\n')
+    name = "[bold red]boom[/] \\"
+    for args in (("orgs", "create", "acme"), ("projects", "create", "acme/bot"),
+                 ("keys", "create", "acme/bot", "--name", name)):
+        gatehouse(config, *args, columns=200, terminal=False)
+    out = gatehouse(config, "keys", "list", columns=columns, terminal=terminal)
+    shown = "".join(out.split()) if columns < 20 else out  # (folded across lines at 12)
+    assert ("".join(name.split()) if columns < 20 else name) in shown, out
+    assert "\\\\" not in out, out
