@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.support.bodies import TOOL, nested
+from tests.support.bodies import TOOL, nested, tiny_parts
 from tests.support.procs import Gateway
 
 USER = [{"role": "user", "content": "hello"}]
@@ -114,8 +114,7 @@ def test_the_embeddings_bomb_leaves_memory_flat_and_others_served(gw: Gateway) -
 def test_a_body_of_many_tiny_parts_is_a_400_and_others_are_served(gw: Gateway) -> None:
     """10 MB of 368,640 one-letter content parts, through the official SDK: refused before
     any stage walks it, with the field named."""
-    part = {"type": "text", "text": "a"}
-    messages = [{"role": "user", "content": [part] * 90} for _ in range(4096)]
+    messages = tiny_parts(90)
     with pytest.raises(openai.BadRequestError) as caught:
         # the body sent as written: the SDK's own walk of typed parameters took ~45 s of
         # this test's 52 for 368,640 parts (extra_body replaces "messages" after it)

@@ -14,7 +14,7 @@ from gatehouse.config import RequestLimits
 from gatehouse.errors import InvalidRequest
 from gatehouse.schema.bodies import check_chat, check_embedding
 from gatehouse.schema.stage import parse_json
-from tests.support.bodies import TOOL, nested
+from tests.support.bodies import TOOL, nested, tiny_parts
 
 USER = {"role": "user", "content": "hi"}
 
@@ -97,9 +97,7 @@ def test_depth_counts_the_body_as_level_one() -> None:
 def parts_body(parts: int) -> bytes:
     """4,096 messages of ``parts`` tiny text parts each: 4,096 × (2 + ``parts``) containers
     (the messages array's a level of its own: 1 more)."""
-    part = {"type": "text", "text": "a"}
-    return orjson.dumps({"model": "m", "messages": [{"role": "user", "content": [part] * parts}
-                                                    for _ in range(4096)]})
+    return orjson.dumps({"model": "m", "messages": tiny_parts(parts)})
 
 
 def test_a_body_of_too_many_arrays_and_objects_is_refused_naming_the_field() -> None:
