@@ -63,9 +63,14 @@ def cannot_listen(host: str, port: int) -> str | None:
         try:
             probe.bind(address)
         except OSError as exc:
-            return (exc.strerror or str(exc)).lower() + LISTEN_HINTS.get(
-                exc.errno or 0, ". Pick another address (--host) or port (--port).")
+            return listen_failure(exc)
     return None
+
+
+def listen_failure(exc: OSError) -> str:
+    """Why an address could not be bound, and what to do about it."""
+    return (exc.strerror or str(exc)).lower() + LISTEN_HINTS.get(
+        exc.errno or 0, ". Pick another address (--host) or port (--port).")
 
 
 LISTEN_HINTS = {
@@ -261,7 +266,7 @@ def serve_workers(s: ServerSettings, common: dict[str, Any]) -> None:
         try:  # held, never listening: the address stays the group's while workers restart
             held = bind_reuse_port(s.host, s.port)
         except OSError as exc:
-            say(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}")
+            say(f"cannot listen on {s.host}:{s.port}: {listen_failure(exc)}")
             raise SystemExit(1) from None
         sockets: list[Any] = [WorkerListener(s.host, s.port)]
     else:
