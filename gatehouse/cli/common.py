@@ -120,12 +120,11 @@ class Listing:
         for n, row in enumerate(cells):
             if n:
                 console.print()
-            console.print(Text(row[0].plain, style="bold", overflow="fold"))
+            console.print(row[0], style="bold", overflow="fold")
             if not beside:
                 for column, value in zip(self.columns[1:], row[1:], strict=True):
                     console.print(Text("  " + column, style="dim", overflow="fold"))
-                    console.print(Padding(Text(value.plain, overflow="fold"),
-                                          (0, 0, 0, 4), expand=False))
+                    console.print(Padding(value, (0, 0, 0, 4), expand=False))
                 continue
             grid = Table.grid(padding=(0, 2))
             grid.add_column(width=label, no_wrap=True, style="dim")
