@@ -249,8 +249,9 @@ class QuotaStage:
         await self.shared.prepare()
         if self._tiers_meter_tokens():
             # a token limit counts every prompt with the model's tokenizer: load them now,
-            # before the first request — a load takes 1-4 s and holds the GIL (quicktok), so
-            # on first use it stalled every request of the worker, not only the first
+            # before the first request — quicktok's loads (cl100k_base; o200k_base where the
+            # install has no compiled counter) take 1-4 s and hold the GIL, so on first use
+            # they stalled every request of the worker, not only the first
             models = [*self.settings.models, *([self.settings.demo.model]
                                                 if self.settings.demo.enabled else [])]
             for model in models:

@@ -3,16 +3,19 @@ backend reports no usage.
 
 Each model names its tokenizer (``[models.X] tokenizer``):
 
-- ``o200k_base`` (the default for HTTP backends) or ``cl100k_base``: OpenAI's encodings, from
-  the ``quicktok-v1`` package, which ships them inside its wheel (exact, tiktoken's ids; no
-  download ever);
+- ``o200k_base`` (the default for HTTP backends) or ``cl100k_base``: OpenAI's encodings, whose
+  vocabularies the ``quicktok-v1`` package ships inside its wheel (exact, tiktoken's counts; no
+  download ever). o200k_base is counted by gatehouse's own compiled counter (gatehouse/quota/
+  o200k.py: ~5 MB) when the install built it, else by quicktok (~56 MB); cl100k_base by
+  quicktok;
 - a path to a ``tokenizer.json`` (the model's own, for the ``tokenizers`` library);
 - ``words``: the demo backend's word-and-punctuation count (its default, as that is how the
   demo counts);
 - ``chars``: characters ÷ 4, the old estimate, kept only as a fallback.
 
 An encoding is loaded once per process, on first use, off the event loop's thread (o200k
-takes 1–3 s; quicktok holds the GIL while it loads, so the first request to need it waits).
+takes ~15 ms with gatehouse's counter; with quicktok 1–3 s, holding the GIL while it loads, so
+the first request to need it waits).
 Counting a long text yields to the event loop between pieces of ``PIECE`` characters, cut at a
 whitespace, so a huge prompt never holds the loop for more than a millisecond or two.
 """
@@ -102,6 +105,12 @@ def _chars(text: str) -> int:
 
 
 def _encoding(name: str) -> Callable[[str], int]:
+    if name == "o200k_base":
+        from gatehouse.quota.o200k import counter
+
+        lean = counter()
+        if lean is not None:
+            return lean
     import quicktok  # type: ignore[import-untyped]  # only when a model uses an encoding
 
     enc = quicktok.get_encoding(name)
