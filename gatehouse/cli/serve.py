@@ -46,7 +46,11 @@ def serve(
 def check(config: ConfigOpt = None) -> None:
     """Check a configuration and print what it resolves to."""
     from gatehouse.cli.common import err
+    from gatehouse.quota import o200k
 
     settings = _load(config)
     err.print(f"[green]ok[/] {settings.source}")
+    if not o200k.built():
+        err.print("[yellow]note[/] o200k_base tokens are counted with quicktok (~56 MB more per "
+                  f"worker): this install has no compiled token counter. {o200k.REBUILD}")
     typer.echo(settings.model_dump_json(indent=2))

@@ -2,8 +2,10 @@
  *
  * An exact count is the pre-tokenizer's pieces (tiktoken's o200k pattern, matched by hand
  * below), each cut by byte-pair merging into tokens of the vocabulary. What it holds: the
- * vocabulary's bytes in one block, a table of their offsets, an open-addressing hash table of
- * u32 slots, and the pattern's character classes as a two-stage table. Built from bytes the
+ * vocabulary's bytes in one block, an open-addressing hash table whose 8-byte slots say where
+ * a token's bytes are, how many, its rank and a tag of its hash (so a lookup touches its slot
+ * and, only when length and tag agree, the bytes: two cache lines), and the pattern's
+ * character classes as a two-stage table. Built from bytes the
  * Python side reads (quicktok's o200k.vocab, gatehouse/quota/o200k_classes.bin).
  *
  * Counter(vocab: bytes, classes: bytes); Counter.count(text: str) -> int. The count never
@@ -32,9 +34,8 @@
 typedef struct {
     PyObject_HEAD
     uint8_t *blob;      /* every token's bytes, one after another */
-    uint32_t *offset;   /* n + 1 offsets into blob */
-    uint32_t *rank;     /* rank of the i-th token */
-    uint32_t *slots;    /* hash table: token index + 1; 0 is empty */
+    size_t blob_size;
+    uint64_t *slots;    /* hash table of SLOT()s; 0 is empty */
     uint32_t mask;      /* slots - 1 */
     uint32_t n;
     uint32_t longest;   /* the longest token's bytes: a longer pair is none */
@@ -51,17 +52,35 @@ static inline uint32_t hash_bytes(const uint8_t *s, size_t len) {
     return h ^ (h >> 15);
 }
 
-static inline uint32_t lookup(const Counter *c, const uint8_t *s, size_t len) {
-    if (len > c->longest) return NO_RANK;
-    uint32_t i = hash_bytes(s, len) & c->mask;
+/* A slot: the hash's top 12 bits, the rank (20 bits), the length (8), the offset (24). */
+#define SLOT(tag, rank, len, at) \
+    (((uint64_t)(tag) << 52) | ((uint64_t)(rank) << 32) | ((uint64_t)(len) << 24) | (at))
+#define MAX_RANK 0xFFFFF
+#define MAX_BLOB 0xFFFFFF
+#define MAX_LEN 0xFF
+
+static inline int same(const uint8_t *a, const uint8_t *b, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+/* The slot holding these bytes, or NULL. */
+static inline const uint64_t *find(const Counter *c, const uint8_t *s, size_t len) {
+    uint32_t h = hash_bytes(s, len), i = h & c->mask;
+    uint64_t want = SLOT(h >> 20, 0, len, 0), mask = SLOT(0xFFF, 0, MAX_LEN, 0);
     for (;;) {
-        uint32_t slot = c->slots[i];
-        if (!slot) return NO_RANK;
-        uint32_t t = slot - 1, start = c->offset[t];
-        if (c->offset[t + 1] - start == len && memcmp(c->blob + start, s, len) == 0)
-            return c->rank[t];
+        uint64_t v = c->slots[i];
+        if (!v) return NULL;
+        if ((v & mask) == want && same(c->blob + (v & MAX_BLOB), s, len)) return &c->slots[i];
         i = (i + 1) & c->mask;
     }
+}
+
+static inline uint32_t lookup(const Counter *c, const uint8_t *s, size_t len) {
+    if (len > c->longest) return NO_RANK;
+    const uint64_t *slot = find(c, s, len);
+    return slot ? (uint32_t)((*slot >> 32) & MAX_RANK) : NO_RANK;
 }
 
 /* -- the pre-tokenizer ----------------------------------------------------------------- */
@@ -228,9 +247,36 @@ static Entry pop(Entry *heap, size_t *size) {
 /* How many tokens the piece s[0..len) merges into: tiktoken's rule (merge the adjacent pair
  * whose joined bytes rank lowest, the leftmost of equals, until no pair is a token), with a
  * heap of pairs and stale entries skipped. next/prev are indexed by a part's first byte. */
+#define SHORT 24
+
+/* merge_count for a piece of at most SHORT bytes: tiktoken's own way, a scan of the pairs for
+ * the lowest rank at each merge (cheaper than a heap at this size). */
+static Py_ssize_t merge_count_short(const Counter *c, const uint8_t *s, size_t len) {
+    uint32_t start[SHORT + 1], rank[SHORT];
+    size_t parts = len;
+    for (size_t i = 0; i <= len; i++) start[i] = (uint32_t)i;
+    for (size_t i = 0; i + 1 < len; i++) rank[i] = lookup(c, s + i, 2);
+    rank[len - 1] = NO_RANK;
+    for (;;) {
+        uint32_t best = NO_RANK;
+        size_t at = 0;
+        for (size_t i = 0; i + 1 < parts; i++)
+            if (rank[i] < best) { best = rank[i]; at = i; }
+        if (best == NO_RANK) break;
+        /* part at+1 joins part at */
+        memmove(start + at + 1, start + at + 2, sizeof(uint32_t) * (parts - at - 1));
+        memmove(rank + at + 1, rank + at + 2, sizeof(uint32_t) * (parts - at - 2));
+        parts--;
+        rank[at] = at + 1 < parts ? lookup(c, s + start[at], start[at + 2] - start[at]) : NO_RANK;
+        if (at) rank[at - 1] = lookup(c, s + start[at - 1], start[at + 1] - start[at - 1]);
+    }
+    return (Py_ssize_t)parts;
+}
+
 static Py_ssize_t merge_count(const Counter *c, const uint8_t *s, size_t len) {
     if (len <= 1) return (Py_ssize_t)len;
     if (lookup(c, s, len) != NO_RANK) return 1;
+    if (len <= SHORT) return merge_count_short(c, s, len);
     uint32_t small[3 * 65];
     Entry small_heap[2 * 64]; /* the len - 1 first pairs, and one more at most per merge */
     uint32_t *buf = small;
@@ -279,7 +325,7 @@ static Py_ssize_t merge_count(const Counter *c, const uint8_t *s, size_t len) {
 /* -- the Python type ------------------------------------------------------------------- */
 
 static void Counter_dealloc(Counter *self) {
-    free(self->blob); free(self->offset); free(self->rank); free(self->slots);
+    free(self->blob); free(self->slots);
     free(self->stage1); free(self->stage2);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -301,39 +347,31 @@ static int load_vocab(Counter *self, const uint8_t *v, size_t size) {
         if (len > self->longest) self->longest = (uint32_t)len;
         p += 2 + len + 4;
     }
-    if (p != size) goto bad;
+    if (p != size || total > MAX_BLOB || self->longest > MAX_LEN) goto bad;
     uint32_t slots = 1;
     while (slots < 2 * n) slots <<= 1;
     self->blob = malloc(total);
-    self->offset = malloc(sizeof(uint32_t) * (n + 1));
-    self->rank = malloc(sizeof(uint32_t) * n);
-    self->slots = calloc(slots, sizeof(uint32_t));
-    if (!self->blob || !self->offset || !self->rank || !self->slots) {
+    self->slots = calloc(slots, sizeof(uint64_t));
+    if (!self->blob || !self->slots) {
         PyErr_NoMemory();
         return -1;
     }
+    self->blob_size = total;
     self->n = n;
     self->mask = slots - 1;
     p = 4;
     uint32_t at = 0;
     for (uint32_t t = 0; t < n; t++) {
         size_t len = v[p] | (v[p + 1] << 8);
+        uint32_t rank = u32(v + p + 2 + len);
+        if (rank > MAX_RANK) goto bad;
         memcpy(self->blob + at, v + p + 2, len);
-        self->offset[t] = at;
-        self->rank[t] = u32(v + p + 2 + len);
-        if (self->rank[t] == NO_RANK) goto bad;
+        if (find(self, self->blob + at, len)) goto bad; /* a token twice */
+        uint32_t h = hash_bytes(self->blob + at, len), i = h & self->mask;
+        while (self->slots[i]) i = (i + 1) & self->mask;
+        self->slots[i] = SLOT(h >> 20, rank, len, at);
         at += (uint32_t)len;
         p += 2 + len + 4;
-        self->offset[t + 1] = at;
-        uint32_t i = hash_bytes(self->blob + self->offset[t], len) & self->mask;
-        while (self->slots[i]) {
-            uint32_t o = self->slots[i] - 1;
-            if (self->offset[o + 1] - self->offset[o] == len &&
-                memcmp(self->blob + self->offset[o], self->blob + self->offset[t], len) == 0)
-                goto bad; /* a token twice */
-            i = (i + 1) & self->mask;
-        }
-        self->slots[i] = t + 1;
     }
     for (uint32_t b = 0; b < 256; b++) { /* every byte must be a token, or counts are wrong */
         uint8_t one = (uint8_t)b;
@@ -465,10 +503,8 @@ static PyObject *Counter_nbytes(Counter *self, PyObject *Py_UNUSED(ignored)) {
     if (self->stage1)
         for (size_t b = 0; b < (0x110000 >> 8); b++)
             if (self->stage1[b] + 1u > blocks) blocks = self->stage1[b] + 1u;
-    size_t n = self->n;
-    size_t total = (self->blob ? self->offset[n] : 0) + sizeof(uint32_t) * (2 * n + 1) +
-                   sizeof(uint32_t) * (self->mask + 1) + sizeof(uint16_t) * (0x110000 >> 8) +
-                   (blocks << 8);
+    size_t total = self->blob_size + (self->slots ? sizeof(uint64_t) * (self->mask + 1) : 0) +
+                   sizeof(uint16_t) * (0x110000 >> 8) + (blocks << 8);
     return PyLong_FromSize_t(total);
 }
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 log = logging.getLogger("gatehouse.quota")
 CLASSES = Path(__file__).with_name("o200k_classes.bin")
+REBUILD = ("Install a C compiler and Python's headers (Debian: apt-get install gcc python3-dev), "
+           "then reinstall gatehouse.")
 
 
 def vocabulary() -> Path:
@@ -27,14 +29,18 @@ def vocabulary() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "o200k.vocab"
 
 
+def built() -> bool:
+    """Whether the install built the extension (without loading it)."""
+    return importlib.util.find_spec("gatehouse.quota._o200k") is not None
+
+
 def counter() -> Callable[[str], int] | None:
     """``count(text)`` for o200k_base, or None when the extension was not built."""
     try:
         from gatehouse.quota._o200k import Counter
     except ImportError:
-        log.warning("gatehouse was installed without its compiled token counter (no C "
-                    "compiler or Python headers at install): counting o200k_base with quicktok, "
-                    "~56 MB more per worker")
+        log.warning("gatehouse was installed without its compiled token counter: counting "
+                    "o200k_base with quicktok, ~56 MB more per worker. %s", REBUILD)
         return None
     count: Callable[[str], int] = Counter(vocabulary().read_bytes(), CLASSES.read_bytes()).count
     return count

@@ -148,3 +148,19 @@ def test_a_missing_extension_falls_back_to_quicktok(monkeypatch: pytest.MonkeyPa
     tok = load("o200k_base")
     assert type(tok.count_one.__self__).__module__.startswith("quicktok")  # type: ignore[attr-defined]
     assert tok.count(["Hello, world!"]) == 4
+
+
+def test_check_says_when_the_install_has_no_compiled_counter(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gatehouse.cli.main import app
+
+    config = tmp_path / "gatehouse.toml"
+    config.write_text("")
+    said = CliRunner().invoke(app, ["check", "--config", str(config)])
+    assert said.exit_code == 0 and "quicktok" not in said.output
+    monkeypatch.setattr(o200k, "built", lambda: False)
+    said = CliRunner().invoke(app, ["check", "--config", str(config)])
+    assert said.exit_code == 0
+    assert "counted with quicktok" in said.output and "python3-dev" in said.output
