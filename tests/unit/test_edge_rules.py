@@ -24,6 +24,8 @@ from gatehouse.edge.rulebook import RuleBook, stored_rule
 from gatehouse.edge.rules import Rule, RuleError, parse_rule, read_list
 from gatehouse.edge.screen import is_api_path
 from gatehouse.edge.visitor import Visitor
+from gatehouse.store.edge import EdgeRecords
+from tests.support.services import migrated_store
 
 
 def visitor(ip: str, path: str = "/login", ua: str = "Mozilla/5.0", bearer: bool = False
@@ -153,6 +155,39 @@ async def test_list_file_reloads_on_change_and_on_sighup(tmp_path: Path) -> None
         assert book.current.match(visitor("203.0.113.5")) is not None
     finally:
         await book.aclose()
+
+
+async def test_the_periodic_reload_recompiles_only_what_changed(tmp_path: Path) -> None:
+    """Every ``rules_reload_seconds`` the store's rules are read again; the rule set (10,000
+    rules: ~75 ms of Python, holding the GIL from its thread) is compiled again only when they
+    or a list file changed — it was every time, stalling every worker's answers by ~50 ms each
+    30 s. A broadcast change or SIGHUP still recompiles at once."""
+    settings = EdgeSettings.model_validate({"rules": [{"action": "deny", "cidr": "192.0.2.0/24"}]})
+    async for store in migrated_store("sqlite", str(tmp_path)):
+        records = EdgeRecords(store)
+        book = RuleBook(settings, tmp_path, records)
+        await book.start(None)
+        try:
+            compiled = book.rebuilt
+            for _ in range(3):
+                await book.reload()
+            assert book.rebuilt == compiled  # nothing changed: the same rule set
+            assert book.current.match(visitor("198.51.100.5")) is None
+            await records.add_rule({"action": "deny", "cidr": "198.51.100.0/24"})
+            await book.reload()
+            assert book.rebuilt == compiled + 1
+            assert book.current.match(visitor("198.51.100.5")) is not None
+            await book.reload()
+            assert book.rebuilt == compiled + 1
+            rule = (await records.rules())[0]
+            await records.remove_rule(rule.id)
+            await book.reload()
+            assert book.rebuilt == compiled + 2
+            assert book.current.match(visitor("198.51.100.5")) is None
+            await book.reload(always=True)  # a broadcast change, SIGHUP
+            assert book.rebuilt == compiled + 3
+        finally:
+            await book.aclose()
 
 
 def test_a_stored_rule_naming_no_possible_path_is_skipped_not_fatal() -> None:
