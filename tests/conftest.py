@@ -9,5 +9,5 @@ from tests.support.loops import closed_loop_for_sync_tests  # noqa: F401  (autou
 def pytest_sessionstart(session: pytest.Session) -> None:
     gaps = requirements.missing()
     if gaps:
-        pytest.exit("the tests need services that are missing:\n  - " + "\n  - ".join(gaps)
+        pytest.exit("the tests need what is missing here:\n  - " + "\n  - ".join(gaps)
                     + "\n" + requirements.HOW, returncode=3)

@@ -44,6 +44,11 @@ def missing() -> list[str]:
     if shutil.which("curl") is None:
         gaps.append("curl is not installed")
     gaps += _node_gaps()
+    from gatehouse.quota import o200k
+
+    if not o200k.built():
+        gaps.append("gatehouse's token counter (gatehouse/quota/_o200k.c) was not built at "
+                    "install: " + o200k.REBUILD)
     return gaps
 
 
