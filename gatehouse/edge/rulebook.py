@@ -68,7 +68,7 @@ class RuleBook:
         self.records = records
         self.fixed = config_rules(settings)
         self.stored: list[Rule] = []
-        self._stored_rows: tuple[tuple[str, int, str], ...] = ()  # what self.stored was made of
+        self._stored_rows: tuple[tuple[str, str], ...] = ()  # what self.stored was made of
         self.lists: dict[str, list[Network]] = {}
         self._seen: dict[str, tuple[float, int]] = {}
         self.current = RuleSet(self.fixed, {})
@@ -118,7 +118,7 @@ class RuleBook:
         if self.records is None:
             return False
         rows = await self.records.rules()
-        seen = tuple((row.id, row.position, row.spec) for row in rows)
+        seen = tuple((row.id, row.spec) for row in rows)  # in position order: order counts
         if seen == self._stored_rows:
             return False
         self._stored_rows = seen
