@@ -171,9 +171,8 @@ class RuleBook:
                     self._dirty.clear()
                     since_store = 0.0
                     await self.reload(always=dirty)
-                elif await asyncio.to_thread(self._read_lists, [*self.fixed, *self.stored],
-                                             strict=False):
-                    await asyncio.to_thread(self._compile)
+                else:  # list files only
+                    await self.reload(stored=False)
             except Exception as exc:  # keep serving with the last good rule set
                 log.warning("could not reload edge rules: %s: %s", type(exc).__name__, exc)
 
