@@ -25,7 +25,6 @@
 #define C_WS 16 /* \s */
 #define NONE ((size_t)-1)
 #define NO_RANK UINT32_MAX
-#define MAX_TOKEN 1024 /* bytes; o200k's longest is 128 */
 /* A piece longer than this (a run of 64 KiB of one class, e.g. punctuation) is merged in parts
  * of this size, so that what one call holds is bounded (~1.3 MB): its count may then be a
  * token more per part than tiktoken's. */
@@ -57,7 +56,7 @@ static inline uint32_t hash_bytes(const uint8_t *s, size_t len) {
     (((uint64_t)(tag) << 52) | ((uint64_t)(rank) << 32) | ((uint64_t)(len) << 24) | (at))
 #define MAX_RANK 0xFFFFF
 #define MAX_BLOB 0xFFFFFF
-#define MAX_LEN 0xFF
+#define MAX_LEN 0xFF /* bytes a token; o200k's longest is 128 */
 
 static inline int same(const uint8_t *a, const uint8_t *b, size_t len) {
     for (size_t i = 0; i < len; i++)
@@ -342,12 +341,12 @@ static int load_vocab(Counter *self, const uint8_t *v, size_t size) {
     for (uint32_t i = 0; i < n; i++) { /* first pass: the sizes */
         if (p + 2 > size) goto bad;
         size_t len = v[p] | (v[p + 1] << 8);
-        if (len == 0 || len > MAX_TOKEN || p + 2 + len + 4 > size) goto bad;
+        if (len == 0 || len > MAX_LEN || p + 2 + len + 4 > size) goto bad;
         total += len;
         if (len > self->longest) self->longest = (uint32_t)len;
         p += 2 + len + 4;
     }
-    if (p != size || total > MAX_BLOB || self->longest > MAX_LEN) goto bad;
+    if (p != size || total > MAX_BLOB) goto bad;
     uint32_t slots = 1;
     while (slots < 2 * n) slots <<= 1;
     self->blob = malloc(total);
