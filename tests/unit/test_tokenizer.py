@@ -107,6 +107,9 @@ async def counted_with_ticks(texts: list[str]) -> tuple[int, int]:
 async def test_counting_a_huge_prompt_yields_to_the_event_loop() -> None:
     _, ticks = await counted_with_ticks(["lorem ipsum dolor sit amet " * 100_000])  # 2.7 M chars
     assert ticks >= 2_700_000 // PIECE // 2
+    # the counter's dearest text: one run the pattern does not cut, no whitespace to cut at
+    counted, ticks = await counted_with_ticks(["!" * 1_000_000])
+    assert counted > 0 and ticks >= 1_000_000 // PIECE - 1
 
 
 async def test_many_short_texts_are_counted_in_steps_too() -> None:
