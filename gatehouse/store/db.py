@@ -7,12 +7,13 @@ import contextlib
 import fcntl
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -37,14 +38,14 @@ T = TypeVar("T")
 # any 64-bit number, the same in every replica: the lock that serialises migrations
 _MIGRATION_LOCK = 0x6761746568
 # values per statement in insert_many (per executemany on PostgreSQL), by store. SQLite's driver
-# holds the GIL while it binds a statement, and asyncpg encodes a batch in the event loop:
-# either way the worker's requests wait. A statement of 8,192 values (234 request-log rows)
-# held the loop ~2.3 ms (PostgreSQL: one executemany of a flush's 500 rows, ~1.7 ms), once a
-# second at 500 req/s (bench/flush_stall.py): ~1 % of requests waited for it. Smaller pieces
-# cost more statements, each waiting for a turn of the loop: SQLite's write lock is held that
-# much longer (other workers' writes wait), and on PostgreSQL each is a round trip. SQLite
-# 2,048: ~0.6 ms a statement; PostgreSQL 4,096 in equal slices: ~1.1 ms, 5 round trips for
-# 500 rows.
+# holds the GIL while it binds a statement (in the store's writer thread), and asyncpg encodes
+# a batch in the event loop: either way the worker's requests wait. A statement of 8,192
+# values (234 request-log rows) held the loop ~2.3 ms (PostgreSQL: one executemany of a
+# flush's 500 rows, ~1.7 ms), once a second at 500 req/s (bench/flush_stall.py): ~1 % of
+# requests waited for it. Smaller pieces cost more statements, each waiting for the GIL (SQLite:
+# the write lock is held that much longer, other workers' writes wait) or a round trip
+# (PostgreSQL). SQLite 2,048: ~0.6 ms a statement; PostgreSQL 4,096 in equal slices: ~1.1 ms,
+# 5 round trips for 500 rows.
 VALUES_PER_STATEMENT = {"sqlite": 2048, "postgresql": 4096}
 
 
@@ -63,6 +64,25 @@ def chunks_of(total: int, most: int) -> list[tuple[int, int]]:
         pieces.append((start, size))
         start += size
     return pieces
+
+
+def sqlite_statements(head: str, width: int, items: Sequence[T],
+                      row: Callable[[T], Sequence[Any]] | None,
+                      most: int) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """SQLite's statements for ``items``: many rows each. The driver's executemany steps
+    each row on its own, letting go of the GIL and taking it back every row, so its thread
+    and the event loop's traded the GIL hundreds of times a second under load; one statement
+    of many rows trades it once. Statements come in a few sizes only — ``most`` rows, then
+    the rest in powers of two: the driver keeps each distinct statement it prepares (128 per
+    connection), and with one size per batch length that cache filled with statements of
+    hundreds of placeholders each, tens of MB that grew with the traffic. Each statement's
+    rows are made just before it."""
+    one = "(" + ", ".join("?" * width) + ")"
+    for start, count in chunks_of(len(items), most):
+        piece = items[start:start + count]
+        rows: Sequence[Sequence[Any]] = piece if row is None else \
+            [row(item) for item in piece]  # type: ignore[assignment]
+        yield head + ", ".join([one] * count), tuple(v for r in rows for v in r)
 
 
 class StoreError(Exception):
@@ -93,10 +113,20 @@ class Store:
                      retval=True)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        # a SQLite file's batched inserts are written by a thread of their own (a database
+        # in memory is one per connection: there they go through the engine)
+        self.writer: _BatchWriter | None = None
+        if self.is_sqlite and (self.url.database or ":memory:") != ":memory:":
+            self.writer = _BatchWriter(self.url, self._count)
 
     @property
     def is_sqlite(self) -> bool:
         return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def sync_engines(self) -> list[Engine]:
+        """Every engine this store sends statements through (for event listeners)."""
+        return [self.engine.sync_engine] + ([self.writer.engine] if self.writer else [])
 
     def _count(self, *args: Any) -> None:
         self.queries += 1
@@ -124,34 +154,25 @@ class Store:
         ``row``), with the driver's own batching: for thousands of rows a second (Ray events,
         the request log), SQLAlchemy's per-row parameter handling would cost more than the
         inserts. A statement's worth of rows (``VALUES_PER_STATEMENT``) is made and written at
-        a time, so the event loop runs between them (never held for a whole batch)."""
+        a time, so the event loop runs between them (never held for a whole batch). A SQLite
+        file's batches are written by :class:`_BatchWriter`'s thread."""
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         most = max(1, VALUES_PER_STATEMENT[self.url.get_backend_name()] // len(columns))
-        if self.is_sqlite:
-            # many rows per statement. The driver's executemany steps each row on its own,
-            # letting go of the GIL and taking it back every row, so its thread and the event
-            # loop's traded the GIL hundreds of times a second under load; one statement of
-            # many rows trades it once. Statements come in a few sizes only — as many rows as
-            # fit, then the rest in powers of two: the driver keeps each distinct statement it
-            # prepares (128 per connection), and with one size per batch length that cache
-            # filled with statements of hundreds of placeholders each, tens of MB that grew
-            # with the traffic.
-            pieces = chunks_of(len(items), most)
-            one = "(" + ", ".join("?" * len(columns)) + ")"
-        else:  # asyncpg ($1 …) pipelines an executemany in one round trip: equal slices
-            pieces = [(start, min(most, len(items) - start))
-                      for start in range(0, len(items), most)]
-            marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        if self.writer is not None:
+            await self.writer.insert_many(head, len(columns), items, row, most)
+            return
         async with self.engine.begin() as conn:
-            for start, count in pieces:
-                piece = items[start:start + count]
-                rows: Sequence[Sequence[Any]] = piece if row is None else \
-                    [row(item) for item in piece]  # type: ignore[assignment]
-                if self.is_sqlite:
-                    await conn.exec_driver_sql(head + ", ".join([one] * count),
-                                               tuple(v for r in rows for v in r))
-                else:
-                    await conn.exec_driver_sql(f"{head}({marks})", list(rows))
+            if self.is_sqlite:  # a database in memory
+                for statement, values in sqlite_statements(head, len(columns), items, row,
+                                                           most):
+                    await conn.exec_driver_sql(statement, values)
+                return
+            # asyncpg ($1 …) pipelines an executemany in one round trip: equal slices
+            marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+            for start in range(0, len(items), most):
+                piece = items[start:start + most]
+                rows = piece if row is None else [row(item) for item in piece]
+                await conn.exec_driver_sql(f"{head}({marks})", list(rows))
 
     async def ping(self) -> bool:
         try:
@@ -207,7 +228,55 @@ class Store:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     async def aclose(self) -> None:
+        if self.writer is not None:
+            await self.writer.aclose()
         await self.engine.dispose()
+
+
+class _BatchWriter:
+    """SQLite's batched inserts (request log, Ray events, rollups), written by a thread of
+    their own over a connection of their own: one hand-off from the event loop per batch.
+
+    Through the async engine every statement of a batch was three round trips between the
+    loop and aiosqlite's thread (cursor, execute, close), each waiting for the GIL and for a
+    turn of a loop that, under saturation, always has work: a flush of ~2,500 records took
+    1.6-4 s, records piled up to ~5,000 meanwhile, and the allocators kept that high-water
+    (+12 MB of a worker's RSS after load). Here a flush of ~1,200 records takes ~100 ms under
+    the same load. The statements stay ``VALUES_PER_STATEMENT`` values each, their rows made
+    just before them: this thread holds the GIL while it binds one, and requests wait for
+    it."""
+
+    def __init__(self, url: Any, on_statement: Callable[..., None]) -> None:
+        self.engine: Engine = create_engine(url.set(drivername="sqlite"), pool_size=1,
+                                            max_overflow=0, connect_args={"timeout": 30})
+        event.listen(self.engine, "before_cursor_execute", on_statement)
+        event.listen(self.engine, "before_cursor_execute", _without_nul, retval=True)
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        # one thread: its connection was made in it, and SQLite writes one at a time anyway
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="gatehouse-store-writer")
+        self.closed = False
+
+    async def insert_many(self, head: str, width: int, items: Sequence[T],
+                          row: Callable[[T], Sequence[Any]] | None, most: int) -> None:
+        """Written whole even when the awaiting task is cancelled (a worker stopping):
+        :meth:`aclose` waits for it."""
+        await asyncio.get_running_loop().run_in_executor(
+            self.thread, self._insert, head, width, items, row, most)
+
+    def _insert(self, head: str, width: int, items: Sequence[T],
+                row: Callable[[T], Sequence[Any]] | None, most: int) -> None:
+        with self.engine.begin() as conn:
+            for statement, values in sqlite_statements(head, width, items, row, most):
+                conn.exec_driver_sql(statement, values)
+
+    async def aclose(self) -> None:
+        """After the batches handed over (a cancelled flush's included) are written."""
+        if self.closed:
+            return
+        self.closed = True
+        # closed in its own thread: SQLite's connection refuses to be used from another
+        await asyncio.get_running_loop().run_in_executor(self.thread, self.engine.dispose)
+        await asyncio.to_thread(self.thread.shutdown)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -104,6 +104,11 @@ class Metrics:
                                            "Successful requests not written to the request "
                                            "log because of sampling above "
                                            "request_log_sample_above.", registry=r)
+        self.request_log_flush = Histogram(
+            "gatehouse_request_log_flush_seconds",
+            "Time to write what waited for the request log's writer, once a second. Near a "
+            "second or more, records wait that long too and the buffer fills.", registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.request_log_dropped = Counter("gatehouse_request_log_dropped",
                                            "Request records lost: buffer_full (the writer "
                                            "fell behind) or store_error.", ["reason"],

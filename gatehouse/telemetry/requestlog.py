@@ -107,6 +107,7 @@ class RequestLog:
         ~200 µs of CPU per request.)"""
         waiting, self.buffer = self.buffer, []
         self._writing = waiting  # still findable while it is written
+        started = time.perf_counter()
         try:
             for start in range(0, len(waiting), BATCH):
                 batch = waiting[start:start + BATCH]
@@ -129,6 +130,8 @@ class RequestLog:
                 self.metrics.request_log_written.inc(written)
         finally:
             self._writing = []
+        if waiting:
+            self.metrics.request_log_flush.observe(time.perf_counter() - started)
         self._report()
         if time.time() - self._pruned > PRUNE_SECONDS:
             self._pruned = time.time()

@@ -77,11 +77,13 @@ def statements_run(store: Store) -> Iterator[list[str]]:
     def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement)
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", note)
+    for engine in store.sync_engines:
+        event.listen(engine, "before_cursor_execute", note)
     try:
         yield seen
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", note)
+        for engine in store.sync_engines:
+            event.remove(engine, "before_cursor_execute", note)
 
 
 def psql(sql: str) -> None:

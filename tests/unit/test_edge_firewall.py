@@ -184,7 +184,8 @@ async def test_denied_and_banned_answers_touch_no_sql(site: Any) -> None:
         if not BACKGROUND.match(statement):
             sent.append(statement)
 
-    sqlalchemy.event.listen(s.identity.store.engine.sync_engine, "before_cursor_execute", seen)
+    for engine in s.identity.store.sync_engines:
+        sqlalchemy.event.listen(engine, "before_cursor_execute", seen)
     for _ in range(50):
         denied(await bad.post("/v1/chat/completions", json=HELLO,
                               headers={"authorization": "Bearer gh-unknown-key"}))
@@ -195,7 +196,8 @@ async def test_denied_and_banned_answers_touch_no_sql(site: Any) -> None:
     for _ in range(50):
         body = denied(await banned.get("/v1/models"))
         assert "operators of this service have blocked" in body["error"]["message"]
-    sqlalchemy.event.remove(s.identity.store.engine.sync_engine, "before_cursor_execute", seen)
+    for engine in s.identity.store.sync_engines:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", seen)
     assert sent == []
     r = await banned.get("/v1/models")
     assert 55 <= int(r.headers["retry-after"]) <= 60

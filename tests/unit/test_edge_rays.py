@@ -61,9 +61,10 @@ async def test_a_flood_of_denials_is_written_in_batches_not_chased(store: Store)
         rays.record(ray, "deny", visitor(), "r", "rule r")
     begun: list[int] = []  # transactions begun; each insert notes which one it is in
     inserts: list[int] = []
-    event.listen(store.engine.sync_engine, "begin", lambda *_: begun.append(1))
-    event.listen(store.engine.sync_engine, "before_cursor_execute",
-                 lambda *a: inserts.append(len(begun)) if "INTO edge_rays" in a[2] else None)
+    for engine in store.sync_engines:
+        event.listen(engine, "begin", lambda *_: begun.append(1))
+        event.listen(engine, "before_cursor_execute",
+                     lambda *a: inserts.append(len(begun)) if "INTO edge_rays" in a[2] else None)
     found_during: list[object] = []
 
     async def flood() -> None:

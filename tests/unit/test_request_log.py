@@ -4,6 +4,7 @@ and the store's rows (one conformance suite over SQLite and a real PostgreSQL)."
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -229,7 +230,8 @@ async def test_a_flush_writes_what_waits_when_it_starts_in_one_transaction(
     m = Metrics()
     async for store in migrated_store("sqlite", str(tmp_path)):
         commits: list[int] = []
-        event.listen(store.engine.sync_engine, "commit", lambda *_: commits.append(1))
+        for engine in store.sync_engines:
+            event.listen(engine, "commit", lambda *_: commits.append(1))
         log = RequestLog(RequestRows(store), m, size=10_000, keep_days=30, sample_above=10_000)
         for n in range(300):
             log.add(record(n))
@@ -248,6 +250,12 @@ async def test_a_flush_writes_what_waits_when_it_starts_in_one_transaction(
         await arriving
         await log.flush()
         assert len(commits) - first == 1 and not log.buffer
+        await log.flush()  # nothing waited: no transaction, no flush timed
+        assert len(commits) - first == 1
+        # each flush that wrote something is timed, for operators to see a writer falling
+        # behind (gatehouse_request_log_flush_seconds)
+        assert metric(m, "gatehouse_request_log_flush_seconds_count") == 2
+        assert metric(m, "gatehouse_request_log_flush_seconds_sum") > 0
         assert metric(m, "gatehouse_request_log_written_total") == 2300
         assert len(await RequestRows(store).find(record(2999).request_id)) == 1
 
@@ -312,15 +320,18 @@ async def test_a_big_batch_is_written_a_bounded_statement_at_a_time(store: Store
     statements: list[int] = []  # values each statement carried
     begun: list[int] = []
     inserts: list[int] = []  # the transaction each statement was in
+    threads: set[str] = set()  # where the statements were sent from
 
     def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
              executemany: bool) -> None:
         if statement.startswith("INSERT INTO request_log"):
             statements.append(sum(map(len, parameters)) if executemany else len(parameters))
             inserts.append(len(begun))
+            threads.add(threading.current_thread().name)
 
-    event.listen(store.engine.sync_engine, "begin", lambda *_: begun.append(1))
-    event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+    for engine in store.sync_engines:
+        event.listen(engine, "begin", lambda *_: begun.append(1))
+        event.listen(engine, "before_cursor_execute", seen)
     made: list[int] = []  # rows made before each statement was sent
 
     def row(r: RequestRecord) -> tuple[Any, ...]:
@@ -342,8 +353,33 @@ async def test_a_big_batch_is_written_a_bounded_statement_at_a_time(store: Store
     # each statement's rows were made just before it, not all 500 first
     assert max(made.count(i) for i in set(made)) <= most
     assert turns.count >= len(statements)  # the loop ran between the statements
+    # SQLite: the whole batch in the store's writer thread, one hand-off from the loop
+    assert threads == ({"gatehouse-store-writer_0"} if store.is_sqlite
+                       else {threading.current_thread().name})
     async with store.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM request_log"))).scalar() == 500
+
+
+async def test_a_sqlite_batch_is_written_whole_even_when_its_flush_is_cancelled(
+        tmp_path: Path) -> None:
+    """A SQLite file's batches are written by the store's writer thread, handed over whole: a
+    flush cancelled meanwhile (a worker stopping) does not cut its batch short, and closing
+    the store waits for it — every record written, in one transaction."""
+    async for store in migrated_store("sqlite", str(tmp_path)):
+        writing = asyncio.create_task(RequestRows(store).add([record(n) for n in range(3000)]))
+        await asyncio.sleep(0)  # handed to the writer thread
+        writing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writing
+        await store.aclose()
+        await store.aclose()  # twice is harmless
+        again = Store(str(store.url))
+        try:
+            async with again.engine.connect() as conn:
+                written = await conn.execute(text("SELECT count(*) FROM request_log"))
+                assert written.scalar() == 3000
+        finally:
+            await again.aclose()
 
 
 async def test_batches_of_any_length_make_few_distinct_statements(tmp_path: Path) -> None:
