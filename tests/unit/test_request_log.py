@@ -15,7 +15,13 @@ import pytest
 from sqlalchemy import event, text
 
 from gatehouse.errors import IdentityUnavailable
-from gatehouse.store.db import VALUES_PER_STATEMENT, Store, chunks_of, refused
+from gatehouse.store.db import (
+    VALUES_PER_STATEMENT,
+    WRITER_CACHE_KIB,
+    Store,
+    chunks_of,
+    refused,
+)
 from gatehouse.store.requests import RequestRows, row_of
 from gatehouse.telemetry.metrics import Metrics
 from gatehouse.telemetry.record import FIELDS, RequestRecord
@@ -380,6 +386,25 @@ async def test_a_sqlite_batch_is_written_whole_even_when_its_flush_is_cancelled(
                 assert written.scalar() == 3000
         finally:
             await again.aclose()
+
+
+async def test_the_sqlite_batch_writer_connection_is_set_up_as_every_other(
+        tmp_path: Path) -> None:
+    """The writer thread's connection waits for the write lock as the others do (WAL, busy
+    timeout, foreign keys), with a small page cache of its own (db.WRITER_CACHE_KIB)."""
+    async for store in migrated_store("sqlite", str(tmp_path)):
+        await RequestRows(store).add([record(1)])
+        writer = store.writer
+        assert writer is not None
+        got = await asyncio.get_running_loop().run_in_executor(writer.thread, pragmas,
+                                                               writer.engine)
+        assert got == ["wal", 30000, 1, -WRITER_CACHE_KIB]
+
+
+def pragmas(engine: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return [conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "busy_timeout", "foreign_keys", "cache_size")]
 
 
 async def test_batches_of_any_length_make_few_distinct_statements(tmp_path: Path) -> None:
