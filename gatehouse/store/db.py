@@ -257,11 +257,13 @@ class _BatchWriter:
         # one thread: its connection was made in it, and SQLite writes one at a time anyway
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="gatehouse-store-writer")
         self.closed = False
+        self.used = False  # a connection was made, in the thread (a CLI command makes none)
 
     async def insert_many(self, head: str, width: int, items: Sequence[T],
                           row: Callable[[T], Sequence[Any]] | None, most: int) -> None:
         """Written whole even when the awaiting task is cancelled (a worker stopping):
         :meth:`aclose` waits for it."""
+        self.used = True
         await asyncio.get_running_loop().run_in_executor(
             self.thread, self._insert, head, width, items, row, most)
 
@@ -276,6 +278,9 @@ class _BatchWriter:
         if self.closed:
             return
         self.closed = True
+        if not self.used:
+            self.engine.dispose()
+            return
         # closed in its own thread: SQLite's connection refuses to be used from another
         await asyncio.get_running_loop().run_in_executor(self.thread, self.engine.dispose)
         await asyncio.to_thread(self.thread.shutdown)
