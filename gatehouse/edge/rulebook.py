@@ -25,7 +25,7 @@ import orjson
 from gatehouse.config import ConfigError, EdgeSettings
 from gatehouse.edge.matcher import RuleSet
 from gatehouse.edge.rules import (
-    Network,
+    Prefix,
     Rule,
     RuleError,
     check_list,
@@ -69,7 +69,7 @@ class RuleBook:
         self.fixed = config_rules(settings)
         self.stored: list[Rule] = []
         self._stored_rows: tuple[tuple[str, str], ...] = ()  # what self.stored was made of
-        self.lists: dict[str, list[Network]] = {}
+        self.lists: dict[str, list[Prefix]] = {}
         self._seen: dict[str, tuple[float, int]] = {}
         self.current = RuleSet(self.fixed, {})
         self._dirty = asyncio.Event()

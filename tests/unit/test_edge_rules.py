@@ -21,7 +21,7 @@ from gatehouse.edge.geo import Geo
 from gatehouse.edge.matcher import RuleSet
 from gatehouse.edge.regex import Regex, any_of
 from gatehouse.edge.rulebook import RuleBook, stored_rule
-from gatehouse.edge.rules import Rule, RuleError, parse_rule, read_list
+from gatehouse.edge.rules import Prefix, Rule, RuleError, parse_rule, read_list
 from gatehouse.edge.screen import is_api_path
 from gatehouse.edge.visitor import Visitor
 from gatehouse.store.edge import EdgeRecords
@@ -81,6 +81,37 @@ def test_first_match_wins_across_index_and_scan() -> None:
     assert rs.match(visitor("198.51.100.4", path="/v1/models")).label == "r5"
     assert rs.match(visitor("2001:db8::1")).label == "r5"
     assert RuleSet([], {}).match(visitor("192.0.2.1")) is None
+    assert rs.api is not rs.web  # an address-only challenge rule: API clients' index lacks it
+
+
+def test_without_address_challenges_web_and_api_share_one_index(tmp_path: Path) -> None:
+    """API clients skip challenge rules; when no address-only rule challenges, the index
+    they use would be the web's over again (10,000 deny rules: 0.3 MB a worker): one."""
+    listed = tmp_path / "l.txt"
+    listed.write_text("192.0.2.0/24\n")
+    rs = RuleSet(rules({"action": "deny", "cidr": "203.0.113.0/24"},
+                       {"action": "challenge", "cidr": "198.51.100.0/24", "path": "^/x"},
+                       {"action": "allow", "list": "l"}), {"l": read_list(listed)})
+    assert rs.api is rs.web
+    for path in ("/login", "/v1/models"):  # a web page, an API client
+        assert rs.match(visitor("203.0.113.9", path=path)).label == "r0"
+        assert rs.match(visitor("192.0.2.9", path=path)).label == "r2"
+    assert rs.match(visitor("198.51.100.9", path="/x")).label == "r1"
+    assert rs.match(visitor("198.51.100.9", path="/x", bearer=True)).action == "challenge"
+    assert rs.match(visitor("198.51.100.9", path="/v1/x")) is None
+
+
+def test_a_range_is_held_compactly_and_reads_as_written() -> None:
+    """Rules and lists hold ranges as (version, network number >> host bits, host bits):
+    what the index looks up, without an ipaddress object each (2.4 MB for 10,000 rules)."""
+    (net,) = parse_rule({"action": "deny", "cidr": "2001:db8:42::1/48"}, "x").cidrs
+    assert net == Prefix(6, 0x20010DB80042, 80) and str(net) == "2001:db8:42::/48"
+    mapped, = parse_rule({"action": "deny", "cidr": "::ffff:192.0.2.0/120"}, "x").cidrs
+    assert str(mapped) == "192.0.2.0/24"
+    assert ipaddress.ip_address("192.0.2.200") in mapped
+    assert ipaddress.ip_address("192.0.3.1") not in mapped
+    assert ipaddress.ip_address("::ffff:c000:2c8") not in mapped  # an IPv6 address
+    assert "192.0.2.1" not in mapped  # text is not an address
 
 
 def test_challenge_exemptions() -> None:
