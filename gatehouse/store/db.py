@@ -47,6 +47,7 @@ _MIGRATION_LOCK = 0x6761746568
 # (PostgreSQL). SQLite 2,048: ~0.6 ms a statement; PostgreSQL 4,096 in equal slices: ~1.1 ms,
 # 5 round trips for 500 rows.
 VALUES_PER_STATEMENT = {"sqlite": 2048, "postgresql": 4096}
+SQLITE_CONNECT = {"timeout": 30}  # seconds a connection waits for another's write lock
 WRITER_CACHE_KIB = 256  # SQLite's page cache of the batch writer's connection (_small_cache)
 
 
@@ -98,27 +99,23 @@ class Store:
         self.url = make_url(url)
         self.schema = schema
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        in_file = False  # a SQLite file (not a database in memory)
         if self.is_sqlite:
             database = self.url.database or ""
-            if database and database != ":memory:":
+            in_file = database not in ("", ":memory:")
+            if in_file:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = dict(SQLITE_CONNECT)
         elif schema:
             kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.queries = 0
         self.on_query: Callable[[], None] | None = None
-        event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
-        event.listen(self.engine.sync_engine, "before_cursor_execute", _without_nul,
-                     retval=True)
-        if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        _watch(self.engine.sync_engine, self._count, sqlite=self.is_sqlite)
         # a SQLite file's batched inserts are written by a thread of their own (a database
         # in memory is one per connection: there they go through the engine)
-        self.writer: _BatchWriter | None = None
-        if self.is_sqlite and (self.url.database or ":memory:") != ":memory:":
-            self.writer = _BatchWriter(self.url, self._count)
+        self.writer = _BatchWriter(self.url, self._count) if in_file else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -249,10 +246,8 @@ class _BatchWriter:
 
     def __init__(self, url: Any, on_statement: Callable[..., None]) -> None:
         self.engine: Engine = create_engine(url.set(drivername="sqlite"), pool_size=1,
-                                            max_overflow=0, connect_args={"timeout": 30})
-        event.listen(self.engine, "before_cursor_execute", on_statement)
-        event.listen(self.engine, "before_cursor_execute", _without_nul, retval=True)
-        event.listen(self.engine, "connect", _sqlite_pragmas)
+                                            max_overflow=0, connect_args=dict(SQLITE_CONNECT))
+        _watch(self.engine, on_statement, sqlite=True)
         event.listen(self.engine, "connect", _small_cache)
         # one thread: its connection was made in it, and SQLite writes one at a time anyway
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="gatehouse-store-writer")
@@ -284,6 +279,15 @@ class _BatchWriter:
         # closed in its own thread: SQLite's connection refuses to be used from another
         await asyncio.get_running_loop().run_in_executor(self.thread, self.engine.dispose)
         await asyncio.to_thread(self.thread.shutdown)
+
+
+def _watch(engine: Engine, on_statement: Callable[..., None], *, sqlite: bool) -> None:
+    """What every engine of a store listens for: each statement counted, every NUL in its
+    text made U+FFFD, and on SQLite each new connection's pragmas."""
+    event.listen(engine, "before_cursor_execute", on_statement)
+    event.listen(engine, "before_cursor_execute", _without_nul, retval=True)
+    if sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
