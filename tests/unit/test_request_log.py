@@ -4,6 +4,7 @@ and the store's rows (one conformance suite over SQLite and a real PostgreSQL)."
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -405,6 +406,57 @@ def pragmas(engine: Any) -> list[Any]:
     with engine.connect() as conn:
         return [conn.exec_driver_sql(f"PRAGMA {name}").scalar()
                 for name in ("journal_mode", "busy_timeout", "foreign_keys", "cache_size")]
+
+
+async def test_a_sqlite_file_that_is_no_database_keeps_the_records_for_later(
+        tmp_path: Path) -> None:
+    """The writer thread's failure comes back to the flush as a store that cannot be used (not
+    a refusal of the rows, and not a hang): the batch waits in the buffer, nothing is counted
+    lost, and it is written once a usable store is there."""
+    m = Metrics()
+    junk = tmp_path / "junk" / "store.db"
+    junk.parent.mkdir()
+    junk.write_bytes(b"this is not a database " * 400)
+    broken = Store(f"sqlite+aiosqlite:///{junk}")
+    log = RequestLog(RequestRows(broken), m, size=100, keep_days=30, sample_above=10_000)
+    try:
+        for n in range(30):
+            log.add(record(n))
+        for _ in range(2):
+            await log.flush()
+            assert len(log.buffer) == 30
+        assert metric(m, "gatehouse_request_log_dropped_total", reason="store_error") == 0
+        assert metric(m, "gatehouse_request_log_written_total") == 0
+    finally:
+        await broken.aclose()
+    async for store in migrated_store("sqlite", str(tmp_path)):
+        log.rows = RequestRows(store)
+        await log.flush()
+        assert not log.buffer and metric(m, "gatehouse_request_log_written_total") == 30
+
+
+async def test_a_sqlite_store_locked_by_another_writer_holds_no_request(
+        tmp_path: Path) -> None:
+    """Another process holding SQLite's write lock makes the writer thread wait for it (the
+    busy timeout), not the worker: the event loop keeps running meanwhile, and the batch is
+    written, whole and once, when the lock goes."""
+    async for store in migrated_store("sqlite", str(tmp_path)):
+        other = sqlite3.connect(str(store.url.database), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the write lock, held
+        try:
+            async with counted_turns() as turns:
+                writing = asyncio.create_task(
+                    RequestRows(store).add([record(n) for n in range(500)]))
+                await asyncio.sleep(0.3)
+                assert not writing.done()  # waiting for the lock…
+                assert turns.count > 100  # …while the loop serves everyone else
+        finally:
+            other.rollback()
+            other.close()
+        await writing
+        async with store.engine.connect() as conn:
+            written = await conn.execute(text("SELECT count(*) FROM request_log"))
+            assert written.scalar() == 500
 
 
 async def test_batches_of_any_length_make_few_distinct_statements(tmp_path: Path) -> None:
