@@ -120,10 +120,11 @@ def the_page_matches(gw: Gateway, admin: dict[str, str], browser: Browser, tmp: 
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         for _ in range(5):  # the same numbers before and after the page: no flush in between
+            # and no minute boundary either (the bars' buckets would have moved one along)
             view = httpx.get(gw.url + "/admin/v1/health" + query, headers=admin).json()
             page.goto(gw.url + "/admin/health" + query)
             after = httpx.get(gw.url + "/admin/v1/health" + query, headers=admin).json()
-            if after["requests"] == view["requests"]:
+            if (after["requests"], after["series"]) == (view["requests"], view["series"]):
                 break
         assert page.inner_text("#requests") == f"{view['requests']:,}"
         assert page.inner_text("#error-rate") == f"{view['error_rate']:.2%}"
