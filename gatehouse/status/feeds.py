@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from email.utils import format_datetime
+from html import escape  # quotes too (attributes); not xml.sax, which pulls in six modules
 from typing import Any
-from xml.sax.saxutils import escape
 
 PATHS = {"/status/history.atom": "application/atom+xml; charset=utf-8",
          "/status/history.rss": "application/rss+xml; charset=utf-8"}

@@ -155,7 +155,7 @@ async def test_public_answers_are_cacheable(admin: Admin) -> None:
 
 
 async def test_the_history_feeds(admin: Admin) -> None:
-    made = ok(await admin.post("/incidents", {"name": "Errors <on> & off",
+    made = ok(await admin.post("/incidents", {"name": "Errors <on> & \"off\" (it's back)",
                                               "body": "Looking into it."}), 201)
     ok(await admin.post(f"/incidents/{made['id']}/resolve", {"body": "Fixed."}))
     atom = await public(admin.client, "/status/history.atom")
@@ -163,14 +163,14 @@ async def test_the_history_feeds(admin: Admin) -> None:
     ns = {"a": "http://www.w3.org/2005/Atom"}
     feed = ElementTree.fromstring(atom.content)
     [entry] = feed.findall("a:entry", ns)
-    assert entry.findtext("a:title", namespaces=ns) == "Errors <on> & off"
+    assert entry.findtext("a:title", namespaces=ns) == "Errors <on> & \"off\" (it's back)"
     content = entry.findtext("a:content", namespaces=ns) or ""
     assert "Fixed." in content and "Looking into it." in content
     link = entry.find("a:link", ns)
     assert link is not None and link.get("href", "").endswith(f"/status#{made['id']}")
     rss = ElementTree.fromstring((await public(admin.client, "/status/history.rss")).content)
     [item] = rss.findall("channel/item")
-    assert item.findtext("title") == "Errors <on> & off"
+    assert item.findtext("title") == "Errors <on> & \"off\" (it's back)"
     assert item.findtext("pubDate", "").endswith("+0000")
     page = (await public(admin.client, "/status")).text
     assert 'href="/status/history.atom"' in page

@@ -73,7 +73,7 @@ async def make_site(request: pytest.FixtureRequest, tmp_path: Path,
                     monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SiteFactory]:
     # the real argon2 code path, with cheap parameters: these tests check hundreds of passwords
     cheap = PasswordHasher(time_cost=1, memory_cost=256, parallelism=1)
-    monkeypatch.setattr(passwords, "_hasher", cheap)
+    monkeypatch.setattr(passwords, "_hasher", lambda: cheap)
     monkeypatch.setattr(passwords, "_DUMMY", cheap.hash("gatehouse: no such user"))
     checks: list[bool] = []
     real_verify = passwords._verify

@@ -66,7 +66,7 @@ SiteFactory = Callable[..., Awaitable[Site]]
 async def make_site(request: pytest.FixtureRequest, tmp_path: Path,
                     monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SiteFactory]:
     hasher = Counting()
-    monkeypatch.setattr(passwords, "_hasher", hasher)
+    monkeypatch.setattr(passwords, "_hasher", lambda: hasher)
     monkeypatch.setattr(passwords, "_DUMMY", hasher.hash("gatehouse: no such user"))
     sites: list[Site] = []
     state_url = "memory://" if request.param == "memory" else REDIS_URL
