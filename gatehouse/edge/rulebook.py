@@ -44,7 +44,7 @@ def config_rules(settings: EdgeSettings) -> list[Rule]:
     out = []
     for i, spec in enumerate(settings.rules):
         try:
-            out.append(parse_rule(spec.written(), f"config#{i}"))
+            out.append(parse_rule(spec.written(), i))
         except RuleError as exc:
             raise ConfigError("", f"edge.rules.{i}", str(exc)) from None
     return out

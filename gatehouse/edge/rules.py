@@ -73,7 +73,9 @@ class RuleError(ValueError):
 @dataclass(frozen=True, slots=True, eq=False)
 class Rule:
     action: str
-    label: str                       # names it in metrics, logs and Ray events
+    # its name, or (a rule of the config without one) its place there: the label "config#N"
+    # is made when used, not held (0.6 MB over 10,000 rules, less the numbers, 0.3)
+    tag: str | int
     cidrs: tuple[Prefix, ...] = ()
     list_file: str | None = None
     user_agent: Regex | None = None
@@ -83,6 +85,11 @@ class Rule:
     difficulty: int | None = None
     # not the rule as written: the listing takes it from the config or the store (keeping a
     # copy here cost 3.7 MB per worker over 10,000 rules)
+
+    @property
+    def label(self) -> str:
+        """What names it in metrics, logs, Ray events and the listing."""
+        return self.tag if isinstance(self.tag, str) else f"config#{self.tag}"
 
     @property
     def by_address_only(self) -> bool:
@@ -128,8 +135,9 @@ def parse_network(text: str) -> Network:
     return net
 
 
-def parse_rule(spec: Mapping[str, Any], label: str) -> Rule:
-    """A rule from its written form (a ``[[edge.rules]]`` table or a store row)."""
+def parse_rule(spec: Mapping[str, Any], label: str | int) -> Rule:
+    """A rule from its written form (a ``[[edge.rules]]`` table or a store row), labelled by
+    its name if it has one, else by ``label`` (a store row's id, or a place in the config)."""
     spec = {k: v for k, v in spec.items() if v is not None}
     action = spec.get("action")
     if action not in ACTIONS:

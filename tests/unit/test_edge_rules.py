@@ -101,6 +101,20 @@ def test_without_address_challenges_web_and_api_share_one_index(tmp_path: Path) 
     assert rs.match(visitor("198.51.100.9", path="/v1/x")) is None
 
 
+def test_config_rules_are_labelled_by_name_or_by_place(tmp_path: Path) -> None:
+    """A config rule without a name is "config#N" (N its place in [[edge.rules]]) in metrics,
+    Ray events and the listing; the label is made when used, the rule holds only N."""
+    settings = EdgeSettings.model_validate({"rules": [
+        {"action": "deny", "cidr": "203.0.113.0/24"},
+        {"action": "deny", "cidr": "198.51.100.0/24", "name": "scrapers"},
+        {"action": "deny", "user_agent": "BadBot"}]})
+    book = RuleBook(settings, tmp_path, None)
+    assert [r.label for r in book.current.rules] == ["config#0", "scrapers", "config#2"]
+    assert [r.tag for r in book.current.rules] == [0, "scrapers", 2]
+    assert book.current.match(visitor("203.0.113.5")).label == "config#0"
+    assert book.current.match(visitor("192.0.2.1", ua="BadBot/2")).label == "config#2"
+
+
 def test_a_range_is_held_compactly_and_reads_as_written() -> None:
     """Rules and lists hold ranges as (version, network number >> host bits, host bits):
     what the index looks up, without an ipaddress object each (2.4 MB for 10,000 rules)."""
