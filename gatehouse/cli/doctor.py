@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from gatehouse.doctor import Answers, Checkup, diagnose
 from gatehouse.doctor.certs import load_pem
@@ -63,7 +64,14 @@ class RichProgress:
         if task is not None:
             self.bar.remove_task(task)  # type: ignore[arg-type]
         mark = "[green]✓[/]" if ok else "[bold red]✗[/]"
-        self.console.print(f"{mark} {STEPS[step]}: {escape(summary)}")
+        self.console.print(then(f"{mark} {STEPS[step]}: ", summary))
+
+
+def then(markup: str, text: str) -> Text:
+    """Rich markup, then ``text`` exactly as it is. Markup-escaping text that ends the line
+    doubled a trailing backslash (rich's ``escape`` guards a tag that would follow); a path
+    like ``C:\\certs\\`` in a finding was shown with two."""
+    return Text.from_markup(markup).append(text)
 
 
 SIDES = {"you": "yellow", "service": "red", "none": "green", "unclear": "magenta"}
@@ -155,9 +163,9 @@ def print_me_or_them(out: Console, who: dict[str, str | list[str]]) -> None:
     out.print(f"\n[bold {SIDES[str(who['side'])]}]Is it me or them?[/] "
               f"[bold]{escape(str(who['line']))}[/]")
     for line in who["evidence"]:
-        out.print(f"  [dim]·[/] {escape(line)}")
+        out.print(then("  [dim]·[/] ", line))
     for line in who["unread"]:
-        out.print(f"  [dim]· could not read:[/] {escape(line)}")
+        out.print(then("  [dim]· could not read:[/] ", line))
 
 
 def ask(console: Console, question: str) -> bool | None:
@@ -244,14 +252,14 @@ def doctor(
         with progress.bar:
             _, verdict, result = asyncio.run(diagnose(checkup, progress))
     except HarError as exc:
-        out.print(f"[bold red]HAR[/] {escape(str(exc))}")
+        out.print(then("[bold red]HAR[/] ", str(exc)))
         raise typer.Exit(2) from None
     print_me_or_them(out, result["me_or_them"])
     colour = "green" if verdict.exit_code == 0 else "yellow" if verdict.exit_code == 10 else "red"
     out.print(f"\n[bold {colour}]{escape(verdict.headline)}[/]")
     out.print(f"Branch: [bold]{BRANCHES[verdict.branch.value]}[/] (exit {verdict.exit_code})")
-    out.print(f"Next step: {escape(verdict.next_step)}")
-    out.print(f"Stop when: {escape(verdict.stop_when)}")
+    out.print(then("Next step: ", verdict.next_step))
+    out.print(then("Stop when: ", verdict.stop_when))
     if report is not None:
         report.write_text(render(result))
         out.print(f"Report: {report}")

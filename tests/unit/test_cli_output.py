@@ -94,6 +94,30 @@ def test_doctor_marks_a_failed_probe_as_failed() -> None:
     assert "✓" not in screen.getvalue()
 
 
+def test_doctor_prints_findings_exactly_as_they_are() -> None:
+    """Brackets stay text, and a trailing backslash (a Windows folder) is printed once, at the
+    end of a line as before a closing tag."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gatehouse.cli.doctor import RichProgress, print_me_or_them
+
+    screen = StringIO()
+    out = Console(file=screen, width=200)
+    progress = RichProgress(out)
+    progress.started("network")
+    progress.finished("network", "no trust store at C:\\certs\\", ok=False)
+    print_me_or_them(out, {"side": "you", "line": "your proxy [corp] at C:\\proxy\\",
+                           "evidence": ["read C:\\har\\", "[bold]not markup[/]"],
+                           "unread": ["D:\\logs\\"]})
+    lines = [line.rstrip() for line in screen.getvalue().splitlines()]
+    assert lines[0].endswith(": no trust store at C:\\certs\\")
+    assert lines[-4].endswith("Is it me or them? your proxy [corp] at C:\\proxy\\")
+    assert lines[-3:] == ["  · read C:\\har\\", "  · [bold]not markup[/]",
+                          "  · could not read: D:\\logs\\"]
+
+
 def test_check_never_prints_a_secret(tmp_path: Path) -> None:
     config = tmp_path / "secrets.toml"
     config.write_text(
