@@ -37,14 +37,7 @@ signal.signal(signal.SIGUSR1, _report)
 
 
 def serve(argv: list[str]) -> None:
-    """Run the serving process here, traced: what ``gatehouse serve ARGS`` execs into
-    (gatehouse/cli/serving.py), its options put in the environment the way ``serve`` puts
-    them — an exec would start an interpreter without this probe."""
-    import runpy
+    """Run the serving process here, traced (bench/_serve_here.py)."""
+    from _serve_here import serve as serve_here
 
-    options = dict(zip(argv[1::2], argv[2::2], strict=False))  # after "serve"
-    os.environ["GATEHOUSE_CONFIG"] = options["--config"]
-    for name in ("host", "port", "workers"):
-        if f"--{name}" in options:
-            os.environ[f"GATEHOUSE_SERVER__{name.upper()}"] = options[f"--{name}"]
-    runpy.run_module("gatehouse.cli.serving", run_name="__main__")
+    serve_here(argv)

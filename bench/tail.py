@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""Where the p99 at a fixed rate goes: the gateway's own handling, its event loop, or the
+machine around it.
+
+`bench/overhead.py` reads latency at the client: from a request's scheduled time to its last
+byte. On a 2-core machine the client, the upstream and the gateway share the cores, so its p99
+holds the gateway's work and the operating system's scheduling of three processes together. This
+runs open-loop cells (direct, then the full pipeline, alternating; plain and streamed) and puts
+three readings of the same cells side by side:
+
+- **client**: the latency loadgen saw (as overhead.py), direct and through the gateway;
+- **gateway**: the latency the gateway itself recorded in its request log, from the moment the
+  request's head was parsed to the record (the upstream's time included) — what the worker's
+  own handling took;
+- **loop lag**: a heartbeat on the worker's event loop every 1 ms (bench/_loop_lag.py, no
+  thread): how late its beats ran, i.e. how long something held the loop.
+
+A client p99 far above the gateway's own, with no loop lag to match, is time spent outside the
+worker's handling (the kernel waking three processes on two cores), not a stall in it.
+
+``--rule-changes N`` adds and removes a stored edge rule through the admin API N times during
+each gateway cell (the worker then compiles its 10,000 rules again): what a rule change costs
+the requests around it.
+
+    .venv/bin/python bench/tail.py                     # 500 req/s, 3 repeats of 10 s: ~2.5 min
+    .venv/bin/python bench/tail.py --rate 1000 --repeats 5 --duration 6
+    .venv/bin/python bench/tail.py --rule-changes 4
+
+Loopback only; bounded in requests and time; every child is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen
+import overhead as ov
+
+LAUNCH = ("import sys; sys.path.insert(0, 'bench'); import _loop_lag; "
+          "_loop_lag.serve(sys.argv[1:])")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def recorded(db: Path, since: float, until: float, stream: bool) -> list[float]:
+    """The gateway's own latencies (ms) of the cell's requests, from its request log."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        return [row[0] for row in c.execute(
+            "SELECT latency_ms FROM request_log WHERE at >= ? AND at <= ? AND stream = ? "
+            "AND status = 200", (since, until, int(stream)))]
+
+
+def lag_report(pid: int, path: Path) -> list[tuple[float, float]]:
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    for _ in range(100):
+        time.sleep(0.05)
+        if path.exists() and path.stat().st_size:
+            time.sleep(0.1)
+            return [tuple(x) for x in json.loads(path.read_text())["late"]]
+    raise RuntimeError("the worker wrote no loop-lag report")
+
+
+def admin(port: int, key: str, method: str, path: str, body: dict[str, object] | None = None
+          ) -> dict[str, object]:
+    req = urllib.request.Request(
+        f"http://{ov.HOST}:{port}/admin/v1{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        answer: dict[str, object] = json.loads(r.read())
+        return answer
+
+
+def change_rules(port: int, key: str, count: int, start: float, every: float) -> threading.Thread:
+    """From ``start`` (wall clock), a rule added or removed every ``every`` s, ``count`` times."""
+    def run() -> None:
+        made: list[str] = []
+        for i in range(count):
+            time.sleep(max(0.0, start + i * every - time.time()))
+            if made:
+                admin(port, key, "DELETE", f"/edge/rules/{made.pop()}")
+            else:
+                made.append(str(admin(port, key, "POST", "/edge/rules", {
+                    "action": "deny", "cidr": f"192.0.2.{i % 250 + 1}/32",
+                    "note": "bench/tail.py"})["id"]))
+        for rule_id in made:
+            admin(port, key, "DELETE", f"/edge/rules/{rule_id}")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rate", type=float, default=500.0)
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rule-changes", type=int, default=0,
+                   help="stored edge rules added / removed during each gateway cell")
+    args = p.parse_args()
+    if args.rate * (args.duration + 0.5) > 100_000 or args.repeats > 20 \
+            or args.rule_changes > 50:
+        p.error("rate × duration or repeats too large (bounded at 100,000 requests a cell)")
+    import uvloop
+
+    kids = ov.Children()
+    report = ov.WORK / "tail-loop-lag.json"
+    rows: dict[tuple[str, str], list[dict[str, float]]] = {}
+    try:
+        py = ov.repo_python()
+        up = ov.start_upstream(kids, py)
+        gw = ov.start_full_gatehouse(kids, py, up, name="tail", launch=LAUNCH,
+                                     env={"LOOP_LAG_REPORT": str(report)})
+        db = ov.WORK / "tail" / "gatehouse.db"
+        key = ""
+        if args.rule_changes:
+            key = ov.gatehouse_cli(py, ov.WORK / "tail" / "gatehouse.toml", "keys", "create",
+                                   "--admin").strip()
+            admin(gw.port, key, "GET", "/edge/rules")  # the admin app is built on first use
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            for rep in range(args.repeats):
+                for stream in (False, True):
+                    mode = "stream" if stream else "plain"
+                    order = [up, gw] if rep % 2 == 0 else [gw, up]
+                    for t in order:
+                        req = loadgen.chat_request(ov.HOST, t.port, api_key=t.api_key,
+                                                   stream=stream)
+                        began = time.time() + 0.5  # after the warm-up
+                        changer = change_rules(
+                            gw.port, key, args.rule_changes, began + 0.5,
+                            (args.duration - 1) / max(1, args.rule_changes)
+                        ) if t is gw and args.rule_changes else None
+                        res = runner.run(loadgen.open_loop(ov.HOST, t.port, req, rate=args.rate,
+                                                           duration=args.duration, warmup=0.5))
+                        ended = time.time()
+                        if changer is not None:
+                            changer.join(30)
+                        cell = {"client_p50": pct(res.latencies, 0.5) * 1e3,
+                                "client_p99": pct(res.latencies, 0.99) * 1e3,
+                                "client_max": pct(res.latencies, 1.0) * 1e3,
+                                "errors": res.errors}
+                        if t is gw:
+                            time.sleep(2.5)  # the request log is flushed once a second
+                            own = recorded(db, began, ended, stream)
+                            late = [ms for at, ms in lag_report(gw.pid, report)
+                                    if began <= at <= ended]
+                            cell |= {"gateway_p50": pct(own, 0.5), "gateway_p99": pct(own, 0.99),
+                                     "recorded": len(own),
+                                     "lag_over_2ms": sum(ms > 2 for ms in late),
+                                     "lag_max": max(late, default=0.0)}
+                        who = "gatehouse" if t is gw else "direct"
+                        rows.setdefault((who, mode), []).append(cell)
+                        ov.log(f"{who} {mode} rep {rep + 1}: " + ", ".join(
+                            f"{k} {v:.2f}" for k, v in cell.items()))
+    finally:
+        kids.stop_all()
+
+    def med(key: tuple[str, str], field: str) -> float:
+        return statistics.median(c[field] for c in rows[key])
+
+    print(f"\n## Where the p99 goes ({time.strftime('%Y-%m-%d %H:%M')}, {ov.machine()}; "
+          f"{args.rate:g} req/s open loop, full pipeline, medians of {args.repeats} × "
+          f"{args.duration:g} s"
+          + (f"; {args.rule_changes} rule changes a gateway cell" if args.rule_changes else "")
+          + ")\n")
+    print("| | client p50 / p99, direct | client p50 / p99 / max, gateway | added p50 / p99 | "
+          "gateway's own p50 / p99 | loop late > 2 ms (beats) / longest |")
+    print("|---|---|---|---|---|---|")
+    for mode in ("plain", "stream"):
+        d, g = ("direct", mode), ("gatehouse", mode)
+        print(f"| {mode} | {med(d, 'client_p50'):.2f} / {med(d, 'client_p99'):.2f} ms "
+              f"| {med(g, 'client_p50'):.2f} / {med(g, 'client_p99'):.2f} / "
+              f"{med(g, 'client_max'):.1f} ms "
+              f"| {med(g, 'client_p50') - med(d, 'client_p50'):.2f} / "
+              f"{med(g, 'client_p99') - med(d, 'client_p99'):.2f} ms "
+              f"| {med(g, 'gateway_p50'):.2f} / {med(g, 'gateway_p99'):.2f} ms "
+              f"| {med(g, 'lag_over_2ms'):.0f} / {med(g, 'lag_max'):.1f} ms |")
+    errors = sum(c["errors"] for cells in rows.values() for c in cells)
+    fewest = min(c["recorded"] for (who, _), cells in rows.items() if who == "gatehouse"
+                 for c in cells)
+    print(f"\nerrors: {errors}; requests the gateway recorded per cell: {fewest:.0f} at least "
+          f"(sent: {args.rate * args.duration:.0f})")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
