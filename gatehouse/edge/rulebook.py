@@ -106,9 +106,10 @@ class RuleBook:
             log.info("list %s: %d networks", path, len(self.lists[name]))
         return changed
 
-    def _compile(self) -> None:
+    async def _compile(self) -> None:
         rules = [*self.fixed, *self.stored]
-        self.current = RuleSet(rules, self.lists)
+        # on the loop, a slice at a time: the requests meanwhile use the rule set before
+        self.current = await RuleSet.compile(rules, self.lists)
         self.rebuilt += 1
         if self.on_compile is not None:
             self.on_compile(len(rules))
@@ -132,8 +133,7 @@ class RuleBook:
         rules = [*self.fixed, *self.stored]
         changed |= await asyncio.to_thread(self._read_lists, rules, strict=False)
         if changed or always:
-            # in a thread, which spares the loop the work but not the GIL's turns
-            await asyncio.to_thread(self._compile)
+            await self._compile()
 
     def read_config_lists(self) -> None:
         """Read the list files the configuration's rules name; ConfigError for one that
@@ -147,7 +147,7 @@ class RuleBook:
         except Exception as exc:  # the store is down: config rules still apply
             log.warning("could not load stored rules: %s", type(exc).__name__)
         self._read_lists([*self.fixed, *self.stored], strict=False)
-        self._compile()
+        await self._compile()
         if state is not None:
             state.subscribe(CHANNEL, lambda _message: self._dirty.set())
         loop = asyncio.get_running_loop()
