@@ -348,12 +348,13 @@ FULL_ENV = {"GATEHOUSE_MODELS__M__MAX_CONCURRENCY": "512"}
 
 def start_full_gatehouse(kids: Children, py: str, upstream: Target, *, name: str,
                          env: dict[str, str] | None = None, timeout: float = 180,
-                         workers: int = 1, launch: str = LAUNCH, root: Path = ROOT) -> Target:
+                         workers: int = 1, launch: str = LAUNCH, root: Path = ROOT,
+                         extra_toml: str = "") -> Target:
     """gatehouse on one worker with the full pipeline; ``env`` adds settings (e.g. telemetry
-    off) through the environment."""
+    off) through the environment, ``extra_toml`` to the configuration."""
     import edge  # bench/edge.py imports this module
 
-    toml = edge.DETECTOR + edge.rules_toml() + FULL_LIMITS
+    toml = edge.DETECTOR + edge.rules_toml() + FULL_LIMITS + extra_toml
     return start_gatehouse(kids, py, upstream, name=name, require_key=True, extra_toml=toml,
                            timeout=timeout, env={**FULL_ENV, **(env or {})}, workers=workers,
                            launch=launch, root=root)

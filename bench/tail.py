@@ -20,11 +20,14 @@ worker's handling (the kernel waking three processes on two cores), not a stall 
 
 ``--rule-changes N`` adds and removes a stored edge rule through the admin API N times during
 each gateway cell (the worker then compiles its 10,000 rules again): what a rule change costs
-the requests around it.
+the requests around it. ``--list-changes N`` adds a rule denying a list file of 100,000 ranges
+and writes a new file N times during each gateway cell (the worker reads it within 2 s, parses
+it and compiles the rules again).
 
     .venv/bin/python bench/tail.py                     # 500 req/s, 3 repeats of 10 s: ~2.5 min
     .venv/bin/python bench/tail.py --rate 1000 --repeats 5 --duration 6
     .venv/bin/python bench/tail.py --rule-changes 4
+    .venv/bin/python bench/tail.py --list-changes 2
 
 Loopback only; bounded in requests and time; every child is stopped at the end.
 """
@@ -110,6 +113,41 @@ def change_rules(port: int, key: str, count: int, start: float, every: float) ->
     return thread
 
 
+FEED_LINES = 100_000
+
+
+def feed_text(seed: int) -> str:
+    """A list file of FEED_LINES ranges (half addresses, half /24s in 10.0.0.0/8)."""
+    import random
+
+    rng = random.Random(seed)
+    lines = [f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}"
+             if i % 2 else f"10.{rng.randrange(256)}.{rng.randrange(256)}.0/24"
+             for i in range(FEED_LINES)]
+    return "# bench/tail.py feed\n" + "\n".join(lines) + "\n"
+
+
+def write_feed(path: Path, text: str) -> None:
+    """Written whole to a temporary file and moved over the last, as a feed should be."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def change_feed(path: Path, texts: list[str], start: float, every: float) -> threading.Thread:
+    """Each of ``texts`` written in turn, from ``start`` every ``every`` s. They are made
+    beforehand: making one is ~0.2 s of Python, which in this process would hold the GIL
+    against the load generator's loop and show up as the gateway's latency."""
+    def run() -> None:
+        for i, text in enumerate(texts):
+            time.sleep(max(0.0, start + i * every - time.time()))
+            write_feed(path, text)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rate", type=float, default=500.0)
@@ -117,9 +155,11 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rule-changes", type=int, default=0,
                    help="stored edge rules added / removed during each gateway cell")
+    p.add_argument("--list-changes", type=int, default=0,
+                   help="new list files (100,000 ranges) written during each gateway cell")
     args = p.parse_args()
     if args.rate * (args.duration + 0.5) > 100_000 or args.repeats > 20 \
-            or args.rule_changes > 50:
+            or args.rule_changes > 50 or args.list_changes > 10:
         p.error("rate × duration or repeats too large (bounded at 100,000 requests a cell)")
     import uvloop
 
@@ -129,8 +169,15 @@ def main() -> int:
     try:
         py = ov.repo_python()
         up = ov.start_upstream(kids, py)
+        feed = ov.WORK / "tail" / "feed.txt"
+        extra, feeds = "", []
+        if args.list_changes:
+            feed.parent.mkdir(parents=True, exist_ok=True)
+            write_feed(feed, feed_text(0))
+            feeds = [feed_text(seed) for seed in range(1, args.list_changes + 1)]
+            extra = '\n[[edge.rules]]\naction = "deny"\nlist = "feed.txt"\n'
         gw = ov.start_full_gatehouse(kids, py, up, name="tail", launch=LAUNCH,
-                                     env={"LOOP_LAG_REPORT": str(report)})
+                                     env={"LOOP_LAG_REPORT": str(report)}, extra_toml=extra)
         db = ov.WORK / "tail" / "gatehouse.db"
         key = ""
         if args.rule_changes:
@@ -150,11 +197,16 @@ def main() -> int:
                             gw.port, key, args.rule_changes, began + 0.5,
                             (args.duration - 1) / max(1, args.rule_changes)
                         ) if t is gw and args.rule_changes else None
+                        feeder = change_feed(  # a new mtime is a change to the gateway
+                            feed, feeds, began + 0.5,
+                            (args.duration - 3) / args.list_changes
+                        ) if t is gw and args.list_changes else None
                         res = runner.run(loadgen.open_loop(ov.HOST, t.port, req, rate=args.rate,
                                                            duration=args.duration, warmup=0.5))
                         ended = time.time()
-                        if changer is not None:
-                            changer.join(30)
+                        for thread in (changer, feeder):
+                            if thread is not None:
+                                thread.join(30)
                         cell = {"client_p50": pct(res.latencies, 0.5) * 1e3,
                                 "client_p99": pct(res.latencies, 0.99) * 1e3,
                                 "client_max": pct(res.latencies, 1.0) * 1e3,
@@ -182,6 +234,8 @@ def main() -> int:
           f"{args.rate:g} req/s open loop, full pipeline, medians of {args.repeats} × "
           f"{args.duration:g} s"
           + (f"; {args.rule_changes} rule changes a gateway cell" if args.rule_changes else "")
+          + (f"; {args.list_changes} list files of {FEED_LINES:,} ranges a gateway cell"
+             if args.list_changes else "")
           + ")\n")
     print("| | client p50 / p99, direct | client p50 / p99 / max, gateway | added p50 / p99 | "
           "gateway's own p50 / p99 | loop late > 2 ms (beats) / longest |")

@@ -12,16 +12,15 @@ Framework-free on purpose: the pipeline renders its error pages from here withou
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-import time
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from gatehouse.errors import GatehouseError, roughly
+from gatehouse.turns import in_turns
 
 STYLE = """
   body { font: 16px/1.5 system-ui, sans-serif; max-width: 40rem; margin: 4rem auto; padding: 0 1rem; color: #222; }
@@ -85,24 +84,12 @@ def page(template: str, **context: Any) -> str:
     return str(_env.get_template(template).render(style=Markup(STYLE), **context))
 
 
-# how long a page made in turns holds the event loop at most before letting it run (a piece
-# of the template can take longer: this is checked between pieces)
-TURN_SECONDS = 0.0005
-
-
 async def page_in_turns(template: str, **context: Any) -> str:
     """:func:`page`, made a piece of the template at a time with the event loop free between
-    them every ``TURN_SECONDS``: for a page rebuilt in the background of a serving worker (the
-    status page, every few seconds — ~5 ms at once held every request of the worker)."""
-    pieces: list[str] = []
-    clock = time.perf_counter
-    since = clock()
-    for piece in _env.get_template(template).generate(style=Markup(STYLE), **context):
-        pieces.append(piece)
-        if clock() - since > TURN_SECONDS:
-            await asyncio.sleep(0)
-            since = clock()
-    return "".join(pieces)
+    them (:mod:`gatehouse.turns`): for a page rebuilt in the background of a serving worker
+    (the status page, every few seconds — ~5 ms at once held every request of the worker)."""
+    pieces = _env.get_template(template).generate(style=Markup(STYLE), **context)
+    return "".join([piece async for piece in in_turns(pieces)])
 
 
 def error_page(error: GatehouseError, request_id: str | None, *, advice: str | None = None,

@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import orjson
 import pytest
 
-from gatehouse import htmlpage
+from gatehouse import turns as turns_module
 from gatehouse.context import RequestContext
 from gatehouse.doctor.statuspage import read_summary
 from gatehouse.status.page import render_page
@@ -366,13 +366,13 @@ async def test_the_page_is_made_in_turns_and_the_same_as_at_once(
     summary = documents(view)["summary.json"]
     days = await svc.history.refresh(now)
     args = (view, summary, days, svc.settings.history_days, svc.keep_days)
-    monkeypatch.setattr(htmlpage, "TURN_SECONDS", 0.0)  # a turn after every piece
+    monkeypatch.setattr(turns_module, "TURN_SECONDS", 0.0)  # a turn after every piece
     async with counted_turns() as turns:
         html = await render_page(*args)
     assert b"Elevated errors on" in html.encode() and html.count('class="bar down"') == 3
     # (1,928 here: the page's pieces — 90 bars and their titles per component …)
     assert turns.count > 1000
-    monkeypatch.setattr(htmlpage, "TURN_SECONDS", 3600.0)  # all at once
+    monkeypatch.setattr(turns_module, "TURN_SECONDS", 3600.0)  # all at once
     assert await render_page(*args) == html
 
 
