@@ -117,7 +117,9 @@ class RuleSet:
         # each kind tells whether any could; the rules whose regex cannot match are then left
         # out of the scan altogether (4 scan lists, by which unions found something).
         self.path_any = any_of([r.path for _, r, _ in self.scan if r.path is not None])
+        yield  # each union is compiled by RE2: ~1 ms for 50 regexes
         self.ua_any = any_of([r.user_agent for _, r, _ in self.scan if r.user_agent is not None])
+        yield
         self.scans = {
             (path_hit, ua_hit): [(pos, r, own) for pos, r, own in self.scan
                                  if (path_hit or r.path is None or self.path_any is None)

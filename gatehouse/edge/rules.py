@@ -9,6 +9,7 @@ a local MaxMind-format database). Rules come from ``[[edge.rules]]`` and from th
 
 from __future__ import annotations
 
+import codecs
 import io
 import ipaddress
 import logging
@@ -239,33 +240,59 @@ def _range(prefix: Prefix) -> Range:
 
 
 LIST_STEP = 256  # lines parsed between the points where a reader on the loop may pause
+LIST_CHUNK = 1 << 18  # bytes read at a time: a file is never held whole
+LINE_MAX = 4096  # characters; a longer run without a line break is no list line, and dropped
 
 
-def list_entries(text: str, into: list[Range], source: str | Path) -> Iterator[None]:
-    """Parse a list file's text into ``into``, yielding every LIST_STEP lines (a reader on the
-    event loop pauses there); bad lines are skipped and counted in a warning."""
-    bad = 0  # lines one at a time: splitting 100,000 at once held the loop ~5 ms
-    for number, line in enumerate(io.StringIO(text), 1):
-        entry = line.partition("#")[0].strip()
-        if entry:
-            try:
-                into.append(list_range(entry.split()[0]))
-            except RuleError:
-                bad += 1
-        if number % LIST_STEP == 0:
-            yield
-    if bad:
-        log.warning("list %s: %d line(s) are not addresses or CIDRs and were skipped", source,
-                    bad)
+class ListParser:
+    """A list file's ranges, from its bytes fed a chunk at a time (decoded as UTF-8, a bad
+    byte replaced); lines that are not ranges are skipped and counted in one warning at the
+    end. A serving worker reads the chunks in a thread and parses them on its loop in turns:
+    in a thread, splitting and making the lines held the GIL against the requests."""
 
+    def __init__(self, source: str | Path) -> None:
+        self.source = source
+        self.ranges: list[Range] = []
+        self.bad = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._rest = ""  # the start of a line the next chunk ends
 
-def read_list_text(path: str | Path) -> str:
-    return Path(path).read_text(encoding="utf-8", errors="replace")
+    def feed(self, data: bytes) -> Iterator[None]:
+        """Parse a chunk (``b""`` at the end of the file), yielding every LIST_STEP lines
+        (a reader on the event loop pauses there)."""
+        text = self._rest + self._decoder.decode(data, not data)
+        end = max(text.rfind("\n"), text.rfind("\r")) + 1 if data else len(text)
+        self._rest = text[end:]
+        if len(self._rest) > LINE_MAX:
+            self._rest = ""
+            self.bad += 1
+        into, bad = self.ranges, 0
+        # a line at a time: splitting 100,000 at once held the loop ~5 ms
+        for number, line in enumerate(io.StringIO(text[:end], newline=None), 1):
+            entry = line.partition("#")[0].strip()
+            if entry:
+                try:
+                    into.append(list_range(entry.split()[0]))
+                except RuleError:
+                    bad += 1
+            if number % LIST_STEP == 0:
+                yield
+        self.bad += bad
+
+    def done(self) -> list[Range]:
+        if self.bad:
+            log.warning("list %s: %d line(s) are not addresses or CIDRs and were skipped",
+                        self.source, self.bad)
+        return self.ranges
 
 
 def read_list(path: str | Path) -> list[Range]:
-    """The CIDRs of a list file; bad lines are skipped and counted in a warning."""
-    nets: list[Range] = []
-    for _ in list_entries(read_list_text(path), nets, path):
-        pass
-    return nets
+    """The CIDRs of a list file, read a chunk at a time."""
+    parser = ListParser(path)
+    with open(path, "rb") as handle:
+        while True:
+            data = handle.read(LIST_CHUNK)
+            for _ in parser.feed(data):
+                pass
+            if not data:
+                return parser.done()

@@ -20,17 +20,18 @@ import pytest
 from gatehouse import turns as turns_module
 from gatehouse.config import EdgeSettings
 from gatehouse.edge import rulebook as rulebook_module
+from gatehouse.edge import rules as rules_module
 from gatehouse.edge.client import network_of
 from gatehouse.edge.geo import Geo
 from gatehouse.edge.matcher import RuleSet
 from gatehouse.edge.regex import Regex, any_of
-from gatehouse.edge.rulebook import RuleBook, stored_rule
+from gatehouse.edge.rulebook import RuleBook, read_list_in_turns, stored_rule
 from gatehouse.edge.rules import (
+    ListParser,
     Prefix,
     Range,
     Rule,
     RuleError,
-    list_entries,
     list_range,
     parse_network,
     parse_rule,
@@ -266,24 +267,51 @@ def test_random_list_lines_read_as_ipaddress_reads_them() -> None:
         assert got == expected, text
 
 
+LIST_FILE = ("# feed é\r\n192.0.2.0/24  # ünïcode comment\r\n2001:db8::/32\r198.51.100.7\n"
+             "not-an-ip\n\n  203.0.113.9 trailing words\n").encode() + b"\x00\xff\xc3\n" \
+    + b"x" * 5000 + b"\n10.0.0.0/8"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 18])
+async def test_a_list_read_in_chunks_of_any_size_reads_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """A list file is read a chunk of bytes at a time: a chunk may end inside a line or a
+    UTF-8 character; CRLF, CR and LF all end lines, a bad byte is replaced, a last line needs
+    no line break, and a run of thousands of characters without one is a bad line, not a
+    buffer that grows — whatever the chunk size, at start or while serving."""
+    f = tmp_path / "l.txt"
+    f.write_bytes(LIST_FILE)
+    monkeypatch.setattr(rules_module, "LIST_CHUNK", chunk)
+    monkeypatch.setattr(rulebook_module, "LIST_CHUNK", chunk)
+    ranges = read_list(f)
+    assert [str(Prefix(*n)) for n in ranges] == [
+        "192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32", "203.0.113.9/32", "10.0.0.0/8"]
+    assert await read_list_in_turns(f) == ranges
+
+
 async def test_a_changed_list_file_is_parsed_on_the_loop_in_turns(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A list file that changes while serving is read in a thread but parsed on the event
     loop a turn at a time, with requests served between turns (100,000 lines are ~0.2 s of
-    Python: in a thread, holding the GIL in 5-ms turns, that stalled every request); the
-    requests meanwhile use the rule set before, and the new one holds every line."""
+    Python: in a thread, holding the GIL in 5-ms turns, that stalled every request); it is
+    read a chunk of lines at a time, never held whole (a wrong file of gigabytes must not take
+    the worker's memory); the requests meanwhile use the rule set before, and the new one
+    holds every line."""
     f, _, book = await book_denying_a_list(tmp_path, 3600)
     loop_thread = threading.get_ident()
     steps: list[tuple[int, int]] = []  # (thread, the other task's turns) at each parse step
+    chunks: list[int] = []  # bytes in each chunk read
     turns = 0
-    parse = list_entries
+    feed = ListParser.feed
 
-    def watched(text: str, into: list[Range], source: Any) -> Any:
-        for step in parse(text, into, source):
+    def watched(self: ListParser, data: bytes) -> Any:
+        chunks.append(len(data))
+        for step in feed(self, data):
             steps.append((threading.get_ident(), turns))
             yield step
 
-    monkeypatch.setattr(rulebook_module, "list_entries", watched)
+    monkeypatch.setattr(ListParser, "feed", watched)
+    monkeypatch.setattr(rulebook_module, "LIST_CHUNK", 4096)  # ~270 lines here
     monkeypatch.setattr(turns_module, "TURN_SECONDS", 0.0)  # a turn after every step
     try:
         before = book.current
@@ -305,6 +333,7 @@ async def test_a_changed_list_file_is_parsed_on_the_loop_in_turns(
         await ticker
         assert len(steps) >= 10 and {thread for thread, _ in steps} == {loop_thread}
         assert steps[-1][1] - steps[0][1] >= len(steps) - 1  # the others ran between steps
+        assert len(chunks) > 50 and max(chunks) == 4096 and sum(chunks) == f.stat().st_size
         assert len(book.lists["list.txt"]) == 20_000
         gc.collect()  # the ranges are plain tuples of ints, which the collector leaves alone
         assert not any(map(gc.is_tracked, book.lists["list.txt"]))
