@@ -187,29 +187,45 @@ def list_path(base_dir: Path, name: str) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+LIST_STEP = 256  # lines parsed between the points where a reader on the loop may pause
+LIST_CHUNK = 1 << 18  # bytes read at a time: a file is never held whole
+LINE_MAX = 4096  # characters; a longer run without a line break is no list line, and dropped
+
+
 def check_list(path: Path) -> None:
     """RuleError unless ``path`` is a text file a rule's list can be read from: a missing
     file, a directory (or a FIFO, which would block the reader) or a binary file was stored,
-    and every replica then logged that it cannot be read, on every look."""
-    try:
+    and every replica then logged that it cannot be read, on every look. The file is read a
+    chunk at a time (a wrong file of gigabytes is not held whole)."""
+    at, pending = 0, b""  # where in the file the bytes looked at next start; a character cut
+    try:                  # at the end of the last chunk
         if not path.is_file():
             raise RuleError(
                 f"list: {path} is a directory" if path.is_dir() else
                 f"list: {path} is not a regular file" if path.exists() else
                 f"list: {path} does not exist (a relative path is taken from the config "
                 "file's folder)")
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            while True:
+                data = handle.read(LIST_CHUNK)
+                chunk, pending = pending + data, b""
+                bad = chunk.find(b"\0")
+                try:
+                    chunk.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    if data and exc.reason == "unexpected end of data":  # cut by the chunk
+                        pending = chunk[exc.start:]
+                    elif bad < 0 or exc.start < bad:
+                        bad = exc.start
+                if bad >= 0:
+                    raise RuleError(f"list: {path} is not a text file (byte {at + bad}): a "
+                                    "list holds one address or CIDR a line")
+                if not data:
+                    return
+                at += len(chunk) - len(pending)
     except OSError as exc:
         raise RuleError(f"list: cannot read {path}: {exc.strerror or type(exc).__name__}") \
             from None
-    try:
-        if b"\0" in data:
-            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1,
-                                     "NUL")
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RuleError(f"list: {path} is not a text file (byte {exc.start}): a list holds "
-                        "one address or CIDR a line") from None
 
 
 # A list file's range: a Prefix's (version, key, shift) as a plain tuple. The collector stops
@@ -237,11 +253,6 @@ def list_range(text: str) -> Range:
 
 def _range(prefix: Prefix) -> Range:
     return (prefix.version, prefix.key, prefix.shift)
-
-
-LIST_STEP = 256  # lines parsed between the points where a reader on the loop may pause
-LIST_CHUNK = 1 << 18  # bytes read at a time: a file is never held whole
-LINE_MAX = 4096  # characters; a longer run without a line break is no list line, and dropped
 
 
 class ListParser:

@@ -32,6 +32,7 @@ from gatehouse.edge.rules import (
     Range,
     Rule,
     RuleError,
+    check_list,
     list_range,
     parse_network,
     parse_rule,
@@ -287,6 +288,32 @@ async def test_a_list_read_in_chunks_of_any_size_reads_the_same(
     assert [str(Prefix(*n)) for n in ranges] == [
         "192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32", "203.0.113.9/32", "10.0.0.0/8"]
     assert await read_list_in_turns(f) == ranges
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 1 << 18])
+def test_a_list_is_checked_a_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             chunk: int) -> None:
+    """Adding a rule checks its list file is text, reading a chunk at a time (it read the
+    whole file: a wrong file of gigabytes in the worker's memory); a character cut by a
+    chunk is fine, and a bad byte or NUL is reported where it is in the file."""
+    monkeypatch.setattr(rules_module, "LIST_CHUNK", chunk)
+
+    def whole(self: Path) -> bytes:
+        raise AssertionError(f"{self} read whole")
+
+    monkeypatch.setattr(Path, "read_bytes", whole)
+    f = tmp_path / "l.txt"
+    text = "# café ünï €𝄞\n192.0.2.0/24\n".encode()
+    f.write_bytes(text * 3)
+    check_list(f)
+    for bad, x in [(b"\xff", 3), (b"\x00", 4), (b"\xe2\x82", 5), (b"\xc3A", 0)]:
+        at = 2 * len(text) + x
+        f.write_bytes(text * 2 + b"x" * x + bad + text)
+        with pytest.raises(RuleError, match=f"is not a text file \\(byte {at}\\)"):
+            check_list(f)
+    f.write_bytes(text + "€".encode()[:2])  # cut at the end of the file
+    with pytest.raises(RuleError, match=f"byte {len(text)}\\)"):
+        check_list(f)
 
 
 async def test_a_changed_list_file_is_parsed_on_the_loop_in_turns(
