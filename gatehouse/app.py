@@ -363,6 +363,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
 
         starts.append(share)
         stops.insert(0, shared.aclose)
+    admin = LazyAdmin(identity, edge, request_log, status)
+    if settings.server.admin_at_start:
+        async def build_admin() -> None:
+            admin.build_now()
+
+        starts.append(build_admin)
     gateway = Gateway(
         settings=settings, routes=routes, prefix_routes=prefix_routes,
         # unknown paths (404) and wrong methods pass the edge too
@@ -376,9 +382,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                 # the chat's pages and endpoints ("/" alone matches only "/": server.py)
                 **{prefix: Recorded(guarded_web, telemetry, component)
                    for prefix, component in web_mounts.items()},
-                "/admin/": Recorded(EdgeGuard(LazyAdmin(identity, edge, request_log, status),
-                                              edge),
-                                    telemetry, "admin"),
+                "/admin/": Recorded(EdgeGuard(admin, edge), telemetry, "admin"),
                 # the check's own routes: bans apply, challenges never (an API prefix)
                 CHALLENGE_PREFIX: Recorded(EdgeGuard(build_challenge_app(Checkpoint(
                     human_check, edge.visitor_of_scope, rays=edge.rays)), edge),

@@ -93,6 +93,10 @@ class ServerSettings(_Section):
     # all; 0 = automatic: min(16384, half the process's file-descriptor limit)
     max_connections_per_address: int = Field(256, ge=1)
     max_connections: int = Field(0, ge=0)
+    # build the admin API (FastAPI, ~13 MB) when a worker starts, not on its first /admin/
+    # request: that build (~1.4 s of Python, in a thread) holds up the worker's other
+    # requests, by up to ~0.1 s at a time (docs/configuration.md)
+    admin_at_start: bool = False
 
 
 class TelemetrySettings(_Section):
