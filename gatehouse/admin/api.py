@@ -23,7 +23,6 @@ from gatehouse.admin.bodylimit import BodyLimit
 from gatehouse.admin.edge import edge_router
 from gatehouse.admin.errors import about
 from gatehouse.admin.health import health_router
-from gatehouse.admin.usage import usage_router
 from gatehouse.admin.health_page import PATH as HEALTH_PAGE
 from gatehouse.admin.health_page import health_page_route
 from gatehouse.admin.incidents import incidents_router
@@ -41,6 +40,7 @@ from gatehouse.admin.models import errors as responses
 from gatehouse.admin.quota import quota_router
 from gatehouse.admin.requests import requests_router
 from gatehouse.admin.tiers import check_tier, tiers_router
+from gatehouse.admin.usage import usage_router
 from gatehouse.admin.users import users_router
 from gatehouse.htmlpage import page_headers, source_hash
 from gatehouse.identity.service import IdentityService

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from gatehouse.admin.models import Body, Page, seconds
+from gatehouse.admin.models import Body, Page, json_page, seconds
 from gatehouse.admin.models import errors as responses
 from gatehouse.edge.bans import BAN_MAX, REASON_MAX, Ban, Bans
 from gatehouse.edge.rays import RAY_PATTERN, RayLog
@@ -106,10 +106,11 @@ def edge_router(identity: IdentityService, bans: Bans | None = None,
     rules = RuleAdmin(settings, records, identity.state, identity.settings.base_dir)
     bans = bans or Bans(identity.state, settings.detector)
 
-    @router.get("/rules", summary="List firewall rules")
-    async def list_rules() -> Page[RuleOut]:
+    @router.get("/rules", summary="List firewall rules", response_model=Page[RuleOut])
+    async def list_rules() -> Response:
         """In the order they are tried (first match wins): the config file's, then these."""
-        return Page(data=[RuleOut.of(r) for r in await rules.listing()])
+        return await json_page({**row, "created_at": seconds(row["created_at"])}
+                               for row in await rules.rows())
 
     @router.post("/rules", status_code=201, summary="Add a firewall rule",
                  responses=responses(400))

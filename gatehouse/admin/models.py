@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from fastapi import Path
+import orjson
+from fastapi import Path, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -27,6 +29,7 @@ from gatehouse.store.accounts import (
     KeyInfo,
 )
 from gatehouse.store.tables import ApiKey, Org, Project, User
+from gatehouse.turns import in_turns
 
 T = TypeVar("T")
 TIER = ("A tier from gatehouse.toml (GET /admin/v1/tiers): an api tier for orgs and keys, a web "
@@ -82,6 +85,30 @@ class Body(BaseModel):
 class Page(BaseModel, Generic[T]):
     object: Literal["list"] = "list"
     data: list[T]
+
+
+PAGE_PIECE = 256  # items made and serialized between turns of the loop (json_page)
+
+
+def _json_pieces(items: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    batch: list[dict[str, Any]] = []
+    for item in items:  # made here, as they are taken
+        batch.append(item)
+        if len(batch) == PAGE_PIECE:
+            yield orjson.dumps(batch)[1:-1]
+            batch.clear()
+    if batch:
+        yield orjson.dumps(batch)[1:-1]
+
+
+async def json_page(items: Iterable[dict[str, Any]]) -> Response:
+    """A :class:`Page` of ``items`` already in their model's JSON shape, made and serialized
+    a piece at a time with the loop free between pieces (:mod:`gatehouse.turns`): 10,000
+    firewall rules made into models and dumped at once held the worker's loop ~90 ms. The
+    route names the Page's model as its ``response_model`` for the OpenAPI document."""
+    pieces = [piece async for piece in in_turns(_json_pieces(items))]
+    return Response(b'{"object":"list","data":[' + b",".join(pieces) + b"]}",
+                    media_type="application/json")
 
 
 class ErrorDetail(BaseModel):

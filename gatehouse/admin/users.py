@@ -10,8 +10,8 @@ from fastapi import APIRouter
 from gatehouse.admin.errors import about
 from gatehouse.admin.models import (
     LoggedOut,
-    Unlocked,
     Page,
+    Unlocked,
     UserIn,
     UserOut,
     UserPatch,

@@ -4,6 +4,7 @@ rule order, 1020 answers (JSON and page), Ray IDs, bans, mounts and 404s all scr
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -15,18 +16,23 @@ import httpx
 import pytest
 import sqlalchemy
 
+from gatehouse import turns as turns_module
+from gatehouse.admin import models as admin_models
+from gatehouse.admin.edge import RuleOut
+from gatehouse.admin.models import PAGE_PIECE, Page
 from gatehouse.app import create_app
 from gatehouse.config import EdgeSettings
 from gatehouse.edge.bans import Bans
 from gatehouse.edge.detector import Detector
 from gatehouse.edge.rays import RayLog
-from gatehouse.edge.rulebook import RuleBook
+from gatehouse.edge.rulebook import RuleAdmin, RuleBook
 from gatehouse.edge.screen import Edge
 from gatehouse.identity.service import IdentityService
 from gatehouse.server import Gateway
 from gatehouse.state import open_state
 from gatehouse.store.edge import EdgeRecords
 from gatehouse.telemetry.metrics import Metrics
+from tests.support.loops import counted_turns
 from tests.unit.conftest import make_settings
 from tests.unit.test_web_sessions import sign_in
 
@@ -234,6 +240,50 @@ async def test_401s_count_towards_a_ban(site: Any) -> None:
         r = await sign_in(web, "a@b.c", "wrong-password")
         assert r.status_code == 401, r.text
     denied(await web.get("/v1/models"))
+
+
+async def test_listing_thousands_of_rules_lets_requests_through_and_reads_the_same(
+        site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /admin/v1/edge/rules with thousands of rules: made into models and dumped at once,
+    10,000 held the worker's loop ~90 ms (p99 at 500 req/s 74 ms). The page is made and
+    serialized a piece at a time, other requests served between the pieces — and reads
+    exactly as the pydantic Page of RuleOut documented in the OpenAPI document."""
+    config_rules = [{"action": "deny", "cidr": f"10.{i >> 8}.{i & 255}.0/24",
+                     **({"name": f"n{i}"} if i % 3 == 0 else {}),
+                     **({"user_agent": "bot", "path": "^/x"} if i % 7 == 0 else {})}
+                    for i in range(3_000)]
+    s = await site(edge={"rules": config_rules})
+    admin = s.at("127.0.0.1")
+    for i in range(3):
+        r = await admin.post("/admin/v1/edge/rules", headers=s.admin, json={
+            "action": "challenge", "cidr": f"198.51.100.{i}", "note": f"é {i}",
+            "difficulty": 12})
+        assert r.status_code == 201, r.text
+    monkeypatch.setattr(turns_module, "TURN_SECONDS", 0.0)  # a turn after every piece
+    seen: list[int] = []  # the other requests' turns when each piece was made
+    pieces = admin_models._json_pieces
+
+    def watched(items: Any) -> Any:
+        for piece in pieces(items):
+            seen.append(turns.count)
+            yield piece
+
+    monkeypatch.setattr(admin_models, "_json_pieces", watched)
+    async with counted_turns() as turns:
+        r = await admin.get("/admin/v1/edge/rules", headers=s.admin)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert len(seen) == -(-3_003 // PAGE_PIECE)
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen))  # between
+    rows = await RuleAdmin(s.identity.settings.edge, EdgeRecords(s.identity.store),
+                           s.identity.state, s.identity.settings.base_dir).listing()
+    assert r.json() == Page[RuleOut](data=[RuleOut.of(row) for row in rows]).model_dump(
+        mode="json")
+    data = r.json()["data"]
+    assert len(data) == 3_003 and data[0]["id"] == "n0" and data[1]["id"] == "config#1"
+    assert data[-1]["source"] == "store" and data[-1]["note"] == "é 2"
+    assert isinstance(data[-1]["created_at"], int)
+    assert "Page_RuleOut_" in (await admin.get("/admin/v1/openapi.json",
+                                               headers=s.admin)).text
 
 
 async def test_admin_rules_apply_at_once_and_refuse_bad_input(site: Any) -> None:

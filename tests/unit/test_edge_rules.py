@@ -41,6 +41,7 @@ from gatehouse.edge.rules import (
 from gatehouse.edge.screen import is_api_path
 from gatehouse.edge.visitor import Visitor
 from gatehouse.store.edge import EdgeRecords
+from tests.support.loops import counted_turns
 from tests.support.services import migrated_store
 
 
@@ -328,36 +329,24 @@ async def test_a_changed_list_file_is_parsed_on_the_loop_in_turns(
     loop_thread = threading.get_ident()
     steps: list[tuple[int, int]] = []  # (thread, the other task's turns) at each parse step
     chunks: list[int] = []  # bytes in each chunk read
-    turns = 0
     feed = ListParser.feed
+    before = book.current
 
     def watched(self: ListParser, data: bytes) -> Any:
         chunks.append(len(data))
         for step in feed(self, data):
-            steps.append((threading.get_ident(), turns))
+            steps.append((threading.get_ident(), turns.count))
+            assert book.current is before  # the old set serves until the new is whole
             yield step
 
     monkeypatch.setattr(ListParser, "feed", watched)
     monkeypatch.setattr(rulebook_module, "LIST_CHUNK", 4096)  # ~270 lines here
     monkeypatch.setattr(turns_module, "TURN_SECONDS", 0.0)  # a turn after every step
     try:
-        before = book.current
         lines = [f"10.{i >> 8 & 255}.{i & 255}.0/24" for i in range(20_000)]
         f.write_text("# a feed\n" + "\n".join(lines) + "\nnot-an-address\n")
-        stop = asyncio.Event()
-
-        async def other_requests() -> None:
-            nonlocal turns
-            while not stop.is_set():
-                turns += 1
-                assert book.current is before  # the old set serves until the new is whole
-                await asyncio.sleep(0)
-
-        ticker = asyncio.create_task(other_requests())
-        await asyncio.sleep(0)
-        await book.reload(stored=False)
-        stop.set()
-        await ticker
+        async with counted_turns() as turns:
+            await book.reload(stored=False)
         assert len(steps) >= 10 and {thread for thread, _ in steps} == {loop_thread}
         assert steps[-1][1] - steps[0][1] >= len(steps) - 1  # the others ran between steps
         assert len(chunks) > 50 and max(chunks) == 4096 and sum(chunks) == f.stat().st_size
@@ -526,22 +515,10 @@ async def test_a_rule_set_built_on_the_loop_lets_requests_through_and_matches_th
     big = [Prefix.of(ipaddress.ip_network((0xC0000000 | rng.getrandbits(30), 32)))
            for _ in range(10_000)]
     parsed, lists = rules(*specs), {"big": big}
-    turns = 0
-    stop = asyncio.Event()
-
-    async def other_requests() -> None:
-        nonlocal turns
-        while not stop.is_set():
-            turns += 1
-            await asyncio.sleep(0)
-
-    ticker = asyncio.create_task(other_requests())
-    await asyncio.sleep(0)
-    built = await RuleSet.compile(parsed, lists, turn_seconds=0)
-    stop.set()
-    await ticker
+    async with counted_turns() as turns:
+        built = await RuleSet.compile(parsed, lists, turn_seconds=0)
     # one turn at least per rule and per part of the list (10,000 ranges: 20 parts, twice)
-    assert turns >= len(parsed) + 4
+    assert turns.count >= len(parsed) + 4
     at_once = RuleSet(parsed, lists)
     for i in range(3000):
         ip = str(ipaddress.IPv4Address(rng.choice([0x0A000000, 0xC0000000])
