@@ -365,10 +365,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         stops.insert(0, shared.aclose)
     admin = LazyAdmin(identity, edge, request_log, status)
     if settings.server.admin_at_start:
-        async def build_admin() -> None:
-            admin.build_now()
-
-        starts.append(build_admin)
+        starts.append(admin.build_now)
     gateway = Gateway(
         settings=settings, routes=routes, prefix_routes=prefix_routes,
         # unknown paths (404) and wrong methods pass the edge too

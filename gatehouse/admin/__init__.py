@@ -33,7 +33,7 @@ class LazyAdmin:
 
         return build_admin_app(*self._parts)
 
-    def build_now(self) -> None:
+    async def build_now(self) -> None:
         """Build the app at once (a worker's start, before it serves)."""
         if self._app is None:
             self._app = self.build()

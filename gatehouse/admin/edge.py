@@ -60,9 +60,14 @@ class RuleOut(BaseModel):
     created_at: int | None
     rule: dict[str, Any]
 
+    @staticmethod
+    def shaped(row: dict[str, Any]) -> dict[str, Any]:
+        """A listing row in this model's JSON shape (times in whole seconds)."""
+        return {**row, "created_at": seconds(row["created_at"])}
+
     @classmethod
     def of(cls, row: dict[str, Any]) -> RuleOut:
-        return cls(**{**row, "created_at": seconds(row["created_at"])})
+        return cls(**cls.shaped(row))
 
 
 class BanIn(Body):
@@ -109,8 +114,7 @@ def edge_router(identity: IdentityService, bans: Bans | None = None,
     @router.get("/rules", summary="List firewall rules", response_model=Page[RuleOut])
     async def list_rules() -> Response:
         """In the order they are tried (first match wins): the config file's, then these."""
-        return await json_page({**row, "created_at": seconds(row["created_at"])}
-                               for row in await rules.rows())
+        return await json_page(map(RuleOut.shaped, await rules.rows()))
 
     @router.post("/rules", status_code=201, summary="Add a firewall rule",
                  responses=responses(400))
