@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ class RuleBook:
             path = self.path_of(name)
             try:
                 st = path.stat()
+                if not stat.S_ISREG(st.st_mode):  # a FIFO would block its reader for ever
+                    raise OSError(0, "not a regular file")
             except (OSError, ValueError) as exc:  # ValueError: a path no system can open
                 self._unreadable(name, path, exc, strict=strict)
                 continue

@@ -18,6 +18,7 @@ from gatehouse.app import create_app
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.verifier import StoreUnavailable
 from gatehouse.server import Gateway
+from gatehouse.store.edge import EdgeRecords
 from tests.unit.conftest import make_settings
 
 CHAT = "/v1/chat/completions"
@@ -133,6 +134,17 @@ async def test_store_failing_inside_a_route_is_503(admin: Admin,
 
     monkeypatch.setattr(admin.identity.accounts, "orgs", down)
     error(await admin.get("/orgs"), 503, "identity_unavailable")
+
+
+async def test_the_rules_listing_with_the_store_failing_is_503(
+        admin: Admin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules listing is made in turns now (json_page): the store failing before the first
+    piece is still the admin API's 503, not a 500 nor a page cut short."""
+    async def down(self: EdgeRecords) -> None:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(EdgeRecords, "rules", down)
+    error(await admin.get("/edge/rules"), 503, "identity_unavailable")
 
 
 async def test_docs_are_public_and_list_every_path(admin: Admin) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from gatehouse import turns as turns_module
-from gatehouse.config import EdgeSettings
+from gatehouse.config import ConfigError, EdgeSettings
 from gatehouse.edge import rulebook as rulebook_module
 from gatehouse.edge import rules as rules_module
 from gatehouse.edge.client import network_of
@@ -355,6 +355,26 @@ async def test_a_changed_list_file_is_parsed_on_the_loop_in_turns(
         assert not any(map(gc.is_tracked, book.lists["list.txt"]))
         assert book.current.match(visitor("10.78.31.9")) is not None
         assert book.current.match(visitor("192.0.2.5")) is None
+    finally:
+        await book.aclose()
+
+
+async def test_a_list_that_becomes_a_fifo_or_a_folder_keeps_its_contents_and_no_reader_hangs(
+        tmp_path: Path) -> None:
+    """A list file replaced by a FIFO blocked the reloading task for ever (open waits for a
+    writer), and no change was read again; now anything but a regular file is unreadable:
+    the last contents stay, and at start the configuration is refused."""
+    f, settings, book = await book_denying_a_list(tmp_path, 3600)
+    try:
+        for make, remove in ((os.mkfifo, os.unlink), (os.mkdir, os.rmdir)):
+            f.unlink(missing_ok=True)
+            make(f)
+            async with asyncio.timeout(10):
+                await book.reload(stored=False)
+            assert book.current.match(visitor("192.0.2.5")) is not None
+            with pytest.raises(ConfigError, match="not a regular file|Is a directory"):
+                RuleBook(settings, tmp_path, None).read_config_lists()
+            remove(f)
     finally:
         await book.aclose()
 
