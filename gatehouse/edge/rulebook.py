@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -120,6 +122,8 @@ class RuleBook:
             path = self.path_of(name)
             try:
                 st = path.stat()
+                if stat.S_ISDIR(st.st_mode):  # the system's own words, as open() would say
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
                 if not stat.S_ISREG(st.st_mode):  # a FIFO would block its reader for ever
                     raise OSError(0, "not a regular file")
             except (OSError, ValueError) as exc:  # ValueError: a path no system can open
