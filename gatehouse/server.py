@@ -7,7 +7,6 @@ of every call; pages for people (status, sign-in) are mounted beside it by later
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from gatehouse.errors import (
     RouteNotFound,
     UnsupportedEndpoint,
 )
+from gatehouse.heap import freeze_long_lived
 from gatehouse.htmlpage import secured
 from gatehouse.pipeline import Pipeline
 from gatehouse.probes import Probes
@@ -111,8 +111,7 @@ class Gateway:
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     return
                 # what exists now lives as long as the process: keep it out of every GC pass
-                gc.collect()
-                gc.freeze()
+                freeze_long_lived()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gatehouse.heap import freeze_long_lived
+
 if TYPE_CHECKING:
     from gatehouse.admin.api import build_admin_app
     from gatehouse.edge.screen import Edge
@@ -44,6 +46,7 @@ class LazyAdmin:
             async with self._lock:
                 if self._app is None:
                     self._app = await asyncio.to_thread(self.build)
+                    freeze_long_lived()  # the app lives as long as the worker
         await self._app(scope, receive, send)
 
 
