@@ -22,12 +22,15 @@ worker's handling (the kernel waking three processes on two cores), not a stall 
 each gateway cell (the worker then compiles its 10,000 rules again): what a rule change costs
 the requests around it. ``--list-changes N`` adds a rule denying a list file of 100,000 ranges
 and writes a new file N times during each gateway cell (the worker reads it within 2 s, parses
-it and compiles the rules again).
+it and compiles the rules again). ``--keys N --admin-gets M`` puts N more API keys in the store
+before the run and lists them all (``GET /admin/v1/keys``) M times during each gateway cell: what
+an operator's listing costs the requests around it.
 
     .venv/bin/python bench/tail.py                     # 500 req/s, 3 repeats of 10 s: ~2.5 min
     .venv/bin/python bench/tail.py --rate 1000 --repeats 5 --duration 6
     .venv/bin/python bench/tail.py --rule-changes 4
     .venv/bin/python bench/tail.py --list-changes 2
+    .venv/bin/python bench/tail.py --keys 10000 --admin-gets 3
 
 Loopback only; bounded in requests and time; every child is stopped at the end.
 """
@@ -38,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -113,6 +117,40 @@ def change_rules(port: int, key: str, count: int, start: float, every: float) ->
     return thread
 
 
+def admin_gets(port: int, key: str, path: str, count: int, start: float, every: float,
+               took: list[float]) -> threading.Thread:
+    """From ``start`` (wall clock), ``GET /admin/v1{path}`` every ``every`` s, ``count`` times;
+    each answer's time (ms) goes to ``took``."""
+    def run() -> None:
+        for i in range(count):
+            time.sleep(max(0.0, start + i * every - time.time()))
+            t0 = time.perf_counter()
+            admin(port, key, "GET", path)
+            took.append((time.perf_counter() - t0) * 1e3)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def add_keys(db: Path, count: int) -> None:
+    """``count`` API keys put straight in the store (SQL, in one transaction), in the project
+    of the bench's own key: what the listing has to read. Their hashes are random, so none
+    can be used."""
+    import secrets
+
+    with sqlite3.connect(db) as c:
+        org_id, project_id = c.execute(
+            "SELECT org_id, project_id FROM api_keys WHERE project_id IS NOT NULL").fetchone()
+        now = time.time()
+        c.executemany(
+            "INSERT INTO api_keys (id, hash, display, scope, name, org_id, project_id, tier, "
+            "created_at, expires_at, revoked_at, last_used_at) "
+            "VALUES (?, ?, ?, 'api', ?, ?, ?, NULL, ?, NULL, NULL, NULL)",
+            [(f"key_{secrets.token_hex(8)}", secrets.token_hex(32), f"gh-bench-{i:06d}…",
+              f"bench key {i}", org_id, project_id, now + i * 1e-6) for i in range(count)])
+
+
 FEED_LINES = 100_000
 
 
@@ -157,9 +195,13 @@ def main() -> int:
                    help="stored edge rules added / removed during each gateway cell")
     p.add_argument("--list-changes", type=int, default=0,
                    help="new list files (100,000 ranges) written during each gateway cell")
+    p.add_argument("--keys", type=int, default=0, help="API keys added to the store first")
+    p.add_argument("--admin-gets", type=int, default=0,
+                   help="GET /admin/v1/keys (all of them) during each gateway cell")
     args = p.parse_args()
     if args.rate * (args.duration + 0.5) > 100_000 or args.repeats > 20 \
-            or args.rule_changes > 50 or args.list_changes > 10:
+            or args.rule_changes > 50 or args.list_changes > 10 or args.keys > 200_000 \
+            or args.admin_gets > 20:
         p.error("rate × duration or repeats too large (bounded at 100,000 requests a cell)")
     import uvloop
 
@@ -169,6 +211,7 @@ def main() -> int:
     try:
         py = ov.repo_python()
         up = ov.start_upstream(kids, py)
+        shutil.rmtree(ov.WORK / "tail", ignore_errors=True)  # a new store each run
         feed = ov.WORK / "tail" / "feed.txt"
         extra, feeds = "", []
         if args.list_changes:
@@ -179,8 +222,10 @@ def main() -> int:
         gw = ov.start_full_gatehouse(kids, py, up, name="tail", launch=LAUNCH,
                                      env={"LOOP_LAG_REPORT": str(report)}, extra_toml=extra)
         db = ov.WORK / "tail" / "gatehouse.db"
-        key = ""
-        if args.rule_changes:
+        key, listed = "", []
+        if args.keys:
+            add_keys(db, args.keys)
+        if args.rule_changes or args.admin_gets:
             key = ov.gatehouse_cli(py, ov.WORK / "tail" / "gatehouse.toml", "keys", "create",
                                    "--admin").strip()
             admin(gw.port, key, "GET", "/edge/rules")  # the admin app is built on first use
@@ -201,10 +246,14 @@ def main() -> int:
                             feed, feeds, began + 0.5,
                             (args.duration - 3) / args.list_changes
                         ) if t is gw and args.list_changes else None
+                        getter = admin_gets(
+                            gw.port, key, "/keys", args.admin_gets, began + 0.75,
+                            (args.duration - 1.5) / args.admin_gets, listed
+                        ) if t is gw and args.admin_gets else None
                         res = runner.run(loadgen.open_loop(ov.HOST, t.port, req, rate=args.rate,
                                                            duration=args.duration, warmup=0.5))
                         ended = time.time()
-                        for thread in (changer, feeder):
+                        for thread in (changer, feeder, getter):
                             if thread is not None:
                                 thread.join(30)
                         cell = {"client_p50": pct(res.latencies, 0.5) * 1e3,
@@ -236,6 +285,8 @@ def main() -> int:
           + (f"; {args.rule_changes} rule changes a gateway cell" if args.rule_changes else "")
           + (f"; {args.list_changes} list files of {FEED_LINES:,} ranges a gateway cell"
              if args.list_changes else "")
+          + (f"; {args.admin_gets} listings of {args.keys:,}+ keys a gateway cell"
+             if args.admin_gets else "")
           + ")\n")
     print("| | client p50 / p99, direct | client p50 / p99 / max, gateway | added p50 / p99 | "
           "gateway's own p50 / p99 | loop late > 2 ms (beats) / longest |")
@@ -249,6 +300,9 @@ def main() -> int:
               f"{med(g, 'client_p99') - med(d, 'client_p99'):.2f} ms "
               f"| {med(g, 'gateway_p50'):.2f} / {med(g, 'gateway_p99'):.2f} ms "
               f"| {med(g, 'lag_over_2ms'):.0f} / {med(g, 'lag_max'):.1f} ms |")
+    if listed:
+        print(f"\nkeys listing answered in {statistics.median(listed):.0f} ms (median of "
+              f"{len(listed)}; {min(listed):.0f}–{max(listed):.0f})")
     errors = sum(c["errors"] for cells in rows.values() for c in cells)
     fewest = min(c["recorded"] for (who, _), cells in rows.items() if who == "gatehouse"
                  for c in cells)

@@ -11,7 +11,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from gatehouse.admin.errors import about
-from gatehouse.admin.models import KeyIn, KeyOut, NewKey, Page, Rotated, RotateIn
+from gatehouse.admin.models import (
+    KeyIn,
+    KeyOut,
+    NewKey,
+    Page,
+    Rotated,
+    RotateIn,
+    json_pages,
+)
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.tiers import check_tier
 from gatehouse.errors import InvalidRequest
@@ -34,7 +42,8 @@ def keys_router(identity: IdentityService) -> APIRouter:
         response.headers["cache-control"] = "no-store"
         return NewKey(key=plain, **KeyOut.of_row(row, project).model_dump())
 
-    @router.get("/keys", summary="List keys", responses=responses(404))
+    @router.get("/keys", summary="List keys", responses=responses(404),
+                response_model=Page[KeyOut])
     async def list_keys(
         org: Annotated[str | None, Query(pattern=NAME_PATTERN,
                                          description="Only this org's keys.")] = None,
@@ -42,12 +51,12 @@ def keys_router(identity: IdentityService) -> APIRouter:
                                              description="Only this project's keys "
                                              "(ORG/PROJECT).")] = None,
         scope: Annotated[Literal["api", "admin"] | None, Query()] = None,
-    ) -> Page[KeyOut]:
+    ) -> Response:
         """Never the key itself nor its hash: `display` is enough to recognise one."""
         if org is not None and project is not None and not project.startswith(f"{org}/"):
             raise InvalidRequest(f"Project {project!r} is not in org {org!r}.",
                                  param="project")
-        return Page(data=[KeyOut.of(k) for k in await accounts.key_infos(org, project, scope)])
+        return await json_pages(accounts.key_info_pages(org, project, scope), KeyOut.shaped)
 
     @router.post("/keys", status_code=201, summary="Create a key", responses=responses(404))
     async def create_key(body: KeyIn, response: Response) -> NewKey:

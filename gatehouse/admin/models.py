@@ -5,9 +5,10 @@ secret appears only in :class:`NewKey`, the answer to creating or rotating a key
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
@@ -27,11 +28,13 @@ from gatehouse.store.accounts import (
     NAME_RULE,
     PROJECT_PATTERN,
     KeyInfo,
+    UserInfo,
 )
 from gatehouse.store.tables import ApiKey, Org, Project, User
 from gatehouse.turns import in_turns
 
 T = TypeVar("T")
+S = TypeVar("S")
 TIER = ("A tier from gatehouse.toml (GET /admin/v1/tiers): an api tier for orgs and keys, a web "
         "tier for users.")
 
@@ -106,7 +109,21 @@ async def json_page(items: Iterable[dict[str, Any]]) -> Response:
     a piece at a time with the loop free between pieces (:mod:`gatehouse.turns`): 10,000
     firewall rules made into models and dumped at once held the worker's loop ~90 ms. The
     route names the Page's model as its ``response_model`` for the OpenAPI document."""
-    pieces = [piece async for piece in in_turns(_json_pieces(items))]
+    async def one() -> AsyncGenerator[Iterable[dict[str, Any]], None]:
+        yield items
+
+    return await json_pages(one(), lambda item: item)
+
+
+async def json_pages(pages: AsyncGenerator[Iterable[S], None],
+                     shape: Callable[[S], dict[str, Any]]) -> Response:
+    """:func:`json_page` of what a store reads a page at a time (``LISTING_ROWS``), each item
+    put in its model's JSON shape by ``shape``. The whole answer is made before it is sent: a
+    store failing half way is the admin API's 503, never a list cut short."""
+    pieces: list[bytes] = []
+    async with contextlib.aclosing(pages):
+        async for page in pages:
+            pieces += [piece async for piece in in_turns(_json_pieces(map(shape, page)))]
     return Response(b'{"object":"list","data":[' + b",".join(pieces) + b"]}",
                     media_type="application/json")
 
@@ -197,17 +214,21 @@ class KeyOut(BaseModel):
     last_used_at: int | None = Field(description="Recorded about every 30 seconds.")
     status: Literal["active", "revoked", "expired"]
 
+    @staticmethod
+    def shaped(info: KeyInfo) -> dict[str, Any]:
+        """A key in this model's JSON shape (what a listing sends, made without the model)."""
+        status = "revoked" if info.revoked_at is not None else \
+            "expired" if info.expires_at is not None and info.expires_at <= time.time() \
+            else "active"
+        return {"id": info.id, "display": info.display,
+                "scope": "admin" if info.scope == "admin" else "api", "name": info.name,
+                "project": info.project, "tier": info.tier, "created_at": int(info.created_at),
+                "expires_at": seconds(info.expires_at), "revoked_at": seconds(info.revoked_at),
+                "last_used_at": seconds(info.last_used_at), "status": status}
+
     @classmethod
     def of(cls, info: KeyInfo) -> KeyOut:
-        now = time.time()
-        status: Literal["active", "revoked", "expired"] = \
-            "revoked" if info.revoked_at is not None else \
-            "expired" if info.expires_at is not None and info.expires_at <= now else "active"
-        return cls(id=info.id, display=info.display, scope="admin" if info.scope == "admin"
-                   else "api", name=info.name, project=info.project, tier=info.tier,
-                   created_at=int(info.created_at), expires_at=seconds(info.expires_at),
-                   revoked_at=seconds(info.revoked_at),
-                   last_used_at=seconds(info.last_used_at), status=status)
+        return cls(**cls.shaped(info))
 
     @classmethod
     def of_row(cls, row: ApiKey, project: str | None) -> KeyOut:
@@ -250,10 +271,16 @@ class UserOut(BaseModel):
     disabled: bool
     created_at: int
 
+    @staticmethod
+    def shaped(info: UserInfo) -> dict[str, Any]:
+        """A user in this model's JSON shape (what a listing sends, made without the model)."""
+        return {"id": info.id, "email": info.email, "org": info.org, "tier": info.tier,
+                "disabled": info.disabled, "created_at": int(info.created_at)}
+
     @classmethod
     def of(cls, user: User, org: str | None) -> UserOut:
-        return cls(id=user.id, email=user.email, org=org, tier=user.tier,
-                   disabled=user.disabled, created_at=int(user.created_at))
+        return cls(**cls.shaped(UserInfo(user.id, user.email, org, user.tier, user.disabled,
+                                         user.created_at)))
 
 
 class UserUpdated(UserOut):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from gatehouse.admin.errors import about
 from gatehouse.admin.models import (
@@ -16,6 +16,7 @@ from gatehouse.admin.models import (
     UserOut,
     UserPatch,
     UserUpdated,
+    json_pages,
 )
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.tiers import check_tier
@@ -42,9 +43,9 @@ def users_router(identity: IdentityService) -> APIRouter:
             return None
         return next((org.name for org in await accounts.orgs() if org.id == org_id), None)
 
-    @router.get("/users", summary="List users")
-    async def list_users() -> Page[UserOut]:
-        return Page(data=[UserOut.of(user, org) for user, org in await accounts.users()])
+    @router.get("/users", summary="List users", response_model=Page[UserOut])
+    async def list_users() -> Response:
+        return await json_pages(accounts.user_pages(), UserOut.shaped)
 
     @router.post("/users", status_code=201, summary="Create a user",
                  responses=responses(404, 409))

@@ -322,8 +322,8 @@ def users_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     async def act(ids: IdentityService) -> None:
         listing = Listing("email", "id", "org", "tier", "created", "status",
                           times=("created",))
-        for user, org in await ids.accounts.users():
-            listing.add(user.email, user.id, org, user.tier, user.created_at,
+        for user in await ids.accounts.users():
+            listing.add(user.email, user.id, user.org, user.tier, user.created_at,
                         "disabled" if user.disabled else "active")
         listing.print(as_json)
     _run(config, act, reads=True)

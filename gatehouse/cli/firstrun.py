@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gatehouse.config import Settings
 from gatehouse.identity.service import IdentityService, resolve_paths
-from gatehouse.store.accounts import AccountError
+from gatehouse.store.accounts import AccountError, stored_keys
 
 
 async def first_keys(settings: Settings) -> list[tuple[str, str]]:
@@ -20,7 +20,7 @@ async def first_keys(settings: Settings) -> list[tuple[str, str]]:
     try:
         await identity.start(serve=False)
         accounts = identity.accounts
-        if await accounts.key_infos():
+        if await stored_keys(identity.store):  # counted: not every key read at each start
             return []
         made: list[tuple[str, str]] = []
         try:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,26 @@ async def counted_turns() -> AsyncIterator[Turns]:
         yield turns
     finally:
         task.cancel()
+
+
+@contextlib.asynccontextmanager
+async def json_pieces_watched(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[int]]:
+    """While the block runs, an admin listing's pieces (gatehouse/admin/models.py
+    ``_json_pieces``) are noted with the loop's turn count when each was made, a turn
+    allowed after every piece: the list rises strictly when other work ran between them."""
+    from gatehouse import turns as turns_module
+    from gatehouse.admin import models as admin_models
+
+    monkeypatch.setattr(turns_module, "TURN_SECONDS", 0.0)
+    seen: list[int] = []
+    pieces = admin_models._json_pieces
+
+    def watched(items: Any) -> Any:
+        for piece in pieces(items):
+            seen.append(turns.count)
+            yield piece
+
+    monkeypatch.setattr(admin_models, "_json_pieces", watched)
+    async with counted_turns() as turns:
+        yield seen
+    monkeypatch.setattr(admin_models, "_json_pieces", pieces)

@@ -16,8 +16,6 @@ import httpx
 import pytest
 import sqlalchemy
 
-from gatehouse import turns as turns_module
-from gatehouse.admin import models as admin_models
 from gatehouse.admin.edge import RuleOut
 from gatehouse.admin.models import PAGE_PIECE, Page
 from gatehouse.app import create_app
@@ -32,7 +30,7 @@ from gatehouse.server import Gateway
 from gatehouse.state import open_state
 from gatehouse.store.edge import EdgeRecords
 from gatehouse.telemetry.metrics import Metrics
-from tests.support.loops import counted_turns
+from tests.support.loops import json_pieces_watched
 from tests.unit.conftest import make_settings
 from tests.unit.test_web_sessions import sign_in
 
@@ -259,17 +257,7 @@ async def test_listing_thousands_of_rules_lets_requests_through_and_reads_the_sa
             "action": "challenge", "cidr": f"198.51.100.{i}", "note": f"é {i}",
             "difficulty": 12})
         assert r.status_code == 201, r.text
-    monkeypatch.setattr(turns_module, "TURN_SECONDS", 0.0)  # a turn after every piece
-    seen: list[int] = []  # the other requests' turns when each piece was made
-    pieces = admin_models._json_pieces
-
-    def watched(items: Any) -> Any:
-        for piece in pieces(items):
-            seen.append(turns.count)
-            yield piece
-
-    monkeypatch.setattr(admin_models, "_json_pieces", watched)
-    async with counted_turns() as turns:
+    async with json_pieces_watched(monkeypatch) as seen:
         r = await admin.get("/admin/v1/edge/rules", headers=s.admin)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert len(seen) == -(-3_003 // PAGE_PIECE)

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, update
 
 from gatehouse.identity.keys import KeyMaterial
+from gatehouse.store import accounts as accounts_module
+from gatehouse.store.account_tables import ApiKey
 from gatehouse.store.accounts import AccountError, Accounts
 from gatehouse.store.db import Store
 from tests.support.services import PG_URL, migrated_store, pg_schema
@@ -161,7 +163,40 @@ async def test_users(accounts: Accounts) -> None:
         await accounts.create_user("not-an-email", "hash", None, "free")
     updated = await accounts.update_user("ann@example.com", tier="pro", disabled=True)
     assert (updated.tier, updated.disabled) == ("pro", True)
-    assert [(u.email, o) for u, o in await accounts.users()] == [("ann@example.com", "acme")]
+    assert [(u.email, u.org, u.tier, u.disabled) for u in await accounts.users()] == \
+        [("ann@example.com", "acme", "pro", True)]
+
+
+async def test_listings_come_a_page_at_a_time_from_one_statement(
+        accounts: Accounts, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys and users are read through one cursor, ``LISTING_ROWS`` at a time (the serving
+    worker's loop runs between pages): 10,000 keys read and made at once held it ~100 ms.
+    Pages hold every row once, in order (keys oldest first, ties by id; users by email), on
+    SQLite and on PostgreSQL (a server-side cursor)."""
+    monkeypatch.setattr(accounts_module, "LISTING_ROWS", 7)
+    await accounts.create_org("acme", "standard")
+    await accounts.create_project("acme/bot")
+    made = [(await accounts.create_key("acme/bot", name=f"k{i}"))[1] for i in range(17)]
+    async with store.session() as s:  # three keys made in the same instant: ties by id
+        await s.execute(update(ApiKey).where(ApiKey.id.in_([r.id for r in made[:3]]))
+                        .values(created_at=made[0].created_at))
+        await s.commit()
+    statements = store.queries
+    pages = [page async for page in accounts.key_info_pages(project="acme/bot")]
+    assert [len(page) for page in pages] == [7, 7, 3]
+    assert [k.id for page in pages for k in page] == \
+        sorted(r.id for r in made[:3]) + [r.id for r in made[3:]]
+    assert {k.project for page in pages for k in page} == {"acme/bot"}
+    assert store.queries - statements <= 3  # org and project looked up, then one listing
+    assert await accounts.key_infos("acme") == [k for page in pages for k in page]
+    for i in range(9):
+        await accounts.create_user(f"u{8 - i}@example.com", "hash", "acme" if i % 2 else None,
+                                   "free")
+    pages_of_users = [page async for page in accounts.user_pages()]
+    assert [len(page) for page in pages_of_users] == [7, 2]
+    assert [u.email for page in pages_of_users for u in page] == \
+        [f"u{i}@example.com" for i in range(9)]
+    assert [u.org for u in pages_of_users[0][:2]] == [None, "acme"]
 
 
 async def test_postgres_migrations_are_safe_when_replicas_start_together() -> None:
