@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import fastapi_offline
-from fastapi import APIRouter, FastAPI, Query, Request, Security
+from fastapi import APIRouter, FastAPI, Query, Request, Response, Security
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -35,6 +35,7 @@ from gatehouse.admin.models import (
     Page,
     ProjectIn,
     ProjectOut,
+    json_pages,
 )
 from gatehouse.admin.models import errors as responses
 from gatehouse.admin.quota import quota_router
@@ -74,9 +75,9 @@ def orgs_router(identity: IdentityService) -> APIRouter:
     router = APIRouter(tags=["orgs"])
     accounts = identity.accounts
 
-    @router.get("/orgs", summary="List orgs")
-    async def list_orgs() -> Page[OrgOut]:
-        return Page(data=[OrgOut.of(org) for org in await accounts.orgs()])
+    @router.get("/orgs", summary="List orgs", response_model=Page[OrgOut])
+    async def list_orgs() -> Response:
+        return await json_pages(accounts.org_pages(), OrgOut.shaped)
 
     @router.post("/orgs", status_code=201, summary="Create an org",
                  responses=responses(409))
@@ -98,13 +99,13 @@ def orgs_router(identity: IdentityService) -> APIRouter:
         await identity.key_changed(None)
         return OrgOut.of(changed)
 
-    @router.get("/projects", summary="List projects", responses=responses(404))
+    @router.get("/projects", summary="List projects", responses=responses(404),
+                response_model=Page[ProjectOut])
     async def list_projects(
         org: Annotated[str | None, Query(pattern=NAME_PATTERN,
                                          description="Only this org's projects.")] = None,
-    ) -> Page[ProjectOut]:
-        return Page(data=[ProjectOut.of(name, project)
-                          for name, project in await accounts.projects(org)])
+    ) -> Response:
+        return await json_pages(accounts.project_pages(org), ProjectOut.shaped)
 
     @router.post("/projects", status_code=201, summary="Create a project",
                  responses=responses(404, 409))

@@ -158,9 +158,15 @@ class OrgOut(BaseModel):
     tier: str
     created_at: int
 
+    @staticmethod
+    def shaped(org: Org) -> dict[str, Any]:
+        """An org in this model's JSON shape (what a listing sends, made without the model)."""
+        return {"id": org.id, "name": org.name, "tier": org.tier,
+                "created_at": int(org.created_at)}
+
     @classmethod
     def of(cls, org: Org) -> OrgOut:
-        return cls(id=org.id, name=org.name, tier=org.tier, created_at=int(org.created_at))
+        return cls(**cls.shaped(org))
 
 
 class ProjectIn(Body):
@@ -175,10 +181,16 @@ class ProjectOut(BaseModel):
     name: str
     created_at: int
 
+    @staticmethod
+    def shaped(row: tuple[str, Project]) -> dict[str, Any]:
+        """(org name, project) in this model's JSON shape (what a listing sends)."""
+        org, project = row
+        return {"id": project.id, "project": f"{org}/{project.name}", "org": org,
+                "name": project.name, "created_at": int(project.created_at)}
+
     @classmethod
     def of(cls, org: str, project: Project) -> ProjectOut:
-        return cls(id=project.id, project=f"{org}/{project.name}", org=org, name=project.name,
-                   created_at=int(project.created_at))
+        return cls(**cls.shaped((org, project)))
 
 
 # -- keys ---------------------------------------------------------------------------------

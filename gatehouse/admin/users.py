@@ -41,7 +41,7 @@ def users_router(identity: IdentityService) -> APIRouter:
     async def org_name(org_id: str | None) -> str | None:
         if org_id is None:
             return None
-        return next((org.name for org in await accounts.orgs() if org.id == org_id), None)
+        return await accounts.org_name(org_id)
 
     @router.get("/users", summary="List users", response_model=Page[UserOut])
     async def list_users() -> Response:

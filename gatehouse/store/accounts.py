@@ -144,9 +144,17 @@ class Accounts:
             raise AccountError("not_found", f"no org named {name!r}")
         return org
 
-    async def orgs(self) -> list[Org]:
+    async def org_name(self, org_id: str) -> str | None:
         async with self.store.session() as s:
-            return list(await s.scalars(select(Org).order_by(Org.name)))
+            return await s.scalar(select(Org.name).where(Org.id == org_id))
+
+    async def orgs(self) -> list[Org]:
+        return [o async for page in self.org_pages() for o in page]
+
+    async def org_pages(self) -> AsyncGenerator[list[Org], None]:
+        """The orgs by name, ``LISTING_ROWS`` at a time."""
+        async for rows in self._pages(select(Org).order_by(Org.name)):
+            yield [org for org, in rows]
 
     async def set_org_tier(self, name: str, tier: str) -> Org:
         org = await self.org(name)
@@ -181,12 +189,17 @@ class Accounts:
         return org, project
 
     async def projects(self, org: str | None = None) -> list[tuple[str, Project]]:
+        return [p async for page in self.project_pages(org) for p in page]
+
+    async def project_pages(self, org: str | None = None
+                            ) -> AsyncGenerator[list[tuple[str, Project]], None]:
+        """(org name, project) of ``org`` or of all, by org and name, ``LISTING_ROWS`` at a
+        time."""
         query = select(Org.name, Project).join(Org, Org.id == Project.org_id)
         if org is not None:
             query = query.where(Org.name == (await self.org(org)).name)
-        async with self.store.session() as s:
-            rows = await s.execute(query.order_by(Org.name, Project.name))
-            return [(o, p) for o, p in rows]
+        async for rows in self._pages(query.order_by(Org.name, Project.name)):
+            yield [(o, p) for o, p in rows]
 
     # -- keys --------------------------------------------------------------------------
     async def create_key(self, ref: str | None, *, scope: str = "api", tier: str | None = None,

@@ -17,13 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from gatehouse.admin.api import MAX_BODY_BYTES
-from gatehouse.admin.models import PAGE_PIECE, KeyOut, Page, UserOut
+from gatehouse.admin.models import PAGE_PIECE, KeyOut, OrgOut, Page, ProjectOut, UserOut
 from gatehouse.app import create_app
 from gatehouse.identity.service import IdentityService
 from gatehouse.identity.verifier import StoreUnavailable
 from gatehouse.server import Gateway
 from gatehouse.store import accounts as accounts_module
-from gatehouse.store.account_tables import ApiKey, User
+from gatehouse.store.account_tables import ApiKey, Org, Project, User
 from gatehouse.store.accounts import Accounts
 from gatehouse.store.edge import EdgeRecords
 from tests.support.loops import json_pieces_watched
@@ -137,10 +137,11 @@ async def test_store_down_is_503(admin: Admin, monkeypatch: pytest.MonkeyPatch) 
 
 async def test_store_failing_inside_a_route_is_503(admin: Admin,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    async def down() -> None:
+    async def down() -> Any:
         raise OperationalError("SELECT", {}, Exception("connection refused"))
+        yield
 
-    monkeypatch.setattr(admin.identity.accounts, "orgs", down)
+    monkeypatch.setattr(admin.identity.accounts, "org_pages", down)
     error(await admin.get("/orgs"), 503, "identity_unavailable")
 
 
@@ -198,6 +199,36 @@ async def test_listing_thousands_of_keys_and_users_lets_requests_through_and_rea
                                   ).model_dump(mode="json")
     assert [u["email"] for u in users["data"]][:2] == ["u00000@example.com",
                                                        "u00001@example.com"]
+
+
+async def test_listing_hundreds_of_orgs_and_projects_comes_in_pieces_and_reads_the_same(
+        admin: Admin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Orgs and projects are listed the same way as keys and users (a page of the store at a
+    time, serialized in turns), and read exactly as their documented Page."""
+    monkeypatch.setattr(accounts_module, "LISTING_ROWS", 100)
+    now = time.time()
+    async with admin.identity.store.session() as s:
+        s.add_all(Org(id=f"org_{i:05d}", name=f"o{i:04d}", tier="standard", created_at=now + i)
+                  for i in range(250))
+        s.add_all(Project(id=f"proj_{i:05d}", org_id=f"org_{i % 3:05d}", name=f"p{i:04d}",
+                          created_at=now + i) for i in range(230))
+        await s.commit()
+    accounts = admin.identity.accounts
+    async with json_pieces_watched(monkeypatch) as seen:
+        orgs = ok(await admin.get("/orgs"))
+    assert len(seen) == 3 and all(b > a for a, b in itertools.pairwise(seen))
+    assert orgs == Page[OrgOut](data=[OrgOut.of(o) for o in await accounts.orgs()]
+                                ).model_dump(mode="json")
+    assert [o["name"] for o in orgs["data"]] == [f"o{i:04d}" for i in range(250)]
+    async with json_pieces_watched(monkeypatch) as seen:
+        projects = ok(await admin.get("/projects"))
+    assert len(seen) == 3 and all(b > a for a, b in itertools.pairwise(seen))
+    assert projects == Page[ProjectOut](data=[ProjectOut.of(o, p) for o, p in
+                                              await accounts.projects()]).model_dump(mode="json")
+    assert projects["data"][0]["project"] == "o0000/p0000"
+    only = ok(await admin.get("/projects", params={"org": "o0001"}))["data"]
+    assert [p["name"] for p in only] == [f"p{i:04d}" for i in range(1, 230, 3)]
+    error(await admin.get("/projects", params={"org": "nobody"}), 404, "not_found")
 
 
 async def users_in_order(admin: Admin) -> list[User]:
