@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVarTuple
 
@@ -153,8 +154,9 @@ class Accounts:
 
     async def org_pages(self) -> AsyncGenerator[list[Org], None]:
         """The orgs by name, ``LISTING_ROWS`` at a time."""
-        async for rows in self._pages(select(Org).order_by(Org.name)):
-            yield [org for org, in rows]
+        async with aclosing(self._pages(select(Org).order_by(Org.name))) as pages:
+            async for rows in pages:
+                yield [org for org, in rows]
 
     async def set_org_tier(self, name: str, tier: str) -> Org:
         org = await self.org(name)
@@ -198,8 +200,9 @@ class Accounts:
         query = select(Org.name, Project).join(Org, Org.id == Project.org_id)
         if org is not None:
             query = query.where(Org.name == (await self.org(org)).name)
-        async for rows in self._pages(query.order_by(Org.name, Project.name)):
-            yield [(o, p) for o, p in rows]
+        async with aclosing(self._pages(query.order_by(Org.name, Project.name))) as pages:
+            async for rows in pages:
+                yield [(o, p) for o, p in rows]
 
     # -- keys --------------------------------------------------------------------------
     async def create_key(self, ref: str | None, *, scope: str = "api", tier: str | None = None,
@@ -260,9 +263,10 @@ class Accounts:
             query = query.where(ApiKey.org_id == (await self.org(org)).id)
         if scope is not None:
             query = query.where(ApiKey.scope == scope)
-        async for rows in self._pages(query.order_by(ApiKey.created_at, ApiKey.id)):
-            yield [KeyInfo(i, d, sc, n, f"{o}/{p}" if p is not None else None, t, c, e, r, u)
-                   for i, d, sc, n, o, p, t, c, e, r, u in rows]
+        async with aclosing(self._pages(query.order_by(ApiKey.created_at, ApiKey.id))) as pages:
+            async for rows in pages:
+                yield [KeyInfo(i, d, sc, n, f"{o}/{p}" if p is not None else None, t, c, e, r, u)
+                       for i, d, sc, n, o, p, t, c, e, r, u in rows]
 
     async def _pages(self, query: Select[*Ts]) -> AsyncGenerator[Sequence[Row[*Ts]], None]:
         """A query's rows ``LISTING_ROWS`` at a time, read through one cursor (one
@@ -375,8 +379,9 @@ class Accounts:
         query = (select(User.id, User.email, Org.name, User.tier, User.disabled,
                         User.created_at)
                  .outerjoin(Org, Org.id == User.org_id).order_by(User.email))
-        async for rows in self._pages(query):
-            yield [UserInfo(i, e, o, t, d, c) for i, e, o, t, d, c in rows]
+        async with aclosing(self._pages(query)) as pages:
+            async for rows in pages:
+                yield [UserInfo(i, e, o, t, d, c) for i, e, o, t, d, c in rows]
 
     async def update_user(self, email: str, *, password_hash: str | None = None,
                           tier: str | None = None, disabled: bool | None = None) -> User:
