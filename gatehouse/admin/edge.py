@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from gatehouse.admin.models import Body, Page, json_page, seconds
+from gatehouse.admin.models import Body, Page, json_page, json_pages, seconds
 from gatehouse.admin.models import errors as responses
 from gatehouse.edge.bans import BAN_MAX, REASON_MAX, Ban, Bans
 from gatehouse.edge.rays import RAY_PATTERN, RayLog
@@ -83,10 +83,15 @@ class BanOut(BaseModel):
     at: int
     strikes: int = Field(description="detector bans in a row (each doubles); 0: made by hand")
 
+    @staticmethod
+    def shaped(ban: Ban) -> dict[str, Any]:
+        """A ban in this model's JSON shape (what a listing sends, made without the model)."""
+        return {"subject": ban.subject, "reason": ban.reason, "until": round(ban.until),
+                "at": round(ban.at), "strikes": ban.strikes}
+
     @classmethod
     def of(cls, ban: Ban) -> BanOut:
-        return cls(subject=ban.subject, reason=ban.reason, until=round(ban.until),
-                   at=round(ban.at), strikes=ban.strikes)
+        return cls(**cls.shaped(ban))
 
 
 class RayOut(BaseModel):
@@ -133,9 +138,9 @@ def edge_router(identity: IdentityService, bans: Bans | None = None,
                            "changed there).")
         return {"id": rule_id, "deleted": True}
 
-    @router.get("/bans", summary="List bans")
-    async def list_bans() -> Page[BanOut]:
-        return Page(data=[BanOut.of(b) for b in await bans.list()])
+    @router.get("/bans", summary="List bans", response_model=Page[BanOut])
+    async def list_bans() -> Response:
+        return await json_pages(bans.pages(), BanOut.shaped)
 
     @router.post("/bans", status_code=201, summary="Ban an address or network",
                  responses=responses(400))

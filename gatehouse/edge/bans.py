@@ -16,7 +16,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict, dataclass
 
 import orjson
@@ -25,6 +25,7 @@ from gatehouse.config import DetectorSettings
 from gatehouse.edge.rules import RuleError, parse_network
 from gatehouse.edge.visitor import IPAddress
 from gatehouse.state.base import State, StateError
+from gatehouse.turns import in_turns
 
 log = logging.getLogger("gatehouse.edge")
 CHANNEL = "edge.bans"
@@ -33,6 +34,7 @@ KEY = "edge:ban:"
 STRIKES = "edge:strikes:"
 BAN_MAX = 366 * 86400  # the longest ban an administrator may set (API and CLI)
 REASON_MAX = 200  # a ban's reason (longer ones the detector makes are cut)
+PAGE_BANS = 500  # bans a listing makes at a time
 
 
 @dataclass(slots=True)
@@ -187,17 +189,27 @@ class Bans:
             self._reloading.cancel()
 
     # -- changes --------------------------------------------------------------------------
-    async def list(self) -> list[Ban]:
+    async def pages(self, size: int = PAGE_BANS) -> AsyncGenerator[list[Ban], None]:
+        """The live bans by subject, ``size`` at a time; ones gone or over leave the index.
+        Read in turns (:mod:`gatehouse.turns`): on ``memory://`` no read waits for anything,
+        and an attack's 10,000 bans read and made at once held the worker's loop ~55 ms."""
         now = self.clock()
-        out = []
-        for subject in sorted(await self.state.set_members(INDEX)):
+        page: list[Ban] = []
+        async for subject in in_turns(sorted(await self.state.set_members(INDEX))):
             data = await self.state.get(KEY + subject)
             ban = Ban.load(data) if data is not None else None
             if ban is None or ban.until <= now:
                 await self.state.set_remove(INDEX, subject)
                 continue
-            out.append(ban)
-        return out
+            page.append(ban)
+            if len(page) == size:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    async def list(self) -> list[Ban]:
+        return [ban async for page in self.pages() for ban in page]
 
     def hold(self, subject: str, reason: str, seconds: float) -> None:
         """Enforce a ban on this replica at once (no I/O), while :meth:`ban` — which works out
