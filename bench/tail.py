@@ -24,13 +24,15 @@ the requests around it. ``--list-changes N`` adds a rule denying a list file of 
 and writes a new file N times during each gateway cell (the worker reads it within 2 s, parses
 it and compiles the rules again). ``--keys N --admin-gets M`` puts N more API keys in the store
 before the run and lists them all (``GET /admin/v1/keys``) M times during each gateway cell: what
-an operator's listing costs the requests around it.
+an operator's listing costs the requests around it; ``--bans N --admin-path /edge/bans`` the
+same with N bans (made through the admin API first, as an attack's detector would).
 
     .venv/bin/python bench/tail.py                     # 500 req/s, 3 repeats of 10 s: ~2.5 min
     .venv/bin/python bench/tail.py --rate 1000 --repeats 5 --duration 6
     .venv/bin/python bench/tail.py --rule-changes 4
     .venv/bin/python bench/tail.py --list-changes 2
     .venv/bin/python bench/tail.py --keys 10000 --admin-gets 3
+    .venv/bin/python bench/tail.py --bans 10000 --admin-gets 3 --admin-path /edge/bans
 
 Loopback only; bounded in requests and time; every child is stopped at the end.
 """
@@ -196,12 +198,15 @@ def main() -> int:
     p.add_argument("--list-changes", type=int, default=0,
                    help="new list files (100,000 ranges) written during each gateway cell")
     p.add_argument("--keys", type=int, default=0, help="API keys added to the store first")
+    p.add_argument("--bans", type=int, default=0, help="bans made (admin API) first")
     p.add_argument("--admin-gets", type=int, default=0,
-                   help="GET /admin/v1/keys (all of them) during each gateway cell")
+                   help="GET /admin/v1{--admin-path} (all of it) during each gateway cell")
+    p.add_argument("--admin-path", default="/keys", choices=("/keys", "/users", "/orgs",
+                                                             "/edge/bans", "/edge/rules"))
     args = p.parse_args()
     if args.rate * (args.duration + 0.5) > 100_000 or args.repeats > 20 \
             or args.rule_changes > 50 or args.list_changes > 10 or args.keys > 200_000 \
-            or args.admin_gets > 20:
+            or args.bans > 50_000 or args.admin_gets > 20:
         p.error("rate × duration or repeats too large (bounded at 100,000 requests a cell)")
     import uvloop
 
@@ -225,10 +230,14 @@ def main() -> int:
         key, listed = "", []
         if args.keys:
             add_keys(db, args.keys)
-        if args.rule_changes or args.admin_gets:
+        if args.rule_changes or args.admin_gets or args.bans:
             key = ov.gatehouse_cli(py, ov.WORK / "tail" / "gatehouse.toml", "keys", "create",
                                    "--admin").strip()
             admin(gw.port, key, "GET", "/edge/rules")  # the admin app is built on first use
+        for i in range(args.bans):  # one a request, as the detector makes them
+            admin(gw.port, key, "POST", "/edge/bans", {
+                "subject": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "seconds": 3600,
+                "reason": "bench/tail.py"})
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             for rep in range(args.repeats):
                 for stream in (False, True):
@@ -247,7 +256,7 @@ def main() -> int:
                             (args.duration - 3) / args.list_changes
                         ) if t is gw and args.list_changes else None
                         getter = admin_gets(
-                            gw.port, key, "/keys", args.admin_gets, began + 0.75,
+                            gw.port, key, args.admin_path, args.admin_gets, began + 0.75,
                             (args.duration - 1.5) / args.admin_gets, listed
                         ) if t is gw and args.admin_gets else None
                         res = runner.run(loadgen.open_loop(ov.HOST, t.port, req, rate=args.rate,
@@ -285,8 +294,8 @@ def main() -> int:
           + (f"; {args.rule_changes} rule changes a gateway cell" if args.rule_changes else "")
           + (f"; {args.list_changes} list files of {FEED_LINES:,} ranges a gateway cell"
              if args.list_changes else "")
-          + (f"; {args.admin_gets} listings of {args.keys:,}+ keys a gateway cell"
-             if args.admin_gets else "")
+          + (f"; {args.admin_gets} listings (GET /admin/v1{args.admin_path}; {args.keys:,} "
+             f"more keys, {args.bans:,} bans) a gateway cell" if args.admin_gets else "")
           + ")\n")
     print("| | client p50 / p99, direct | client p50 / p99 / max, gateway | added p50 / p99 | "
           "gateway's own p50 / p99 | loop late > 2 ms (beats) / longest |")
@@ -301,7 +310,7 @@ def main() -> int:
               f"| {med(g, 'gateway_p50'):.2f} / {med(g, 'gateway_p99'):.2f} ms "
               f"| {med(g, 'lag_over_2ms'):.0f} / {med(g, 'lag_max'):.1f} ms |")
     if listed:
-        print(f"\nkeys listing answered in {statistics.median(listed):.0f} ms (median of "
+        print(f"\n{args.admin_path} listing answered in {statistics.median(listed):.0f} ms (median of "
               f"{len(listed)}; {min(listed):.0f}–{max(listed):.0f})")
     errors = sum(c["errors"] for cells in rows.values() for c in cells)
     fewest = min(c["recorded"] for (who, _), cells in rows.items() if who == "gatehouse"
