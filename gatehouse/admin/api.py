@@ -77,7 +77,7 @@ def orgs_router(identity: IdentityService) -> APIRouter:
 
     @router.get("/orgs", summary="List orgs", response_model=Page[OrgOut])
     async def list_orgs() -> Response:
-        return await json_pages(accounts.org_pages(), OrgOut.shaped)
+        return await json_pages(await accounts.org_pages(), OrgOut.shaped)
 
     @router.post("/orgs", status_code=201, summary="Create an org",
                  responses=responses(409))
@@ -105,7 +105,7 @@ def orgs_router(identity: IdentityService) -> APIRouter:
         org: Annotated[str | None, Query(pattern=NAME_PATTERN,
                                          description="Only this org's projects.")] = None,
     ) -> Response:
-        return await json_pages(accounts.project_pages(org), ProjectOut.shaped)
+        return await json_pages(await accounts.project_pages(org), ProjectOut.shaped)
 
     @router.post("/projects", status_code=201, summary="Create a project",
                  responses=responses(404, 409))

@@ -56,7 +56,8 @@ def keys_router(identity: IdentityService) -> APIRouter:
         if org is not None and project is not None and not project.startswith(f"{org}/"):
             raise InvalidRequest(f"Project {project!r} is not in org {org!r}.",
                                  param="project")
-        return await json_pages(accounts.key_info_pages(org, project, scope), KeyOut.shaped)
+        return await json_pages(await accounts.key_info_pages(org, project, scope),
+                                KeyOut.shaped)
 
     @router.post("/keys", status_code=201, summary="Create a key", responses=responses(404))
     async def create_key(body: KeyIn, response: Response) -> NewKey:

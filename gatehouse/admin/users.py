@@ -45,7 +45,7 @@ def users_router(identity: IdentityService) -> APIRouter:
 
     @router.get("/users", summary="List users", response_model=Page[UserOut])
     async def list_users() -> Response:
-        return await json_pages(accounts.user_pages(), UserOut.shaped)
+        return await json_pages(await accounts.user_pages(), UserOut.shaped)
 
     @router.post("/users", status_code=201, summary="Create a user",
                  responses=responses(404, 409))

@@ -6,10 +6,9 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import Row, Select, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
@@ -40,6 +39,7 @@ NAME = re.compile(NAME_PATTERN)
 # cursor): 10,000 keys made at once held a serving worker's loop ~100 ms
 LISTING_ROWS = 500
 Ts = TypeVarTuple("Ts")
+T = TypeVar("T")
 
 
 class AccountError(Exception):
@@ -93,6 +93,12 @@ class UserInfo:
     tier: str
     disabled: bool
     created_at: float
+
+
+def _key_info(row: Row[*tuple[Any, ...]]) -> KeyInfo:
+    """A listing's row (key columns, org and project names) as a :class:`KeyInfo`."""
+    i, d, sc, n, o, p, t, c, e, r, u = row
+    return KeyInfo(i, d, sc, n, f"{o}/{p}" if p is not None else None, t, c, e, r, u)
 
 
 def new_id(kind: str) -> str:
@@ -150,13 +156,11 @@ class Accounts:
             return await s.scalar(select(Org.name).where(Org.id == org_id))
 
     async def orgs(self) -> list[Org]:
-        return [o async for page in self.org_pages() for o in page]
+        return [o async for page in await self.org_pages() for o in page]
 
     async def org_pages(self) -> AsyncGenerator[list[Org], None]:
         """The orgs by name, ``LISTING_ROWS`` at a time."""
-        async with aclosing(self._pages(select(Org).order_by(Org.name))) as pages:
-            async for rows in pages:
-                yield [org for org, in rows]
+        return self._pages(select(Org).order_by(Org.name), lambda row: row[0])
 
     async def set_org_tier(self, name: str, tier: str) -> Org:
         org = await self.org(name)
@@ -191,18 +195,16 @@ class Accounts:
         return org, project
 
     async def projects(self, org: str | None = None) -> list[tuple[str, Project]]:
-        return [p async for page in self.project_pages(org) for p in page]
+        return [p async for page in await self.project_pages(org) for p in page]
 
     async def project_pages(self, org: str | None = None
                             ) -> AsyncGenerator[list[tuple[str, Project]], None]:
-        """(org name, project) of ``org`` or of all, by org and name, ``LISTING_ROWS`` at a
-        time."""
+        """(org name, project) of ``org`` (looked up now: AccountError if there is none) or
+        of all, by org and name, ``LISTING_ROWS`` at a time."""
         query = select(Org.name, Project).join(Org, Org.id == Project.org_id)
         if org is not None:
             query = query.where(Org.name == (await self.org(org)).name)
-        async with aclosing(self._pages(query.order_by(Org.name, Project.name))) as pages:
-            async for rows in pages:
-                yield [(o, p) for o, p in rows]
+        return self._pages(query.order_by(Org.name, Project.name), lambda row: (row[0], row[1]))
 
     # -- keys --------------------------------------------------------------------------
     async def create_key(self, ref: str | None, *, scope: str = "api", tier: str | None = None,
@@ -246,12 +248,13 @@ class Accounts:
 
     async def key_infos(self, org: str | None = None, project: str | None = None,
                         scope: str | None = None) -> list[KeyInfo]:
-        return [k async for page in self.key_info_pages(org, project, scope) for k in page]
+        return [k async for page in await self.key_info_pages(org, project, scope)
+                for k in page]
 
     async def key_info_pages(self, org: str | None = None, project: str | None = None,
                              scope: str | None = None) -> AsyncGenerator[list[KeyInfo], None]:
-        """The keys (of ``project``, else of ``org``, else all; of one ``scope``), oldest
-        first, ``LISTING_ROWS`` at a time."""
+        """The keys (of ``project``, else of ``org``, else all, looked up now: AccountError
+        if there is none; of one ``scope``), oldest first, ``LISTING_ROWS`` at a time."""
         query = (select(ApiKey.id, ApiKey.display, ApiKey.scope, ApiKey.name, Org.name,
                         Project.name, ApiKey.tier, ApiKey.created_at, ApiKey.expires_at,
                         ApiKey.revoked_at, ApiKey.last_used_at)
@@ -263,18 +266,16 @@ class Accounts:
             query = query.where(ApiKey.org_id == (await self.org(org)).id)
         if scope is not None:
             query = query.where(ApiKey.scope == scope)
-        async with aclosing(self._pages(query.order_by(ApiKey.created_at, ApiKey.id))) as pages:
-            async for rows in pages:
-                yield [KeyInfo(i, d, sc, n, f"{o}/{p}" if p is not None else None, t, c, e, r, u)
-                       for i, d, sc, n, o, p, t, c, e, r, u in rows]
+        return self._pages(query.order_by(ApiKey.created_at, ApiKey.id), _key_info)
 
-    async def _pages(self, query: Select[*Ts]) -> AsyncGenerator[Sequence[Row[*Ts]], None]:
-        """A query's rows ``LISTING_ROWS`` at a time, read through one cursor (one
-        statement, one snapshot; the loop runs between the pieces)."""
+    async def _pages(self, query: Select[*Ts], make: Callable[[Row[*Ts]], T]
+                     ) -> AsyncGenerator[list[T], None]:
+        """A query's rows made into items by ``make``, ``LISTING_ROWS`` at a time, read
+        through one cursor (one statement, one snapshot; the loop runs between the pages)."""
         async with self.store.session() as s:
             result = await s.stream(query)
             async for rows in result.partitions(LISTING_ROWS):
-                yield rows
+                yield [make(row) for row in rows]
 
     async def key(self, key_id: str) -> ApiKey:
         async with self.store.session() as s:
@@ -372,16 +373,14 @@ class Accounts:
             return await s.get(User, user_id)
 
     async def users(self) -> list[UserInfo]:
-        return [u async for page in self.user_pages() for u in page]
+        return [u async for page in await self.user_pages() for u in page]
 
     async def user_pages(self) -> AsyncGenerator[list[UserInfo], None]:
         """The users by email, ``LISTING_ROWS`` at a time."""
         query = (select(User.id, User.email, Org.name, User.tier, User.disabled,
                         User.created_at)
                  .outerjoin(Org, Org.id == User.org_id).order_by(User.email))
-        async with aclosing(self._pages(query)) as pages:
-            async for rows in pages:
-                yield [UserInfo(i, e, o, t, d, c) for i, e, o, t, d, c in rows]
+        return self._pages(query, lambda row: UserInfo(*row))
 
     async def update_user(self, email: str, *, password_hash: str | None = None,
                           tier: str | None = None, disabled: bool | None = None) -> User:

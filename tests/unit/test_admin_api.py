@@ -139,7 +139,6 @@ async def test_store_failing_inside_a_route_is_503(admin: Admin,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     async def down() -> Any:
         raise OperationalError("SELECT", {}, Exception("connection refused"))
-        yield
 
     monkeypatch.setattr(admin.identity.accounts, "org_pages", down)
     error(await admin.get("/orgs"), 503, "identity_unavailable")
@@ -250,8 +249,8 @@ async def test_a_listing_with_the_store_failing_half_way_is_503_not_a_short_list
     pages = Accounts._pages
     closed: list[bool] = []
 
-    async def failing(self: Accounts, query: Any) -> Any:
-        reader = pages(self, query)
+    async def failing(self: Accounts, query: Any, make: Any) -> Any:
+        reader = pages(self, query, make)
         try:
             yield await anext(reader)
             raise OperationalError("SELECT", {}, Exception("connection lost"))

@@ -182,7 +182,7 @@ async def test_listings_come_a_page_at_a_time_from_one_statement(
                         .values(created_at=made[0].created_at))
         await s.commit()
     statements = store.queries
-    pages = [page async for page in accounts.key_info_pages(project="acme/bot")]
+    pages = [page async for page in await accounts.key_info_pages(project="acme/bot")]
     assert [len(page) for page in pages] == [7, 7, 3]
     assert [k.id for page in pages for k in page] == \
         sorted(r.id for r in made[:3]) + [r.id for r in made[3:]]
@@ -192,7 +192,7 @@ async def test_listings_come_a_page_at_a_time_from_one_statement(
     for i in range(9):
         await accounts.create_user(f"u{8 - i}@example.com", "hash", "acme" if i % 2 else None,
                                    "free")
-    pages_of_users = [page async for page in accounts.user_pages()]
+    pages_of_users = [page async for page in await accounts.user_pages()]
     assert [len(page) for page in pages_of_users] == [7, 2]
     assert [u.email for page in pages_of_users for u in page] == \
         [f"u{i}@example.com" for i in range(9)]
