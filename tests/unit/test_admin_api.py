@@ -437,6 +437,25 @@ async def test_key_not_found(admin: Admin) -> None:
           "invalid_value", "project")
 
 
+async def test_listing_filters_refuse_what_they_cannot_name(admin: Admin) -> None:
+    """The listings' filters, as a stranger sends them: an org or project that does not
+    exist is a 404 before any row is read; an oversized, control-character or wrongly shaped
+    one is a 400 naming the parameter, its value not echoed whole — never a 500."""
+    await project(admin)
+    error(await admin.get("/keys", params={"org": "nope"}), 404, "not_found")
+    error(await admin.get("/keys", params={"project": "acme/nope"}), 404, "not_found")
+    error(await admin.get("/projects", params={"org": "nope"}), 404, "not_found")
+    huge = "a" * 5_000
+    for path, param, value in (("/keys", "org", huge), ("/keys", "project", f"acme/{huge}"),
+                               ("/keys", "project", "acme/web\x00"), ("/keys", "org", "ACME"),
+                               ("/keys", "project", "acme"), ("/projects", "org", huge),
+                               ("/projects", "org", "a\nb")):
+        body = error(await admin.get(path, params={param: value}), 400, "invalid_value", param)
+        assert huge not in body["error"]["message"]
+    listed = ok(await admin.get("/keys", params={"project": "acme/web"}))
+    assert listed == {"object": "list", "data": []}
+
+
 async def test_key_expiry_is_reported(admin: Admin) -> None:
     await project(admin)
     made = ok(await admin.post("/keys", {"project": "acme/web", "expires_in_seconds": 3600}),

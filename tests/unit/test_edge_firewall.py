@@ -28,6 +28,7 @@ from gatehouse.edge.screen import Edge
 from gatehouse.identity.service import IdentityService
 from gatehouse.server import Gateway
 from gatehouse.state import open_state
+from gatehouse.state.base import StateError
 from gatehouse.store.edge import EdgeRecords
 from gatehouse.telemetry.metrics import Metrics
 from tests.support.loops import json_pieces_watched
@@ -358,6 +359,36 @@ async def test_listing_an_attack_s_bans_comes_in_pieces_and_reads_the_same(
                                                                          for b in data)
     assert data[-1] == {"subject": "203.0.113.0/24", "reason": "by hand", "strikes": 0,
                         "at": data[-1]["at"], "until": data[-1]["at"] + 60}
+
+
+async def test_the_bans_listing_with_the_state_failing_half_way_is_503_and_bans_still_hold(
+        site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state layer (Redis) failing while the bans are read a page at a time: the admin
+    API's 503, not a 500 nor a short list; the bans already known keep being enforced and
+    other visitors keep being served."""
+    s = await site()
+    maker = Bans(s.identity.state, s.identity.settings.edge.detector)
+    for i in range(PAGE_BANS + 20):
+        await maker.ban(f"198.18.{i >> 8}.{i & 255}", "spam", 600)
+    state, reads = s.identity.state, [0]
+    get = state.get
+
+    async def failing(key: str) -> Any:
+        reads[0] += 1
+        if reads[0] > PAGE_BANS + 5:  # after the first page was made
+            raise StateError("connection lost")
+        return await get(key)
+
+    monkeypatch.setattr(state, "get", failing)
+    admin = s.at("127.0.0.1")
+    error_body = (await admin.get("/admin/v1/edge/bans", headers=s.admin))
+    assert error_body.status_code == 503, error_body.text
+    assert error_body.json()["error"]["code"] == "identity_unavailable"
+    denied(await s.at("198.18.0.3").get("/v1/models"))
+    assert (await s.at("203.0.113.9").get("/v1/models")).status_code == 200
+    monkeypatch.setattr(state, "get", get)
+    r = await admin.get("/admin/v1/edge/bans", headers=s.admin)
+    assert r.status_code == 200 and len(r.json()["data"]) == PAGE_BANS + 20
 
 
 async def test_a_challenge_rule_without_the_human_check_denies(tmp_path: Path) -> None:
