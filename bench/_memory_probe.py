@@ -24,10 +24,15 @@ def _report(*_: Any) -> None:
     by_line = snap.statistics("lineno")
     by_file = snap.statistics("filename")
     traced, _peak = tracemalloc.get_traced_memory()
+    if os.environ.get("MEMORY_SNAPSHOT"):  # the whole snapshot, for tracemalloc's own tools
+        snap.dump(os.environ["MEMORY_SNAPSHOT"])
     packages = collections.Counter(name.partition(".")[0] for name in list(sys.modules))
     with open(os.environ["MEMORY_REPORT"], "w") as out:
         json.dump({"traced_mb": traced / 1e6, "modules": len(sys.modules),
+                   "gc": gc.get_stats(),
                    "packages": packages.most_common(40),
+                   "module_files": sorted((name, getattr(module, "__file__", None) or "")
+                                          for name, module in list(sys.modules.items())),
                    "lines": [(str(s.traceback[0]), s.size / 1e6, s.count) for s in by_line[:40]],
                    "files": [(s.traceback[0].filename, s.size / 1e6, s.count)
                              for s in by_file[:40]]}, out, indent=1)

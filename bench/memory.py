@@ -5,12 +5,15 @@ admission capacity, 10,000 edge rules).
 
 Each configuration is started alone (one worker), left idle, measured; then loaded with a
 closed loop (plain, then stream; 32 connections, ``--duration`` s each), left to settle,
-measured again. ``--tracemalloc`` starts the servers with bench/_memory_probe.py (tracemalloc
+measured again. ``--malloc-stats`` starts the servers with bench/_malloc_probe.py and prints,
+idle and after load, what each allocator holds (pymalloc's arenas, glibc's heap in use and
+free, SQLite's memory): where a change in RSS went. ``--tracemalloc`` starts the servers with bench/_memory_probe.py (tracemalloc
 from the first import, which inflates RSS: read its RSS as not comparable) and prints the
 Python heap's top allocators after load.
 
     .venv/bin/python bench/memory.py                 # ~1 min
     .venv/bin/python bench/memory.py --only full --tracemalloc
+    .venv/bin/python bench/memory.py --only full --malloc-stats
     .venv/bin/python bench/memory.py --root /tmp/base    # another tree (git archive), the same way
 
 All traffic goes to 127.0.0.1; every child is stopped at the end.
@@ -34,6 +37,23 @@ import overhead as ov
 
 PROBE = ("import sys; sys.path.insert(0, 'bench'); import _memory_probe; "
          "_memory_probe.serve(sys.argv[1:])")
+MALLOC_PROBE = ("import sys; sys.path.insert(0, 'bench'); import _malloc_probe; "
+                "_malloc_probe.serve(sys.argv[1:])")
+ALLOCATOR_LINES = ("# arenas allocated current", "# bytes in allocated blocks",
+                   "# bytes in available blocks", "unused pools *", "glibc malloc:", "sqlite:")
+
+
+def allocators(pid: int, log: Path) -> list[str]:
+    """The worker's allocator figures (bench/_malloc_probe.py), from its log."""
+    before = log.stat().st_size if log.exists() else 0
+    os.kill(pid, signal.SIGUSR2)
+    for _ in range(50):  # bounded: 5 s
+        time.sleep(0.1)
+        text = log.read_bytes()[before:].decode(errors="replace")
+        if "sqlite:" in text:
+            break
+    return [" ".join(line.split()) for line in text.splitlines()
+            if line.lstrip().startswith(ALLOCATOR_LINES) or " unused pools * " in line]
 
 
 def _kb(pid: int, path: str, key: str) -> int:
@@ -72,12 +92,14 @@ def main() -> int:
     parser.add_argument("--only", choices=("open", "full"))
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--malloc-stats", action="store_true",
+                        help="what each allocator holds, idle and after load")
     parser.add_argument("--root", type=Path, default=ov.ROOT,
                         help="the source tree to run (another commit's, for a before/after)")
     args = parser.parse_args()
     py = ov.repo_python()
     kids = ov.Children()
-    launch = PROBE if args.tracemalloc else ov.LAUNCH
+    launch = PROBE if args.tracemalloc else MALLOC_PROBE if args.malloc_stats else ov.LAUNCH
     rows = []
     try:
         upstream = ov.start_upstream(kids, py)
@@ -95,9 +117,16 @@ def main() -> int:
             time.sleep(2)
             ov.quiesce([target.pid])
             idle = memory(target.pid)
+            log = ov.WORK / f"{name}.log"
+            idle_alloc = allocators(ov.tree(target.pid)[-1], log) if args.malloc_stats else []
             served = load(target, args.duration)
             ov.quiesce([target.pid])
             after = memory(target.pid)
+            if args.malloc_stats:
+                after_alloc = allocators(ov.tree(target.pid)[-1], log)
+                print(f"\n{which}: allocators idle -> after load")
+                for before_line, after_line in zip(idle_alloc, after_alloc, strict=False):
+                    print(f"  {before_line}\n    -> {after_line}")
             rows.append((which, idle, after, served))
             if args.tracemalloc:
                 report.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-/* Counting o200k_base tokens in ~5 MB instead of quicktok's ~56.
+/* Counting o200k_base tokens in ~3.4 MB instead of quicktok's ~56.
  *
  * An exact count is the pre-tokenizer's pieces (tiktoken's o200k pattern, matched by hand
  * below), each cut by byte-pair merging into tokens of the vocabulary. What it holds: the
@@ -348,7 +348,10 @@ static int load_vocab(Counter *self, const uint8_t *v, size_t size) {
     }
     if (p != size || total > MAX_BLOB) goto bad;
     uint32_t slots = 1;
-    while (slots < 2 * n) slots <<= 1;
+    /* at most 80 % full: o200k's 200,000 tokens in 2^18 slots, 2 MB. Half full (2^19) made
+     * counting ~7 % quicker (bench/tokenizer.py: 28 against 30 µs for 1,000 tokens) for 2 MB
+     * more in every worker. */
+    while (slots < n + n / 4) slots <<= 1;
     self->blob = malloc(total);
     self->slots = calloc(slots, sizeof(uint64_t));
     if (!self->blob || !self->slots) {

@@ -1,4 +1,4 @@
-"""o200k_base counted in ~5 MB: gatehouse/quota/_o200k.c (a C extension built at install),
+"""o200k_base counted in ~3.4 MB: gatehouse/quota/_o200k.c (a C extension built at install),
 on the vocabulary file the quicktok package ships and the pattern's character classes in
 o200k_classes.bin (tools/o200k_classes.py). Exact: tiktoken's counts (tests/unit/
 test_tokenizer_reference.py, test_o200k_counter.py); quicktok's own o200k holds ~56 MB of

@@ -6,7 +6,7 @@ Each model names its tokenizer (``[models.X] tokenizer``):
 - ``o200k_base`` (the default for HTTP backends) or ``cl100k_base``: OpenAI's encodings, whose
   vocabularies the ``quicktok-v1`` package ships inside its wheel (exact, tiktoken's counts; no
   download ever). o200k_base is counted by gatehouse's own compiled counter (gatehouse/quota/
-  o200k.py: ~5 MB) when the install built it, else by quicktok (~56 MB); cl100k_base by
+  o200k.py: ~3.4 MB) when the install built it, else by quicktok (~56 MB); cl100k_base by
   quicktok;
 - a path to a ``tokenizer.json`` (the model's own, for the ``tokenizers`` library);
 - ``words``: the demo backend's word-and-punctuation count (its default, as that is how the
