@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from gatehouse import __version__
+from gatehouse import __version__, heap
 
 # name → (module in gatehouse.cli, attribute: a command function or a Typer group, its
 # one-line help, as the command's own)
@@ -89,6 +89,7 @@ class LazyGroup(FalseHelpFlag, TyperGroup):
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in COMMANDS:
             command = self.commands[cmd_name] = load_command(cmd_name)
+            heap.command_loaded()
         return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
@@ -120,6 +121,7 @@ def version() -> None:
 
 
 def main() -> None:
+    heap.command_starts()  # the collector off while the command's modules are imported
     try:
         app()
     except Exception as exc:
@@ -132,3 +134,5 @@ def main() -> None:
         from gatehouse.cli.serving import config_failed
 
         config_failed(exc)
+    finally:
+        heap.command_ends()
