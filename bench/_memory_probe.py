@@ -1,7 +1,10 @@
 """Imported before the gateway by bench/memory.py --tracemalloc: traces the Python heap from
 the start ($MEMORY_FRAMES frames, 1 by default) and, on SIGUSR1, collects garbage and writes
-the top allocators (by line, and by file) and the modules loaded (per top-level package) to
-$MEMORY_REPORT as JSON. Nothing in the gateway changes."""
+the top allocators (by line, and by file), the modules loaded (per top-level package, and
+each with its file) and the collector's counts to $MEMORY_REPORT as JSON; with
+$MEMORY_SNAPSHOT set, the whole snapshot to that file too (``tracemalloc.Snapshot.load``:
+with many frames, what each import or call of the gateway's allocated). Nothing in the
+gateway changes."""
 
 from __future__ import annotations
 

@@ -5,11 +5,12 @@ admission capacity, 10,000 edge rules).
 
 Each configuration is started alone (one worker), left idle, measured; then loaded with a
 closed loop (plain, then stream; 32 connections, ``--duration`` s each), left to settle,
-measured again. ``--malloc-stats`` starts the servers with bench/_malloc_probe.py and prints,
-idle and after load, what each allocator holds (pymalloc's arenas, glibc's heap in use and
-free, SQLite's memory): where a change in RSS went. ``--tracemalloc`` starts the servers with bench/_memory_probe.py (tracemalloc
-from the first import, which inflates RSS: read its RSS as not comparable) and prints the
-Python heap's top allocators after load.
+measured again. ``--malloc-stats`` starts the servers with bench/_malloc_probe.py and
+prints, idle and after load, what each allocator holds (pymalloc's arenas, glibc's heap in
+use and free, SQLite's memory): where a change in RSS went. ``--tracemalloc`` starts the
+servers with bench/_memory_probe.py (tracemalloc from the first import, which inflates RSS:
+read its RSS as not comparable) and prints the Python heap's top allocators after load
+(``MEMORY_FRAMES=N`` frames a trace, ``MEMORY_SNAPSHOT=FILE`` for the whole snapshot).
 
     .venv/bin/python bench/memory.py                 # ~1 min
     .venv/bin/python bench/memory.py --only full --tracemalloc
