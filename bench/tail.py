@@ -33,6 +33,7 @@ same with N bans (made through the admin API first, as an attack's detector woul
     .venv/bin/python bench/tail.py --list-changes 2
     .venv/bin/python bench/tail.py --keys 10000 --admin-gets 3
     .venv/bin/python bench/tail.py --bans 10000 --admin-gets 3 --admin-path /edge/bans
+    .venv/bin/python bench/tail.py --admin-gets 1 --first-admin --repeats 1   # its first use
 
 Loopback only; bounded in requests and time; every child is stopped at the end.
 """
@@ -201,6 +202,9 @@ def main() -> int:
     p.add_argument("--bans", type=int, default=0, help="bans made (admin API) first")
     p.add_argument("--admin-gets", type=int, default=0,
                    help="GET /admin/v1{--admin-path} (all of it) during each gateway cell")
+    p.add_argument("--first-admin", action="store_true",
+                   help="leave the admin app unbuilt: the first cell's first admin request "
+                        "builds it (read with --repeats 1: plain has the build, stream not)")
     p.add_argument("--admin-path", default="/keys", choices=("/keys", "/users", "/orgs",
                                                              "/edge/bans", "/edge/rules"))
     args = p.parse_args()
@@ -233,7 +237,8 @@ def main() -> int:
         if args.rule_changes or args.admin_gets or args.bans:
             key = ov.gatehouse_cli(py, ov.WORK / "tail" / "gatehouse.toml", "keys", "create",
                                    "--admin").strip()
-            admin(gw.port, key, "GET", "/edge/rules")  # the admin app is built on first use
+            if not args.first_admin:  # the admin app is built on first use
+                admin(gw.port, key, "GET", "/edge/rules")
         for i in range(args.bans):  # one a request, as the detector makes them
             admin(gw.port, key, "POST", "/edge/bans", {
                 "subject": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "seconds": 3600,
