@@ -7,7 +7,7 @@ may pause, the work runs here instead, giving the loop back every ``TURN_SECONDS
 
 Work that cannot be cut so (building the admin app: imports, FastAPI's routes, pydantic's
 schemas) goes to a thread with :func:`to_thread_in_turns`: while it runs, the interpreter hands
-the GIL over every ``TURN_SECONDS`` instead of every 5 ms.
+the GIL over every ``GIL_TURN_SECONDS`` instead of every 5 ms.
 """
 
 from __future__ import annotations
@@ -45,12 +45,14 @@ async def run_in_turns(steps: Iterable[object], turn_seconds: float | None = Non
         pass
 
 
+# how often a thread doing such work hands the GIL over (the interpreter's default: 5 ms)
+GIL_TURN_SECONDS = 0.0005
 _threads_in_turns = 0  # how many to_thread_in_turns calls are running (the interval is shared)
 _usual_interval = 0.0
 
 
 async def to_thread_in_turns(work: Callable[[], T]) -> T:
-    """``work()`` in a thread, the GIL handed over every ``TURN_SECONDS`` while it runs
+    """``work()`` in a thread, the GIL handed over every ``GIL_TURN_SECONDS`` while it runs
     (``sys.setswitchinterval``: the process's, restored when the last such call ends). At the
     usual 5 ms, each await of every request on the loop waited up to 5 ms for its turn: the
     first admin request to a worker (its app built in a thread) put p99 at 500 req/s at 65-116
@@ -60,7 +62,7 @@ async def to_thread_in_turns(work: Callable[[], T]) -> T:
     global _threads_in_turns, _usual_interval
     if _threads_in_turns == 0:
         _usual_interval = sys.getswitchinterval()
-        sys.setswitchinterval(TURN_SECONDS)
+        sys.setswitchinterval(GIL_TURN_SECONDS)
     _threads_in_turns += 1
     try:
         return await asyncio.to_thread(work)

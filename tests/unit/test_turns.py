@@ -1,6 +1,6 @@
 """gatehouse/turns.py's thread in short turns: while work that cannot be cut runs in a
-thread, the GIL changes hands every TURN_SECONDS; the usual interval comes back when the last
-such work ends, whatever it raised."""
+thread, the GIL changes hands every GIL_TURN_SECONDS; the usual interval comes back when the
+last such work ends, whatever it raised."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from gatehouse.turns import TURN_SECONDS, to_thread_in_turns
+from gatehouse.turns import GIL_TURN_SECONDS, to_thread_in_turns
 
 
 async def test_work_in_a_thread_runs_with_short_gil_turns_and_the_interval_comes_back() -> None:
@@ -23,7 +23,7 @@ async def test_work_in_a_thread_runs_with_short_gil_turns_and_the_interval_comes
         return "built"
 
     assert await to_thread_in_turns(work) == "built"
-    assert seen == [(TURN_SECONDS, False)]
+    assert seen == [(GIL_TURN_SECONDS, False)]
     assert sys.getswitchinterval() == usual
 
 
@@ -33,7 +33,7 @@ async def test_overlapping_work_keeps_short_turns_until_the_last_ends() -> None:
     running = asyncio.ensure_future(to_thread_in_turns(lambda: first_may_end.wait(10)))
     await asyncio.sleep(0)  # the first is under way
     assert await to_thread_in_turns(lambda: "quick") == "quick"  # began and ended meanwhile
-    assert sys.getswitchinterval() == TURN_SECONDS  # the first still runs: short turns kept
+    assert sys.getswitchinterval() == GIL_TURN_SECONDS  # the first still runs: short turns kept
     first_may_end.set()
     assert await running is True
     assert sys.getswitchinterval() == usual
@@ -48,3 +48,13 @@ async def test_work_that_fails_gives_the_usual_interval_back() -> None:
     with pytest.raises(RuntimeError, match="no app"):
         await to_thread_in_turns(broken)
     assert sys.getswitchinterval() == usual
+
+
+async def test_loop_turns_set_to_nothing_leave_the_thread_turns_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests make every item of a loop's work a turn of its own (TURN_SECONDS = 0); the GIL's
+    interval has its own setting (0 is no interval the interpreter takes)."""
+    from gatehouse import turns
+
+    monkeypatch.setattr(turns, "TURN_SECONDS", 0.0)
+    assert await to_thread_in_turns(sys.getswitchinterval) == GIL_TURN_SECONDS
