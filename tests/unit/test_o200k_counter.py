@@ -141,6 +141,30 @@ def test_what_it_loads_is_checked() -> None:
     assert loaded.nbytes() < 4_000_000
 
 
+TINY_VOCAB = """
+import struct, sys
+from gatehouse.quota import o200k
+from gatehouse.quota._o200k import Counter
+n = int(sys.argv[1])
+vocab = struct.pack("<I", n) + b"".join(
+    struct.pack("<H", 1) + bytes([i]) + struct.pack("<I", i) for i in range(n))
+try:
+    Counter(vocab, o200k.CLASSES.read_bytes())
+except ValueError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 3, 4, 255])
+def test_a_vocabulary_too_small_to_be_one_is_refused_not_looked_up_for_ever(tokens: int) -> None:
+    """Every byte must be a token: a vocabulary of a few is refused. Its table still has an
+    empty slot for the lookups that miss to stop at (a full one made them loop for ever). In
+    a child process with a deadline, so a regression fails instead of hanging the suite."""
+    done = subprocess.run([sys.executable, "-c", TINY_VOCAB, str(tokens)], capture_output=True,
+                          text=True, timeout=60, check=True, cwd=ROOT)
+    assert "not a vocabulary this counter reads" in done.stdout
+
+
 def test_a_missing_extension_falls_back_to_quicktok(monkeypatch: pytest.MonkeyPatch,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setitem(sys.modules, "gatehouse.quota._o200k", None)  # import fails
