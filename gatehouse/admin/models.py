@@ -229,14 +229,12 @@ class KeyOut(BaseModel):
     @staticmethod
     def shaped(info: KeyInfo) -> dict[str, Any]:
         """A key in this model's JSON shape (what a listing sends, made without the model)."""
-        status = "revoked" if info.revoked_at is not None else \
-            "expired" if info.expires_at is not None and info.expires_at <= time.time() \
-            else "active"
         return {"id": info.id, "display": info.display,
                 "scope": "admin" if info.scope == "admin" else "api", "name": info.name,
                 "project": info.project, "tier": info.tier, "created_at": int(info.created_at),
                 "expires_at": seconds(info.expires_at), "revoked_at": seconds(info.revoked_at),
-                "last_used_at": seconds(info.last_used_at), "status": status}
+                "last_used_at": seconds(info.last_used_at),
+                "status": info.status(time.time())}
 
     @classmethod
     def of(cls, info: KeyInfo) -> KeyOut:

@@ -250,11 +250,10 @@ def keys_list(
         listing = Listing("id", "key", "project", "tier", "name", "created", "last used",
                           "expires", "status", times=("created", "last used", "expires"),
                           blanks={"project": "(admin)", "tier": "(org's)"})
+        now = time.time()
         for k in await ids.accounts.key_infos(org, project, "admin" if admin else None):
-            status = "revoked" if k.revoked_at else \
-                "expired" if k.expires_at and k.expires_at <= time.time() else "active"
             listing.add(k.id, k.display, k.project, k.tier, k.name, k.created_at,
-                        k.last_used_at, k.expires_at, status)
+                        k.last_used_at, k.expires_at, k.status(now))
         listing.print(as_json)
     _run(config, act, reads=True)
 

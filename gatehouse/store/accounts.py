@@ -84,6 +84,13 @@ class KeyInfo:
     revoked_at: float | None
     last_used_at: float | None
 
+    def status(self, now: float) -> str:
+        """``revoked``, ``expired`` (at ``now``) or ``active``: what the admin API and the CLI
+        say of a key."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at is not None and self.expires_at <= now else "active"
+
 
 @dataclass(frozen=True, slots=True)
 class UserInfo:
