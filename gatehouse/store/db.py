@@ -414,6 +414,14 @@ def alembic_config(connection: Connection | None = None, schema: str | None = No
 
 
 def _upgrade(connection: Connection, schema: str | None) -> None:
+    """An empty store gets the newest schema at once (gatehouse/store/fresh.py); any other
+    is taken to it by Alembic, one migration at a time."""
+    from gatehouse.store import fresh
+
+    head = head_revision()
+    if head is not None and fresh.is_empty(connection, schema):
+        fresh.create(connection, schema, head)
+        return
     from alembic import command
 
     command.upgrade(alembic_config(connection, schema), "head")

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -28,6 +29,7 @@ class UsageDaily(Base):
     """What each key (or user) used of each model on each UTC day; "" stands for none."""
 
     __tablename__ = "usage_daily"
+    __table_args__ = (Index("ix_usage_daily_org_day", "org_id", "day"),)  # an org's usage
 
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -35,9 +37,9 @@ class UsageDaily(Base):
     key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
-    requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # of the requests, those whose tokens the gateway counted (the backend reported none)
     gateway_counted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
@@ -63,7 +65,7 @@ class EdgeRule(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger, index=True)
     spec: Mapped[str] = mapped_column(Text)
-    note: Mapped[str] = mapped_column(String(256), default="")
+    note: Mapped[str] = mapped_column(String(256), default="", server_default="")
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -85,6 +87,14 @@ class RayEvent(Base):
     user_agent: Mapped[str] = mapped_column(String(512))
 
 
+# indexes that hold only the rows where a column is not null: index name -> that column.
+# Migration 0010 made them so, and a new store's schema (gatehouse/store/fresh.py) makes them
+# so. Not said on the Index: a dialect's ``*_where`` argument imports that dialect, and
+# PostgreSQL's (its four drivers' modules, ~2 MB of RSS) would load in every worker on SQLite
+PARTIAL_INDEXES = {"ix_request_log_client_request_id": "client_request_id",
+                   "ix_request_log_ray_id": "ray_id"}
+
+
 class RequestLogEntry(Base):
     """One request as the telemetry stage recorded it (gatehouse/telemetry/record.py): looked
     up by request id, client request id or Ray ID; ``org`` scopes a customer's lookups."""
@@ -93,10 +103,7 @@ class RequestLogEntry(Base):
     __table_args__ = (Index("ix_request_log_at", "at"),
                       # with the org and time, so a customer's lookup is one index search
                       # (a planner would otherwise scan the org's rows by time). Both hold
-                      # only the rows that have the id (most have neither): migration 0010
-                      # makes them partial. Not said here: a dialect's ``*_where`` argument
-                      # imports that dialect, and PostgreSQL's (its four drivers' modules,
-                      # ~2 MB of RSS) would load in every worker on SQLite
+                      # only the rows that have the id (most have neither): PARTIAL_INDEXES
                       Index("ix_request_log_client_request_id", "client_request_id", "org",
                             "at"),
                       Index("ix_request_log_ray_id", "ray_id", "org", "at"),
@@ -177,7 +184,7 @@ class RollupMinute(RollupColumns, Base):
     __tablename__ = "rollup_minute"
     __table_args__ = rollup_indexes(__tablename__)
 
-    compacted: Mapped[bool] = mapped_column(Boolean, default=False)
+    compacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RollupHour(RollupColumns, Base):
@@ -187,7 +194,7 @@ class RollupHour(RollupColumns, Base):
     __tablename__ = "rollup_hour"
     __table_args__ = rollup_indexes(__tablename__)
 
-    compacted: Mapped[bool] = mapped_column(Boolean, default=False)
+    compacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RollupDay(RollupColumns, Base):
@@ -295,3 +302,10 @@ class StatusLease(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+# rows a store starts with (migration 0008 adds them; a new store's schema too,
+# gatehouse/store/fresh.py): the detector's lease is taken by updating its row
+SEED_ROWS: dict[str, list[dict[str, object]]] = {
+    "status_lease": [{"name": "detector", "holder": "", "expires_at": 0.0}],
+}
