@@ -98,7 +98,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGUSR1, _start_saving)
     signal.signal(signal.SIGUSR2, _report)
     # `gatehouse serve` execs the serving module, which would lose these hooks: the options
-    # come in the environment (gc_check.py: serving.options_environment) and the serving
+    # come in the environment (gc_check.py: serve.options_environment) and the serving
     # module's main runs here, without the exec
     from gatehouse.cli.serving import main
 

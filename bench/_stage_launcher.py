@@ -118,9 +118,10 @@ def _install() -> None:
 if __name__ == "__main__":
     _install()
     # `gatehouse serve` execs the serving module, which would lose these hooks: the options
-    # come in the environment (serving.options_environment) and its main runs here
+    # come in the environment (serve.options_environment) and its main runs here
     # (run as overhead.start_gatehouse's ``launch``: ``serve --config C --host H --port P``)
-    from gatehouse.cli.serving import main, options_environment
+    from gatehouse.cli.serve import options_environment
+    from gatehouse.cli.serving import main
 
     given = dict(zip(sys.argv[2::2], sys.argv[3::2], strict=False))
     os.environ.update(options_environment(given.get("--config"), given.get("--host"),

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 import overhead as ov
 
-from gatehouse.cli.serving import options_environment
+from gatehouse.cli.serve import options_environment
 
 
 def main() -> int:

@@ -29,17 +29,6 @@ from gatehouse import __version__
 from gatehouse.config import ConfigError, ServerSettings, Settings, load_settings
 
 
-def options_environment(config: Path | None = None, host: str | None = None,
-                        port: int | None = None, workers: int | None = None) -> dict[str, str]:
-    """``gatehouse serve``'s options as the environment this process reads them from (the
-    settings' ``GATEHOUSE_…`` variables); an option not given is left out."""
-    env = {} if config is None else {"GATEHOUSE_CONFIG": str(config)}
-    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
-        if value is not None:
-            env[f"GATEHOUSE_SERVER__{name}"] = str(value)
-    return env
-
-
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
