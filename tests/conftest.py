@@ -2,8 +2,10 @@
 
 import pytest
 
-from tests.support import requirements
+from tests.support import requirements, tls
 from tests.support.loops import closed_loop_for_sync_tests  # noqa: F401  (autouse)
+
+tls.share_default_context()  # tests/support/tls.py: one TLS context, not one per client
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
