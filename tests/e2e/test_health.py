@@ -17,7 +17,7 @@ from playwright.sync_api import Browser
 
 from tests.e2e.conftest import keep_local, upstream_cfg
 from tests.e2e.test_identity import cli
-from tests.support.procs import Gateway, Upstream, free_port
+from tests.support.procs import ADMIN_TIMEOUT, Gateway, Upstream, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def wait_for(gw: Gateway, headers: dict[str, str], path: str, requests: int,
     """The health answer once ``requests`` are counted (rollups are written every 10 s)."""
     deadline = time.monotonic() + timeout
     while True:
-        r = httpx.get(gw.url + path, headers=headers)
+        r = httpx.get(gw.url + path, headers=headers, timeout=ADMIN_TIMEOUT)
         assert r.status_code == 200, r.text
         view: dict[str, Any] = r.json()
         if view["requests"] >= requests or time.monotonic() > deadline:
@@ -121,9 +121,11 @@ def the_page_matches(gw: Gateway, admin: dict[str, str], browser: Browser, tmp: 
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         for _ in range(5):  # the same numbers before and after the page: no flush in between
             # and no minute boundary either (the bars' buckets would have moved one along)
-            view = httpx.get(gw.url + "/admin/v1/health" + query, headers=admin).json()
+            view = httpx.get(gw.url + "/admin/v1/health" + query, headers=admin,
+                             timeout=ADMIN_TIMEOUT).json()
             page.goto(gw.url + "/admin/health" + query)
-            after = httpx.get(gw.url + "/admin/v1/health" + query, headers=admin).json()
+            after = httpx.get(gw.url + "/admin/v1/health" + query, headers=admin,
+                              timeout=ADMIN_TIMEOUT).json()
             if (after["requests"], after["series"]) == (view["requests"], view["series"]):
                 break
         assert page.inner_text("#requests") == f"{view['requests']:,}"

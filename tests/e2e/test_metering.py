@@ -20,7 +20,7 @@ from gatehouse.quota.tokenizer import load
 from tests.e2e.conftest import upstream_cfg
 from tests.e2e.test_identity import cli, pg_database  # noqa: F401  (a fixture)
 from tests.e2e.test_quota import accounts, auth, config_for, usage, wait_for_window
-from tests.support.procs import Gateway, Upstream
+from tests.support.procs import ADMIN_TIMEOUT, Gateway, Upstream
 from tests.support.services import REDIS_URL
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +53,8 @@ def history(gw: Gateway, admin: dict[str, str], requests: int, timeout: float = 
     """acme's usage of ``model`` once ``requests`` are written (the book flushes every 5 s)."""
     deadline = time.monotonic() + timeout
     while True:
-        r = httpx.get(gw.url + "/admin/v1/usage?org=acme&by=model", headers=admin)
+        r = httpx.get(gw.url + "/admin/v1/usage?org=acme&by=model", headers=admin,
+                      timeout=ADMIN_TIMEOUT)
         assert r.status_code == 200, r.text
         rows = [row for row in r.json()["data"] if row["model"] == model]
         row: dict[str, Any] = rows[0] if rows else {"requests": 0}

@@ -27,7 +27,7 @@ from playwright.sync_api import Browser
 from gatehouse.doctor.statuspage import read_summary
 from tests.e2e.conftest import keep_local, upstream_cfg
 from tests.e2e.test_identity import cli, pg_database
-from tests.support.procs import Gateway, Upstream
+from tests.support.procs import ADMIN_TIMEOUT, Gateway, Upstream
 from tests.support.services import PG_URL
 
 __all__ = ["pg_database"]
@@ -141,7 +141,8 @@ def test_failures_open_and_recovery_resolves_an_automatic_incident(
         assert summary["incidents"] == [], summary
         assert summary["status"]["indicator"] == "none"
 
-    listed = httpx.get(gw.url + "/admin/v1/incidents", headers=admin).json()["data"]
+    listed = httpx.get(gw.url + "/admin/v1/incidents", headers=admin,
+                       timeout=ADMIN_TIMEOUT).json()["data"]
     [done] = listed
     assert done["automatic"] and done["status"] == "resolved"
     peak = done["figures"]["peak_error_rate"]

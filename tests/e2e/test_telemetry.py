@@ -22,7 +22,7 @@ from tests.e2e.conftest import upstream_cfg
 from tests.e2e.test_edge import as_, somebody
 from tests.e2e.test_identity import cli
 from tests.e2e.test_quota import wait_for_window
-from tests.support.procs import Gateway, Upstream
+from tests.support.procs import ADMIN_TIMEOUT, Gateway, Upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,8 @@ class Lookup:
         """The admin API's view of a request (waiting for records still being made)."""
         deadline = time.monotonic() + timeout
         while True:
-            r = httpx.get(f"{self.gw.url}/admin/v1/requests/{any_id}", headers=self.admin)
+            r = httpx.get(f"{self.gw.url}/admin/v1/requests/{any_id}", headers=self.admin,
+                          timeout=ADMIN_TIMEOUT)
             if r.status_code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)

@@ -23,7 +23,7 @@ from gatehouse.store.tables import RollupHour, RollupMinute
 from gatehouse.telemetry.compaction import Compactor, Retention
 from tests.e2e.conftest import upstream_cfg
 from tests.e2e.test_identity import cli, pg_database  # noqa: F401  (the fixture)
-from tests.support.procs import Gateway, Upstream, write_toml
+from tests.support.procs import ADMIN_TIMEOUT, Gateway, Upstream, write_toml
 from tests.support.services import REDIS_URL
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +50,8 @@ def two(tmp_path: Path, pg_database: str, up_a: Upstream,  # noqa: F811
 
 
 def admin_get(gw: Gateway, admin: str, path: str) -> Any:
-    r = httpx.get(gw.url + path, headers={"authorization": f"Bearer {admin}"})
+    r = httpx.get(gw.url + path, headers={"authorization": f"Bearer {admin}"},
+                  timeout=ADMIN_TIMEOUT)
     assert r.status_code == 200, r.text
     return r.json()
 

@@ -16,6 +16,11 @@ from typing import Any
 
 import httpx
 
+# seconds a test gives an admin API call: a worker builds its admin app on the first one
+# (docs/configuration.md, admin_at_start), ~0.6 s on a quick 2-core VM and over httpx's 5-s
+# default on a slow one running the whole suite (seen: test_status.py's first listing)
+ADMIN_TIMEOUT = 30.0
+
 
 def free_port() -> int:
     with socket.socket() as s:
