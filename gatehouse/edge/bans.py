@@ -108,10 +108,11 @@ class Bans:
 
     # -- the mirror -----------------------------------------------------------------------
     def _remember(self, ban: Ban) -> None:
+        key = _key(ban.subject)  # first: a subject that is no network (forged) changes nothing
         known = ban.subject in self.mirror  # then its ban is renewed: the index stays
         self.mirror[ban.subject] = ban
         if not known:
-            self._indexed(ban.subject)
+            self._indexed(ban.subject, key)
 
     def _forget(self, subject: str) -> None:
         if self.mirror.pop(subject, None) is not None:
@@ -124,10 +125,9 @@ class Bans:
         self._subjects, self._counts = {}, {}
         self._lengths = {4: (), 6: ()}
         for subject in self.mirror:
-            self._indexed(subject)
+            self._indexed(subject, _key(subject))
 
-    def _indexed(self, subject: str) -> None:
-        key = _key(subject)
+    def _indexed(self, subject: str, key: tuple[int, int, int]) -> None:
         previous = self._subjects.get(key)  # the same network written otherwise: one entry
         self._subjects[key] = subject
         if previous is None:

@@ -5,6 +5,7 @@ detector that makes them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -406,5 +407,30 @@ async def test_a_ban_among_thousands_reads_only_its_own_subject(
     assert bans.banned(ip("203.0.113.7")) is not None
     assert bans.banned(ip("100.64.0.1")) is None
     assert bans.banned(ip("100.64.0.2")) is not None
+    await bans.aclose()
+    await state.aclose()
+
+
+@pytest.mark.parametrize("forged", [
+    b"not json", b'{"op": "ban"}', b'{"op": "ban", "ban": {"subject": "10.0.0.1"}}',
+    b'{"op": "ban", "ban": {"subject": "not-an-address", "reason": "x", "until": 2e9}}',
+    b'{"op": "ban", "ban": {"subject": "10.0.0.0/33", "reason": "x", "until": 2e9}}',
+    b'{"op": "unban", "subject": "not-an-address"}',
+])
+async def test_a_forged_broadcast_changes_nothing_and_later_bans_apply(forged: bytes) -> None:
+    """A message on the bans channel that is no ban (anyone with the state layer's address
+    could publish one) is refused by the handler — the state layer logs it and goes on — and
+    leaves the mirror and its index as they were; the next real ban applies as usual."""
+    state = open_state("memory://")
+    bans = Bans(state, DetectorSettings())
+    await bans.ban("198.51.100.0/24", "before", 60)
+    before = (dict(bans.mirror), index_of(bans))
+    with contextlib.suppress(Exception):  # refused: what the state layer catches and logs
+        bans.heard(forged)
+    assert (dict(bans.mirror), index_of(bans)) == before
+    made = Ban("192.0.2.44", "after", 2e9)
+    bans.heard(orjson.dumps({"op": "ban", "ban": asdict(made)}))
+    assert bans.banned(ip("192.0.2.44")) is not None
+    assert bans.banned(ip("198.51.100.9")) is not None
     await bans.aclose()
     await state.aclose()
