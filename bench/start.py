@@ -8,7 +8,8 @@ the process used until then (its own and its waited children's: the migration's 
     .venv/bin/python bench/start.py --base HEAD~3       # and that commit's, in turns
 
 SQLite store, memory state, the words tokenizer (as the tests' gateways), one worker on
-127.0.0.1; every start is stopped (SIGTERM, then SIGKILL after 10 s) before the next.
+127.0.0.1; every start is stopped (its process group: SIGTERM, then SIGKILL) before the
+next; its output is in bench/.work/start.log.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +53,8 @@ def ready(port: int) -> bool:
         return False
 
 
-def start(py: str, root: Path, store_dir: Path) -> tuple[float, float]:
+def start(kids: overhead.Children, py: str, root: Path,
+          store_dir: Path) -> tuple[float, float]:
     """(seconds to ready, CPU seconds until then) of one ``gatehouse serve``."""
     cfg = store_dir / "gatehouse.toml"
     cfg.write_text(CONFIG.format(dir=store_dir))
@@ -61,9 +62,8 @@ def start(py: str, root: Path, store_dir: Path) -> tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=str(root))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # an install runs from bytecode
     t0 = time.perf_counter()
-    proc = subprocess.Popen([py, "-m", "gatehouse", "serve", "--config", str(cfg), "--port",
-                             str(port)], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = kids.start("start", [py, "-m", "gatehouse", "serve", "--config", str(cfg),
+                                "--port", str(port)], env=env, cwd=root)
     try:
         deadline = t0 + 120
         while not ready(port):
@@ -73,12 +73,7 @@ def start(py: str, root: Path, store_dir: Path) -> tuple[float, float]:
         wall = time.perf_counter() - t0
         cpu = ticks(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        kids.stop(proc)
     return wall, cpu
 
 
@@ -94,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_before = os.getloadavg()
     seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    kids = overhead.Children()  # each start in its own process group, stopped at the end
     with tempfile.TemporaryDirectory(prefix="gatehouse-start-bench-") as tmp:
         for n in range(args.runs + 1):  # the first round warms files and bytecode, unkept
             for name, root in trees.items():
                 store_dir = Path(tmp) / f"{name}-{n}"
                 store_dir.mkdir()
-                new = start(py, root, store_dir)  # a new store
-                again = start(py, root, store_dir)  # the same store, made
+                new = start(kids, py, root, store_dir)  # a new store
+                again = start(kids, py, root, store_dir)  # the same store, made
                 shutil.rmtree(store_dir)
                 if n:
                     seen.setdefault((name, "new store"), []).append(new)
