@@ -315,7 +315,9 @@ base_url = "http://{HOST}:{upstream.port}/v1"
 [models.{MODEL}]
 backends = [{{ upstream = "bench", model = "{MODEL}" }}]
 """ + extra_toml)
-    env = dict(os.environ, **(env or {}), PYTHONPATH=str(root))
+    extra_path = (env or {}).get("PYTHONPATH")  # ahead of the tree (bench/redis_client.py)
+    env = dict(os.environ, **(env or {}))
+    env["PYTHONPATH"] = os.pathsep.join([*([extra_path] if extra_path else []), str(root)])
     if require_key:
         subprocess.run([py, "-c", LAUNCH, "migrate", "--config", str(cfg)], env=env, cwd=root,
                        check=True, capture_output=True)
@@ -407,12 +409,15 @@ def start_litellm(kids: Children, upstream: Target) -> Target:
     return Target("litellm", "LiteLLM", port, key, proc.pid)
 
 
-def smoke(t: Target) -> None:
-    """One plain and one streamed request must succeed before any timing."""
+def smoke(t: Target, *, stream: bool = True) -> None:
+    """One plain and (unless ``stream`` is false: an upstream of fixed plain replies, as
+    bench/light.py's) one streamed request must succeed before any timing."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
     status, data = http_post(t.port, "/v1/chat/completions", body, t.api_key)
     if status != 200 or b"bench" not in data:
         raise RuntimeError(f"{t.label}: chat completion answered {status}: {data[:300]!r}")
+    if not stream:
+        return
     body |= {"stream": True, "stream_options": {"include_usage": True}}
     status, data = http_post(t.port, "/v1/chat/completions", body, t.api_key)
     if status != 200 or b"[DONE]" not in data:
