@@ -51,7 +51,11 @@ for j = 1, #s / 3 do
     end
     if actual > 0 then
       redis.call('HINCRBY', target, 'c', actual)
-      redis.call('PEXPIREAT', target, tonumber(s[3*j]) + 60000)
+      -- the window the reservation was made in already has its expiry (a reservation sets
+      -- it where the counter may be new); a later window may be new here
+      if target ~= h or not amount then
+        redis.call('PEXPIREAT', target, tonumber(s[3*j]) + 60000)
+      end
     end
   end)
   if not ok and of_key(err) then out[1] = out[1] + 1 end
@@ -63,6 +67,7 @@ for a = 2, #ARGV, 4 do  -- each reservation
   local ok, refused, used = pcall(function()
     local now, rid, until_ = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
     local used = {}
+    local reserved = {}  -- each counter's "r" (in flight) before this reservation
     local refused = 0
     for i = 1, n do
       local h, before = KEYS[k + 2*i - 1], KEYS[k + 2*i]
@@ -89,7 +94,8 @@ for a = 2, #ARGV, 4 do  -- each reservation
         redis.call('HSET', h, 'd', debt)
         redis.call('PEXPIREAT', h, expires + 60000)
       end
-      local total = tonumber(cdr[1] or '0') + tonumber(debt) + tonumber(cdr[3] or '0')
+      reserved[i] = tonumber(cdr[3] or '0')
+      local total = tonumber(cdr[1] or '0') + tonumber(debt) + reserved[i]
       used[i] = total
       if refused == 0 and amount > 0 and total + amount > limit then refused = i end
     end
@@ -99,12 +105,15 @@ for a = 2, #ARGV, 4 do  -- each reservation
         if amount > 0 then
           local h = KEYS[k + 2*i - 1]
           local e = h .. ":e"
-          local expires = spec[4*i-1] + 60000
           redis.call('HSET', h, rid, amount)
           redis.call('HINCRBY', h, 'r', amount)
           redis.call('ZADD', e, until_, rid)
-          redis.call('PEXPIREAT', h, expires)
-          redis.call('PEXPIREAT', e, expires)
+          -- h got its expiry when it was first used (above: the field "d" is written then);
+          -- e holds a member for each reservation in "r", so with none it was empty, that is
+          -- gone, and ZADD made it anew
+          if reserved[i] == 0 then
+            redis.call('PEXPIREAT', e, spec[4*i-1] + 60000)
+          end
         end
       end
     end

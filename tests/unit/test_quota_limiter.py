@@ -210,6 +210,44 @@ async def test_redis_a_bad_key_fails_its_own_reservation_and_settle_only() -> No
         await r.aclose()
 
 
+async def test_redis_every_key_it_writes_expires_a_minute_after_its_window() -> None:
+    """A counter's hash and its reservations' sorted set are dropped 60 s after their window
+    ends, however the counter was first written — by a reservation, a read, or a settle of a
+    request that ended in a later window — and whatever came after: reservations in flight,
+    settles into the same window, one lapsing and swept. (The script sets an expiry only
+    where a key may be new; this holds it to that.)"""
+    lim = RedisLimiter(REDIS_URL)
+    r = redis.asyncio.from_url(REDIS_URL)
+    base = key()
+    w0, w1, w2, w3 = (f"{base}:w{i}" for i in range(4))
+    end = {w: NOW + 60 * (i + 1) for i, w in enumerate((w0, w1, w2, w3))}
+
+    def ask(w: str, amount: int, previous: str | None = None) -> Ask:
+        return Ask(w, 100, amount, end[w], previous)
+
+    try:
+        assert (await lim.reserve("a", [ask(w0, 5)], NOW, 30)).allowed  # made by a reservation
+        assert (await lim.reserve("b", [ask(w0, 5)], NOW, 30)).allowed  # "a" in flight
+        assert (await lim.reserve("gone", [ask(w0, 5)], NOW, 2)).allowed  # will lapse
+        await lim.settle("a", [Settle(w0, 7, end[w0])], NOW + 1)  # into its own window
+        await lim.settle("b", [Settle(w0, 3, end[w0], w1, end[w1])], NOW + 61)  # makes w1
+        assert await lim.usage([ask(w2, 0, w1)], NOW + 121) == [0]  # a read makes w2
+        assert (await lim.reserve("c", [ask(w0, 1)], NOW + 10, 30)).allowed  # sweeps "gone"
+        assert (await lim.reserve("d", [ask(w3, 4, w2)], NOW + 181, 30)).allowed
+        await lim.reserve("e", [ask(w3, 0)], NOW + 181, 30)  # a read of a counter in use
+        await lim.flush()
+        found = {k.decode(): await r.pexpiretime(k) for k in await r.keys(f"{PREFIX}{base}:*")}
+        expected = {PREFIX + w0: end[w0], PREFIX + w0 + ":e": end[w0],  # "c" in flight
+                    PREFIX + w1: end[w1], PREFIX + w2: end[w2],
+                    PREFIX + w3: end[w3], PREFIX + w3 + ":e": end[w3]}
+        assert found == {k: int(e * 1000) + 60_000 for k, e in expected.items()}
+        assert await r.hget(PREFIX + w0, "gone") is None  # swept
+        assert await r.hget(PREFIX + w1, "c") == b"3"
+    finally:
+        await lim.aclose()
+        await r.aclose()
+
+
 async def test_redis_refusing_writes_fails_the_call_and_keeps_the_settles() -> None:
     """An error of the server, not of one key — READONLY: the limiter still connected to a
     primary demoted by a failover — fails the whole call, and the riding settles are sent
