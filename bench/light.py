@@ -18,8 +18,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from overhead import HOST, MODEL, WORK, Children, Target, free_port, wait_healthy
@@ -27,6 +29,7 @@ from overhead import HOST, MODEL, WORK, Children, Target, free_port, wait_health
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support.nginx
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
+T = TypeVar("T")
 
 
 @dataclass
@@ -97,10 +100,12 @@ def path_of(req: bytes) -> str:
 
 
 def run_wrk(port: int, req: bytes, *, conns: int, duration: float,
-            during: float | None = None, then: object = None) -> tuple[WrkResult, object]:
+            during: float | None = None,
+            then: Callable[[], T] | None = None) -> tuple[WrkResult, T | None]:
     """wrk for ``duration`` s, one thread, ``conns`` keep-alive connections sending ``req``
-    to 127.0.0.1:``port``. ``then`` (a callable) is called ``during`` s into the run and its
-    result returned beside wrk's."""
+    to 127.0.0.1:``port``. ``then`` is called ``during`` s into the run (half way by default)
+    and what it returns is returned beside wrk's figures. A wrk that outlives its run by 30 s
+    is killed."""
     script = WORK / f"wrk-{port}.lua"
     script.write_text(_lua(req))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -108,10 +113,15 @@ def run_wrk(port: int, req: bytes, *, conns: int, duration: float,
                              "-s", str(script), f"http://{HOST}:{port}{path_of(req)}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = None
-    if callable(then):
-        time.sleep(during or duration / 2)
-        seen = then()
-    out, _ = proc.communicate(timeout=duration + 30)
+    try:
+        if then is not None:
+            time.sleep(during or duration / 2)
+            seen = then()
+        out, _ = proc.communicate(timeout=duration + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {out}")
