@@ -119,6 +119,34 @@ def split(t: Target, port: int) -> list[int]:
     return sorted(per.values(), reverse=True)
 
 
+Driven = tuple[float, int, int, float, list[int]]  # req/s, sent, errors, client CPU s, split
+
+
+def by_loadgen(runner: asyncio.Runner, t: Target, req: bytes,
+               args: argparse.Namespace) -> Driven:
+    """A closed loop of bench/loadgen.py in this process (1 s of warm-up), the connections'
+    split read half way."""
+    c0 = time.process_time()
+
+    async def measured() -> tuple[loadgen.Result, list[int]]:
+        task = asyncio.ensure_future(loadgen.closed_loop(
+            HOST, t.port, req, conns=args.conns, duration=args.duration, warmup=1.0))
+        await asyncio.sleep(1.0 + args.duration / 2)
+        seen = split(t, t.port)
+        return await task, seen
+
+    res, seen = runner.run(measured())
+    return (res.throughput, res.total, res.errors + res.timeouts, time.process_time() - c0,
+            seen)
+
+
+def by_wrk(_runner: asyncio.Runner, t: Target, req: bytes, args: argparse.Namespace) -> Driven:
+    """wrk (bench/light.py), the connections' split read half way."""
+    wrk, seen = light.run_wrk(t.port, req, conns=args.conns, duration=args.duration,
+                              then=lambda: split(t, t.port))
+    return wrk.rps, wrk.total, wrk.errors, wrk.cpu_s, seen or []
+
+
 def run(args: argparse.Namespace, up: Target, servers: dict[int, Target]) -> dict[str, Any]:
     import uvloop
 
@@ -139,36 +167,15 @@ def run(args: argparse.Namespace, up: Target, servers: dict[int, Target]) -> dic
                 quiesce(pids)
                 req = loadgen.chat_request(HOST, t.port, api_key=t.api_key, stream=False)
                 g0, u0, r0 = cpu_seconds(t.pid), cpu_seconds(up.pid), cpu_seconds(redis_pid)
-                c0 = time.process_time()
-                if args.light:
-                    wrk, seen_split = light.run_wrk(t.port, req, conns=args.conns,
-                                                    duration=args.duration,
-                                                    then=lambda t=t: split(t, t.port))
-                    rps, sent, errors = wrk.rps, wrk.total, wrk.errors
-                    c = wrk.cpu_s
-                    seen = [seen_split]
-                else:
-                    seen = []
-
-                    async def measured(t: Target = t, req: bytes = req,
-                                       seen: list[list[int]] = seen) -> loadgen.Result:
-                        task = asyncio.ensure_future(loadgen.closed_loop(
-                            HOST, t.port, req, conns=args.conns, duration=args.duration,
-                            warmup=1.0))
-                        await asyncio.sleep(1.0 + args.duration / 2)
-                        seen.append(split(t, t.port))
-                        return await task
-
-                    res = runner.run(measured())
-                    rps, sent, errors = res.throughput, res.total, res.errors + res.timeouts
-                    c = time.process_time() - c0
+                drive = by_wrk if args.light else by_loadgen
+                rps, sent, errors, c, seen = drive(runner, t, req, args)
                 g, u, r = (cpu_seconds(t.pid) - g0, cpu_seconds(up.pid) - u0,
                            cpu_seconds(redis_pid) - r0)
                 sent = max(1, sent)  # CPU covers the warm-up too: per request sent
                 cell = {"rps": rps, "errors": errors,
                         "gateway_us": g / sent * 1e6, "upstream_us": u / sent * 1e6,
                         "client_us": c / sent * 1e6, "redis_us": r / sent * 1e6,
-                        "split": seen[0]}
+                        "split": seen}
                 out["cells"][n].append(cell)
                 log(f"rep {rep + 1} {n} worker(s): {cell['rps']:,.0f} req/s, CPU per request "
                     f"gateway {cell['gateway_us']:.0f} µs, upstream {cell['upstream_us']:.0f}, "
